@@ -1,0 +1,19 @@
+# Warnings (as errors) and sanitizers for our own code only: linked PRIVATE.
+add_library(sourcery_warnings INTERFACE)
+target_compile_options(sourcery_warnings INTERFACE -Wall -Wextra -Werror)
+
+add_library(sourcery_sanitizers INTERFACE)
+if(SOURCERY_SANITIZERS STREQUAL "address")
+  target_compile_options(sourcery_sanitizers INTERFACE
+    -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
+  target_link_options(sourcery_sanitizers INTERFACE -fsanitize=address,undefined)
+elseif(SOURCERY_SANITIZERS STREQUAL "thread")
+  target_compile_options(sourcery_sanitizers INTERFACE -fsanitize=thread -fno-omit-frame-pointer)
+  target_link_options(sourcery_sanitizers INTERFACE -fsanitize=thread)
+elseif(NOT SOURCERY_SANITIZERS STREQUAL "")
+  message(FATAL_ERROR "SOURCERY_SANITIZERS must be empty, 'address' or 'thread'")
+endif()
+# Sanitizers apply to every target in the tree, so instrumented and plain code never mix.
+if(NOT SOURCERY_SANITIZERS STREQUAL "")
+  link_libraries(sourcery_sanitizers)
+endif()

@@ -1,0 +1,163 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <caf/expected.hpp>
+
+#include "sourcery/persistence/error.hpp"
+#include "sourcery/persistence/event.hpp"
+#include "sourcery/persistence/expected_version.hpp"
+#include "sourcery/persistence/subscription.hpp"
+
+namespace sourcery::persistence {
+
+class event_registry;
+
+/// The event-store contract shared by every implementation (LMDB, in-memory).
+///
+/// Streams hold events at versions 1, 2, ...; every event also has a gapless
+/// position in the global `$all` log. All calls are thread-safe. Errors are
+/// values (`store_errc` in the error); no exception leaves a public call.
+///
+/// Stream ids are 1 to 400 bytes and must not start with '$' (reserved).
+class event_store {
+public:
+  using append_callback = std::function<void(caf::expected<append_result>)>;
+
+  virtual ~event_store();
+
+  // -- writing ----------------------------------------------------------------
+
+  /// Appends `events` to `stream` if its version satisfies `expected`, all or
+  /// nothing. Returns after the events are durably committed (under the
+  /// store's durability mode).
+  /// Errors: wrong_expected_version, stream_deleted, invalid_argument,
+  /// malformed_payload, store_full, io_error, corrupt_store, store_closed.
+  caf::expected<append_result> append(std::string_view stream, expected_version expected,
+                                      std::vector<event_data> events);
+
+  /// Same as `append`, answering through `done` (called exactly once, on a
+  /// store thread; keep it short and non-blocking).
+  void append_async(std::string_view stream, expected_version expected,
+                    std::vector<event_data> events, append_callback done);
+
+  /// Soft-deletes `stream`: later appends and reads of it fail with
+  /// stream_deleted; its events stay in `$all`.
+  /// Errors: wrong_expected_version, stream_deleted, invalid_argument, I/O errors.
+  caf::expected<void> delete_stream(std::string_view stream, expected_version expected);
+
+  // -- reading ----------------------------------------------------------------
+
+  /// Up to `max_count` events of `stream`, forward from version `from`
+  /// (inclusive) or backward from it (use UINT64_MAX for "from the end").
+  /// A stream that does not exist reads as empty.
+  /// Errors: stream_deleted, invalid_argument, corrupt_record, corrupt_store.
+  caf::expected<std::vector<recorded_event>>
+  read_stream(std::string_view stream, uint64_t from, size_t max_count,
+              read_direction direction = read_direction::forward) const;
+
+  /// Up to `max_count` events of `$all`, forward from position `from`
+  /// (inclusive) or backward from it (UINT64_MAX: from the end).
+  /// Errors: invalid_argument, corrupt_record, corrupt_store.
+  caf::expected<std::vector<recorded_event>>
+  read_all(uint64_t from, size_t max_count,
+           read_direction direction = read_direction::forward) const;
+
+  /// Version, existence and deletion state of a stream.
+  caf::expected<persistence::stream_info> stream_info(std::string_view stream) const;
+
+  /// The position of the last committed event (0 for an empty store).
+  virtual uint64_t head_position() const = 0;
+
+  /// Blocks until `head_position() >= pos` or the timeout passes; returns
+  /// whether the position was reached.
+  bool wait_for_position(uint64_t pos, std::chrono::milliseconds timeout) const;
+
+  // -- snapshots --------------------------------------------------------------
+
+  /// Replaces the snapshot of `snap.stream_id`.
+  caf::expected<void> save_snapshot(snapshot snap);
+  /// The latest snapshot of `stream`, or nullopt.
+  caf::expected<std::optional<snapshot>> load_snapshot(std::string_view stream) const;
+  caf::expected<void> delete_snapshot(std::string_view stream);
+
+  // -- checkpoints ------------------------------------------------------------
+
+  /// Stores `position` under `name` (names follow the stream-id rules).
+  caf::expected<void> save_checkpoint(std::string_view name, uint64_t position);
+  /// The stored position, or nullopt if none was saved.
+  caf::expected<std::optional<uint64_t>> load_checkpoint(std::string_view name) const;
+
+  // -- subscriptions ----------------------------------------------------------
+
+  /// Starts delivering events to `handler` on a thread of the subscription.
+  /// Errors: invalid_argument, subscription_exists, store_closed.
+  caf::expected<subscription> subscribe(subscription_options options, batch_handler handler);
+
+  // -- event types ------------------------------------------------------------
+
+  /// Reads run the registry's upcasters: events come out at the current
+  /// schema version of their type. The registry must outlive the store and
+  /// must not change after this call.
+  void use_registry(const event_registry* registry) noexcept;
+
+protected:
+  event_store();
+
+  // Implementations receive validated arguments.
+  virtual void do_append(std::string stream, expected_version expected,
+                         std::vector<event_data> events, append_callback done) = 0;
+  virtual caf::expected<void> do_delete_stream(std::string_view stream, expected_version expected) = 0;
+  virtual caf::expected<std::vector<recorded_event>>
+  do_read_stream(std::string_view stream, uint64_t from, size_t max_count, read_direction direction) const = 0;
+  virtual caf::expected<std::vector<recorded_event>>
+  do_read_all(uint64_t from, size_t max_count, read_direction direction) const = 0;
+  virtual caf::expected<persistence::stream_info> do_stream_info(std::string_view stream) const = 0;
+  virtual caf::expected<void> do_save_snapshot(snapshot snap) = 0;
+  virtual caf::expected<std::optional<snapshot>> do_load_snapshot(std::string_view stream) const = 0;
+  virtual caf::expected<void> do_delete_snapshot(std::string_view stream) = 0;
+  virtual caf::expected<void> do_save_checkpoint(std::string_view name, uint64_t position) = 0;
+  virtual caf::expected<std::optional<uint64_t>> do_load_checkpoint(std::string_view name) const = 0;
+
+  /// Lets an implementation refresh its head from storage that other
+  /// processes write; called while waiting for a position.
+  virtual void refresh_head() const {}
+
+  /// Implementations call this after a commit made `head` visible.
+  void notify_appended() const;
+
+  /// Stops every subscription and refuses new calls. Implementations call it
+  /// first thing in their destructor, while their storage is still open.
+  void close_base();
+
+  bool closed() const noexcept { return closed_.load(std::memory_order_acquire); }
+
+private:
+  friend struct detail::subscription_state;
+  caf::error upcast(std::vector<recorded_event>& events) const;
+
+  const event_registry* registry_ = nullptr;
+  std::atomic<bool> closed_{false};
+  mutable std::mutex head_mtx_;
+  mutable std::condition_variable head_cv_;
+  std::mutex subs_mtx_;
+  std::vector<std::weak_ptr<detail::subscription_state>> subs_;
+};
+
+/// Validates a stream id (or checkpoint name): none if acceptable.
+caf::error validate_stream_id(std::string_view stream);
+
+/// Validates that `payload` is empty or exactly one well-formed msgpack map.
+caf::error validate_msgpack_map(const bytes& payload, std::string_view what);
+
+} // namespace sourcery::persistence

@@ -1,0 +1,101 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "sourcery/persistence/event_store.hpp"
+
+namespace sourcery::persistence {
+
+/// When a commit counts as done.
+enum class durability : uint8_t {
+  /// Default. Every group commit is flushed to disk (fsync) before any of its
+  /// appends is acknowledged: nothing acknowledged is lost, even on power loss.
+  durable,
+  /// One flush per commit instead of two (LMDB's MDB_NOMETASYNC): the store
+  /// stays intact, but a power loss may undo the last acknowledged commit.
+  no_meta_sync,
+  /// Opt-in, no flush at all (MDB_NOSYNC): a crash of the process loses
+  /// nothing, but a power loss or OS crash loses the commits the OS had not
+  /// yet written. Never use it where an acknowledgement is a promise.
+  no_sync,
+};
+
+struct lmdb_options {
+  /// Directory of the store; created if missing. It must be empty or hold a
+  /// Sourcery store.
+  std::string path;
+  durability mode = durability::durable;
+  /// Initial size of the memory map; it doubles whenever a commit finds it full.
+  size_t initial_map_size = size_t{64} << 20;
+  /// The map never grows past this; a commit that needs more fails with
+  /// store_full. 0: no limit but the disk's.
+  size_t max_map_size = 0;
+  /// Most queued operations one group commit takes.
+  size_t max_batch = 8192;
+  /// Open for reading only (tools inspecting a store that an application is
+  /// writing). Writes fail with invalid_argument.
+  bool read_only = false;
+};
+
+/// Counters of the group-commit writer, for benchmarks and metrics.
+struct lmdb_stats {
+  uint64_t commits = 0;
+  uint64_t operations = 0;
+  uint64_t map_resizes = 0;
+  size_t map_size = 0;
+};
+
+/// The embedded event store on LMDB.
+///
+/// One writer thread takes every operation waiting in its queue, applies them
+/// in one write transaction, commits once, then answers each (group commit).
+/// An operation that fails its own checks (a wrong expected version, say)
+/// fails alone; the rest of the batch commits. Reads run on the caller's
+/// thread in LMDB read transactions and never wait for the writer.
+///
+/// Layout (named databases of one environment, keys big-endian):
+/// `events` position -> record; `stream_index` stream number + version ->
+/// position; `streams` stream id -> stream record; `snapshots`;
+/// `checkpoints`; `meta` (format marker and version).
+class lmdb_store final : public event_store {
+public:
+  /// Opens or creates the store at `options.path`.
+  /// Errors: foreign_store, unsupported_format_version, corrupt_store,
+  /// io_error, invalid_argument.
+  static caf::expected<std::unique_ptr<lmdb_store>> open(lmdb_options options);
+
+  ~lmdb_store() override;
+
+  uint64_t head_position() const override;
+
+  lmdb_stats stats() const;
+
+  /// The on-disk format version this build writes and reads.
+  static constexpr uint32_t format_version = 1;
+
+protected:
+  void do_append(std::string stream, expected_version expected, std::vector<event_data> events,
+                 append_callback done) override;
+  caf::expected<void> do_delete_stream(std::string_view stream, expected_version expected) override;
+  caf::expected<std::vector<recorded_event>>
+  do_read_stream(std::string_view stream, uint64_t from, size_t max_count, read_direction direction) const override;
+  caf::expected<std::vector<recorded_event>>
+  do_read_all(uint64_t from, size_t max_count, read_direction direction) const override;
+  caf::expected<persistence::stream_info> do_stream_info(std::string_view stream) const override;
+  caf::expected<void> do_save_snapshot(snapshot snap) override;
+  caf::expected<std::optional<snapshot>> do_load_snapshot(std::string_view stream) const override;
+  caf::expected<void> do_delete_snapshot(std::string_view stream) override;
+  caf::expected<void> do_save_checkpoint(std::string_view name, uint64_t position) override;
+  caf::expected<std::optional<uint64_t>> do_load_checkpoint(std::string_view name) const override;
+  void refresh_head() const override;
+
+private:
+  struct impl;
+  explicit lmdb_store(std::unique_ptr<impl> impl);
+  std::unique_ptr<impl> impl_;
+};
+
+} // namespace sourcery::persistence

@@ -1,0 +1,263 @@
+#include "sourcery/persistence/event_store.hpp"
+
+#include <future>
+
+#include <msgpack.hpp>
+
+#include "record_codec.hpp"
+#include "sourcery/persistence/event_registry.hpp"
+#include "subscription_state.hpp"
+
+namespace sourcery::persistence {
+
+namespace {
+constexpr size_t max_stream_id = 400;
+constexpr size_t max_type_name = 255;
+} // namespace
+
+caf::error validate_stream_id(std::string_view stream) {
+  if (stream.empty())
+    return make_error(store_errc::invalid_argument, "stream id is empty");
+  if (stream.size() > max_stream_id)
+    return make_error(store_errc::invalid_argument,
+                      "stream id is longer than " + std::to_string(max_stream_id) + " bytes");
+  if (stream.front() == '$')
+    return make_error(store_errc::invalid_argument,
+                      "stream ids starting with '$' are reserved: " + std::string{stream});
+  return {};
+}
+
+caf::error validate_msgpack_map(const bytes& payload, std::string_view what) {
+  if (payload.empty())
+    return {};
+  using lim = detail::msgpack_limits;
+  try {
+    size_t off = 0;
+    auto oh = msgpack::unpack(reinterpret_cast<const char*>(payload.data()), payload.size(), off,
+                              nullptr, nullptr,
+                              msgpack::unpack_limit(lim::array, lim::map, lim::str, lim::bin,
+                                                    lim::ext, lim::depth));
+    if (oh.get().type != msgpack::type::MAP)
+      return make_error(store_errc::malformed_payload, std::string{what} + " is not a msgpack map");
+    if (off != payload.size())
+      return make_error(store_errc::malformed_payload,
+                        std::string{what} + " has trailing bytes after its msgpack map");
+  } catch (const std::exception& e) {
+    return make_error(store_errc::malformed_payload,
+                      std::string{what} + " is not valid msgpack: " + e.what());
+  }
+  return {};
+}
+
+event_store::event_store() = default;
+
+event_store::~event_store() {
+  close_base();
+}
+
+void event_store::close_base() {
+  closed_.store(true, std::memory_order_release);
+  std::vector<std::shared_ptr<detail::subscription_state>> live;
+  {
+    std::lock_guard guard{subs_mtx_};
+    for (auto& w : subs_)
+      if (auto s = w.lock())
+        live.push_back(std::move(s));
+    subs_.clear();
+  }
+  for (auto& s : live)
+    s->stop();
+}
+
+void event_store::use_registry(const event_registry* registry) noexcept {
+  registry_ = registry;
+}
+
+caf::error event_store::upcast(std::vector<recorded_event>& events) const {
+  if (registry_ == nullptr)
+    return {};
+  for (auto& ev : events)
+    if (auto err = registry_->upcast(ev))
+      return err;
+  return {};
+}
+
+// -- writing ------------------------------------------------------------------
+
+void event_store::append_async(std::string_view stream, expected_version expected,
+                               std::vector<event_data> events, append_callback done) {
+  if (closed())
+    return done(make_error(store_errc::store_closed, "the event store is closed"));
+  if (auto err = validate_stream_id(stream))
+    return done(std::move(err));
+  for (size_t i = 0; i < events.size(); ++i) {
+    auto& ev = events[i];
+    auto what = "event " + std::to_string(i) + " (" + ev.type + ")";
+    if (ev.type.empty() || ev.type.size() > max_type_name)
+      return done(make_error(store_errc::invalid_argument, what + ": type name must be 1 to 255 bytes"));
+    if (auto err = validate_msgpack_map(ev.data, what + " data"))
+      return done(std::move(err));
+    if (auto err = validate_msgpack_map(ev.metadata, what + " metadata"))
+      return done(std::move(err));
+    if (ev.event_id.is_nil())
+      ev.event_id = uuid::random();
+  }
+  do_append(std::string{stream}, expected, std::move(events), std::move(done));
+}
+
+caf::expected<append_result> event_store::append(std::string_view stream, expected_version expected,
+                                                 std::vector<event_data> events) {
+  std::promise<caf::expected<append_result>> result;
+  auto fut = result.get_future();
+  append_async(stream, expected, std::move(events),
+               [&result](caf::expected<append_result> r) { result.set_value(std::move(r)); });
+  return fut.get();
+}
+
+caf::expected<void> event_store::delete_stream(std::string_view stream, expected_version expected) {
+  if (closed())
+    return make_error(store_errc::store_closed, "the event store is closed");
+  if (auto err = validate_stream_id(stream))
+    return err;
+  return do_delete_stream(stream, expected);
+}
+
+// -- reading ------------------------------------------------------------------
+
+caf::expected<std::vector<recorded_event>>
+event_store::read_stream(std::string_view stream, uint64_t from, size_t max_count,
+                         read_direction direction) const {
+  if (closed())
+    return make_error(store_errc::store_closed, "the event store is closed");
+  if (auto err = validate_stream_id(stream))
+    return err;
+  if (max_count == 0)
+    return std::vector<recorded_event>{};
+  auto result = do_read_stream(stream, from, max_count, direction);
+  if (result)
+    if (auto err = upcast(*result))
+      return err;
+  return result;
+}
+
+caf::expected<std::vector<recorded_event>>
+event_store::read_all(uint64_t from, size_t max_count, read_direction direction) const {
+  if (closed())
+    return make_error(store_errc::store_closed, "the event store is closed");
+  if (max_count == 0)
+    return std::vector<recorded_event>{};
+  auto result = do_read_all(from, max_count, direction);
+  if (result)
+    if (auto err = upcast(*result))
+      return err;
+  return result;
+}
+
+caf::expected<stream_info> event_store::stream_info(std::string_view stream) const {
+  if (closed())
+    return make_error(store_errc::store_closed, "the event store is closed");
+  if (auto err = validate_stream_id(stream))
+    return err;
+  return do_stream_info(stream);
+}
+
+bool event_store::wait_for_position(uint64_t pos, std::chrono::milliseconds timeout) const {
+  static const std::atomic<bool> never{false};
+  return detail::subscription_state::wait_for_position(*this, pos, std::chrono::steady_clock::now() + timeout, never);
+}
+
+void event_store::notify_appended() const {
+  { std::lock_guard guard{head_mtx_}; }
+  head_cv_.notify_all();
+}
+
+// -- snapshots and checkpoints ------------------------------------------------
+
+caf::expected<void> event_store::save_snapshot(snapshot snap) {
+  if (closed())
+    return make_error(store_errc::store_closed, "the event store is closed");
+  if (auto err = validate_stream_id(snap.stream_id))
+    return err;
+  return do_save_snapshot(std::move(snap));
+}
+
+caf::expected<std::optional<snapshot>> event_store::load_snapshot(std::string_view stream) const {
+  if (closed())
+    return make_error(store_errc::store_closed, "the event store is closed");
+  if (auto err = validate_stream_id(stream))
+    return err;
+  return do_load_snapshot(stream);
+}
+
+caf::expected<void> event_store::delete_snapshot(std::string_view stream) {
+  if (closed())
+    return make_error(store_errc::store_closed, "the event store is closed");
+  if (auto err = validate_stream_id(stream))
+    return err;
+  return do_delete_snapshot(stream);
+}
+
+caf::expected<void> event_store::save_checkpoint(std::string_view name, uint64_t position) {
+  if (closed())
+    return make_error(store_errc::store_closed, "the event store is closed");
+  if (auto err = validate_stream_id(name))
+    return err;
+  return do_save_checkpoint(name, position);
+}
+
+caf::expected<std::optional<uint64_t>> event_store::load_checkpoint(std::string_view name) const {
+  if (closed())
+    return make_error(store_errc::store_closed, "the event store is closed");
+  if (auto err = validate_stream_id(name))
+    return err;
+  return do_load_checkpoint(name);
+}
+
+// -- subscriptions ------------------------------------------------------------
+
+caf::expected<subscription> event_store::subscribe(subscription_options options, batch_handler handler) {
+  if (closed())
+    return make_error(store_errc::store_closed, "the event store is closed");
+  if (!handler)
+    return make_error(store_errc::invalid_argument, "subscription handler is empty");
+  if (options.batch_size == 0)
+    return make_error(store_errc::invalid_argument, "subscription batch size is 0");
+  if (!options.stream.empty())
+    if (auto err = validate_stream_id(options.stream))
+      return err;
+  uint64_t start = 0;
+  if (options.name.empty()) {
+    start = head_position();
+  } else {
+    if (auto err = validate_stream_id(options.name))
+      return err;
+    auto cp = load_checkpoint(options.name);
+    if (!cp)
+      return cp.error();
+    if (*cp)
+      start = **cp;
+    else if (options.start == subscription_start::current)
+      start = head_position();
+    else if (options.start == subscription_start::position)
+      start = options.start_position;
+  }
+  auto state = std::make_shared<detail::subscription_state>(*this, std::move(options),
+                                                            std::move(handler), start);
+  {
+    std::lock_guard guard{subs_mtx_};
+    std::erase_if(subs_, [](const auto& w) {
+      auto s = w.lock();
+      return !s || !s->active.load();
+    });
+    if (!state->options.name.empty())
+      for (auto& w : subs_)
+        if (auto s = w.lock(); s && s->options.name == state->options.name)
+          return make_error(store_errc::subscription_exists,
+                            "persistent subscription '" + state->options.name + "' is already running");
+    subs_.push_back(state);
+  }
+  state->start();
+  return subscription{std::move(state)};
+}
+
+} // namespace sourcery::persistence

@@ -1,0 +1,948 @@
+#include "sourcery/persistence/lmdb_store.hpp"
+
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <future>
+#include <set>
+#include <shared_mutex>
+#include <thread>
+#include <unordered_map>
+
+#include <lmdb.h>
+
+#include "record_codec.hpp"
+
+namespace sourcery::persistence {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::string_view format_marker = "sourcery.event-store";
+
+int64_t now_micros() {
+  using namespace std::chrono;
+  return duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+// -- big-endian keys ------------------------------------------------------------
+
+void put_be64(uint8_t* p, uint64_t x) {
+  for (int i = 7; i >= 0; --i, x >>= 8)
+    p[i] = static_cast<uint8_t>(x);
+}
+
+uint64_t get_be64(const uint8_t* p) {
+  uint64_t x = 0;
+  for (int i = 0; i < 8; ++i)
+    x = (x << 8) | p[i];
+  return x;
+}
+
+struct u64_key {
+  uint8_t buf[8];
+  explicit u64_key(uint64_t x) { put_be64(buf, x); }
+  MDB_val val() { return {sizeof buf, buf}; }
+};
+
+struct index_key {
+  uint8_t buf[16];
+  index_key(uint64_t stream_no, uint64_t version) {
+    put_be64(buf, stream_no);
+    put_be64(buf + 8, version);
+  }
+  MDB_val val() { return {sizeof buf, buf}; }
+};
+
+MDB_val str_val(std::string_view s) {
+  return {s.size(), const_cast<char*>(s.data())};
+}
+
+// -- stream records: number, version, created, updated, flags -----------------
+
+struct stream_rec {
+  uint64_t number = 0;
+  uint64_t version = 0;
+  int64_t created_at = 0;
+  int64_t updated_at = 0;
+  bool deleted = false;
+  bool exists = false; // not stored: whether the record was found
+  bool dirty = false;  // not stored: whether the batch changed it
+
+  static constexpr size_t size = 33;
+
+  void encode(uint8_t* p) const {
+    put_be64(p, number);
+    put_be64(p + 8, version);
+    put_be64(p + 16, static_cast<uint64_t>(created_at));
+    put_be64(p + 24, static_cast<uint64_t>(updated_at));
+    p[32] = deleted ? 1 : 0;
+  }
+
+  static std::optional<stream_rec> decode(const MDB_val& v) {
+    if (v.mv_size != size)
+      return std::nullopt;
+    auto p = static_cast<const uint8_t*>(v.mv_data);
+    stream_rec r;
+    r.number = get_be64(p);
+    r.version = get_be64(p + 8);
+    r.created_at = static_cast<int64_t>(get_be64(p + 16));
+    r.updated_at = static_cast<int64_t>(get_be64(p + 24));
+    r.deleted = p[32] != 0;
+    r.exists = true;
+    return r;
+  }
+};
+
+// -- error mapping --------------------------------------------------------------
+
+caf::error mdb_error(int rc, std::string_view what) {
+  std::string msg = std::string{what} + ": " + mdb_strerror(rc);
+  switch (rc) {
+    case MDB_MAP_FULL:
+    case ENOSPC:
+      return make_error(store_errc::store_full, std::move(msg));
+    case MDB_CORRUPTED:
+    case MDB_PANIC:
+    case MDB_PAGE_NOTFOUND:
+    case MDB_BAD_TXN:
+      return make_error(store_errc::corrupt_store, std::move(msg));
+    case MDB_INVALID:
+    case MDB_VERSION_MISMATCH:
+    case MDB_INCOMPATIBLE:
+      return make_error(store_errc::foreign_store, std::move(msg));
+    case EACCES:
+    case EROFS:
+      return make_error(store_errc::io_error, std::move(msg));
+    default:
+      return make_error(store_errc::io_error, std::move(msg));
+  }
+}
+
+/// Paths open in this process: LMDB forbids opening one environment twice.
+std::mutex open_paths_mtx;
+std::set<std::string> open_paths;
+
+// -- queued writes --------------------------------------------------------------
+
+struct write_op {
+  enum class kind : uint8_t { append, delete_stream, save_snapshot, delete_snapshot, save_checkpoint };
+  kind what = kind::append;
+  std::string key; // stream id or checkpoint name
+  expected_version expected = expected_version::any();
+  std::vector<event_data> events;
+  snapshot snap;
+  uint64_t position = 0;
+  event_store::append_callback done;
+};
+
+/// Outcome of applying one operation inside a write transaction.
+struct op_outcome {
+  int rc = 0;                            // non-zero: the whole transaction must be aborted
+  caf::expected<append_result> result{append_result{}}; // meaningful when rc == 0
+};
+
+} // namespace
+
+struct lmdb_store::impl {
+  lmdb_options options;
+  std::string canonical_path;
+  MDB_env* env = nullptr;
+  MDB_dbi events = 0, stream_index = 0, streams = 0, snapshots = 0, checkpoints = 0, meta = 0;
+
+  // Readers hold it shared during a transaction; growing the map takes it
+  // exclusively (LMDB requires no live transaction in this process then).
+  mutable std::shared_mutex resize_mtx;
+  std::atomic<uint64_t> head{0};
+
+  std::mutex queue_mtx;
+  std::condition_variable queue_cv;
+  std::deque<write_op> queue;
+  bool stopping = false;
+  std::thread writer;
+
+  std::atomic<uint64_t> commits{0}, operations{0}, resizes{0};
+  std::atomic<size_t> map_size{0};
+
+  lmdb_store* owner = nullptr;
+
+  ~impl() {
+    if (env != nullptr)
+      mdb_env_close(env);
+    if (!canonical_path.empty()) {
+      std::lock_guard guard{open_paths_mtx};
+      open_paths.erase(canonical_path);
+    }
+  }
+
+  // -- read transactions --------------------------------------------------------
+
+  struct read_txn {
+    std::shared_lock<std::shared_mutex> lock;
+    MDB_txn* txn = nullptr;
+    read_txn() = default;
+    read_txn(read_txn&& other) noexcept : lock(std::move(other.lock)), txn(std::exchange(other.txn, nullptr)) {}
+    ~read_txn() {
+      if (txn != nullptr)
+        mdb_txn_abort(txn);
+    }
+  };
+
+  caf::expected<read_txn> begin_read() const {
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      read_txn r;
+      r.lock = std::shared_lock{resize_mtx};
+      int rc = mdb_txn_begin(env, nullptr, MDB_RDONLY, &r.txn);
+      if (rc == 0)
+        return r;
+      r.txn = nullptr;
+      if (rc != MDB_MAP_RESIZED)
+        return mdb_error(rc, "begin read transaction");
+      // Another process grew the map: adopt its size.
+      r.lock.unlock();
+      std::unique_lock excl{resize_mtx};
+      mdb_env_set_mapsize(env, 0);
+    }
+    return make_error(store_errc::io_error, "begin read transaction: map keeps being resized");
+  }
+
+  caf::expected<std::optional<stream_rec>> get_stream(MDB_txn* txn, std::string_view stream) const {
+    MDB_val k = str_val(stream), v;
+    int rc = mdb_get(txn, streams, &k, &v);
+    if (rc == MDB_NOTFOUND)
+      return std::optional<stream_rec>{};
+    if (rc != 0)
+      return mdb_error(rc, "read stream record");
+    auto rec = stream_rec::decode(v);
+    if (!rec)
+      return make_error(store_errc::corrupt_store,
+                        "stream record of '" + std::string{stream} + "' has a wrong size");
+    return std::optional<stream_rec>{*rec};
+  }
+
+  caf::expected<recorded_event> get_event(MDB_txn* txn, uint64_t position) const {
+    u64_key key{position};
+    MDB_val k = key.val(), v;
+    int rc = mdb_get(txn, events, &k, &v);
+    if (rc == MDB_NOTFOUND)
+      return make_error(store_errc::corrupt_store,
+                        "stream index points at missing event " + std::to_string(position));
+    if (rc != 0)
+      return mdb_error(rc, "read event");
+    return detail::decode_record(static_cast<const uint8_t*>(v.mv_data), v.mv_size, position);
+  }
+
+  uint64_t last_position(MDB_txn* txn, int& rc) const {
+    MDB_cursor* cur = nullptr;
+    rc = mdb_cursor_open(txn, events, &cur);
+    if (rc != 0)
+      return 0;
+    MDB_val k, v;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    uint64_t pos = 0;
+    if (rc == 0 && k.mv_size == 8)
+      pos = get_be64(static_cast<const uint8_t*>(k.mv_data));
+    if (rc == MDB_NOTFOUND)
+      rc = 0;
+    mdb_cursor_close(cur);
+    return pos;
+  }
+
+  // -- the writer -----------------------------------------------------------------
+
+  void enqueue(write_op op) {
+    {
+      std::lock_guard guard{queue_mtx};
+      if (!stopping) {
+        queue.push_back(std::move(op));
+        queue_cv.notify_one();
+        return;
+      }
+    }
+    op.done(make_error(store_errc::store_closed, "the event store is closed"));
+  }
+
+  void writer_loop() {
+    std::vector<write_op> batch;
+    for (;;) {
+      {
+        std::unique_lock lock{queue_mtx};
+        queue_cv.wait(lock, [this] { return stopping || !queue.empty(); });
+        if (queue.empty())
+          return; // stopping, and everything queued has been answered
+        size_t n = std::min(queue.size(), options.max_batch);
+        batch.reserve(n);
+        for (size_t i = 0; i < n; ++i) {
+          batch.push_back(std::move(queue.front()));
+          queue.pop_front();
+        }
+      }
+      process(batch);
+      batch.clear();
+    }
+  }
+
+  struct batch_ctx {
+    MDB_txn* txn = nullptr;
+    uint64_t next_position = 1;
+    uint64_t next_stream_no = 1;
+    bool stream_no_dirty = false;
+    int64_t now = 0;
+    std::unordered_map<std::string, stream_rec> streams;
+    bytes buf;
+  };
+
+  void process(std::vector<write_op>& batch) {
+    std::vector<caf::expected<append_result>> results;
+    size_t begin = 0;
+    size_t chunk = batch.size();
+    while (begin < batch.size()) {
+      size_t end = std::min(batch.size(), begin + chunk);
+      results.clear();
+      int rc = run_transaction(batch, begin, end, results);
+      if (rc == MDB_MAP_FULL && grow_map())
+        continue; // retry the same operations with a bigger map
+      if (rc == MDB_TXN_FULL && end - begin > 1) {
+        chunk = (end - begin) / 2; // too many dirty pages: commit in smaller pieces
+        continue;
+      }
+      if (rc != 0) {
+        auto err = rc == MDB_TXN_FULL
+                     ? make_error(store_errc::invalid_argument, "append too large for one transaction")
+                     : mdb_error(rc, "commit");
+        for (size_t i = begin; i < end; ++i)
+          batch[i].done(err);
+      } else {
+        commits.fetch_add(1, std::memory_order_relaxed);
+        operations.fetch_add(end - begin, std::memory_order_relaxed);
+        owner->notify_appended();
+        for (size_t i = begin; i < end; ++i)
+          batch[i].done(std::move(results[i - begin]));
+      }
+      begin = end;
+    }
+  }
+
+  /// Applies batch[begin, end) in one write transaction and commits.
+  /// Returns 0 on commit (results filled) or the LMDB code that aborted it.
+  int run_transaction(std::vector<write_op>& batch, size_t begin, size_t end,
+                      std::vector<caf::expected<append_result>>& results) {
+    batch_ctx ctx;
+    std::shared_lock lock{resize_mtx};
+    int rc = mdb_txn_begin(env, nullptr, 0, &ctx.txn);
+    if (rc == MDB_MAP_RESIZED) {
+      lock.unlock();
+      {
+        std::unique_lock excl{resize_mtx};
+        mdb_env_set_mapsize(env, 0);
+      }
+      lock.lock();
+      rc = mdb_txn_begin(env, nullptr, 0, &ctx.txn);
+    }
+    if (rc != 0)
+      return rc;
+    // Read the log's end and the stream counter inside the transaction: another
+    // process may have written since our last commit.
+    ctx.next_position = last_position(ctx.txn, rc) + 1;
+    if (rc == 0)
+      rc = read_stream_counter(ctx);
+    ctx.now = now_micros();
+    for (size_t i = begin; rc == 0 && i < end; ++i) {
+      auto out = apply(ctx, batch[i]);
+      rc = out.rc;
+      results.push_back(std::move(out.result));
+    }
+    if (rc == 0)
+      rc = flush_streams(ctx);
+    if (rc != 0) {
+      mdb_txn_abort(ctx.txn);
+      return rc;
+    }
+    rc = mdb_txn_commit(ctx.txn);
+    if (rc == 0)
+      head.store(ctx.next_position - 1, std::memory_order_release);
+    return rc;
+  }
+
+  int read_stream_counter(batch_ctx& ctx) {
+    MDB_val k = str_val("next_stream_no"), v;
+    int rc = mdb_get(ctx.txn, meta, &k, &v);
+    if (rc == MDB_NOTFOUND)
+      return 0;
+    if (rc != 0)
+      return rc;
+    if (v.mv_size != 8)
+      return MDB_CORRUPTED;
+    ctx.next_stream_no = get_be64(static_cast<const uint8_t*>(v.mv_data));
+    return 0;
+  }
+
+  /// Finds a stream's record, through the batch's cache.
+  op_outcome load_stream(batch_ctx& ctx, const std::string& stream, stream_rec*& out) {
+    op_outcome o;
+    auto i = ctx.streams.find(stream);
+    if (i == ctx.streams.end()) {
+      auto found = get_stream(ctx.txn, stream);
+      if (!found) {
+        o.rc = code_of(found.error()) == store_errc::corrupt_store ? MDB_CORRUPTED : EIO;
+        return o;
+      }
+      i = ctx.streams.emplace(stream, found->value_or(stream_rec{})).first;
+    }
+    out = &i->second;
+    return o;
+  }
+
+  op_outcome apply(batch_ctx& ctx, write_op& op) {
+    op_outcome o;
+    switch (op.what) {
+      case write_op::kind::append:
+      case write_op::kind::delete_stream: {
+        stream_rec* s = nullptr;
+        o = load_stream(ctx, op.key, s);
+        if (o.rc != 0)
+          return o;
+        if (s->deleted) {
+          o.result = make_error(store_errc::stream_deleted, "stream '" + op.key + "' is deleted");
+          return o;
+        }
+        if (!op.expected.admits(s->version)) {
+          o.result = make_error(store_errc::wrong_expected_version,
+                                "stream '" + op.key + "' is at version " + std::to_string(s->version)
+                                  + ", expected " + op.expected.to_string());
+          return o;
+        }
+        if (op.what == write_op::kind::delete_stream) {
+          s->deleted = true;
+          s->exists = true;
+          s->updated_at = ctx.now;
+          s->dirty = true;
+          MDB_val k = str_val(op.key);
+          int rc = mdb_del(ctx.txn, snapshots, &k, nullptr);
+          o.rc = rc == MDB_NOTFOUND ? 0 : rc;
+          o.result = append_result{s->version, 0, 0};
+          return o;
+        }
+        return append_events(ctx, op, *s);
+      }
+      case write_op::kind::save_snapshot: {
+        ctx.buf.clear();
+        op.snap.created_at = ctx.now;
+        detail::encode_snapshot(op.snap, ctx.buf);
+        MDB_val k = str_val(op.key), v{ctx.buf.size(), ctx.buf.data()};
+        o.rc = mdb_put(ctx.txn, snapshots, &k, &v, 0);
+        return o;
+      }
+      case write_op::kind::delete_snapshot: {
+        MDB_val k = str_val(op.key);
+        int rc = mdb_del(ctx.txn, snapshots, &k, nullptr);
+        o.rc = rc == MDB_NOTFOUND ? 0 : rc;
+        return o;
+      }
+      case write_op::kind::save_checkpoint: {
+        u64_key pos{op.position};
+        MDB_val k = str_val(op.key), v = pos.val();
+        o.rc = mdb_put(ctx.txn, checkpoints, &k, &v, 0);
+        return o;
+      }
+    }
+    return o;
+  }
+
+  op_outcome append_events(batch_ctx& ctx, write_op& op, stream_rec& s) {
+    op_outcome o;
+    append_result r;
+    if (op.events.empty()) {
+      r.stream_version = s.version;
+      o.result = r;
+      return o;
+    }
+    // Work on a copy; the operation's own data stays intact so a transaction
+    // retried after growing the map can apply it again.
+    stream_rec next = s;
+    if (!next.exists) {
+      next.number = ctx.next_stream_no++;
+      ctx.stream_no_dirty = true;
+      next.created_at = ctx.now;
+      next.exists = true;
+    }
+    uint64_t pos = ctx.next_position;
+    for (const auto& ev : op.events) {
+      ++next.version;
+      ctx.buf.clear();
+      detail::encode_record(ev, op.key, next.version, ctx.now, ctx.buf);
+      u64_key pkey{pos};
+      MDB_val k = pkey.val(), v{ctx.buf.size(), ctx.buf.data()};
+      if ((o.rc = mdb_put(ctx.txn, events, &k, &v, MDB_APPEND)) != 0)
+        return o;
+      index_key ikey{next.number, next.version};
+      MDB_val ik = ikey.val(), iv = pkey.val();
+      if ((o.rc = mdb_put(ctx.txn, stream_index, &ik, &iv, 0)) != 0)
+        return o;
+      if (r.first_position == 0)
+        r.first_position = pos;
+      r.last_position = pos;
+      ++pos;
+    }
+    next.updated_at = ctx.now;
+    next.dirty = true;
+    s = next;
+    ctx.next_position = pos;
+    r.stream_version = next.version;
+    o.result = r;
+    return o;
+  }
+
+  int flush_streams(batch_ctx& ctx) {
+    uint8_t buf[stream_rec::size];
+    for (auto& [id, s] : ctx.streams) {
+      if (!s.dirty)
+        continue;
+      s.encode(buf);
+      MDB_val k = str_val(id), v{sizeof buf, buf};
+      if (int rc = mdb_put(ctx.txn, streams, &k, &v, 0); rc != 0)
+        return rc;
+    }
+    if (ctx.stream_no_dirty) {
+      u64_key n{ctx.next_stream_no};
+      MDB_val k = str_val("next_stream_no"), v = n.val();
+      if (int rc = mdb_put(ctx.txn, meta, &k, &v, 0); rc != 0)
+        return rc;
+    }
+    return 0;
+  }
+
+  bool grow_map() {
+    std::unique_lock excl{resize_mtx};
+    MDB_envinfo info;
+    mdb_env_info(env, &info);
+    size_t current = info.me_mapsize;
+    size_t next = current * 2;
+    if (options.max_map_size != 0)
+      next = std::min(next, options.max_map_size);
+    if (next <= current)
+      return false;
+    if (mdb_env_set_mapsize(env, next) != 0)
+      return false;
+    map_size.store(next);
+    resizes.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+};
+
+// -- opening ----------------------------------------------------------------------
+
+namespace {
+
+caf::error check_directory(const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) {
+    fs::create_directories(dir, ec);
+    if (ec)
+      return make_error(store_errc::io_error, "cannot create " + dir.string() + ": " + ec.message());
+    return {};
+  }
+  if (!fs::is_directory(dir, ec))
+    return make_error(store_errc::foreign_store, dir.string() + " is not a directory");
+  if (fs::exists(dir / "data.mdb", ec))
+    return {};
+  for (auto& entry : fs::directory_iterator{dir, ec})
+    if (entry.path().filename() != "lock.mdb")
+      return make_error(store_errc::foreign_store,
+                        dir.string() + " holds other files (" + entry.path().filename().string()
+                          + ") and no Sourcery store; use an empty or new directory");
+  if (ec)
+    return make_error(store_errc::io_error, "cannot list " + dir.string() + ": " + ec.message());
+  return {};
+}
+
+} // namespace
+
+caf::expected<std::unique_ptr<lmdb_store>> lmdb_store::open(lmdb_options options) {
+  if (options.path.empty())
+    return make_error(store_errc::invalid_argument, "store path is empty");
+  if (options.max_batch == 0)
+    return make_error(store_errc::invalid_argument, "max_batch is 0");
+  fs::path dir{options.path};
+  if (auto err = check_directory(dir))
+    return err;
+  auto st = std::make_unique<impl>();
+  {
+    std::error_code ec;
+    st->canonical_path = fs::canonical(dir, ec).string();
+    std::lock_guard guard{open_paths_mtx};
+    if (!open_paths.insert(st->canonical_path).second) {
+      st->canonical_path.clear();
+      return make_error(store_errc::invalid_argument,
+                        options.path + " is already open in this process; share that store instead");
+    }
+  }
+  int rc = mdb_env_create(&st->env);
+  if (rc != 0) {
+    st->env = nullptr;
+    return mdb_error(rc, "create environment");
+  }
+  mdb_env_set_maxdbs(st->env, 8);
+  mdb_env_set_maxreaders(st->env, 1024);
+  mdb_env_set_mapsize(st->env, options.initial_map_size);
+  unsigned flags = MDB_NOTLS;
+  if (options.read_only)
+    flags |= MDB_RDONLY;
+  if (options.mode == durability::no_meta_sync)
+    flags |= MDB_NOMETASYNC;
+  else if (options.mode == durability::no_sync)
+    flags |= MDB_NOSYNC;
+  rc = mdb_env_open(st->env, dir.c_str(), flags, 0644);
+  if (rc != 0)
+    return mdb_error(rc, "open " + options.path);
+
+  // Check the format marker; create the databases in a new store.
+  MDB_txn* txn = nullptr;
+  rc = mdb_txn_begin(st->env, nullptr, options.read_only ? MDB_RDONLY : 0, &txn);
+  if (rc != 0)
+    return mdb_error(rc, "begin transaction");
+  auto fail = [&](caf::error err) {
+    mdb_txn_abort(txn);
+    return err;
+  };
+  MDB_dbi main_db = 0;
+  if ((rc = mdb_dbi_open(txn, nullptr, 0, &main_db)) != 0)
+    return fail(mdb_error(rc, "open main database"));
+  MDB_stat main_stat;
+  mdb_stat(txn, main_db, &main_stat);
+  bool fresh = main_stat.ms_entries == 0;
+  if (fresh && options.read_only)
+    return fail(make_error(store_errc::invalid_argument, options.path + " holds no store to read"));
+  unsigned create = fresh ? MDB_CREATE : 0;
+  rc = mdb_dbi_open(txn, "meta", create, &st->meta);
+  if (rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE)
+    return fail(make_error(store_errc::foreign_store,
+                           options.path + " holds an LMDB database of another program"));
+  if (rc != 0)
+    return fail(mdb_error(rc, "open meta"));
+  if (fresh) {
+    MDB_val k = str_val("format"), v = str_val(format_marker);
+    uint8_t ver[8];
+    put_be64(ver, format_version);
+    MDB_val vk = str_val("format_version"), vv{8, ver};
+    if ((rc = mdb_put(txn, st->meta, &k, &v, 0)) != 0 || (rc = mdb_put(txn, st->meta, &vk, &vv, 0)) != 0)
+      return fail(mdb_error(rc, "write format marker"));
+  } else {
+    MDB_val k = str_val("format"), v;
+    rc = mdb_get(txn, st->meta, &k, &v);
+    if (rc != 0 || std::string_view{static_cast<const char*>(v.mv_data), v.mv_size} != format_marker)
+      return fail(make_error(store_errc::foreign_store,
+                             options.path + " holds an LMDB database of another program"));
+    MDB_val vk = str_val("format_version"), vv;
+    rc = mdb_get(txn, st->meta, &vk, &vv);
+    if (rc != 0 || vv.mv_size != 8)
+      return fail(make_error(store_errc::corrupt_store, options.path + ": format version missing"));
+    auto found = get_be64(static_cast<const uint8_t*>(vv.mv_data));
+    if (found != format_version)
+      return fail(make_error(store_errc::unsupported_format_version,
+                             options.path + " holds format version " + std::to_string(found)
+                               + "; this build reads version " + std::to_string(format_version)));
+  }
+  struct named {
+    const char* name;
+    MDB_dbi* dbi;
+  };
+  for (auto [name, dbi] : {named{"events", &st->events}, named{"stream_index", &st->stream_index},
+                           named{"streams", &st->streams}, named{"snapshots", &st->snapshots},
+                           named{"checkpoints", &st->checkpoints}}) {
+    if ((rc = mdb_dbi_open(txn, name, create, dbi)) != 0)
+      return fail(rc == MDB_NOTFOUND
+                    ? make_error(store_errc::corrupt_store, options.path + ": database " + name + " missing")
+                    : mdb_error(rc, std::string{"open "} + name));
+  }
+  st->head.store(st->last_position(txn, rc));
+  if (rc != 0)
+    return fail(mdb_error(rc, "read log end"));
+  rc = options.read_only ? (mdb_txn_abort(txn), 0) : mdb_txn_commit(txn);
+  if (rc != 0)
+    return mdb_error(rc, "commit store creation");
+  MDB_envinfo info;
+  mdb_env_info(st->env, &info);
+  st->map_size.store(info.me_mapsize);
+  st->options = std::move(options);
+  auto* raw = st.get();
+  std::unique_ptr<lmdb_store> store{new lmdb_store{std::move(st)}};
+  raw->owner = store.get();
+  if (!raw->options.read_only)
+    raw->writer = std::thread{[raw] { raw->writer_loop(); }};
+  return store;
+}
+
+lmdb_store::lmdb_store(std::unique_ptr<impl> impl) : impl_(std::move(impl)) {}
+
+lmdb_store::~lmdb_store() {
+  close_base();
+  {
+    std::lock_guard guard{impl_->queue_mtx};
+    impl_->stopping = true;
+  }
+  impl_->queue_cv.notify_all();
+  if (impl_->writer.joinable())
+    impl_->writer.join();
+}
+
+uint64_t lmdb_store::head_position() const {
+  return impl_->head.load(std::memory_order_acquire);
+}
+
+void lmdb_store::refresh_head() const {
+  auto r = impl_->begin_read();
+  if (!r)
+    return;
+  int rc = 0;
+  auto pos = impl_->last_position(r->txn, rc);
+  if (rc != 0)
+    return;
+  auto cur = impl_->head.load();
+  while (pos > cur && !impl_->head.compare_exchange_weak(cur, pos)) {
+  }
+  if (pos > cur)
+    notify_appended();
+}
+
+lmdb_stats lmdb_store::stats() const {
+  return {impl_->commits.load(), impl_->operations.load(), impl_->resizes.load(), impl_->map_size.load()};
+}
+
+// -- writes -------------------------------------------------------------------------
+
+namespace {
+
+caf::expected<void> to_void(caf::expected<append_result> r) {
+  if (!r)
+    return r.error();
+  return {};
+}
+
+} // namespace
+
+void lmdb_store::do_append(std::string stream, expected_version expected, std::vector<event_data> events,
+                           append_callback done) {
+  if (impl_->options.read_only)
+    return done(make_error(store_errc::invalid_argument, "the store is open read-only"));
+  write_op op;
+  op.what = write_op::kind::append;
+  op.key = std::move(stream);
+  op.expected = expected;
+  op.events = std::move(events);
+  op.done = std::move(done);
+  impl_->enqueue(std::move(op));
+}
+
+namespace {
+
+/// Runs a non-append write through the writer and waits for its answer.
+caf::expected<append_result> submit_and_wait(auto& impl, write_op op) {
+  if (impl.options.read_only)
+    return make_error(store_errc::invalid_argument, "the store is open read-only");
+  std::promise<caf::expected<append_result>> p;
+  auto f = p.get_future();
+  op.done = [&p](caf::expected<append_result> r) { p.set_value(std::move(r)); };
+  impl.enqueue(std::move(op));
+  return f.get();
+}
+
+} // namespace
+
+caf::expected<void> lmdb_store::do_delete_stream(std::string_view stream, expected_version expected) {
+  write_op op;
+  op.what = write_op::kind::delete_stream;
+  op.key = std::string{stream};
+  op.expected = expected;
+  return to_void(submit_and_wait(*impl_, std::move(op)));
+}
+
+caf::expected<void> lmdb_store::do_save_snapshot(snapshot snap) {
+  write_op op;
+  op.what = write_op::kind::save_snapshot;
+  op.key = snap.stream_id;
+  op.snap = std::move(snap);
+  return to_void(submit_and_wait(*impl_, std::move(op)));
+}
+
+caf::expected<void> lmdb_store::do_delete_snapshot(std::string_view stream) {
+  write_op op;
+  op.what = write_op::kind::delete_snapshot;
+  op.key = std::string{stream};
+  return to_void(submit_and_wait(*impl_, std::move(op)));
+}
+
+caf::expected<void> lmdb_store::do_save_checkpoint(std::string_view name, uint64_t position) {
+  write_op op;
+  op.what = write_op::kind::save_checkpoint;
+  op.key = std::string{name};
+  op.position = position;
+  return to_void(submit_and_wait(*impl_, std::move(op)));
+}
+
+// -- reads ---------------------------------------------------------------------------
+
+caf::expected<std::vector<recorded_event>>
+lmdb_store::do_read_stream(std::string_view stream, uint64_t from, size_t max_count,
+                           read_direction direction) const {
+  auto r = impl_->begin_read();
+  if (!r)
+    return r.error();
+  std::vector<recorded_event> out;
+  auto s = impl_->get_stream(r->txn, stream);
+  if (!s)
+    return s.error();
+  if (!*s)
+    return out;
+  if ((*s)->deleted)
+    return make_error(store_errc::stream_deleted, "stream '" + std::string{stream} + "' is deleted");
+  const auto& rec = **s;
+  uint64_t first, step_count;
+  if (direction == read_direction::forward) {
+    first = std::max<uint64_t>(from, 1);
+    if (first > rec.version)
+      return out;
+    step_count = std::min<uint64_t>(max_count, rec.version - first + 1);
+  } else {
+    first = std::min<uint64_t>(from, rec.version);
+    if (first == 0)
+      return out;
+    step_count = std::min<uint64_t>(max_count, first);
+  }
+  out.reserve(step_count);
+  MDB_cursor* cur = nullptr;
+  if (int rc = mdb_cursor_open(r->txn, impl_->stream_index, &cur); rc != 0)
+    return mdb_error(rc, "open cursor");
+  index_key key{rec.number, first};
+  MDB_val k = key.val(), v;
+  int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
+  const MDB_cursor_op step = direction == read_direction::forward ? MDB_NEXT : MDB_PREV;
+  caf::error err;
+  for (uint64_t i = 0; i < step_count; ++i) {
+    if (rc != 0 || k.mv_size != 16 || v.mv_size != 8
+        || get_be64(static_cast<const uint8_t*>(k.mv_data)) != rec.number) {
+      err = rc != 0 && rc != MDB_NOTFOUND
+              ? mdb_error(rc, "read stream index")
+              : make_error(store_errc::corrupt_store,
+                           "stream index of '" + std::string{stream} + "' has a gap");
+      break;
+    }
+    auto ev = impl_->get_event(r->txn, get_be64(static_cast<const uint8_t*>(v.mv_data)));
+    if (!ev) {
+      err = ev.error();
+      break;
+    }
+    out.push_back(std::move(*ev));
+    if (i + 1 < step_count)
+      rc = mdb_cursor_get(cur, &k, &v, step);
+  }
+  mdb_cursor_close(cur);
+  if (err)
+    return err;
+  return out;
+}
+
+caf::expected<std::vector<recorded_event>>
+lmdb_store::do_read_all(uint64_t from, size_t max_count, read_direction direction) const {
+  auto r = impl_->begin_read();
+  if (!r)
+    return r.error();
+  std::vector<recorded_event> out;
+  MDB_cursor* cur = nullptr;
+  if (int rc = mdb_cursor_open(r->txn, impl_->events, &cur); rc != 0)
+    return mdb_error(rc, "open cursor");
+  MDB_val k, v;
+  int rc;
+  u64_key key{std::max<uint64_t>(from, 1)};
+  if (direction == read_direction::forward) {
+    k = key.val();
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+  } else {
+    k = key.val();
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    if (rc == MDB_NOTFOUND)
+      rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    else if (rc == 0 && get_be64(static_cast<const uint8_t*>(k.mv_data)) > from)
+      rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+    if (from == 0)
+      rc = MDB_NOTFOUND;
+  }
+  const MDB_cursor_op step = direction == read_direction::forward ? MDB_NEXT : MDB_PREV;
+  caf::error err;
+  while (rc == 0 && out.size() < max_count) {
+    if (k.mv_size != 8) {
+      err = make_error(store_errc::corrupt_store, "event key of the wrong size");
+      break;
+    }
+    auto pos = get_be64(static_cast<const uint8_t*>(k.mv_data));
+    auto ev = detail::decode_record(static_cast<const uint8_t*>(v.mv_data), v.mv_size, pos);
+    if (!ev) {
+      err = ev.error();
+      break;
+    }
+    out.push_back(std::move(*ev));
+    rc = mdb_cursor_get(cur, &k, &v, step);
+  }
+  mdb_cursor_close(cur);
+  if (err)
+    return err;
+  if (rc != 0 && rc != MDB_NOTFOUND)
+    return mdb_error(rc, "read $all");
+  return out;
+}
+
+caf::expected<stream_info> lmdb_store::do_stream_info(std::string_view stream) const {
+  auto r = impl_->begin_read();
+  if (!r)
+    return r.error();
+  auto s = impl_->get_stream(r->txn, stream);
+  if (!s)
+    return s.error();
+  persistence::stream_info info;
+  info.stream_id = std::string{stream};
+  if (*s) {
+    info.exists = true;
+    info.version = (*s)->version;
+    info.deleted = (*s)->deleted;
+    info.created_at = (*s)->created_at;
+    info.updated_at = (*s)->updated_at;
+  }
+  return info;
+}
+
+caf::expected<std::optional<snapshot>> lmdb_store::do_load_snapshot(std::string_view stream) const {
+  auto r = impl_->begin_read();
+  if (!r)
+    return r.error();
+  MDB_val k = str_val(stream), v;
+  int rc = mdb_get(r->txn, impl_->snapshots, &k, &v);
+  if (rc == MDB_NOTFOUND)
+    return std::optional<snapshot>{};
+  if (rc != 0)
+    return mdb_error(rc, "read snapshot");
+  auto snap = detail::decode_snapshot(static_cast<const uint8_t*>(v.mv_data), v.mv_size, stream);
+  if (!snap)
+    return snap.error();
+  return std::optional<snapshot>{std::move(*snap)};
+}
+
+caf::expected<std::optional<uint64_t>> lmdb_store::do_load_checkpoint(std::string_view name) const {
+  auto r = impl_->begin_read();
+  if (!r)
+    return r.error();
+  MDB_val k = str_val(name), v;
+  int rc = mdb_get(r->txn, impl_->checkpoints, &k, &v);
+  if (rc == MDB_NOTFOUND)
+    return std::optional<uint64_t>{};
+  if (rc != 0)
+    return mdb_error(rc, "read checkpoint");
+  if (v.mv_size != 8)
+    return make_error(store_errc::corrupt_store, "checkpoint '" + std::string{name} + "' has a wrong size");
+  return std::optional<uint64_t>{get_be64(static_cast<const uint8_t*>(v.mv_data))};
+}
+
+} // namespace sourcery::persistence
