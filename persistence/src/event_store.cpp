@@ -2,7 +2,6 @@
 
 #include <future>
 
-#include <msgpack.hpp>
 
 #include "record_codec.hpp"
 #include "sourcery/persistence/event_registry.hpp"
@@ -30,23 +29,10 @@ caf::error validate_stream_id(std::string_view stream) {
 caf::error validate_msgpack_map(const bytes& payload, std::string_view what) {
   if (payload.empty())
     return {};
-  using lim = detail::msgpack_limits;
-  try {
-    size_t off = 0;
-    auto oh = msgpack::unpack(reinterpret_cast<const char*>(payload.data()), payload.size(), off,
-                              nullptr, nullptr,
-                              msgpack::unpack_limit(lim::array, lim::map, lim::str, lim::bin,
-                                                    lim::ext, lim::depth));
-    if (oh.get().type != msgpack::type::MAP)
-      return make_error(store_errc::malformed_payload, std::string{what} + " is not a msgpack map");
-    if (off != payload.size())
-      return make_error(store_errc::malformed_payload,
-                        std::string{what} + " has trailing bytes after its msgpack map");
-  } catch (const std::exception& e) {
-    return make_error(store_errc::malformed_payload,
-                      std::string{what} + " is not valid msgpack: " + e.what());
-  }
-  return {};
+  auto problem = detail::check_msgpack_map(payload.data(), payload.size());
+  if (problem.empty())
+    return {};
+  return make_error(store_errc::malformed_payload, std::string{what} + " " + problem);
 }
 
 event_store::event_store() = default;

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include <msgpack.hpp>
+#include <msgpack/v2/null_visitor.hpp>
 
 #include "crc32c.hpp"
 #include "sourcery/persistence/error.hpp"
@@ -32,7 +33,7 @@ void pack_bin(msgpack::packer<vector_writer>& pk, const bytes& b) {
 }
 
 /// Checks the trailing CRC and unpacks the array in front of it.
-caf::expected<msgpack::object_handle> unpack_checked(const uint8_t* data, size_t size,
+caf::expected<msgpack::object_handle> unpack_checked(const uint8_t* data, size_t size, size_t header,
                                                      const std::string& where) {
   if (size < 5)
     return make_error(store_errc::corrupt_record, where + ": truncated (" + std::to_string(size) + " bytes)");
@@ -43,7 +44,7 @@ caf::expected<msgpack::object_handle> unpack_checked(const uint8_t* data, size_t
   if (crc32c(data, body) != stored)
     return make_error(store_errc::corrupt_record, where + ": checksum mismatch");
   try {
-    size_t off = 0;
+    size_t off = header;
     auto oh = msgpack::unpack(reinterpret_cast<const char*>(data), body, off, nullptr, nullptr,
                               msgpack::unpack_limit(msgpack_limits::array, msgpack_limits::map,
                                                     msgpack_limits::str, msgpack_limits::bin,
@@ -96,68 +97,141 @@ bool get(const msgpack::object& o, uuid& x) {
 
 } // namespace
 
-namespace {
-
-void encode_fields(const uuid& id, std::string_view stream, uint64_t version, std::string_view type,
-                   uint32_t schema_version, const bytes& data, const bytes& metadata,
-                   std::string_view causation, std::string_view correlation, int64_t created_at,
-                   bytes& out) {
-  size_t start = out.size();
-  out.reserve(start + data.size() + metadata.size() + stream.size() + type.size()
-              + causation.size() + correlation.size() + 64);
+void encode_record_body(const event_data& ev, std::string_view stream, bytes& out) {
+  out.reserve(out.size() + ev.data.size() + ev.metadata.size() + stream.size() + ev.type.size()
+              + ev.causation_id.size() + ev.correlation_id.size() + 48);
   vector_writer w{out};
   msgpack::packer<vector_writer> pk{w};
-  pk.pack_array(11);
+  pk.pack_array(9);
   pk.pack_uint8(record_layout);
   pk.pack_bin(16);
-  pk.pack_bin_body(reinterpret_cast<const char*>(id.bytes.data()), 16);
+  pk.pack_bin_body(reinterpret_cast<const char*>(ev.event_id.bytes.data()), 16);
   pk.pack_str(static_cast<uint32_t>(stream.size()));
   pk.pack_str_body(stream.data(), static_cast<uint32_t>(stream.size()));
-  pk.pack_uint64(version);
-  pk.pack_str(static_cast<uint32_t>(type.size()));
-  pk.pack_str_body(type.data(), static_cast<uint32_t>(type.size()));
-  pk.pack_uint32(schema_version);
-  pack_bin(pk, data);
-  pack_bin(pk, metadata);
-  pk.pack_str(static_cast<uint32_t>(causation.size()));
-  pk.pack_str_body(causation.data(), static_cast<uint32_t>(causation.size()));
-  pk.pack_str(static_cast<uint32_t>(correlation.size()));
-  pk.pack_str_body(correlation.data(), static_cast<uint32_t>(correlation.size()));
-  pk.pack_int64(created_at);
-  append_crc(out, start);
+  pk.pack(ev.type);
+  pk.pack_uint32(ev.schema_version);
+  pack_bin(pk, ev.data);
+  pack_bin(pk, ev.metadata);
+  pk.pack(ev.causation_id);
+  pk.pack(ev.correlation_id);
+}
+
+namespace {
+
+void put_be64(uint8_t* p, uint64_t x) {
+  for (int i = 7; i >= 0; --i, x >>= 8)
+    p[i] = static_cast<uint8_t>(x);
+}
+
+uint64_t get_be64(const uint8_t* p) {
+  uint64_t x = 0;
+  for (int i = 0; i < 8; ++i)
+    x = (x << 8) | p[i];
+  return x;
 }
 
 } // namespace
 
-void encode_record(const recorded_event& ev, bytes& out) {
-  encode_fields(ev.event_id, ev.stream_id, ev.stream_version, ev.type, ev.schema_version, ev.data,
-                ev.metadata, ev.causation_id, ev.correlation_id, ev.created_at, out);
+void write_record(uint8_t* dst, uint64_t stream_version, uint64_t prev_position, int64_t created_at,
+                  const bytes& body) {
+  put_be64(dst, stream_version);
+  put_be64(dst + 8, prev_position);
+  put_be64(dst + 16, static_cast<uint64_t>(created_at));
+  std::memcpy(dst + record_header_size, body.data(), body.size());
+  size_t n = record_header_size + body.size();
+  uint32_t crc = crc32c(dst, n);
+  for (int i = 0; i < 4; ++i)
+    dst[n + i] = static_cast<uint8_t>(crc >> (8 * i));
 }
 
-void encode_record(const event_data& ev, std::string_view stream, uint64_t stream_version,
-                   int64_t created_at, bytes& out) {
-  encode_fields(ev.event_id, stream, stream_version, ev.type, ev.schema_version, ev.data,
-                ev.metadata, ev.causation_id, ev.correlation_id, created_at, out);
-}
-
-caf::expected<recorded_event> decode_record(const uint8_t* data, size_t size, uint64_t position) {
+caf::expected<recorded_event> decode_record(const uint8_t* data, size_t size, uint64_t position,
+                                            uint64_t* prev_position) {
   auto where = "event at position " + std::to_string(position);
-  auto oh = unpack_checked(data, size, where);
+  if (size < record_header_size + record_trailer_size + 1)
+    return make_error(store_errc::corrupt_record, where + ": truncated (" + std::to_string(size) + " bytes)");
+  auto oh = unpack_checked(data, size, record_header_size, where);
   if (!oh)
     return oh.error();
   const auto& arr = oh->get().via.array;
   uint64_t layout = 0;
-  if (arr.size < 11 || !get(arr.ptr[0], layout) || layout != record_layout)
+  if (arr.size < 9 || !get(arr.ptr[0], layout) || layout != record_layout)
     return make_error(store_errc::corrupt_record, where + ": unknown record layout");
   recorded_event ev;
   ev.position = position;
-  if (!get(arr.ptr[1], ev.event_id) || !get(arr.ptr[2], ev.stream_id)
-      || !get(arr.ptr[3], ev.stream_version) || !get(arr.ptr[4], ev.type)
-      || !get(arr.ptr[5], ev.schema_version) || !get(arr.ptr[6], ev.data)
-      || !get(arr.ptr[7], ev.metadata) || !get(arr.ptr[8], ev.causation_id)
-      || !get(arr.ptr[9], ev.correlation_id) || !get(arr.ptr[10], ev.created_at))
+  ev.stream_version = get_be64(data);
+  uint64_t prev = get_be64(data + 8);
+  ev.created_at = static_cast<int64_t>(get_be64(data + 16));
+  if (!get(arr.ptr[1], ev.event_id) || !get(arr.ptr[2], ev.stream_id) || !get(arr.ptr[3], ev.type)
+      || !get(arr.ptr[4], ev.schema_version) || !get(arr.ptr[5], ev.data) || !get(arr.ptr[6], ev.metadata)
+      || !get(arr.ptr[7], ev.causation_id) || !get(arr.ptr[8], ev.correlation_id))
     return make_error(store_errc::corrupt_record, where + ": field of the wrong type");
+  if (prev >= position)
+    return make_error(store_errc::corrupt_record, where + ": link to a later event");
+  if (prev_position != nullptr)
+    *prev_position = prev;
   return ev;
+}
+
+namespace {
+
+/// Accepts exactly one msgpack value whose top level is a map, nested at most
+/// `msgpack_limits::depth` deep.
+struct map_checker : msgpack::null_visitor {
+  size_t depth = 0;
+  bool top_is_map = false;
+  bool started = false;
+  bool too_deep = false;
+  bool enter(bool is_map) {
+    if (!started) {
+      started = true;
+      top_is_map = is_map;
+    }
+    if (++depth > msgpack_limits::depth) {
+      too_deep = true;
+      return false;
+    }
+    return true;
+  }
+  bool start_array(uint32_t) { return enter(false); }
+  bool end_array() { --depth; return true; }
+  bool start_map(uint32_t) { return enter(true); }
+  bool end_map() { --depth; return true; }
+  bool visit_scalar() {
+    if (!started)
+      started = true;
+    return true;
+  }
+  bool visit_nil() { return visit_scalar(); }
+  bool visit_boolean(bool) { return visit_scalar(); }
+  bool visit_positive_integer(uint64_t) { return visit_scalar(); }
+  bool visit_negative_integer(int64_t) { return visit_scalar(); }
+  bool visit_float32(float) { return visit_scalar(); }
+  bool visit_float64(double) { return visit_scalar(); }
+  bool visit_str(const char*, uint32_t) { return visit_scalar(); }
+  bool visit_bin(const char*, uint32_t) { return visit_scalar(); }
+  bool visit_ext(const char*, uint32_t) { return visit_scalar(); }
+};
+
+} // namespace
+
+std::string check_msgpack_map(const uint8_t* data, size_t size) {
+  map_checker v;
+  size_t off = 0;
+  bool ok = false;
+  try {
+    ok = msgpack::parse(reinterpret_cast<const char*>(data), size, off, v);
+  } catch (const std::exception& e) {
+    return std::string{"is not valid msgpack: "} + e.what();
+  }
+  if (v.too_deep)
+    return "nests deeper than " + std::to_string(msgpack_limits::depth) + " levels";
+  if (!ok)
+    return "is not valid msgpack (truncated or malformed)";
+  if (!v.top_is_map)
+    return "is not a msgpack map";
+  if (off != size)
+    return "has trailing bytes after its msgpack map";
+  return {};
 }
 
 void encode_snapshot(const snapshot& snap, bytes& out) {
@@ -176,7 +250,7 @@ void encode_snapshot(const snapshot& snap, bytes& out) {
 
 caf::expected<snapshot> decode_snapshot(const uint8_t* data, size_t size, std::string_view stream) {
   auto where = "snapshot of " + std::string{stream};
-  auto oh = unpack_checked(data, size, where);
+  auto oh = unpack_checked(data, size, 0, where);
   if (!oh)
     return oh.error();
   const auto& arr = oh->get().via.array;

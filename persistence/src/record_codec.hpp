@@ -9,20 +9,34 @@
 
 namespace sourcery::persistence::detail {
 
-// Stored records are a msgpack array followed by the CRC-32C of that array
-// (4 bytes, little-endian). Arrays rather than maps here: the record layout
-// is ours and versioned by the store's format version; event payloads inside
-// stay msgpack maps so user types can evolve.
+// A stored event record: a fixed header (stream version, link to the
+// stream's previous event, commit time; 8 bytes each, big-endian), a msgpack
+// array with the rest, and the CRC-32C of header and array (4 bytes,
+// little-endian). The header is filled in by the writer at commit time; the
+// array is encoded by the caller before the event reaches the writer, so the
+// single writer thread does as little as possible. Arrays rather than maps
+// here: the record layout is ours, versioned by the store's format version;
+// event payloads inside stay msgpack maps so user types can evolve.
 
-/// Appends the encoded record of `ev` (its position is the key, not stored).
-void encode_record(const recorded_event& ev, bytes& out);
+constexpr size_t record_header_size = 24;
+constexpr size_t record_trailer_size = 4;
 
-/// Appends the record of a new event at `stream_version` of `stream`.
-void encode_record(const event_data& ev, std::string_view stream, uint64_t stream_version,
-                   int64_t created_at, bytes& out);
+/// Encodes the caller-side part of a record of `ev` appended to `stream`.
+void encode_record_body(const event_data& ev, std::string_view stream, bytes& out);
 
-/// Decodes a record stored at `position`. Errors: corrupt_record.
-caf::expected<recorded_event> decode_record(const uint8_t* data, size_t size, uint64_t position);
+/// Writes a complete record into `dst`, which holds
+/// `record_header_size + body.size() + record_trailer_size` bytes.
+void write_record(uint8_t* dst, uint64_t stream_version, uint64_t prev_position, int64_t created_at,
+                  const bytes& body);
+
+/// Decodes a record stored at `position`; stores its link to the stream's
+/// previous event in `prev_position` if given. Errors: corrupt_record.
+caf::expected<recorded_event> decode_record(const uint8_t* data, size_t size, uint64_t position,
+                                            uint64_t* prev_position = nullptr);
+
+/// Checks that `payload` is exactly one msgpack map, without allocating.
+/// Returns an empty string if so, else what is wrong.
+std::string check_msgpack_map(const uint8_t* data, size_t size);
 
 void encode_snapshot(const snapshot& snap, bytes& out);
 caf::expected<snapshot> decode_snapshot(const uint8_t* data, size_t size, std::string_view stream);

@@ -1,0 +1,39 @@
+// sourcery-bench SUITE [--dir DIR] [--scale X]
+// Prints one JSON object per line: {"suite","name","value","unit"}.
+
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <map>
+
+#include "bench.hpp"
+
+int main(int argc, char** argv) {
+  using namespace sourcery::bench;
+  const std::map<std::string, std::function<int(const options&)>> suites = {
+    {"store", run_store_suite},
+  };
+  auto usage = [&] {
+    std::fprintf(stderr, "usage: sourcery-bench SUITE [--dir DIR] [--scale X]\nsuites:");
+    for (auto& [name, _] : suites)
+      std::fprintf(stderr, " %s", name.c_str());
+    std::fprintf(stderr, "\n");
+    return 2;
+  };
+  if (argc < 2)
+    return usage();
+  options opts;
+  opts.dir = (std::filesystem::temp_directory_path() / "sourcery-bench").string();
+  for (int i = 2; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--dir") == 0 && i + 1 < argc)
+      opts.dir = argv[++i];
+    else if (std::strcmp(argv[i], "--scale") == 0 && i + 1 < argc)
+      opts.scale = std::atof(argv[++i]);
+    else
+      return usage();
+  }
+  auto suite = suites.find(argv[1]);
+  if (suite == suites.end() || opts.scale <= 0)
+    return usage();
+  return suite->second(opts);
+}

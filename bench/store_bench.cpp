@@ -1,0 +1,238 @@
+// The event store's throughput: durable appends with 1, 16 and 256 concurrent
+// appenders (group commit), reads of $all and of one stream, and, as the
+// ceiling, raw LMDB puts batched 1,000 per durable commit in the same run.
+
+#include <algorithm>
+#include <atomic>
+#include <map>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <filesystem>
+#include <thread>
+#include <vector>
+
+#include <lmdb.h>
+#include <msgpack.hpp>
+
+#include "bench.hpp"
+#include "sourcery/persistence/lmdb_store.hpp"
+
+namespace sourcery::bench {
+
+namespace {
+
+using namespace sourcery::persistence;
+namespace fs = std::filesystem;
+
+/// A small deposit-like event payload: {"account": "...", "amount": n}.
+bytes payload(int64_t n) {
+  msgpack::sbuffer buf;
+  msgpack::packer<msgpack::sbuffer> pk{buf};
+  pk.pack_map(2);
+  pk.pack(std::string{"account"});
+  pk.pack(std::string{"account-042"});
+  pk.pack(std::string{"amount"});
+  pk.pack(n);
+  return {reinterpret_cast<const uint8_t*>(buf.data()), reinterpret_cast<const uint8_t*>(buf.data()) + buf.size()};
+}
+
+double median(std::vector<double> xs) {
+  std::sort(xs.begin(), xs.end());
+  return xs[xs.size() / 2];
+}
+
+/// Raw LMDB: `batch` puts of ~120-byte values per durable commit.
+double raw_lmdb_ceiling(const fs::path& dir, size_t total, size_t batch) {
+  fs::create_directories(dir);
+  MDB_env* env = nullptr;
+  mdb_env_create(&env);
+  mdb_env_set_mapsize(env, size_t{4} << 30);
+  mdb_env_set_maxdbs(env, 2);
+  if (mdb_env_open(env, dir.c_str(), 0, 0644) != 0)
+    return 0;
+  MDB_txn* txn = nullptr;
+  MDB_dbi dbi;
+  mdb_txn_begin(env, nullptr, 0, &txn);
+  mdb_dbi_open(txn, "events", MDB_CREATE, &dbi);
+  mdb_txn_commit(txn);
+  std::vector<uint8_t> value(120, 0x42);
+  auto start = std::chrono::steady_clock::now();
+  uint64_t key = 0;
+  for (size_t done = 0; done < total; done += batch) {
+    mdb_txn_begin(env, nullptr, 0, &txn);
+    for (size_t i = 0; i < batch; ++i) {
+      uint8_t kb[8];
+      ++key;
+      for (int b = 0; b < 8; ++b)
+        kb[b] = static_cast<uint8_t>(key >> (8 * (7 - b)));
+      MDB_val k{8, kb}, v{value.size(), value.data()};
+      mdb_put(txn, dbi, &k, &v, MDB_APPEND);
+    }
+    mdb_txn_commit(txn);
+  }
+  double secs = seconds_since(start);
+  mdb_env_close(env);
+  return static_cast<double>(total) / secs;
+}
+
+/// `appenders` concurrent appenders, each appending one event at a time to its
+/// own stream for `duration`, as actors would: an appender is not a thread
+/// but a state machine; its completion is queued to a pool of two client
+/// threads (the actor scheduler's role), which issue its next append.
+/// Returns events/s; `per_commit` gets the mean group size.
+double durable_appends(lmdb_store& store, const std::string& tag, int appenders,
+                       std::chrono::milliseconds duration, double& per_commit) {
+  struct appender {
+    std::string stream;
+    uint64_t version = 0;
+  };
+  std::vector<appender> state(static_cast<size_t>(appenders));
+  for (int t = 0; t < appenders; ++t)
+    state[static_cast<size_t>(t)].stream = tag + "-" + std::to_string(appenders) + "-" + std::to_string(t);
+  std::mutex mtx;
+  std::condition_variable cv;
+  std::deque<size_t> ready;
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> total{0};
+  std::atomic<int> in_flight{0};
+  auto issue = [&](size_t i) {
+    auto& a = state[i];
+    event_data ev;
+    ev.type = "bank.deposited";
+    ev.data = payload(static_cast<int64_t>(a.version));
+    in_flight.fetch_add(1);
+    store.append_async(a.stream, expected_version::exact(a.version), {std::move(ev)},
+                       [&, i](caf::expected<append_result> r) {
+                         if (!r) {
+                           std::fprintf(stderr, "append failed: %s\n", describe(r.error()).c_str());
+                           std::abort();
+                         }
+                         state[i].version = r->stream_version;
+                         total.fetch_add(1, std::memory_order_relaxed);
+                         bool was_empty;
+                         {
+                           std::lock_guard guard{mtx};
+                           was_empty = ready.empty();
+                           ready.push_back(i);
+                         }
+                         in_flight.fetch_sub(1);
+                         if (was_empty) // one wake-up per burst of answers
+                           cv.notify_one();
+                       });
+  };
+  auto before = store.stats();
+  auto start = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < state.size(); ++i)
+    issue(i);
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 2; ++c)
+    clients.emplace_back([&] {
+      std::unique_lock lock{mtx};
+      while (!stop.load()) {
+        cv.wait(lock, [&] { return stop.load() || !ready.empty(); });
+        std::vector<size_t> mine(ready.begin(), ready.end());
+        ready.clear();
+        lock.unlock();
+        for (auto i : mine)
+          if (!stop.load())
+            issue(i);
+        lock.lock();
+      }
+    });
+  std::this_thread::sleep_for(duration);
+  {
+    std::lock_guard guard{mtx};
+    stop = true;
+  }
+  cv.notify_all();
+  for (auto& th : clients)
+    th.join();
+  double secs = seconds_since(start);
+  uint64_t counted = total.load();
+  while (in_flight.load() > 0)
+    std::this_thread::yield();
+  auto after = store.stats();
+  per_commit = static_cast<double>(after.operations - before.operations)
+               / static_cast<double>(std::max<uint64_t>(1, after.commits - before.commits));
+  return static_cast<double>(counted) / secs;
+}
+
+} // namespace
+
+int run_store_suite(const options& opts) {
+  const std::string suite = "store";
+  fs::path root = fs::path{opts.dir} / ("store-" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  auto ms = [&](int base) { return std::chrono::milliseconds{static_cast<int>(base * opts.scale)}; };
+
+  lmdb_options lo;
+  lo.path = (root / "store").string();
+  lo.initial_map_size = size_t{1} << 30;
+  auto store = lmdb_store::open(lo);
+  if (!store) {
+    std::fprintf(stderr, "cannot open store: %s\n", describe(store.error()).c_str());
+    return 1;
+  }
+  // The cost of a durable commit drifts a lot on a shared virtual disk, so
+  // the ceiling and the store run in alternating rounds and each reports its
+  // median: the ratio between them is what the figures are for.
+  const int rounds = 5;
+  std::vector<double> ceiling;
+  std::map<int, std::vector<double>> rates, per_commit;
+  const size_t raw_events = static_cast<size_t>(40'000 * opts.scale) / 1000 * 1000 + 1000;
+  for (int round = 0; round < rounds; ++round) {
+    ceiling.push_back(raw_lmdb_ceiling(root / ("raw-" + std::to_string(round)), raw_events, 1000));
+    for (int appenders : {1, 16, 256}) {
+      double pc = 0;
+      rates[appenders].push_back(durable_appends(**store, "round" + std::to_string(round), appenders, ms(appenders == 1 ? 300 : 600), pc));
+      per_commit[appenders].push_back(pc);
+    }
+  }
+  report(suite, "raw_lmdb_ceiling", median(ceiling), "events/s");
+  for (int appenders : {1, 16, 256}) {
+    report(suite, "append_durable_" + std::to_string(appenders), median(rates[appenders]), "events/s");
+    report(suite, "append_durable_" + std::to_string(appenders) + "_per_commit", median(per_commit[appenders]),
+           "appends/commit");
+  }
+  report(suite, "append_durable_256_vs_ceiling", median(rates[256]) / median(ceiling), "ratio");
+
+  // One long stream for the stream read; everything written so far for $all.
+  const size_t stream_events = static_cast<size_t>(100'000 * opts.scale);
+  for (size_t done = 0; done < stream_events; done += 1000) {
+    std::vector<event_data> batch;
+    for (size_t i = 0; i < 1000; ++i) {
+      event_data ev;
+      ev.type = "bank.deposited";
+      ev.data = payload(static_cast<int64_t>(done + i));
+      batch.push_back(std::move(ev));
+    }
+    if (!(*store)->append("long-stream", expected_version::any(), std::move(batch)))
+      return 1;
+  }
+  auto start = std::chrono::steady_clock::now();
+  uint64_t n = 0;
+  for (uint64_t from = 1;;) {
+    auto batch = (*store)->read_all(from, 1000);
+    if (!batch || batch->empty())
+      break;
+    n += batch->size();
+    from = batch->back().position + 1;
+  }
+  report(suite, "read_all", static_cast<double>(n) / seconds_since(start), "events/s");
+  start = std::chrono::steady_clock::now();
+  n = 0;
+  for (uint64_t from = 1;;) {
+    auto batch = (*store)->read_stream("long-stream", from, 1000);
+    if (!batch || batch->empty())
+      break;
+    n += batch->size();
+    from = batch->back().stream_version + 1;
+  }
+  report(suite, "read_stream", static_cast<double>(n) / seconds_since(start), "events/s");
+  store->reset();
+  fs::remove_all(root);
+  return 0;
+}
+
+} // namespace sourcery::bench
