@@ -847,7 +847,8 @@ caf::expected<std::unique_ptr<lmdb_store>> lmdb_store::open(lmdb_options options
   st->head.store(st->last_position(txn, rc));
   if (rc != 0)
     return fail(mdb_error(rc, "read log end"));
-  rc = options.read_only ? (mdb_txn_abort(txn), 0) : mdb_txn_commit(txn);
+  // Committing (even a read-only transaction) keeps the database handles open.
+  rc = mdb_txn_commit(txn);
   if (rc != 0)
     return mdb_error(rc, "commit store creation");
   MDB_envinfo info;

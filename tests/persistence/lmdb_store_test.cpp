@@ -1,0 +1,333 @@
+// What only the LMDB store has: durability across reopen, group commit, map
+// growth, the lazy stream index, and refusing bad directories and records.
+
+#include <fstream>
+#include <future>
+#include <random>
+
+#include <gtest/gtest.h>
+#include <lmdb.h>
+
+#include "../support/temp_dir.hpp"
+#include "sourcery/persistence/lmdb_store.hpp"
+#include "sourcery/persistence/memory_store.hpp"
+#include "test_events.hpp"
+
+using namespace sourcery::persistence;
+using namespace sourcery::testing;
+
+namespace {
+
+std::unique_ptr<lmdb_store> open_store(const std::string& path, lmdb_options opts = {}) {
+  opts.path = path;
+  auto s = lmdb_store::open(opts);
+  EXPECT_TRUE(s) << describe(s.error());
+  return s ? std::move(*s) : nullptr;
+}
+
+/// Raw access to a closed store's files, to damage them on purpose.
+struct raw_env {
+  MDB_env* env = nullptr;
+  MDB_txn* txn = nullptr;
+  explicit raw_env(const std::string& path) {
+    mdb_env_create(&env);
+    mdb_env_set_maxdbs(env, 8);
+    EXPECT_EQ(mdb_env_open(env, path.c_str(), 0, 0644), 0);
+    EXPECT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
+  }
+  MDB_dbi db(const char* name, unsigned flags = 0) {
+    MDB_dbi dbi = 0;
+    EXPECT_EQ(mdb_dbi_open(txn, name, flags, &dbi), 0);
+    return dbi;
+  }
+  void put(MDB_dbi dbi, std::string_view key, const std::vector<uint8_t>& value) {
+    MDB_val k{key.size(), const_cast<char*>(key.data())}, v{value.size(), const_cast<uint8_t*>(value.data())};
+    EXPECT_EQ(mdb_put(txn, dbi, &k, &v, 0), 0);
+  }
+  std::vector<uint8_t> get(MDB_dbi dbi, std::string_view key) {
+    MDB_val k{key.size(), const_cast<char*>(key.data())}, v;
+    EXPECT_EQ(mdb_get(txn, dbi, &k, &v), 0);
+    auto p = static_cast<const uint8_t*>(v.mv_data);
+    return {p, p + v.mv_size};
+  }
+  ~raw_env() {
+    EXPECT_EQ(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+  }
+};
+
+std::string position_key(uint64_t pos) {
+  std::string k(8, '\0');
+  for (int i = 7; i >= 0; --i, pos >>= 8)
+    k[static_cast<size_t>(i)] = static_cast<char>(pos & 0xFF);
+  return k;
+}
+
+std::string read_error(event_store& s) {
+  auto r = s.read_all(1, 1000);
+  return r ? "" : std::string{to_string(code_of(r.error()))};
+}
+
+TEST(lmdb_store, matches_the_memory_store_across_reopens) {
+  temp_dir dir;
+  auto path = (dir / "store").string();
+  auto lmdb = open_store(path);
+  memory_store oracle;
+  std::mt19937 rng{static_cast<uint32_t>(::testing::UnitTest::GetInstance()->random_seed())};
+  std::vector<std::string> streams;
+  for (int i = 0; i < 12; ++i)
+    streams.push_back("stream-" + std::to_string(i));
+  int64_t n = 0;
+  for (int round = 0; round < 4; ++round) {
+    for (int i = 0; i < 400; ++i) {
+      auto& stream = streams[rng() % streams.size()];
+      auto events = make_events(n, 1 + rng() % 4);
+      for (auto& ev : events)
+        ev.event_id = uuid::random(); // the same ids in both stores
+      n += static_cast<int64_t>(events.size());
+      auto a = lmdb->append(stream, expected_version::any(), events);
+      auto b = oracle.append(stream, expected_version::any(), events);
+      ASSERT_TRUE(a && b);
+      ASSERT_EQ(a->stream_version, b->stream_version);
+      ASSERT_EQ(a->last_position, b->last_position);
+    }
+    // Reopen: the writer's memory of unindexed events is gone; reads follow links.
+    if (round % 2 == 0) {
+      lmdb.reset();
+      lmdb = open_store(path);
+    }
+    for (auto& stream : streams) {
+      auto version = oracle.stream_info(stream)->version;
+      for (int probe = 0; probe < 20; ++probe) {
+        uint64_t from = rng() % (version + 2);
+        size_t count = 1 + rng() % 40;
+        auto dir = probe % 2 == 0 ? read_direction::forward : read_direction::backward;
+        auto x = lmdb->read_stream(stream, from, count, dir);
+        auto y = oracle.read_stream(stream, from, count, dir);
+        ASSERT_TRUE(x) << describe(x.error());
+        ASSERT_EQ(x->size(), y->size()) << stream << " from " << from << " count " << count;
+        for (size_t i = 0; i < x->size(); ++i) {
+          EXPECT_EQ((*x)[i].position, (*y)[i].position);
+          EXPECT_EQ((*x)[i].stream_version, (*y)[i].stream_version);
+          EXPECT_EQ((*x)[i].data, (*y)[i].data);
+          EXPECT_EQ((*x)[i].event_id, (*y)[i].event_id);
+        }
+      }
+    }
+  }
+}
+
+TEST(lmdb_store, group_commit_fails_a_wrong_version_alone) {
+  temp_dir dir;
+  auto store = open_store((dir / "store").string());
+  constexpr int n = 200;
+  std::vector<std::promise<caf::expected<append_result>>> contended(n), independent(n);
+  for (int i = 0; i < n; ++i) {
+    store->append_async("contended", expected_version::no_stream(), {make_event(i)},
+                        [&, i](caf::expected<append_result> r) { contended[i].set_value(std::move(r)); });
+    store->append_async("own-" + std::to_string(i), expected_version::no_stream(), {make_event(i)},
+                        [&, i](caf::expected<append_result> r) { independent[i].set_value(std::move(r)); });
+  }
+  int wins = 0;
+  for (int i = 0; i < n; ++i) {
+    auto c = contended[i].get_future().get();
+    if (c)
+      ++wins;
+    else
+      EXPECT_EQ(code_of(c.error()), store_errc::wrong_expected_version);
+    auto r = independent[i].get_future().get();
+    EXPECT_TRUE(r) << describe(r.error());
+  }
+  EXPECT_EQ(wins, 1);
+  auto stats = store->stats();
+  EXPECT_EQ(stats.operations, 2u * n);
+  EXPECT_LT(stats.commits, stats.operations / 4) << "appends were not grouped into shared commits";
+  EXPECT_EQ(store->head_position(), static_cast<uint64_t>(n + 1));
+}
+
+TEST(lmdb_store, map_grows_when_full) {
+  temp_dir dir;
+  auto path = (dir / "store").string();
+  lmdb_options opts;
+  opts.initial_map_size = size_t{1} << 20;
+  auto store = open_store(path, opts);
+  event_data big = make_event(0);
+  big.data = map_payload(0, std::string(32 * 1024, 'x'));
+  for (int i = 0; i < 200; ++i) // ~6.5 MB
+    ASSERT_TRUE(store->append("big", expected_version::exact(static_cast<uint64_t>(i)), {big}));
+  EXPECT_GT(store->stats().map_resizes, 0u);
+  EXPECT_GE(store->stats().map_size, size_t{4} << 20);
+  store.reset();
+  store = open_store(path, opts);
+  auto info = store->stream_info("big");
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->version, 200u);
+}
+
+TEST(lmdb_store, full_map_is_a_typed_error_and_keeps_earlier_data) {
+  temp_dir dir;
+  auto path = (dir / "store").string();
+  lmdb_options opts;
+  opts.initial_map_size = size_t{1} << 20;
+  opts.max_map_size = size_t{2} << 20;
+  auto store = open_store(path, opts);
+  event_data big = make_event(0);
+  big.data = map_payload(0, std::string(64 * 1024, 'x'));
+  uint64_t accepted = 0;
+  caf::error last;
+  for (int i = 0; i < 100; ++i) {
+    auto r = store->append("big", expected_version::any(), {big});
+    if (!r) {
+      last = r.error();
+      break;
+    }
+    accepted = r->stream_version;
+  }
+  ASSERT_TRUE(last) << "the map never filled";
+  EXPECT_EQ(code_of(last), store_errc::store_full) << describe(last);
+  EXPECT_GT(accepted, 0u);
+  // Nothing half-written; reads and small writes still work.
+  auto events = store->read_stream("big", 1, 1000);
+  ASSERT_TRUE(events);
+  EXPECT_EQ(events->size(), accepted);
+  EXPECT_EQ(store->head_position(), accepted);
+  store.reset();
+  store = open_store(path, opts);
+  EXPECT_EQ(store->stream_info("big")->version, accepted);
+}
+
+TEST(lmdb_store, refuses_directories_it_does_not_own) {
+  temp_dir dir;
+  // Some other program's files.
+  std::filesystem::create_directories(dir / "other");
+  std::ofstream{dir / "other" / "notes.txt"} << "hello";
+  auto r = lmdb_store::open({.path = (dir / "other").string()});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(code_of(r.error()), store_errc::foreign_store);
+  // A data.mdb that is not LMDB at all.
+  std::filesystem::create_directories(dir / "garbage");
+  std::ofstream{dir / "garbage" / "data.mdb"} << std::string(8192, 'z');
+  r = lmdb_store::open({.path = (dir / "garbage").string()});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(code_of(r.error()), store_errc::foreign_store) << describe(r.error());
+  // A file instead of a directory.
+  std::ofstream{dir / "file"} << "x";
+  r = lmdb_store::open({.path = (dir / "file").string()});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(code_of(r.error()), store_errc::foreign_store);
+  // Another program's LMDB database.
+  std::filesystem::create_directories(dir / "foreign");
+  {
+    raw_env env{(dir / "foreign").string()};
+    env.put(env.db("accounts", MDB_CREATE), "k", {1, 2, 3});
+  }
+  r = lmdb_store::open({.path = (dir / "foreign").string()});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(code_of(r.error()), store_errc::foreign_store);
+  // The foreign database is left as it was.
+  {
+    raw_env env{(dir / "foreign").string()};
+    EXPECT_EQ(env.get(env.db("accounts"), "k"), (std::vector<uint8_t>{1, 2, 3}));
+  }
+}
+
+TEST(lmdb_store, refuses_another_format_version) {
+  temp_dir dir;
+  auto path = (dir / "store").string();
+  {
+    auto store = open_store(path);
+    ASSERT_TRUE(store->append("s", expected_version::any(), make_events(1, 2)));
+  }
+  {
+    raw_env env{path};
+    env.put(env.db("meta"), "format_version", {0, 0, 0, 0, 0, 0, 0, 99});
+  }
+  auto r = lmdb_store::open({.path = path});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(code_of(r.error()), store_errc::unsupported_format_version);
+  EXPECT_NE(describe(r.error()).find("99"), std::string::npos);
+}
+
+TEST(lmdb_store, damaged_records_are_reported_not_crashed_on) {
+  temp_dir dir;
+  auto path = (dir / "store").string();
+  {
+    auto store = open_store(path);
+    ASSERT_TRUE(store->append("victim", expected_version::any(), make_events(1, 3)));
+    ASSERT_TRUE(store->append("bystander", expected_version::any(), make_events(4, 3)));
+  }
+  {
+    raw_env env{path};
+    auto events = env.db("events");
+    auto rec = env.get(events, position_key(2));
+    rec[rec.size() / 2] ^= 0x5A; // flip bits in the middle
+    env.put(events, position_key(2), rec);
+    env.put(events, position_key(5), {0x01, 0x02, 0x03}); // truncated
+  }
+  auto store = open_store(path);
+  EXPECT_EQ(read_error(*store), "corrupt_record");
+  auto victim = store->read_stream("victim", 1, 10);
+  ASSERT_FALSE(victim);
+  EXPECT_EQ(code_of(victim.error()), store_errc::corrupt_record);
+  EXPECT_NE(describe(victim.error()).find("position 2"), std::string::npos);
+  auto after = store->read_all(3, 2);
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->size(), 2u);
+  auto bystander = store->read_stream("bystander", 2, 10);
+  ASSERT_FALSE(bystander);
+  EXPECT_EQ(code_of(bystander.error()), store_errc::corrupt_record);
+  // The store keeps accepting writes, after the damage.
+  auto r = store->append("fresh", expected_version::no_stream(), make_events(7, 1));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->last_position, 7u);
+}
+
+TEST(lmdb_store, one_store_per_path_per_process) {
+  temp_dir dir;
+  auto path = (dir / "store").string();
+  auto first = open_store(path);
+  auto second = lmdb_store::open({.path = path});
+  ASSERT_FALSE(second);
+  EXPECT_EQ(code_of(second.error()), store_errc::invalid_argument);
+  first.reset();
+  EXPECT_TRUE(lmdb_store::open({.path = path}));
+}
+
+TEST(lmdb_store, read_only_reads_and_refuses_writes) {
+  temp_dir dir;
+  auto path = (dir / "store").string();
+  auto r = lmdb_store::open({.path = path, .read_only = true});
+  ASSERT_FALSE(r);
+  {
+    auto store = open_store(path);
+    ASSERT_TRUE(store->append("s", expected_version::any(), make_events(1, 40)));
+  }
+  auto ro = open_store(path, {.path = "", .read_only = true});
+  auto events = ro->read_stream("s", 1, 100);
+  ASSERT_TRUE(events) << describe(events.error());
+  EXPECT_EQ(events->size(), 40u);
+  EXPECT_EQ(ro->head_position(), 40u);
+  auto w = ro->append("s", expected_version::any(), make_events(1, 1));
+  ASSERT_FALSE(w);
+  EXPECT_EQ(code_of(w.error()), store_errc::invalid_argument);
+  EXPECT_FALSE(ro->save_checkpoint("c", 1));
+}
+
+class durability_modes : public ::testing::TestWithParam<durability> {};
+
+TEST_P(durability_modes, commits_survive_reopen) {
+  temp_dir dir;
+  auto path = (dir / "store").string();
+  {
+    auto store = open_store(path, {.path = "", .mode = GetParam()});
+    for (int i = 0; i < 20; ++i)
+      ASSERT_TRUE(store->append("s", expected_version::exact(static_cast<uint64_t>(i)), {make_event(i)}));
+  }
+  auto store = open_store(path);
+  EXPECT_EQ(store->stream_info("s")->version, 20u);
+}
+
+INSTANTIATE_TEST_SUITE_P(modes, durability_modes,
+                         ::testing::Values(durability::durable, durability::no_meta_sync, durability::no_sync));
+
+} // namespace
