@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Quick start, part 1: sets up, builds and runs the main demo on the embedded
+# LMDB store in ./sourcery-data (run it again to continue where it stopped).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/build.sh
+exec "${SOURCERY_BUILD_DIR:-build}/bin/store-demo" --data-dir "${SOURCERY_DATA_DIR:-sourcery-data}" "$@"

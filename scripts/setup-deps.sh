@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Sourcery builds with, when any is missing.
+set -euo pipefail
+
+packages=(g++ cmake make pkg-config libcaf-dev liblmdb-dev libmsgpack-cxx-dev libboost-dev
+          nlohmann-json3-dev libgtest-dev)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "installing: ${missing[*]}"
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+  sudo="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
