@@ -122,6 +122,8 @@ caf::error mdb_error(int rc, std::string_view what) {
   switch (rc) {
     case MDB_MAP_FULL:
     case ENOSPC:
+    case EFBIG:
+    case EDQUOT:
       return make_error(store_errc::store_full, std::move(msg));
     case MDB_CORRUPTED:
     case MDB_PANIC:

@@ -5,6 +5,11 @@
 #include <future>
 #include <random>
 
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 #include <lmdb.h>
 
@@ -196,6 +201,57 @@ TEST(lmdb_store, full_map_is_a_typed_error_and_keeps_earlier_data) {
   EXPECT_EQ(store->stream_info("big")->version, accepted);
 }
 
+TEST(lmdb_store, full_disk_is_a_typed_error_and_keeps_acknowledged_data) {
+  temp_dir dir;
+  auto path = (dir / "store").string();
+  // A child process whose files may not grow past 2 MB: the disk is "full".
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(fds[0]);
+    signal(SIGXFSZ, SIG_IGN);
+    rlimit limit{2u << 20, 2u << 20};
+    setrlimit(RLIMIT_FSIZE, &limit);
+    auto store = lmdb_store::open({.path = path});
+    if (!store)
+      _exit(10);
+    event_data big = make_event(0);
+    big.data = map_payload(0, std::string(16 * 1024, 'x'));
+    uint64_t acked = 0;
+    for (int i = 0; i < 1000; ++i) {
+      auto r = (*store)->append("s", expected_version::any(), {big});
+      if (!r) {
+        auto code = static_cast<uint8_t>(code_of(r.error()));
+        (void) !write(fds[1], &acked, sizeof acked);
+        (void) !write(fds[1], &code, 1);
+        _exit(0);
+      }
+      acked = r->stream_version;
+    }
+    _exit(11);
+  }
+  close(fds[1]);
+  uint64_t acked = 0;
+  uint8_t code = 0;
+  ASSERT_EQ(read(fds[0], &acked, sizeof acked), static_cast<ssize_t>(sizeof acked));
+  ASSERT_EQ(read(fds[0], &code, 1), 1);
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child status " << status;
+  EXPECT_EQ(static_cast<store_errc>(code), store_errc::store_full);
+  EXPECT_GT(acked, 10u);
+  auto store = open_store(path);
+  auto info = store->stream_info("s");
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->version, acked) << "acknowledged appends lost, or unacknowledged ones kept";
+  auto events = store->read_stream("s", 1, 10000);
+  ASSERT_TRUE(events) << describe(events.error());
+  EXPECT_EQ(events->size(), acked);
+  EXPECT_TRUE(store->append("s", expected_version::exact(acked), {make_event(1)}));
+}
+
 TEST(lmdb_store, refuses_directories_it_does_not_own) {
   temp_dir dir;
   // Some other program's files.
@@ -328,6 +384,14 @@ TEST_P(durability_modes, commits_survive_reopen) {
 }
 
 INSTANTIATE_TEST_SUITE_P(modes, durability_modes,
-                         ::testing::Values(durability::durable, durability::no_meta_sync, durability::no_sync));
+                         ::testing::Values(durability::durable, durability::no_meta_sync, durability::no_sync),
+                         [](const auto& info) {
+                           switch (info.param) {
+                             case durability::durable: return std::string{"durable"};
+                             case durability::no_meta_sync: return std::string{"no_meta_sync"};
+                             case durability::no_sync: return std::string{"no_sync"};
+                           }
+                           return std::string{"unknown"};
+                         });
 
 } // namespace

@@ -2,6 +2,7 @@
 
 #include <functional>
 #include <memory>
+#include <ostream>
 #include <string>
 
 #include "../support/temp_dir.hpp"
@@ -17,5 +18,9 @@ struct store_factory {
   bool persistent = false;
   std::function<std::unique_ptr<persistence::event_store>(const temp_dir&)> open;
 };
+
+inline void PrintTo(const store_factory& f, std::ostream* os) {
+  *os << f.name;
+}
 
 } // namespace sourcery::testing
