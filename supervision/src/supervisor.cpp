@@ -1,0 +1,111 @@
+#include "sourcery/supervision/supervisor.hpp"
+
+#include <caf/event_based_actor.hpp>
+#include <caf/exit_reason.hpp>
+#include <caf/scoped_actor.hpp>
+
+#include "supervisor_actor.hpp"
+
+namespace sourcery::supervision {
+
+caf::actor spawn_supervisor(caf::actor_system& system, supervisor_flags flags, std::vector<child_spec> children) {
+  return system.spawn<detail::supervisor_actor>(std::move(flags), std::move(children));
+}
+
+start_function supervisor_start(supervisor_flags flags, std::vector<child_spec> children) {
+  return [flags = std::move(flags), children = std::move(children)](caf::actor_system& sys,
+                                                                    const caf::message&) -> caf::expected<caf::actor> {
+    return spawn_supervisor(sys, flags, children);
+  };
+}
+
+namespace {
+
+constexpr auto control_timeout = std::chrono::seconds{30};
+
+template <class T, class... Ts>
+caf::expected<T> ask(caf::actor_system& sys, const caf::actor& dest, Ts&&... xs) {
+  caf::scoped_actor self{sys};
+  caf::expected<T> result = caf::error{};
+  self->request(dest, control_timeout, std::forward<Ts>(xs)...)
+    .receive([&](T& value) { result = std::move(value); }, [&](caf::error& err) { result = std::move(err); });
+  return result;
+}
+
+/// For requests answered with `caf::unit`, which arrives as an empty message.
+caf::expected<void> ask_unit(caf::actor_system& sys, const caf::actor& dest, auto&&... xs) {
+  caf::scoped_actor self{sys};
+  caf::error failure;
+  self->request(dest, control_timeout, std::forward<decltype(xs)>(xs)...)
+    .receive([] {}, [&](caf::error& err) { failure = std::move(err); });
+  if (failure)
+    return failure;
+  return {};
+}
+
+} // namespace
+
+caf::expected<supervisor> supervisor::start(caf::actor_system& system, supervisor_flags flags,
+                                            std::vector<child_spec> children) {
+  auto handle = spawn_supervisor(system, std::move(flags), std::move(children));
+  caf::scoped_actor self{system};
+  self->monitor(handle);
+  caf::error failure;
+  self->request(handle, control_timeout, detail::started_atom::value)
+    .receive([] {}, [&](caf::error& err) { failure = std::move(err); });
+  if (!failure)
+    return supervisor{system, handle};
+  // The supervisor is stopping what it started; wait until it is gone.
+  self->receive([](caf::down_msg&) {}, caf::after(control_timeout) >> [] {});
+  return failure;
+}
+
+supervisor::supervisor(caf::actor_system& system, caf::actor handle) : system_(&system), handle_(std::move(handle)) {}
+
+caf::expected<caf::actor> supervisor::start_child(child_spec spec) {
+  return ask<caf::actor>(*system_, handle_, start_child_atom::value, std::move(spec));
+}
+
+caf::expected<caf::actor> supervisor::start_child(caf::message args) {
+  return ask<caf::actor>(*system_, handle_, start_child_atom::value, std::move(args));
+}
+
+caf::expected<void> supervisor::terminate_child(const std::string& id) {
+  return ask_unit(*system_, handle_, terminate_child_atom::value, id);
+}
+
+caf::expected<void> supervisor::terminate_child(const caf::actor& child) {
+  return ask_unit(*system_, handle_, terminate_child_atom::value, child);
+}
+
+caf::expected<caf::actor> supervisor::restart_child(const std::string& id) {
+  return ask<caf::actor>(*system_, handle_, restart_child_atom::value, id);
+}
+
+caf::expected<void> supervisor::delete_child(const std::string& id) {
+  return ask_unit(*system_, handle_, delete_child_atom::value, id);
+}
+
+caf::expected<std::vector<child_info>> supervisor::which_children() {
+  return ask<std::vector<child_info>>(*system_, handle_, which_children_atom::value);
+}
+
+caf::expected<child_counts> supervisor::count_children() {
+  return ask<child_counts>(*system_, handle_, count_children_atom::value);
+}
+
+caf::expected<std::string> supervisor::tree() {
+  return ask<std::string>(*system_, handle_, tree_atom::value);
+}
+
+void supervisor::stop(std::chrono::milliseconds timeout) {
+  if (!handle_)
+    return;
+  caf::scoped_actor self{*system_};
+  self->monitor(handle_);
+  self->send_exit(handle_, caf::exit_reason::user_shutdown);
+  self->receive([](caf::down_msg&) {}, caf::after(timeout) >> [] {});
+  handle_ = nullptr;
+}
+
+} // namespace sourcery::supervision
