@@ -4,6 +4,7 @@
 // every actor on the test thread and its clock moves only when told.
 
 #include <map>
+#include <mutex>
 #include <memory>
 #include <optional>
 #include <string>
@@ -24,6 +25,7 @@ using quit_atom = caf::atom_constant<caf::atom("quit")>;
 /// What the test workers report: how often each id started, and the order
 /// in which workers that log their termination ended.
 struct journal {
+  std::mutex mtx; // workers log their end from their own threads on a real scheduler
   std::map<std::string, int> starts;
   std::vector<std::string> stops;
   std::map<std::string, caf::actor> current;
@@ -53,14 +55,19 @@ inline supervision::start_function worker(std::shared_ptr<journal> j, std::strin
     std::string name = id;
     if (args.size() == 1 && args.match_element<std::string>(0))
       name = args.get_as<std::string>(0);
+    std::unique_lock lock{j->mtx};
     if (opts.fail_start_after >= 0 && j->starts[name] >= opts.fail_start_after)
       return caf::make_error(caf::sec::runtime_error, "start of " + name + " refused");
     ++j->starts[name];
+    lock.unlock();
     auto a = sys.spawn([j, name, opts](caf::event_based_actor* self) -> caf::behavior {
       self->set_exception_handler([](caf::scheduled_actor*, std::exception_ptr&) -> caf::error {
         return caf::make_error(caf::sec::runtime_error, "worker crashed");
       });
-      self->attach_functor([j, name] { j->stops.push_back(name); });
+      self->attach_functor([j, name] {
+        std::lock_guard guard{j->mtx};
+        j->stops.push_back(name);
+      });
       if (opts.ignore_shutdown)
         self->set_exit_handler([](caf::exit_msg&) {});
       return {
@@ -71,6 +78,7 @@ inline supervision::start_function worker(std::shared_ptr<journal> j, std::strin
         },
       };
     });
+    std::lock_guard guard{j->mtx};
     j->current[name] = a;
     return caf::actor{a};
   };
