@@ -26,5 +26,6 @@ struct options {
 };
 
 int run_store_suite(const options& opts);
+int run_supervision_suite(const options& opts);
 
 } // namespace sourcery::bench

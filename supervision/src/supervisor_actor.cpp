@@ -42,8 +42,8 @@ caf::behavior supervisor_actor::make_behavior() {
   });
   attach_functor([this](const caf::error& reason) {
     for (auto& [serial, c] : children_)
-      if (c->handle)
-        send_exit(c->handle, reason ? reason : caf::error{caf::exit_reason::user_shutdown});
+      if (c.handle)
+        send_exit(c.handle, reason ? reason : caf::error{caf::exit_reason::user_shutdown});
   });
 
   init_error_ = validate(flags_);
@@ -54,7 +54,7 @@ caf::behavior supervisor_actor::make_behavior() {
     else if (auto err = validate(initial_specs_.front()))
       init_error_ = err;
     else
-      template_ = std::make_shared<const child_spec>(std::move(initial_specs_.front()));
+      template_ = own_spec(std::move(initial_specs_.front()));
   } else if (!init_error_) {
     for (auto& spec : initial_specs_) {
       if (auto err = validate(spec)) {
@@ -65,7 +65,7 @@ caf::behavior supervisor_actor::make_behavior() {
         init_error_ = make_error(supervision_errc::duplicate_child_id, "two children are named '" + spec.id + "'");
         break;
       }
-      auto& c = add_child(std::make_shared<const child_spec>(std::move(spec)), {}, false);
+      auto& c = add_child(own_spec(std::move(spec)), {}, false);
       if (auto err = start_child_process(c)) {
         init_error_ = err;
         remove_child(c.serial);
@@ -176,7 +176,7 @@ caf::behavior supervisor_actor::make_behavior() {
 
 supervisor_actor::child* supervisor_actor::find(uint64_t serial) {
   auto i = children_.find(serial);
-  return i == children_.end() ? nullptr : i->second.get();
+  return i == children_.end() ? nullptr : &i->second;
 }
 
 supervisor_actor::child* supervisor_actor::find_static(const std::string& id) {
@@ -186,18 +186,22 @@ supervisor_actor::child* supervisor_actor::find_static(const std::string& id) {
   return nullptr;
 }
 
-supervisor_actor::child& supervisor_actor::add_child(std::shared_ptr<const child_spec> spec, caf::message args,
+const child_spec* supervisor_actor::own_spec(child_spec spec) {
+  specs_.push_back(std::move(spec));
+  return &specs_.back();
+}
+
+supervisor_actor::child& supervisor_actor::add_child(const child_spec* spec, caf::message args,
                                                      bool dynamic) {
-  auto c = std::make_unique<child>();
-  c->serial = next_serial_++;
-  c->spec = std::move(spec);
-  c->args = std::move(args);
-  c->dynamic = dynamic;
+  auto serial = next_serial_++;
+  auto& c = children_[serial];
+  c.serial = serial;
+  c.spec = std::move(spec);
+  c.args = std::move(args);
+  c.dynamic = dynamic;
   if (!dynamic)
-    static_order_.push_back(c->serial);
-  auto& ref = *c;
-  children_.emplace(c->serial, std::move(c));
-  return ref;
+    static_order_.push_back(serial);
+  return c;
 }
 
 void supervisor_actor::remove_child(uint64_t serial) {
@@ -236,7 +240,7 @@ std::vector<uint64_t> supervisor_actor::running_statics_reversed(size_t from_ind
   for (size_t i = static_order_.size(); i > from_index; --i) {
     auto serial = static_order_[i - 1];
     auto it = children_.find(serial);
-    if (it != children_.end() && (it->second->handle || it->second->waiting))
+    if (it != children_.end() && (it->second.handle || it->second.waiting))
       out.push_back(serial);
   }
   return out;
@@ -282,7 +286,7 @@ void supervisor_actor::handle_child_exit(uint64_t serial, const caf::error& reas
     if (significant && flags_.shutdown != auto_shutdown::never) {
       bool any_left = false;
       for (auto& [s, other] : children_)
-        if (other->spec->significant && (other->handle || other->waiting))
+        if (other.spec->significant && (other.handle || other.waiting))
           any_left = true;
       if (flags_.shutdown == auto_shutdown::any_significant || !any_left)
         begin_shutdown(caf::exit_reason::user_shutdown);
@@ -401,7 +405,10 @@ void supervisor_actor::stop_children(std::vector<uint64_t> order, bool parallel,
 }
 
 void supervisor_actor::stop_next() {
-  while (stop_waiting_ == 0 || (stop_parallel_ && !stop_queue_.empty())) {
+  // Parallel stops keep a bounded number in flight: flooding the scheduler
+  // with 100,000 dying actors at once makes CAF's work stealing thrash.
+  constexpr size_t max_parallel_stops = 64;
+  while (stop_waiting_ == 0 || (stop_parallel_ && !stop_queue_.empty() && stop_waiting_ < max_parallel_stops)) {
     if (stop_queue_.empty()) {
       busy_ = false;
       auto then = std::move(stop_then_);
@@ -486,7 +493,7 @@ void supervisor_actor::drain() {
   pending_exits_.clear();
   std::vector<uint64_t> dynamic_children;
   for (auto& [serial, c] : children_)
-    if (c->dynamic)
+    if (c.dynamic)
       dynamic_children.push_back(serial);
   auto statics = running_statics_reversed(0);
   // Dynamic children stop all at once (as OTP's simple_one_for_one), then
@@ -515,7 +522,7 @@ void supervisor_actor::do_start_child(child_spec spec, caf::response_promise rp)
     return rp.deliver(err);
   if (find_static(spec.id) != nullptr)
     return rp.deliver(make_error(supervision_errc::duplicate_child_id, "a child '" + spec.id + "' exists"));
-  auto& c = add_child(std::make_shared<const child_spec>(std::move(spec)), {}, false);
+  auto& c = add_child(own_spec(std::move(spec)), {}, false);
   if (auto err = start_child_process(c)) {
     remove_child(c.serial);
     return rp.deliver(err);
@@ -549,10 +556,10 @@ std::vector<child_info> supervisor_actor::which_children() const {
     out.push_back({c.dynamic ? std::string{} : c.spec->id, c.handle, c.spec->type, c.spec->restart, c.restarts});
   };
   for (auto serial : static_order_)
-    add(*children_.at(serial));
+    add(children_.at(serial));
   for (auto& [serial, c] : children_)
-    if (c->dynamic)
-      add(*c);
+    if (c.dynamic)
+      add(c);
   return out;
 }
 
@@ -560,9 +567,9 @@ child_counts supervisor_actor::count_children() const {
   child_counts n;
   for (auto& [serial, c] : children_) {
     ++n.specs;
-    if (c->handle)
+    if (c.handle)
       ++n.active;
-    if (c->spec->type == child_type::supervisor)
+    if (c.spec->type == child_type::supervisor)
       ++n.supervisors;
     else
       ++n.workers;
@@ -604,15 +611,15 @@ void supervisor_actor::render_tree(caf::response_promise rp) {
   size_t dynamic_count = 0, dynamic_running = 0;
   uint64_t dynamic_restarts = 0;
   for (auto& [serial, c] : children_)
-    if (c->dynamic) {
+    if (c.dynamic) {
       ++dynamic_count;
-      dynamic_running += c->handle ? 1 : 0;
-      dynamic_restarts += c->restarts;
+      dynamic_running += c.handle ? 1 : 0;
+      dynamic_restarts += c.restarts;
     }
   size_t n = static_order_.size();
   g->lines.resize(n);
   for (size_t i = 0; i < n; ++i) {
-    const auto& c = *children_.at(static_order_[i]);
+    const auto& c = children_.at(static_order_[i]);
     bool last = i + 1 == n && dynamic_count == 0;
     std::string label = c.spec->id + " [" + (c.spec->type == child_type::supervisor ? "supervisor" : "worker") + ", "
                         + (c.spec->restart == restart_type::permanent   ? "permanent"

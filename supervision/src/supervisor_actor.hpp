@@ -40,7 +40,7 @@ public:
 private:
   struct child {
     uint64_t serial = 0;
-    std::shared_ptr<const child_spec> spec;
+    const child_spec* spec = nullptr; // owned by specs_
     caf::actor handle;         // null while not running
     caf::message args;         // simple_one_for_one arguments
     uint32_t restarts = 0;     // total, for introspection
@@ -56,7 +56,8 @@ private:
   // -- children ----------------------------------------------------------------
   child* find(uint64_t serial);
   child* find_static(const std::string& id);
-  child& add_child(std::shared_ptr<const child_spec> spec, caf::message args, bool dynamic);
+  const child_spec* own_spec(child_spec spec);
+  child& add_child(const child_spec* spec, caf::message args, bool dynamic);
   void remove_child(uint64_t serial);
   caf::error start_child_process(child& c);
   std::vector<uint64_t> running_statics_reversed(size_t from_index) const;
@@ -91,8 +92,9 @@ private:
 
   supervisor_flags flags_;
   std::vector<child_spec> initial_specs_;
-  std::shared_ptr<const child_spec> template_; // simple_one_for_one
-  std::unordered_map<uint64_t, std::unique_ptr<child>> children_;
+  std::deque<child_spec> specs_;          // stable addresses; a deleted child's spec stays (rare)
+  const child_spec* template_ = nullptr;  // simple_one_for_one
+  std::unordered_map<uint64_t, child> children_; // node-based: references stay valid
   std::vector<uint64_t> static_order_; // start order
   std::unordered_map<caf::actor_addr, uint64_t> by_addr_;
   uint64_t next_serial_ = 1;
