@@ -16,6 +16,7 @@
 
 #include <lmdb.h>
 
+#include "big_endian.hpp"
 #include "record_codec.hpp"
 
 namespace sourcery::persistence {
@@ -33,17 +34,8 @@ int64_t now_micros() {
 
 // -- big-endian keys ------------------------------------------------------------
 
-void put_be64(uint8_t* p, uint64_t x) {
-  for (int i = 7; i >= 0; --i, x >>= 8)
-    p[i] = static_cast<uint8_t>(x);
-}
-
-uint64_t get_be64(const uint8_t* p) {
-  uint64_t x = 0;
-  for (int i = 0; i < 8; ++i)
-    x = (x << 8) | p[i];
-  return x;
-}
+using detail::get_be64;
+using detail::put_be64;
 
 struct u64_key {
   uint8_t buf[8];

@@ -5,6 +5,7 @@
 #include <msgpack.hpp>
 #include <msgpack/v2/null_visitor.hpp>
 
+#include "big_endian.hpp"
 #include "crc32c.hpp"
 #include "sourcery/persistence/error.hpp"
 
@@ -115,22 +116,6 @@ void encode_record_body(const event_data& ev, std::string_view stream, bytes& ou
   pk.pack(ev.causation_id);
   pk.pack(ev.correlation_id);
 }
-
-namespace {
-
-void put_be64(uint8_t* p, uint64_t x) {
-  for (int i = 7; i >= 0; --i, x >>= 8)
-    p[i] = static_cast<uint8_t>(x);
-}
-
-uint64_t get_be64(const uint8_t* p) {
-  uint64_t x = 0;
-  for (int i = 0; i < 8; ++i)
-    x = (x << 8) | p[i];
-  return x;
-}
-
-} // namespace
 
 void write_record(uint8_t* dst, uint64_t stream_version, uint64_t prev_position, int64_t created_at,
                   const bytes& body) {

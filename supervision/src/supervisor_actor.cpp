@@ -94,16 +94,7 @@ caf::behavior supervisor_actor::make_behavior() {
       return rp;
     },
     [this](terminate_child_atom, const std::string& id) {
-      auto rp = make_response_promise();
-      defer([this, id, rp]() mutable {
-        if (shutting_down_)
-          return rp.deliver(make_error(supervision_errc::shutting_down, flags_.name + " is shutting down"));
-        auto c = find_static(id);
-        if (c == nullptr)
-          return rp.deliver(make_error(supervision_errc::child_not_found, "no child '" + id + "'"));
-        do_terminate(c->serial, rp);
-      });
-      return rp;
+      return when_idle_with(id, false, [this](child& c, caf::response_promise& rp) { do_terminate(c.serial, rp); });
     },
     [this](terminate_child_atom, const caf::actor& who) {
       auto rp = make_response_promise();
@@ -118,35 +109,17 @@ caf::behavior supervisor_actor::make_behavior() {
       return rp;
     },
     [this](restart_child_atom, const std::string& id) {
-      auto rp = make_response_promise();
-      defer([this, id, rp]() mutable {
-        if (shutting_down_)
-          return rp.deliver(make_error(supervision_errc::shutting_down, flags_.name + " is shutting down"));
-        auto c = find_static(id);
-        if (c == nullptr)
-          return rp.deliver(make_error(supervision_errc::child_not_found, "no child '" + id + "'"));
-        if (c->handle || c->waiting)
-          return rp.deliver(make_error(supervision_errc::child_running, "child '" + id + "' is running"));
-        if (auto err = start_child_process(*c))
+      return when_idle_with(id, true, [this](child& c, caf::response_promise& rp) {
+        if (auto err = start_child_process(c))
           return rp.deliver(err);
-        rp.deliver(c->handle);
+        rp.deliver(c.handle);
       });
-      return rp;
     },
     [this](delete_child_atom, const std::string& id) {
-      auto rp = make_response_promise();
-      defer([this, id, rp]() mutable {
-        if (shutting_down_)
-          return rp.deliver(make_error(supervision_errc::shutting_down, flags_.name + " is shutting down"));
-        auto c = find_static(id);
-        if (c == nullptr)
-          return rp.deliver(make_error(supervision_errc::child_not_found, "no child '" + id + "'"));
-        if (c->handle || c->waiting)
-          return rp.deliver(make_error(supervision_errc::child_running, "child '" + id + "' is running"));
-        remove_child(c->serial);
+      return when_idle_with(id, true, [this](child& c, caf::response_promise& rp) {
+        remove_child(c.serial);
         rp.deliver(caf::unit);
       });
-      return rp;
     },
     [this](which_children_atom) { return which_children(); },
     [this](count_children_atom) { return count_children(); },
@@ -170,6 +143,22 @@ caf::behavior supervisor_actor::make_behavior() {
     },
     [this](finish_atom) { quit(exit_reason_); },
   };
+}
+
+caf::response_promise supervisor_actor::when_idle_with(const std::string& id, bool must_be_stopped,
+                                                       std::function<void(child&, caf::response_promise&)> f) {
+  auto rp = make_response_promise();
+  defer([this, id, must_be_stopped, f = std::move(f), rp]() mutable {
+    if (shutting_down_)
+      return rp.deliver(make_error(supervision_errc::shutting_down, flags_.name + " is shutting down"));
+    auto c = find_static(id);
+    if (c == nullptr)
+      return rp.deliver(make_error(supervision_errc::child_not_found, "no child '" + id + "'"));
+    if (must_be_stopped && (c->handle || c->waiting))
+      return rp.deliver(make_error(supervision_errc::child_running, "child '" + id + "' is running"));
+    f(*c, rp);
+  });
+  return rp;
 }
 
 // -- children --------------------------------------------------------------------------

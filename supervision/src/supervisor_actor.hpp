@@ -83,6 +83,11 @@ private:
   void defer(std::function<void()> request);
 
   // -- requests ----------------------------------------------------------------
+  /// Answers a request about static child `id` once the supervisor is idle:
+  /// errors for shutdown, an unknown id, or (if `must_be_stopped`) a running
+  /// child; otherwise `f` answers.
+  caf::response_promise when_idle_with(const std::string& id, bool must_be_stopped,
+                                       std::function<void(child&, caf::response_promise&)> f);
   void do_start_child(child_spec spec, caf::response_promise rp);
   void do_start_dynamic(caf::message args, caf::response_promise rp);
   void do_terminate(uint64_t serial, caf::response_promise rp);
