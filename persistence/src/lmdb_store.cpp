@@ -15,6 +15,9 @@
 #include <unordered_set>
 
 #include <lmdb.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include "big_endian.hpp"
 #include "record_codec.hpp"
@@ -399,8 +402,9 @@ struct lmdb_store::impl {
         continue;
       }
       if (rc != 0) {
-        auto err = rc == MDB_TXN_FULL
-                     ? make_error(store_errc::invalid_argument, "append too large for one transaction")
+        auto err = rc == MDB_TXN_FULL ? make_error(store_errc::invalid_argument, "append too large for one transaction")
+                   : rc == EIO && out_of_space()
+                     ? make_error(store_errc::store_full, "commit: no space left for the store's file")
                      : mdb_error(rc, "commit");
         for (size_t i = begin; i < end; ++i)
           batch[i].done(err);
@@ -693,6 +697,22 @@ struct lmdb_store::impl {
         return rc;
     }
     return 0;
+  }
+
+  /// Whether a failed write is best explained by a full disk or a file-size
+  /// limit: LMDB reports a short write as EIO, and a write cut short by a
+  /// full disk is a short write.
+  bool out_of_space() const {
+    constexpr uint64_t margin = uint64_t{64} << 20;
+    struct statvfs fs;
+    if (::statvfs(canonical_path.c_str(), &fs) == 0
+        && static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize < margin)
+      return true;
+    struct rlimit limit;
+    struct stat st;
+    auto file = canonical_path + "/data.mdb";
+    return ::getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY
+           && ::stat(file.c_str(), &st) == 0 && static_cast<uint64_t>(st.st_size) + margin > limit.rlim_cur;
   }
 
   bool grow_map() {
