@@ -15,6 +15,7 @@
 #include <unordered_set>
 
 #include <lmdb.h>
+#include <pthread.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -873,7 +874,10 @@ caf::expected<std::unique_ptr<lmdb_store>> lmdb_store::open(lmdb_options options
   std::unique_ptr<lmdb_store> store{new lmdb_store{std::move(st)}};
   raw->owner = store.get();
   if (!raw->options.read_only)
-    raw->writer = std::thread{[raw] { raw->writer_loop(); }};
+    raw->writer = std::thread{[raw] {
+      pthread_setname_np(pthread_self(), "lmdb-writer");
+      raw->writer_loop();
+    }};
   return store;
 }
 
