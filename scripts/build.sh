@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Configures and builds Sourcery into ${SOURCERY_BUILD_DIR:-build}.
+#   scripts/build.sh [TARGET...]         builds the given targets (default: all)
 #   SOURCERY_SANITIZERS=address|thread  builds everything instrumented.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,4 +9,6 @@ build_dir="${SOURCERY_BUILD_DIR:-build}"
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE="${SOURCERY_BUILD_TYPE:-RelWithDebInfo}" \
   -DSOURCERY_SANITIZERS="${SOURCERY_SANITIZERS:-}" \
   -DSOURCERY_BUILD_TESTS=ON -DSOURCERY_BUILD_EXAMPLES=ON -DSOURCERY_BUILD_BENCH=ON >/dev/null
-cmake --build "$build_dir" -j"$(nproc)"
+targets=()
+for t in "$@"; do targets+=(--target "$t"); done
+cmake --build "$build_dir" -j"$(nproc)" "${targets[@]}"
