@@ -96,34 +96,75 @@ public:
     }
   }
 
+  /// A decided command, ready to append: its events, typed and encoded.
+  struct decision {
+    outcome<typename A::event> decided;
+    std::vector<persistence::event_data> data;
+  };
+
+  /// Step 1 of a command: decide against `current` and encode the events.
+  /// Errors: encoding errors (an unregistered event type).
+  template <class C, class ExecuteFn>
+  caf::expected<decision> decide(const loaded<A>& current, const C& cmd, ExecuteFn&& execute_fn,
+                                 const command_meta& meta) const {
+    decision d{execute_fn(current.state, cmd), {}};
+    if (d.decided.rejected())
+      return d;
+    d.data.reserve(d.decided.events().size());
+    for (const auto& ev : d.decided.events()) {
+      auto encoded = encode_event<A>(registry_, ev);
+      if (!encoded)
+        return encoded.error();
+      encoded->causation_id = meta.causation_id;
+      encoded->correlation_id = meta.correlation_id;
+      encoded->metadata = meta.metadata;
+      d.data.push_back(std::move(*encoded));
+    }
+    return d;
+  }
+
+  /// The result of a rejected decision; `current` is unchanged.
+  static command_result<A> rejected(const loaded<A>& current, const decision& d) {
+    command_result<A> result;
+    result.why = d.decided.why();
+    result.state = current.state;
+    result.version = current.version;
+    return result;
+  }
+
+  /// Step 3, after the append (step 2, `expected_version::exact(current.version)`)
+  /// succeeded: apply the events to `current`, snapshot if due.
+  command_result<A> confirm(const std::string& stream, loaded<A>& current, decision& d,
+                            const persistence::append_result& appended) const {
+    uint64_t before = current.version;
+    for (const auto& ev : d.decided.events())
+      apply_event(current.state, ev);
+    current.version = appended.stream_version;
+    maybe_snapshot(stream, current, before);
+    command_result<A> result;
+    result.accepted = true;
+    result.events = std::move(d.decided.events());
+    result.state = current.state;
+    result.version = current.version;
+    result.first_position = appended.first_position;
+    result.last_position = appended.last_position;
+    return result;
+  }
+
   /// Runs `cmd` against `current` (the caller's cached state, brought up to
   /// date on a conflict) and appends its events with `expected_version =
-  /// current.version`. On success `current` holds the new state.
-  /// `execute_fn(const A&, const C&)` -> outcome<A::event>.
+  /// current.version`, blocking until the commit. On success `current` holds
+  /// the new state. `execute_fn(const A&, const C&)` -> outcome<A::event>.
   template <class C, class ExecuteFn>
   caf::expected<command_result<A>> execute(const std::string& stream, loaded<A>& current, const C& cmd,
                                            ExecuteFn&& execute_fn, const command_meta& meta = {}) const {
     for (int attempt = 0;; ++attempt) {
-      outcome<typename A::event> decided = execute_fn(current.state, cmd);
-      command_result<A> result;
-      if (decided.rejected()) {
-        result.why = decided.why();
-        result.state = current.state;
-        result.version = current.version;
-        return result;
-      }
-      std::vector<persistence::event_data> data;
-      data.reserve(decided.events().size());
-      for (const auto& ev : decided.events()) {
-        auto encoded = encode_event<A>(registry_, ev);
-        if (!encoded)
-          return encoded.error();
-        encoded->causation_id = meta.causation_id;
-        encoded->correlation_id = meta.correlation_id;
-        encoded->metadata = meta.metadata;
-        data.push_back(std::move(*encoded));
-      }
-      auto appended = store_.append(stream, persistence::expected_version::exact(current.version), std::move(data));
+      auto d = decide(current, cmd, execute_fn, meta);
+      if (!d)
+        return d.error();
+      if (d->decided.rejected())
+        return rejected(current, *d);
+      auto appended = store_.append(stream, persistence::expected_version::exact(current.version), d->data);
       if (!appended) {
         if (persistence::code_of(appended.error()) == persistence::store_errc::wrong_expected_version
             && attempt < options_.max_retries) {
@@ -134,20 +175,12 @@ public:
         }
         return appended.error();
       }
-      uint64_t before = current.version;
-      for (const auto& ev : decided.events())
-        apply_event(current.state, ev);
-      current.version = appended->stream_version;
-      maybe_snapshot(stream, current, before);
-      result.accepted = true;
-      result.events = std::move(decided.events());
-      result.state = current.state;
-      result.version = current.version;
-      result.first_position = appended->first_position;
-      result.last_position = appended->last_position;
-      return result;
+      return confirm(stream, current, *d, *appended);
     }
   }
+
+  persistence::event_store& store() const noexcept { return store_; }
+  const aggregate_options& options() const noexcept { return options_; }
 
   /// `execute` with the aggregate's own `execute(cmd)`.
   template <class C>
