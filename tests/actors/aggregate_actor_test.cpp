@@ -59,7 +59,7 @@ protected:
   caf::expected<dispatch_reply> dispatch(const std::string& stream, C cmd) {
     caf::scoped_actor self{*sys_};
     caf::expected<dispatch_reply> result = caf::error{};
-    command_for<A> envelope{stream, [cmd](const A& a) { return a.execute(cmd); }, {}};
+    command_for<A> envelope{stream, [cmd](const A& a) { return a.execute(cmd); }, {}, {}, {}};
     self->request(registry_, 10s, dispatch_atom::value, std::move(envelope))
       .receive([&](dispatch_reply& r) { result = std::move(r); }, [&](caf::error& e) { result = std::move(e); });
     return result;
@@ -95,7 +95,7 @@ TEST_F(accounts, a_thousand_concurrent_dispatchers_on_one_aggregate_are_served_o
     sys_->spawn([=, registry = registry_](caf::event_based_actor* self) {
       auto left = std::make_shared<int>(n / 10);
       for (int i = 0; i < n / 10; ++i) {
-        command_for<account> envelope{"account-1", [](const account& a) { return a.execute(deposit{"account-1", 1}); }, {}};
+        command_for<account> envelope{"account-1", [](const account& a) { return a.execute(deposit{"account-1", 1}); }, {}, {}, {}};
         self->request(registry, 30s, dispatch_atom::value, std::move(envelope))
           .then(
             [=](dispatch_reply& r) {
@@ -144,7 +144,7 @@ TEST_F(accounts, ten_thousand_live_aggregates) {
     auto left = std::make_shared<int>(n);
     for (int i = 0; i < n; ++i) {
       auto id = "account-" + std::to_string(i);
-      command_for<account> envelope{id, [id](const account& a) { return a.execute(open_account{id, "owner"}); }, {}};
+      command_for<account> envelope{id, [id](const account& a) { return a.execute(open_account{id, "owner"}); }, {}, {}, {}};
       self->send(registry, dispatch_atom::value, std::move(envelope));
     }
     return {
@@ -191,7 +191,7 @@ TEST_F(fragile_accounts, a_crash_in_execute_fails_that_command_only) {
   caf::scoped_actor self{*sys_};
   auto send = [&](std::function<outcome<account::event>(const fragile_account&)> f) {
     caf::expected<dispatch_reply> result = caf::error{};
-    self->request(registry_, 10s, dispatch_atom::value, command_for<fragile_account>{"acc", std::move(f), {}})
+    self->request(registry_, 10s, dispatch_atom::value, command_for<fragile_account>{"acc", std::move(f), {}, {}, {}})
       .receive([&](dispatch_reply& r) { result = std::move(r); }, [&](caf::error& e) { result = std::move(e); });
     return result;
   };

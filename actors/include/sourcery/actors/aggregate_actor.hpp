@@ -34,7 +34,27 @@ struct command_for {
   std::string stream;
   std::function<outcome<typename A::event>(const A&)> decide;
   command_meta meta;
+  /// If set, the answer goes here (called on an actor's thread) instead of
+  /// back to the requester: lets threads that are not actors dispatch
+  /// without a scoped_actor.
+  std::function<void(caf::expected<dispatch_reply>)> reply_to;
+  /// If set, receives a copy of the state after an accepted command.
+  std::function<void(const A&)> on_state;
 };
+
+/// Answers a command through its `reply_to` if it has one, else through `rp`.
+template <aggregate A>
+void answer(command_for<A>& cmd, caf::response_promise& rp, caf::expected<dispatch_reply> result) {
+  if (cmd.reply_to) {
+    auto f = std::move(cmd.reply_to);
+    cmd.reply_to = nullptr;
+    f(std::move(result));
+  } else if (result) {
+    rp.deliver(std::move(*result));
+  } else {
+    rp.deliver(std::move(result.error()));
+  }
+}
 
 using dispatch_atom = caf::atom_constant<caf::atom("dispatch")>;
 
@@ -72,14 +92,17 @@ void process_next(aggregate_self<A>* self);
 /// error, then end this actor. The next command reopens the aggregate from
 /// the store (let it crash).
 template <aggregate A>
-void crash(aggregate_self<A>* self, caf::response_promise& rp, const std::string& what) {
+void crash(aggregate_self<A>* self, command_for<A>& cmd, caf::response_promise& rp, const std::string& what);
+
+template <aggregate A>
+void crash(aggregate_self<A>* self, command_for<A>& cmd, caf::response_promise& rp, const std::string& what) {
   auto err = caf::make_error(caf::sec::runtime_error, "aggregate '" + self->state.stream + "' crashed: " + what);
   // Tell the registry first: a caller that retries after our answer must find
   // the route already gone.
   self->send(self->state.owner, gone_atom::value, self->state.stream);
-  rp.deliver(err);
+  answer(cmd, rp, err);
   for (auto& [cmd, queued] : self->state.queue)
-    queued.deliver(err);
+    answer(cmd, queued, err);
   self->state.queue.clear();
   self->quit(err);
 }
@@ -91,27 +114,27 @@ void process(aggregate_self<A>* self, command_for<A> cmd, caf::response_promise 
     if (!st.current) {
       auto l = st.repo->load(st.stream);
       if (!l) {
-        rp.deliver(l.error());
+        answer(cmd, rp, l.error());
         return process_next(self);
       }
       st.current = std::move(*l);
     }
   } catch (const std::exception& e) {
-    return crash(self, rp, std::string{"apply threw while rebuilding: "} + e.what());
+    return crash(self, cmd, rp, std::string{"apply threw while rebuilding: "} + e.what());
   }
   std::optional<caf::expected<typename aggregate_repository<A>::decision>> decided;
   try {
     decided.emplace(st.repo->decide(*st.current, 0, [&](const A& a, int) { return cmd.decide(a); }, cmd.meta));
   } catch (const std::exception& e) {
-    return crash(self, rp, std::string{"execute threw: "} + e.what());
+    return crash(self, cmd, rp, std::string{"execute threw: "} + e.what());
   }
   auto& d = *decided;
   if (!d) {
-    rp.deliver(d.error());
+    answer(cmd, rp, d.error());
     return process_next(self);
   }
   if (d->decided.rejected()) {
-    rp.deliver(dispatch_reply{false, d->decided.why(), st.current->version, 0, 0});
+    answer(cmd, rp, dispatch_reply{false, d->decided.why(), st.current->version, 0, 0});
     return process_next(self);
   }
   st.busy = true;
@@ -166,9 +189,12 @@ caf::behavior aggregate_actor(aggregate_self<A>* self, const aggregate_repositor
       persistence::append_result appended{version, first, last};
       try {
         auto r = st.repo->confirm(st.stream, *st.current, *st.inflight_decision, appended);
-        st.inflight_rp.deliver(dispatch_reply{true, {}, r.version, r.first_position, r.last_position});
+        if (st.inflight.on_state)
+          st.inflight.on_state(st.current->state);
+        answer(st.inflight, st.inflight_rp, dispatch_reply{true, {}, r.version, r.first_position, r.last_position});
       } catch (const std::exception& e) {
-        return crash(self, st.inflight_rp, std::string{"apply threw after its events were stored: "} + e.what());
+        return crash(self, st.inflight, st.inflight_rp,
+                     std::string{"apply threw after its events were stored: "} + e.what());
       }
       process_next(self);
   };
@@ -179,7 +205,7 @@ caf::behavior aggregate_actor(aggregate_self<A>* self, const aggregate_repositor
         // Another writer got there first: catch up, decide again.
         ++st.attempts;
         if (auto e = st.repo->catch_up(*st.current, st.stream)) {
-          st.inflight_rp.deliver(e);
+          answer(st.inflight, st.inflight_rp, e);
           return process_next(self);
         }
         auto attempts = st.attempts;
@@ -187,7 +213,7 @@ caf::behavior aggregate_actor(aggregate_self<A>* self, const aggregate_repositor
         st.attempts = attempts;
         return;
       }
-      st.inflight_rp.deliver(std::move(err));
+      answer(st.inflight, st.inflight_rp, std::move(err));
       process_next(self);
   };
   auto on_stop = [self](stop_atom) {
@@ -254,7 +280,7 @@ caf::behavior aggregate_registry(caf::stateful_actor<detail::registry_state<A>>*
           auto queued = std::move(self->state.waiting[stream]);
           self->state.waiting.erase(stream);
           for (auto& [cmd, rp] : queued)
-            rp.deliver(err);
+            answer(cmd, rp, err);
         });
   };
   return {
