@@ -1,0 +1,99 @@
+#pragma once
+
+#include <atomic>
+#include <future>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <caf/all.hpp>
+
+#include "sourcery/persistence/event_store.hpp"
+#include "sourcery/persistence/lmdb_store.hpp"
+#include "sourcery/runtime/middleware.hpp"
+#include "sourcery/runtime/router.hpp"
+
+namespace sourcery {
+
+struct application_config {
+  /// The LMDB store's directory (ignored with `in_memory`).
+  std::string data_dir = "sourcery-data";
+  bool in_memory = false;
+  persistence::durability durability = persistence::durability::durable;
+  /// CAF scheduler threads (0: one per core).
+  int scheduler_threads = 0;
+};
+
+/// A running Sourcery application: the actor system, the event store, the
+/// root supervision tree (one simple_one_for_one supervisor per aggregate
+/// type below it), the router and middleware. Start it from `main` or from a
+/// host program; `stop` (or the destructor) shuts it down in order.
+class application {
+public:
+  /// Errors: the store's open errors; dispatch_errc::invalid_route.
+  static caf::expected<std::unique_ptr<application>> start(application_config config, router routes,
+                                                           std::vector<std::shared_ptr<middleware>> middleware = {},
+                                                           std::unordered_map<std::type_index, aggregate_settings> settings = {});
+
+  ~application();
+  application(const application&) = delete;
+  application& operator=(const application&) = delete;
+
+  /// Dispatches from any thread, blocking until the answer or the timeout.
+  /// A rejection is a result (`accepted == false`), not an error.
+  /// Errors: unregistered_command, halted, timeout, stopped, store errors.
+  template <class C>
+  caf::expected<dispatch_result> dispatch(const C& cmd, dispatch_options options = {}) {
+    auto promise = std::make_shared<std::promise<caf::expected<dispatch_result>>>();
+    auto future = promise->get_future();
+    auto timeout = options.timeout;
+    dispatch_async(cmd, std::move(options),
+                   [promise](caf::expected<dispatch_result> r) { promise->set_value(std::move(r)); });
+    if (future.wait_for(timeout) != std::future_status::ready)
+      return make_error(dispatch_errc::timeout, "no answer within " + std::to_string(timeout.count()) + " ms");
+    return future.get();
+  }
+
+  /// Dispatches without blocking (from inside actors too): `done` is called
+  /// exactly once, on some thread of the application.
+  template <class C>
+  void dispatch_async(const C& cmd, dispatch_options options, std::function<void(caf::expected<dispatch_result>)> done) {
+    dispatch_erased(std::type_index{typeid(C)}, &cmd, std::move(options), std::move(done));
+  }
+
+  /// An aggregate's current state, rebuilt from the store (every answered
+  /// command's events are in it), for queries and tests. `A` must be routed.
+  template <aggregate A>
+  caf::expected<A> aggregate_state(const std::string& id) {
+    if (core_.aggregates.count(std::type_index{typeid(A)}) == 0)
+      return make_error(dispatch_errc::invalid_route, "no route leads to aggregate " + name_of_type<A>());
+    auto loaded = detail::runtime_of<A>(core_).repo->load(id);
+    if (!loaded)
+      return loaded.error();
+    return std::move(loaded->state);
+  }
+
+  persistence::event_store& store() noexcept { return *store_; }
+  caf::actor_system& system() noexcept { return *system_; }
+  supervision::supervisor& root() noexcept { return *root_; }
+
+  /// Stops the tree in order and closes the store. Idempotent.
+  void stop();
+
+private:
+  application() = default;
+  void dispatch_erased(std::type_index type, const void* cmd, dispatch_options options,
+                       std::function<void(caf::expected<dispatch_result>)> done);
+
+  caf::actor_system_config cfg_;
+  std::unique_ptr<caf::actor_system> system_;
+  std::unique_ptr<persistence::event_store> store_;
+  std::optional<supervision::supervisor> root_;
+  router router_;
+  std::vector<std::shared_ptr<middleware>> middleware_;
+  detail::app_core core_;
+  std::atomic<bool> stopped_{false};
+};
+
+} // namespace sourcery

@@ -1,0 +1,73 @@
+#pragma once
+
+#include <any>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <caf/error.hpp>
+
+#include "sourcery/actors/aggregate.hpp"
+#include "sourcery/persistence/event.hpp"
+
+namespace sourcery {
+
+/// What a dispatch returns besides accepted / rejected.
+enum class returning : uint8_t {
+  nothing,
+  events,  ///< the recorded events the command appended
+  state,   ///< the aggregate's state after the command (`dispatch_result::state_as<A>()`)
+  version, ///< the aggregate's version after the command
+};
+
+struct dispatch_options {
+  /// How long a blocking dispatch waits for the answer.
+  std::chrono::milliseconds timeout{5000};
+  /// Recorded on the appended events. An empty correlation id gets a fresh one.
+  std::string causation_id;
+  std::string correlation_id;
+  /// A msgpack map recorded as the events' metadata; middleware may enrich it.
+  persistence::bytes metadata;
+  returning returns = returning::nothing;
+};
+
+struct dispatch_result {
+  bool accepted = false;
+  rejection why; ///< when rejected
+  std::string aggregate_id;
+  uint64_t version = 0;
+  std::vector<persistence::recorded_event> events; ///< with returning::events
+  std::any state;                                  ///< with returning::state
+
+  template <class A>
+  const A* state_as() const {
+    return std::any_cast<A>(&state);
+  }
+};
+
+/// Errors of dispatch (category `dispatch_error_category`); domain rejections
+/// are not errors but `dispatch_result`s.
+enum class dispatch_errc : uint8_t {
+  none = 0,
+  /// No route for this command type.
+  unregistered_command,
+  /// A middleware refused the command; the message says which and why.
+  halted,
+  /// No answer within the dispatch timeout. The command may still complete.
+  timeout,
+  /// The application has stopped.
+  stopped,
+  /// Two routes for one command type, or a route without identity.
+  invalid_route,
+};
+
+constexpr caf::atom_value dispatch_error_category = caf::atom("dispatch");
+
+caf::error make_error(dispatch_errc code, std::string message);
+dispatch_errc code_of_dispatch(const caf::error& err) noexcept;
+std::string_view to_string(dispatch_errc code) noexcept;
+/// A readable rendering of any error Sourcery returns.
+std::string describe_error(const caf::error& err);
+
+} // namespace sourcery

@@ -1,0 +1,201 @@
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <typeindex>
+#include <unordered_map>
+#include <vector>
+
+#include <caf/all.hpp>
+
+#include "sourcery/actors/aggregate_actor.hpp"
+#include "sourcery/runtime/dispatch.hpp"
+#include "sourcery/supervision/supervisor.hpp"
+
+namespace sourcery {
+
+/// How an aggregate type runs.
+struct aggregate_settings {
+  /// Passivate an aggregate's actor after this long without commands (0: never).
+  std::chrono::milliseconds lifespan{std::chrono::minutes{5}};
+  aggregate_options options;
+};
+
+/// A readable name of a type: its `type_name` if it has one, else the C++ name.
+std::string demangled_name(const std::type_info& type);
+std::string demangled_name(const char* mangled);
+
+template <class T>
+std::string name_of_type() {
+  if constexpr (requires { T::type_name; })
+    return T::type_name;
+  else
+    return demangled_name(typeid(T));
+}
+
+namespace detail {
+
+/// What a running application offers routes.
+struct app_core {
+  caf::actor_system* system = nullptr;
+  persistence::event_store* store = nullptr;
+  persistence::event_registry types;
+  supervision::supervisor* root = nullptr;
+  std::unordered_map<std::type_index, aggregate_settings> settings;
+  std::unordered_map<std::type_index, std::shared_ptr<void>> aggregates; // aggregate_runtime<A>
+  std::vector<caf::actor> registries;
+};
+
+template <aggregate A>
+struct aggregate_runtime {
+  std::unique_ptr<aggregate_repository<A>> repo;
+  caf::actor registry;
+};
+
+using done_fn = std::function<void(caf::expected<dispatch_result>)>;
+
+/// Opens aggregate type `A` in a running application: its events, its
+/// repository, its simple_one_for_one supervisor under the root, its registry.
+template <aggregate A>
+caf::error setup_aggregate(app_core& core) {
+  std::type_index key{typeid(A)};
+  if (core.aggregates.count(key) != 0)
+    return {};
+  if (auto err = register_events<A>(core.types))
+    return err;
+  aggregate_settings settings;
+  if (auto s = core.settings.find(key); s != core.settings.end())
+    settings = s->second;
+  auto rt = std::make_shared<aggregate_runtime<A>>();
+  rt->repo = std::make_unique<aggregate_repository<A>>(*core.store, core.types, settings.options);
+  supervision::supervisor_flags flags;
+  flags.name = "aggregates:" + name_of_type<A>();
+  flags.how = supervision::strategy::simple_one_for_one;
+  flags.intensity = 1'000'000; // temporary children: nothing is restarted
+  supervision::child_spec sub;
+  sub.id = flags.name;
+  sub.type = supervision::child_type::supervisor;
+  sub.start = supervision::supervisor_start(flags, {aggregate_child_spec<A>(rt->repo.get(), settings.lifespan)});
+  auto sup = core.root->start_child(sub);
+  if (!sup)
+    return sup.error();
+  rt->registry = core.system->spawn(aggregate_registry<A>, *sup);
+  core.registries.push_back(rt->registry);
+  core.aggregates.emplace(key, rt);
+  return {};
+}
+
+template <aggregate A>
+aggregate_runtime<A>& runtime_of(app_core& core) {
+  return *std::static_pointer_cast<aggregate_runtime<A>>(core.aggregates.at(std::type_index{typeid(A)}));
+}
+
+/// Sends command `cmd` to aggregate `id` of type `A`; `done` gets the answer.
+template <aggregate A, class C>
+void send_command(app_core& core, std::function<outcome<typename A::event>(const A&, const C&)> decide,
+                  std::string id, const C& cmd, const dispatch_options& opts, done_fn done) {
+  auto& rt = runtime_of<A>(core);
+  auto state = std::make_shared<std::any>();
+  command_for<A> envelope;
+  envelope.stream = id;
+  envelope.decide = [decide, cmd](const A& a) { return decide(a, cmd); };
+  envelope.meta = command_meta{opts.causation_id, opts.correlation_id, opts.metadata};
+  if (opts.returns == returning::state)
+    envelope.on_state = [state](const A& a) { *state = a; };
+  auto* store = core.store;
+  auto returns = opts.returns;
+  envelope.reply_to = [done = std::move(done), state, store, returns, id](caf::expected<dispatch_reply> reply) {
+    if (!reply)
+      return done(reply.error());
+    dispatch_result result;
+    result.accepted = reply->accepted;
+    result.why = reply->why;
+    result.aggregate_id = id;
+    result.version = reply->version;
+    if (returns == returning::state)
+      result.state = std::move(*state);
+    if (returns == returning::events && reply->first_position != 0) {
+      auto events = store->read_all(reply->first_position, reply->last_position - reply->first_position + 1);
+      if (!events)
+        return done(events.error());
+      result.events = std::move(*events);
+    }
+    done(std::move(result));
+  };
+  caf::anon_send(rt.registry, dispatch_atom::value, std::move(envelope));
+}
+
+} // namespace detail
+
+/// Maps command types to aggregates: which aggregate type handles a command
+/// and which instance (an identity field or function, with an optional
+/// prefix that makes the stream id). Routers compose with `include`.
+class router {
+public:
+  /// Commands `C` go to aggregate `A`'s `execute(const C&)`, instance
+  /// `prefix + identity(cmd)`.
+  template <aggregate A, class C>
+    requires executes<A, C>
+  router& route(std::function<std::string(const C&)> identity, std::string prefix = {}) {
+    return add<A, C>(std::move(identity), std::move(prefix),
+                     [](const A& a, const C& c) -> outcome<typename A::event> { return a.execute(c); });
+  }
+
+  /// The identity is the field `field` of the command.
+  template <aggregate A, class C>
+    requires executes<A, C>
+  router& route(std::string C::*field, std::string prefix = {}) {
+    return route<A, C>([field](const C& c) { return c.*field; }, std::move(prefix));
+  }
+
+  /// A command handler `handler(const A&, const C&) -> outcome` instead of `execute`.
+  template <aggregate A, class C, class Handler>
+    requires std::is_invocable_r_v<outcome<typename A::event>, Handler, const A&, const C&>
+  router& route(std::string C::*field, Handler handler, std::string prefix = {}) {
+    return add<A, C>([field](const C& c) { return c.*field; }, std::move(prefix),
+                     std::function<outcome<typename A::event>(const A&, const C&)>(std::move(handler)));
+  }
+
+  /// Takes every route of `other`. A command type routed twice is an error
+  /// reported when the application starts.
+  router& include(const router& other);
+
+  struct entry {
+    std::string command_name;
+    std::string aggregate_name;
+    std::function<std::string(const void*)> identity;
+    std::function<caf::error(detail::app_core&)> setup;
+    std::function<void(detail::app_core&, std::string, const void*, const dispatch_options&, detail::done_fn)> send;
+  };
+
+  const std::unordered_map<std::type_index, entry>& routes() const noexcept { return routes_; }
+  const std::vector<std::string>& conflicts() const noexcept { return conflicts_; }
+
+private:
+  template <aggregate A, class C>
+  router& add(std::function<std::string(const C&)> identity, std::string prefix,
+              std::function<outcome<typename A::event>(const A&, const C&)> decide) {
+    entry e;
+    e.command_name = name_of_type<C>();
+    e.aggregate_name = name_of_type<A>();
+    e.identity = [identity = std::move(identity), prefix = std::move(prefix)](const void* cmd) {
+      return prefix + identity(*static_cast<const C*>(cmd));
+    };
+    e.setup = [](detail::app_core& core) { return detail::setup_aggregate<A>(core); };
+    e.send = [decide](detail::app_core& core, std::string id, const void* cmd, const dispatch_options& opts,
+                      detail::done_fn done) {
+      detail::send_command<A, C>(core, decide, std::move(id), *static_cast<const C*>(cmd), opts, std::move(done));
+    };
+    insert(std::type_index{typeid(C)}, std::move(e));
+    return *this;
+  }
+
+  void insert(std::type_index key, entry e);
+
+  std::unordered_map<std::type_index, entry> routes_;
+  std::vector<std::string> conflicts_;
+};
+
+} // namespace sourcery

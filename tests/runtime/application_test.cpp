@@ -1,0 +1,205 @@
+// The application: routing, dispatch (blocking and from actors), middleware,
+// returned values, and state that survives a restart on the same directory.
+
+#include <mutex>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "../actors/bank.hpp"
+#include "../support/temp_dir.hpp"
+#include "sourcery/runtime/application.hpp"
+
+using namespace bank;
+using namespace sourcery;
+using namespace std::chrono_literals;
+
+namespace {
+
+router bank_router() {
+  router r;
+  r.route<account, open_account>(&open_account::account, "account-");
+  r.route<account, deposit>(&deposit::account, "account-");
+  r.route<account, withdraw>(&withdraw::account, "account-");
+  return r;
+}
+
+std::unique_ptr<application> start(const sourcery::testing::temp_dir& dir, router r = bank_router(),
+                                   std::vector<std::shared_ptr<middleware>> mw = {}) {
+  application_config cfg;
+  cfg.data_dir = (dir / "data").string();
+  auto app = application::start(cfg, std::move(r), std::move(mw));
+  EXPECT_TRUE(app) << describe_error(app.error());
+  return app ? std::move(*app) : nullptr;
+}
+
+TEST(application, dispatches_to_aggregates_by_identity_and_prefix) {
+  sourcery::testing::temp_dir dir;
+  auto app = start(dir);
+  auto opened = app->dispatch(open_account{"42", "alice"});
+  ASSERT_TRUE(opened) << describe_error(opened.error());
+  EXPECT_TRUE(opened->accepted);
+  EXPECT_EQ(opened->aggregate_id, "account-42");
+  ASSERT_TRUE(app->dispatch(deposit{"42", 100}));
+  auto refused = app->dispatch(withdraw{"42", 500});
+  ASSERT_TRUE(refused);
+  EXPECT_FALSE(refused->accepted);
+  EXPECT_EQ(refused->why.reason, "insufficient_funds");
+  auto info = app->store().stream_info("account-42");
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->version, 2u);
+  auto state = app->aggregate_state<account>("account-42");
+  ASSERT_TRUE(state);
+  EXPECT_EQ(state->balance, 100);
+}
+
+TEST(application, returns_version_state_or_events_on_request) {
+  sourcery::testing::temp_dir dir;
+  auto app = start(dir);
+  ASSERT_TRUE(app->dispatch(open_account{"7", "bob"}));
+  dispatch_options opts;
+  opts.returns = returning::state;
+  auto with_state = app->dispatch(deposit{"7", 30}, opts);
+  ASSERT_TRUE(with_state);
+  ASSERT_NE(with_state->state_as<account>(), nullptr);
+  EXPECT_EQ(with_state->state_as<account>()->balance, 30);
+  opts.returns = returning::events;
+  opts.causation_id = "request-9";
+  opts.correlation_id = "session-3";
+  auto with_events = app->dispatch(deposit{"7", 12}, opts);
+  ASSERT_TRUE(with_events);
+  ASSERT_EQ(with_events->events.size(), 1u);
+  const auto& ev = with_events->events[0];
+  EXPECT_EQ(ev.type, "bank.money_deposited");
+  EXPECT_EQ(ev.stream_id, "account-7");
+  EXPECT_EQ(ev.causation_id, "request-9");
+  EXPECT_EQ(ev.correlation_id, "session-3");
+  EXPECT_EQ(with_events->version, 3u);
+}
+
+TEST(application, unregistered_and_doubly_routed_commands_are_clear_errors) {
+  sourcery::testing::temp_dir dir;
+  auto app = start(dir);
+  struct close_account {
+    std::string account;
+  };
+  auto r = app->dispatch(close_account{"1"});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(code_of_dispatch(r.error()), dispatch_errc::unregistered_command);
+  EXPECT_NE(describe_error(r.error()).find("close_account"), std::string::npos) << describe_error(r.error());
+  app->stop();
+  EXPECT_EQ(code_of_dispatch(app->dispatch(deposit{"1", 1}).error()), dispatch_errc::stopped);
+
+  router twice = bank_router();
+  twice.include(bank_router());
+  auto bad = application::start(application_config{.data_dir = (dir / "other").string()}, twice);
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(code_of_dispatch(bad.error()), dispatch_errc::invalid_route);
+}
+
+TEST(application, routers_compose_and_command_handlers_stand_in_for_execute) {
+  sourcery::testing::temp_dir dir;
+  struct close_account {
+    std::string account;
+  };
+  router opening;
+  opening.route<account, open_account>(&open_account::account, "account-");
+  router closing;
+  closing.route<account, close_account>(&close_account::account,
+                                        [](const account& a, const close_account&) -> outcome<account::event> {
+                                          if (a.balance == 0)
+                                            return no_events;
+                                          return money_withdrawn{a.balance};
+                                        },
+                                        "account-");
+  closing.route<account, deposit>(&deposit::account, "account-");
+  opening.include(closing);
+  auto app = start(dir, opening);
+  ASSERT_TRUE(app->dispatch(open_account{"1", "eve"}));
+  ASSERT_TRUE(app->dispatch(deposit{"1", 70}));
+  auto closed = app->dispatch(close_account{"1"});
+  ASSERT_TRUE(closed && closed->accepted);
+  EXPECT_EQ(app->aggregate_state<account>("account-1")->balance, 0);
+}
+
+struct enrich_metadata : middleware {
+  caf::error before_dispatch(dispatch_context& ctx) override {
+    ctx.options.metadata = {0x81, 0xa4, 'u', 's', 'e', 'r', 0xa5, 'a', 'l', 'i', 'c', 'e'}; // {user: alice}
+    return {};
+  }
+};
+
+TEST(application, middleware_logs_validates_and_enriches) {
+  sourcery::testing::temp_dir dir;
+  auto lines = std::make_shared<std::vector<std::string>>();
+  auto mtx = std::make_shared<std::mutex>();
+  auto log = std::make_shared<logging_middleware>([lines, mtx](const std::string& line) {
+    std::lock_guard guard{*mtx};
+    lines->push_back(line);
+  });
+  auto validate = std::make_shared<validation_middleware>();
+  validate->add<deposit>([](const deposit& d) -> std::optional<std::string> {
+    if (d.amount > 1'000'000)
+      return "amount above the deposit limit";
+    return std::nullopt;
+  });
+  auto app = start(dir, bank_router(), {log, validate, std::make_shared<enrich_metadata>()});
+  ASSERT_TRUE(app->dispatch(open_account{"5", "fay"}));
+  auto halted = app->dispatch(deposit{"5", 5'000'000});
+  ASSERT_FALSE(halted);
+  EXPECT_EQ(code_of_dispatch(halted.error()), dispatch_errc::halted);
+  EXPECT_NE(describe_error(halted.error()).find("deposit limit"), std::string::npos);
+  EXPECT_EQ(app->store().stream_info("account-5")->version, 1u) << "a halted command reached its aggregate";
+  ASSERT_TRUE(app->dispatch(withdraw{"5", 1}));
+  auto events = app->store().read_stream("account-5", 1, 10);
+  ASSERT_TRUE(events);
+  auto meta = nlohmann::json::from_msgpack((*events)[0].metadata);
+  EXPECT_EQ(meta["user"], "alice");
+  std::lock_guard guard{*mtx};
+  ASSERT_GE(lines->size(), 6u);
+  EXPECT_NE((*lines)[0].find("dispatch bank::open_account to account-5"), std::string::npos) << (*lines)[0];
+  EXPECT_NE((*lines)[1].find("accepted bank::open_account by account-5 at version 1"), std::string::npos) << (*lines)[1];
+  EXPECT_NE((*lines)[3].find("failed bank::deposit for account-5: halted"), std::string::npos) << (*lines)[3];
+  EXPECT_NE(lines->back().find("rejected bank::withdraw by account-5: insufficient_funds"), std::string::npos)
+    << lines->back();
+}
+
+TEST(application, dispatches_from_inside_an_actor_without_blocking) {
+  sourcery::testing::temp_dir dir;
+  auto app = start(dir);
+  ASSERT_TRUE(app->dispatch(open_account{"9", "gus"}));
+  auto done = std::make_shared<std::promise<uint64_t>>();
+  auto* raw = app.get();
+  app->system().spawn([raw, done](caf::event_based_actor* self) -> caf::behavior {
+    caf::actor me = caf::actor_cast<caf::actor>(self);
+    raw->dispatch_async(deposit{"9", 3}, {}, [me](caf::expected<dispatch_result> r) {
+      caf::anon_send(me, r ? r->version : uint64_t{0});
+    });
+    return {[self, done](uint64_t version) {
+      done->set_value(version);
+      self->quit();
+    }};
+  });
+  auto f = done->get_future();
+  ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(f.get(), 2u);
+}
+
+TEST(application, restarted_on_the_same_directory_it_continues) {
+  sourcery::testing::temp_dir dir;
+  {
+    auto app = start(dir);
+    ASSERT_TRUE(app->dispatch(open_account{"1", "hal"}));
+    ASSERT_TRUE(app->dispatch(deposit{"1", 64}));
+  }
+  auto app = start(dir);
+  auto r = app->dispatch(withdraw{"1", 64});
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(r->accepted);
+  EXPECT_EQ(r->version, 3u);
+  auto tree = app->root().tree();
+  ASSERT_TRUE(tree);
+  EXPECT_NE(tree->find("aggregates:bank::account [supervisor, permanent]"), std::string::npos) << *tree;
+}
+
+} // namespace
