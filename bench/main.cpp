@@ -13,6 +13,7 @@ int main(int argc, char** argv) {
   const std::map<std::string, std::function<int(const options&)>> suites = {
     {"store", run_store_suite},
     {"supervision", run_supervision_suite},
+    {"dispatch", run_dispatch_suite},
   };
   auto usage = [&] {
     std::fprintf(stderr, "usage: sourcery-bench SUITE [--dir DIR] [--scale X]\nsuites:");
