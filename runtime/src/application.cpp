@@ -13,7 +13,10 @@ caf::expected<std::unique_ptr<application>> application::start(application_confi
   if (!routes.conflicts().empty())
     return make_error(dispatch_errc::invalid_route, routes.conflicts().front());
   std::unique_ptr<application> app{new application};
-  if (config.in_memory) {
+  const bool shared_store = config.store != nullptr;
+  if (shared_store) {
+    app->store_ = std::move(config.store);
+  } else if (config.in_memory) {
     app->store_ = std::make_unique<persistence::memory_store>();
   } else {
     persistence::lmdb_options opts;
@@ -46,7 +49,8 @@ caf::expected<std::unique_ptr<application>> application::start(application_confi
   for (auto& [type, e] : app->router_.routes())
     if (auto err = e.setup(app->core_))
       return err;
-  app->store_->use_registry(&app->core_.types);
+  if (!shared_store)
+    app->store_->use_registry(&app->core_.types);
   return app;
 }
 

@@ -92,7 +92,9 @@ TEST(application, unregistered_and_doubly_routed_commands_are_clear_errors) {
 
   router twice = bank_router();
   twice.include(bank_router());
-  auto bad = application::start(application_config{.data_dir = (dir / "other").string()}, twice);
+  application_config other;
+  other.data_dir = (dir / "other").string();
+  auto bad = application::start(other, twice);
   ASSERT_FALSE(bad);
   EXPECT_EQ(code_of_dispatch(bad.error()), dispatch_errc::invalid_route);
 }
@@ -183,6 +185,35 @@ TEST(application, dispatches_from_inside_an_actor_without_blocking) {
   auto f = done->get_future();
   ASSERT_EQ(f.wait_for(10s), std::future_status::ready);
   EXPECT_EQ(f.get(), 2u);
+}
+
+TEST(application, two_instances_on_one_store_stay_consistent) {
+  sourcery::testing::temp_dir dir;
+  auto opened = persistence::lmdb_store::open({.path = (dir / "shared").string()});
+  ASSERT_TRUE(opened);
+  std::shared_ptr<persistence::event_store> store = std::move(*opened);
+  application_config cfg;
+  cfg.store = store;
+  auto a = application::start(cfg, bank_router());
+  auto b = application::start(cfg, bank_router());
+  ASSERT_TRUE(a && b);
+  ASSERT_TRUE((*a)->dispatch(open_account{"1", "ivy"}));
+  ASSERT_TRUE((*a)->dispatch(deposit{"1", 100})); // A's actor now holds balance 100 at version 2
+  auto b_withdraws = (*b)->dispatch(withdraw{"1", 80});
+  ASSERT_TRUE(b_withdraws && b_withdraws->accepted);
+  // A decides on its stale state, its append fails the expected version, it
+  // catches up (balance 20) and decides again: refused, nothing lost.
+  auto a_withdraws = (*a)->dispatch(withdraw{"1", 80});
+  ASSERT_TRUE(a_withdraws) << describe_error(a_withdraws.error());
+  EXPECT_FALSE(a_withdraws->accepted);
+  EXPECT_EQ(a_withdraws->why.reason, "insufficient_funds");
+  EXPECT_EQ(a_withdraws->version, 3u);
+  auto a_deposits = (*a)->dispatch(deposit{"1", 1});
+  ASSERT_TRUE(a_deposits && a_deposits->accepted);
+  EXPECT_EQ(a_deposits->version, 4u);
+  EXPECT_EQ((*b)->aggregate_state<account>("account-1")->balance, 21);
+  (*a)->stop();
+  (*b)->stop();
 }
 
 TEST(application, restarted_on_the_same_directory_it_continues) {

@@ -23,6 +23,11 @@ struct application_config {
   persistence::durability durability = persistence::durability::durable;
   /// CAF scheduler threads (0: one per core).
   int scheduler_threads = 0;
+  /// Use this store instead of opening one: several applications may share
+  /// one store (as application instances on different machines share one
+  /// database); optimistic concurrency keeps their aggregates consistent.
+  /// The caller then owns upcasting (`event_store::use_registry`).
+  std::shared_ptr<persistence::event_store> store;
 };
 
 /// A running Sourcery application: the actor system, the event store, the
@@ -88,7 +93,7 @@ private:
 
   caf::actor_system_config cfg_;
   std::unique_ptr<caf::actor_system> system_;
-  std::unique_ptr<persistence::event_store> store_;
+  std::shared_ptr<persistence::event_store> store_;
   std::optional<supervision::supervisor> root_;
   router router_;
   std::vector<std::shared_ptr<middleware>> middleware_;
