@@ -82,14 +82,15 @@ caf::error event_registry::upcast(recorded_event& ev) const {
 
 caf::error event_registry::unpack_into(const recorded_event& ev,
                                        const std::function<void(const msgpack::object&)>& f) const {
-  using lim = detail::msgpack_limits;
   try {
     static const uint8_t empty_map = 0x80;
     const uint8_t* p = ev.data.empty() ? &empty_map : ev.data.data();
     size_t n = ev.data.empty() ? 1 : ev.data.size();
-    auto oh = msgpack::unpack(reinterpret_cast<const char*>(p), n, nullptr, nullptr,
-                              msgpack::unpack_limit(lim::array, lim::map, lim::str, lim::bin, lim::ext, lim::depth));
-    f(oh.get());
+    size_t off = 0;
+    auto obj = detail::unpack_reused(p, n, off);
+    if (off != n)
+      throw std::runtime_error("trailing bytes after the msgpack map");
+    f(obj);
   } catch (const std::exception& e) {
     return make_error(store_errc::malformed_payload,
                       ev.type + " at position " + std::to_string(ev.position) + " does not decode: " + e.what());

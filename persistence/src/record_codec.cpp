@@ -33,8 +33,24 @@ void pack_bin(msgpack::packer<vector_writer>& pk, const bytes& b) {
   pk.pack_bin_body(reinterpret_cast<const char*>(b.data()), static_cast<uint32_t>(b.size()));
 }
 
+bool reference_everything(msgpack::type::object_type, size_t, void*) {
+  return true;
+}
+
+} // namespace
+
+msgpack::object unpack_reused(const uint8_t* data, size_t size, size_t& off) {
+  thread_local msgpack::zone zone;
+  zone.clear();
+  return msgpack::unpack(zone, reinterpret_cast<const char*>(data), size, off, reference_everything, nullptr,
+                         msgpack::unpack_limit(msgpack_limits::array, msgpack_limits::map, msgpack_limits::str,
+                                               msgpack_limits::bin, msgpack_limits::ext, msgpack_limits::depth));
+}
+
+namespace {
+
 /// Checks the trailing CRC and unpacks the array in front of it.
-caf::expected<msgpack::object_handle> unpack_checked(const uint8_t* data, size_t size, size_t header,
+caf::expected<msgpack::object> unpack_checked(const uint8_t* data, size_t size, size_t header,
                                                      const std::string& where) {
   if (size < 5)
     return make_error(store_errc::corrupt_record, where + ": truncated (" + std::to_string(size) + " bytes)");
@@ -46,13 +62,10 @@ caf::expected<msgpack::object_handle> unpack_checked(const uint8_t* data, size_t
     return make_error(store_errc::corrupt_record, where + ": checksum mismatch");
   try {
     size_t off = header;
-    auto oh = msgpack::unpack(reinterpret_cast<const char*>(data), body, off, nullptr, nullptr,
-                              msgpack::unpack_limit(msgpack_limits::array, msgpack_limits::map,
-                                                    msgpack_limits::str, msgpack_limits::bin,
-                                                    msgpack_limits::ext, msgpack_limits::depth));
-    if (off != body || oh.get().type != msgpack::type::ARRAY)
+    auto obj = unpack_reused(data, body, off);
+    if (off != body || obj.type != msgpack::type::ARRAY)
       return make_error(store_errc::corrupt_record, where + ": not a record");
-    return oh;
+    return obj;
   } catch (const std::exception& e) {
     return make_error(store_errc::corrupt_record, where + ": " + e.what());
   }
@@ -134,10 +147,10 @@ caf::expected<recorded_event> decode_record(const uint8_t* data, size_t size, ui
   auto where = "event at position " + std::to_string(position);
   if (size < record_header_size + record_trailer_size + 1)
     return make_error(store_errc::corrupt_record, where + ": truncated (" + std::to_string(size) + " bytes)");
-  auto oh = unpack_checked(data, size, record_header_size, where);
-  if (!oh)
-    return oh.error();
-  const auto& arr = oh->get().via.array;
+  auto obj = unpack_checked(data, size, record_header_size, where);
+  if (!obj)
+    return obj.error();
+  const auto& arr = obj->via.array;
   uint64_t layout = 0;
   if (arr.size < 9 || !get(arr.ptr[0], layout) || layout != record_layout)
     return make_error(store_errc::corrupt_record, where + ": unknown record layout");
@@ -235,10 +248,10 @@ void encode_snapshot(const snapshot& snap, bytes& out) {
 
 caf::expected<snapshot> decode_snapshot(const uint8_t* data, size_t size, std::string_view stream) {
   auto where = "snapshot of " + std::string{stream};
-  auto oh = unpack_checked(data, size, 0, where);
-  if (!oh)
-    return oh.error();
-  const auto& arr = oh->get().via.array;
+  auto obj = unpack_checked(data, size, 0, where);
+  if (!obj)
+    return obj.error();
+  const auto& arr = obj->via.array;
   uint64_t layout = 0;
   if (arr.size < 6 || !get(arr.ptr[0], layout) || layout != snapshot_layout)
     return make_error(store_errc::corrupt_record, where + ": unknown snapshot layout");

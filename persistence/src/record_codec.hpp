@@ -4,6 +4,7 @@
 #include <string_view>
 
 #include <caf/expected.hpp>
+#include <msgpack.hpp>
 
 #include "sourcery/persistence/event.hpp"
 
@@ -40,6 +41,13 @@ std::string check_msgpack_map(const uint8_t* data, size_t size);
 
 void encode_snapshot(const snapshot& snap, bytes& out);
 caf::expected<snapshot> decode_snapshot(const uint8_t* data, size_t size, std::string_view stream);
+
+/// Unpacks one msgpack value from `data[off, size)` into a zone owned by the
+/// calling thread, reused from call to call (no allocation in the steady
+/// state); strings and binaries point into `data`. The object is valid until
+/// the next call on this thread and while `data` lives. Throws msgpack's
+/// exceptions on malformed input.
+msgpack::object unpack_reused(const uint8_t* data, size_t size, size_t& off);
 
 /// Limits for msgpack from untrusted sources.
 struct msgpack_limits {
