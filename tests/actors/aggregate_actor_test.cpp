@@ -25,6 +25,15 @@ struct fragile_account : account {
   outcome<event> execute(const explode&) const { throw std::runtime_error("bug in execute"); }
 };
 
+/// An account that chooses its own lifespan: stays after opening, leaves at
+/// once after a withdrawal, and lingers briefly after a deposit command.
+struct moody_account : account {
+  using account::execute;
+  sourcery::lifespan after_event(const account_opened&) const { return sourcery::lifespan::infinite(); }
+  sourcery::lifespan after_event(const money_withdrawn&) const { return sourcery::lifespan::stop(); }
+  sourcery::lifespan after_command(const deposit&) const { return sourcery::lifespan::timeout(20ms); }
+};
+
 template <class A>
 class aggregate_world : public ::testing::Test {
 protected:
@@ -59,7 +68,9 @@ protected:
   caf::expected<dispatch_reply> dispatch(const std::string& stream, C cmd) {
     caf::scoped_actor self{*sys_};
     caf::expected<dispatch_reply> result = caf::error{};
-    command_for<A> envelope{stream, [cmd](const A& a) { return a.execute(cmd); }, {}, {}, {}};
+    command_for<A> envelope{stream, [cmd](const A& a) { return a.execute(cmd); }, {}, {}, {}, {}};
+    if constexpr (requires(const A& a) { a.after_command(cmd); })
+      envelope.after_command = [cmd](const A& a) { return a.after_command(cmd); };
     self->request(registry_, 10s, dispatch_atom::value, std::move(envelope))
       .receive([&](dispatch_reply& r) { result = std::move(r); }, [&](caf::error& e) { result = std::move(e); });
     return result;
@@ -95,7 +106,7 @@ TEST_F(accounts, a_thousand_concurrent_dispatchers_on_one_aggregate_are_served_o
     sys_->spawn([=, registry = registry_](caf::event_based_actor* self) {
       auto left = std::make_shared<int>(n / 10);
       for (int i = 0; i < n / 10; ++i) {
-        command_for<account> envelope{"account-1", [](const account& a) { return a.execute(deposit{"account-1", 1}); }, {}, {}, {}};
+        command_for<account> envelope{"account-1", [](const account& a) { return a.execute(deposit{"account-1", 1}); }, {}, {}, {}, {}};
         self->request(registry, 30s, dispatch_atom::value, std::move(envelope))
           .then(
             [=](dispatch_reply& r) {
@@ -144,7 +155,7 @@ TEST_F(accounts, ten_thousand_live_aggregates) {
     auto left = std::make_shared<int>(n);
     for (int i = 0; i < n; ++i) {
       auto id = "account-" + std::to_string(i);
-      command_for<account> envelope{id, [id](const account& a) { return a.execute(open_account{id, "owner"}); }, {}, {}, {}};
+      command_for<account> envelope{id, [id](const account& a) { return a.execute(open_account{id, "owner"}); }, {}, {}, {}, {}};
       self->send(registry, dispatch_atom::value, std::move(envelope));
     }
     return {
@@ -184,6 +195,29 @@ TEST_F(accounts, idle_aggregates_passivate_and_reopen_from_the_store) {
   EXPECT_EQ(r->version, 3u);
 }
 
+using moody_accounts = aggregate_world<moody_account>;
+
+TEST_F(moody_accounts, events_and_commands_choose_the_lifespan) {
+  open(); // no default lifespan: aggregates stay unless they choose otherwise
+  auto wait_until_live = [&](size_t n, int max_ms = 2000) {
+    size_t live = live_aggregates();
+    for (int i = 0; i < max_ms && live != n; ++i) {
+      std::this_thread::sleep_for(1ms);
+      live = live_aggregates();
+    }
+    return live;
+  };
+  ASSERT_TRUE(dispatch("acc", open_account{"acc", "ida"}));
+  EXPECT_EQ(wait_until_live(0, 100), 1u) << "after_event(account_opened) is infinite";
+  ASSERT_TRUE(dispatch("acc", deposit{"acc", 10}));
+  EXPECT_EQ(wait_until_live(0), 0u) << "after_command(deposit) is 20 ms";
+  ASSERT_TRUE(dispatch("acc", withdraw{"acc", 5}));
+  EXPECT_EQ(wait_until_live(0), 0u) << "after_event(money_withdrawn) stops at once";
+  auto r = dispatch("acc", withdraw{"acc", 5});
+  ASSERT_TRUE(r && r->accepted) << "reopened with its state";
+  EXPECT_EQ(r->version, 4u);
+}
+
 using fragile_accounts = aggregate_world<fragile_account>;
 
 TEST_F(fragile_accounts, a_crash_in_execute_fails_that_command_only) {
@@ -191,7 +225,7 @@ TEST_F(fragile_accounts, a_crash_in_execute_fails_that_command_only) {
   caf::scoped_actor self{*sys_};
   auto send = [&](std::function<outcome<account::event>(const fragile_account&)> f) {
     caf::expected<dispatch_reply> result = caf::error{};
-    self->request(registry_, 10s, dispatch_atom::value, command_for<fragile_account>{"acc", std::move(f), {}, {}, {}})
+    self->request(registry_, 10s, dispatch_atom::value, command_for<fragile_account>{"acc", std::move(f), {}, {}, {}, {}})
       .receive([&](dispatch_reply& r) { result = std::move(r); }, [&](caf::error& e) { result = std::move(e); });
     return result;
   };

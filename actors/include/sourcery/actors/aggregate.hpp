@@ -27,7 +27,9 @@
 // and one `apply` per event. For snapshots it adds MSGPACK_DEFINE_MAP over
 // its state and a `snapshot_version`.
 
+#include <chrono>
 #include <concepts>
+#include <optional>
 #include <initializer_list>
 #include <string>
 #include <type_traits>
@@ -82,6 +84,23 @@ private:
   bool rejected_ = false;
   rejection rejection_;
   std::vector<Event> events_;
+};
+
+/// How long an aggregate's actor stays alive once idle, chosen after each
+/// command (Commanded's AggregateLifespan). An aggregate may define
+/// `sourcery::lifespan after_event(const E&) const` for its events and
+/// `sourcery::lifespan after_command(const C&) const` for its commands: after
+/// an accepted command the last event decides, otherwise the command, and
+/// without either the aggregate type's default applies.
+struct lifespan {
+  enum class kind : uint8_t { timeout, infinite, stop };
+  kind how = kind::infinite;
+  std::chrono::milliseconds time{0};
+
+  static lifespan timeout(std::chrono::milliseconds t) { return {kind::timeout, t}; }
+  static lifespan infinite() { return {kind::infinite, std::chrono::milliseconds{0}}; }
+  /// Passivate as soon as the command is answered.
+  static lifespan stop() { return {kind::stop, std::chrono::milliseconds{0}}; }
 };
 
 // -- concepts ---------------------------------------------------------------------
@@ -191,6 +210,19 @@ caf::expected<persistence::event_data> encode_event(const persistence::event_reg
 template <aggregate A>
 void apply_event(A& state, const typename A::event& ev) {
   std::visit([&](const auto& e) { state.apply(e); }, ev);
+}
+
+/// The lifespan `A` chooses after event `ev`, if it defines `after_event` for it.
+template <aggregate A>
+std::optional<lifespan> lifespan_after_event(const A& state, const typename A::event& ev) {
+  return std::visit(
+    [&](const auto& e) -> std::optional<lifespan> {
+      if constexpr (requires { { state.after_event(e) } -> std::convertible_to<lifespan>; })
+        return state.after_event(e);
+      else
+        return std::nullopt;
+    },
+    ev);
 }
 
 /// The type name of an event held in `A::event`.

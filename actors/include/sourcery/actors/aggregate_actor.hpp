@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <deque>
+#include <optional>
 #include <functional>
 #include <optional>
 #include <string>
@@ -40,6 +41,8 @@ struct command_for {
   std::function<void(caf::expected<dispatch_reply>)> reply_to;
   /// If set, receives a copy of the state after an accepted command.
   std::function<void(const A&)> on_state;
+  /// If set, the aggregate's `after_command` for this command.
+  std::function<lifespan(const A&)> after_command;
 };
 
 /// Answers a command through its `reply_to` if it has one, else through `rp`.
@@ -74,6 +77,9 @@ struct aggregate_actor_state {
   std::optional<loaded<A>> current;
   bool busy = false;
   bool stopping = false;
+  std::chrono::milliseconds default_lifespan{0}; // 0: infinite
+  std::optional<lifespan> next_lifespan;         // chosen by the last command
+  uint64_t idle_generation = 0;                  // matches idle timers to idle periods
   int attempts = 0;
   command_for<A> inflight;
   caf::response_promise inflight_rp;
@@ -134,6 +140,7 @@ void process(aggregate_self<A>* self, command_for<A> cmd, caf::response_promise 
     return process_next(self);
   }
   if (d->decided.rejected()) {
+    st.next_lifespan = cmd.after_command ? std::optional<lifespan>{cmd.after_command(st.current->state)} : std::nullopt;
     answer(cmd, rp, dispatch_reply{false, d->decided.why(), st.current->version, 0, 0});
     return process_next(self);
   }
@@ -155,6 +162,26 @@ void process(aggregate_self<A>* self, command_for<A> cmd, caf::response_promise 
                                 });
 }
 
+/// Idle again: start the lifespan the last command chose (or the default).
+template <aggregate A>
+void arm_idle_timer(aggregate_self<A>* self) {
+  auto& st = self->state;
+  auto chosen = st.next_lifespan.value_or(st.default_lifespan.count() > 0 ? lifespan::timeout(st.default_lifespan)
+                                                                          : lifespan::infinite());
+  st.next_lifespan.reset();
+  auto generation = ++st.idle_generation;
+  switch (chosen.how) {
+    case lifespan::kind::infinite:
+      return;
+    case lifespan::kind::stop:
+      self->send(st.owner, passivate_atom::value, st.stream);
+      return;
+    case lifespan::kind::timeout:
+      self->delayed_send(self, chosen.time, idle_atom::value, generation);
+      return;
+  }
+}
+
 template <aggregate A>
 void process_next(aggregate_self<A>* self) {
   auto& st = self->state;
@@ -166,7 +193,8 @@ void process_next(aggregate_self<A>* self) {
     return process(self, std::move(cmd), std::move(rp));
   }
   if (st.stopping)
-    self->quit();
+    return self->quit();
+  arm_idle_timer(self);
 }
 
 /// The actor of one aggregate instance.
@@ -176,7 +204,9 @@ caf::behavior aggregate_actor(aggregate_self<A>* self, const aggregate_repositor
   self->state.repo = repo;
   self->state.stream = std::move(stream);
   self->state.owner = std::move(owner);
+  self->state.default_lifespan = lifespan;
   auto on_command = [self](dispatch_atom, command_for<A>& cmd) {
+      ++self->state.idle_generation; // busy again: any idle timer is stale
       auto rp = self->make_response_promise();
       if (self->state.busy)
         self->state.queue.emplace_back(std::move(cmd), rp);
@@ -191,6 +221,9 @@ caf::behavior aggregate_actor(aggregate_self<A>* self, const aggregate_repositor
         auto r = st.repo->confirm(st.stream, *st.current, *st.inflight_decision, appended);
         if (st.inflight.on_state)
           st.inflight.on_state(st.current->state);
+        st.next_lifespan = r.events.empty() ? std::nullopt : lifespan_after_event(st.current->state, r.events.back());
+        if (!st.next_lifespan && st.inflight.after_command)
+          st.next_lifespan = st.inflight.after_command(st.current->state);
         answer(st.inflight, st.inflight_rp, dispatch_reply{true, {}, r.version, r.first_position, r.last_position});
       } catch (const std::exception& e) {
         return crash(self, st.inflight, st.inflight_rp,
@@ -221,13 +254,14 @@ caf::behavior aggregate_actor(aggregate_self<A>* self, const aggregate_repositor
     if (!self->state.busy)
       self->quit();
   };
-  if (lifespan.count() == 0)
-    return {on_command, on_appended, on_append_failed, on_stop};
-  return {on_command, on_appended, on_append_failed, on_stop, caf::after(lifespan) >> [self] {
-            // Idle: ask the registry to stop routing here; it answers with stop.
-            if (!self->state.busy && self->state.queue.empty() && !self->state.stopping)
-              self->send(self->state.owner, passivate_atom::value, self->state.stream);
-          }};
+  auto on_idle = [self](idle_atom, uint64_t generation) {
+    // Still idle since the timer was armed: ask the registry to stop routing
+    // here; it answers with stop.
+    auto& st = self->state;
+    if (generation == st.idle_generation && !st.busy && st.queue.empty() && !st.stopping)
+      self->send(st.owner, passivate_atom::value, st.stream);
+  };
+  return {on_command, on_appended, on_append_failed, on_stop, on_idle};
 }
 
 template <aggregate A>

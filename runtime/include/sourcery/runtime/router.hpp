@@ -104,6 +104,10 @@ void send_command(app_core& core, std::function<outcome<typename A::event>(const
   envelope.meta = command_meta{opts.causation_id, opts.correlation_id, opts.metadata};
   if (opts.returns == returning::state)
     envelope.on_state = [state](const A& a) { *state = a; };
+  if constexpr (requires(const A& a, const C& c) {
+                  { a.after_command(c) } -> std::convertible_to<lifespan>;
+                })
+    envelope.after_command = [cmd](const A& a) { return a.after_command(cmd); };
   auto* store = core.store;
   auto returns = opts.returns;
   envelope.reply_to = [done = std::move(done), state, store, returns, id](caf::expected<dispatch_reply> reply) {
