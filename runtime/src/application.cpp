@@ -61,9 +61,6 @@ application::~application() {
 void application::stop() {
   if (stopped_.exchange(true))
     return;
-  for (auto& r : core_.registries)
-    caf::anon_send_exit(r, caf::exit_reason::user_shutdown);
-  core_.registries.clear();
   if (root_)
     root_->stop();
   root_.reset();

@@ -216,6 +216,40 @@ TEST(application, two_instances_on_one_store_stay_consistent) {
   (*b)->stop();
 }
 
+TEST(application, a_crashed_registry_is_restarted_with_its_aggregates) {
+  sourcery::testing::temp_dir dir;
+  auto app = start(dir);
+  ASSERT_TRUE(app->dispatch(open_account{"3", "jon"}));
+  ASSERT_TRUE(app->dispatch(deposit{"3", 8}));
+  // Find the registry through the tree and kill it.
+  auto subtree = app->root().which_children();
+  ASSERT_TRUE(subtree);
+  ASSERT_EQ(subtree->size(), 1u);
+  supervision::supervisor sub{app->system(), (*subtree)[0].actor};
+  auto kids = sub.which_children();
+  ASSERT_TRUE(kids);
+  ASSERT_EQ(kids->size(), 2u);
+  caf::scoped_actor self{app->system()};
+  self->monitor((*kids)[1].actor);
+  caf::anon_send_exit((*kids)[1].actor, caf::exit_reason::kill);
+  self->receive([](caf::down_msg&) {});
+  // The subtree restarts both; the next command may race the restart, so
+  // allow a few attempts, then the aggregate answers with its state intact.
+  caf::expected<dispatch_result> r = caf::error{};
+  for (int i = 0; i < 200; ++i) {
+    r = app->dispatch(withdraw{"3", 8});
+    if (r)
+      break;
+    std::this_thread::sleep_for(5ms);
+  }
+  ASSERT_TRUE(r) << describe_error(r.error());
+  EXPECT_TRUE(r->accepted);
+  EXPECT_EQ(r->version, 3u);
+  auto after = sub.which_children();
+  ASSERT_TRUE(after);
+  EXPECT_EQ((*after)[1].restarts, 1u);
+}
+
 TEST(application, restarted_on_the_same_directory_it_continues) {
   sourcery::testing::temp_dir dir;
   {
@@ -230,7 +264,9 @@ TEST(application, restarted_on_the_same_directory_it_continues) {
   EXPECT_EQ(r->version, 3u);
   auto tree = app->root().tree();
   ASSERT_TRUE(tree);
-  EXPECT_NE(tree->find("aggregates:bank::account [supervisor, permanent]"), std::string::npos) << *tree;
+  EXPECT_NE(tree->find("aggregate:bank::account [supervisor, permanent]"), std::string::npos) << *tree;
+  EXPECT_NE(tree->find("aggregates [supervisor, permanent]"), std::string::npos) << *tree;
+  EXPECT_NE(tree->find("registry [worker, permanent]"), std::string::npos) << *tree;
 }
 
 } // namespace

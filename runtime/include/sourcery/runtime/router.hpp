@@ -3,6 +3,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <typeindex>
 #include <unordered_map>
@@ -45,19 +46,37 @@ struct app_core {
   supervision::supervisor* root = nullptr;
   std::unordered_map<std::type_index, aggregate_settings> settings;
   std::unordered_map<std::type_index, std::shared_ptr<void>> aggregates; // aggregate_runtime<A>
-  std::vector<caf::actor> registries;
+};
+
+/// The current actors of an aggregate type's subtree; restarts replace them.
+struct aggregate_slots {
+  std::mutex mtx;
+  caf::actor aggregates; // the simple_one_for_one supervisor
+  caf::actor registry;
 };
 
 template <aggregate A>
 struct aggregate_runtime {
   std::unique_ptr<aggregate_repository<A>> repo;
-  caf::actor registry;
+  std::shared_ptr<aggregate_slots> slots = std::make_shared<aggregate_slots>();
+
+  caf::actor registry() const {
+    std::lock_guard guard{slots->mtx};
+    return slots->registry;
+  }
 };
 
 using done_fn = std::function<void(caf::expected<dispatch_result>)>;
 
 /// Opens aggregate type `A` in a running application: its events, its
-/// repository, its simple_one_for_one supervisor under the root, its registry.
+/// repository, and its subtree under the root:
+///
+///     aggregate:<A> (one_for_all)
+///     ├── aggregates (simple_one_for_one: one temporary child per open aggregate)
+///     └── registry   (routes commands to them, opens and passivates them)
+///
+/// one_for_all: a registry that crashes forgets its routes, so the open
+/// aggregates go with it and reopen from the store on their next command.
 template <aggregate A>
 caf::error setup_aggregate(app_core& core) {
   std::type_index key{typeid(A)};
@@ -70,19 +89,44 @@ caf::error setup_aggregate(app_core& core) {
     settings = s->second;
   auto rt = std::make_shared<aggregate_runtime<A>>();
   rt->repo = std::make_unique<aggregate_repository<A>>(*core.store, core.types, settings.options);
-  supervision::supervisor_flags flags;
-  flags.name = "aggregates:" + name_of_type<A>();
-  flags.how = supervision::strategy::simple_one_for_one;
-  flags.intensity = 1'000'000; // temporary children: nothing is restarted
+  auto slots = rt->slots;
+  supervision::supervisor_flags dyn;
+  dyn.name = "aggregates";
+  dyn.how = supervision::strategy::simple_one_for_one;
+  dyn.intensity = 1'000'000; // temporary children: nothing is restarted
+  supervision::child_spec aggregates;
+  aggregates.id = "aggregates";
+  aggregates.type = supervision::child_type::supervisor;
+  aggregates.start = [slots, dyn, tmpl = aggregate_child_spec<A>(rt->repo.get(), settings.lifespan)](
+                       caf::actor_system& sys, const caf::message&) -> caf::expected<caf::actor> {
+    auto sup = supervision::spawn_supervisor(sys, dyn, {tmpl});
+    std::lock_guard guard{slots->mtx};
+    slots->aggregates = sup;
+    return sup;
+  };
+  supervision::child_spec registry;
+  registry.id = "registry";
+  registry.start = [slots](caf::actor_system& sys, const caf::message&) -> caf::expected<caf::actor> {
+    std::lock_guard guard{slots->mtx};
+    slots->registry = sys.spawn(aggregate_registry<A>, slots->aggregates);
+    return slots->registry;
+  };
+  supervision::supervisor_flags subtree;
+  subtree.name = "aggregate:" + name_of_type<A>();
+  subtree.how = supervision::strategy::one_for_all;
+  subtree.intensity = 5;
+  subtree.period = std::chrono::seconds{10};
   supervision::child_spec sub;
-  sub.id = flags.name;
+  sub.id = subtree.name;
   sub.type = supervision::child_type::supervisor;
-  sub.start = supervision::supervisor_start(flags, {aggregate_child_spec<A>(rt->repo.get(), settings.lifespan)});
-  auto sup = core.root->start_child(sub);
-  if (!sup)
-    return sup.error();
-  rt->registry = core.system->spawn(aggregate_registry<A>, *sup);
-  core.registries.push_back(rt->registry);
+  sub.start = supervision::supervisor_start(subtree, {aggregates, registry});
+  auto started = core.root->start_child(sub);
+  if (!started)
+    return started.error();
+  // The subtree starts its children when it first runs; its first answer
+  // comes after that, so the registry is in its slot once this returns.
+  if (auto kids = supervision::supervisor{*core.system, *started}.which_children(); !kids)
+    return kids.error();
   core.aggregates.emplace(key, rt);
   return {};
 }
@@ -128,7 +172,7 @@ void send_command(app_core& core, std::function<outcome<typename A::event>(const
     }
     done(std::move(result));
   };
-  caf::anon_send(rt.registry, dispatch_atom::value, std::move(envelope));
+  caf::anon_send(rt.registry(), dispatch_atom::value, std::move(envelope));
 }
 
 } // namespace detail
