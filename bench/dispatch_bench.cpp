@@ -11,7 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "bank.hpp"
+#include "../examples/bank/bank.hpp"
 #include "bench.hpp"
 #include "sourcery/runtime/application.hpp"
 

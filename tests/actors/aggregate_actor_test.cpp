@@ -7,7 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "../support/temp_dir.hpp"
-#include "bank.hpp"
+#include "../../examples/bank/bank.hpp"
 #include "sourcery/actors/aggregate_actor.hpp"
 #include "sourcery/persistence/lmdb_store.hpp"
 

@@ -4,7 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "../support/temp_dir.hpp"
-#include "bank.hpp"
+#include "../../examples/bank/bank.hpp"
 #include "sourcery/actors/aggregate_repository.hpp"
 #include "sourcery/actors/aggregate_testing.hpp"
 #include "sourcery/persistence/lmdb_store.hpp"

@@ -6,7 +6,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "../actors/bank.hpp"
+#include "../../examples/bank/bank.hpp"
 #include "../support/temp_dir.hpp"
 #include "sourcery/runtime/application.hpp"
 

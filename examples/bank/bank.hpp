@@ -1,6 +1,7 @@
 #pragma once
 
-// The bank account of the benchmarks, written with the aggregate API.
+// The bank account of the tests and benchmarks, written with the aggregate API.
+// (The bank demo of issue 6 will grow from here.)
 
 #include <cstdint>
 #include <string>
