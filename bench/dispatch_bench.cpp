@@ -11,7 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "../examples/bank/bank.hpp"
+#include "../examples/bank/routes.hpp"
 #include "bench.hpp"
 #include "sourcery/runtime/application.hpp"
 
@@ -22,13 +22,6 @@ namespace {
 using namespace bank;
 namespace fs = std::filesystem;
 
-router bank_router() {
-  router r;
-  r.route<account, open_account>(&open_account::account, "account-");
-  r.route<account, deposit>(&deposit::account, "account-");
-  r.route<account, withdraw>(&withdraw::account, "account-");
-  return r;
-}
 
 std::unique_ptr<application> start_app(const std::string& dir, bool in_memory,
                                        std::chrono::milliseconds lifespan = std::chrono::milliseconds{0},
@@ -38,7 +31,7 @@ std::unique_ptr<application> start_app(const std::string& dir, bool in_memory,
   cfg.in_memory = in_memory;
   std::unordered_map<std::type_index, aggregate_settings> settings;
   settings[std::type_index{typeid(account)}] = aggregate_settings{lifespan, opts};
-  auto app = application::start(cfg, bank_router(), {}, settings);
+  auto app = application::start(cfg, bank::routes(), {}, settings);
   if (!app) {
     std::fprintf(stderr, "cannot start: %s\n", describe_error(app.error()).c_str());
     std::exit(1);

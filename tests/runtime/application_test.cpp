@@ -6,7 +6,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "../../examples/bank/bank.hpp"
+#include "../../examples/bank/routes.hpp"
 #include "../support/temp_dir.hpp"
 #include "sourcery/runtime/application.hpp"
 
@@ -16,15 +16,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
-router bank_router() {
-  router r;
-  r.route<account, open_account>(&open_account::account, "account-");
-  r.route<account, deposit>(&deposit::account, "account-");
-  r.route<account, withdraw>(&withdraw::account, "account-");
-  return r;
-}
 
-std::unique_ptr<application> start(const sourcery::testing::temp_dir& dir, router r = bank_router(),
+std::unique_ptr<application> start(const sourcery::testing::temp_dir& dir, router r = bank::routes(),
                                    std::vector<std::shared_ptr<middleware>> mw = {}) {
   application_config cfg;
   cfg.data_dir = (dir / "data").string();
@@ -90,8 +83,8 @@ TEST(application, unregistered_and_doubly_routed_commands_are_clear_errors) {
   app->stop();
   EXPECT_EQ(code_of_dispatch(app->dispatch(deposit{"1", 1}).error()), dispatch_errc::stopped);
 
-  router twice = bank_router();
-  twice.include(bank_router());
+  router twice = bank::routes();
+  twice.include(bank::routes());
   application_config other;
   other.data_dir = (dir / "other").string();
   auto bad = application::start(other, twice);
@@ -145,7 +138,7 @@ TEST(application, middleware_logs_validates_and_enriches) {
       return "amount above the deposit limit";
     return std::nullopt;
   });
-  auto app = start(dir, bank_router(), {log, validate, std::make_shared<enrich_metadata>()});
+  auto app = start(dir, bank::routes(), {log, validate, std::make_shared<enrich_metadata>()});
   ASSERT_TRUE(app->dispatch(open_account{"5", "fay"}));
   auto halted = app->dispatch(deposit{"5", 5'000'000});
   ASSERT_FALSE(halted);
@@ -194,8 +187,8 @@ TEST(application, two_instances_on_one_store_stay_consistent) {
   std::shared_ptr<persistence::event_store> store = std::move(*opened);
   application_config cfg;
   cfg.store = store;
-  auto a = application::start(cfg, bank_router());
-  auto b = application::start(cfg, bank_router());
+  auto a = application::start(cfg, bank::routes());
+  auto b = application::start(cfg, bank::routes());
   ASSERT_TRUE(a && b);
   ASSERT_TRUE((*a)->dispatch(open_account{"1", "ivy"}));
   ASSERT_TRUE((*a)->dispatch(deposit{"1", 100})); // A's actor now holds balance 100 at version 2

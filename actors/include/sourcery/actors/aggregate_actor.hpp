@@ -145,7 +145,8 @@ void process(aggregate_self<A>* self, command_for<A> cmd, caf::response_promise 
     return process_next(self);
   }
   st.busy = true;
-  auto data = d->data;
+  // The payloads move to the store: a retry decides (and encodes) again.
+  auto data = std::move(d->data);
   st.inflight = std::move(cmd);
   st.inflight_rp = std::move(rp);
   st.inflight_decision = std::move(*d);

@@ -164,7 +164,8 @@ public:
         return d.error();
       if (d->decided.rejected())
         return rejected(current, *d);
-      auto appended = store_.append(stream, persistence::expected_version::exact(current.version), d->data);
+      // The payloads move to the store: a retry decides (and encodes) again.
+      auto appended = store_.append(stream, persistence::expected_version::exact(current.version), std::move(d->data));
       if (!appended) {
         if (persistence::code_of(appended.error()) == persistence::store_errc::wrong_expected_version
             && attempt < options_.max_retries) {
