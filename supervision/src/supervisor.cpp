@@ -55,8 +55,14 @@ caf::expected<supervisor> supervisor::start(caf::actor_system& system, superviso
     .receive([] {}, [&](caf::error& err) { failure = std::move(err); });
   if (!failure)
     return supervisor{system, handle};
-  // The supervisor is stopping what it started; wait until it is gone.
-  self->receive([](caf::down_msg&) {}, caf::after(control_timeout) >> [] {});
+  // The supervisor is stopping what it started; wait until it is gone. It
+  // may have gone before our request arrived: its exit reason is the error.
+  self->receive(
+    [&](caf::down_msg& down) {
+      if (failure == caf::sec::request_receiver_down && down.reason)
+        failure = std::move(down.reason);
+    },
+    caf::after(control_timeout) >> [] {});
   return failure;
 }
 
