@@ -9,6 +9,7 @@
 #include <mutex>
 #include <random>
 #include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
 
 #include "../examples/bank/routes.hpp"
@@ -105,40 +106,55 @@ void w1(const std::string& name, application& app, int dispatchers, int commands
   report("dispatch", name + "_p99", percentile(lat, 0.99), "us");
 }
 
+/// W4: the first command to an account with 10,000 events, without and with
+/// a snapshot; the median of `rounds` accounts of each kind, measured after
+/// one warm-up account so the registry's first-use costs stay out.
 void w4(const std::string& dir) {
+  constexpr int rounds = 5;
   auto app = start_app(dir, false);
   auto& store = app->store();
-  // Two accounts of 10,000 events each, written straight to the store.
   persistence::event_registry types;
   register_events<account>(types);
-  for (std::string id : {"account-plain", "account-snap"}) {
-    std::vector<persistence::event_data> batch{*types.encode(account_opened{"w4"})};
-    for (int i = 1; i < 10'000; ++i) {
-      batch.push_back(*types.encode(money_deposited{1}));
-      if (batch.size() == 1000) {
-        store.append(id, persistence::expected_version::any(), std::move(batch));
-        batch.clear();
-      }
-    }
-    if (!batch.empty())
-      store.append(id, persistence::expected_version::any(), std::move(batch));
-  }
   account snap_state;
   snap_state.open = true;
   snap_state.balance = 9999;
   msgpack::sbuffer buf;
   msgpack::pack(buf, snap_state);
-  store.save_snapshot({"account-snap", 10'000, account::snapshot_version, "aggregate",
-                       persistence::bytes(buf.data(), buf.data() + buf.size()), 0});
-  for (auto [id, name] : {std::pair{"plain", "w4_rehydrate_10k"}, std::pair{"snap", "w4_rehydrate_10k_snapshot"}}) {
-    auto start = std::chrono::steady_clock::now();
-    auto r = app->dispatch(deposit{id, 1});
-    double ms = seconds_since(start) * 1000.0;
-    if (!r || !r->accepted || r->version != 10'001) {
-      std::fprintf(stderr, "w4: unexpected answer\n");
-      std::exit(1);
+  auto id = [](const char* kind, int i) { return std::string{kind} + "-" + std::to_string(i); };
+  auto stream = [&](const char* kind, int i) { return "account-" + id(kind, i); }; // the router's prefix
+  for (const char* kind : {"plain", "snap"})
+    for (int i = 0; i <= rounds; ++i) {
+      std::vector<persistence::event_data> batch{*types.encode(account_opened{"w4"})};
+      for (int n = 1; n < 10'000; ++n) {
+        batch.push_back(*types.encode(money_deposited{1}));
+        if (batch.size() == 1000) {
+          store.append(stream(kind, i), persistence::expected_version::any(), std::move(batch));
+          batch.clear();
+        }
+      }
+      if (!batch.empty())
+        store.append(stream(kind, i), persistence::expected_version::any(), std::move(batch));
+      if (std::string_view{kind} == "snap")
+        store.save_snapshot({stream(kind, i), 10'000, account::snapshot_version, "aggregate",
+                             persistence::bytes(buf.data(), buf.data() + buf.size()), 0});
     }
-    report("dispatch", name, ms, "ms");
+  // The store indexes streams while idle; a real cold aggregate finds its
+  // stream indexed, so give the writer a moment.
+  std::this_thread::sleep_for(std::chrono::milliseconds{300});
+  for (auto [kind, name] : {std::pair{"plain", "w4_rehydrate_10k"}, std::pair{"snap", "w4_rehydrate_10k_snapshot"}}) {
+    std::vector<double> times;
+    for (int i = 0; i <= rounds; ++i) {
+      auto start = std::chrono::steady_clock::now();
+      auto r = app->dispatch(deposit{id(kind, i), 1});
+      double ms = seconds_since(start) * 1000.0;
+      if (!r || !r->accepted || r->version != 10'001) {
+        std::fprintf(stderr, "w4: unexpected answer\n");
+        std::exit(1);
+      }
+      if (i > 0)
+        times.push_back(ms);
+    }
+    report("dispatch", name, percentile(times, 0.5), "ms");
   }
 }
 

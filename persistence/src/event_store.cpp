@@ -117,26 +117,76 @@ event_store::read_stream(std::string_view stream, uint64_t from, size_t max_coun
     return make_error(store_errc::store_closed, "the event store is closed");
   if (auto err = validate_stream_id(stream))
     return err;
+  std::vector<recorded_event> out;
   if (max_count == 0)
-    return std::vector<recorded_event>{};
-  auto result = do_read_stream(stream, from, max_count, direction);
-  if (result)
-    if (auto err = upcast(*result))
-      return err;
-  return result;
+    return out;
+  if (auto err = do_read_stream(stream, from, max_count, direction, out))
+    return err;
+  if (auto err = upcast(out))
+    return err;
+  return out;
 }
 
 caf::expected<std::vector<recorded_event>>
 event_store::read_all(uint64_t from, size_t max_count, read_direction direction) const {
   if (closed())
     return make_error(store_errc::store_closed, "the event store is closed");
+  std::vector<recorded_event> out;
   if (max_count == 0)
-    return std::vector<recorded_event>{};
-  auto result = do_read_all(from, max_count, direction);
-  if (result)
-    if (auto err = upcast(*result))
+    return out;
+  if (auto err = do_read_all(from, max_count, direction, out))
+    return err;
+  if (auto err = upcast(out))
+    return err;
+  return out;
+}
+
+namespace {
+
+/// Batches of `for_each_in_*`: large enough to amortize a read transaction,
+/// small enough to stay in cache.
+constexpr size_t visit_batch = 256;
+
+} // namespace
+
+caf::error event_store::for_each_in_stream(std::string_view stream, uint64_t from,
+                                           const std::function<bool(const recorded_event&)>& visit) const {
+  if (auto err = validate_stream_id(stream))
+    return err;
+  std::vector<recorded_event> batch;
+  for (uint64_t next = std::max<uint64_t>(from, 1);;) {
+    if (closed())
+      return make_error(store_errc::store_closed, "the event store is closed");
+    if (auto err = do_read_stream(stream, next, visit_batch, read_direction::forward, batch))
       return err;
-  return result;
+    if (auto err = upcast(batch))
+      return err;
+    for (const auto& ev : batch)
+      if (!visit(ev))
+        return {};
+    if (batch.size() < visit_batch)
+      return {};
+    next = batch.back().stream_version + 1;
+  }
+}
+
+caf::error event_store::for_each_in_all(uint64_t from,
+                                        const std::function<bool(const recorded_event&)>& visit) const {
+  std::vector<recorded_event> batch;
+  for (uint64_t next = std::max<uint64_t>(from, 1);;) {
+    if (closed())
+      return make_error(store_errc::store_closed, "the event store is closed");
+    if (auto err = do_read_all(next, visit_batch, read_direction::forward, batch))
+      return err;
+    if (auto err = upcast(batch))
+      return err;
+    for (const auto& ev : batch)
+      if (!visit(ev))
+        return {};
+    if (batch.size() < visit_batch)
+      return {};
+    next = batch.back().position + 1;
+  }
 }
 
 caf::expected<stream_info> event_store::stream_info(std::string_view stream) const {

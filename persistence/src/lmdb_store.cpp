@@ -21,6 +21,7 @@
 #include <sys/statvfs.h>
 
 #include "big_endian.hpp"
+#include "event_sink.hpp"
 #include "record_codec.hpp"
 
 namespace sourcery::persistence {
@@ -242,7 +243,7 @@ struct lmdb_store::impl {
     return std::optional<stream_rec>{*rec};
   }
 
-  caf::expected<recorded_event> get_event(MDB_txn* txn, uint64_t position, uint64_t* prev = nullptr) const {
+  caf::error get_event(MDB_txn* txn, uint64_t position, recorded_event& into, uint64_t* prev = nullptr) const {
     u64_key key{position};
     MDB_val k = key.val(), v;
     int rc = mdb_get(txn, events, &k, &v);
@@ -251,7 +252,7 @@ struct lmdb_store::impl {
                         "stream points at missing event " + std::to_string(position));
     if (rc != 0)
       return mdb_error(rc, "read event");
-    return detail::decode_record(static_cast<const uint8_t*>(v.mv_data), v.mv_size, position, prev);
+    return detail::decode_record_into(into, static_cast<const uint8_t*>(v.mv_data), v.mv_size, position, prev);
   }
 
   /// The stream's events from its newest back to version `low` (which must
@@ -263,13 +264,12 @@ struct lmdb_store::impl {
     uint64_t pos = rec.last_position;
     for (uint64_t v = rec.version; v >= low && v > 0; --v) {
       uint64_t prev = 0;
-      auto ev = get_event(txn, pos, &prev);
-      if (!ev)
-        return ev.error();
-      if (ev->stream_version != v || ev->stream_id != stream)
+      auto& ev = out.emplace_back();
+      if (auto err = get_event(txn, pos, ev, &prev))
+        return err;
+      if (ev.stream_version != v || ev.stream_id != stream)
         return make_error(store_errc::corrupt_store, "event " + std::to_string(pos) + " is not version "
                                                        + std::to_string(v) + " of '" + std::string{stream} + "'");
-      out.push_back(std::move(*ev));
       pos = prev;
     }
     return out;
@@ -993,18 +993,75 @@ caf::expected<void> lmdb_store::do_save_checkpoint(std::string_view name, uint64
 
 // -- reads ---------------------------------------------------------------------------
 
-caf::expected<std::vector<recorded_event>>
-lmdb_store::do_read_stream(std::string_view stream, uint64_t from, size_t max_count,
-                           read_direction direction) const {
+namespace {
+
+/// Reads events by position through one cursor. A stream's events often sit
+/// next to each other in `$all` (appended together, or by a busy writer):
+/// stepping to the next key is then much cheaper than a search from the root.
+class event_cursor {
+public:
+  event_cursor(MDB_txn* txn, MDB_dbi dbi) {
+    if (int rc = mdb_cursor_open(txn, dbi, &cur_); rc != 0) {
+      cur_ = nullptr;
+      open_error_ = rc;
+    }
+  }
+  ~event_cursor() {
+    if (cur_ != nullptr)
+      mdb_cursor_close(cur_);
+  }
+  event_cursor(const event_cursor&) = delete;
+  event_cursor& operator=(const event_cursor&) = delete;
+
+  caf::error read(uint64_t position, recorded_event& into) {
+    if (cur_ == nullptr)
+      return mdb_error(open_error_, "open cursor");
+    MDB_val k, v;
+    int rc = MDB_NOTFOUND;
+    if (at_ != 0 && position == at_ + 1) {
+      rc = mdb_cursor_get(cur_, &k, &v, MDB_NEXT);
+      if (rc == 0 && (k.mv_size != 8 || get_be64(static_cast<const uint8_t*>(k.mv_data)) != position))
+        rc = MDB_NOTFOUND; // a gap: search for it
+    }
+    if (rc != 0) {
+      u64_key key{position};
+      k = key.val();
+      rc = mdb_cursor_get(cur_, &k, &v, MDB_SET_KEY);
+    }
+    if (rc == MDB_NOTFOUND) {
+      at_ = 0;
+      return make_error(store_errc::corrupt_store, "stream points at missing event " + std::to_string(position));
+    }
+    if (rc != 0) {
+      at_ = 0;
+      return mdb_error(rc, "read event");
+    }
+    at_ = position;
+    return detail::decode_record_into(into, static_cast<const uint8_t*>(v.mv_data), v.mv_size, position);
+  }
+
+private:
+  MDB_cursor* cur_ = nullptr;
+  int open_error_ = 0;
+  uint64_t at_ = 0; // the position the cursor stands on, 0 if unknown
+};
+
+} // namespace
+
+
+caf::error lmdb_store::do_read_stream(std::string_view stream, uint64_t from, size_t max_count,
+                                      read_direction direction, std::vector<recorded_event>& out) const {
   auto r = impl_->begin_read();
   if (!r)
     return r.error();
-  std::vector<recorded_event> out;
+  detail::event_sink sink{out};
   auto s = impl_->get_stream(r->txn, stream);
   if (!s)
     return s.error();
-  if (!*s)
-    return out;
+  if (!*s) {
+    sink.finish();
+    return {};
+  }
   if ((*s)->deleted)
     return make_error(store_errc::stream_deleted, "stream '" + std::string{stream} + "' is deleted");
   const auto& rec = **s;
@@ -1012,22 +1069,26 @@ lmdb_store::do_read_stream(std::string_view stream, uint64_t from, size_t max_co
   uint64_t lo, hi;
   if (direction == read_direction::forward) {
     lo = std::max<uint64_t>(from, 1);
-    if (lo > rec.version)
-      return out;
+    if (lo > rec.version) {
+      sink.finish();
+      return {};
+    }
     hi = std::min<uint64_t>(rec.version, lo + max_count - 1);
   } else {
     hi = std::min<uint64_t>(from, rec.version);
-    if (hi == 0)
-      return out;
+    if (hi == 0) {
+      sink.finish();
+      return {};
+    }
     lo = hi >= max_count ? hi - max_count + 1 : 1;
   }
-  out.reserve(hi - lo + 1);
   // Versions up to indexed_version come from the index...
   uint64_t indexed_hi = std::min(hi, rec.indexed_version);
   if (lo <= indexed_hi) {
     MDB_cursor* cur = nullptr;
     if (int rc = mdb_cursor_open(r->txn, impl_->stream_index, &cur); rc != 0)
       return mdb_error(rc, "open cursor");
+    event_cursor events{r->txn, impl_->events};
     index_key key{rec.number, lo};
     MDB_val k = key.val(), v;
     int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
@@ -1042,12 +1103,9 @@ lmdb_store::do_read_stream(std::string_view stream, uint64_t from, size_t max_co
                              "stream index of '" + std::string{stream} + "' lacks version " + std::to_string(version));
         break;
       }
-      auto ev = impl_->get_event(r->txn, get_be64(static_cast<const uint8_t*>(v.mv_data)));
-      if (!ev) {
-        err = ev.error();
+      err = events.read(get_be64(static_cast<const uint8_t*>(v.mv_data)), sink.next());
+      if (err)
         break;
-      }
-      out.push_back(std::move(*ev));
       if (version < indexed_hi)
         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
     }
@@ -1062,19 +1120,20 @@ lmdb_store::do_read_stream(std::string_view stream, uint64_t from, size_t max_co
       return tail.error();
     size_t skip = rec.version - hi; // newer than wanted
     for (auto i = tail->rbegin(); i != tail->rend() - static_cast<std::ptrdiff_t>(skip); ++i)
-      out.push_back(std::move(*i));
+      sink.next() = std::move(*i);
   }
+  sink.finish();
   if (direction == read_direction::backward)
     std::reverse(out.begin(), out.end());
-  return out;
+  return {};
 }
 
-caf::expected<std::vector<recorded_event>>
-lmdb_store::do_read_all(uint64_t from, size_t max_count, read_direction direction) const {
+caf::error lmdb_store::do_read_all(uint64_t from, size_t max_count, read_direction direction,
+                                   std::vector<recorded_event>& out) const {
   auto r = impl_->begin_read();
   if (!r)
     return r.error();
-  std::vector<recorded_event> out;
+  detail::event_sink sink{out};
   MDB_cursor* cur = nullptr;
   if (int rc = mdb_cursor_open(r->txn, impl_->events, &cur); rc != 0)
     return mdb_error(rc, "open cursor");
@@ -1096,18 +1155,15 @@ lmdb_store::do_read_all(uint64_t from, size_t max_count, read_direction directio
   }
   const MDB_cursor_op step = direction == read_direction::forward ? MDB_NEXT : MDB_PREV;
   caf::error err;
-  while (rc == 0 && out.size() < max_count) {
+  while (rc == 0 && sink.size() < max_count) {
     if (k.mv_size != 8) {
       err = make_error(store_errc::corrupt_store, "event key of the wrong size");
       break;
     }
     auto pos = get_be64(static_cast<const uint8_t*>(k.mv_data));
-    auto ev = detail::decode_record(static_cast<const uint8_t*>(v.mv_data), v.mv_size, pos);
-    if (!ev) {
-      err = ev.error();
+    err = detail::decode_record_into(sink.next(), static_cast<const uint8_t*>(v.mv_data), v.mv_size, pos);
+    if (err)
       break;
-    }
-    out.push_back(std::move(*ev));
     rc = mdb_cursor_get(cur, &k, &v, step);
   }
   mdb_cursor_close(cur);
@@ -1115,7 +1171,8 @@ lmdb_store::do_read_all(uint64_t from, size_t max_count, read_direction directio
     return err;
   if (rc != 0 && rc != MDB_NOTFOUND)
     return mdb_error(rc, "read $all");
-  return out;
+  sink.finish();
+  return {};
 }
 
 caf::expected<stream_info> lmdb_store::do_stream_info(std::string_view stream) const {

@@ -5,6 +5,8 @@
 #include <shared_mutex>
 #include <unordered_map>
 
+#include "event_sink.hpp"
+
 namespace sourcery::persistence {
 
 namespace {
@@ -111,40 +113,41 @@ caf::expected<void> memory_store::do_delete_stream(std::string_view stream, expe
   return {};
 }
 
-caf::expected<std::vector<recorded_event>>
-memory_store::do_read_stream(std::string_view stream, uint64_t from, size_t max_count,
-                             read_direction direction) const {
+caf::error memory_store::do_read_stream(std::string_view stream, uint64_t from, size_t max_count,
+                                        read_direction direction, std::vector<recorded_event>& out) const {
   std::shared_lock guard{impl_->mtx};
-  std::vector<recorded_event> out;
+  detail::event_sink sink{out};
   auto i = impl_->streams.find(std::string{stream});
-  if (i == impl_->streams.end())
-    return out;
-  if (i->second.deleted)
-    return make_error(store_errc::stream_deleted, "stream '" + std::string{stream} + "' is deleted");
-  const auto& pos = i->second.positions;
-  if (direction == read_direction::forward) {
-    for (uint64_t v = std::max<uint64_t>(from, 1); v <= pos.size() && out.size() < max_count; ++v)
-      out.push_back(impl_->log[pos[v - 1] - 1]);
-  } else {
-    for (uint64_t v = std::min<uint64_t>(from, pos.size()); v >= 1 && out.size() < max_count; --v)
-      out.push_back(impl_->log[pos[v - 1] - 1]);
+  if (i != impl_->streams.end()) {
+    if (i->second.deleted)
+      return make_error(store_errc::stream_deleted, "stream '" + std::string{stream} + "' is deleted");
+    const auto& pos = i->second.positions;
+    if (direction == read_direction::forward) {
+      for (uint64_t v = std::max<uint64_t>(from, 1); v <= pos.size() && sink.size() < max_count; ++v)
+        sink.next() = impl_->log[pos[v - 1] - 1];
+    } else {
+      for (uint64_t v = std::min<uint64_t>(from, pos.size()); v >= 1 && sink.size() < max_count; --v)
+        sink.next() = impl_->log[pos[v - 1] - 1];
+    }
   }
-  return out;
+  sink.finish();
+  return {};
 }
 
-caf::expected<std::vector<recorded_event>>
-memory_store::do_read_all(uint64_t from, size_t max_count, read_direction direction) const {
+caf::error memory_store::do_read_all(uint64_t from, size_t max_count, read_direction direction,
+                                     std::vector<recorded_event>& out) const {
   std::shared_lock guard{impl_->mtx};
-  std::vector<recorded_event> out;
+  detail::event_sink sink{out};
   const auto& log = impl_->log;
   if (direction == read_direction::forward) {
-    for (uint64_t p = std::max<uint64_t>(from, 1); p <= log.size() && out.size() < max_count; ++p)
-      out.push_back(log[p - 1]);
+    for (uint64_t p = std::max<uint64_t>(from, 1); p <= log.size() && sink.size() < max_count; ++p)
+      sink.next() = log[p - 1];
   } else {
-    for (uint64_t p = std::min<uint64_t>(from, log.size()); p >= 1 && out.size() < max_count; --p)
-      out.push_back(log[p - 1]);
+    for (uint64_t p = std::min<uint64_t>(from, log.size()); p >= 1 && sink.size() < max_count; --p)
+      sink.next() = log[p - 1];
   }
-  return out;
+  sink.finish();
+  return {};
 }
 
 caf::expected<stream_info> memory_store::do_stream_info(std::string_view stream) const {

@@ -7,6 +7,7 @@
 
 #include "big_endian.hpp"
 #include "crc32c.hpp"
+#include "msgpack_reader.hpp"
 #include "sourcery/persistence/error.hpp"
 
 namespace sourcery::persistence::detail {
@@ -50,24 +51,25 @@ msgpack::object unpack_reused(const uint8_t* data, size_t size, size_t& off) {
 namespace {
 
 /// Checks the trailing CRC and unpacks the array in front of it.
-caf::expected<msgpack::object> unpack_checked(const uint8_t* data, size_t size, size_t header,
-                                                     const std::string& where) {
+/// `where()` names the record in errors; called only on failure.
+template <class Where>
+caf::expected<msgpack::object> unpack_checked(const uint8_t* data, size_t size, size_t header, Where where) {
   if (size < 5)
-    return make_error(store_errc::corrupt_record, where + ": truncated (" + std::to_string(size) + " bytes)");
+    return make_error(store_errc::corrupt_record, where() + ": truncated (" + std::to_string(size) + " bytes)");
   size_t body = size - 4;
   uint32_t stored = 0;
   for (int i = 0; i < 4; ++i)
     stored |= uint32_t{data[body + i]} << (8 * i);
   if (crc32c(data, body) != stored)
-    return make_error(store_errc::corrupt_record, where + ": checksum mismatch");
+    return make_error(store_errc::corrupt_record, where() + ": checksum mismatch");
   try {
     size_t off = header;
     auto obj = unpack_reused(data, body, off);
     if (off != body || obj.type != msgpack::type::ARRAY)
-      return make_error(store_errc::corrupt_record, where + ": not a record");
+      return make_error(store_errc::corrupt_record, where() + ": not a record");
     return obj;
   } catch (const std::exception& e) {
-    return make_error(store_errc::corrupt_record, where + ": " + e.what());
+    return make_error(store_errc::corrupt_record, where() + ": " + e.what());
   }
 }
 
@@ -101,11 +103,6 @@ bool get(const msgpack::object& o, bytes& x) {
   if (o.type != msgpack::type::BIN) return false;
   x.assign(reinterpret_cast<const uint8_t*>(o.via.bin.ptr),
            reinterpret_cast<const uint8_t*>(o.via.bin.ptr) + o.via.bin.size);
-  return true;
-}
-bool get(const msgpack::object& o, uuid& x) {
-  if (o.type != msgpack::type::BIN || o.via.bin.size != 16) return false;
-  std::memcpy(x.bytes.data(), o.via.bin.ptr, 16);
   return true;
 }
 
@@ -142,31 +139,59 @@ void write_record(uint8_t* dst, uint64_t stream_version, uint64_t prev_position,
     dst[n + i] = static_cast<uint8_t>(crc >> (8 * i));
 }
 
-caf::expected<recorded_event> decode_record(const uint8_t* data, size_t size, uint64_t position,
-                                            uint64_t* prev_position) {
-  auto where = "event at position " + std::to_string(position);
+caf::error decode_record_into(recorded_event& ev, const uint8_t* data, size_t size, uint64_t position,
+                              uint64_t* prev_position) {
+  // This runs once per event read: it parses in place with our own reader
+  // and builds the error context only on failure.
+  auto fail = [position](const std::string& what) {
+    return make_error(store_errc::corrupt_record, "event at position " + std::to_string(position) + ": " + what);
+  };
   if (size < record_header_size + record_trailer_size + 1)
-    return make_error(store_errc::corrupt_record, where + ": truncated (" + std::to_string(size) + " bytes)");
-  auto obj = unpack_checked(data, size, record_header_size, where);
-  if (!obj)
-    return obj.error();
-  const auto& arr = obj->via.array;
-  uint64_t layout = 0;
-  if (arr.size < 9 || !get(arr.ptr[0], layout) || layout != record_layout)
-    return make_error(store_errc::corrupt_record, where + ": unknown record layout");
-  recorded_event ev;
+    return fail("truncated (" + std::to_string(size) + " bytes)");
+  size_t body = size - record_trailer_size;
+  uint32_t stored = 0;
+  for (size_t i = 0; i < record_trailer_size; ++i)
+    stored |= uint32_t{data[body + i]} << (8 * i);
+  if (crc32c(data, body) != stored)
+    return fail("checksum mismatch");
+  msgpack_reader in{data + record_header_size, body - record_header_size};
+  auto fields = in.array();
+  if (!in.ok())
+    return fail("not a record");
+  if (fields < 9 || in.uint() != record_layout || !in.ok())
+    return fail("unknown record layout");
+  auto id = in.bin();
+  if (id.size() != ev.event_id.bytes.size())
+    return fail("field of the wrong type");
+  std::memcpy(ev.event_id.bytes.data(), id.data(), id.size());
+  in.str(ev.stream_id);
+  in.str(ev.type);
+  auto schema = in.uint();
+  in.bin(ev.data);
+  in.bin(ev.metadata);
+  in.str(ev.causation_id);
+  in.str(ev.correlation_id);
+  if (!in.ok() || schema > UINT32_MAX)
+    return fail("field of the wrong type");
+  if (fields != 9 || !in.at_end())
+    return fail("not a record");
+  ev.schema_version = static_cast<uint32_t>(schema);
   ev.position = position;
   ev.stream_version = get_be64(data);
   uint64_t prev = get_be64(data + 8);
   ev.created_at = static_cast<int64_t>(get_be64(data + 16));
-  if (!get(arr.ptr[1], ev.event_id) || !get(arr.ptr[2], ev.stream_id) || !get(arr.ptr[3], ev.type)
-      || !get(arr.ptr[4], ev.schema_version) || !get(arr.ptr[5], ev.data) || !get(arr.ptr[6], ev.metadata)
-      || !get(arr.ptr[7], ev.causation_id) || !get(arr.ptr[8], ev.correlation_id))
-    return make_error(store_errc::corrupt_record, where + ": field of the wrong type");
   if (prev >= position)
-    return make_error(store_errc::corrupt_record, where + ": link to a later event");
+    return fail("link to a later event");
   if (prev_position != nullptr)
     *prev_position = prev;
+  return {};
+}
+
+caf::expected<recorded_event> decode_record(const uint8_t* data, size_t size, uint64_t position,
+                                            uint64_t* prev_position) {
+  recorded_event ev;
+  if (auto err = decode_record_into(ev, data, size, position, prev_position))
+    return err;
   return ev;
 }
 
@@ -248,7 +273,7 @@ void encode_snapshot(const snapshot& snap, bytes& out) {
 
 caf::expected<snapshot> decode_snapshot(const uint8_t* data, size_t size, std::string_view stream) {
   auto where = "snapshot of " + std::string{stream};
-  auto obj = unpack_checked(data, size, 0, where);
+  auto obj = unpack_checked(data, size, 0, [&where] { return where; });
   if (!obj)
     return obj.error();
   const auto& arr = obj->via.array;

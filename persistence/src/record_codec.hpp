@@ -35,6 +35,12 @@ void write_record(uint8_t* dst, uint64_t stream_version, uint64_t prev_position,
 caf::expected<recorded_event> decode_record(const uint8_t* data, size_t size, uint64_t position,
                                             uint64_t* prev_position = nullptr);
 
+/// The same into an existing event, reusing its strings' and buffers'
+/// capacity: reading many events through one `recorded_event` allocates
+/// nothing in the steady state.
+caf::error decode_record_into(recorded_event& ev, const uint8_t* data, size_t size, uint64_t position,
+                              uint64_t* prev_position = nullptr);
+
 /// Checks that `payload` is exactly one msgpack map, without allocating.
 /// Returns an empty string if so, else what is wrong.
 std::string check_msgpack_map(const uint8_t* data, size_t size);

@@ -231,6 +231,47 @@ TEST_P(conformance, append_async_answers_once) {
 
 // -- reading ------------------------------------------------------------------
 
+TEST_P(conformance, visits_streams_and_all_in_order_across_batches) {
+  // Interleaved streams, longer than one internal batch (256).
+  for (int round = 0; round < 3; ++round) {
+    ASSERT_OK(store().append("a", expected_version::any(), make_events(round * 1000 + 1, 200)));
+    ASSERT_OK(store().append("b", expected_version::any(), make_events(round * 1000 + 500, 10)));
+  }
+  std::vector<uint64_t> versions;
+  std::vector<int64_t> payloads;
+  ASSERT_FALSE(store().for_each_in_stream("a", 5, [&](const recorded_event& ev) {
+    versions.push_back(ev.stream_version);
+    payloads.push_back(payload_n(ev));
+    EXPECT_EQ(ev.stream_id, "a");
+    return true;
+  }));
+  ASSERT_EQ(versions.size(), 596u);
+  for (size_t i = 0; i < versions.size(); ++i)
+    EXPECT_EQ(versions[i], 5 + i);
+  EXPECT_EQ(payloads.front(), 5);
+  EXPECT_EQ(payloads.back(), 2200);
+
+  size_t seen = 0;
+  ASSERT_FALSE(store().for_each_in_stream("a", 1, [&](const recorded_event&) { return ++seen < 300; }));
+  EXPECT_EQ(seen, 300u) << "returning false stops the visit";
+
+  std::vector<uint64_t> positions;
+  ASSERT_FALSE(store().for_each_in_all(100, [&](const recorded_event& ev) {
+    positions.push_back(ev.position);
+    return true;
+  }));
+  ASSERT_EQ(positions.size(), 630u - 99u);
+  for (size_t i = 0; i < positions.size(); ++i)
+    EXPECT_EQ(positions[i], 100 + i);
+
+  seen = 0;
+  ASSERT_FALSE(store().for_each_in_stream("nobody", 1, [&](const recorded_event&) { return ++seen, true; }));
+  EXPECT_EQ(seen, 0u);
+  ASSERT_OK(store().delete_stream("b", expected_version::any()));
+  auto err = store().for_each_in_stream("b", 1, [](const recorded_event&) { return true; });
+  EXPECT_EQ(code_of(err), store_errc::stream_deleted);
+}
+
 TEST_P(conformance, reads_streams_forward_and_backward) {
   ASSERT_OK(store().append("a", expected_version::any(), make_events(1, 10)));
   ASSERT_OK(store().append("b", expected_version::any(), make_events(100, 5)));

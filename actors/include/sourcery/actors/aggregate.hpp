@@ -161,11 +161,11 @@ struct variant_events<std::variant<Es...>> {
 
   static caf::expected<std::variant<Es...>> decode(const persistence::event_registry& registry,
                                                    const persistence::recorded_event& ev) {
-    caf::expected<std::variant<Es...>> result =
-      persistence::make_error(persistence::store_errc::unknown_event_type,
-                              "event " + std::to_string(ev.position) + " of '" + ev.stream_id + "' is a " + ev.type
-                                + ", which this aggregate does not apply");
-    (try_one<Es>(registry, ev, result) || ...);
+    caf::expected<std::variant<Es...>> result = caf::error{};
+    if (!(try_one<Es>(registry, ev, result) || ...))
+      result = persistence::make_error(persistence::store_errc::unknown_event_type,
+                                       "event " + std::to_string(ev.position) + " of '" + ev.stream_id + "' is a "
+                                         + ev.type + ", which this aggregate does not apply");
     return result;
   }
 
@@ -174,7 +174,7 @@ struct variant_events<std::variant<Es...>> {
                       caf::expected<std::variant<Es...>>& result) {
     if (ev.type != E::type_name)
       return false;
-    auto decoded = registry.decode<E>(ev);
+    auto decoded = registry.unpack<E>(ev);
     if (decoded)
       result = std::variant<Es...>{std::move(*decoded)};
     else

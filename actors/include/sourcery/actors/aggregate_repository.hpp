@@ -80,20 +80,18 @@ public:
 
   /// Folds the events of `stream` after `into.version` into `into`.
   caf::error catch_up(loaded<A>& into, const std::string& stream) const {
-    for (;;) {
-      auto batch = store_.read_stream(stream, into.version + 1, 512);
-      if (!batch)
-        return batch.error();
-      if (batch->empty())
-        return {};
-      for (const auto& rec : *batch) {
-        auto ev = decode_event<A>(registry_, rec);
-        if (!ev)
-          return ev.error();
-        apply_event(into.state, *ev);
-        into.version = rec.stream_version;
+    caf::error failure;
+    auto err = store_.for_each_in_stream(stream, into.version + 1, [&](const persistence::recorded_event& rec) {
+      auto ev = decode_event<A>(registry_, rec);
+      if (!ev) {
+        failure = std::move(ev.error());
+        return false;
       }
-    }
+      apply_event(into.state, *ev);
+      into.version = rec.stream_version;
+      return true;
+    });
+    return err ? err : failure;
   }
 
   /// A decided command, ready to append: its events, typed and encoded.

@@ -93,6 +93,13 @@ public:
     if (*name != ev.type)
       return make_error(store_errc::type_mismatch,
                         "event " + std::to_string(ev.position) + " is a " + ev.type + ", not a " + *name);
+    return unpack<T>(ev);
+  }
+
+  /// Decodes the data of `ev` as a `T` without looking at its type name: for
+  /// callers that matched the name themselves. Errors: malformed_payload.
+  template <class T>
+  caf::expected<T> unpack(const recorded_event& ev) const {
     T result{};
     if (auto err = unpack_into(ev, [&result](const msgpack::object& obj) { obj.convert(result); }))
       return err;

@@ -73,6 +73,18 @@ public:
   read_all(uint64_t from, size_t max_count,
            read_direction direction = read_direction::forward) const;
 
+  /// Calls `visit` with each event of `stream` from version `from` on, in
+  /// order, until the end or until `visit` returns false. Events are read in
+  /// batches into one reused buffer, so a long stream costs no allocation per
+  /// event: the event passed is valid only during the call. No lock or
+  /// transaction is held while `visit` runs. Errors: as `read_stream`.
+  caf::error for_each_in_stream(std::string_view stream, uint64_t from,
+                                const std::function<bool(const recorded_event&)>& visit) const;
+
+  /// The same over `$all`, from position `from` up to the head at the time
+  /// of each batch.
+  caf::error for_each_in_all(uint64_t from, const std::function<bool(const recorded_event&)>& visit) const;
+
   /// Version, existence and deletion state of a stream.
   caf::expected<persistence::stream_info> stream_info(std::string_view stream) const;
 
@@ -118,10 +130,12 @@ protected:
   virtual void do_append(std::string stream, expected_version expected,
                          std::vector<event_data> events, append_callback done) = 0;
   virtual caf::expected<void> do_delete_stream(std::string_view stream, expected_version expected) = 0;
-  virtual caf::expected<std::vector<recorded_event>>
-  do_read_stream(std::string_view stream, uint64_t from, size_t max_count, read_direction direction) const = 0;
-  virtual caf::expected<std::vector<recorded_event>>
-  do_read_all(uint64_t from, size_t max_count, read_direction direction) const = 0;
+  // Reads fill `out`, which arrives empty or holding events to overwrite
+  // (reusing their buffers), and holds exactly the events read on success.
+  virtual caf::error do_read_stream(std::string_view stream, uint64_t from, size_t max_count,
+                                    read_direction direction, std::vector<recorded_event>& out) const = 0;
+  virtual caf::error do_read_all(uint64_t from, size_t max_count, read_direction direction,
+                                 std::vector<recorded_event>& out) const = 0;
   virtual caf::expected<persistence::stream_info> do_stream_info(std::string_view stream) const = 0;
   virtual caf::expected<void> do_save_snapshot(snapshot snap) = 0;
   virtual caf::expected<std::optional<snapshot>> do_load_snapshot(std::string_view stream) const = 0;

@@ -80,10 +80,10 @@ protected:
   void do_append(std::string stream, expected_version expected, std::vector<event_data> events,
                  append_callback done) override;
   caf::expected<void> do_delete_stream(std::string_view stream, expected_version expected) override;
-  caf::expected<std::vector<recorded_event>>
-  do_read_stream(std::string_view stream, uint64_t from, size_t max_count, read_direction direction) const override;
-  caf::expected<std::vector<recorded_event>>
-  do_read_all(uint64_t from, size_t max_count, read_direction direction) const override;
+  caf::error do_read_stream(std::string_view stream, uint64_t from, size_t max_count, read_direction direction,
+                            std::vector<recorded_event>& out) const override;
+  caf::error do_read_all(uint64_t from, size_t max_count, read_direction direction,
+                         std::vector<recorded_event>& out) const override;
   caf::expected<persistence::stream_info> do_stream_info(std::string_view stream) const override;
   caf::expected<void> do_save_snapshot(snapshot snap) override;
   caf::expected<std::optional<snapshot>> do_load_snapshot(std::string_view stream) const override;
