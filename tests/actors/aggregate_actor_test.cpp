@@ -4,6 +4,8 @@
 
 #include <atomic>
 
+#include <future>
+
 #include <gtest/gtest.h>
 
 #include "../support/temp_dir.hpp"
@@ -237,6 +239,29 @@ TEST_F(fragile_accounts, a_crash_in_execute_fails_that_command_only) {
   ASSERT_TRUE(after) << supervision::describe(after.error());
   EXPECT_TRUE(after->accepted) << "rebuilt from the store: balance 25";
   EXPECT_EQ(after->version, 3u);
+}
+
+TEST_F(accounts, a_command_to_a_dead_registry_fails_at_once_not_at_its_timeout) {
+  open();
+  caf::scoped_actor self{*sys_};
+  self->monitor(registry_);
+  caf::anon_send_exit(registry_, caf::exit_reason::kill);
+  self->receive([](caf::down_msg&) {});
+  std::promise<caf::expected<dispatch_reply>> answered;
+  command_for<account> envelope{"acc", [](const account& a) { return a.execute(open_account{"acc", "eve"}); },
+                                {}, {}, {}, {}};
+  envelope.reply_to = std::make_shared<reply_slot>(
+    [&answered](caf::expected<dispatch_reply> r) { answered.set_value(std::move(r)); });
+  caf::anon_send(registry_, dispatch_atom::value, std::move(envelope));
+  auto answer = answered.get_future();
+  ASSERT_EQ(answer.wait_for(2s), std::future_status::ready) << "the dropped command was never answered";
+  auto r = answer.get();
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), caf::sec::request_receiver_down);
+  auto info = store_->stream_info("acc");
+  ASSERT_TRUE(info);
+  EXPECT_FALSE(info->exists) << "nothing was executed";
+  registry_ = nullptr;
 }
 
 } // namespace

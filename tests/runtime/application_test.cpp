@@ -226,14 +226,20 @@ TEST(application, a_crashed_registry_is_restarted_with_its_aggregates) {
   self->monitor((*kids)[1].actor);
   caf::anon_send_exit((*kids)[1].actor, caf::exit_reason::kill);
   self->receive([](caf::down_msg&) {});
-  // The subtree restarts both; the next command may race the restart, so
-  // allow a few attempts, then the aggregate answers with its state intact.
+  // The subtree restarts both; a command that races the restart fails at
+  // once, saying it was not executed (never a dispatch timeout), and the
+  // next attempt finds the aggregate with its state intact.
   caf::expected<dispatch_result> r = caf::error{};
+  dispatch_options patient;
+  patient.timeout = 10s;
   for (int i = 0; i < 200; ++i) {
-    r = app->dispatch(withdraw{"3", 8});
+    auto sent = std::chrono::steady_clock::now();
+    r = app->dispatch(withdraw{"3", 8}, patient);
     if (r)
       break;
-    std::this_thread::sleep_for(5ms);
+    EXPECT_EQ(r.error(), caf::sec::request_receiver_down) << describe_error(r.error());
+    EXPECT_LT(std::chrono::steady_clock::now() - sent, 2s);
+    std::this_thread::sleep_for(1ms);
   }
   ASSERT_TRUE(r) << describe_error(r.error());
   EXPECT_TRUE(r->accepted);

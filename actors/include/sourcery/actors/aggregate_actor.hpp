@@ -30,6 +30,34 @@ struct dispatch_reply {
 };
 
 /// A command on its way to the actor of aggregate `stream`.
+/// Where the answer to a command goes when its sender is not an actor. It
+/// answers exactly once: with the outcome, or, when the command is dropped
+/// unread (its registry or aggregate died with the command in its mailbox),
+/// from its destructor with `request_receiver_down`, so the caller learns at
+/// once that the command was not executed instead of waiting for a timeout.
+class reply_slot {
+public:
+  using callback = std::function<void(caf::expected<dispatch_reply>)>;
+
+  explicit reply_slot(callback f) : f_(std::move(f)) {}
+  reply_slot(const reply_slot&) = delete;
+  reply_slot& operator=(const reply_slot&) = delete;
+
+  ~reply_slot() {
+    if (f_)
+      f_(caf::make_error(caf::sec::request_receiver_down,
+                         "the command was dropped unexecuted: its aggregate or registry stopped first"));
+  }
+
+  void operator()(caf::expected<dispatch_reply> result) {
+    if (auto f = std::exchange(f_, nullptr))
+      f(std::move(result));
+  }
+
+private:
+  callback f_;
+};
+
 template <aggregate A>
 struct command_for {
   std::string stream;
@@ -37,8 +65,8 @@ struct command_for {
   command_meta meta;
   /// If set, the answer goes here (called on an actor's thread) instead of
   /// back to the requester: lets threads that are not actors dispatch
-  /// without a scoped_actor.
-  std::function<void(caf::expected<dispatch_reply>)> reply_to;
+  /// without a scoped_actor. Copies of the command share it.
+  std::shared_ptr<reply_slot> reply_to;
   /// If set, receives a copy of the state after an accepted command.
   std::function<void(const A&)> on_state;
   /// If set, the aggregate's `after_command` for this command.
@@ -49,9 +77,8 @@ struct command_for {
 template <aggregate A>
 void answer(command_for<A>& cmd, caf::response_promise& rp, caf::expected<dispatch_reply> result) {
   if (cmd.reply_to) {
-    auto f = std::move(cmd.reply_to);
-    cmd.reply_to = nullptr;
-    f(std::move(result));
+    auto slot = std::exchange(cmd.reply_to, nullptr);
+    (*slot)(std::move(result));
   } else if (result) {
     rp.deliver(std::move(*result));
   } else {

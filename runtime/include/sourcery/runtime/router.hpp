@@ -154,7 +154,8 @@ void send_command(app_core& core, std::function<outcome<typename A::event>(const
     envelope.after_command = [cmd](const A& a) { return a.after_command(cmd); };
   auto* store = core.store;
   auto returns = opts.returns;
-  envelope.reply_to = [done = std::move(done), state, store, returns, id](caf::expected<dispatch_reply> reply) {
+  envelope.reply_to = std::make_shared<reply_slot>([done = std::move(done), state, store, returns,
+                                                    id](caf::expected<dispatch_reply> reply) {
     if (!reply)
       return done(reply.error());
     dispatch_result result;
@@ -171,7 +172,7 @@ void send_command(app_core& core, std::function<outcome<typename A::event>(const
       result.events = std::move(*events);
     }
     done(std::move(result));
-  };
+  });
   caf::anon_send(rt.registry(), dispatch_atom::value, std::move(envelope));
 }
 
