@@ -51,7 +51,148 @@ caf::expected<std::unique_ptr<application>> application::start(application_confi
       return err;
   if (!shared_store)
     app->store_->use_registry(&app->core_.types);
+  app->watching_ = true;
+  app->head_watcher_ = std::thread{[a = app.get()] { a->watch_head(); }};
   return app;
+}
+
+// -- event handlers -----------------------------------------------------------
+
+/// A strong dispatch waiting for its handlers: answered once, by the last
+/// handler to get there, the first to fail, the deadline, or the stop.
+struct application::strong_wait {
+  std::mutex mtx;
+  bool answered = false;
+  size_t left = 0;
+  std::chrono::steady_clock::time_point deadline;
+  dispatch_result result;
+  std::function<void(caf::expected<dispatch_result>)> done;
+
+  void fail(const std::string& why) {
+    std::function<void(caf::expected<dispatch_result>)> f;
+    {
+      std::lock_guard guard{mtx};
+      if (answered)
+        return;
+      answered = true;
+      f = std::move(done);
+    }
+    f(make_error(dispatch_errc::consistency_timeout,
+                 "the events were stored (positions " + std::to_string(result.first_position) + ".."
+                   + std::to_string(result.last_position) + ") but " + why));
+  }
+
+  void reached() {
+    std::function<void(caf::expected<dispatch_result>)> f;
+    {
+      std::lock_guard guard{mtx};
+      if (answered || --left > 0)
+        return;
+      answered = true;
+      f = std::move(done);
+    }
+    f(std::move(result));
+  }
+
+  bool settled() {
+    std::lock_guard guard{mtx};
+    return answered;
+  }
+};
+
+caf::error application::reserve_handler(std::shared_ptr<handler_status> status, bool strong) {
+  std::lock_guard guard{handlers_mtx_};
+  if (handlers_.count(status->name()) != 0)
+    return make_error(dispatch_errc::invalid_route, "a handler named " + status->name() + " is already running");
+  auto name = status->name();
+  handlers_[name] = handler_entry{std::move(status), strong, {}};
+  return {};
+}
+
+void application::forget_handler(const std::string& name) {
+  std::lock_guard guard{handlers_mtx_};
+  handlers_.erase(name);
+}
+
+void application::handler_started(const std::string& name, const caf::actor& actor) {
+  std::lock_guard guard{handlers_mtx_};
+  if (auto i = handlers_.find(name); i != handlers_.end())
+    i->second.actor = actor;
+}
+
+std::shared_ptr<handler_status> application::handler(const std::string& name) const {
+  std::lock_guard guard{handlers_mtx_};
+  auto i = handlers_.find(name);
+  return i == handlers_.end() ? nullptr : i->second.status;
+}
+
+void application::watch_head() {
+  uint64_t seen = store_->head_position();
+  while (watching_.load()) {
+    store_->wait_for_position(seen + 1, std::chrono::milliseconds{20});
+    uint64_t head = store_->head_position();
+    if (head > seen) {
+      seen = head;
+      std::lock_guard guard{handlers_mtx_};
+      for (auto& [name, h] : handlers_)
+        if (h.actor)
+          caf::anon_send(h.actor, detail::head_atom::value, head);
+    }
+    std::vector<std::shared_ptr<strong_wait>> expired;
+    {
+      auto now = std::chrono::steady_clock::now();
+      std::lock_guard guard{strong_mtx_};
+      auto keep = std::partition(strong_waits_.begin(), strong_waits_.end(), [&](const auto& w) {
+        return !w->settled() && w->deadline > now;
+      });
+      std::move(keep, strong_waits_.end(), std::back_inserter(expired));
+      strong_waits_.erase(keep, strong_waits_.end());
+    }
+    for (auto& w : expired)
+      w->fail("the handlers did not handle them within the consistency timeout");
+  }
+}
+
+void application::complete_strong(const std::shared_ptr<dispatch_options>& opts, caf::expected<dispatch_result> r,
+                                   std::function<void(caf::expected<dispatch_result>)> done) {
+  if (!r || !r->accepted || r->last_position == 0 || opts->consistency_level != consistency::strong)
+    return done(std::move(r));
+  std::vector<std::shared_ptr<handler_status>> statuses;
+  {
+    std::lock_guard guard{handlers_mtx_};
+    if (opts->consistent_with.empty()) {
+      for (auto& [name, h] : handlers_)
+        if (h.strong)
+          statuses.push_back(h.status);
+    } else {
+      for (auto& name : opts->consistent_with) {
+        auto i = handlers_.find(name);
+        if (i == handlers_.end())
+          return done(make_error(dispatch_errc::consistency_timeout,
+                                 "the events were stored but no handler is named " + name));
+        statuses.push_back(i->second.status);
+      }
+    }
+  }
+  if (statuses.empty())
+    return done(std::move(r));
+  auto wait = std::make_shared<strong_wait>();
+  wait->left = statuses.size();
+  wait->deadline = std::chrono::steady_clock::now() + opts->consistency_timeout;
+  wait->result = std::move(*r);
+  wait->done = std::move(done);
+  {
+    std::lock_guard guard{strong_mtx_};
+    strong_waits_.push_back(wait);
+  }
+  uint64_t pos = wait->result.last_position;
+  for (auto& s : statuses)
+    s->when_reached(pos, [wait, name = s->name()](caf::error err) {
+      if (err)
+        wait->fail("handler " + name + " has stopped: " + describe_error(err));
+      else
+        wait->reached();
+    });
 }
 
 application::~application() {
@@ -61,6 +202,15 @@ application::~application() {
 void application::stop() {
   if (stopped_.exchange(true))
     return;
+  watching_ = false;
+  if (head_watcher_.joinable())
+    head_watcher_.join();
+  {
+    std::lock_guard guard{strong_mtx_};
+    for (auto& w : strong_waits_)
+      w->fail("the application stopped first");
+    strong_waits_.clear();
+  }
   if (root_)
     root_->stop();
   root_.reset();
@@ -98,7 +248,7 @@ void application::dispatch_erased(std::type_index type, const void* cmd, dispatc
                          else
                            (*i)->after_failure(*ctx, r.error());
                        }
-                       done(std::move(r));
+                       complete_strong(opts, std::move(r), std::move(done));
                      });
 }
 

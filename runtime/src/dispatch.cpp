@@ -16,6 +16,7 @@ std::string_view to_string(dispatch_errc code) noexcept {
     case dispatch_errc::timeout: return "timeout";
     case dispatch_errc::stopped: return "stopped";
     case dispatch_errc::invalid_route: return "invalid_route";
+    case dispatch_errc::consistency_timeout: return "consistency_timeout";
   }
   return "unknown";
 }

@@ -1,6 +1,9 @@
 #pragma once
 
 #include <atomic>
+#include <map>
+#include <mutex>
+#include <thread>
 #include <future>
 #include <memory>
 #include <optional>
@@ -9,6 +12,7 @@
 
 #include <caf/all.hpp>
 
+#include "sourcery/actors/event_handler.hpp"
 #include "sourcery/persistence/event_store.hpp"
 #include "sourcery/persistence/lmdb_store.hpp"
 #include "sourcery/runtime/middleware.hpp"
@@ -53,6 +57,8 @@ public:
     auto promise = std::make_shared<std::promise<caf::expected<dispatch_result>>>();
     auto future = promise->get_future();
     auto timeout = options.timeout;
+    if (options.consistency_level == consistency::strong)
+      timeout += options.consistency_timeout + std::chrono::milliseconds{100}; // its own error comes first
     dispatch_async(cmd, std::move(options),
                    [promise](caf::expected<dispatch_result> r) { promise->set_value(std::move(r)); });
     if (future.wait_for(timeout) != std::future_status::ready)
@@ -79,6 +85,36 @@ public:
     return std::move(loaded->state);
   }
 
+  /// Starts event handler `H` under the root supervisor (a transient child
+  /// "handler:<name>"): it handles every event after its checkpoint, then
+  /// each new one. `strong`: dispatches with strong consistency wait for it.
+  /// `make` builds a fresh handler at each (re)start.
+  /// Errors: invalid_route for a handler name already in use or an event
+  /// type no routed aggregate produces; supervision errors.
+  template <event_handler H>
+  caf::expected<std::shared_ptr<handler_status>> add_handler(handler_options options = {}, bool strong = false,
+                                                             std::function<std::unique_ptr<H>()> make = nullptr) {
+    if (!make)
+      make = [] { return std::make_unique<H>(); };
+    if (auto err = check_handler_events<typename H::event>(H::handler_name))
+      return err;
+    auto status = std::make_shared<handler_status>(H::handler_name);
+    if (auto err = reserve_handler(status, strong))
+      return err;
+    auto spec = handler_child_spec<H>(std::move(make), store_.get(), &core_.types, status, options,
+                                      [this, name = std::string{H::handler_name}](const caf::actor& a) {
+                                        handler_started(name, a);
+                                      });
+    if (auto started = root_->start_child(std::move(spec)); !started) {
+      forget_handler(H::handler_name);
+      return started.error();
+    }
+    return status;
+  }
+
+  /// A handler's status by name, or nullptr.
+  std::shared_ptr<handler_status> handler(const std::string& name) const;
+
   persistence::event_store& store() noexcept { return *store_; }
   caf::actor_system& system() noexcept { return *system_; }
   supervision::supervisor& root() noexcept { return *root_; }
@@ -88,6 +124,39 @@ public:
 
 private:
   application() = default;
+
+  template <class Variant>
+  caf::error check_handler_events(const char* handler) const {
+    caf::error err;
+    [&]<class... Es>(std::type_identity<std::variant<Es...>>) {
+      auto check = [&]<class E>(std::type_identity<E>) {
+        if (!err && !core_.types.knows(E::type_name))
+          err = make_error(dispatch_errc::invalid_route, std::string{"handler "} + handler + " handles "
+                                                           + E::type_name + ", which no routed aggregate produces");
+      };
+      (check(std::type_identity<Es>{}), ...);
+    }(std::type_identity<Variant>{});
+    return err;
+  }
+  caf::error reserve_handler(std::shared_ptr<handler_status> status, bool strong);
+  void forget_handler(const std::string& name);
+  void handler_started(const std::string& name, const caf::actor& actor);
+  void watch_head();
+  void complete_strong(const std::shared_ptr<dispatch_options>& opts, caf::expected<dispatch_result> r,
+                       std::function<void(caf::expected<dispatch_result>)> done);
+
+  struct handler_entry {
+    std::shared_ptr<handler_status> status;
+    bool strong = false;
+    caf::actor actor;
+  };
+  mutable std::mutex handlers_mtx_;
+  std::map<std::string, handler_entry> handlers_;
+  std::thread head_watcher_; // tells handlers about new events, expires strong waits
+  std::atomic<bool> watching_{false};
+  struct strong_wait;
+  std::mutex strong_mtx_;
+  std::vector<std::shared_ptr<strong_wait>> strong_waits_;
   void dispatch_erased(std::type_index type, const void* cmd, dispatch_options options,
                        std::function<void(caf::expected<dispatch_result>)> done);
 

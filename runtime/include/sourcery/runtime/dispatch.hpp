@@ -21,6 +21,8 @@ enum class returning : uint8_t {
   version, ///< the aggregate's version after the command
 };
 
+enum class consistency : uint8_t { eventual, strong };
+
 struct dispatch_options {
   /// How long a blocking dispatch waits for the answer.
   std::chrono::milliseconds timeout{5000};
@@ -30,6 +32,14 @@ struct dispatch_options {
   /// A msgpack map recorded as the events' metadata; middleware may enrich it.
   persistence::bytes metadata;
   returning returns = returning::nothing;
+  /// eventual: answer once the events are stored. strong: answer once the
+  /// strong event handlers (or those named in `consistent_with`) have
+  /// handled them too, so their read models show the command's effect.
+  consistency consistency_level = consistency::eventual;
+  std::vector<std::string> consistent_with;
+  /// How long a strong dispatch waits for its handlers after the events
+  /// are stored; past it, `consistency_timeout` (the events stay stored).
+  std::chrono::milliseconds consistency_timeout{5000};
 };
 
 struct dispatch_result {
@@ -37,6 +47,9 @@ struct dispatch_result {
   rejection why; ///< when rejected
   std::string aggregate_id;
   uint64_t version = 0;
+  /// Positions of the command's events in `$all` (0 when none).
+  uint64_t first_position = 0;
+  uint64_t last_position = 0;
   std::vector<persistence::recorded_event> events; ///< with returning::events
   std::any state;                                  ///< with returning::state
 
@@ -60,6 +73,9 @@ enum class dispatch_errc : uint8_t {
   stopped,
   /// Two routes for one command type, or a route without identity.
   invalid_route,
+  /// A strong dispatch: the events are stored, but a handler did not handle
+  /// them in time (or has stopped). The command is not to be retried.
+  consistency_timeout,
 };
 
 constexpr caf::atom_value dispatch_error_category = caf::atom("dispatch");

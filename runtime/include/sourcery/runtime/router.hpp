@@ -163,6 +163,8 @@ void send_command(app_core& core, std::function<outcome<typename A::event>(const
     result.why = reply->why;
     result.aggregate_id = id;
     result.version = reply->version;
+    result.first_position = reply->first_position;
+    result.last_position = reply->last_position;
     if (returns == returning::state)
       result.state = std::move(*state);
     if (returns == returning::events && reply->first_position != 0) {
