@@ -22,6 +22,7 @@
 
 #include "big_endian.hpp"
 #include "event_sink.hpp"
+#include "lmdb_error.hpp"
 #include "record_codec.hpp"
 
 namespace sourcery::persistence {
@@ -29,6 +30,7 @@ namespace sourcery::persistence {
 namespace {
 
 namespace fs = std::filesystem;
+using detail::mdb_error;
 
 constexpr std::string_view format_marker = "sourcery.event-store";
 
@@ -111,33 +113,6 @@ struct stream_rec {
     return r;
   }
 };
-
-// -- error mapping --------------------------------------------------------------
-
-caf::error mdb_error(int rc, std::string_view what) {
-  std::string msg = std::string{what} + ": " + mdb_strerror(rc);
-  switch (rc) {
-    case MDB_MAP_FULL:
-    case ENOSPC:
-    case EFBIG:
-    case EDQUOT:
-      return make_error(store_errc::store_full, std::move(msg));
-    case MDB_CORRUPTED:
-    case MDB_PANIC:
-    case MDB_PAGE_NOTFOUND:
-    case MDB_BAD_TXN:
-      return make_error(store_errc::corrupt_store, std::move(msg));
-    case MDB_INVALID:
-    case MDB_VERSION_MISMATCH:
-    case MDB_INCOMPATIBLE:
-      return make_error(store_errc::foreign_store, std::move(msg));
-    case EACCES:
-    case EROFS:
-      return make_error(store_errc::io_error, std::move(msg));
-    default:
-      return make_error(store_errc::io_error, std::move(msg));
-  }
-}
 
 /// Paths open in this process: LMDB forbids opening one environment twice.
 std::mutex open_paths_mtx;

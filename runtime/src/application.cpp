@@ -1,5 +1,6 @@
 #include "sourcery/runtime/application.hpp"
 
+#include <filesystem>
 #include <thread>
 
 #include "sourcery/persistence/memory_store.hpp"
@@ -51,6 +52,10 @@ caf::expected<std::unique_ptr<application>> application::start(application_confi
       return err;
   if (!shared_store)
     app->store_->use_registry(&app->core_.types);
+  app->read_model_dir_ = config.read_model_dir;
+  if (app->read_model_dir_.empty() && !config.in_memory && !shared_store)
+    app->read_model_dir_ = (std::filesystem::path{config.data_dir} / "read-models").string();
+  app->durability_ = config.durability;
   app->watching_ = true;
   app->head_watcher_ = std::thread{[a = app.get()] { a->watch_head(); }};
   return app;
@@ -118,6 +123,47 @@ void application::handler_started(const std::string& name, const caf::actor& act
   std::lock_guard guard{handlers_mtx_};
   if (auto i = handlers_.find(name); i != handlers_.end())
     i->second.actor = actor;
+}
+
+caf::expected<persistence::projection_store*> application::read_models() {
+  std::lock_guard guard{handlers_mtx_};
+  if (read_models_)
+    return read_models_.get();
+  persistence::projection_store_options opts;
+  opts.mode = durability_;
+  if (read_model_dir_.empty()) {
+    // An in-memory application's read models live as long as it does.
+    auto dir = std::filesystem::temp_directory_path() / ("sourcery-read-models-" + persistence::uuid::random().to_string());
+    read_model_dir_ = dir.string();
+    read_models_temporary_ = true;
+    opts.mode = persistence::durability::no_sync;
+  }
+  opts.path = read_model_dir_;
+  auto models = persistence::projection_store::open(opts);
+  if (!models)
+    return models.error();
+  read_models_ = std::move(*models);
+  return read_models_.get();
+}
+
+caf::error application::rebuild_projection(const std::string& name) {
+  std::shared_ptr<handler_status> status;
+  {
+    std::lock_guard guard{handlers_mtx_};
+    auto i = handlers_.find(name);
+    if (i == handlers_.end() || !read_models_)
+      return make_error(dispatch_errc::invalid_route, "no projection is named " + name);
+    status = i->second.status;
+  }
+  auto id = "projection:" + name;
+  if (auto r = root_->terminate_child(id); !r)
+    return r.error();
+  if (auto err = read_models_->reset(name))
+    return err;
+  status->rewind();
+  if (auto r = root_->restart_child(id); !r)
+    return r.error();
+  return {};
 }
 
 std::shared_ptr<handler_status> application::handler(const std::string& name) const {
@@ -217,6 +263,11 @@ void application::stop() {
   core_.aggregates.clear();
   system_.reset();
   store_.reset();
+  read_models_.reset();
+  if (read_models_temporary_) {
+    std::error_code ec;
+    std::filesystem::remove_all(read_model_dir_, ec);
+  }
 }
 
 void application::dispatch_erased(std::type_index type, const void* cmd, dispatch_options options,

@@ -13,6 +13,8 @@
 #include <caf/all.hpp>
 
 #include "sourcery/actors/event_handler.hpp"
+#include "sourcery/actors/projector.hpp"
+#include "sourcery/persistence/projection_store.hpp"
 #include "sourcery/persistence/event_store.hpp"
 #include "sourcery/persistence/lmdb_store.hpp"
 #include "sourcery/runtime/middleware.hpp"
@@ -32,6 +34,9 @@ struct application_config {
   /// database); optimistic concurrency keeps their aggregates consistent.
   /// The caller then owns upcasting (`event_store::use_registry`).
   std::shared_ptr<persistence::event_store> store;
+  /// Where LMDB projections keep their read models (empty: `data_dir`/read-models,
+  /// or a temporary directory removed at stop for an in-memory application).
+  std::string read_model_dir;
 };
 
 /// A running Sourcery application: the actor system, the event store, the
@@ -112,10 +117,48 @@ public:
     return status;
   }
 
-  /// A handler's status by name, or nullptr.
+  /// Starts LMDB projection `P` under the root supervisor (a transient child
+  /// "projection:<name>"), its read model in `read_models()`. Like a handler
+  /// otherwise. Errors: as add_handler, and the read-model store's.
+  template <projector P>
+  caf::expected<std::shared_ptr<handler_status>> add_projection(handler_options options = {}, bool strong = false,
+                                                                std::function<std::unique_ptr<P>()> make = nullptr) {
+    if (!make)
+      make = [] { return std::make_unique<P>(); };
+    if (auto err = check_handler_events<typename P::event>(P::projection_name))
+      return err;
+    auto models = read_models();
+    if (!models)
+      return models.error();
+    auto status = std::make_shared<handler_status>(P::projection_name);
+    if (auto err = reserve_handler(status, strong))
+      return err;
+    auto spec = projector_child_spec<P>(std::move(make), store_.get(), *models, &core_.types, status, options,
+                                        [this, name = std::string{P::projection_name}](const caf::actor& a) {
+                                          handler_started(name, a);
+                                        });
+    if (auto started = root_->start_child(std::move(spec)); !started) {
+      forget_handler(P::projection_name);
+      return started.error();
+    }
+    return status;
+  }
+
+  /// The read models of LMDB projections, opened on first use.
+  caf::expected<persistence::projection_store*> read_models();
+
+  /// Rebuilds projection `name` from the log: stops it, drops its read model
+  /// and checkpoint, and starts it again from the origin. Returns once it
+  /// runs; it then catches up like any projection (`handler(name)` tells
+  /// how far). Errors: invalid_route for an unknown projection.
+  caf::error rebuild_projection(const std::string& name);
+
+  /// A handler's or projection's status by name, or nullptr.
   std::shared_ptr<handler_status> handler(const std::string& name) const;
 
   persistence::event_store& store() noexcept { return *store_; }
+  /// The event types of every routed aggregate (for `project_as_of`, tools).
+  const persistence::event_registry& event_types() const noexcept { return core_.types; }
   caf::actor_system& system() noexcept { return *system_; }
   supervision::supervisor& root() noexcept { return *root_; }
 
@@ -152,6 +195,10 @@ private:
   };
   mutable std::mutex handlers_mtx_;
   std::map<std::string, handler_entry> handlers_;
+  std::unique_ptr<persistence::projection_store> read_models_;
+  std::string read_model_dir_;
+  bool read_models_temporary_ = false;
+  persistence::durability durability_ = persistence::durability::durable;
   std::thread head_watcher_; // tells handlers about new events, expires strong waits
   std::atomic<bool> watching_{false};
   struct strong_wait;

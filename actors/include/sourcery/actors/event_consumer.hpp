@@ -1,0 +1,338 @@
+#pragma once
+
+// What event handlers and projectors share: a supervised actor that reads
+// `$all` after its checkpoint in batches, hands each batch to its consumer
+// (which commits the effects and the new checkpoint), and on a failure asks
+// the error policy whether to retry the event after a delay, skip it, or
+// stop — so a poison event never crash-loops the tree.
+
+#include <algorithm>
+#include <chrono>
+#include <functional>
+#include <iterator>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <variant>
+#include <vector>
+
+#include <caf/all.hpp>
+
+#include "sourcery/persistence/event_registry.hpp"
+#include "sourcery/persistence/event_store.hpp"
+#include "sourcery/supervision/child_spec.hpp"
+
+namespace sourcery {
+
+/// What a handler sees of an event besides its data.
+using event_context = persistence::recorded_event;
+
+/// What to do about an event whose handling failed.
+struct error_action {
+  enum class kind : uint8_t { retry, skip, stop };
+  kind what = kind::stop;
+  std::chrono::milliseconds delay{0}; ///< before a retry
+
+  static error_action retry(std::chrono::milliseconds delay) { return {kind::retry, delay}; }
+  static error_action skip() { return {kind::skip, {}}; }
+  static error_action stop() { return {kind::stop, {}}; }
+};
+
+/// The default decision for handlers without their own `on_error`: retry
+/// with exponential backoff up to `max_retries` times, then `then`.
+struct error_policy {
+  uint32_t max_retries = 3;
+  std::chrono::milliseconds initial_delay{50};
+  std::chrono::milliseconds max_delay{5000};
+  /// After the retries: skip the event or stop the handler.
+  error_action::kind then = error_action::kind::stop;
+
+  error_action decide(uint32_t failures) const {
+    if (failures <= max_retries) {
+      auto d = initial_delay * (1LL << std::min<uint32_t>(failures - 1, 20));
+      return error_action::retry(std::min<std::chrono::milliseconds>(d, max_delay));
+    }
+    return then == error_action::kind::skip ? error_action::skip() : error_action::stop();
+  }
+};
+
+/// Where a handler without a checkpoint begins.
+enum class handler_start : uint8_t {
+  origin,   ///< every stored event
+  current,  ///< only events appended after it first starts
+  position, ///< after `handler_options::start_position`
+};
+
+struct handler_options {
+  handler_start start = handler_start::origin;
+  uint64_t start_position = 0;
+  error_policy on_error;
+  /// Most events read per batch; the checkpoint is saved once per batch.
+  size_t batch_size = 256;
+};
+
+/// What the runtime and tools know of a running handler, shared between its
+/// actor and observers (strong consistency waits on it).
+class handler_status {
+public:
+  explicit handler_status(std::string name) : name_(std::move(name)) {}
+
+  const std::string& name() const { return name_; }
+
+  /// The position up to which every event has been handled (checkpointed).
+  uint64_t position() const {
+    std::lock_guard guard{mtx_};
+    return position_;
+  }
+
+  /// Why the handler stopped for good (its policy said stop), if it did.
+  caf::error stopped() const {
+    std::lock_guard guard{mtx_};
+    return stopped_;
+  }
+
+  /// Calls `f` once the handler has handled `pos`, or stopped (with the
+  /// reason). Called at once if already so. `f` runs on the handler's actor
+  /// thread or the caller's: keep it short.
+  void when_reached(uint64_t pos, std::function<void(caf::error)> f) {
+    std::unique_lock guard{mtx_};
+    if (position_ >= pos || stopped_) {
+      auto err = stopped_ && position_ < pos ? stopped_ : caf::error{};
+      guard.unlock();
+      f(std::move(err));
+      return;
+    }
+    waiters_.push_back({pos, std::move(f)});
+  }
+
+  void advance(uint64_t pos) {
+    std::vector<waiter> ready;
+    {
+      std::lock_guard guard{mtx_};
+      position_ = std::max(position_, pos);
+      auto keep = std::partition(waiters_.begin(), waiters_.end(), [&](const waiter& w) { return w.pos > position_; });
+      std::move(keep, waiters_.end(), std::back_inserter(ready));
+      waiters_.erase(keep, waiters_.end());
+    }
+    for (auto& w : ready)
+      w.f({});
+  }
+
+  void stop(caf::error why) {
+    std::vector<waiter> all;
+    {
+      std::lock_guard guard{mtx_};
+      stopped_ = why;
+      all.swap(waiters_);
+    }
+    for (auto& w : all)
+      w.f(why);
+  }
+
+  /// The handler starts over from the origin (a rebuild): its position goes back to 0.
+  void rewind() {
+    std::lock_guard guard{mtx_};
+    position_ = 0;
+  }
+
+  /// A restarted handler (operator action) is running again.
+  void resume() {
+    std::lock_guard guard{mtx_};
+    stopped_ = caf::error{};
+  }
+
+private:
+  struct waiter {
+    uint64_t pos;
+    std::function<void(caf::error)> f;
+  };
+  std::string name_;
+  mutable std::mutex mtx_;
+  uint64_t position_ = 0;
+  caf::error stopped_;
+  std::vector<waiter> waiters_;
+};
+
+namespace detail {
+
+using pull_atom = caf::atom_constant<caf::atom("hd_pull")>;
+using head_atom = caf::atom_constant<caf::atom("hd_head")>;
+
+/// What a consumer did with a batch: the position it committed up to, and
+/// the event it failed on (effects before it committed, its own not).
+struct batch_outcome {
+  uint64_t committed = 0;
+  const persistence::recorded_event* failed = nullptr;
+  caf::error error;
+};
+
+// A consumer provides:
+//   std::string name() const;
+//   caf::expected<std::optional<uint64_t>> load_checkpoint();
+//   caf::error save_checkpoint(uint64_t position);
+//   batch_outcome consume(const std::vector<persistence::recorded_event>& batch, uint64_t position);
+//   error_action decide(const caf::error&, const persistence::recorded_event&, uint32_t failures);
+template <class Consumer>
+struct consumer_state {
+  std::unique_ptr<Consumer> consumer;
+  persistence::event_store* store = nullptr;
+  std::shared_ptr<handler_status> status;
+  handler_options options;
+  uint64_t position = 0; ///< committed
+  uint32_t failures = 0; ///< consecutive, on the event after `position`
+  bool pulling = false;
+  bool waiting_retry = false;
+  static inline const char* name = "event_consumer";
+};
+
+template <class Consumer>
+[[noreturn]] void consumer_crash(const Consumer& c, const std::string& what, const caf::error& err) {
+  throw std::runtime_error(c.name() + " " + what + ": " + caf::to_string(err));
+}
+
+template <class Consumer>
+caf::behavior consumer_actor(caf::stateful_actor<consumer_state<Consumer>>* self,
+                             std::function<std::unique_ptr<Consumer>()> make, persistence::event_store* store,
+                             std::shared_ptr<handler_status> status, handler_options options) {
+  auto& st = self->state;
+  st.consumer = make();
+  st.store = store;
+  st.status = status;
+  st.options = options;
+  status->resume();
+  auto cp = st.consumer->load_checkpoint();
+  if (!cp)
+    consumer_crash(*st.consumer, "cannot read its checkpoint", cp.error());
+  if (*cp) {
+    st.position = **cp;
+  } else {
+    st.position = options.start == handler_start::current    ? store->head_position()
+                  : options.start == handler_start::position ? options.start_position
+                                                             : 0;
+    if (auto err = st.consumer->save_checkpoint(st.position))
+      consumer_crash(*st.consumer, "cannot save its checkpoint", err);
+  }
+  status->advance(st.position);
+  st.pulling = true;
+  self->send(self, pull_atom::value);
+
+  auto committed = [self](uint64_t pos) {
+    auto& st = self->state;
+    if (pos > st.position) {
+      st.position = pos;
+      st.failures = 0;
+      st.status->advance(pos);
+    }
+  };
+  // One batch after `position`; on a failure, the policy decides.
+  auto pull = [self, committed] {
+    auto& st = self->state;
+    st.pulling = false;
+    if (st.waiting_retry)
+      return;
+    auto batch = st.store->read_all(st.position + 1, st.options.batch_size);
+    if (!batch)
+      consumer_crash(*st.consumer, "cannot read $all", batch.error());
+    if (batch->empty())
+      return;
+    auto out = st.consumer->consume(*batch, st.position);
+    committed(out.committed);
+    if (out.failed != nullptr) {
+      const auto& rec = *out.failed;
+      auto action = st.consumer->decide(out.error, rec, ++st.failures);
+      if (action.what == error_action::kind::retry) {
+        st.waiting_retry = true;
+        self->delayed_send(self, action.delay, pull_atom::value, true);
+        return;
+      }
+      if (action.what == error_action::kind::skip) {
+        if (auto err = st.consumer->save_checkpoint(rec.position))
+          consumer_crash(*st.consumer, "cannot save its checkpoint", err);
+        committed(rec.position);
+      } else {
+        auto why = caf::make_error(caf::sec::runtime_error, st.consumer->name() + " stopped at event "
+                                                              + std::to_string(rec.position) + " (" + rec.type
+                                                              + "): " + caf::to_string(out.error));
+        st.status->stop(why);
+        // Final until an operator restarts it: exit as a shutdown, which a
+        // transient child spec does not restart.
+        self->quit(caf::exit_reason::user_shutdown);
+        return;
+      }
+    }
+    if (out.failed != nullptr || batch->size() == st.options.batch_size) {
+      st.pulling = true;
+      self->send(self, pull_atom::value);
+    }
+  };
+  return {
+    [pull](pull_atom) { pull(); },
+    [self, pull](pull_atom, bool) { // a retry's timer
+      self->state.waiting_retry = false;
+      pull();
+    },
+    [self](head_atom, uint64_t head) { // new events in the store
+      auto& st = self->state;
+      if (head > st.position && !st.pulling && !st.waiting_retry) {
+        st.pulling = true;
+        self->send(self, pull_atom::value);
+      }
+    },
+  };
+}
+
+} // namespace detail
+
+/// The child spec of a consumer: transient, so a crash restarts it (it
+/// resumes from its checkpoint) while a stop decided by its error policy
+/// does not. `make` builds a fresh consumer at every (re)start.
+template <class Consumer>
+supervision::child_spec consumer_child_spec(std::string id, std::function<std::unique_ptr<Consumer>()> make,
+                                            persistence::event_store* store, std::shared_ptr<handler_status> status,
+                                            handler_options options,
+                                            std::function<void(const caf::actor&)> started = {}) {
+  supervision::child_spec spec;
+  spec.id = std::move(id);
+  spec.restart = supervision::restart_type::transient;
+  spec.start = [=](caf::actor_system& sys, const caf::message&) -> caf::expected<caf::actor> {
+    caf::actor a = sys.spawn(detail::consumer_actor<Consumer>, make, store, status, options);
+    if (started)
+      started(a);
+    return a;
+  };
+  return spec;
+}
+
+/// Runs `handle` on the event if its type is one of `Variant`'s: `f(E)` is
+/// called with the decoded event. Returns false if the type is not listed.
+/// Errors of decoding go to `err`.
+template <class Variant, class F>
+bool visit_event(const persistence::event_registry& types, const persistence::recorded_event& rec, caf::error& err,
+                 F&& f) {
+  bool matched = false;
+  auto try_one = [&]<class E>(std::type_identity<E>) {
+    if (matched || rec.type != E::type_name)
+      return;
+    matched = true;
+    auto ev = types.unpack<E>(rec);
+    if (!ev) {
+      err = std::move(ev.error());
+      return;
+    }
+    try {
+      err = f(*ev);
+    } catch (const std::exception& e) {
+      err = caf::make_error(caf::sec::runtime_error, std::string{"threw: "} + e.what());
+    } catch (...) {
+      err = caf::make_error(caf::sec::runtime_error, "threw a non-standard exception");
+    }
+  };
+  [&]<class... Es>(std::type_identity<std::variant<Es...>>) {
+    (try_one(std::type_identity<Es>{}), ...);
+  }(std::type_identity<Variant>{});
+  return matched;
+}
+
+} // namespace sourcery

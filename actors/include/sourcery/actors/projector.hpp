@@ -1,0 +1,183 @@
+#pragma once
+
+// Writing an LMDB projection: a read model whose writes and checkpoint
+// commit in one transaction, so a crash can neither lose an event's effect
+// nor apply it twice — no idempotence tricks needed.
+//
+//     struct balance_view {
+//       static constexpr const char* projection_name = "bank.balances";
+//       using event = std::variant<money_deposited, money_withdrawn>;
+//
+//       caf::error project(const money_deposited& e, const sourcery::event_context& ctx,
+//                          sourcery::persistence::projection_store::writer& w) {
+//         auto old = w.get("balances", ctx.stream_id);
+//         w.put("balances", ctx.stream_id, std::to_string(std::stoll(old.value_or("0")) + e.amount));
+//         return {};
+//       }
+//     };
+//
+// The projector runs as a supervised actor like an event handler, one
+// transaction per batch. When `project` fails, the batch's writes are
+// rolled back, the events before the failing one are committed again, and
+// the error policy decides about the failing event.
+
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <string>
+
+#include "sourcery/actors/event_consumer.hpp"
+#include "sourcery/persistence/projection_store.hpp"
+
+namespace sourcery {
+
+template <class P>
+concept projector = requires {
+  { P::projection_name } -> std::convertible_to<const char*>;
+  typename P::event;
+};
+
+/// A limit for projecting "as of" a past moment: events up to a position
+/// and created no later than a time (microseconds since the epoch, as
+/// `recorded_event::created_at`).
+struct as_of {
+  uint64_t position = std::numeric_limits<uint64_t>::max();
+  int64_t created_at = std::numeric_limits<int64_t>::max();
+
+  bool includes(const persistence::recorded_event& ev) const {
+    return ev.position <= position && ev.created_at <= created_at;
+  }
+};
+
+namespace detail {
+
+/// Drives a projector: one projection-store transaction per batch.
+template <projector P>
+class projector_consumer {
+public:
+  projector_consumer(std::unique_ptr<P> projector, persistence::projection_store* models,
+                     const persistence::event_registry* types, error_policy policy, std::string instance)
+    : projector_(std::move(projector)), models_(models), types_(types), policy_(policy),
+      instance_(std::move(instance)) {}
+
+  std::string name() const { return "projection " + instance_; }
+
+  caf::expected<std::optional<uint64_t>> load_checkpoint() { return models_->checkpoint(instance_); }
+
+  caf::error save_checkpoint(uint64_t position) {
+    return models_->write(instance_, position, [](persistence::projection_store::writer&) { return caf::error{}; });
+  }
+
+  batch_outcome consume(const std::vector<persistence::recorded_event>& batch, uint64_t position) {
+    batch_outcome out;
+    out.committed = position;
+    if (batch.empty())
+      return out;
+    size_t failed_at = batch.size();
+    caf::error failure;
+    auto project_first = [&](size_t n) {
+      return [&, n](persistence::projection_store::writer& w) -> caf::error {
+        for (size_t i = 0; i < n; ++i) {
+          caf::error err;
+          visit_event<typename P::event>(*types_, batch[i], err, [&](const auto& ev) -> caf::error {
+            return projector_->project(ev, batch[i], w);
+          });
+          if (err) {
+            failed_at = i;
+            failure = err;
+            return err;
+          }
+        }
+        return {};
+      };
+    };
+    auto err = models_->write(instance_, batch.back().position, project_first(batch.size()));
+    if (!err) {
+      out.committed = batch.back().position;
+      return out;
+    }
+    if (failed_at == batch.size())
+      consumer_crash(*this, "cannot write its read model", err); // storage, not the projector
+    out.failed = &batch[failed_at];
+    out.error = failure;
+    if (failed_at > 0) {
+      size_t n = failed_at;
+      if (auto again = models_->write(instance_, batch[n - 1].position, project_first(n)))
+        consumer_crash(*this, "cannot write its read model", again);
+      out.committed = batch[n - 1].position;
+    }
+    return out;
+  }
+
+  error_action decide(const caf::error& err, const persistence::recorded_event& rec, uint32_t failures) {
+    if constexpr (requires { { projector_->on_error(err, rec, failures) } -> std::convertible_to<error_action>; })
+      return projector_->on_error(err, rec, failures);
+    else
+      return policy_.decide(failures);
+  }
+
+private:
+  std::unique_ptr<P> projector_;
+  persistence::projection_store* models_;
+  const persistence::event_registry* types_;
+  error_policy policy_;
+  std::string instance_;
+};
+
+} // namespace detail
+
+/// The child spec of projector `P` ("projection:<name>", transient).
+template <projector P>
+supervision::child_spec projector_child_spec(std::function<std::unique_ptr<P>()> make, persistence::event_store* store,
+                                             persistence::projection_store* models,
+                                             const persistence::event_registry* types,
+                                             std::shared_ptr<handler_status> status, handler_options options,
+                                             std::function<void(const caf::actor&)> started = {}) {
+  using consumer = detail::projector_consumer<P>;
+  std::function<std::unique_ptr<consumer>()> make_consumer = [make, models, types, policy = options.on_error] {
+    return std::make_unique<consumer>(make(), models, types, policy, P::projection_name);
+  };
+  return consumer_child_spec<consumer>(std::string{"projection:"} + P::projection_name, std::move(make_consumer),
+                                       store, std::move(status), options, std::move(started));
+}
+
+/// Builds projection `P` from the log into `instance` (its tables and
+/// checkpoint are reset first), with the events `limit` includes: the read
+/// model as it was at a past position or time ("time travel"), or a fresh
+/// copy to compare with the live one. Runs on the caller's thread. Returns
+/// the last position projected. Errors: the first failing event's error,
+/// store errors.
+template <projector P>
+caf::expected<uint64_t> project_as_of(const persistence::event_store& store, const persistence::event_registry& types,
+                                      persistence::projection_store& models, const std::string& instance,
+                                      as_of limit = {}, std::unique_ptr<P> fresh = std::make_unique<P>()) {
+  if (auto err = models.reset(instance))
+    return err;
+  detail::projector_consumer<P> consumer{std::move(fresh), &models, &types, error_policy{}, instance};
+  uint64_t position = 0;
+  std::vector<persistence::recorded_event> batch;
+  for (bool done = false; !done;) {
+    auto read = store.read_all(position + 1, 1024);
+    if (!read)
+      return read.error();
+    batch.clear();
+    for (auto& ev : *read) {
+      if (!limit.includes(ev)) {
+        done = true;
+        break;
+      }
+      batch.push_back(std::move(ev));
+    }
+    if (read->size() < 1024)
+      done = true;
+    if (batch.empty())
+      break;
+    auto out = consumer.consume(batch, position);
+    if (out.failed != nullptr)
+      return out.error;
+    position = out.committed;
+  }
+  return position;
+}
+
+} // namespace sourcery

@@ -1,0 +1,90 @@
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
+
+#include "sourcery/persistence/lmdb_store.hpp"
+
+namespace sourcery::persistence {
+
+struct projection_store_options {
+  /// Directory of the read models; created if missing.
+  std::string path;
+  durability mode = durability::durable;
+  size_t initial_map_size = size_t{16} << 20;
+};
+
+/// Read models in LMDB, with each projection's checkpoint in the same
+/// environment, so a batch of read-model writes and the position it brings
+/// the projection to commit in one transaction: a crash can neither lose an
+/// event's effect nor apply it twice (what Commanded's Ecto projections do
+/// with `projection_versions`).
+///
+/// A projection owns tables of ordered key -> value rows (bytes, typically
+/// msgpack or JSON). Writes go through `write`; reads run in read
+/// transactions on the caller's thread and never wait for a writer.
+class projection_store {
+public:
+  /// Errors: io_error, foreign_store, invalid_argument.
+  static caf::expected<std::unique_ptr<projection_store>> open(projection_store_options options);
+  ~projection_store();
+  projection_store(const projection_store&) = delete;
+  projection_store& operator=(const projection_store&) = delete;
+
+  /// The writes of one `write` call, valid only inside it. Reads see the
+  /// writes made so far.
+  class writer {
+  public:
+    void put(std::string_view table, std::string_view key, std::string_view value);
+    std::optional<std::string> get(std::string_view table, std::string_view key) const;
+    /// Whether the row existed.
+    bool erase(std::string_view table, std::string_view key);
+    /// Rows of `table` in key order.
+    std::vector<std::pair<std::string, std::string>> scan(std::string_view table) const;
+
+  private:
+    friend class projection_store;
+    writer(void* txn, unsigned dbi, std::string_view projection) : txn_(txn), dbi_(dbi), projection_(projection) {}
+    void* txn_;
+    unsigned dbi_;
+    std::string_view projection_;
+    int failed_ = 0; // first LMDB error; the transaction is then aborted
+  };
+
+  /// Runs `f` in one write transaction and, unless it returns an error,
+  /// records `position` as the checkpoint of `projection` and commits
+  /// durably. `f` may run more than once (when the map must grow): it must
+  /// only write through the writer. Errors: `f`'s error, store_full,
+  /// io_error, invalid_argument (position not past the checkpoint).
+  caf::error write(std::string_view projection, uint64_t position, const std::function<caf::error(writer&)>& f);
+
+  /// The position `projection` has reached (nullopt: never written).
+  caf::expected<std::optional<uint64_t>> checkpoint(std::string_view projection) const;
+  caf::expected<std::optional<std::string>> get(std::string_view projection, std::string_view table,
+                                                std::string_view key) const;
+  caf::expected<std::vector<std::pair<std::string, std::string>>> scan(std::string_view projection,
+                                                                       std::string_view table) const;
+  /// Every table of `projection`, in order, as (table, key, value): to
+  /// compare read models, or export one.
+  caf::expected<std::vector<std::tuple<std::string, std::string, std::string>>>
+  dump(std::string_view projection) const;
+
+  /// Drops every row and the checkpoint of `projection`, in one transaction.
+  caf::error reset(std::string_view projection);
+
+private:
+  struct impl;
+  explicit projection_store(std::unique_ptr<impl> impl);
+  std::unique_ptr<impl> impl_;
+};
+
+} // namespace sourcery::persistence

@@ -1,0 +1,329 @@
+#include "sourcery/persistence/projection_store.hpp"
+
+#include <filesystem>
+#include <mutex>
+#include <shared_mutex>
+
+#include <lmdb.h>
+
+#include "big_endian.hpp"
+#include "lmdb_error.hpp"
+
+namespace sourcery::persistence {
+
+namespace {
+
+using detail::mdb_error;
+
+// Rows live in one database, keyed projection \0 table \0 key, so a
+// projection's rows are one key range (reset, dump) and a table's too (scan).
+std::string row_prefix(std::string_view projection, std::string_view table) {
+  std::string k;
+  k.reserve(projection.size() + table.size() + 2);
+  k.append(projection).push_back('\0');
+  k.append(table).push_back('\0');
+  return k;
+}
+
+std::string projection_prefix(std::string_view projection) {
+  std::string k{projection};
+  k.push_back('\0');
+  return k;
+}
+
+MDB_val val(std::string_view s) {
+  return {s.size(), const_cast<char*>(s.data())};
+}
+
+std::string_view view(const MDB_val& v) {
+  return {static_cast<const char*>(v.mv_data), v.mv_size};
+}
+
+bool valid_name(std::string_view name) {
+  return !name.empty() && name.size() <= 200 && name.find('\0') == std::string_view::npos;
+}
+
+/// Visits the rows whose key starts with `prefix`, in order.
+template <class F>
+int for_prefix(MDB_txn* txn, MDB_dbi dbi, const std::string& prefix, F&& f) {
+  MDB_cursor* cur = nullptr;
+  if (int rc = mdb_cursor_open(txn, dbi, &cur); rc != 0)
+    return rc;
+  MDB_val k = val(prefix), v;
+  int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+  while (rc == 0 && view(k).substr(0, prefix.size()) == prefix) {
+    f(view(k).substr(prefix.size()), view(v));
+    rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+  }
+  mdb_cursor_close(cur);
+  return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+} // namespace
+
+struct projection_store::impl {
+  MDB_env* env = nullptr;
+  MDB_dbi rows = 0, checkpoints = 0;
+  std::mutex write_mtx;             // one writer at a time
+  mutable std::shared_mutex resize_mtx; // growing the map excludes every transaction
+
+  ~impl() {
+    if (env != nullptr)
+      mdb_env_close(env);
+  }
+
+  struct read_txn {
+    std::shared_lock<std::shared_mutex> lock;
+    MDB_txn* txn = nullptr;
+    read_txn() = default;
+    read_txn(read_txn&& o) noexcept : lock(std::move(o.lock)), txn(std::exchange(o.txn, nullptr)) {}
+    ~read_txn() {
+      if (txn != nullptr)
+        mdb_txn_abort(txn);
+    }
+  };
+
+  caf::expected<read_txn> begin_read() const {
+    read_txn r;
+    r.lock = std::shared_lock{resize_mtx};
+    if (int rc = mdb_txn_begin(env, nullptr, MDB_RDONLY, &r.txn); rc != 0) {
+      r.txn = nullptr;
+      return mdb_error(rc, "begin read transaction");
+    }
+    return r;
+  }
+
+  bool grow() {
+    std::unique_lock excl{resize_mtx};
+    MDB_envinfo info;
+    mdb_env_info(env, &info);
+    return mdb_env_set_mapsize(env, info.me_mapsize * 2) == 0;
+  }
+};
+
+caf::expected<std::unique_ptr<projection_store>> projection_store::open(projection_store_options options) {
+  std::error_code ec;
+  std::filesystem::create_directories(options.path, ec);
+  if (ec)
+    return make_error(store_errc::io_error, "cannot create " + options.path + ": " + ec.message());
+  auto p = std::make_unique<impl>();
+  if (int rc = mdb_env_create(&p->env); rc != 0)
+    return mdb_error(rc, "create environment");
+  mdb_env_set_maxdbs(p->env, 4);
+  mdb_env_set_mapsize(p->env, options.initial_map_size);
+  unsigned flags = MDB_NOTLS;
+  if (options.mode == durability::no_meta_sync)
+    flags |= MDB_NOMETASYNC;
+  else if (options.mode == durability::no_sync)
+    flags |= MDB_NOSYNC;
+  if (int rc = mdb_env_open(p->env, options.path.c_str(), flags, 0644); rc != 0)
+    return mdb_error(rc, "open read models at " + options.path);
+  MDB_txn* txn = nullptr;
+  if (int rc = mdb_txn_begin(p->env, nullptr, 0, &txn); rc != 0)
+    return mdb_error(rc, "begin");
+  int rc = mdb_dbi_open(txn, "rows", MDB_CREATE, &p->rows);
+  if (rc == 0)
+    rc = mdb_dbi_open(txn, "checkpoints", MDB_CREATE, &p->checkpoints);
+  if (rc == 0)
+    rc = mdb_txn_commit(txn);
+  else
+    mdb_txn_abort(txn);
+  if (rc != 0)
+    return mdb_error(rc, "open read model tables");
+  return std::unique_ptr<projection_store>{new projection_store{std::move(p)}};
+}
+
+projection_store::projection_store(std::unique_ptr<impl> impl) : impl_(std::move(impl)) {}
+
+projection_store::~projection_store() = default;
+
+// -- writer -------------------------------------------------------------------
+
+void projection_store::writer::put(std::string_view table, std::string_view key, std::string_view value) {
+  if (failed_ != 0)
+    return;
+  if (!valid_name(table)) {
+    failed_ = EINVAL;
+    return;
+  }
+  auto k = row_prefix(projection_, table).append(key);
+  MDB_val kv = val(k), vv = val(value);
+  if (int rc = mdb_put(static_cast<MDB_txn*>(txn_), dbi_, &kv, &vv, 0); rc != 0)
+    failed_ = rc;
+}
+
+std::optional<std::string> projection_store::writer::get(std::string_view table, std::string_view key) const {
+  auto k = row_prefix(projection_, table).append(key);
+  MDB_val kv = val(k), vv;
+  if (mdb_get(static_cast<MDB_txn*>(txn_), dbi_, &kv, &vv) != 0)
+    return std::nullopt;
+  return std::string{view(vv)};
+}
+
+bool projection_store::writer::erase(std::string_view table, std::string_view key) {
+  if (failed_ != 0)
+    return false;
+  auto k = row_prefix(projection_, table).append(key);
+  MDB_val kv = val(k);
+  int rc = mdb_del(static_cast<MDB_txn*>(txn_), dbi_, &kv, nullptr);
+  if (rc != 0 && rc != MDB_NOTFOUND)
+    failed_ = rc;
+  return rc == 0;
+}
+
+std::vector<std::pair<std::string, std::string>> projection_store::writer::scan(std::string_view table) const {
+  std::vector<std::pair<std::string, std::string>> out;
+  for_prefix(static_cast<MDB_txn*>(txn_), dbi_, row_prefix(projection_, table),
+             [&](std::string_view k, std::string_view v) { out.emplace_back(k, v); });
+  return out;
+}
+
+// -- store --------------------------------------------------------------------
+
+caf::error projection_store::write(std::string_view projection, uint64_t position,
+                                   const std::function<caf::error(writer&)>& f) {
+  if (!valid_name(projection))
+    return make_error(store_errc::invalid_argument, "projection names are 1 to 200 bytes without NUL");
+  std::lock_guard writing{impl_->write_mtx};
+  for (int attempt = 0; attempt < 16; ++attempt) {
+    std::shared_lock lock{impl_->resize_mtx};
+    MDB_txn* txn = nullptr;
+    if (int rc = mdb_txn_begin(impl_->env, nullptr, 0, &txn); rc != 0)
+      return mdb_error(rc, "begin write transaction");
+    MDB_val ck = val(projection), cv;
+    if (int rc = mdb_get(txn, impl_->checkpoints, &ck, &cv); rc == 0 && cv.mv_size == 8
+        && detail::get_be64(static_cast<const uint8_t*>(cv.mv_data)) > position) {
+      mdb_txn_abort(txn);
+      return make_error(store_errc::invalid_argument, "projection " + std::string{projection} + " is past position "
+                                                         + std::to_string(position));
+    }
+    writer w{txn, impl_->rows, projection};
+    caf::error err = f(w);
+    if (err) {
+      mdb_txn_abort(txn);
+      return err;
+    }
+    int rc = w.failed_;
+    if (rc == 0) {
+      uint8_t buf[8];
+      detail::put_be64(buf, position);
+      MDB_val pv{8, buf};
+      rc = mdb_put(txn, impl_->checkpoints, &ck, &pv, 0);
+    }
+    if (rc == 0) {
+      rc = mdb_txn_commit(txn);
+    } else {
+      mdb_txn_abort(txn);
+    }
+    if (rc == 0)
+      return {};
+    if (rc == EINVAL)
+      return make_error(store_errc::invalid_argument, "table names are 1 to 200 bytes without NUL");
+    if (rc != MDB_MAP_FULL)
+      return mdb_error(rc, "write projection " + std::string{projection});
+    lock.unlock();
+    if (!impl_->grow())
+      return mdb_error(rc, "grow read models");
+  }
+  return make_error(store_errc::store_full, "read models: the map cannot grow enough");
+}
+
+caf::expected<std::optional<uint64_t>> projection_store::checkpoint(std::string_view projection) const {
+  auto r = impl_->begin_read();
+  if (!r)
+    return r.error();
+  MDB_val k = val(projection), v;
+  int rc = mdb_get(r->txn, impl_->checkpoints, &k, &v);
+  if (rc == MDB_NOTFOUND)
+    return std::optional<uint64_t>{};
+  if (rc != 0)
+    return mdb_error(rc, "read checkpoint");
+  if (v.mv_size != 8)
+    return make_error(store_errc::corrupt_store, "checkpoint of " + std::string{projection} + " has a wrong size");
+  return std::optional<uint64_t>{detail::get_be64(static_cast<const uint8_t*>(v.mv_data))};
+}
+
+caf::expected<std::optional<std::string>> projection_store::get(std::string_view projection, std::string_view table,
+                                                                std::string_view key) const {
+  auto r = impl_->begin_read();
+  if (!r)
+    return r.error();
+  auto k = row_prefix(projection, table).append(key);
+  MDB_val kv = val(k), vv;
+  int rc = mdb_get(r->txn, impl_->rows, &kv, &vv);
+  if (rc == MDB_NOTFOUND)
+    return std::optional<std::string>{};
+  if (rc != 0)
+    return mdb_error(rc, "read row");
+  return std::optional<std::string>{std::string{view(vv)}};
+}
+
+caf::expected<std::vector<std::pair<std::string, std::string>>>
+projection_store::scan(std::string_view projection, std::string_view table) const {
+  auto r = impl_->begin_read();
+  if (!r)
+    return r.error();
+  std::vector<std::pair<std::string, std::string>> out;
+  if (int rc = for_prefix(r->txn, impl_->rows, row_prefix(projection, table),
+                          [&](std::string_view k, std::string_view v) { out.emplace_back(k, v); });
+      rc != 0)
+    return mdb_error(rc, "scan table");
+  return out;
+}
+
+caf::expected<std::vector<std::tuple<std::string, std::string, std::string>>>
+projection_store::dump(std::string_view projection) const {
+  auto r = impl_->begin_read();
+  if (!r)
+    return r.error();
+  std::vector<std::tuple<std::string, std::string, std::string>> out;
+  if (int rc = for_prefix(r->txn, impl_->rows, projection_prefix(projection),
+                          [&](std::string_view k, std::string_view v) {
+                            auto cut = k.find('\0');
+                            out.emplace_back(std::string{k.substr(0, cut)}, std::string{k.substr(cut + 1)},
+                                             std::string{v});
+                          });
+      rc != 0)
+    return mdb_error(rc, "dump projection");
+  return out;
+}
+
+caf::error projection_store::reset(std::string_view projection) {
+  if (!valid_name(projection))
+    return make_error(store_errc::invalid_argument, "projection names are 1 to 200 bytes without NUL");
+  std::lock_guard writing{impl_->write_mtx};
+  std::shared_lock lock{impl_->resize_mtx};
+  MDB_txn* txn = nullptr;
+  if (int rc = mdb_txn_begin(impl_->env, nullptr, 0, &txn); rc != 0)
+    return mdb_error(rc, "begin write transaction");
+  MDB_cursor* cur = nullptr;
+  int rc = mdb_cursor_open(txn, impl_->rows, &cur);
+  auto prefix = projection_prefix(projection);
+  if (rc == 0) {
+    MDB_val k = val(prefix), v;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    while (rc == 0 && view(k).substr(0, prefix.size()) == prefix) {
+      rc = mdb_cursor_del(cur, 0);
+      if (rc == 0) {
+        k = val(prefix); // search again: where a deleted cursor stands varies
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+      }
+    }
+    mdb_cursor_close(cur);
+    if (rc == MDB_NOTFOUND)
+      rc = 0; // past the last row
+  }
+  if (rc == 0) {
+    MDB_val ck = val(projection);
+    rc = mdb_del(txn, impl_->checkpoints, &ck, nullptr);
+    if (rc == MDB_NOTFOUND)
+      rc = 0;
+  }
+  if (rc == 0)
+    rc = mdb_txn_commit(txn);
+  else
+    mdb_txn_abort(txn);
+  return rc == 0 ? caf::error{} : mdb_error(rc, "reset projection " + std::string{projection});
+}
+
+} // namespace sourcery::persistence
