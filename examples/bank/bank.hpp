@@ -4,6 +4,7 @@
 // (The bank demo of issue 6 will grow from here.)
 
 #include <cstdint>
+#include <set>
 #include <string>
 #include <variant>
 
@@ -15,8 +16,9 @@ namespace bank {
 
 // -- commands ------------------------------------------------------------------
 struct open_account { std::string account, owner; };
-struct deposit { std::string account; int64_t amount = 0; };
-struct withdraw { std::string account; int64_t amount = 0; };
+/// `transfer` names the money transfer a deposit or withdrawal belongs to, if any.
+struct deposit { std::string account; int64_t amount = 0; std::string transfer = {}; };
+struct withdraw { std::string account; int64_t amount = 0; std::string transfer = {}; };
 
 // -- events --------------------------------------------------------------------
 struct account_opened {
@@ -27,22 +29,27 @@ struct account_opened {
 struct money_deposited {
   static constexpr const char* type_name = "bank.money_deposited";
   int64_t amount = 0;
-  MSGPACK_DEFINE_MAP(amount);
+  std::string transfer = {};
+  MSGPACK_DEFINE_MAP(amount, transfer);
 };
 struct money_withdrawn {
   static constexpr const char* type_name = "bank.money_withdrawn";
   int64_t amount = 0;
-  MSGPACK_DEFINE_MAP(amount);
+  std::string transfer = {};
+  MSGPACK_DEFINE_MAP(amount, transfer);
 };
 
 // -- the aggregate -------------------------------------------------------------
 struct account {
   using event = std::variant<account_opened, money_deposited, money_withdrawn>;
-  static constexpr uint32_t snapshot_version = 1;
+  static constexpr uint32_t snapshot_version = 2;
 
   bool open = false;
   int64_t balance = 0;
-  MSGPACK_DEFINE_MAP(open, balance);
+  /// Transfers already applied here: a process manager delivers commands
+  /// at least once, so a transfer's withdrawal or deposit may come twice.
+  std::set<std::string> transfers;
+  MSGPACK_DEFINE_MAP(open, balance, transfers);
 
   sourcery::outcome<event> execute(const open_account& c) const {
     if (open)
@@ -54,19 +61,87 @@ struct account {
       return sourcery::reject("not_open");
     if (c.amount <= 0)
       return sourcery::reject("invalid_amount", "deposits are positive");
-    return money_deposited{c.amount};
+    if (!c.transfer.empty() && transfers.count(c.transfer + "+") != 0)
+      return sourcery::no_events;
+    return money_deposited{c.amount, c.transfer};
   }
   sourcery::outcome<event> execute(const withdraw& c) const {
     if (!open)
       return sourcery::reject("not_open");
+    if (!c.transfer.empty() && transfers.count(c.transfer + "-") != 0)
+      return sourcery::no_events;
     if (c.amount > balance)
       return sourcery::reject("insufficient_funds", "balance " + std::to_string(balance));
-    return money_withdrawn{c.amount};
+    return money_withdrawn{c.amount, c.transfer};
   }
 
   void apply(const account_opened&) { open = true; }
-  void apply(const money_deposited& e) { balance += e.amount; }
-  void apply(const money_withdrawn& e) { balance -= e.amount; }
+  void apply(const money_deposited& e) {
+    balance += e.amount;
+    if (!e.transfer.empty())
+      transfers.insert(e.transfer + "+");
+  }
+  void apply(const money_withdrawn& e) {
+    balance -= e.amount;
+    if (!e.transfer.empty())
+      transfers.insert(e.transfer + "-");
+  }
+};
+
+// -- money transfers -----------------------------------------------------------
+// A transfer is its own aggregate (its request and outcome); the transfer
+// process manager (transfer_saga.hpp) moves the money between the accounts.
+struct request_transfer { std::string transfer, from, to; int64_t amount = 0; };
+struct complete_transfer { std::string transfer; };
+struct fail_transfer { std::string transfer, reason; };
+
+struct transfer_requested {
+  static constexpr const char* type_name = "bank.transfer_requested";
+  std::string transfer, from, to;
+  int64_t amount = 0;
+  MSGPACK_DEFINE_MAP(transfer, from, to, amount);
+};
+struct transfer_completed {
+  static constexpr const char* type_name = "bank.transfer_completed";
+  std::string transfer;
+  MSGPACK_DEFINE_MAP(transfer);
+};
+struct transfer_failed {
+  static constexpr const char* type_name = "bank.transfer_failed";
+  std::string transfer, reason;
+  MSGPACK_DEFINE_MAP(transfer, reason);
+};
+
+struct transfer {
+  using event = std::variant<transfer_requested, transfer_completed, transfer_failed>;
+  enum class stage : uint8_t { none, requested, completed, failed };
+  stage at = stage::none;
+
+  sourcery::outcome<event> execute(const request_transfer& c) const {
+    if (at != stage::none)
+      return sourcery::reject("already_requested");
+    if (c.amount <= 0 || c.from == c.to)
+      return sourcery::reject("invalid_transfer");
+    return transfer_requested{c.transfer, c.from, c.to, c.amount};
+  }
+  sourcery::outcome<event> execute(const complete_transfer& c) const {
+    if (at == stage::completed)
+      return sourcery::no_events; // a redelivered command: already done
+    if (at != stage::requested)
+      return sourcery::reject("not_pending");
+    return transfer_completed{c.transfer};
+  }
+  sourcery::outcome<event> execute(const fail_transfer& c) const {
+    if (at == stage::failed)
+      return sourcery::no_events;
+    if (at != stage::requested)
+      return sourcery::reject("not_pending");
+    return transfer_failed{c.transfer, c.reason};
+  }
+
+  void apply(const transfer_requested&) { at = stage::requested; }
+  void apply(const transfer_completed&) { at = stage::completed; }
+  void apply(const transfer_failed&) { at = stage::failed; }
 };
 
 } // namespace bank

@@ -13,6 +13,9 @@ inline sourcery::router routes() {
   r.route<account, open_account>(&open_account::account, "account-");
   r.route<account, deposit>(&deposit::account, "account-");
   r.route<account, withdraw>(&withdraw::account, "account-");
+  r.route<transfer, request_transfer>(&request_transfer::transfer, "transfer-");
+  r.route<transfer, complete_transfer>(&complete_transfer::transfer, "transfer-");
+  r.route<transfer, fail_transfer>(&fail_transfer::transfer, "transfer-");
   return r;
 }
 
