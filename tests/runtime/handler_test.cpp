@@ -7,6 +7,7 @@
 #include <thread>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "../../examples/bank/routes.hpp"
 #include "../support/temp_dir.hpp"
@@ -96,6 +97,35 @@ struct stray_handler {
   static constexpr const char* handler_name = "test.stray_handler";
   using event = std::variant<stray>;
   caf::error handle(const stray&, const event_context&) { return {}; }
+};
+
+// A member directory whose event changed shape: version 1 stored first and
+// last names, version 2 one full name.
+struct member_joined {
+  static constexpr const char* type_name = "test.member_joined";
+  static constexpr uint32_t schema_version = 2;
+  std::string full_name;
+  MSGPACK_DEFINE_MAP(full_name);
+  static void upcast(nlohmann::json& d, uint32_t from) {
+    if (from == 1) {
+      d["full_name"] = d.value("first", "") + " " + d.value("last", "");
+      d.erase("first");
+      d.erase("last");
+    }
+  }
+};
+struct join { std::string member, name; };
+struct member {
+  using event = std::variant<member_joined>;
+  std::string name;
+  sourcery::outcome<event> execute(const join& c) const { return member_joined{c.name}; }
+  void apply(const member_joined& e) { name = e.full_name; }
+};
+struct member_names {
+  static constexpr const char* handler_name = "test.member_names";
+  using event = std::variant<member_joined>;
+  std::shared_ptr<std::vector<std::string>> names;
+  void handle(const member_joined& e, const event_context&) { names->push_back(e.full_name); }
 };
 
 class handlers : public ::testing::Test {
@@ -305,6 +335,36 @@ TEST_F(handlers, a_handler_of_an_unknown_event_type_is_refused) {
   auto r = app_->add_handler<stray_handler>();
   ASSERT_FALSE(r);
   EXPECT_EQ(code_of_dispatch(r.error()), dispatch_errc::invalid_route);
+}
+
+TEST(upcasting, handlers_and_aggregates_see_old_events_in_their_current_shape) {
+  sourcery::testing::temp_dir dir;
+  application_config cfg;
+  cfg.data_dir = (dir / "store").string();
+  router r;
+  r.route<member, join>(&join::member, "member-");
+  auto app = application::start(cfg, std::move(r));
+  ASSERT_TRUE(app) << describe_error(app.error());
+  // An event written by an older version of the program.
+  persistence::event_data old;
+  old.type = "test.member_joined";
+  old.schema_version = 1;
+  old.data = nlohmann::json::to_msgpack(nlohmann::json{{"first", "Ada"}, {"last", "Lovelace"}});
+  ASSERT_TRUE((*app)->store().append("member-1", persistence::expected_version::no_stream(), {old}));
+  ASSERT_TRUE((*app)->dispatch(join{"2", "Alan Turing"}));
+  auto names = std::make_shared<std::vector<std::string>>();
+  auto status = (*app)->add_handler<member_names>({}, true, [names] {
+    auto h = std::make_unique<member_names>();
+    h->names = names;
+    return h;
+  });
+  ASSERT_TRUE(status) << describe_error(status.error());
+  for (int i = 0; i < 400 && (*status)->position() < 2; ++i)
+    std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(*names, (std::vector<std::string>{"Ada Lovelace", "Alan Turing"}));
+  auto m = (*app)->aggregate_state<member>("member-1");
+  ASSERT_TRUE(m);
+  EXPECT_EQ(m->name, "Ada Lovelace");
 }
 
 } // namespace

@@ -22,8 +22,10 @@
 //     };
 //
 // An event type names itself with `type_name` and may give a
-// `schema_version` (default 1). An aggregate lists its events in `event`,
-// has one `execute` per command (or the router supplies a command handler)
+// `schema_version` (default 1) and a `static void upcast(nlohmann::json&,
+// uint32_t from_version)` that upgrades data stored by older versions. An
+// aggregate lists its events in `event`, has one `execute` per command (or
+// the router supplies a command handler)
 // and one `apply` per event. For snapshots it adds MSGPACK_DEFINE_MAP over
 // its state and a `snapshot_version`.
 
@@ -38,6 +40,7 @@
 #include <vector>
 
 #include <caf/expected.hpp>
+#include <nlohmann/json.hpp>
 
 #include "sourcery/persistence/error.hpp"
 #include "sourcery/persistence/event_registry.hpp"
@@ -156,7 +159,17 @@ struct variant_events<std::variant<Es...>> {
     // The same type may serve several aggregates: registering it twice is fine.
     if (auto known = registry.name_of<E>(); known != nullptr && *known == E::type_name)
       return {};
-    return registry.add<E>(E::type_name, schema_version_of<E>());
+    if (auto err = registry.add<E>(E::type_name, schema_version_of<E>()))
+      return err;
+    // An event type at schema version N > 1 may upgrade older data with
+    // `static void upcast(nlohmann::json& data, uint32_t from_version)`;
+    // reads then hand every consumer the current shape.
+    if constexpr (requires(nlohmann::json& d) { E::upcast(d, uint32_t{}); }) {
+      for (uint32_t v = 1; v < schema_version_of<E>(); ++v)
+        if (auto err = registry.add_upcaster(E::type_name, v, [v](nlohmann::json& d) { E::upcast(d, v); }))
+          return err;
+    }
+    return {};
   }
 
   static caf::expected<std::variant<Es...>> decode(const persistence::event_registry& registry,

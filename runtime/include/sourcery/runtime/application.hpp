@@ -18,6 +18,7 @@
 #include "sourcery/persistence/event_store.hpp"
 #include "sourcery/persistence/lmdb_store.hpp"
 #include "sourcery/runtime/middleware.hpp"
+#include "sourcery/runtime/process_manager.hpp"
 #include "sourcery/runtime/router.hpp"
 
 namespace sourcery {
@@ -144,6 +145,12 @@ public:
     return status;
   }
 
+  /// Starts process manager `P` under the root supervisor (a transient child
+  /// "process:<name>"); its instances' states and its position live in
+  /// `read_models()`. Errors: as add_handler.
+  template <process_manager P>
+  caf::expected<std::shared_ptr<handler_status>> add_process_manager(process_options options = {});
+
   /// The read models of LMDB projections, opened on first use.
   caf::expected<persistence::projection_store*> read_models();
 
@@ -218,3 +225,5 @@ private:
 };
 
 } // namespace sourcery
+
+#include "sourcery/runtime/process_manager_actors.hpp"

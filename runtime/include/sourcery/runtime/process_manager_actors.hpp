@@ -1,0 +1,449 @@
+#pragma once
+
+// The actors behind a process manager (see process_manager.hpp): a router
+// that reads `$all` after the saved position and hands each event to the
+// instances it concerns, and the instances. Included by application.hpp,
+// after `application` is complete.
+
+#include <optional>
+
+#include "sourcery/runtime/process_manager.hpp"
+
+namespace sourcery {
+
+template <class C>
+process_command command(C cmd) {
+  process_command out;
+  out.name = name_of_type<C>();
+  out.value = cmd;
+  out.send = [cmd = std::move(cmd)](application& app, dispatch_options opts,
+                                    std::function<void(caf::expected<dispatch_result>)> done) {
+    app.dispatch_async(cmd, std::move(opts), std::move(done));
+  };
+  return out;
+}
+
+namespace detail {
+
+template <process_manager P>
+caf::behavior pm_instance(caf::stateful_actor<pm_instance_state<P>>* self, std::string id, std::string state,
+                          caf::actor router, application* app, const persistence::event_registry* types,
+                          process_options options) {
+  auto& st = self->state;
+  st.process = unpack_state<P>(state);
+  st.id = std::move(id);
+  st.router = std::move(router);
+  st.app = app;
+  st.types = types;
+  st.options = options;
+
+  auto arm_idle = [self] {
+    auto& st = self->state;
+    if (st.options.idle_timeout.count() > 0)
+      self->delayed_send(self, st.options.idle_timeout, pm_idle_atom::value, ++st.idle_generation);
+  };
+  // Forward declarations through shared function objects: each step may
+  // lead to the next one asynchronously.
+  auto next_event = std::make_shared<std::function<void()>>();
+  auto send_next = std::make_shared<std::function<void()>>();
+  auto finish = [self, next_event](bool skipped, caf::error failure) {
+    auto& st = self->state;
+    auto d = std::move(st.queue.front());
+    st.queue.pop_front();
+    st.busy = false;
+    st.failures = 0;
+    pm_outcome out;
+    out.position = d.event->position;
+    out.id = st.id;
+    out.failure = std::move(failure);
+    if (!out.failure && !skipped && d.how != interest::kind::stop) {
+      caf::error err;
+      visit_event<typename P::event>(*st.types, *d.event, err, [&](const auto& ev) -> caf::error {
+        if constexpr (requires { st.process.apply(ev); })
+          st.process.apply(ev);
+        return {};
+      });
+      if (err)
+        out.failure = err; // a broken apply is not retried: the state would be unknown
+    }
+    out.ended = d.how == interest::kind::stop;
+    if (!out.ended)
+      out.state = pack_state(st.process);
+    self->send(st.router, pm_done_atom::value, std::move(out));
+    (*next_event)();
+  };
+  auto fail = [self, finish](const caf::error& err) {
+    auto& st = self->state;
+    const auto& rec = *st.queue.front().event;
+    error_action action;
+    if constexpr (requires(P& p) { { p.on_error(err, rec, uint32_t{}) } -> std::convertible_to<error_action>; })
+      action = st.process.on_error(err, rec, ++st.failures);
+    else
+      action = st.options.on_error.decide(++st.failures);
+    st.pending.clear();
+    if (action.what == error_action::kind::retry) {
+      self->delayed_send(self, action.delay, pm_retry_atom::value);
+      return;
+    }
+    if (action.what == error_action::kind::skip)
+      return finish(true, {});
+    finish(false, caf::make_error(caf::sec::runtime_error,
+                                  std::string{"process "} + P::process_name + " instance " + st.id
+                                    + " stopped at event " + std::to_string(rec.position) + ": "
+                                    + describe_error(err)));
+  };
+  // Starts the event at the queue's front: its commands, from `handle`.
+  auto begin_event = [self, send_next, fail] {
+    auto& st = self->state;
+    const auto& rec = *st.queue.front().event;
+    caf::error err;
+    try {
+      visit_event<typename P::event>(*st.types, rec, err, [&](const auto& ev) -> caf::error {
+        if constexpr (requires { { st.process.handle(ev, rec) } -> std::convertible_to<commands>; })
+          st.pending = st.process.handle(ev, rec);
+        else if constexpr (requires { { st.process.handle(ev) } -> std::convertible_to<commands>; })
+          st.pending = st.process.handle(ev);
+        return {};
+      });
+    } catch (const std::exception& e) {
+      err = caf::make_error(caf::sec::runtime_error, std::string{"handle threw: "} + e.what());
+    }
+    if (err)
+      return fail(err);
+    (*send_next)();
+  };
+  *next_event = [self, begin_event, arm_idle] {
+    auto& st = self->state;
+    if (st.busy)
+      return;
+    if (st.queue.empty())
+      return arm_idle();
+    st.busy = true;
+    begin_event();
+  };
+  *send_next = [self, finish] {
+    auto& st = self->state;
+    if (st.pending.empty())
+      return finish(false, {});
+    const auto& rec = *st.queue.front().event;
+    dispatch_options opts;
+    opts.timeout = st.options.event_timeout;
+    opts.causation_id = rec.event_id.to_string();
+    opts.correlation_id = rec.correlation_id;
+    caf::actor me = caf::actor_cast<caf::actor>(self);
+    st.pending.front().send(*st.app, std::move(opts), [me](caf::expected<dispatch_result> r) {
+      caf::anon_send(me, pm_result_atom::value, pm_dispatched{std::move(r)});
+    });
+  };
+  self->send(self, pm_retry_atom::value, true); // first look at the queue
+  return {
+    [self, next_event](pm_event_atom, pm_delivery& d) {
+      self->state.queue.push_back(std::move(d));
+      (*next_event)();
+    },
+    [self, send_next, fail](pm_result_atom, pm_dispatched& r) {
+      auto& st = self->state;
+      if (st.pending.empty())
+        return; // a late answer after a retry was scheduled
+      auto cmd = std::move(st.pending.front());
+      st.pending.erase(st.pending.begin());
+      if (!r.result)
+        return fail(r.result.error());
+      if (!r.result->accepted) {
+        if constexpr (requires(const P& p, const failed_command& f, const event_context& c) {
+                        { p.on_rejected(f, c) } -> std::convertible_to<commands>;
+                      }) {
+          auto more = st.process.on_rejected(failed_command{cmd.name, cmd.value, r.result->why},
+                                             *st.queue.front().event);
+          for (auto& c : more)
+            st.pending.push_back(std::move(c));
+        }
+      }
+      (*send_next)();
+    },
+    [self, begin_event](pm_retry_atom) { // a retry's timer: the event again
+      if (!self->state.queue.empty())
+        begin_event();
+    },
+    [next_event](pm_retry_atom, bool) { (*next_event)(); },
+    [self](pm_idle_atom, uint64_t generation) {
+      auto& st = self->state;
+      if (generation == st.idle_generation && !st.busy && st.queue.empty())
+        self->send(st.router, pm_idle_atom::value, st.id);
+    },
+    [self](pm_idle_atom) { // the router agrees: passivate
+      auto& st = self->state;
+      if (!st.busy && st.queue.empty())
+        self->quit();
+    },
+  };
+}
+
+template <process_manager P>
+struct pm_router_state {
+  persistence::event_store* store = nullptr;
+  persistence::projection_store* models = nullptr;
+  const persistence::event_registry* types = nullptr;
+  application* app = nullptr;
+  std::shared_ptr<handler_status> status;
+  process_options options;
+  std::string saved_as; ///< the projection-store name of its states and position
+  uint64_t read_upto = 0;
+  uint64_t committed = 0;
+  std::map<uint64_t, size_t> in_flight;                                   // position -> instances left
+  std::map<std::string, std::deque<std::pair<uint64_t, std::optional<std::string>>>> outcomes; // unsaved
+  std::map<std::string, caf::actor> instances;
+  std::map<caf::actor_addr, std::string> id_of;
+  std::set<std::string> draining;
+  std::map<std::string, std::vector<pm_delivery>> waiting; // for draining instances
+  bool reading = false;
+  bool flush_scheduled = false;
+  static inline const char* name = "process_router";
+};
+
+template <process_manager P>
+caf::behavior pm_router(caf::stateful_actor<pm_router_state<P>>* self, persistence::event_store* store,
+                        persistence::projection_store* models, const persistence::event_registry* types,
+                        application* app, std::shared_ptr<handler_status> status, process_options options) {
+  auto& st = self->state;
+  st.store = store;
+  st.models = models;
+  st.types = types;
+  st.app = app;
+  st.status = status;
+  st.options = options;
+  st.saved_as = std::string{"process:"} + P::process_name;
+  status->resume();
+  auto cp = models->checkpoint(st.saved_as);
+  if (!cp)
+    throw std::runtime_error(st.saved_as + " cannot read its position: " + caf::to_string(cp.error()));
+  if (*cp) {
+    st.committed = **cp;
+  } else {
+    st.committed = options.start == handler_start::current    ? store->head_position()
+                   : options.start == handler_start::position ? options.start_position
+                                                              : 0;
+    if (auto err = models->write(st.saved_as, st.committed, [](auto&) { return caf::error{}; }))
+      throw std::runtime_error(st.saved_as + " cannot save its position: " + caf::to_string(err));
+  }
+  st.read_upto = st.committed;
+  status->advance(st.committed);
+
+  // The state an instance opens with: its latest unsaved one, else the saved one.
+  auto state_of = [self](const std::string& id) -> std::optional<std::string> {
+    auto& st = self->state;
+    if (auto o = st.outcomes.find(id); o != st.outcomes.end() && !o->second.empty())
+      return o->second.back().second;
+    auto saved = st.models->get(st.saved_as, "instances", id);
+    if (!saved)
+      throw std::runtime_error(st.saved_as + " cannot read instance " + id + ": " + caf::to_string(saved.error()));
+    return *saved;
+  };
+  auto open = [self](const std::string& id, std::string state) {
+    auto& st = self->state;
+    auto a = self->template spawn<caf::linked>(pm_instance<P>, id, std::move(state), caf::actor_cast<caf::actor>(self),
+                                      st.app, st.types, st.options);
+    self->monitor(a);
+    st.id_of[a.address()] = id;
+    st.instances[id] = a;
+  };
+  auto deliver = [self](const std::string& id, pm_delivery d) {
+    auto& st = self->state;
+    st.in_flight[d.event->position] += 1;
+    if (st.draining.count(id) != 0)
+      st.waiting[id].push_back(std::move(d));
+    else
+      self->send(st.instances.at(id), pm_event_atom::value, std::move(d));
+  };
+  auto read = [self, state_of, open, deliver] {
+    auto& st = self->state;
+    st.reading = false;
+    if (st.in_flight.size() >= st.options.max_in_flight)
+      return; // resumed when outcomes come back
+    auto batch = st.store->read_all(st.read_upto + 1, 256);
+    if (!batch)
+      throw std::runtime_error(st.saved_as + " cannot read $all: " + caf::to_string(batch.error()));
+    for (auto& rec : *batch) {
+      caf::error err;
+      auto want = interest_in<P>(*st.types, rec, err);
+      st.read_upto = rec.position;
+      if (err) {
+        // An event it cannot even decode: the policy, as for a failed command.
+        if (st.options.on_error.then != error_action::kind::skip) {
+          st.status->stop(err);
+          self->quit(caf::exit_reason::user_shutdown);
+          return;
+        }
+        continue;
+      }
+      if (want.what == interest::kind::none)
+        continue;
+      auto shared = std::make_shared<const persistence::recorded_event>(std::move(rec));
+      for (auto& id : want.ids) {
+        if (st.instances.count(id) == 0 && st.draining.count(id) == 0) {
+          auto state = state_of(id);
+          if (!state && want.what != interest::kind::start)
+            continue; // no such instance: nothing to continue or stop
+          open(id, state.value_or(std::string{}));
+        }
+        deliver(id, pm_delivery{shared, want.what});
+      }
+    }
+    if (batch->size() == 256) {
+      st.reading = true;
+      self->send(self, pm_read_atom::value);
+    }
+    if (!st.flush_scheduled) {
+      st.flush_scheduled = true;
+      self->send(self, pm_flush_atom::value);
+    }
+  };
+  // Saves the states of every event before the first one still in flight,
+  // with that position, in one transaction.
+  auto flush = [self] {
+    auto& st = self->state;
+    st.flush_scheduled = false;
+    uint64_t upto = st.in_flight.empty() ? st.read_upto : st.in_flight.begin()->first - 1;
+    if (upto <= st.committed)
+      return;
+    std::vector<std::pair<std::string, std::optional<std::string>>> writes;
+    for (auto o = st.outcomes.begin(); o != st.outcomes.end();) {
+      auto& q = o->second;
+      std::optional<std::optional<std::string>> latest;
+      while (!q.empty() && q.front().first <= upto) {
+        latest = std::move(q.front().second);
+        q.pop_front();
+      }
+      if (latest)
+        writes.emplace_back(o->first, std::move(*latest));
+      o = q.empty() ? st.outcomes.erase(o) : std::next(o);
+    }
+    auto err = st.models->write(st.saved_as, upto, [&](persistence::projection_store::writer& w) {
+      for (auto& [id, state] : writes) {
+        if (state)
+          w.put("instances", id, *state);
+        else
+          w.erase("instances", id);
+      }
+      return caf::error{};
+    });
+    if (err)
+      throw std::runtime_error(st.saved_as + " cannot save: " + caf::to_string(err));
+    st.committed = upto;
+    st.status->advance(upto);
+  };
+  self->set_down_handler([self, open](caf::down_msg& msg) {
+    auto& st = self->state;
+    auto i = st.id_of.find(msg.source);
+    if (i == st.id_of.end())
+      return;
+    auto id = i->second;
+    st.id_of.erase(i);
+    if (auto a = st.instances.find(id); a != st.instances.end() && a->second.address() == msg.source)
+      st.instances.erase(a);
+    st.draining.erase(id);
+    // Events that came while it was passivating: open it again for them.
+    if (auto w = st.waiting.find(id); w != st.waiting.end()) {
+      auto deliveries = std::move(w->second);
+      st.waiting.erase(w);
+      std::optional<std::string> state;
+      if (auto o = st.outcomes.find(id); o != st.outcomes.end() && !o->second.empty())
+        state = o->second.back().second;
+      else if (auto saved = st.models->get(st.saved_as, "instances", id); saved)
+        state = *saved;
+      open(id, state.value_or(std::string{}));
+      for (auto& d : deliveries)
+        self->send(st.instances.at(id), pm_event_atom::value, std::move(d));
+    }
+  });
+  st.reading = true;
+  self->send(self, pm_read_atom::value);
+  return {
+    [read](pm_read_atom) { read(); },
+    [flush](pm_flush_atom) { flush(); },
+    [self](head_atom, uint64_t head) {
+      auto& st = self->state;
+      if (head > st.read_upto && !st.reading) {
+        st.reading = true;
+        self->send(self, pm_read_atom::value);
+      }
+    },
+    [self](pm_done_atom, pm_outcome& out) {
+      auto& st = self->state;
+      if (out.failure) {
+        st.status->stop(out.failure);
+        self->quit(caf::exit_reason::user_shutdown); // the instances go with it (linked)
+        return;
+      }
+      st.outcomes[out.id].emplace_back(out.position, out.ended ? std::nullopt
+                                                                : std::optional<std::string>{std::move(out.state)});
+      if (auto f = st.in_flight.find(out.position); f != st.in_flight.end() && --f->second == 0)
+        st.in_flight.erase(f);
+      if (out.ended) {
+        if (auto a = st.instances.find(out.id); a != st.instances.end()) {
+          st.draining.insert(out.id);
+          self->send(a->second, pm_idle_atom::value); // ends once its queue is empty
+        }
+      }
+      if (!st.flush_scheduled) {
+        st.flush_scheduled = true;
+        self->send(self, pm_flush_atom::value);
+      }
+      if (!st.reading && st.in_flight.size() < st.options.max_in_flight && st.store->head_position() > st.read_upto) {
+        st.reading = true;
+        self->send(self, pm_read_atom::value);
+      }
+    },
+    [self](pm_idle_atom, const std::string& id) { // an instance is idle
+      auto& st = self->state;
+      auto a = st.instances.find(id);
+      if (a == st.instances.end() || st.draining.count(id) != 0)
+        return;
+      st.draining.insert(id);
+      self->send(a->second, pm_idle_atom::value);
+    },
+  };
+}
+
+} // namespace detail
+
+/// The child spec of process manager `P` ("process:<name>", transient).
+template <process_manager P>
+supervision::child_spec process_child_spec(persistence::event_store* store, persistence::projection_store* models,
+                                           const persistence::event_registry* types, application* app,
+                                           std::shared_ptr<handler_status> status, process_options options,
+                                           std::function<void(const caf::actor&)> started) {
+  supervision::child_spec spec;
+  spec.id = std::string{"process:"} + P::process_name;
+  spec.restart = supervision::restart_type::transient;
+  spec.start = [=](caf::actor_system& sys, const caf::message&) -> caf::expected<caf::actor> {
+    caf::actor a = sys.spawn(detail::pm_router<P>, store, models, types, app, status, options);
+    if (started)
+      started(a);
+    return a;
+  };
+  return spec;
+}
+
+template <process_manager P>
+caf::expected<std::shared_ptr<handler_status>> application::add_process_manager(process_options options) {
+  if (auto err = check_handler_events<typename P::event>(P::process_name))
+    return err;
+  auto models = read_models();
+  if (!models)
+    return models.error();
+  auto status = std::make_shared<handler_status>(P::process_name);
+  if (auto err = reserve_handler(status, false))
+    return err;
+  auto spec = process_child_spec<P>(store_.get(), *models, &core_.types, this, status, options,
+                                    [this, name = std::string{P::process_name}](const caf::actor& a) {
+                                      handler_started(name, a);
+                                    });
+  if (auto started = root_->start_child(std::move(spec)); !started) {
+    forget_handler(P::process_name);
+    return started.error();
+  }
+  return status;
+}
+
+} // namespace sourcery

@@ -1,0 +1,212 @@
+// Process managers on the bank's money transfers: the happy path, a refused
+// withdrawal, compensation of a refused deposit, a saga killed midway that
+// finishes after its restart, passivation, and the error policy.
+
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "../../examples/bank/routes.hpp"
+#include "../../examples/bank/transfer_saga.hpp"
+#include "../support/temp_dir.hpp"
+#include "sourcery/runtime/application.hpp"
+
+using namespace bank;
+using namespace sourcery;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct unrouted { std::string why; };
+
+/// Opens an account, then asks for a command nobody routes.
+struct lost_saga {
+  static constexpr const char* process_name = "test.lost";
+  using event = std::variant<account_opened>;
+  std::string owner;
+  MSGPACK_DEFINE_MAP(owner);
+  static sourcery::interest interested(const account_opened& e) { return sourcery::interest::start(e.owner); }
+  sourcery::commands handle(const account_opened&) const { return {sourcery::command(unrouted{"test"})}; }
+};
+
+class transfers : public ::testing::Test {
+protected:
+  void start(process_options opts = {}) {
+    application_config cfg;
+    cfg.data_dir = (dir_ / "data").string();
+    auto app = application::start(cfg, bank::routes());
+    ASSERT_TRUE(app) << describe_error(app.error());
+    app_ = std::move(*app);
+    auto pm = app_->add_process_manager<transfer_saga>(opts);
+    ASSERT_TRUE(pm) << describe_error(pm.error());
+    status_ = *pm;
+  }
+
+  void open(const std::string& id, int64_t balance) {
+    ASSERT_TRUE(app_->dispatch(open_account{id, "owner"}));
+    if (balance > 0) {
+      ASSERT_TRUE(app_->dispatch(deposit{id, balance}));
+    }
+  }
+
+  int64_t balance(const std::string& id) {
+    auto a = app_->aggregate_state<account>("account-" + id);
+    EXPECT_TRUE(a);
+    return a ? a->balance : -1;
+  }
+
+  transfer::stage stage_of(const std::string& id) {
+    auto t = app_->aggregate_state<transfer>("transfer-" + id);
+    EXPECT_TRUE(t);
+    return t ? t->at : transfer::stage::none;
+  }
+
+  /// Waits (bounded) for the transfer to settle.
+  transfer::stage settled(const std::string& id) {
+    for (int i = 0; i < 1000; ++i) {
+      auto s = stage_of(id);
+      if (s == transfer::stage::completed || s == transfer::stage::failed)
+        return s;
+      std::this_thread::sleep_for(5ms);
+    }
+    return stage_of(id);
+  }
+
+  bool caught_up() {
+    for (int i = 0; i < 1000 && status_->position() < app_->store().head_position(); ++i)
+      std::this_thread::sleep_for(5ms);
+    return status_->position() == app_->store().head_position();
+  }
+
+  sourcery::testing::temp_dir dir_;
+  std::unique_ptr<application> app_;
+  std::shared_ptr<handler_status> status_;
+};
+
+TEST_F(transfers, money_moves_and_the_transfer_completes_with_causation_recorded) {
+  start();
+  open("a", 100);
+  open("b", 0);
+  ASSERT_TRUE(app_->dispatch(request_transfer{"t1", "a", "b", 30}));
+  EXPECT_EQ(settled("t1"), transfer::stage::completed);
+  EXPECT_EQ(balance("a"), 70);
+  EXPECT_EQ(balance("b"), 30);
+  // The saga's commands carry the causing event's id and its correlation.
+  auto requested = app_->store().read_stream("transfer-t1", 1, 1);
+  auto withdrawn = app_->store().read_stream("account-a", 3, 1);
+  ASSERT_TRUE(requested && withdrawn && requested->size() == 1 && withdrawn->size() == 1);
+  EXPECT_EQ(withdrawn->front().type, "bank.money_withdrawn");
+  EXPECT_EQ(withdrawn->front().causation_id, requested->front().event_id.to_string());
+  EXPECT_EQ(withdrawn->front().correlation_id, requested->front().correlation_id);
+  ASSERT_TRUE(caught_up());
+  auto saved = (*app_->read_models())->scan("process:bank.transfers", "instances");
+  ASSERT_TRUE(saved);
+  EXPECT_TRUE(saved->empty()) << "a finished saga's state is deleted";
+}
+
+TEST_F(transfers, a_refused_withdrawal_fails_the_transfer) {
+  start();
+  open("poor", 10);
+  open("rich", 0);
+  ASSERT_TRUE(app_->dispatch(request_transfer{"t2", "poor", "rich", 50}));
+  EXPECT_EQ(settled("t2"), transfer::stage::failed);
+  EXPECT_EQ(balance("poor"), 10);
+  EXPECT_EQ(balance("rich"), 0);
+}
+
+TEST_F(transfers, a_refused_deposit_is_compensated_by_a_refund) {
+  start();
+  open("src", 100);
+  ASSERT_TRUE(app_->dispatch(request_transfer{"t3", "src", "nobody", 40})); // "nobody" was never opened
+  EXPECT_EQ(settled("t3"), transfer::stage::failed);
+  ASSERT_TRUE(caught_up());
+  EXPECT_EQ(balance("src"), 100) << "withdrawn, then refunded";
+  auto events = app_->store().read_stream("account-src", 1, 10);
+  ASSERT_TRUE(events);
+  EXPECT_EQ(events->size(), 4u) << "opened, deposited, withdrawn, refunded";
+}
+
+TEST_F(transfers, a_saga_killed_midway_finishes_after_its_restart) {
+  start();
+  for (int a = 0; a < 10; ++a)
+    open("acc" + std::to_string(a), 1000);
+  for (int t = 0; t < 100; ++t) {
+    ASSERT_TRUE(app_->dispatch(
+      request_transfer{"k" + std::to_string(t), "acc" + std::to_string(t % 10), "acc" + std::to_string((t + 3) % 10), 7}));
+    if (t % 20 == 10) {
+      auto kids = app_->root().which_children();
+      ASSERT_TRUE(kids);
+      for (auto& k : *kids)
+        if (k.id == "process:bank.transfers" && k.actor)
+          caf::anon_send_exit(k.actor, caf::exit_reason::kill);
+    }
+  }
+  for (int t = 0; t < 100; ++t)
+    ASSERT_EQ(settled("k" + std::to_string(t)), transfer::stage::completed) << "transfer " << t;
+  int64_t total = 0;
+  for (int a = 0; a < 10; ++a) {
+    EXPECT_EQ(balance("acc" + std::to_string(a)), 1000) << "each account sent and received 10 x 7";
+    total += balance("acc" + std::to_string(a));
+  }
+  EXPECT_EQ(total, 10'000);
+}
+
+TEST_F(transfers, a_restarted_application_resumes_the_saga_from_its_saved_state) {
+  start();
+  open("x", 50);
+  open("y", 0);
+  ASSERT_TRUE(caught_up());
+  app_->stop();
+  app_.reset();
+  {
+    // Another instance of the application requests the transfer while the
+    // process manager is not running...
+    application_config cfg;
+    cfg.data_dir = (dir_ / "data").string();
+    auto quiet = application::start(cfg, bank::routes());
+    ASSERT_TRUE(quiet);
+    ASSERT_TRUE((*quiet)->dispatch(request_transfer{"r1", "x", "y", 20}));
+  }
+  start(); // ...and the process manager picks it up where it stopped.
+  EXPECT_EQ(settled("r1"), transfer::stage::completed);
+  EXPECT_EQ(balance("y"), 20);
+}
+
+TEST_F(transfers, idle_instances_passivate_and_reopen_from_their_saved_state) {
+  process_options opts;
+  opts.idle_timeout = 20ms;
+  start(opts);
+  open("p", 100);
+  open("q", 0);
+  ASSERT_TRUE(app_->dispatch(request_transfer{"i1", "p", "q", 5}));
+  EXPECT_EQ(settled("i1"), transfer::stage::completed);
+  EXPECT_EQ(balance("q"), 5);
+}
+
+TEST(process_errors, a_failing_command_is_retried_then_stops_the_process_manager) {
+  sourcery::testing::temp_dir dir;
+  application_config cfg;
+  cfg.data_dir = (dir / "data").string();
+  auto app = application::start(cfg, bank::routes());
+  ASSERT_TRUE(app);
+  process_options opts;
+  opts.on_error.max_retries = 2;
+  opts.on_error.initial_delay = 1ms;
+  auto status = (*app)->add_process_manager<lost_saga>(opts);
+  ASSERT_TRUE(status);
+  ASSERT_TRUE((*app)->dispatch(open_account{"z", "zed"}));
+  for (int i = 0; i < 400 && !(*status)->stopped(); ++i)
+    std::this_thread::sleep_for(5ms);
+  ASSERT_TRUE((*status)->stopped());
+  EXPECT_NE(describe_error((*status)->stopped()).find("no route"), std::string::npos)
+    << describe_error((*status)->stopped());
+  auto kids = (*app)->root().which_children();
+  ASSERT_TRUE(kids);
+  for (auto& k : *kids) {
+    if (k.id == "process:test.lost") {
+      EXPECT_EQ(k.actor, nullptr) << "stopped for good, not restarted";
+    }
+  }
+}
+
+} // namespace
