@@ -28,5 +28,6 @@ struct options {
 int run_store_suite(const options& opts);
 int run_supervision_suite(const options& opts);
 int run_dispatch_suite(const options& opts);
+int run_handlers_suite(const options& opts);
 
 } // namespace sourcery::bench

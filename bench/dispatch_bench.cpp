@@ -12,9 +12,7 @@
 #include <thread>
 #include <unistd.h>
 
-#include "../examples/bank/routes.hpp"
-#include "bench.hpp"
-#include "sourcery/runtime/application.hpp"
+#include "bank_load.hpp"
 
 namespace sourcery::bench {
 
@@ -23,74 +21,6 @@ namespace {
 using namespace bank;
 namespace fs = std::filesystem;
 
-
-std::unique_ptr<application> start_app(const std::string& dir, bool in_memory,
-                                       std::chrono::milliseconds lifespan = std::chrono::milliseconds{0},
-                                       aggregate_options opts = {}) {
-  application_config cfg;
-  cfg.data_dir = dir;
-  cfg.in_memory = in_memory;
-  std::unordered_map<std::type_index, aggregate_settings> settings;
-  settings[std::type_index{typeid(account)}] = aggregate_settings{lifespan, opts};
-  auto app = application::start(cfg, bank::routes(), {}, settings);
-  if (!app) {
-    std::fprintf(stderr, "cannot start: %s\n", describe_error(app.error()).c_str());
-    std::exit(1);
-  }
-  return std::move(*app);
-}
-
-double percentile(std::vector<double> xs, double p) {
-  std::sort(xs.begin(), xs.end());
-  return xs.empty() ? 0 : xs[std::min(xs.size() - 1, static_cast<size_t>(p * static_cast<double>(xs.size())))];
-}
-
-/// `total` commands from `dispatchers` concurrent callers, each waiting for
-/// its answer before sending the next (closed loop). `make(i)` builds command
-/// i. Returns commands/s; fills `latencies` (µs).
-template <class Make>
-double closed_loop(application& app, int dispatchers, int total, Make make, std::vector<double>& latencies) {
-  std::mutex mtx;
-  std::condition_variable cv;
-  std::atomic<int> next{0};
-  std::atomic<int> finished{0};
-  std::atomic<int> failures{0};
-  latencies.assign(static_cast<size_t>(total), 0.0);
-  std::function<void()> issue = [&] {
-    int i = next.fetch_add(1);
-    if (i >= total) {
-      if (finished.fetch_add(1) + 1 == dispatchers) {
-        std::lock_guard guard{mtx};
-        cv.notify_all();
-      }
-      return;
-    }
-    auto t0 = std::chrono::steady_clock::now();
-    app.dispatch_async(make(i), {}, [&, i, t0](caf::expected<dispatch_result> r) {
-      if (!r || !r->accepted)
-        failures.fetch_add(1);
-      latencies[static_cast<size_t>(i)] =
-        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
-      issue();
-    });
-  };
-  auto start = std::chrono::steady_clock::now();
-  for (int d = 0; d < dispatchers; ++d)
-    issue();
-  {
-    std::unique_lock lock{mtx};
-    cv.wait(lock, [&] { return finished.load() == dispatchers; });
-  }
-  double secs = seconds_since(start);
-  if (failures.load() > 0)
-    std::fprintf(stderr, "%d commands failed or were rejected\n", failures.load());
-  return total / secs;
-}
-
-void open_accounts(application& app, int n) {
-  std::vector<double> ignored;
-  closed_loop(app, 64, n, [](int i) { return open_account{std::to_string(i), "owner"}; }, ignored);
-}
 
 void w1(const std::string& name, application& app, int dispatchers, int commands) {
   open_accounts(app, 1000);

@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
     {"store", run_store_suite},
     {"supervision", run_supervision_suite},
     {"dispatch", run_dispatch_suite},
+    {"handlers", run_handlers_suite},
   };
   auto usage = [&] {
     std::fprintf(stderr, "usage: sourcery-bench SUITE [--dir DIR] [--scale X]\nsuites:");

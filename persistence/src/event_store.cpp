@@ -141,6 +141,18 @@ event_store::read_all(uint64_t from, size_t max_count, read_direction direction)
   return out;
 }
 
+caf::error event_store::read_all_into(uint64_t from, size_t max_count, std::vector<recorded_event>& out) const {
+  if (closed())
+    return make_error(store_errc::store_closed, "the event store is closed");
+  if (max_count == 0) {
+    out.clear();
+    return {};
+  }
+  if (auto err = do_read_all(from, max_count, read_direction::forward, out))
+    return err;
+  return upcast(out);
+}
+
 namespace {
 
 /// Batches of `for_each_in_*`: large enough to amortize a read transaction,

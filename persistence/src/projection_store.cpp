@@ -139,6 +139,14 @@ projection_store::~projection_store() = default;
 
 // -- writer -------------------------------------------------------------------
 
+const std::string& projection_store::writer::row_key(std::string_view table, std::string_view key) const {
+  key_.clear();
+  key_.append(projection_).push_back('\0');
+  key_.append(table).push_back('\0');
+  key_.append(key);
+  return key_;
+}
+
 void projection_store::writer::put(std::string_view table, std::string_view key, std::string_view value) {
   if (failed_ != 0)
     return;
@@ -146,15 +154,13 @@ void projection_store::writer::put(std::string_view table, std::string_view key,
     failed_ = EINVAL;
     return;
   }
-  auto k = row_prefix(projection_, table).append(key);
-  MDB_val kv = val(k), vv = val(value);
+  MDB_val kv = val(row_key(table, key)), vv = val(value);
   if (int rc = mdb_put(static_cast<MDB_txn*>(txn_), dbi_, &kv, &vv, 0); rc != 0)
     failed_ = rc;
 }
 
 std::optional<std::string> projection_store::writer::get(std::string_view table, std::string_view key) const {
-  auto k = row_prefix(projection_, table).append(key);
-  MDB_val kv = val(k), vv;
+  MDB_val kv = val(row_key(table, key)), vv;
   if (mdb_get(static_cast<MDB_txn*>(txn_), dbi_, &kv, &vv) != 0)
     return std::nullopt;
   return std::string{view(vv)};
@@ -163,8 +169,7 @@ std::optional<std::string> projection_store::writer::get(std::string_view table,
 bool projection_store::writer::erase(std::string_view table, std::string_view key) {
   if (failed_ != 0)
     return false;
-  auto k = row_prefix(projection_, table).append(key);
-  MDB_val kv = val(k);
+  MDB_val kv = val(row_key(table, key));
   int rc = mdb_del(static_cast<MDB_txn*>(txn_), dbi_, &kv, nullptr);
   if (rc != 0 && rc != MDB_NOTFOUND)
     failed_ = rc;

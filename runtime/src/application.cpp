@@ -175,7 +175,16 @@ std::shared_ptr<handler_status> application::handler(const std::string& name) co
 void application::watch_head() {
   uint64_t seen = store_->head_position();
   while (watching_.load()) {
-    store_->wait_for_position(seen + 1, std::chrono::milliseconds{20});
+    bool anyone;
+    {
+      std::scoped_lock guard{handlers_mtx_, strong_mtx_};
+      anyone = !handlers_.empty() || !strong_waits_.empty();
+    }
+    // Without handlers nobody needs waking: do not wake up on every commit.
+    if (anyone)
+      store_->wait_for_position(seen + 1, std::chrono::milliseconds{20});
+    else
+      std::this_thread::sleep_for(std::chrono::milliseconds{20});
     uint64_t head = store_->head_position();
     if (head > seen) {
       seen = head;
@@ -260,6 +269,12 @@ void application::stop() {
   if (root_)
     root_->stop();
   root_.reset();
+  {
+    // Our handles would keep detached actors (and their threads) alive.
+    std::lock_guard guard{handlers_mtx_};
+    for (auto& [name, h] : handlers_)
+      h.actor = nullptr;
+  }
   core_.aggregates.clear();
   system_.reset();
   store_.reset();

@@ -184,6 +184,7 @@ struct consumer_state {
   uint32_t failures = 0; ///< consecutive, on the event after `position`
   bool pulling = false;
   bool waiting_retry = false;
+  std::vector<persistence::recorded_event> batch; ///< reused from batch to batch
   static inline const char* name = "event_consumer";
 };
 
@@ -232,9 +233,9 @@ caf::behavior consumer_actor(caf::stateful_actor<consumer_state<Consumer>>* self
     st.pulling = false;
     if (st.waiting_retry)
       return;
-    auto batch = st.store->read_all(st.position + 1, st.options.batch_size);
-    if (!batch)
-      consumer_crash(*st.consumer, "cannot read $all", batch.error());
+    if (auto err = st.store->read_all_into(st.position + 1, st.options.batch_size, st.batch))
+      consumer_crash(*st.consumer, "cannot read $all", err);
+    auto* batch = &st.batch;
     if (batch->empty())
       return;
     auto out = st.consumer->consume(*batch, st.position);
@@ -297,7 +298,9 @@ supervision::child_spec consumer_child_spec(std::string id, std::function<std::u
   spec.id = std::move(id);
   spec.restart = supervision::restart_type::transient;
   spec.start = [=](caf::actor_system& sys, const caf::message&) -> caf::expected<caf::actor> {
-    caf::actor a = sys.spawn(detail::consumer_actor<Consumer>, make, store, status, options);
+    // Detached: a consumer blocks on reads and durable commits, which must
+    // not hold up one of the scheduler's few threads.
+    caf::actor a = sys.spawn<caf::detached>(detail::consumer_actor<Consumer>, make, store, status, options);
     if (started)
       started(a);
     return a;

@@ -85,6 +85,10 @@ public:
   /// of each batch.
   caf::error for_each_in_all(uint64_t from, const std::function<bool(const recorded_event&)>& visit) const;
 
+  /// `read_all` forward into `out`, reusing the events (and buffers) it
+  /// holds: for consumers that read batch after batch.
+  caf::error read_all_into(uint64_t from, size_t max_count, std::vector<recorded_event>& out) const;
+
   /// Version, existence and deletion state of a stream.
   caf::expected<persistence::stream_info> stream_info(std::string_view stream) const;
 

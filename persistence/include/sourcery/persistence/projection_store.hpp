@@ -54,10 +54,13 @@ public:
   private:
     friend class projection_store;
     writer(void* txn, unsigned dbi, std::string_view projection) : txn_(txn), dbi_(dbi), projection_(projection) {}
+    /// The full key of a row, in a buffer reused from call to call.
+    const std::string& row_key(std::string_view table, std::string_view key) const;
     void* txn_;
     unsigned dbi_;
     std::string_view projection_;
     int failed_ = 0; // first LMDB error; the transaction is then aborted
+    mutable std::string key_;
   };
 
   /// Runs `f` in one write transaction and, unless it returns an error,

@@ -417,7 +417,9 @@ supervision::child_spec process_child_spec(persistence::event_store* store, pers
   spec.id = std::string{"process:"} + P::process_name;
   spec.restart = supervision::restart_type::transient;
   spec.start = [=](caf::actor_system& sys, const caf::message&) -> caf::expected<caf::actor> {
-    caf::actor a = sys.spawn(detail::pm_router<P>, store, models, types, app, status, options);
+    // Detached: the router blocks on durable commits of the instances'
+    // states, which must not hold up one of the scheduler's threads.
+    caf::actor a = sys.spawn<caf::detached>(detail::pm_router<P>, store, models, types, app, status, options);
     if (started)
       started(a);
     return a;
