@@ -102,6 +102,8 @@ void catchup(const std::string& dir, int events) {
     }
   }
   auto head = app->store().head_position();
+  // Stored and settled: the store indexes its streams while idle.
+  std::this_thread::sleep_for(std::chrono::seconds{1});
   handler_options opts;
   opts.batch_size = 4096;
   auto start = std::chrono::steady_clock::now();

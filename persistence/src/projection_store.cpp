@@ -1,5 +1,6 @@
 #include "sourcery/persistence/projection_store.hpp"
 
+#include <algorithm>
 #include <filesystem>
 #include <mutex>
 #include <shared_mutex>
@@ -147,6 +148,48 @@ const std::string& projection_store::writer::row_key(std::string_view table, std
   return key_;
 }
 
+projection_store::writer::row& projection_store::writer::cached(bool load) const {
+  auto i = rows_.find(std::string_view{key_});
+  if (i != rows_.end())
+    return i->second;
+  row r;
+  if (load) {
+    MDB_val kv = val(key_), vv;
+    int rc = mdb_get(static_cast<MDB_txn*>(txn_), dbi_, &kv, &vv);
+    if (rc == 0)
+      r.value = std::string{view(vv)};
+    else if (rc != MDB_NOTFOUND && failed_ == 0)
+      failed_ = rc;
+  }
+  return rows_.emplace(key_, std::move(r)).first->second;
+}
+
+void projection_store::writer::flush() const {
+  std::vector<std::pair<const std::string*, row*>> dirty;
+  for (auto& [k, r] : rows_)
+    if (r.dirty)
+      dirty.emplace_back(&k, &r);
+  std::sort(dirty.begin(), dirty.end(), [](const auto& a, const auto& b) { return *a.first < *b.first; });
+  auto* txn = static_cast<MDB_txn*>(txn_);
+  for (auto& [k, r] : dirty) {
+    if (failed_ != 0)
+      return;
+    MDB_val kv = val(*k);
+    int rc = 0;
+    if (r->value) {
+      MDB_val vv = val(*r->value);
+      rc = mdb_put(txn, dbi_, &kv, &vv, 0);
+    } else {
+      rc = mdb_del(txn, dbi_, &kv, nullptr);
+      if (rc == MDB_NOTFOUND)
+        rc = 0;
+    }
+    if (rc != 0)
+      failed_ = rc;
+    r->dirty = false;
+  }
+}
+
 void projection_store::writer::put(std::string_view table, std::string_view key, std::string_view value) {
   if (failed_ != 0)
     return;
@@ -154,29 +197,33 @@ void projection_store::writer::put(std::string_view table, std::string_view key,
     failed_ = EINVAL;
     return;
   }
-  MDB_val kv = val(row_key(table, key)), vv = val(value);
-  if (int rc = mdb_put(static_cast<MDB_txn*>(txn_), dbi_, &kv, &vv, 0); rc != 0)
-    failed_ = rc;
+  row_key(table, key);
+  auto& r = cached(false);
+  if (r.value)
+    r.value->assign(value.data(), value.size());
+  else
+    r.value.emplace(value);
+  r.dirty = true;
 }
 
 std::optional<std::string> projection_store::writer::get(std::string_view table, std::string_view key) const {
-  MDB_val kv = val(row_key(table, key)), vv;
-  if (mdb_get(static_cast<MDB_txn*>(txn_), dbi_, &kv, &vv) != 0)
-    return std::nullopt;
-  return std::string{view(vv)};
+  row_key(table, key);
+  return cached(true).value;
 }
 
 bool projection_store::writer::erase(std::string_view table, std::string_view key) {
   if (failed_ != 0)
     return false;
-  MDB_val kv = val(row_key(table, key));
-  int rc = mdb_del(static_cast<MDB_txn*>(txn_), dbi_, &kv, nullptr);
-  if (rc != 0 && rc != MDB_NOTFOUND)
-    failed_ = rc;
-  return rc == 0;
+  row_key(table, key);
+  auto& r = cached(true);
+  bool existed = r.value.has_value();
+  r.value.reset();
+  r.dirty = true;
+  return existed;
 }
 
 std::vector<std::pair<std::string, std::string>> projection_store::writer::scan(std::string_view table) const {
+  flush(); // the scan reads LMDB, which must see this batch's writes
   std::vector<std::pair<std::string, std::string>> out;
   for_prefix(static_cast<MDB_txn*>(txn_), dbi_, row_prefix(projection_, table),
              [&](std::string_view k, std::string_view v) { out.emplace_back(k, v); });
@@ -208,6 +255,7 @@ caf::error projection_store::write(std::string_view projection, uint64_t positio
       mdb_txn_abort(txn);
       return err;
     }
+    w.flush();
     int rc = w.failed_;
     if (rc == 0) {
       uint8_t buf[8];

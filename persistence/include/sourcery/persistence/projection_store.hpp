@@ -6,6 +6,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -56,11 +57,27 @@ public:
     writer(void* txn, unsigned dbi, std::string_view projection) : txn_(txn), dbi_(dbi), projection_(projection) {}
     /// The full key of a row, in a buffer reused from call to call.
     const std::string& row_key(std::string_view table, std::string_view key) const;
+    /// The cached row of the key in `key_`, read from LMDB on a miss.
+    struct row {
+      std::optional<std::string> value; // nullopt: no such row (or erased)
+      bool dirty = false;
+    };
+    row& cached(bool load) const;
+    /// Writes the dirty rows, in key order, into the transaction.
+    void flush() const;
+
+    struct hash {
+      using is_transparent = void;
+      size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+    };
     void* txn_;
     unsigned dbi_;
     std::string_view projection_;
-    int failed_ = 0; // first LMDB error; the transaction is then aborted
+    mutable int failed_ = 0; // first LMDB error; the transaction is then aborted
     mutable std::string key_;
+    // Write-behind cache: a batch that updates the same rows again and again
+    // (counters, balances) touches each row once in LMDB, at the end.
+    mutable std::unordered_map<std::string, row, hash, std::equal_to<>> rows_;
   };
 
   /// Runs `f` in one write transaction and, unless it returns an error,
