@@ -128,6 +128,40 @@ struct member_names {
   void handle(const member_joined& e, const event_context&) { names->push_back(e.full_name); }
 };
 
+/// Records each stream's versions in the order it sees them, and on which
+/// threads: for the partitioned handler test.
+struct order_log {
+  std::mutex mtx;
+  std::map<std::string, std::vector<uint64_t>> versions;
+  std::set<std::thread::id> threads;
+  size_t batches = 0;
+  size_t events = 0;
+};
+
+struct partitioned {
+  static constexpr const char* handler_name = "test.partitioned";
+  using event = std::variant<money_deposited>;
+  std::shared_ptr<order_log> log;
+  void handle(const money_deposited&, const event_context& ctx) {
+    std::this_thread::sleep_for(50us); // long enough for the partitions to overlap
+    std::lock_guard guard{log->mtx};
+    log->versions[ctx.stream_id].push_back(ctx.stream_version);
+    log->threads.insert(std::this_thread::get_id());
+  }
+};
+
+struct batched {
+  static constexpr const char* handler_name = "test.batched";
+  using event = std::variant<money_deposited>;
+  std::shared_ptr<order_log> log;
+  caf::error handle_batch(const std::vector<event_context>& batch) {
+    std::lock_guard guard{log->mtx};
+    ++log->batches;
+    log->events += batch.size();
+    return {};
+  }
+};
+
 class handlers : public ::testing::Test {
 protected:
   void start(bool in_memory = false) {
@@ -365,6 +399,49 @@ TEST(upcasting, handlers_and_aggregates_see_old_events_in_their_current_shape) {
   auto m = (*app)->aggregate_state<member>("member-1");
   ASSERT_TRUE(m);
   EXPECT_EQ(m->name, "Ada Lovelace");
+}
+
+TEST_F(handlers, partitions_run_concurrently_and_keep_order_within_a_key) {
+  start(true);
+  for (int a = 0; a < 12; ++a) {
+    ASSERT_TRUE(app_->dispatch(open_account{std::to_string(a), "p"}));
+    deposit_n(std::to_string(a), 20);
+  }
+  auto log = std::make_shared<order_log>();
+  handler_options opts;
+  opts.concurrency = 4;
+  auto status = app_->add_handler<partitioned>(opts, false, [log] {
+    auto h = std::make_unique<partitioned>();
+    h->log = log;
+    return h;
+  });
+  ASSERT_TRUE(status);
+  ASSERT_TRUE(caught_up(**status));
+  std::lock_guard guard{log->mtx};
+  ASSERT_EQ(log->versions.size(), 12u);
+  for (auto& [stream, versions] : log->versions) {
+    ASSERT_EQ(versions.size(), 20u) << stream;
+    for (size_t i = 0; i < versions.size(); ++i)
+      EXPECT_EQ(versions[i], i + 2) << stream << ": in order, each once";
+  }
+  EXPECT_GT(log->threads.size(), 1u) << "the partitions ran on several threads";
+}
+
+TEST_F(handlers, a_batch_handler_takes_whole_batches) {
+  start(true);
+  ASSERT_TRUE(app_->dispatch(open_account{"b", "bo"}));
+  deposit_n("b", 50);
+  auto log = std::make_shared<order_log>();
+  auto status = app_->add_handler<batched>(batches_of(16), false, [log] {
+    auto h = std::make_unique<batched>();
+    h->log = log;
+    return h;
+  });
+  ASSERT_TRUE(status);
+  ASSERT_TRUE(caught_up(**status));
+  std::lock_guard guard{log->mtx};
+  EXPECT_EQ(log->events, 51u) << "every event of the log, in batches (the handler filters)";
+  EXPECT_EQ(log->batches, 4u);
 }
 
 } // namespace

@@ -71,6 +71,12 @@ struct handler_options {
   error_policy on_error;
   /// Most events read per batch; the checkpoint is saved once per batch.
   size_t batch_size = 256;
+  /// Event handlers only: handle a batch's events on this many threads,
+  /// partitioned by key (the handler's `partition_key(ctx)`, else the
+  /// stream id), in order within a key. Each partition has its own handler
+  /// instance. After a failure, events the other partitions handled past it
+  /// come again (at-least-once).
+  size_t concurrency = 1;
 };
 
 /// What the runtime and tools know of a running handler, shared between its

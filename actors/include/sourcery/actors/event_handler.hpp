@@ -19,10 +19,16 @@
 // since the last checkpoint come again (`ctx.position` makes handling
 // idempotent). Events of types not in `event` are passed over. A `handle`
 // may return an error or throw; the error policy (the options, or the
-// handler's own `on_error`) decides: retry, skip, or stop.
+// handler's own `on_error`) decides: retry, skip, or stop. A handler may
+// instead take whole batches (`caf::error handle_batch(const
+// std::vector<event_context>&)`), or run on several threads partitioned by a
+// key (`handler_options::concurrency`, `static std::string
+// partition_key(const event_context&)`), keeping order within a key.
 
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "sourcery/actors/event_consumer.hpp"
 
@@ -46,14 +52,18 @@ error_action decide_on_error(H& h, const error_policy& policy, const caf::error&
 
 namespace detail {
 
-/// Drives a handler: `handle` per event, the checkpoint in the event store.
+/// Drives a handler: `handle` per event (or `handle_batch` per batch), on
+/// one or more partitions, the checkpoint in the event store.
 template <event_handler H>
 class handler_consumer {
 public:
-  handler_consumer(std::unique_ptr<H> handler, persistence::event_store* store,
-                   const persistence::event_registry* types, error_policy policy)
-    : handler_(std::move(handler)), store_(store), types_(types), policy_(policy),
-      checkpoint_(std::string{"handler:"} + H::handler_name) {}
+  handler_consumer(std::function<std::unique_ptr<H>()> make, persistence::event_store* store,
+                   const persistence::event_registry* types, error_policy policy, size_t concurrency)
+    : store_(store), types_(types), policy_(policy), checkpoint_(std::string{"handler:"} + H::handler_name) {
+    for (size_t i = 0; i < std::max<size_t>(1, concurrency); ++i)
+      handlers_.push_back(make());
+    handler_ = handlers_.front().get();
+  }
 
   std::string name() const { return std::string{"handler "} + H::handler_name; }
 
@@ -68,24 +78,26 @@ public:
     batch_outcome out;
     out.committed = position;
     uint64_t handled = position;
-    for (const auto& rec : batch) {
+    if constexpr (requires(const std::vector<persistence::recorded_event>& b) {
+                    { handler_->handle_batch(b) } -> std::convertible_to<caf::error>;
+                  }) {
+      // The handler takes the batch as a whole: it succeeds or fails as one.
       caf::error err;
-      visit_event<typename H::event>(*types_, rec, err, [&](const auto& ev) -> caf::error {
-        if constexpr (requires { { handler_->handle(ev, rec) } -> std::convertible_to<caf::error>; })
-          return handler_->handle(ev, rec);
-        else if constexpr (requires { handler_->handle(ev, rec); }) {
-          handler_->handle(ev, rec);
-          return {};
-        } else {
-          return {}; // listed in `event` without a `handle`: nothing to do
-        }
-      });
-      if (err) {
-        out.failed = &rec;
-        out.error = std::move(err);
-        break;
+      try {
+        err = handler_->handle_batch(batch);
+      } catch (const std::exception& e) {
+        err = caf::make_error(caf::sec::runtime_error, std::string{"handle_batch threw: "} + e.what());
       }
-      handled = rec.position;
+      if (err) {
+        out.failed = &batch.front();
+        out.error = std::move(err);
+      } else {
+        handled = batch.back().position;
+      }
+    } else if (handlers_.size() == 1) {
+      handled = handle_in_order(*handler_, batch, {}, out);
+    } else {
+      handled = handle_partitioned(batch, position, out);
     }
     if (handled > position) {
       if (auto err = save_checkpoint(handled))
@@ -100,7 +112,84 @@ public:
   }
 
 private:
-  std::unique_ptr<H> handler_;
+  caf::error handle_one(H& h, const persistence::recorded_event& rec) {
+    caf::error err;
+    visit_event<typename H::event>(*types_, rec, err, [&](const auto& ev) -> caf::error {
+      if constexpr (requires { { h.handle(ev, rec) } -> std::convertible_to<caf::error>; })
+        return h.handle(ev, rec);
+      else if constexpr (requires { h.handle(ev, rec); }) {
+        h.handle(ev, rec);
+        return {};
+      } else {
+        return {}; // listed in `event` without a `handle`: nothing to do
+      }
+    });
+    return err;
+  }
+
+  /// Handles `batch` (or the events `only` lists, if any) in order until the
+  /// first failure, which goes to `out`. Returns the last position handled.
+  uint64_t handle_in_order(H& h, const std::vector<persistence::recorded_event>& batch,
+                           const std::vector<size_t>& only, batch_outcome& out) {
+    uint64_t handled = 0;
+    auto step = [&](const persistence::recorded_event& rec) {
+      if (auto err = handle_one(h, rec)) {
+        out.failed = &rec;
+        out.error = std::move(err);
+        return false;
+      }
+      handled = rec.position;
+      return true;
+    };
+    if (only.empty()) {
+      for (const auto& rec : batch)
+        if (!step(rec))
+          break;
+    } else {
+      for (auto i : only)
+        if (!step(batch[i]))
+          break;
+    }
+    return handled;
+  }
+
+  static std::string key_of(const persistence::recorded_event& rec) {
+    if constexpr (requires { { H::partition_key(rec) } -> std::convertible_to<std::string>; })
+      return H::partition_key(rec);
+    else
+      return rec.stream_id;
+  }
+
+  /// One thread per partition; the batch counts as handled up to the
+  /// event before the earliest failure in any partition.
+  uint64_t handle_partitioned(const std::vector<persistence::recorded_event>& batch, uint64_t position,
+                              batch_outcome& out) {
+    std::vector<std::vector<size_t>> parts(handlers_.size());
+    for (size_t i = 0; i < batch.size(); ++i)
+      parts[std::hash<std::string>{}(key_of(batch[i])) % parts.size()].push_back(i);
+    std::vector<batch_outcome> outs(parts.size());
+    std::vector<std::thread> threads;
+    for (size_t p = 1; p < parts.size(); ++p)
+      if (!parts[p].empty())
+        threads.emplace_back([&, p] { handle_in_order(*handlers_[p], batch, parts[p], outs[p]); });
+    if (!parts[0].empty())
+      handle_in_order(*handlers_[0], batch, parts[0], outs[0]);
+    for (auto& t : threads)
+      t.join();
+    const persistence::recorded_event* first = nullptr;
+    for (auto& o : outs)
+      if (o.failed != nullptr && (first == nullptr || o.failed->position < first->position)) {
+        first = o.failed;
+        out.error = o.error;
+      }
+    out.failed = first;
+    if (first == nullptr)
+      return batch.back().position;
+    return first->position - 1 > position ? first->position - 1 : position;
+  }
+
+  std::vector<std::unique_ptr<H>> handlers_;
+  H* handler_;
   persistence::event_store* store_;
   const persistence::event_registry* types_;
   error_policy policy_;
@@ -116,8 +205,9 @@ supervision::child_spec handler_child_spec(std::function<std::unique_ptr<H>()> m
                                            std::shared_ptr<handler_status> status, handler_options options,
                                            std::function<void(const caf::actor&)> started = {}) {
   using consumer = detail::handler_consumer<H>;
-  std::function<std::unique_ptr<consumer>()> make_consumer = [make, store, types, policy = options.on_error] {
-    return std::make_unique<consumer>(make(), store, types, policy);
+  std::function<std::unique_ptr<consumer>()> make_consumer = [make, store, types, policy = options.on_error,
+                                                               n = options.concurrency] {
+    return std::make_unique<consumer>(make, store, types, policy, n);
   };
   return consumer_child_spec<consumer>(std::string{"handler:"} + H::handler_name, std::move(make_consumer), store,
                                        std::move(status), options, std::move(started));
