@@ -161,44 +161,52 @@ constexpr size_t visit_batch = 256;
 
 } // namespace
 
+namespace {
+
+/// Reads batch after batch into one buffer with `read(next, batch)` and
+/// visits them, until a short batch or `visit` says stop.
+template <class Read, class Next>
+caf::error visit_batches(uint64_t from, Read read, Next next_of,
+                         const std::function<bool(const recorded_event&)>& visit) {
+  std::vector<recorded_event> batch;
+  for (uint64_t next = std::max<uint64_t>(from, 1);;) {
+    if (auto err = read(next, batch))
+      return err;
+    for (const auto& ev : batch)
+      if (!visit(ev))
+        return {};
+    if (batch.size() < visit_batch)
+      return {};
+    next = next_of(batch.back()) + 1;
+  }
+}
+
+} // namespace
+
 caf::error event_store::for_each_in_stream(std::string_view stream, uint64_t from,
                                            const std::function<bool(const recorded_event&)>& visit) const {
   if (auto err = validate_stream_id(stream))
     return err;
-  std::vector<recorded_event> batch;
-  for (uint64_t next = std::max<uint64_t>(from, 1);;) {
+  auto read = [&](uint64_t next, std::vector<recorded_event>& batch) -> caf::error {
     if (closed())
       return make_error(store_errc::store_closed, "the event store is closed");
     if (auto err = do_read_stream(stream, next, visit_batch, read_direction::forward, batch))
       return err;
-    if (auto err = upcast(batch))
-      return err;
-    for (const auto& ev : batch)
-      if (!visit(ev))
-        return {};
-    if (batch.size() < visit_batch)
-      return {};
-    next = batch.back().stream_version + 1;
-  }
+    return upcast(batch);
+  };
+  return visit_batches(from, read, [](const recorded_event& ev) { return ev.stream_version; }, visit);
 }
 
 caf::error event_store::for_each_in_all(uint64_t from,
                                         const std::function<bool(const recorded_event&)>& visit) const {
-  std::vector<recorded_event> batch;
-  for (uint64_t next = std::max<uint64_t>(from, 1);;) {
+  auto read = [&](uint64_t next, std::vector<recorded_event>& batch) -> caf::error {
     if (closed())
       return make_error(store_errc::store_closed, "the event store is closed");
     if (auto err = do_read_all(next, visit_batch, read_direction::forward, batch))
       return err;
-    if (auto err = upcast(batch))
-      return err;
-    for (const auto& ev : batch)
-      if (!visit(ev))
-        return {};
-    if (batch.size() < visit_batch)
-      return {};
-    next = batch.back().position + 1;
-  }
+    return upcast(batch);
+  };
+  return visit_batches(from, read, [](const recorded_event& ev) { return ev.position; }, visit);
 }
 
 caf::expected<stream_info> event_store::stream_info(std::string_view stream) const {

@@ -104,18 +104,9 @@ public:
       make = [] { return std::make_unique<H>(); };
     if (auto err = check_handler_events<typename H::event>(H::handler_name))
       return err;
-    auto status = std::make_shared<handler_status>(H::handler_name);
-    if (auto err = reserve_handler(status, strong))
-      return err;
-    auto spec = handler_child_spec<H>(std::move(make), store_.get(), &core_.types, status, options,
-                                      [this, name = std::string{H::handler_name}](const caf::actor& a) {
-                                        handler_started(name, a);
-                                      });
-    if (auto started = root_->start_child(std::move(spec)); !started) {
-      forget_handler(H::handler_name);
-      return started.error();
-    }
-    return status;
+    return start_consumer(H::handler_name, strong, [&](auto status, auto started) {
+      return handler_child_spec<H>(std::move(make), store_.get(), &core_.types, status, options, started);
+    });
   }
 
   /// Starts LMDB projection `P` under the root supervisor (a transient child
@@ -131,18 +122,9 @@ public:
     auto models = read_models();
     if (!models)
       return models.error();
-    auto status = std::make_shared<handler_status>(P::projection_name);
-    if (auto err = reserve_handler(status, strong))
-      return err;
-    auto spec = projector_child_spec<P>(std::move(make), store_.get(), *models, &core_.types, status, options,
-                                        [this, name = std::string{P::projection_name}](const caf::actor& a) {
-                                          handler_started(name, a);
-                                        });
-    if (auto started = root_->start_child(std::move(spec)); !started) {
-      forget_handler(P::projection_name);
-      return started.error();
-    }
-    return status;
+    return start_consumer(P::projection_name, strong, [&](auto status, auto started) {
+      return projector_child_spec<P>(std::move(make), store_.get(), *models, &core_.types, status, options, started);
+    });
   }
 
   /// Starts process manager `P` under the root supervisor (a transient child
@@ -187,6 +169,21 @@ private:
       (check(std::type_identity<Es>{}), ...);
     }(std::type_identity<Variant>{});
     return err;
+  }
+  /// Registers a handler, projection or process manager called `name` and
+  /// starts the child spec `make_spec(status, started)` returns under the root.
+  template <class MakeSpec>
+  caf::expected<std::shared_ptr<handler_status>> start_consumer(const std::string& name, bool strong,
+                                                                MakeSpec make_spec) {
+    auto status = std::make_shared<handler_status>(name);
+    if (auto err = reserve_handler(status, strong))
+      return err;
+    std::function<void(const caf::actor&)> started = [this, name](const caf::actor& a) { handler_started(name, a); };
+    if (auto r = root_->start_child(make_spec(status, started)); !r) {
+      forget_handler(name);
+      return r.error();
+    }
+    return status;
   }
   caf::error reserve_handler(std::shared_ptr<handler_status> status, bool strong);
   void forget_handler(const std::string& name);

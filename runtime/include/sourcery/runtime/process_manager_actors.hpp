@@ -434,18 +434,9 @@ caf::expected<std::shared_ptr<handler_status>> application::add_process_manager(
   auto models = read_models();
   if (!models)
     return models.error();
-  auto status = std::make_shared<handler_status>(P::process_name);
-  if (auto err = reserve_handler(status, false))
-    return err;
-  auto spec = process_child_spec<P>(store_.get(), *models, &core_.types, this, status, options,
-                                    [this, name = std::string{P::process_name}](const caf::actor& a) {
-                                      handler_started(name, a);
-                                    });
-  if (auto started = root_->start_child(std::move(spec)); !started) {
-    forget_handler(P::process_name);
-    return started.error();
-  }
-  return status;
+  return start_consumer(P::process_name, false, [&](auto status, auto started) {
+    return process_child_spec<P>(store_.get(), *models, &core_.types, this, status, options, started);
+  });
 }
 
 } // namespace sourcery
