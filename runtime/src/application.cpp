@@ -57,7 +57,9 @@ caf::expected<std::unique_ptr<application>> application::start(application_confi
     app->read_model_dir_ = (std::filesystem::path{config.data_dir} / "read-models").string();
   app->durability_ = config.durability;
   app->watching_ = true;
-  app->head_watcher_ = std::thread{[a = app.get()] { a->watch_head(); }};
+  // The head as of now, read here rather than in the thread: an event
+  // committed before the thread runs must still count as new.
+  app->head_watcher_ = std::thread{[a = app.get(), seen = app->store_->head_position()] { a->watch_head(seen); }};
   return app;
 }
 
@@ -172,8 +174,7 @@ std::shared_ptr<handler_status> application::handler(const std::string& name) co
   return i == handlers_.end() ? nullptr : i->second.status;
 }
 
-void application::watch_head() {
-  uint64_t seen = store_->head_position();
+void application::watch_head(uint64_t seen) {
   while (watching_.load()) {
     bool anyone;
     {

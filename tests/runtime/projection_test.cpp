@@ -91,7 +91,8 @@ TEST_F(projections, read_model_follows_the_log_and_strong_dispatch_sees_it) {
   ASSERT_TRUE(status) << describe_error(status.error());
   dispatch_options strong;
   strong.consistency_level = consistency::strong;
-  ASSERT_TRUE(app->dispatch(open_account{"1", "ada"}, strong));
+  auto opened = app->dispatch(open_account{"1", "ada"}, strong);
+  ASSERT_TRUE(opened) << describe_error(opened.error()) << " / projection at " << (*status)->position();
   for (int i = 1; i <= 10; ++i) {
     ASSERT_TRUE(app->dispatch(deposit{"1", 10}, strong));
     ASSERT_EQ(row(*app, "balances", "account-1"), std::to_string(10 * i));

@@ -188,7 +188,7 @@ private:
   caf::error reserve_handler(std::shared_ptr<handler_status> status, bool strong);
   void forget_handler(const std::string& name);
   void handler_started(const std::string& name, const caf::actor& actor);
-  void watch_head();
+  void watch_head(uint64_t seen);
   void complete_strong(const std::shared_ptr<dispatch_options>& opts, caf::expected<dispatch_result> r,
                        std::function<void(caf::expected<dispatch_result>)> done);
 
