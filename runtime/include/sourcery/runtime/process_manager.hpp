@@ -186,6 +186,10 @@ struct pm_instance_state {
   uint32_t failures = 0;
   uint64_t idle_generation = 0;
   bool busy = false;
+  // Steps that lead to one another asynchronously; kept here (not in
+  // shared closures, which would form a cycle) so they go with the actor.
+  std::function<void()> next_event;
+  std::function<void()> send_next;
   static inline const char* name = "process_instance";
 };
 

@@ -42,11 +42,7 @@ caf::behavior pm_instance(caf::stateful_actor<pm_instance_state<P>>* self, std::
     if (st.options.idle_timeout.count() > 0)
       self->delayed_send(self, st.options.idle_timeout, pm_idle_atom::value, ++st.idle_generation);
   };
-  // Forward declarations through shared function objects: each step may
-  // lead to the next one asynchronously.
-  auto next_event = std::make_shared<std::function<void()>>();
-  auto send_next = std::make_shared<std::function<void()>>();
-  auto finish = [self, next_event](bool skipped, caf::error failure) {
+  auto finish = [self](bool skipped, caf::error failure) {
     auto& st = self->state;
     auto d = std::move(st.queue.front());
     st.queue.pop_front();
@@ -70,7 +66,7 @@ caf::behavior pm_instance(caf::stateful_actor<pm_instance_state<P>>* self, std::
     if (!out.ended)
       out.state = pack_state(st.process);
     self->send(st.router, pm_done_atom::value, std::move(out));
-    (*next_event)();
+    st.next_event();
   };
   auto fail = [self, finish](const caf::error& err) {
     auto& st = self->state;
@@ -93,7 +89,7 @@ caf::behavior pm_instance(caf::stateful_actor<pm_instance_state<P>>* self, std::
                                     + describe_error(err)));
   };
   // Starts the event at the queue's front: its commands, from `handle`.
-  auto begin_event = [self, send_next, fail] {
+  auto begin_event = [self, fail] {
     auto& st = self->state;
     const auto& rec = *st.queue.front().event;
     caf::error err;
@@ -110,9 +106,9 @@ caf::behavior pm_instance(caf::stateful_actor<pm_instance_state<P>>* self, std::
     }
     if (err)
       return fail(err);
-    (*send_next)();
+    st.send_next();
   };
-  *next_event = [self, begin_event, arm_idle] {
+  st.next_event = [self, begin_event, arm_idle] {
     auto& st = self->state;
     if (st.busy)
       return;
@@ -121,7 +117,7 @@ caf::behavior pm_instance(caf::stateful_actor<pm_instance_state<P>>* self, std::
     st.busy = true;
     begin_event();
   };
-  *send_next = [self, finish] {
+  st.send_next = [self, finish] {
     auto& st = self->state;
     if (st.pending.empty())
       return finish(false, {});
@@ -137,11 +133,11 @@ caf::behavior pm_instance(caf::stateful_actor<pm_instance_state<P>>* self, std::
   };
   self->send(self, pm_retry_atom::value, true); // first look at the queue
   return {
-    [self, next_event](pm_event_atom, pm_delivery& d) {
+    [self](pm_event_atom, pm_delivery& d) {
       self->state.queue.push_back(std::move(d));
-      (*next_event)();
+      self->state.next_event();
     },
-    [self, send_next, fail](pm_result_atom, pm_dispatched& r) {
+    [self, fail](pm_result_atom, pm_dispatched& r) {
       auto& st = self->state;
       if (st.pending.empty())
         return; // a late answer after a retry was scheduled
@@ -159,13 +155,13 @@ caf::behavior pm_instance(caf::stateful_actor<pm_instance_state<P>>* self, std::
             st.pending.push_back(std::move(c));
         }
       }
-      (*send_next)();
+      st.send_next();
     },
     [self, begin_event](pm_retry_atom) { // a retry's timer: the event again
       if (!self->state.queue.empty())
         begin_event();
     },
-    [next_event](pm_retry_atom, bool) { (*next_event)(); },
+    [self](pm_retry_atom, bool) { self->state.next_event(); },
     [self](pm_idle_atom, uint64_t generation) {
       auto& st = self->state;
       if (generation == st.idle_generation && !st.busy && st.queue.empty())
