@@ -328,7 +328,7 @@ caf::behavior pm_router(caf::stateful_actor<pm_router_state<P>>* self, persisten
     st.committed = upto;
     st.status->advance(upto);
   };
-  self->set_down_handler([self, open](caf::down_msg& msg) {
+  self->set_down_handler([self, open, state_of](caf::down_msg& msg) {
     auto& st = self->state;
     auto i = st.id_of.find(msg.source);
     if (i == st.id_of.end())
@@ -342,12 +342,7 @@ caf::behavior pm_router(caf::stateful_actor<pm_router_state<P>>* self, persisten
     if (auto w = st.waiting.find(id); w != st.waiting.end()) {
       auto deliveries = std::move(w->second);
       st.waiting.erase(w);
-      std::optional<std::string> state;
-      if (auto o = st.outcomes.find(id); o != st.outcomes.end() && !o->second.empty())
-        state = o->second.back().second;
-      else if (auto saved = st.models->get(st.saved_as, "instances", id); saved)
-        state = *saved;
-      open(id, state.value_or(std::string{}));
+      open(id, state_of(id).value_or(std::string{}));
       for (auto& d : deliveries)
         self->send(st.instances.at(id), pm_event_atom::value, std::move(d));
     }
