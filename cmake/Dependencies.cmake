@@ -3,6 +3,7 @@ find_package(Threads REQUIRED)
 find_package(PkgConfig REQUIRED)
 find_package(msgpack 4 CONFIG REQUIRED)  # Debian's libmsgpack-cxx-dev: target msgpackc-cxx
 find_package(nlohmann_json 3 CONFIG REQUIRED)
+find_package(Boost 1.74 REQUIRED)              # header-only: Asio and Beast (libboost-dev)
 pkg_check_modules(LMDB REQUIRED IMPORTED_TARGET lmdb)
 
 # Debian's CAF 0.17 ships no CMake package config: wrap it once here.

@@ -37,6 +37,8 @@ caf::expected<std::unique_ptr<application>> application::start(application_confi
   root_flags.name = "app_root";
   root_flags.intensity = 10;
   root_flags.period = std::chrono::seconds{10};
+  app->core_.observer = [m = &app->metrics_](const supervision::supervisor_report& r) { m->supervisor_event(r); };
+  root_flags.observer = app->core_.observer;
   auto root = supervision::supervisor::start(*app->system_, root_flags, {});
   if (!root)
     return root.error();
@@ -288,6 +290,10 @@ void application::stop() {
 
 void application::dispatch_erased(std::type_index type, const void* cmd, dispatch_options options,
                                   std::function<void(caf::expected<dispatch_result>)> done) {
+  done = [this, t0 = std::chrono::steady_clock::now(), done = std::move(done)](caf::expected<dispatch_result> r) {
+    metrics_.command_done(r, std::chrono::steady_clock::now() - t0);
+    done(std::move(r));
+  };
   if (stopped_.load())
     return done(make_error(dispatch_errc::stopped, "the application has stopped"));
   auto route = router_.routes().find(type);
@@ -317,6 +323,22 @@ void application::dispatch_erased(std::type_index type, const void* cmd, dispatc
                        }
                        complete_strong(opts, std::move(r), std::move(done));
                      });
+}
+
+std::string application::metrics_text() const {
+  std::string out;
+  metrics_.render(out);
+  auto head = store_->head_position();
+  out += "# HELP sourcery_head_position The last position of $all.\n# TYPE sourcery_head_position gauge\n";
+  out += "sourcery_head_position " + std::to_string(head) + "\n";
+  out += "# HELP sourcery_handler_lag_events Events of $all past a handler's checkpoint.\n"
+         "# TYPE sourcery_handler_lag_events gauge\n";
+  std::lock_guard guard{handlers_mtx_};
+  for (auto& [name, entry] : handlers_) {
+    auto pos = entry.status->position();
+    out += "sourcery_handler_lag_events{handler=\"" + name + "\"} " + std::to_string(head > pos ? head - pos : 0) + "\n";
+  }
+  return out;
 }
 
 } // namespace sourcery

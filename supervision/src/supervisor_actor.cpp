@@ -261,11 +261,18 @@ void supervisor_actor::on_child_down(const caf::actor_addr& who, const caf::erro
   handle_child_exit(serial, reason);
 }
 
+void supervisor_actor::report(supervisor_report::kind what, const child& c, const caf::error& reason) {
+  if (flags_.observer)
+    flags_.observer({what, flags_.name, c.dynamic ? std::string{} : c.spec->id, reason ? describe(reason) : ""});
+}
+
 void supervisor_actor::handle_child_exit(uint64_t serial, const caf::error& reason) {
   auto c = find(serial);
   if (c == nullptr)
     return;
   const auto& spec = *c->spec;
+  if (!is_shutdown_reason(reason))
+    report(supervisor_report::kind::child_terminated, *c, reason);
   bool restart_it = spec.restart == restart_type::permanent
                     || (spec.restart == restart_type::transient && !is_shutdown_reason(reason));
   if (!restart_it) {
@@ -283,12 +290,15 @@ void supervisor_actor::handle_child_exit(uint64_t serial, const caf::error& reas
     return;
   }
   if (!record_restart()) {
-    begin_shutdown(make_error(supervision_errc::reached_max_restart_intensity,
-                              flags_.name + ": more than " + std::to_string(flags_.intensity) + " restarts in "
-                                + std::to_string(flags_.period.count()) + " ms"));
+    auto why = make_error(supervision_errc::reached_max_restart_intensity,
+                          flags_.name + ": more than " + std::to_string(flags_.intensity) + " restarts in "
+                            + std::to_string(flags_.period.count()) + " ms");
+    report(supervisor_report::kind::shutdown, *c, why);
+    begin_shutdown(std::move(why));
     return;
   }
   ++c->restarts;
+  report(supervisor_report::kind::child_restarted, *c, reason);
   switch (flags_.how) {
     case strategy::one_for_one:
     case strategy::simple_one_for_one:
@@ -369,8 +379,10 @@ void supervisor_actor::on_retry(uint64_t serial) {
     return;
   }
   if (!record_restart()) {
-    begin_shutdown(make_error(supervision_errc::reached_max_restart_intensity,
-                              flags_.name + ": restarting '" + c->spec->id + "' keeps failing"));
+    auto why = make_error(supervision_errc::reached_max_restart_intensity,
+                          flags_.name + ": restarting '" + c->spec->id + "' keeps failing");
+    report(supervisor_report::kind::shutdown, *c, why);
+    begin_shutdown(std::move(why));
     return;
   }
   c->waiting = false;

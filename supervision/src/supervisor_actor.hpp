@@ -66,6 +66,7 @@ private:
   void on_child_down(const caf::actor_addr& who, const caf::error& reason);
   void handle_child_exit(uint64_t serial, const caf::error& reason);
   bool record_restart();
+  void report(supervisor_report::kind what, const child& c, const caf::error& reason);
   void restart(child& c);
   void restart_now(child& c);
   void start_pending_group();

@@ -17,6 +17,7 @@
 #include "sourcery/persistence/projection_store.hpp"
 #include "sourcery/persistence/event_store.hpp"
 #include "sourcery/persistence/lmdb_store.hpp"
+#include "sourcery/runtime/metrics.hpp"
 #include "sourcery/runtime/middleware.hpp"
 #include "sourcery/runtime/process_manager.hpp"
 #include "sourcery/runtime/router.hpp"
@@ -145,6 +146,14 @@ public:
   /// A handler's or projection's status by name, or nullptr.
   std::shared_ptr<handler_status> handler(const std::string& name) const;
 
+  /// Counters of commands, events, restarts and latencies.
+  sourcery::metrics& metrics() noexcept { return metrics_; }
+  /// Every metric in Prometheus text format, with each handler's lag (events
+  /// in `$all` past its checkpoint) and the head of `$all`.
+  std::string metrics_text() const;
+  /// False once `stop` has begun.
+  bool running() const noexcept { return !stopped_.load(); }
+
   persistence::event_store& store() noexcept { return *store_; }
   /// The event types of every routed aggregate (for `project_as_of`, tools).
   const persistence::event_registry& event_types() const noexcept { return core_.types; }
@@ -219,6 +228,7 @@ private:
   std::vector<std::shared_ptr<middleware>> middleware_;
   detail::app_core core_;
   std::atomic<bool> stopped_{false};
+  sourcery::metrics metrics_;
 };
 
 } // namespace sourcery

@@ -46,6 +46,8 @@ struct app_core {
   supervision::supervisor* root = nullptr;
   std::unordered_map<std::type_index, aggregate_settings> settings;
   std::unordered_map<std::type_index, std::shared_ptr<void>> aggregates; // aggregate_runtime<A>
+  /// Receives the reports of every supervisor of the application.
+  std::function<void(const supervision::supervisor_report&)> observer;
 };
 
 /// The current actors of an aggregate type's subtree; restarts replace them.
@@ -94,6 +96,7 @@ caf::error setup_aggregate(app_core& core) {
   dyn.name = "aggregates";
   dyn.how = supervision::strategy::simple_one_for_one;
   dyn.intensity = 1'000'000; // temporary children: nothing is restarted
+  dyn.observer = core.observer;
   supervision::child_spec aggregates;
   aggregates.id = "aggregates";
   aggregates.type = supervision::child_type::supervisor;
@@ -116,6 +119,7 @@ caf::error setup_aggregate(app_core& core) {
   subtree.how = supervision::strategy::one_for_all;
   subtree.intensity = 5;
   subtree.period = std::chrono::seconds{10};
+  subtree.observer = core.observer;
   supervision::child_spec sub;
   sub.id = subtree.name;
   sub.type = supervision::child_type::supervisor;

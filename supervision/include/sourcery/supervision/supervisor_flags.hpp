@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include <caf/error.hpp>
@@ -14,6 +15,19 @@ enum class strategy : uint8_t {
   one_for_all,        ///< Stop all others (reverse order), restart all (in order).
   rest_for_one,       ///< Stop the children after it (reverse), restart it and them.
   simple_one_for_one, ///< Dynamic children of one spec, started with arguments.
+};
+
+/// What a supervisor tells its observer (OTP's supervisor reports).
+struct supervisor_report {
+  enum class kind : uint8_t {
+    child_terminated, ///< A child exited abnormally (before any restart).
+    child_restarted,  ///< A restart of the child (or its group) begins.
+    shutdown,         ///< Restart intensity reached: the supervisor gives up.
+  };
+  kind what = kind::child_terminated;
+  std::string supervisor; ///< `supervisor_flags::name`
+  std::string child;      ///< The child's id (empty for simple_one_for_one children).
+  std::string reason;     ///< The exit reason, readable.
 };
 
 /// When the termination of significant children ends the supervisor.
@@ -30,6 +44,9 @@ struct supervisor_flags {
   auto_shutdown shutdown = auto_shutdown::never;
   /// Seed of the backoff jitter (0: random).
   uint64_t seed = 0;
+  /// Called from the supervisor's actor for each report (logs, metrics):
+  /// it must be quick and must not block.
+  std::function<void(const supervisor_report&)> observer = {};
 };
 
 caf::error validate(const supervisor_flags& flags);

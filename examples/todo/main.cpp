@@ -1,0 +1,70 @@
+// todo-server — the Todo-Backend API (todobackend.com), event-sourced.
+//
+//   todo-server [--port N] [--address A] [--data-dir DIR] [--in-memory]
+//
+// Serves /todos on LMDB in DIR (default ./todo-data) until SIGINT or SIGTERM,
+// then drains the requests in flight and stops. Restarted on the same
+// directory, it serves the same todos. /health and /metrics are for operators.
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "sourcery/runtime/application.hpp"
+#include "sourcery/runtime/http_gateway.hpp"
+#include "todo_api.hpp"
+
+int main(int argc, char** argv) {
+  sourcery::application_config config;
+  config.data_dir = "todo-data";
+  sourcery::http::gateway_config http;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    bool has_value = i + 1 < argc;
+    if (a == "--port" && has_value) {
+      char* end = nullptr;
+      long port = std::strtol(argv[++i], &end, 10);
+      if (*end != '\0' || port < 0 || port > 65535) {
+        std::fprintf(stderr, "todo-server: --port takes a number from 0 to 65535\n");
+        return 2;
+      }
+      http.port = static_cast<uint16_t>(port);
+    } else if (a == "--address" && has_value) {
+      http.address = argv[++i];
+    } else if (a == "--data-dir" && has_value) {
+      config.data_dir = argv[++i];
+    } else if (a == "--in-memory") {
+      config.in_memory = true;
+    } else {
+      std::fprintf(stderr, "usage: todo-server [--port N] [--address A] [--data-dir DIR] [--in-memory]\n");
+      return a == "--help" || a == "-h" ? 0 : 2;
+    }
+  }
+
+  auto app = sourcery::application::start(config, todo::routes());
+  if (!app) {
+    std::fprintf(stderr, "todo-server: cannot start: %s\n", sourcery::describe_error(app.error()).c_str());
+    return 1;
+  }
+  if (auto err = todo::start_read_model(**app)) {
+    std::fprintf(stderr, "todo-server: cannot start the read model: %s\n", sourcery::describe_error(err).c_str());
+    return 1;
+  }
+  todo::todo_api api{**app};
+  sourcery::http::gateway gw;
+  api.add_routes(gw);
+  sourcery::http::add_operations_routes(gw, **app);
+  http.metrics = &(*app)->metrics();
+  if (auto err = gw.start(http)) {
+    std::fprintf(stderr, "todo-server: %s\n", sourcery::describe_error(err).c_str());
+    return 1;
+  }
+  std::printf("todo-server: listening on http://%s:%u/todos (%s)\n", http.address.c_str(), gw.port(),
+              config.in_memory ? "in memory" : ("LMDB in " + config.data_dir).c_str());
+  std::fflush(stdout);
+  gw.run_until_signal();
+  std::printf("todo-server: stopping\n");
+  (*app)->stop();
+  return 0;
+}

@@ -1,0 +1,210 @@
+#pragma once
+
+// The Todo-Backend API (todobackend.com) over the todo aggregate and its
+// read model:
+//
+//   GET    /todos        every todo            200 [todo…]
+//   POST   /todos        {"title", "order"?, "completed"?}   201 todo, Location
+//   DELETE /todos        every todo            204
+//   GET    /todos/{id}                         200 todo | 404
+//   PATCH  /todos/{id}   {"title"?, "completed"?, "order"?}  200 todo | 404
+//   DELETE /todos/{id}                         204 | 404
+//
+// A todo is {"id", "title", "completed", "order"?, "url"}; `url` is absolute,
+// built from the request's Host header. Writes answer once the read model
+// shows them (strong consistency), so a client reads its own writes.
+
+#include <algorithm>
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "sourcery/persistence/uuid.hpp"
+#include "sourcery/runtime/application.hpp"
+#include "sourcery/runtime/http_gateway.hpp"
+#include "todo.hpp"
+#include "todo_list.hpp"
+
+namespace todo {
+
+namespace http = sourcery::http;
+using json = nlohmann::json;
+
+class todo_api {
+public:
+  explicit todo_api(sourcery::application& app) : app_(app) {}
+
+  void add_routes(http::gateway& gw) {
+    gw.route("GET", "/todos", [this](http::request& req, http::responder answer) { list(req, answer); });
+    gw.route("POST", "/todos", [this](http::request& req, http::responder answer) { create(req, answer); });
+    gw.route("DELETE", "/todos", [this](http::request&, http::responder answer) { clear(answer); });
+    gw.route("GET", "/todos/{id}", [this](http::request& req, http::responder answer) { get(req, answer); });
+    gw.route("PATCH", "/todos/{id}", [this](http::request& req, http::responder answer) { update(req, answer); });
+    gw.route("DELETE", "/todos/{id}", [this](http::request& req, http::responder answer) { remove(req, answer); });
+  }
+
+private:
+  /// A row of the read model as the API shows it.
+  static json present(const std::string& origin, const std::string& id, const json& row) {
+    json t{{"id", id}, {"title", row.at("title")}, {"completed", row.at("completed")}, {"url", origin + "/todos/" + id}};
+    if (row.contains("order"))
+      t["order"] = row.at("order");
+    return t;
+  }
+
+  /// The read-model row of todo `id`, nullopt when there is none.
+  http::expected<std::optional<json>> row(const std::string& id) {
+    auto models = app_.read_models();
+    if (!models)
+      return http::dispatch_failure(models.error());
+    auto r = (*models)->get(todo_list::projection_name, todo_list::table, id);
+    if (!r)
+      return http::dispatch_failure(r.error());
+    if (!*r)
+      return std::optional<json>{};
+    return std::optional<json>{json::parse(**r)};
+  }
+
+  static sourcery::dispatch_options strong() {
+    sourcery::dispatch_options o;
+    o.consistency_level = sourcery::consistency::strong;
+    o.consistent_with = {todo_list::projection_name};
+    return o;
+  }
+
+  void list(const http::request& req, const http::responder& answer) {
+    auto models = app_.read_models();
+    if (!models)
+      return answer(http::dispatch_failure(models.error()));
+    auto rows = (*models)->scan(todo_list::projection_name, todo_list::table);
+    if (!rows)
+      return answer(http::dispatch_failure(rows.error()));
+    std::vector<std::pair<json, std::string>> todos;
+    for (auto& [id, value] : *rows)
+      todos.emplace_back(json::parse(value), id);
+    std::sort(todos.begin(), todos.end(),
+              [](const auto& a, const auto& b) { return a.first.at("created") < b.first.at("created"); });
+    auto out = json::array();
+    for (auto& [r, id] : todos)
+      out.push_back(present(req.origin(), id, r));
+    answer(http::json_response(200, out));
+  }
+
+  void get(const http::request& req, const http::responder& answer) {
+    auto id = req.param("id");
+    auto r = row(id);
+    if (!r)
+      return answer(r.err());
+    if (!*r)
+      return answer(http::error{404, "not_found", "no todo " + id});
+    answer(http::json_response(200, present(req.origin(), id, **r)));
+  }
+
+  void create(const http::request& req, const http::responder& answer) {
+    auto body = http::json_object_body(req);
+    if (!body)
+      return answer(body.err());
+    auto title = http::required_field<std::string>(*body, "title");
+    auto order = http::optional_field<int64_t>(*body, "order");
+    auto completed = http::optional_field<bool>(*body, "completed");
+    for (auto* bad : {title ? nullptr : &title.err(), order ? nullptr : &order.err(), completed ? nullptr : &completed.err()})
+      if (bad)
+        return answer(*bad);
+    create_todo cmd{sourcery::persistence::uuid::random().to_string(), *title, *order, completed->value_or(false)};
+    answer_with_row(req.origin(), cmd.id, cmd, 201, answer);
+  }
+
+  void update(const http::request& req, const http::responder& answer) {
+    auto id = req.param("id");
+    auto body = http::json_object_body(req);
+    if (!body)
+      return answer(body.err());
+    auto title = http::optional_field<std::string>(*body, "title");
+    auto completed = http::optional_field<bool>(*body, "completed");
+    auto order = http::optional_field<int64_t>(*body, "order");
+    for (auto* bad : {title ? nullptr : &title.err(), order ? nullptr : &order.err(), completed ? nullptr : &completed.err()})
+      if (bad)
+        return answer(*bad);
+    auto known = row(id);
+    if (!known)
+      return answer(known.err());
+    if (!*known)
+      return answer(http::error{404, "not_found", "no todo " + id});
+    answer_with_row(req.origin(), id, update_todo{id, *title, *completed, *order}, 200, answer);
+  }
+
+  void remove(const http::request& req, const http::responder& answer) {
+    auto id = req.param("id");
+    auto known = row(id);
+    if (!known)
+      return answer(known.err());
+    if (!*known)
+      return answer(http::error{404, "not_found", "no todo " + id});
+    app_.dispatch_async(delete_todo{id}, strong(), [answer](caf::expected<sourcery::dispatch_result> r) {
+      if (!r)
+        return answer(http::dispatch_failure(r.error()));
+      if (!r->accepted)
+        return answer(http::rejected(r->why, r->why.reason == "not_found" ? 404 : 422));
+      answer(http::empty_response(204));
+    });
+  }
+
+  /// Deletes every todo: one command each, answered once all are.
+  void clear(const http::responder& answer) {
+    auto models = app_.read_models();
+    if (!models)
+      return answer(http::dispatch_failure(models.error()));
+    auto rows = (*models)->scan(todo_list::projection_name, todo_list::table);
+    if (!rows)
+      return answer(http::dispatch_failure(rows.error()));
+    if (rows->empty())
+      return answer(http::empty_response(204));
+    struct progress {
+      std::atomic<size_t> left;
+      std::atomic<bool> failed{false};
+    };
+    auto p = std::make_shared<progress>();
+    p->left = rows->size();
+    for (auto& [id, value] : *rows) {
+      app_.dispatch_async(delete_todo{id}, strong(), [p, answer](caf::expected<sourcery::dispatch_result> r) {
+        // A todo deleted meanwhile (not_found) is fine: it is gone either way.
+        if (!r && !p->failed.exchange(true))
+          answer(http::dispatch_failure(r.error()));
+        if (p->left.fetch_sub(1) == 1 && !p->failed.load())
+          answer(http::empty_response(204));
+      });
+    }
+  }
+
+  /// Dispatches `cmd` and answers with the todo's row as it then is.
+  template <class C>
+  void answer_with_row(std::string origin, std::string id, const C& cmd, unsigned status,
+                       const http::responder& answer) {
+    app_.dispatch_async(cmd, strong(), [this, origin, id, status, answer](caf::expected<sourcery::dispatch_result> r) {
+      if (!r)
+        return answer(http::dispatch_failure(r.error()));
+      if (!r->accepted)
+        return answer(http::rejected(r->why, r->why.reason == "not_found" ? 404 : 422));
+      auto now = row(id);
+      if (!now)
+        return answer(now.err());
+      if (!*now)
+        return answer(http::error{404, "not_found", "no todo " + id});
+      auto res = http::json_response(status, present(origin, id, **now));
+      if (status == 201)
+        res.with_header("Location", origin + "/todos/" + id);
+      answer(std::move(res));
+    });
+  }
+
+  sourcery::application& app_;
+};
+
+/// Starts the todo application's read model: call once after `application::start`.
+inline caf::error start_read_model(sourcery::application& app) {
+  auto p = app.add_projection<todo_list>({}, true);
+  return p ? caf::error{} : p.error();
+}
+
+} // namespace todo
