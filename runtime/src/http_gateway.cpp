@@ -118,6 +118,9 @@ struct gateway::impl {
   std::shared_ptr<std::pair<std::mutex, bool>> open = std::make_shared<std::pair<std::mutex, bool>>();
 
   net::io_context io;
+  // Keeps the threads in `io.run` while a route holds a request and no
+  // socket operation is pending.
+  std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
   std::optional<tcp::acceptor> acceptor;
   std::optional<net::signal_set> signals;
   std::vector<std::thread> threads;
@@ -435,6 +438,7 @@ caf::error gateway::start(gateway_config config) {
   g.bound_port = g.acceptor->local_endpoint().port();
   g.open->second = true;
   g.accept();
+  g.work.emplace(g.io.get_executor());
   for (int i = 0; i < std::max(1, g.cfg.threads); ++i)
     g.threads.emplace_back([&g] { g.io.run(); });
   return {};
@@ -492,6 +496,7 @@ void gateway::stop() {
   std::unique_lock guard{g.mtx};
   g.cv.wait_for(guard, std::chrono::milliseconds{500}, [&g] { return g.live == 0; });
   guard.unlock();
+  g.work.reset();
   g.io.stop();
   for (auto& t : g.threads)
     t.join();

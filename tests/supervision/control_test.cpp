@@ -286,3 +286,23 @@ TEST_F(control, requests_wait_while_siblings_are_being_stopped) {
 }
 
 } // namespace
+
+TEST_F(control, the_observer_hears_terminations_restarts_and_giving_up) {
+  auto j = std::make_shared<journal>();
+  auto reports = std::make_shared<std::vector<supervisor_report>>();
+  auto flags = one_for_one(/*intensity*/ 1);
+  flags.observer = [reports](const supervisor_report& r) { reports->push_back(r); };
+  auto sup = spawn_sup(flags, {worker_spec(j, "w")});
+  send_exit_kind(j->current["w"], exit_kind::crash);
+  ASSERT_EQ(reports->size(), 2u);
+  EXPECT_EQ((*reports)[0].what, supervisor_report::kind::child_terminated);
+  EXPECT_EQ((*reports)[0].supervisor, "root");
+  EXPECT_EQ((*reports)[0].child, "w");
+  EXPECT_FALSE((*reports)[0].reason.empty());
+  EXPECT_EQ((*reports)[1].what, supervisor_report::kind::child_restarted);
+  send_exit_kind(j->current["w"], exit_kind::crash); // the second within the period: give up
+  ASSERT_EQ(reports->size(), 4u);
+  EXPECT_EQ((*reports)[2].what, supervisor_report::kind::child_terminated);
+  EXPECT_EQ((*reports)[3].what, supervisor_report::kind::shutdown);
+  EXPECT_NE((*reports)[3].reason.find("restarts"), std::string::npos);
+}

@@ -1,0 +1,114 @@
+#pragma once
+
+// A real HTTP/1.1 client for tests (Beast, blocking, over loopback), and a
+// raw socket for the requests no well-behaved client sends.
+
+#include <chrono>
+#include <map>
+#include <optional>
+#include <string>
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <nlohmann/json.hpp>
+
+namespace sourcery::test {
+
+struct http_reply {
+  unsigned status = 0;
+  std::map<std::string, std::string> headers; // names in lower case
+  std::string body;
+  bool keep_alive = false;
+
+  std::string header(const std::string& name) const {
+    auto it = headers.find(name);
+    return it == headers.end() ? std::string{} : it->second;
+  }
+  nlohmann::json json() const { return nlohmann::json::parse(body); }
+};
+
+/// One keep-alive connection; reconnects when the server closed it.
+class http_client {
+public:
+  explicit http_client(uint16_t port, std::string host = "127.0.0.1") : port_(port), host_(std::move(host)) {}
+
+  http_reply request(const std::string& method, const std::string& target, const std::string& body = {},
+                     std::map<std::string, std::string> headers = {}) {
+    namespace http = boost::beast::http;
+    if (!stream_)
+      connect();
+    http::request<http::string_body> req{http::string_to_verb(method), target, 11};
+    req.set(http::field::host, host_ + ":" + std::to_string(port_));
+    if (!body.empty())
+      req.set(http::field::content_type, "application/json");
+    for (auto& [k, v] : headers)
+      req.set(k, v);
+    req.body() = body;
+    req.prepare_payload();
+    if (method == "OPTIONS" || method == "HEAD" || method == "GET" || method == "DELETE")
+      if (body.empty())
+        req.content_length(boost::none);
+    http::write(*stream_, req);
+    boost::beast::flat_buffer buffer;
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(64 << 20);
+    parser.skip(method == "HEAD");
+    http::read(*stream_, buffer, parser);
+    auto res = parser.release();
+    http_reply out;
+    out.status = res.result_int();
+    for (auto& f : res) {
+      std::string name{f.name_string()};
+      for (auto& c : name)
+        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      out.headers[name] = std::string{f.value()};
+    }
+    out.body = res.body();
+    out.keep_alive = res.keep_alive();
+    if (!out.keep_alive)
+      stream_.reset();
+    return out;
+  }
+
+  http_reply get(const std::string& target) { return request("GET", target); }
+  http_reply post(const std::string& target, const nlohmann::json& body) { return request("POST", target, body.dump()); }
+  http_reply patch(const std::string& target, const nlohmann::json& body) {
+    return request("PATCH", target, body.dump());
+  }
+  http_reply del(const std::string& target) { return request("DELETE", target); }
+
+private:
+  void connect() {
+    stream_.emplace(io_);
+    stream_->connect({boost::asio::ip::make_address(host_), port_});
+  }
+
+  uint16_t port_;
+  std::string host_;
+  boost::asio::io_context io_;
+  std::optional<boost::beast::tcp_stream> stream_;
+};
+
+/// Sends `bytes` as they are, then reads until the server closes or
+/// `wait` passes; returns what came back.
+inline std::string raw_exchange(uint16_t port, const std::string& bytes,
+                                std::chrono::milliseconds wait = std::chrono::seconds{5}) {
+  boost::asio::io_context io;
+  boost::beast::tcp_stream s{io};
+  s.connect({boost::asio::ip::make_address("127.0.0.1"), port});
+  boost::asio::write(s.socket(), boost::asio::buffer(bytes));
+  std::string out;
+  char buf[4096];
+  s.expires_after(wait);
+  boost::beast::error_code ec;
+  for (;;) {
+    auto n = s.read_some(boost::asio::buffer(buf), ec);
+    out.append(buf, n);
+    if (ec)
+      break;
+  }
+  return out;
+}
+
+} // namespace sourcery::test
