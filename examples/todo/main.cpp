@@ -60,10 +60,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "todo-server: %s\n", sourcery::describe_error(err).c_str());
     return 1;
   }
+  gw.stop_on_signals();
   std::printf("todo-server: listening on http://%s:%u/todos (%s)\n", http.address.c_str(), gw.port(),
               config.in_memory ? "in memory" : ("LMDB in " + config.data_dir).c_str());
   std::fflush(stdout);
-  gw.run_until_signal();
+  gw.wait();
   std::printf("todo-server: stopping\n");
   (*app)->stop();
   return 0;

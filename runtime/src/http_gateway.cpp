@@ -503,11 +503,11 @@ void gateway::stop() {
   g.threads.clear();
 }
 
-void gateway::run_until_signal() {
+void gateway::stop_on_signals() {
   auto& g = *impl_;
   {
     std::lock_guard guard{g.mtx};
-    if (!g.stopped && !g.threads.empty()) {
+    if (!g.stopped && !g.threads.empty() && !g.signals) {
       g.signals.emplace(g.io, SIGINT, SIGTERM);
       g.signals->async_wait([&g](beast::error_code ec, int) {
         if (ec)
@@ -518,6 +518,10 @@ void gateway::run_until_signal() {
       });
     }
   }
+}
+
+void gateway::wait() {
+  auto& g = *impl_;
   {
     std::unique_lock guard{g.mtx};
     g.cv.wait(guard, [&g] { return g.stop_requested || g.threads.empty(); });

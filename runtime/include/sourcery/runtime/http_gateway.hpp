@@ -63,9 +63,17 @@ public:
   /// says `Connection: close`), closes idle connections, and returns once
   /// all are closed or `drain_timeout` passed. Idempotent.
   void stop();
-  /// Blocks until SIGINT or SIGTERM arrives or `stop` is called (from
-  /// another thread), then stops. For a server's `main`.
-  void run_until_signal();
+  /// From now on SIGINT and SIGTERM stop the gateway (call after `start`,
+  /// before announcing that the server is ready).
+  void stop_on_signals();
+  /// Blocks until a signal (see `stop_on_signals`) or a `stop` from another
+  /// thread, then stops. For a server's `main`.
+  void wait();
+  /// `stop_on_signals`, then `wait`.
+  void run_until_signal() {
+    stop_on_signals();
+    wait();
+  }
 
   struct impl; // opaque: the Beast transport (http_gateway.cpp)
 

@@ -1,0 +1,266 @@
+// The todo example: the aggregate's invariants, the Todo-Backend API through
+// a real HTTP client, and the todo-server killed and restarted.
+
+#include <atomic>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "../../examples/todo/todo_api.hpp"
+#include "../support/child_process.hpp"
+#include "../support/http_client.hpp"
+#include "../support/temp_dir.hpp"
+
+using namespace std::chrono_literals;
+using sourcery::test::http_client;
+using json = nlohmann::json;
+
+namespace {
+
+todo::todo created(std::string title = "milk") {
+  todo::todo t;
+  t.apply(todo::todo_created{std::move(title), false, 0});
+  return t;
+}
+
+template <class Outcome>
+std::string rejection_of(const Outcome& o) {
+  return o.rejected() ? o.why().reason : std::string{};
+}
+
+} // namespace
+
+// -- the aggregate's invariants -----------------------------------------------
+
+TEST(todo_aggregate, a_title_must_not_be_blank_or_huge) {
+  todo::todo fresh;
+  EXPECT_EQ(rejection_of(fresh.execute(todo::create_todo{"1", "  \t"})), "invalid_title");
+  EXPECT_EQ(rejection_of(fresh.execute(todo::create_todo{"1", std::string(1001, 'x')})), "invalid_title");
+  EXPECT_EQ(rejection_of(created().execute(todo::update_todo{"1", std::string{""}})), "invalid_title");
+  EXPECT_FALSE(fresh.execute(todo::create_todo{"1", "milk"}).rejected());
+}
+
+TEST(todo_aggregate, created_once_and_completed_at_creation_if_asked) {
+  todo::todo fresh;
+  auto o = fresh.execute(todo::create_todo{"1", "milk", 4, true});
+  ASSERT_FALSE(o.rejected());
+  ASSERT_EQ(o.events().size(), 2u);
+  EXPECT_EQ(std::get<todo::todo_created>(o.events()[0]).order, 4);
+  EXPECT_TRUE(std::holds_alternative<todo::todo_completed>(o.events()[1]));
+  EXPECT_EQ(rejection_of(created().execute(todo::create_todo{"1", "again"})), "already_exists");
+}
+
+TEST(todo_aggregate, a_patch_records_only_what_changed) {
+  auto t = created("milk");
+  auto same = t.execute(todo::update_todo{"1", std::string{"milk"}, false});
+  EXPECT_FALSE(same.rejected());
+  EXPECT_TRUE(same.events().empty());
+  auto o = t.execute(todo::update_todo{"1", std::string{"oat milk"}, true, 2});
+  ASSERT_EQ(o.events().size(), 3u);
+  EXPECT_TRUE(std::holds_alternative<todo::todo_title_changed>(o.events()[0]));
+  EXPECT_TRUE(std::holds_alternative<todo::todo_completed>(o.events()[1]));
+  EXPECT_TRUE(std::holds_alternative<todo::todo_order_changed>(o.events()[2]));
+  t.apply(todo::todo_completed{});
+  auto back = t.execute(todo::update_todo{"1", std::nullopt, false});
+  ASSERT_EQ(back.events().size(), 1u);
+  EXPECT_TRUE(std::holds_alternative<todo::todo_uncompleted>(back.events()[0]));
+}
+
+TEST(todo_aggregate, nothing_happens_to_a_missing_or_deleted_todo) {
+  todo::todo fresh;
+  EXPECT_EQ(rejection_of(fresh.execute(todo::update_todo{"1", std::string{"x"}})), "not_found");
+  EXPECT_EQ(rejection_of(fresh.execute(todo::delete_todo{"1"})), "not_found");
+  auto t = created();
+  t.apply(todo::todo_deleted{});
+  EXPECT_EQ(rejection_of(t.execute(todo::update_todo{"1", std::nullopt, true})), "not_found");
+  EXPECT_EQ(rejection_of(t.execute(todo::delete_todo{"1"})), "not_found");
+  EXPECT_EQ(rejection_of(t.execute(todo::create_todo{"1", "again"})), "already_exists"); // ids are not reused
+}
+
+// -- the API, in process ----------------------------------------------------------
+
+namespace {
+
+struct todo_server : ::testing::Test {
+  sourcery::testing::temp_dir dir;
+  std::unique_ptr<sourcery::application> app;
+  std::unique_ptr<todo::todo_api> api;
+  sourcery::http::gateway gw;
+
+  void SetUp() override {
+    sourcery::application_config config;
+    config.data_dir = dir.str();
+    auto started = sourcery::application::start(config, todo::routes());
+    ASSERT_TRUE(started) << sourcery::describe_error(started.error());
+    app = std::move(*started);
+    ASSERT_FALSE(todo::start_read_model(*app));
+    api = std::make_unique<todo::todo_api>(*app);
+    api->add_routes(gw);
+    sourcery::http::gateway_config c;
+    c.address = "127.0.0.1";
+    c.port = 0;
+    ASSERT_FALSE(gw.start(c));
+  }
+  void TearDown() override {
+    gw.stop();
+    if (app)
+      app->stop();
+  }
+  std::string root() const { return "http://127.0.0.1:" + std::to_string(gw.port()); }
+  /// The path of an absolute url of ours.
+  std::string path_of(const std::string& url) const { return url.substr(root().size()); }
+};
+
+} // namespace
+
+// The behaviour the Todo-Backend spec runner checks, in its order.
+TEST_F(todo_server, follows_the_todo_backend_spec) {
+  http_client client{gw.port()};
+  auto r = client.get("/todos");
+  ASSERT_EQ(r.status, 200u);
+  EXPECT_EQ(r.header("access-control-allow-origin"), "*");
+  auto pre = client.request("OPTIONS", "/todos", {},
+                            {{"Origin", "http://www.todobackend.com"}, {"Access-Control-Request-Method", "POST"},
+                             {"Access-Control-Request-Headers", "content-type"}});
+  EXPECT_LT(pre.status, 300u);
+  EXPECT_NE(pre.header("access-control-allow-methods").find("POST"), std::string::npos);
+  EXPECT_EQ(pre.header("access-control-allow-headers"), "content-type");
+
+  r = client.post("/todos", {{"title", "a todo"}});
+  ASSERT_EQ(r.status, 201u);
+  auto todo = r.json();
+  EXPECT_EQ(todo["title"], "a todo");
+  EXPECT_EQ(todo["completed"], false);
+  ASSERT_TRUE(todo["url"].is_string());
+  EXPECT_EQ(todo["url"].get<std::string>().rfind(root() + "/todos/", 0), 0u);
+  EXPECT_EQ(r.header("location"), todo["url"]);
+
+  EXPECT_EQ(client.del("/todos").status, 204u);
+  EXPECT_EQ(client.get("/todos").json(), json::array());
+
+  auto first = client.post("/todos", {{"title", "walk the dog"}}).json();
+  auto second = client.post("/todos", {{"title", "buy milk"}, {"order", 523}}).json();
+  auto list = client.get("/todos").json();
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list[0]["title"], "walk the dog"); // in the order they were created
+  EXPECT_EQ(list[1]["order"], 523);
+
+  // Navigate by url, then change what a PATCH may change.
+  auto url = path_of(first["url"]);
+  EXPECT_EQ(client.get(url).json(), first);
+  r = client.patch(url, {{"title", "walk the cat"}, {"completed", true}});
+  ASSERT_EQ(r.status, 200u);
+  EXPECT_EQ(r.json()["title"], "walk the cat");
+  EXPECT_EQ(r.json()["completed"], true);
+  EXPECT_EQ(client.get(url).json()["completed"], true);
+  EXPECT_EQ(client.patch(url, {{"order", 95}}).json()["order"], 95);
+  EXPECT_EQ(client.patch(url, {{"completed", false}}).json()["completed"], false);
+
+  EXPECT_EQ(client.del(url).status, 204u);
+  list = client.get("/todos").json();
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0]["id"], second["id"]);
+}
+
+TEST_F(todo_server, unknown_todos_are_404_and_bad_bodies_4xx) {
+  http_client client{gw.port()};
+  EXPECT_EQ(client.get("/todos/nope").status, 404u);
+  EXPECT_EQ(client.patch("/todos/nope", {{"title", "x"}}).status, 404u);
+  EXPECT_EQ(client.del("/todos/nope").status, 404u);
+  auto r = client.request("POST", "/todos", "{not json");
+  EXPECT_EQ(r.status, 400u);
+  EXPECT_EQ(r.json()["error"], "malformed_json");
+  r = client.post("/todos", {{"order", 1}});
+  EXPECT_EQ(r.status, 422u);
+  EXPECT_EQ(r.json()["error"], "missing_field");
+  r = client.post("/todos", {{"title", "x"}, {"completed", "yes"}});
+  EXPECT_EQ(r.status, 422u);
+  EXPECT_EQ(r.json()["error"], "invalid_field");
+  r = client.post("/todos", {{"title", "   "}});
+  EXPECT_EQ(r.status, 422u);
+  EXPECT_EQ(r.json()["error"], "invalid_title");
+  auto url = path_of(client.post("/todos", {{"title", "x"}}).json()["url"]);
+  EXPECT_EQ(client.patch(url, {{"order", 1.5}}).status, 422u);
+  EXPECT_EQ(client.request("PUT", url, "{}").status, 405u);
+  EXPECT_EQ(client.get("/todos").json().size(), 1u); // nothing else was created
+}
+
+TEST_F(todo_server, the_events_say_what_happened) {
+  http_client client{gw.port()};
+  auto url = path_of(client.post("/todos", {{"title", "x"}}).json()["url"]);
+  client.patch(url, {{"title", "y"}, {"completed", true}, {"order", 3}});
+  client.patch(url, {{"title", "y"}}); // no change, no event
+  client.patch(url, {{"completed", false}});
+  client.del(url);
+  std::vector<std::string> types;
+  auto events = app->store().read_all(0, 100);
+  ASSERT_TRUE(events);
+  for (auto& e : *events)
+    types.push_back(e.type);
+  EXPECT_EQ(types, (std::vector<std::string>{"todo.created", "todo.title_changed", "todo.completed",
+                                             "todo.order_changed", "todo.uncompleted", "todo.deleted"}));
+}
+
+// -- the server as a process --------------------------------------------------------
+
+TEST(todo_server_process, killed_and_restarted_it_keeps_every_acknowledged_todo) {
+  sourcery::testing::temp_dir dir;
+  auto start = [&] {
+    auto p = std::make_unique<sourcery::testing::child_process>(
+      TODO_SERVER_PATH, std::vector<std::string>{"--port", "0", "--address", "127.0.0.1", "--data-dir", dir.str()});
+    auto line = p->read_line(); // "todo-server: listening on http://127.0.0.1:PORT/todos (…)"
+    auto at = line.find("127.0.0.1:");
+    EXPECT_NE(at, std::string::npos) << line;
+    auto port = static_cast<uint16_t>(std::stoi(line.substr(at + 10)));
+    return std::make_pair(std::move(p), port);
+  };
+  auto [server, port] = start();
+  std::mutex mtx;
+  std::map<std::string, std::string> acknowledged; // id -> title
+  std::atomic<bool> go{true};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 8; ++c) {
+    clients.emplace_back([&, c, port = port] {
+      try {
+        http_client client{port};
+        for (int i = 0; go.load(); ++i) {
+          auto title = "todo " + std::to_string(c) + "/" + std::to_string(i);
+          auto r = client.post("/todos", {{"title", title}});
+          if (r.status == 201) {
+            std::lock_guard guard{mtx};
+            acknowledged[r.json()["id"]] = title;
+          }
+        }
+      } catch (const std::exception&) {
+        // the server was killed mid-request: that todo was not acknowledged
+      }
+    });
+  }
+  for (;;) {
+    std::this_thread::sleep_for(20ms);
+    std::lock_guard guard{mtx};
+    if (acknowledged.size() >= 200)
+      break;
+  }
+  server->signal(SIGKILL);
+  EXPECT_EQ(server->wait(), 128 + SIGKILL);
+  go = false;
+  for (auto& t : clients)
+    t.join();
+
+  auto [again, port2] = start();
+  http_client client{port2};
+  auto list = client.get("/todos").json();
+  std::map<std::string, std::string> served;
+  for (auto& t : list)
+    served[t["id"]] = t["title"];
+  for (auto& [id, title] : acknowledged) {
+    ASSERT_TRUE(served.count(id)) << "acknowledged todo " << id << " is lost";
+    EXPECT_EQ(served[id], title);
+  }
+  EXPECT_GE(served.size(), acknowledged.size());
+  again->signal(SIGTERM);
+  EXPECT_EQ(again->wait(), 0); // a graceful stop
+}

@@ -1,0 +1,79 @@
+#pragma once
+
+// A program run as a child process, for tests that need a real second
+// process: its stdout is read line by line, and it can be killed.
+
+#include <csignal>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace sourcery::testing {
+
+class child_process {
+public:
+  /// Starts `program` with `args`; its stdout comes through a pipe.
+  child_process(const std::string& program, const std::vector<std::string>& args) {
+    int fds[2];
+    if (::pipe(fds) != 0)
+      return;
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::dup2(fds[1], STDOUT_FILENO);
+      ::close(fds[0]);
+      ::close(fds[1]);
+      std::vector<char*> argv{const_cast<char*>(program.c_str())};
+      for (auto& a : args)
+        argv.push_back(const_cast<char*>(a.c_str()));
+      argv.push_back(nullptr);
+      ::execv(program.c_str(), argv.data());
+      ::_exit(127);
+    }
+    ::close(fds[1]);
+    out_ = ::fdopen(fds[0], "r");
+  }
+  child_process(const child_process&) = delete;
+  child_process& operator=(const child_process&) = delete;
+  ~child_process() {
+    if (pid_ > 0 && !reaped_) {
+      ::kill(pid_, SIGKILL);
+      wait();
+    }
+    if (out_ != nullptr)
+      ::fclose(out_);
+  }
+
+  /// The next line of its stdout (without the newline); "" at its end.
+  std::string read_line() {
+    std::string line;
+    if (out_ == nullptr)
+      return line;
+    int c;
+    while ((c = std::fgetc(out_)) != EOF && c != '\n')
+      line += static_cast<char>(c);
+    return line;
+  }
+
+  void signal(int sig) { ::kill(pid_, sig); }
+
+  /// Waits for it to end; its exit status (128 + signal when killed).
+  int wait() {
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    reaped_ = true;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+
+  pid_t pid() const { return pid_; }
+
+private:
+  pid_t pid_ = -1;
+  FILE* out_ = nullptr;
+  bool reaped_ = false;
+};
+
+} // namespace sourcery::testing
