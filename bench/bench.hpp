@@ -29,5 +29,6 @@ int run_store_suite(const options& opts);
 int run_supervision_suite(const options& opts);
 int run_dispatch_suite(const options& opts);
 int run_handlers_suite(const options& opts);
+int run_http_suite(const options& opts);
 
 } // namespace sourcery::bench

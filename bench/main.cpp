@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
     {"supervision", run_supervision_suite},
     {"dispatch", run_dispatch_suite},
     {"handlers", run_handlers_suite},
+    {"http", run_http_suite},
   };
   auto usage = [&] {
     std::fprintf(stderr, "usage: sourcery-bench SUITE [--dir DIR] [--scale X]\nsuites:");

@@ -9,6 +9,8 @@
 #include <thread>
 #include <vector>
 
+#include <utility> // before Asio: Boost 1.74 uses std::exchange without it
+
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>

@@ -8,6 +8,8 @@
 #include <optional>
 #include <string>
 
+#include <utility> // before Asio: Boost 1.74 uses std::exchange without it
+
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
