@@ -3,5 +3,5 @@
 # LMDB store in ./sourcery-data (run it again to continue where it stopped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/build.sh store-demo
-exec "${SOURCERY_BUILD_DIR:-build}/bin/store-demo" --data-dir "${SOURCERY_DATA_DIR:-sourcery-data}" "$@"
+bash scripts/build.sh bank-demo
+exec "${SOURCERY_BUILD_DIR:-build}/bin/bank-demo" --data-dir "${SOURCERY_DATA_DIR:-sourcery-data}" "$@"

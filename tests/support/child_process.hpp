@@ -58,6 +58,15 @@ public:
     return line;
   }
 
+  /// Everything it writes to stdout until it closes it (usually: exits).
+  std::string read_all() {
+    std::string out;
+    int c;
+    while (out_ != nullptr && (c = std::fgetc(out_)) != EOF)
+      out += static_cast<char>(c);
+    return out;
+  }
+
   void signal(int sig) { ::kill(pid_, sig); }
 
   /// Waits for it to end; its exit status (128 + signal when killed).
