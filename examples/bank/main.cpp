@@ -15,11 +15,9 @@
 #include <string>
 #include <thread>
 
-#include <nlohmann/json.hpp>
-
+#include "../common/narrate.hpp"
 #include "balances.hpp"
 #include "routes.hpp"
-#include "sourcery/persistence/event_registry.hpp"
 #include "sourcery/persistence/uuid.hpp"
 #include "sourcery/runtime/application.hpp"
 #include "transfer_saga.hpp"
@@ -29,47 +27,13 @@ using sourcery::application;
 
 namespace {
 
-void say(const char* fmt, auto... args) {
-  std::printf(fmt, args...);
-  std::printf("\n");
-  std::fflush(stdout);
-}
-
-void section(const char* title) {
-  say("\n-- %s", title);
-}
+using demo::data_of;
+using demo::run;
+using demo::say;
+using demo::section;
 
 [[noreturn]] void fail(const std::string& what, const caf::error& err) {
-  std::fprintf(stderr, "bank-demo: %s: %s\n", what.c_str(), sourcery::describe_error(err).c_str());
-  std::exit(1);
-}
-
-std::string data_of(const sourcery::persistence::recorded_event& e) {
-  auto j = sourcery::persistence::event_registry::data_as_json(e.data);
-  return j ? j->dump() : "<" + std::to_string(e.data.size()) + " bytes>";
-}
-
-/// Dispatches and narrates: the command, then its events or its rejection.
-template <class C>
-sourcery::dispatch_result run(application& app, const std::string& what, const C& cmd,
-                              sourcery::consistency level = sourcery::consistency::eventual) {
-  sourcery::dispatch_options opts;
-  opts.returns = sourcery::returning::events;
-  opts.consistency_level = level;
-  auto r = app.dispatch(cmd, opts);
-  if (!r)
-    fail(what, r.error());
-  if (!r->accepted) {
-    say("  %-34s -> rejected: %s%s%s", what.c_str(), r->why.reason.c_str(), r->why.message.empty() ? "" : " — ",
-        r->why.message.c_str());
-  } else if (r->events.empty()) {
-    say("  %-34s -> accepted, nothing to record", what.c_str());
-  } else {
-    for (auto& e : r->events)
-      say("  %-34s -> #%llu %s v%llu %s %s", what.c_str(), static_cast<unsigned long long>(e.position),
-          e.stream_id.c_str(), static_cast<unsigned long long>(e.stream_version), e.type.c_str(), data_of(e).c_str());
-  }
-  return *r;
+  demo::fail("bank-demo", what, err);
 }
 
 int64_t balance_of(application& app, const std::string& account) {
@@ -150,29 +114,13 @@ sourcery::supervision::child_info child(application& app, const std::string& id)
 } // namespace
 
 int main(int argc, char** argv) {
-  sourcery::application_config config;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--data-dir") == 0 && i + 1 < argc) {
-      config.data_dir = argv[++i];
-    } else if (std::strcmp(argv[i], "--in-memory") == 0) {
-      config.in_memory = true;
-    } else {
-      std::fprintf(stderr, "usage: bank-demo [--data-dir DIR] [--in-memory]\n");
-      return std::strcmp(argv[i], "--help") == 0 ? 0 : 2;
-    }
-  }
-
+  auto config = demo::parse_options(argc, argv, "bank-demo", "sourcery-data");
   say("== Sourcery bank demo ==");
   auto started = application::start(config, bank::routes());
   if (!started)
     fail("start the application in " + config.data_dir, started.error());
   auto& app = **started;
-  auto head = app.store().head_position();
-  if (config.in_memory)
-    say("store: in memory (nothing survives this run)");
-  else
-    say("store: LMDB in %s, every acknowledged event fsynced; the log holds %llu events%s", config.data_dir.c_str(),
-        static_cast<unsigned long long>(head), head > 0 ? " (continuing an earlier run)" : "");
+  demo::tell_store(app, config);
 
   auto projection = app.add_projection<bank::balances>({}, /*strong*/ true);
   if (!projection)

@@ -234,6 +234,15 @@ std::vector<std::pair<std::string, std::string>> projection_store::writer::scan(
 
 caf::error projection_store::write(std::string_view projection, uint64_t position,
                                    const std::function<caf::error(writer&)>& f) {
+  return commit(projection, &position, f);
+}
+
+caf::error projection_store::update(std::string_view projection, const std::function<caf::error(writer&)>& f) {
+  return commit(projection, nullptr, f);
+}
+
+caf::error projection_store::commit(std::string_view projection, const uint64_t* checkpoint,
+                                    const std::function<caf::error(writer&)>& f) {
   if (!valid_name(projection))
     return make_error(store_errc::invalid_argument, "projection names are 1 to 200 bytes without NUL");
   std::lock_guard writing{impl_->write_mtx};
@@ -243,11 +252,11 @@ caf::error projection_store::write(std::string_view projection, uint64_t positio
     if (int rc = mdb_txn_begin(impl_->env, nullptr, 0, &txn); rc != 0)
       return mdb_error(rc, "begin write transaction");
     MDB_val ck = val(projection), cv;
-    if (int rc = mdb_get(txn, impl_->checkpoints, &ck, &cv); rc == 0 && cv.mv_size == 8
-        && detail::get_be64(static_cast<const uint8_t*>(cv.mv_data)) > position) {
+    if (int rc = mdb_get(txn, impl_->checkpoints, &ck, &cv); checkpoint && rc == 0 && cv.mv_size == 8
+        && detail::get_be64(static_cast<const uint8_t*>(cv.mv_data)) > *checkpoint) {
       mdb_txn_abort(txn);
       return make_error(store_errc::invalid_argument, "projection " + std::string{projection} + " is past position "
-                                                         + std::to_string(position));
+                                                         + std::to_string(*checkpoint));
     }
     writer w{txn, impl_->rows, projection};
     caf::error err = f(w);
@@ -257,9 +266,9 @@ caf::error projection_store::write(std::string_view projection, uint64_t positio
     }
     w.flush();
     int rc = w.failed_;
-    if (rc == 0) {
+    if (rc == 0 && checkpoint) {
       uint8_t buf[8];
-      detail::put_be64(buf, position);
+      detail::put_be64(buf, *checkpoint);
       MDB_val pv{8, buf};
       rc = mdb_put(txn, impl_->checkpoints, &ck, &pv, 0);
     }

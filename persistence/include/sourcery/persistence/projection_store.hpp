@@ -86,6 +86,8 @@ public:
   /// only write through the writer. Errors: `f`'s error, store_full,
   /// io_error, invalid_argument (position not past the checkpoint).
   caf::error write(std::string_view projection, uint64_t position, const std::function<caf::error(writer&)>& f);
+  /// As `write`, for rows only: the checkpoint is neither checked nor moved.
+  caf::error update(std::string_view projection, const std::function<caf::error(writer&)>& f);
 
   /// The position `projection` has reached (nullopt: never written).
   caf::expected<std::optional<uint64_t>> checkpoint(std::string_view projection) const;
@@ -104,6 +106,7 @@ public:
 private:
   struct impl;
   explicit projection_store(std::unique_ptr<impl> impl);
+  caf::error commit(std::string_view projection, const uint64_t* checkpoint, const std::function<caf::error(writer&)>& f);
   std::unique_ptr<impl> impl_;
 };
 

@@ -1,0 +1,92 @@
+#pragma once
+
+// What the narrated demos share: printing as they go, dispatching a command
+// and telling what became of it, and the usual command-line options.
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "sourcery/persistence/event_registry.hpp"
+#include "sourcery/runtime/application.hpp"
+
+namespace demo {
+
+inline void say(const char* fmt, auto... args) {
+  std::printf(fmt, args...);
+  std::printf("\n");
+  std::fflush(stdout);
+}
+
+inline void say(const char* text) {
+  say("%s", text);
+}
+
+inline void section(const char* title) {
+  say("\n-- %s", title);
+}
+
+[[noreturn]] inline void fail(const char* program, const std::string& what, const caf::error& err) {
+  std::fprintf(stderr, "%s: %s: %s\n", program, what.c_str(), sourcery::describe_error(err).c_str());
+  std::exit(1);
+}
+
+/// An event's data as JSON (its size when it is not a msgpack map).
+inline std::string data_of(const sourcery::persistence::recorded_event& e) {
+  auto j = sourcery::persistence::event_registry::data_as_json(e.data);
+  return j ? j->dump() : "<" + std::to_string(e.data.size()) + " bytes>";
+}
+
+/// Dispatches `cmd` and says what happened: its events, or its rejection.
+template <class C>
+sourcery::dispatch_result run(sourcery::application& app, const std::string& what, const C& cmd,
+                              sourcery::consistency level = sourcery::consistency::eventual) {
+  sourcery::dispatch_options opts;
+  opts.returns = sourcery::returning::events;
+  opts.consistency_level = level;
+  auto r = app.dispatch(cmd, opts);
+  if (!r)
+    fail("demo", what, r.error());
+  if (!r->accepted) {
+    say("  %-34s -> rejected: %s%s%s", what.c_str(), r->why.reason.c_str(), r->why.message.empty() ? "" : " — ",
+        r->why.message.c_str());
+  } else if (r->events.empty()) {
+    say("  %-34s -> accepted, nothing new to record", what.c_str());
+  } else {
+    for (auto& e : r->events)
+      say("  %-34s -> #%llu %s v%llu %s %s", what.c_str(), static_cast<unsigned long long>(e.position),
+          e.stream_id.c_str(), static_cast<unsigned long long>(e.stream_version), e.type.c_str(), data_of(e).c_str());
+  }
+  return *r;
+}
+
+/// `--data-dir DIR` and `--in-memory` (and `--help`); exits on anything else.
+inline sourcery::application_config parse_options(int argc, char** argv, const char* program,
+                                                  const char* default_dir) {
+  sourcery::application_config config;
+  config.data_dir = default_dir;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--data-dir") == 0 && i + 1 < argc) {
+      config.data_dir = argv[++i];
+    } else if (std::strcmp(argv[i], "--in-memory") == 0) {
+      config.in_memory = true;
+    } else {
+      std::fprintf(stderr, "usage: %s [--data-dir DIR] [--in-memory]\n", program);
+      std::exit(std::strcmp(argv[i], "--help") == 0 ? 0 : 2);
+    }
+  }
+  return config;
+}
+
+/// Says where the store is and how much it already holds.
+inline void tell_store(sourcery::application& app, const sourcery::application_config& config) {
+  auto head = app.store().head_position();
+  if (config.in_memory)
+    say("store: in memory (nothing survives this run)");
+  else
+    say("store: LMDB in %s, every acknowledged event fsynced; the log holds %llu events%s", config.data_dir.c_str(),
+        static_cast<unsigned long long>(head), head > 0 ? " (continuing an earlier run)" : "");
+}
+
+} // namespace demo

@@ -1,0 +1,58 @@
+// meetup-demo — the meetup of the talk, narrated.
+//
+//   meetup-demo [--data-dir DIR] [--in-memory]
+//
+// Creates a meetup, renames it, adds attendees (each once), then shows the
+// meetup rebuilt from its events and the events themselves. Run it again
+// on the same directory: the meetup is there already and grows.
+
+#include <string>
+
+#include "../common/narrate.hpp"
+#include "meetup.hpp"
+
+using demo::run;
+using demo::say;
+using demo::section;
+
+int main(int argc, char** argv) {
+  auto config = demo::parse_options(argc, argv, "meetup-demo", "meetup-data");
+  say("== Sourcery meetup demo ==");
+  auto started = sourcery::application::start(config, meetup::routes());
+  if (!started)
+    demo::fail("meetup-demo", "start the application in " + config.data_dir, started.error());
+  auto& app = **started;
+  demo::tell_store(app, config);
+  auto runs = app.store().head_position();
+
+  section("1. create and rename");
+  run(app, "create cpp-lyon", meetup::create_meetup{"cpp-lyon", "C++ Lyon", "2026-12-03", "marie"});
+  run(app, "create cpp-lyon again", meetup::create_meetup{"cpp-lyon", "C++ Lyon", "2026-12-03", "marie"});
+  run(app, "create on 2026-13-40", meetup::create_meetup{"bad-date", "Nope", "2026-13-40", "marie"});
+  run(app, "rename cpp-lyon", meetup::rename_meetup{"cpp-lyon", "C++ Lyon: event sourcing night"});
+  run(app, "rename a meetup that is not", meetup::rename_meetup{"nowhere", "Ghost"});
+
+  section("2. attendees join once each");
+  run(app, "add attendee paul", meetup::add_attendee{"cpp-lyon", "paul"});
+  run(app, "add attendee paul again", meetup::add_attendee{"cpp-lyon", "paul"});
+  run(app, "add the host marie", meetup::add_attendee{"cpp-lyon", "marie"});
+  run(app, "add attendee #" + std::to_string(runs), meetup::add_attendee{"cpp-lyon", "guest-" + std::to_string(runs)});
+
+  section("3. the meetup, rebuilt from its events");
+  auto m = app.aggregate_state<meetup::meetup>("meetup-cpp-lyon");
+  if (!m)
+    demo::fail("meetup-demo", "load the meetup", m.error());
+  std::string people;
+  for (auto& a : m->attendees)
+    people += (people.empty() ? "" : ", ") + a;
+  say("  %s on %s, hosted by %s; %zu attendees: %s", m->title.c_str(), m->date.c_str(), m->host.c_str(),
+      m->attendees.size(), people.c_str());
+  auto events = app.store().read_stream("meetup-cpp-lyon", 1, 100'000);
+  if (!events)
+    demo::fail("meetup-demo", "read the meetup's stream", events.error());
+  for (auto& e : *events)
+    say("  v%-3llu %-22s %s", static_cast<unsigned long long>(e.stream_version), e.type.c_str(),
+        demo::data_of(e).c_str());
+  app.stop();
+  return 0;
+}
