@@ -114,13 +114,8 @@ sourcery::supervision::child_info child(application& app, const std::string& id)
 } // namespace
 
 int main(int argc, char** argv) {
-  auto config = demo::parse_options(argc, argv, "bank-demo", "sourcery-data");
-  say("== Sourcery bank demo ==");
-  auto started = application::start(config, bank::routes());
-  if (!started)
-    fail("start the application in " + config.data_dir, started.error());
-  auto& app = **started;
-  demo::tell_store(app, config);
+  auto [config, started] = demo::start(argc, argv, "bank-demo", "Sourcery bank demo", "sourcery-data", bank::routes());
+  auto& app = *started;
 
   auto projection = app.add_projection<bank::balances>({}, /*strong*/ true);
   if (!projection)

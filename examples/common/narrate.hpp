@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 
 #include "sourcery/persistence/event_registry.hpp"
@@ -87,6 +88,23 @@ inline void tell_store(sourcery::application& app, const sourcery::application_c
   else
     say("store: LMDB in %s, every acknowledged event fsynced; the log holds %llu events%s", config.data_dir.c_str(),
         static_cast<unsigned long long>(head), head > 0 ? " (continuing an earlier run)" : "");
+}
+
+/// A demo's start: its options, its title, the application on `routes`, and
+/// where its store is. Exits with a message when the application cannot start.
+struct started {
+  sourcery::application_config config;
+  std::unique_ptr<sourcery::application> app;
+};
+inline started start(int argc, char** argv, const char* program, const char* title, const char* default_dir,
+                     sourcery::router routes) {
+  auto config = parse_options(argc, argv, program, default_dir);
+  say("== %s ==", title);
+  auto app = sourcery::application::start(config, std::move(routes));
+  if (!app)
+    fail(program, "start the application in " + config.data_dir, app.error());
+  tell_store(**app, config);
+  return {std::move(config), std::move(*app)};
 }
 
 } // namespace demo

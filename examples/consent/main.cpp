@@ -53,13 +53,8 @@ void ask_has(sourcery::application& app, const consent::grant_scope& s) {
 } // namespace
 
 int main(int argc, char** argv) {
-  auto config = demo::parse_options(argc, argv, "consent-demo", "consent-data");
-  say("== Sourcery consent demo ==");
-  auto started = sourcery::application::start(config, consent::routes());
-  if (!started)
-    demo::fail("consent-demo", "start the application in " + config.data_dir, started.error());
-  auto& app = **started;
-  demo::tell_store(app, config);
+  auto [config, started] = demo::start(argc, argv, "consent-demo", "Sourcery consent demo", "consent-data", consent::routes());
+  auto& app = *started;
   if (auto p = app.add_projection<consent::patient_consents>({}, /*strong*/ true); !p)
     demo::fail("consent-demo", "start the projection", p.error());
   auto strong = sourcery::consistency::strong;

@@ -16,13 +16,8 @@ using demo::say;
 using demo::section;
 
 int main(int argc, char** argv) {
-  auto config = demo::parse_options(argc, argv, "meetup-demo", "meetup-data");
-  say("== Sourcery meetup demo ==");
-  auto started = sourcery::application::start(config, meetup::routes());
-  if (!started)
-    demo::fail("meetup-demo", "start the application in " + config.data_dir, started.error());
-  auto& app = **started;
-  demo::tell_store(app, config);
+  auto [config, started] = demo::start(argc, argv, "meetup-demo", "Sourcery meetup demo", "meetup-data", meetup::routes());
+  auto& app = *started;
   auto runs = app.store().head_position();
 
   section("1. create and rename");

@@ -108,9 +108,8 @@ private:
     auto title = http::required_field<std::string>(*body, "title");
     auto order = http::optional_field<int64_t>(*body, "order");
     auto completed = http::optional_field<bool>(*body, "completed");
-    for (auto* bad : {title ? nullptr : &title.err(), order ? nullptr : &order.err(), completed ? nullptr : &completed.err()})
-      if (bad)
-        return answer(*bad);
+    if (auto* bad = http::first_error(title, order, completed))
+      return answer(*bad);
     create_todo cmd{sourcery::persistence::uuid::random().to_string(), *title, *order, completed->value_or(false)};
     answer_with_row(req.origin(), cmd.id, cmd, 201, answer);
   }
@@ -123,9 +122,8 @@ private:
     auto title = http::optional_field<std::string>(*body, "title");
     auto completed = http::optional_field<bool>(*body, "completed");
     auto order = http::optional_field<int64_t>(*body, "order");
-    for (auto* bad : {title ? nullptr : &title.err(), order ? nullptr : &order.err(), completed ? nullptr : &completed.err()})
-      if (bad)
-        return answer(*bad);
+    if (auto* bad = http::first_error(title, order, completed))
+      return answer(*bad);
     auto known = row(id);
     if (!known)
       return answer(known.err());

@@ -139,6 +139,15 @@ expected<T> required_field(const json& obj, const char* name) {
   return std::move(**v);
 }
 
+/// The first error among `values`, in order; nullptr when all hold values.
+///     if (auto* bad = http::first_error(title, order)) return answer(*bad);
+template <class... T>
+const error* first_error(const expected<T>&... values) {
+  const error* out = nullptr;
+  ((out = out != nullptr ? out : (values ? nullptr : &values.err())), ...);
+  return out;
+}
+
 /// Answers a request exactly once, from any thread; copies share that one
 /// answer (later calls are ignored). When the last copy is dropped
 /// unanswered (a route that lost it), it answers 500, so no client waits
