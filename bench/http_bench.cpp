@@ -141,7 +141,11 @@ int run_http_suite(const options& opts) {
     strong.consistent_with = {todo::todo_list::projection_name};
     baseline = closed_loop(
       *s.app, clients, total,
-      [](int i) { return todo::create_todo{"b" + std::to_string(i), "todo " + std::to_string(i)}; }, lat, strong);
+      [](int i) {
+        // New ids as the API makes them.
+        return todo::create_todo{persistence::uuid::time_ordered().to_string(), "todo " + std::to_string(i)};
+      },
+      lat, strong);
     report("http", "dispatch_baseline_64", baseline, "commands/s");
     s.gw->stop();
     s.app->stop();

@@ -110,7 +110,7 @@ private:
     auto completed = http::optional_field<bool>(*body, "completed");
     if (auto* bad = http::first_error(title, order, completed))
       return answer(*bad);
-    create_todo cmd{sourcery::persistence::uuid::random().to_string(), *title, *order, completed->value_or(false)};
+    create_todo cmd{sourcery::persistence::uuid::time_ordered().to_string(), *title, *order, completed->value_or(false)};
     answer_with_row(req.origin(), cmd.id, cmd, 201, answer);
   }
 

@@ -1,15 +1,34 @@
 #include "sourcery/persistence/uuid.hpp"
 
+#include <chrono>
 #include <random>
 
 namespace sourcery::persistence {
 
-uuid uuid::random() {
+namespace {
+std::mt19937_64& generator() {
   thread_local std::mt19937_64 gen{[] {
     std::random_device rd;
     std::seed_seq seq{rd(), rd(), rd(), rd(), rd(), rd(), rd(), rd()};
     return std::mt19937_64{seq};
   }()};
+  return gen;
+}
+} // namespace
+
+uuid uuid::time_ordered() {
+  auto id = random();
+  auto ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    std::chrono::system_clock::now().time_since_epoch())
+                                    .count());
+  for (size_t i = 0; i < 6; ++i)
+    id.bytes[i] = static_cast<uint8_t>(ms >> (8 * (5 - i)));
+  id.bytes[6] = static_cast<uint8_t>((id.bytes[6] & 0x0F) | 0x70); // version 7
+  return id;
+}
+
+uuid uuid::random() {
+  auto& gen = generator();
   uuid id;
   for (size_t i = 0; i < 16; i += 8) {
     auto x = gen();

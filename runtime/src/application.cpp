@@ -211,10 +211,17 @@ void application::watch_head(uint64_t seen) {
   }
 }
 
+void application::finish(std::chrono::steady_clock::time_point t0, caf::expected<dispatch_result> r,
+                         const std::function<void(caf::expected<dispatch_result>)>& done) {
+  metrics_.command_done(r, std::chrono::steady_clock::now() - t0);
+  done(std::move(r));
+}
+
 void application::complete_strong(const std::shared_ptr<dispatch_options>& opts, caf::expected<dispatch_result> r,
-                                   std::function<void(caf::expected<dispatch_result>)> done) {
+                                  std::function<void(caf::expected<dispatch_result>)> done,
+                                  std::chrono::steady_clock::time_point t0) {
   if (!r || !r->accepted || r->last_position == 0 || opts->consistency_level != consistency::strong)
-    return done(std::move(r));
+    return finish(t0, std::move(r), done);
   std::vector<std::shared_ptr<handler_status>> statuses;
   {
     std::lock_guard guard{handlers_mtx_};
@@ -226,19 +233,23 @@ void application::complete_strong(const std::shared_ptr<dispatch_options>& opts,
       for (auto& name : opts->consistent_with) {
         auto i = handlers_.find(name);
         if (i == handlers_.end())
-          return done(make_error(dispatch_errc::consistency_timeout,
-                                 "the events were stored but no handler is named " + name));
+          return finish(t0,
+                        make_error(dispatch_errc::consistency_timeout,
+                                   "the events were stored but no handler is named " + name),
+                        done);
         statuses.push_back(i->second.status);
       }
     }
   }
   if (statuses.empty())
-    return done(std::move(r));
+    return finish(t0, std::move(r), done);
   auto wait = std::make_shared<strong_wait>();
   wait->left = statuses.size();
   wait->deadline = std::chrono::steady_clock::now() + opts->consistency_timeout;
   wait->result = std::move(*r);
-  wait->done = std::move(done);
+  wait->done = [this, t0, done = std::move(done)](caf::expected<dispatch_result> answer) {
+    finish(t0, std::move(answer), done);
+  };
   {
     std::lock_guard guard{strong_mtx_};
     strong_waits_.push_back(wait);
@@ -290,15 +301,13 @@ void application::stop() {
 
 void application::dispatch_erased(std::type_index type, const void* cmd, dispatch_options options,
                                   std::function<void(caf::expected<dispatch_result>)> done) {
-  done = [this, t0 = std::chrono::steady_clock::now(), done = std::move(done)](caf::expected<dispatch_result> r) {
-    metrics_.command_done(r, std::chrono::steady_clock::now() - t0);
-    done(std::move(r));
-  };
+  const auto t0 = std::chrono::steady_clock::now();
   if (stopped_.load())
-    return done(make_error(dispatch_errc::stopped, "the application has stopped"));
+    return finish(t0, make_error(dispatch_errc::stopped, "the application has stopped"), done);
   auto route = router_.routes().find(type);
   if (route == router_.routes().end())
-    return done(make_error(dispatch_errc::unregistered_command, "no route for command " + demangled_name(type.name())));
+    return finish(t0, make_error(dispatch_errc::unregistered_command, "no route for command " + demangled_name(type.name())),
+                  done);
   // Options and context live until the answer: after-hooks see them too.
   auto opts = std::make_shared<dispatch_options>(std::move(options));
   if (opts->correlation_id.empty())
@@ -309,19 +318,19 @@ void application::dispatch_erased(std::type_index type, const void* cmd, dispatc
     if (auto err = m->before_dispatch(*ctx)) {
       for (auto i = middleware_.rbegin(); i != middleware_.rend(); ++i)
         (*i)->after_failure(*ctx, err);
-      return done(std::move(err));
+      return finish(t0, std::move(err), done);
     }
   }
   ctx->command = nullptr; // the command object does not outlive this call
   route->second.send(core_, ctx->aggregate_id, cmd, *opts,
-                     [this, ctx, opts, done = std::move(done)](caf::expected<dispatch_result> r) {
+                     [this, ctx, opts, t0, done = std::move(done)](caf::expected<dispatch_result> r) {
                        for (auto i = middleware_.rbegin(); i != middleware_.rend(); ++i) {
                          if (r)
                            (*i)->after_dispatch(*ctx, *r);
                          else
                            (*i)->after_failure(*ctx, r.error());
                        }
-                       complete_strong(opts, std::move(r), std::move(done));
+                       complete_strong(opts, std::move(r), std::move(done), t0);
                      });
 }
 

@@ -4,11 +4,14 @@
 #include <fstream>
 #include <future>
 #include <random>
+#include <thread>
 
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <thread>
 
 #include <gtest/gtest.h>
 #include <lmdb.h>
@@ -455,3 +458,15 @@ INSTANTIATE_TEST_SUITE_P(modes, durability_modes,
                          });
 
 } // namespace
+
+TEST(uuid, time_ordered_ids_are_version_7_and_sort_by_time) {
+  auto a = uuid::time_ordered();
+  std::this_thread::sleep_for(std::chrono::milliseconds{2});
+  auto b = uuid::time_ordered();
+  EXPECT_EQ(a.bytes[6] >> 4, 7);
+  EXPECT_EQ(a.bytes[8] >> 6, 2); // variant 1
+  EXPECT_LT(a, b);
+  EXPECT_LT(a.to_string(), b.to_string()); // as text too: row keys sort the same way
+  EXPECT_NE(uuid::time_ordered(), uuid::time_ordered());
+  EXPECT_EQ(uuid::parse(a.to_string()), a);
+}

@@ -199,7 +199,10 @@ private:
   void handler_started(const std::string& name, const caf::actor& actor);
   void watch_head(uint64_t seen);
   void complete_strong(const std::shared_ptr<dispatch_options>& opts, caf::expected<dispatch_result> r,
-                       std::function<void(caf::expected<dispatch_result>)> done);
+                       std::function<void(caf::expected<dispatch_result>)> done, std::chrono::steady_clock::time_point t0);
+  /// Counts the command's outcome and latency, then answers.
+  void finish(std::chrono::steady_clock::time_point t0, caf::expected<dispatch_result> r,
+              const std::function<void(caf::expected<dispatch_result>)>& done);
 
   struct handler_entry {
     std::shared_ptr<handler_status> status;
