@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <string>
 #include <thread>
 
@@ -48,11 +49,12 @@ void trail(application& app, uint64_t from) {
   auto events = app.store().read_all(from + 1, 100);
   if (!events)
     fail("read $all", events.error());
+  std::map<std::string, uint64_t> position_of; // event id -> position; a cause precedes its effects
   for (auto& e : *events) {
     std::string cause;
-    for (auto& other : *events)
-      if (!e.causation_id.empty() && other.event_id.to_string() == e.causation_id)
-        cause = " (caused by #" + std::to_string(other.position) + ")";
+    if (auto c = position_of.find(e.causation_id); c != position_of.end())
+      cause = " (caused by #" + std::to_string(c->second) + ")";
+    position_of[e.event_id.to_string()] = e.position;
     say("    #%llu %-16s %-26s %s%s", static_cast<unsigned long long>(e.position), e.stream_id.c_str(),
         e.type.c_str(), data_of(e).c_str(), cause.c_str());
   }

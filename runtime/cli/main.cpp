@@ -192,35 +192,21 @@ int main(int argc, char** argv) {
   auto& s = **store;
   constexpr size_t batch = 1000;
 
+  // read and all: the store's own batch loops, stopped after `--limit` events.
+  uint64_t left = o.limit;
+  auto visit = [&](const recorded_event& e) {
+    print(e, o.json_out);
+    return --left > 0;
+  };
   if (o.command == "read") {
-    uint64_t next = o.from_given ? o.from : 1;
-    for (uint64_t left = o.limit; left > 0;) {
-      auto events = s.read_stream(o.stream, next, static_cast<size_t>(std::min<uint64_t>(batch, left)));
-      if (!events)
-        store_error("read " + o.stream, events.error());
-      if (events->empty())
-        break;
-      for (auto& e : *events)
-        print(e, o.json_out);
-      left -= events->size();
-      next = events->back().stream_version + 1;
-    }
+    if (auto err = o.limit == 0 ? caf::error{} : s.for_each_in_stream(o.stream, o.from_given ? o.from : 1, visit))
+      store_error("read " + o.stream, err);
     return 0;
   }
-
   uint64_t next = o.from_given ? o.from : (o.command == "tail" ? s.head_position() + 1 : 1);
   if (o.command == "all") {
-    for (uint64_t left = o.limit; left > 0;) {
-      auto events = s.read_all(next, static_cast<size_t>(std::min<uint64_t>(batch, left)));
-      if (!events)
-        store_error("read $all", events.error());
-      if (events->empty())
-        break;
-      for (auto& e : *events)
-        print(e, o.json_out);
-      left -= events->size();
-      next = events->back().position + 1;
-    }
+    if (auto err = o.limit == 0 ? caf::error{} : s.for_each_in_all(next, visit))
+      store_error("read $all", err);
     return 0;
   }
 
