@@ -101,35 +101,41 @@ private:
     answer(http::json_response(200, present(req.origin(), id, **r)));
   }
 
-  void create(const http::request& req, const http::responder& answer) {
+  /// The fields a POST or PATCH body may carry, checked, as an update (no id yet).
+  static http::expected<update_todo> fields_of(const http::request& req) {
     auto body = http::json_object_body(req);
     if (!body)
-      return answer(body.err());
-    auto title = http::required_field<std::string>(*body, "title");
-    auto order = http::optional_field<int64_t>(*body, "order");
+      return body.err();
+    auto title = http::optional_field<std::string>(*body, "title");
     auto completed = http::optional_field<bool>(*body, "completed");
-    if (auto* bad = http::first_error(title, order, completed))
-      return answer(*bad);
-    create_todo cmd{sourcery::persistence::uuid::time_ordered().to_string(), *title, *order, completed->value_or(false)};
+    auto order = http::optional_field<int64_t>(*body, "order");
+    if (auto* bad = http::first_error(title, completed, order))
+      return *bad;
+    return update_todo{{}, *title, *completed, *order};
+  }
+
+  void create(const http::request& req, const http::responder& answer) {
+    auto f = fields_of(req);
+    if (!f)
+      return answer(f.err());
+    if (!f->title)
+      return answer(http::error{422, "missing_field", "field 'title' is required"});
+    create_todo cmd{sourcery::persistence::uuid::time_ordered().to_string(), *f->title, f->order,
+                    f->completed.value_or(false)};
     answer_with_row(req.origin(), cmd.id, cmd, 201, answer);
   }
 
   void update(const http::request& req, const http::responder& answer) {
-    auto id = req.param("id");
-    auto body = http::json_object_body(req);
-    if (!body)
-      return answer(body.err());
-    auto title = http::optional_field<std::string>(*body, "title");
-    auto completed = http::optional_field<bool>(*body, "completed");
-    auto order = http::optional_field<int64_t>(*body, "order");
-    if (auto* bad = http::first_error(title, order, completed))
-      return answer(*bad);
-    auto known = row(id);
+    auto f = fields_of(req);
+    if (!f)
+      return answer(f.err());
+    f->id = req.param("id");
+    auto known = row(f->id);
     if (!known)
       return answer(known.err());
     if (!*known)
-      return answer(http::error{404, "not_found", "no todo " + id});
-    answer_with_row(req.origin(), id, update_todo{id, *title, *completed, *order}, 200, answer);
+      return answer(http::error{404, "not_found", "no todo " + f->id});
+    answer_with_row(req.origin(), f->id, *f, 200, answer);
   }
 
   void remove(const http::request& req, const http::responder& answer) {
