@@ -269,6 +269,54 @@ caf::expected<std::optional<uint64_t>> event_store::load_checkpoint(std::string_
   return do_load_checkpoint(name);
 }
 
+// -- listing ------------------------------------------------------------------
+
+namespace {
+
+/// Lists batch after batch, each starting after the last key seen.
+template <class T, class List, class Key>
+caf::error visit_listing(List list, Key key_of, const std::function<bool(const T&)>& visit) {
+  std::vector<T> batch;
+  std::string after;
+  for (;;) {
+    batch.clear();
+    if (auto err = list(after, batch))
+      return err;
+    for (const auto& item : batch)
+      if (!visit(item))
+        return {};
+    if (batch.size() < visit_batch)
+      return {};
+    after = key_of(batch.back());
+  }
+}
+
+} // namespace
+
+caf::error event_store::for_each_stream(const std::function<bool(const persistence::stream_info&)>& visit) const {
+  auto list = [this](const std::string& after, std::vector<persistence::stream_info>& out) -> caf::error {
+    if (closed())
+      return make_error(store_errc::store_closed, "the event store is closed");
+    return do_list_streams(after, visit_batch, out);
+  };
+  return visit_listing(list, [](const persistence::stream_info& s) { return s.stream_id; }, visit);
+}
+
+caf::error event_store::for_each_snapshot(const std::function<bool(const snapshot&)>& visit) const {
+  auto list = [this](const std::string& after, std::vector<snapshot>& out) -> caf::error {
+    if (closed())
+      return make_error(store_errc::store_closed, "the event store is closed");
+    return do_list_snapshots(after, visit_batch, out);
+  };
+  return visit_listing(list, [](const snapshot& s) { return s.stream_id; }, visit);
+}
+
+caf::expected<std::vector<std::pair<std::string, uint64_t>>> event_store::checkpoints() const {
+  if (closed())
+    return make_error(store_errc::store_closed, "the event store is closed");
+  return do_list_checkpoints();
+}
+
 // -- subscriptions ------------------------------------------------------------
 
 caf::expected<subscription> event_store::subscribe(subscription_options options, batch_handler handler) {

@@ -22,6 +22,7 @@
 
 #include "big_endian.hpp"
 #include "event_sink.hpp"
+#include "lmdb_layout.hpp"
 #include "lmdb_error.hpp"
 #include "record_codec.hpp"
 
@@ -31,6 +32,12 @@ namespace {
 
 namespace fs = std::filesystem;
 using detail::mdb_error;
+using detail::get_be64;
+using detail::index_key;
+using detail::put_be64;
+using detail::str_val;
+using detail::stream_rec;
+using detail::u64_key;
 
 constexpr std::string_view format_marker = "sourcery.event-store";
 
@@ -38,81 +45,6 @@ int64_t now_micros() {
   using namespace std::chrono;
   return duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
 }
-
-// -- big-endian keys ------------------------------------------------------------
-
-using detail::get_be64;
-using detail::put_be64;
-
-struct u64_key {
-  uint8_t buf[8];
-  explicit u64_key(uint64_t x) { put_be64(buf, x); }
-  MDB_val val() { return {sizeof buf, buf}; }
-};
-
-struct index_key {
-  uint8_t buf[16];
-  index_key(uint64_t stream_no, uint64_t version) {
-    put_be64(buf, stream_no);
-    put_be64(buf + 8, version);
-  }
-  MDB_val val() { return {sizeof buf, buf}; }
-};
-
-MDB_val str_val(std::string_view s) {
-  return {s.size(), const_cast<char*>(s.data())};
-}
-
-// -- stream records -------------------------------------------------------------
-//
-// The stream index is maintained lazily, because indexing every append at
-// once would dirty one B-tree page per stream per group commit (measured:
-// 3x slower commits with 256 appenders). A stream's newest events, those past
-// `indexed_version`, are found by following each record's link to the
-// stream's previous event, starting at `last_position`. The writer indexes a
-// stream once enough events are pending, and everything when it is idle.
-
-struct stream_rec {
-  uint64_t number = 0;
-  uint64_t version = 0;
-  uint64_t last_position = 0;
-  uint64_t indexed_version = 0;
-  int64_t created_at = 0;
-  int64_t updated_at = 0;
-  bool deleted = false;
-  bool exists = false; // not stored: whether the record was found
-  bool dirty = false;  // not stored: whether the batch changed it
-
-  static constexpr size_t size = 49;
-
-  void encode(uint8_t* p) const {
-    put_be64(p, number);
-    put_be64(p + 8, version);
-    put_be64(p + 16, last_position);
-    put_be64(p + 24, indexed_version);
-    put_be64(p + 32, static_cast<uint64_t>(created_at));
-    put_be64(p + 40, static_cast<uint64_t>(updated_at));
-    p[48] = deleted ? 1 : 0;
-  }
-
-  static std::optional<stream_rec> decode(const MDB_val& v) {
-    if (v.mv_size != size)
-      return std::nullopt;
-    auto p = static_cast<const uint8_t*>(v.mv_data);
-    stream_rec r;
-    r.number = get_be64(p);
-    r.version = get_be64(p + 8);
-    r.last_position = get_be64(p + 16);
-    r.indexed_version = get_be64(p + 24);
-    r.created_at = static_cast<int64_t>(get_be64(p + 32));
-    r.updated_at = static_cast<int64_t>(get_be64(p + 40));
-    r.deleted = p[48] != 0;
-    r.exists = true;
-    if (r.indexed_version > r.version || (r.version > 0 && r.last_position == 0))
-      return std::nullopt;
-    return r;
-  }
-};
 
 /// Paths open in this process: LMDB forbids opening one environment twice.
 std::mutex open_paths_mtx;
@@ -128,6 +60,11 @@ struct write_op {
   std::vector<bytes> bodies; // encoded by the caller: detail::encode_record_body
   snapshot snap;
   uint64_t position = 0;
+  // Restoring an export: the append must land at `position`, with these
+  // commit times; a deletion or snapshot keeps the time in `at`.
+  bool restore = false;
+  std::vector<int64_t> times;
+  int64_t at = 0;
   event_store::append_callback done;
 };
 
@@ -479,6 +416,12 @@ struct lmdb_store::impl {
         o = load_stream(ctx, op.key, s);
         if (o.rc != 0)
           return o;
+        if (op.restore && op.what == write_op::kind::append && op.position != ctx.next_position) {
+          o.result = make_error(store_errc::invalid_argument,
+                                "import: event " + std::to_string(op.position) + " does not continue the log, which ends at "
+                                  + std::to_string(ctx.next_position - 1));
+          return o;
+        }
         if (s->deleted) {
           o.result = make_error(store_errc::stream_deleted, "stream '" + op.key + "' is deleted");
           return o;
@@ -492,7 +435,7 @@ struct lmdb_store::impl {
         if (op.what == write_op::kind::delete_stream) {
           s->deleted = true;
           s->exists = true;
-          s->updated_at = ctx.now;
+          s->updated_at = op.restore ? op.at : ctx.now;
           s->dirty = true;
           MDB_val k = str_val(op.key);
           int rc = mdb_del(ctx.txn, snapshots, &k, nullptr);
@@ -504,7 +447,8 @@ struct lmdb_store::impl {
       }
       case write_op::kind::save_snapshot: {
         ctx.buf.clear();
-        op.snap.created_at = ctx.now;
+        if (!op.restore)
+          op.snap.created_at = ctx.now;
         detail::encode_snapshot(op.snap, ctx.buf);
         MDB_val k = str_val(op.key), v{ctx.buf.size(), ctx.buf.data()};
         o.rc = mdb_put(ctx.txn, snapshots, &k, &v, 0);
@@ -536,24 +480,26 @@ struct lmdb_store::impl {
     }
     // Work on a copy; the operation's own data stays intact so a transaction
     // retried after growing the map can apply it again.
+    auto time_of = [&](size_t i) { return op.restore ? op.times[i] : ctx.now; };
     stream_rec next = s;
     if (!next.exists) {
       next.number = ctx.next_stream_no++;
       ctx.stream_no_dirty = true;
-      next.created_at = ctx.now;
+      next.created_at = time_of(0);
       next.exists = true;
     }
     uint64_t pos = ctx.next_position;
     auto& appended = ctx.appended[op.key];
     if (appended.positions.empty())
       appended.first_version = next.version + 1;
-    for (const auto& body : op.bodies) {
+    for (size_t i = 0; i < op.bodies.size(); ++i) {
+      const auto& body = op.bodies[i];
       ++next.version;
       u64_key pkey{pos};
       MDB_val k = pkey.val(), v{detail::record_header_size + body.size() + detail::record_trailer_size, nullptr};
       if ((o.rc = mdb_put(ctx.txn, events, &k, &v, MDB_APPEND | MDB_RESERVE)) != 0)
         return o;
-      detail::write_record(static_cast<uint8_t*>(v.mv_data), next.version, next.last_position, ctx.now, body);
+      detail::write_record(static_cast<uint8_t*>(v.mv_data), next.version, next.last_position, time_of(i), body);
       appended.positions.push_back(pos);
       next.last_position = pos;
       if (r.first_position == 0)
@@ -561,7 +507,7 @@ struct lmdb_store::impl {
       r.last_position = pos;
       ++pos;
     }
-    next.updated_at = ctx.now;
+    next.updated_at = time_of(op.bodies.size() - 1);
     next.dirty = true;
     s = next;
     ctx.next_position = pos;
@@ -966,6 +912,86 @@ caf::expected<void> lmdb_store::do_save_checkpoint(std::string_view name, uint64
   return to_void(submit_and_wait(*impl_, std::move(op)));
 }
 
+// -- restoring an export ---------------------------------------------------------------
+
+caf::expected<void> lmdb_store::import_events(std::vector<recorded_event> events) {
+  if (impl_->options.read_only)
+    return make_error(store_errc::invalid_argument, "the store is open read-only");
+  // One operation per run of consecutive events of one stream; all queued at
+  // once so that group commit packs them, then awaited in order.
+  std::vector<std::future<caf::expected<append_result>>> answers;
+  for (size_t i = 0; i < events.size();) {
+    size_t j = i;
+    while (j < events.size() && events[j].stream_id == events[i].stream_id)
+      ++j;
+    write_op op;
+    op.what = write_op::kind::append;
+    op.restore = true;
+    op.key = events[i].stream_id;
+    if (auto err = validate_stream_id(op.key))
+      return err;
+    if (events[i].stream_version == 0 || events[i].position == 0)
+      return make_error(store_errc::invalid_argument, "import: event of '" + op.key + "' without version or position");
+    op.expected = events[i].stream_version == 1 ? expected_version::no_stream()
+                                                : expected_version::exact(events[i].stream_version - 1);
+    op.position = events[i].position;
+    for (size_t k = i; k < j; ++k) {
+      auto& ev = events[k];
+      if (k > i && (ev.stream_version != events[k - 1].stream_version + 1 || ev.position != events[k - 1].position + 1))
+        return make_error(store_errc::invalid_argument,
+                          "import: event " + std::to_string(ev.position) + " is out of order");
+      event_data data{ev.event_id, std::move(ev.type), ev.schema_version, std::move(ev.data), std::move(ev.metadata),
+                      std::move(ev.causation_id), std::move(ev.correlation_id)};
+      if (data.type.empty() || data.type.size() > 255)
+        return make_error(store_errc::invalid_argument,
+                          "import: event " + std::to_string(ev.position) + ": type name must be 1 to 255 bytes");
+      if (data.event_id.is_nil())
+        return make_error(store_errc::invalid_argument, "import: event " + std::to_string(ev.position) + " has no id");
+      if (auto err = validate_msgpack_map(data.data, "event data"))
+        return err;
+      if (auto err = validate_msgpack_map(data.metadata, "event metadata"))
+        return err;
+      detail::encode_record_body(data, op.key, op.bodies.emplace_back());
+      op.times.push_back(ev.created_at);
+    }
+    auto p = std::make_shared<std::promise<caf::expected<append_result>>>();
+    answers.push_back(p->get_future());
+    op.done = [p](caf::expected<append_result> r) { p->set_value(std::move(r)); };
+    impl_->enqueue(std::move(op));
+    i = j;
+  }
+  caf::error first;
+  for (auto& a : answers)
+    if (auto r = a.get(); !r && !first)
+      first = r.error();
+  if (first)
+    return first;
+  return {};
+}
+
+caf::expected<void> lmdb_store::import_deleted_stream(const persistence::stream_info& stream) {
+  if (auto err = validate_stream_id(stream.stream_id))
+    return err;
+  write_op op;
+  op.what = write_op::kind::delete_stream;
+  op.key = stream.stream_id;
+  op.expected = expected_version::exact(stream.version);
+  op.restore = true;
+  op.at = stream.updated_at;
+  return to_void(submit_and_wait(*impl_, std::move(op)));
+}
+
+caf::expected<void> lmdb_store::import_snapshot(snapshot snap) {
+  if (auto err = validate_stream_id(snap.stream_id))
+    return err;
+  write_op op;
+  op.what = write_op::kind::save_snapshot;
+  op.key = snap.stream_id;
+  op.snap = std::move(snap);
+  op.restore = true;
+  return to_void(submit_and_wait(*impl_, std::move(op)));
+}
+
 // -- reads ---------------------------------------------------------------------------
 
 namespace {
@@ -1198,6 +1224,91 @@ caf::expected<std::optional<uint64_t>> lmdb_store::do_load_checkpoint(std::strin
   if (v.mv_size != 8)
     return make_error(store_errc::corrupt_store, "checkpoint '" + std::string{name} + "' has a wrong size");
   return std::optional<uint64_t>{get_be64(static_cast<const uint8_t*>(v.mv_data))};
+}
+
+// -- listing -------------------------------------------------------------------------
+
+namespace {
+
+/// Up to `max_count` entries of `dbi` with keys after `after`, each handed to
+/// `take(key, value)`, which returns an error to stop.
+template <class Take>
+caf::error scan_after(MDB_txn* txn, MDB_dbi dbi, std::string_view after, size_t max_count, Take take) {
+  MDB_cursor* cur = nullptr;
+  if (int rc = mdb_cursor_open(txn, dbi, &cur); rc != 0)
+    return mdb_error(rc, "open cursor");
+  MDB_val k = str_val(after), v;
+  int rc = after.empty() ? mdb_cursor_get(cur, &k, &v, MDB_FIRST) : mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+  if (rc == 0 && !after.empty() && std::string_view{static_cast<const char*>(k.mv_data), k.mv_size} == after)
+    rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+  caf::error err;
+  for (size_t n = 0; rc == 0 && n < max_count && !err; ++n) {
+    err = take(std::string_view{static_cast<const char*>(k.mv_data), k.mv_size}, v);
+    if (!err)
+      rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+  }
+  mdb_cursor_close(cur);
+  if (err)
+    return err;
+  if (rc != 0 && rc != MDB_NOTFOUND)
+    return mdb_error(rc, "list");
+  return {};
+}
+
+} // namespace
+
+caf::error lmdb_store::do_list_streams(std::string_view after, size_t max_count,
+                                       std::vector<persistence::stream_info>& out) const {
+  auto r = impl_->begin_read();
+  if (!r)
+    return r.error();
+  out.clear();
+  return scan_after(r->txn, impl_->streams, after, max_count, [&](std::string_view id, const MDB_val& v) -> caf::error {
+    auto rec = stream_rec::decode(v);
+    if (!rec)
+      return make_error(store_errc::corrupt_store, "stream record of '" + std::string{id} + "' has a wrong size");
+    out.push_back({std::string{id}, rec->version, true, rec->deleted, rec->created_at, rec->updated_at});
+    return {};
+  });
+}
+
+caf::error lmdb_store::do_list_snapshots(std::string_view after, size_t max_count, std::vector<snapshot>& out) const {
+  auto r = impl_->begin_read();
+  if (!r)
+    return r.error();
+  out.clear();
+  return scan_after(r->txn, impl_->snapshots, after, max_count, [&](std::string_view id, const MDB_val& v) -> caf::error {
+    auto snap = detail::decode_snapshot(static_cast<const uint8_t*>(v.mv_data), v.mv_size, id);
+    if (!snap)
+      return snap.error();
+    out.push_back(std::move(*snap));
+    return {};
+  });
+}
+
+caf::expected<std::vector<std::pair<std::string, uint64_t>>> lmdb_store::do_list_checkpoints() const {
+  auto r = impl_->begin_read();
+  if (!r)
+    return r.error();
+  std::vector<std::pair<std::string, uint64_t>> out;
+  auto err = scan_after(r->txn, impl_->checkpoints, "", SIZE_MAX, [&](std::string_view name, const MDB_val& v) -> caf::error {
+    if (v.mv_size != 8)
+      return make_error(store_errc::corrupt_store, "checkpoint '" + std::string{name} + "' has a wrong size");
+    out.emplace_back(std::string{name}, get_be64(static_cast<const uint8_t*>(v.mv_data)));
+    return {};
+  });
+  if (err)
+    return err;
+  return out;
+}
+
+caf::error lmdb_store::with_view(const std::function<caf::error(const detail::lmdb_view&)>& f) const {
+  auto r = impl_->begin_read();
+  if (!r)
+    return r.error();
+  detail::lmdb_view view{r->txn, impl_->env, impl_->events, impl_->stream_index, impl_->streams,
+                         impl_->snapshots, impl_->checkpoints, impl_->meta};
+  return f(view);
 }
 
 } // namespace sourcery::persistence

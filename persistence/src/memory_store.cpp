@@ -1,5 +1,6 @@
 #include "sourcery/persistence/memory_store.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <shared_mutex>
@@ -199,6 +200,47 @@ caf::expected<std::optional<uint64_t>> memory_store::do_load_checkpoint(std::str
   if (i == impl_->checkpoints.end())
     return std::optional<uint64_t>{};
   return std::optional<uint64_t>{i->second};
+}
+
+namespace {
+
+/// Up to `max_count` entries of `map` with keys after `after`, in key order
+/// that `keep` accepts (the maps are unordered: sort the keys first).
+template <class Map, class T, class Make, class Keep>
+void list_after(const Map& map, std::string_view after, size_t max_count, std::vector<T>& out, Make make, Keep keep) {
+  std::vector<const std::string*> keys;
+  for (const auto& [key, value] : map)
+    if (key > after && keep(value))
+      keys.push_back(&key);
+  std::sort(keys.begin(), keys.end(), [](auto* a, auto* b) { return *a < *b; });
+  out.clear();
+  for (size_t i = 0; i < keys.size() && i < max_count; ++i)
+    out.push_back(make(*keys[i], map.at(*keys[i])));
+}
+
+} // namespace
+
+caf::error memory_store::do_list_streams(std::string_view after, size_t max_count,
+                                         std::vector<persistence::stream_info>& out) const {
+  std::shared_lock guard{impl_->mtx};
+  list_after(impl_->streams, after, max_count, out, [](const std::string& id, const stream_entry& s) {
+    return persistence::stream_info{id, s.positions.size(), true, s.deleted, s.created_at, s.updated_at};
+  }, [](const stream_entry& s) { return !s.positions.empty() || s.deleted; }); // a rejected append left an entry
+  return {};
+}
+
+caf::error memory_store::do_list_snapshots(std::string_view after, size_t max_count, std::vector<snapshot>& out) const {
+  std::shared_lock guard{impl_->mtx};
+  list_after(impl_->snapshots, after, max_count, out, [](const std::string&, const snapshot& s) { return s; },
+             [](const snapshot&) { return true; });
+  return {};
+}
+
+caf::expected<std::vector<std::pair<std::string, uint64_t>>> memory_store::do_list_checkpoints() const {
+  std::shared_lock guard{impl_->mtx};
+  std::vector<std::pair<std::string, uint64_t>> out(impl_->checkpoints.begin(), impl_->checkpoints.end());
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 } // namespace sourcery::persistence

@@ -650,6 +650,64 @@ TEST_P(conformance, reads_upcast_old_schema_versions) {
   store().use_registry(nullptr);
 }
 
+// -- listing --------------------------------------------------------------------
+
+TEST_P(conformance, lists_streams_snapshots_and_checkpoints_in_key_order) {
+  // More streams than one listing batch (256), appended out of key order.
+  for (int i = 299; i >= 0; --i) {
+    char id[16];
+    std::snprintf(id, sizeof id, "s-%03d", i);
+    ASSERT_OK(store().append(id, expected_version::no_stream(), make_events(i, 1 + i % 3)));
+  }
+  ASSERT_OK(store().delete_stream("s-007", expected_version::any()));
+  ASSERT_OK(store().delete_stream("never-written", expected_version::any()));
+  ASSERT_FALSE(store().append("rejected", expected_version::exact(4), make_events(1, 1)));
+  std::vector<stream_info> seen;
+  ASSERT_FALSE(store().for_each_stream([&](const stream_info& s) {
+    seen.push_back(s);
+    return true;
+  }));
+  ASSERT_EQ(seen.size(), 301u) << "every stream once, deleted ones too, none for a rejected append";
+  EXPECT_EQ(seen.front().stream_id, "never-written");
+  EXPECT_TRUE(seen.front().deleted);
+  EXPECT_EQ(seen.front().version, 0u);
+  for (size_t i = 1; i < seen.size(); ++i) {
+    EXPECT_LT(seen[i - 1].stream_id, seen[i].stream_id);
+    auto info = store().stream_info(seen[i].stream_id);
+    ASSERT_OK(info);
+    EXPECT_EQ(seen[i].version, info->version);
+    EXPECT_EQ(seen[i].deleted, info->deleted);
+    EXPECT_EQ(seen[i].updated_at, info->updated_at);
+    EXPECT_TRUE(seen[i].exists);
+  }
+  EXPECT_EQ(seen[8].stream_id, "s-007");
+  EXPECT_TRUE(seen[8].deleted);
+  size_t visits = 0;
+  ASSERT_FALSE(store().for_each_stream([&](const stream_info&) { return ++visits < 10; }));
+  EXPECT_EQ(visits, 10u) << "returning false stops the listing";
+
+  for (auto id : {"s-200", "s-100", "s-150"})
+    ASSERT_OK(store().save_snapshot({id, 1, 2, "state", map_payload(7), 0}));
+  std::vector<snapshot> snaps;
+  ASSERT_FALSE(store().for_each_snapshot([&](const snapshot& s) {
+    snaps.push_back(s);
+    return true;
+  }));
+  ASSERT_EQ(snaps.size(), 3u);
+  EXPECT_EQ(snaps[0].stream_id, "s-100");
+  EXPECT_EQ(snaps[2].stream_id, "s-200");
+  EXPECT_EQ(snaps[1].snapshot_version, 2u);
+  EXPECT_EQ(snaps[1].data, map_payload(7));
+
+  ASSERT_OK(store().save_checkpoint("handler:b", 40));
+  ASSERT_OK(store().save_checkpoint("handler:a", 12));
+  auto cps = store().checkpoints();
+  ASSERT_OK(cps);
+  ASSERT_EQ(cps->size(), 2u);
+  EXPECT_EQ((*cps)[0], (std::pair<std::string, uint64_t>{"handler:a", 12}));
+  EXPECT_EQ((*cps)[1], (std::pair<std::string, uint64_t>{"handler:b", 40}));
+}
+
 INSTANTIATE_TEST_SUITE_P(stores, conformance, ::testing::ValuesIn(factories()),
                          [](const auto& info) { return info.param.name; });
 

@@ -17,6 +17,7 @@
 #include <lmdb.h>
 #include <nlohmann/json.hpp>
 
+#include "../support/raw_lmdb.hpp"
 #include "../support/temp_dir.hpp"
 #include "sourcery/persistence/event_registry.hpp"
 #include "sourcery/persistence/lmdb_store.hpp"
@@ -25,6 +26,8 @@
 
 using namespace sourcery::persistence;
 using namespace sourcery::testing;
+using sourcery::testing::raw_env;
+using sourcery::testing::position_key;
 
 namespace {
 
@@ -33,44 +36,6 @@ std::unique_ptr<lmdb_store> open_store(const std::string& path, lmdb_options opt
   auto s = lmdb_store::open(opts);
   EXPECT_TRUE(s) << describe(s.error());
   return s ? std::move(*s) : nullptr;
-}
-
-/// Raw access to a closed store's files, to damage them on purpose.
-struct raw_env {
-  MDB_env* env = nullptr;
-  MDB_txn* txn = nullptr;
-  explicit raw_env(const std::string& path) {
-    mdb_env_create(&env);
-    mdb_env_set_maxdbs(env, 8);
-    EXPECT_EQ(mdb_env_open(env, path.c_str(), 0, 0644), 0);
-    EXPECT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
-  }
-  MDB_dbi db(const char* name, unsigned flags = 0) {
-    MDB_dbi dbi = 0;
-    EXPECT_EQ(mdb_dbi_open(txn, name, flags, &dbi), 0);
-    return dbi;
-  }
-  void put(MDB_dbi dbi, std::string_view key, const std::vector<uint8_t>& value) {
-    MDB_val k{key.size(), const_cast<char*>(key.data())}, v{value.size(), const_cast<uint8_t*>(value.data())};
-    EXPECT_EQ(mdb_put(txn, dbi, &k, &v, 0), 0);
-  }
-  std::vector<uint8_t> get(MDB_dbi dbi, std::string_view key) {
-    MDB_val k{key.size(), const_cast<char*>(key.data())}, v;
-    EXPECT_EQ(mdb_get(txn, dbi, &k, &v), 0);
-    auto p = static_cast<const uint8_t*>(v.mv_data);
-    return {p, p + v.mv_size};
-  }
-  ~raw_env() {
-    EXPECT_EQ(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
-  }
-};
-
-std::string position_key(uint64_t pos) {
-  std::string k(8, '\0');
-  for (int i = 7; i >= 0; --i, pos >>= 8)
-    k[static_cast<size_t>(i)] = static_cast<char>(pos & 0xFF);
-  return k;
 }
 
 std::string read_error(event_store& s) {

@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <caf/expected.hpp>
@@ -114,6 +115,20 @@ public:
   /// The stored position, or nullopt if none was saved.
   caf::expected<std::optional<uint64_t>> load_checkpoint(std::string_view name) const;
 
+  // -- listing (operators' tools, exports) --------------------------------------
+
+  /// Calls `visit` with every stream, deleted ones too, in stream-id order,
+  /// until the end or until `visit` returns false. Read in batches; no lock
+  /// or transaction is held while `visit` runs.
+  /// Errors: corrupt_store, io_error, store_closed.
+  caf::error for_each_stream(const std::function<bool(const persistence::stream_info&)>& visit) const;
+
+  /// The same for every snapshot, in stream-id order.
+  caf::error for_each_snapshot(const std::function<bool(const snapshot&)>& visit) const;
+
+  /// Every saved checkpoint as (name, position), in name order.
+  caf::expected<std::vector<std::pair<std::string, uint64_t>>> checkpoints() const;
+
   // -- subscriptions ----------------------------------------------------------
 
   /// Starts delivering events to `handler` on a thread of the subscription.
@@ -146,6 +161,12 @@ protected:
   virtual caf::expected<void> do_delete_snapshot(std::string_view stream) = 0;
   virtual caf::expected<void> do_save_checkpoint(std::string_view name, uint64_t position) = 0;
   virtual caf::expected<std::optional<uint64_t>> do_load_checkpoint(std::string_view name) const = 0;
+  // Listing: up to `max_count` entries with keys after `after` ("" for the
+  // first), in key order.
+  virtual caf::error do_list_streams(std::string_view after, size_t max_count,
+                                     std::vector<persistence::stream_info>& out) const = 0;
+  virtual caf::error do_list_snapshots(std::string_view after, size_t max_count, std::vector<snapshot>& out) const = 0;
+  virtual caf::expected<std::vector<std::pair<std::string, uint64_t>>> do_list_checkpoints() const = 0;
 
   /// Lets an implementation refresh its head from storage that other
   /// processes write; called while waiting for a position.

@@ -6,8 +6,13 @@
 #include <string>
 
 #include "sourcery/persistence/event_store.hpp"
+#include "sourcery/persistence/store_inspection.hpp"
 
 namespace sourcery::persistence {
+
+namespace detail {
+struct lmdb_view;
+}
 
 /// When a commit counts as done.
 enum class durability : uint8_t {
@@ -73,6 +78,29 @@ public:
 
   lmdb_stats stats() const;
 
+  // -- operators' tools -----------------------------------------------------------
+
+  /// The space the store takes, per database and for the memory map.
+  caf::expected<store_usage> usage() const;
+
+  /// A full integrity check: `$all` gapless, every record decodes, every
+  /// stream record and index entry agrees with the log, snapshots and
+  /// checkpoints within range. Runs in one read transaction (on a live
+  /// store, it checks the moment it began) and never writes. `progress`
+  /// gets (events checked, events in the log) now and then.
+  /// Errors: only those that keep the check from starting.
+  caf::expected<verify_report> verify(const progress_callback& progress = {}) const;
+
+  /// Restores events from an export, keeping their ids, positions, versions
+  /// and commit times. Positions must continue the log (head + 1, head + 2,
+  /// ...) and versions their streams. Errors: invalid_argument (out of
+  /// order), wrong_expected_version, stream_deleted, and those of `append`.
+  caf::expected<void> import_events(std::vector<recorded_event> events);
+  /// Restores a soft-deleted stream with its version and times.
+  caf::expected<void> import_deleted_stream(const persistence::stream_info& stream);
+  /// Saves a snapshot keeping its `created_at`.
+  caf::expected<void> import_snapshot(snapshot snap);
+
   /// The on-disk format version this build writes and reads.
   static constexpr uint32_t format_version = 1;
 
@@ -90,9 +118,16 @@ protected:
   caf::expected<void> do_delete_snapshot(std::string_view stream) override;
   caf::expected<void> do_save_checkpoint(std::string_view name, uint64_t position) override;
   caf::expected<std::optional<uint64_t>> do_load_checkpoint(std::string_view name) const override;
+  caf::error do_list_streams(std::string_view after, size_t max_count,
+                             std::vector<persistence::stream_info>& out) const override;
+  caf::error do_list_snapshots(std::string_view after, size_t max_count, std::vector<snapshot>& out) const override;
+  caf::expected<std::vector<std::pair<std::string, uint64_t>>> do_list_checkpoints() const override;
   void refresh_head() const override;
 
 private:
+  /// Runs `f` with the raw databases in one read transaction.
+  caf::error with_view(const std::function<caf::error(const detail::lmdb_view&)>& f) const;
+
   struct impl;
   explicit lmdb_store(std::unique_ptr<impl> impl);
   std::unique_ptr<impl> impl_;

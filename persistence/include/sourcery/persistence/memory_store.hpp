@@ -29,6 +29,10 @@ protected:
   caf::expected<void> do_delete_snapshot(std::string_view stream) override;
   caf::expected<void> do_save_checkpoint(std::string_view name, uint64_t position) override;
   caf::expected<std::optional<uint64_t>> do_load_checkpoint(std::string_view name) const override;
+  caf::error do_list_streams(std::string_view after, size_t max_count,
+                             std::vector<persistence::stream_info>& out) const override;
+  caf::error do_list_snapshots(std::string_view after, size_t max_count, std::vector<snapshot>& out) const override;
+  caf::expected<std::vector<std::pair<std::string, uint64_t>>> do_list_checkpoints() const override;
 
 private:
   struct impl;
