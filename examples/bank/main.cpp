@@ -1,6 +1,7 @@
 // bank-demo — Sourcery's main demo, narrated.
 //
 //   bank-demo [--data-dir DIR] [--in-memory]
+//   bank-demo admin COMMAND ...     the operator tool, with the balance projection
 //
 // Accounts (open, deposit, withdraw: refused past the balance), a money
 // transfer process manager that compensates when the credit side fails, and
@@ -21,6 +22,7 @@
 #include "routes.hpp"
 #include "sourcery/persistence/uuid.hpp"
 #include "sourcery/runtime/application.hpp"
+#include "sourcery/runtime/operator_tool.hpp"
 #include "transfer_saga.hpp"
 
 using namespace std::chrono_literals;
@@ -116,6 +118,11 @@ sourcery::supervision::child_info child(application& app, const std::string& id)
 } // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "admin") == 0) {
+    sourcery::operator_tool tool{"bank-demo admin"};
+    tool.add_projection<bank::balances>("account balances");
+    return tool.run(argc - 1, argv + 1);
+  }
   auto [config, started] = demo::start(argc, argv, "bank-demo", "Sourcery bank demo", "sourcery-data", bank::routes());
   auto& app = *started;
 

@@ -1,6 +1,7 @@
 // todo-server — the Todo-Backend API (todobackend.com), event-sourced.
 //
 //   todo-server [--port N] [--address A] [--data-dir DIR] [--in-memory]
+//   todo-server admin COMMAND ...   the operator tool, with the todo list projection
 //
 // Serves /todos on LMDB in DIR (default ./todo-data) until SIGINT or SIGTERM,
 // then drains the requests in flight and stops. Restarted on the same
@@ -13,9 +14,15 @@
 
 #include "sourcery/runtime/application.hpp"
 #include "sourcery/runtime/http_gateway.hpp"
+#include "sourcery/runtime/operator_tool.hpp"
 #include "todo_api.hpp"
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::strcmp(argv[1], "admin") == 0) {
+    sourcery::operator_tool tool{"todo-server admin"};
+    tool.default_data_dir("todo-data").add_projection<todo::todo_list>("the todo list served at /todos");
+    return tool.run(argc - 1, argv + 1);
+  }
   sourcery::application_config config;
   config.data_dir = "todo-data";
   sourcery::http::gateway_config http;

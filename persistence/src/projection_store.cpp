@@ -104,6 +104,8 @@ struct projection_store::impl {
 
 caf::expected<std::unique_ptr<projection_store>> projection_store::open(projection_store_options options) {
   std::error_code ec;
+  if (options.read_only && !std::filesystem::exists(options.path + "/data.mdb", ec))
+    return make_error(store_errc::invalid_argument, options.path + " holds no read models");
   std::filesystem::create_directories(options.path, ec);
   if (ec)
     return make_error(store_errc::io_error, "cannot create " + options.path + ": " + ec.message());
@@ -113,6 +115,8 @@ caf::expected<std::unique_ptr<projection_store>> projection_store::open(projecti
   mdb_env_set_maxdbs(p->env, 4);
   mdb_env_set_mapsize(p->env, options.initial_map_size);
   unsigned flags = MDB_NOTLS;
+  if (options.read_only)
+    flags |= MDB_RDONLY;
   if (options.mode == durability::no_meta_sync)
     flags |= MDB_NOMETASYNC;
   else if (options.mode == durability::no_sync)
@@ -120,11 +124,12 @@ caf::expected<std::unique_ptr<projection_store>> projection_store::open(projecti
   if (int rc = mdb_env_open(p->env, options.path.c_str(), flags, 0644); rc != 0)
     return mdb_error(rc, "open read models at " + options.path);
   MDB_txn* txn = nullptr;
-  if (int rc = mdb_txn_begin(p->env, nullptr, 0, &txn); rc != 0)
+  if (int rc = mdb_txn_begin(p->env, nullptr, options.read_only ? MDB_RDONLY : 0, &txn); rc != 0)
     return mdb_error(rc, "begin");
-  int rc = mdb_dbi_open(txn, "rows", MDB_CREATE, &p->rows);
+  unsigned create = options.read_only ? 0 : MDB_CREATE;
+  int rc = mdb_dbi_open(txn, "rows", create, &p->rows);
   if (rc == 0)
-    rc = mdb_dbi_open(txn, "checkpoints", MDB_CREATE, &p->checkpoints);
+    rc = mdb_dbi_open(txn, "checkpoints", create, &p->checkpoints);
   if (rc == 0)
     rc = mdb_txn_commit(txn);
   else
@@ -303,6 +308,25 @@ caf::expected<std::optional<uint64_t>> projection_store::checkpoint(std::string_
   if (v.mv_size != 8)
     return make_error(store_errc::corrupt_store, "checkpoint of " + std::string{projection} + " has a wrong size");
   return std::optional<uint64_t>{detail::get_be64(static_cast<const uint8_t*>(v.mv_data))};
+}
+
+caf::expected<std::vector<std::pair<std::string, uint64_t>>> projection_store::checkpoints() const {
+  auto r = impl_->begin_read();
+  if (!r)
+    return r.error();
+  MDB_cursor* cur = nullptr;
+  if (int rc = mdb_cursor_open(r->txn, impl_->checkpoints, &cur); rc != 0)
+    return mdb_error(rc, "open cursor");
+  std::vector<std::pair<std::string, uint64_t>> out;
+  MDB_val k, v;
+  int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+  for (; rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+    if (v.mv_size == 8)
+      out.emplace_back(std::string{view(k)}, detail::get_be64(static_cast<const uint8_t*>(v.mv_data)));
+  mdb_cursor_close(cur);
+  if (rc != MDB_NOTFOUND)
+    return mdb_error(rc, "list checkpoints");
+  return out;
 }
 
 caf::expected<std::optional<std::string>> projection_store::get(std::string_view projection, std::string_view table,

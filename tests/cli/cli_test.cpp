@@ -1,15 +1,19 @@
 // The sourcery tool as an operator runs it: a subprocess on a real store.
 
 #include <csignal>
+#include <cstdlib>
 #include <fstream>
+#include <iterator>
 
 #include <gtest/gtest.h>
 #include <msgpack.hpp>
 #include <nlohmann/json.hpp>
 
 #include "../support/child_process.hpp"
+#include "../support/damaged_store.hpp"
 #include "../support/temp_dir.hpp"
 #include "sourcery/persistence/lmdb_store.hpp"
+#include "sourcery/persistence/projection_store.hpp"
 
 using namespace sourcery::persistence;
 using sourcery::testing::child_process;
@@ -50,12 +54,17 @@ struct cli : ::testing::Test {
   }
 
   /// Runs the tool to its end; its stdout, and its exit status in `status`.
-  std::string run(std::vector<std::string> args, int& status) {
-    child_process p{SOURCERY_CLI_PATH, args};
+  /// Its stderr is kept in `errors`.
+  std::string run(std::vector<std::string> args, int& status, const char* program = SOURCERY_CLI_PATH) {
+    auto err_file = dir.str() + ".stderr";
+    child_process p{program, args, err_file};
     auto out = p.read_all();
     status = p.wait();
+    std::ifstream in{err_file};
+    errors.assign(std::istreambuf_iterator<char>{in}, {});
     return out;
   }
+  std::string errors;
 
   std::vector<json> lines(const std::string& out) {
     std::vector<json> v;
@@ -125,14 +134,30 @@ TEST_F(cli, bad_arguments_are_usage_errors) {
                                                           {"all", "--from", "minus"},
                                                           {"all", "--from"},
                                                           {"all", "--colour"},
-                                                          {"all", "--data-dir", "/nonexistent/store"}}) {
+                                                          {"all", "--data-dir", "/nonexistent/store"},
+                                                          {"stats", "--from", "1"},
+                                                          {"verify", "extra"},
+                                                          {"rebuild"},
+                                                          {"export", "--limit", "3"}}) {
     auto out = run(args, status);
     EXPECT_EQ(status, 2) << testing::PrintToString(args);
     EXPECT_EQ(out, "") << testing::PrintToString(args); // the usage goes to stderr
+    EXPECT_NE(errors.find("usage: sourcery"), std::string::npos) << errors;
   }
-  auto help = run({"read", "--help"}, status);
+  auto help = run({"--help"}, status);
   EXPECT_EQ(status, 0);
   EXPECT_NE(help.find("usage: sourcery COMMAND"), std::string::npos);
+  for (auto command : {"streams", "read", "all", "tail", "stats", "verify", "export", "import", "rebuild"}) {
+    EXPECT_NE(help.find(std::string{"\n  "} + command), std::string::npos) << command;
+    // Each command has its own help, naming only its own options.
+    auto own = run({command, "--help"}, status);
+    EXPECT_EQ(status, 0);
+    EXPECT_NE(own.find(std::string{"usage: sourcery "} + command), std::string::npos) << own;
+    EXPECT_NE(own.find("--data-dir"), std::string::npos) << own;
+    EXPECT_EQ(own.find("--output"), std::string{command} == "export" ? own.find("--output") : std::string::npos)
+      << own;
+    EXPECT_EQ(run({"help", command}, status), own);
+  }
 }
 
 TEST_F(cli, a_directory_without_a_store_is_a_clear_failure) {
@@ -141,4 +166,253 @@ TEST_F(cli, a_directory_without_a_store_is_a_clear_failure) {
   int status = -1;
   run({"all", "--data-dir", other.str()}, status);
   EXPECT_EQ(status, 1);
+}
+
+// -- streams, stats ------------------------------------------------------------------
+
+TEST_F(cli, streams_lists_every_stream_with_version_and_last_write) {
+  ASSERT_TRUE(store->delete_stream("account-2", expected_version::any()));
+  int status = -1;
+  auto text = run({"streams", "--data-dir", dir.str()}, status);
+  EXPECT_EQ(status, 0);
+  EXPECT_NE(text.find("account-1"), std::string::npos) << text;
+  EXPECT_NE(text.find("deleted"), std::string::npos) << text;
+  auto rows = lines(run({"streams", "--data-dir", dir.str(), "--json"}, status));
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0]["stream"], "account-1");
+  EXPECT_EQ(rows[0]["version"], 3);
+  EXPECT_EQ(rows[0]["deleted"], false);
+  EXPECT_EQ(rows[1]["deleted"], true);
+  auto last_write = rows[0]["last_write"].get<std::string>();
+  EXPECT_EQ(last_write.size(), 27u) << last_write; // 2026-11-23T04:32:57.123456Z
+  EXPECT_EQ(last_write.back(), 'Z');
+}
+
+TEST_F(cli, stats_reports_counts_sizes_and_how_far_behind_each_checkpoint_is) {
+  ASSERT_TRUE(store->save_checkpoint("handler:mailer", 1));
+  ASSERT_TRUE(store->save_checkpoint("process:transfers", 4));
+  {
+    sourcery::persistence::projection_store_options po;
+    po.path = dir.str() + "/read-models";
+    auto models = sourcery::persistence::projection_store::open(po);
+    ASSERT_TRUE(models);
+    ASSERT_FALSE((*models)->write("bank.balances", 3, [](auto& w) {
+      w.put("t", "k", "v");
+      return caf::error{};
+    }));
+  }
+  int status = -1;
+  auto out = run({"stats", "--data-dir", dir.str(), "--json"}, status);
+  ASSERT_EQ(status, 0) << errors;
+  auto j = json::parse(out);
+  EXPECT_EQ(j["head_position"], 4);
+  EXPECT_EQ(j["events"], 4);
+  EXPECT_EQ(j["streams"], 2);
+  EXPECT_GT(j["map"]["size"].get<uint64_t>(), j["map"]["used"].get<uint64_t>());
+  EXPECT_GT(j["map"]["file_size"].get<uint64_t>(), 0u);
+  ASSERT_EQ(j["checkpoints"].size(), 3u);
+  EXPECT_EQ(j["checkpoints"][0]["name"], "handler:mailer");
+  EXPECT_EQ(j["checkpoints"][0]["kind"], "handler");
+  EXPECT_EQ(j["checkpoints"][0]["behind"], 3);
+  EXPECT_EQ(j["checkpoints"][1]["kind"], "process manager");
+  EXPECT_EQ(j["checkpoints"][1]["behind"], 0);
+  EXPECT_EQ(j["checkpoints"][2]["name"], "bank.balances");
+  EXPECT_EQ(j["checkpoints"][2]["kind"], "projection");
+  EXPECT_EQ(j["checkpoints"][2]["behind"], 1);
+  bool events_db = false;
+  for (auto& db : j["databases"])
+    events_db = events_db || (db["name"] == "events" && db["entries"] == 4 && db["bytes"].get<uint64_t>() > 0);
+  EXPECT_TRUE(events_db) << out;
+  auto text = run({"stats", "--data-dir", dir.str()}, status);
+  EXPECT_EQ(status, 0);
+  EXPECT_NE(text.find("head position  4"), std::string::npos) << text;
+  EXPECT_NE(text.find("handler:mailer"), std::string::npos) << text;
+}
+
+// -- verify --------------------------------------------------------------------------
+
+TEST_F(cli, verify_passes_an_intact_store_even_while_it_is_written) {
+  int status = -1;
+  auto out = run({"verify", "--data-dir", dir.str()}, status);
+  EXPECT_EQ(status, 0) << out << errors;
+  EXPECT_NE(out.find("ok: the store is intact"), std::string::npos) << out;
+  EXPECT_NE(errors.find("verify: done, 4 events"), std::string::npos) << errors;
+  // The store stays open for writing in this process: the tool reads beside it.
+  ASSERT_TRUE(store->append("account-3", expected_version::any(), {event("bank.deposited", 1)}));
+  auto j = json::parse(run({"verify", "--data-dir", dir.str(), "--json"}, status));
+  EXPECT_EQ(status, 0);
+  EXPECT_EQ(j["ok"], true);
+  EXPECT_EQ(j["events"], 5);
+}
+
+struct cli_verify : ::testing::TestWithParam<sourcery::testing::damage> {};
+
+TEST_P(cli_verify, reports_the_damage_of_a_copy_and_fails_without_writing) {
+  sourcery::testing::temp_dir dir;
+  auto path = (dir / "store").string();
+  sourcery::testing::fill(path);
+  {
+    sourcery::testing::raw_env env{path};
+    GetParam().inflict(env);
+  }
+  auto data = [&] {
+    std::ifstream in{path + "/data.mdb", std::ios::binary};
+    return std::string{std::istreambuf_iterator<char>{in}, {}};
+  };
+  auto before = data();
+  child_process p{SOURCERY_CLI_PATH, {"verify", "--data-dir", path, "--json"}, (dir / "stderr").string()};
+  auto out = p.read_all();
+  EXPECT_EQ(p.wait(), 1) << out;
+  auto j = json::parse(out);
+  EXPECT_EQ(j["ok"], false);
+  std::set<std::string> kinds;
+  for (auto& problem : j["problems"]) {
+    kinds.insert(problem["kind"].get<std::string>());
+    EXPECT_FALSE(problem["message"].get<std::string>().empty());
+  }
+  EXPECT_EQ(kinds, GetParam().expected) << out;
+  EXPECT_EQ(data(), before) << "verify never writes";
+  child_process text{SOURCERY_CLI_PATH, {"verify", "--data-dir", path}, (dir / "stderr").string()};
+  auto report = text.read_all();
+  EXPECT_EQ(text.wait(), 1);
+  EXPECT_NE(report.find("DAMAGED"), std::string::npos) << report;
+  EXPECT_NE(report.find(*GetParam().expected.begin()), std::string::npos) << report;
+}
+
+INSTANTIATE_TEST_SUITE_P(kinds, cli_verify, ::testing::ValuesIn(sourcery::testing::damages()),
+                         [](const auto& info) { return std::string{info.param.name}; });
+
+// -- export, import ------------------------------------------------------------------
+
+TEST_F(cli, export_then_import_round_trips_exactly) {
+  ASSERT_TRUE(store->append("odd \xff bytes", expected_version::any(), {event("bank.deposited", 9)}));
+  ASSERT_TRUE(store->delete_stream("account-2", expected_version::any()));
+  ASSERT_TRUE(store->save_snapshot({"account-1", 2, 3, "account", map_of("balance", 5), 0}));
+  ASSERT_TRUE(store->save_checkpoint("handler:mailer", 4));
+  int status = -1;
+  auto file = dir.str() + ".ndjson";
+  run({"export", "--data-dir", dir.str(), "--output", file}, status);
+  ASSERT_EQ(status, 0) << errors;
+  sourcery::testing::temp_dir other;
+  auto copy = (other / "copy").string();
+  auto out = run({"import", "--data-dir", copy, "--input", file}, status);
+  ASSERT_EQ(status, 0) << errors;
+  EXPECT_NE(out.find("imported 5 events"), std::string::npos) << out;
+
+  auto again = run({"export", "--data-dir", copy}, status);
+  ASSERT_EQ(status, 0);
+  std::ifstream in{file};
+  std::string first{std::istreambuf_iterator<char>{in}, {}};
+  EXPECT_EQ(again, first) << "exporting the copy gives the same file";
+  auto header = lines(first).front();
+  EXPECT_EQ(header["kind"], "sourcery.export");
+  EXPECT_EQ(lines(first).back()["kind"], "end");
+
+  // Through the store's API: the same events, streams, snapshot, checkpoint.
+  auto opened = lmdb_store::open({.path = copy, .read_only = true});
+  ASSERT_TRUE(opened);
+  auto& restored = **opened;
+  auto a = store->read_all(1, 100), b = restored.read_all(1, 100);
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ(*a, *b);
+  for (auto id : {"account-1", "account-2", "odd \xff bytes"}) {
+    auto x = store->stream_info(id), y = restored.stream_info(id);
+    ASSERT_TRUE(x && y);
+    EXPECT_EQ(x->version, y->version);
+    EXPECT_EQ(x->deleted, y->deleted);
+    EXPECT_EQ(x->created_at, y->created_at);
+    EXPECT_EQ(x->updated_at, y->updated_at);
+  }
+  EXPECT_EQ(store->load_snapshot("account-1").value(), restored.load_snapshot("account-1").value());
+  EXPECT_EQ(restored.load_checkpoint("handler:mailer").value(), std::optional<uint64_t>{4});
+}
+
+TEST_F(cli, import_refuses_bad_input_and_leaves_nothing_behind) {
+  int status = -1;
+  auto file = dir.str() + ".ndjson";
+  run({"export", "--data-dir", dir.str(), "--output", file}, status);
+  ASSERT_EQ(status, 0);
+  std::ifstream in{file};
+  std::string good{std::istreambuf_iterator<char>{in}, {}};
+  sourcery::testing::temp_dir other;
+  auto attempt = [&](const std::string& text) {
+    auto bad = (other / "input").string();
+    std::ofstream{bad} << text;
+    auto target = (other / "target").string();
+    run({"import", "--data-dir", target, "--input", bad}, status);
+    EXPECT_EQ(status, 1) << text;
+    EXPECT_FALSE(std::filesystem::exists(target)) << "a failed import leaves no store";
+    EXPECT_FALSE(std::filesystem::exists((other / ".target.importing"))) << "nor its staging directory";
+    return errors;
+  };
+  auto last_line = good.rfind('\n', good.size() - 2);
+  EXPECT_NE(attempt(good.substr(0, last_line + 1)).find("cut short"), std::string::npos) << errors;
+  EXPECT_NE(attempt("").find("empty"), std::string::npos) << errors;
+  EXPECT_NE(attempt("{\"kind\":\"event\"}\n").find("not a Sourcery export"), std::string::npos) << errors;
+  auto garbled = good;
+  garbled.insert(good.find('\n') + 1, "{not json\n");
+  EXPECT_NE(attempt(garbled).find("line 2: not JSON"), std::string::npos) << errors;
+  auto reordered = good;
+  auto second = reordered.find('\n') + 1;
+  auto third = reordered.find('\n', second) + 1;
+  auto moved = reordered.substr(second, third - second);
+  reordered.erase(second, third - second);
+  reordered.insert(reordered.find('\n', second) + 1, moved);
+  EXPECT_NE(attempt(reordered).find("does not continue the log"), std::string::npos) << errors;
+  auto unknown = good;
+  unknown.insert(unknown.rfind("{\"kind\":\"end\""), "{\"kind\":\"mystery\"}\n");
+  EXPECT_NE(attempt(unknown).find("unknown kind"), std::string::npos) << errors;
+
+  // Never into a store that holds something.
+  run({"import", "--data-dir", dir.str(), "--input", file}, status);
+  EXPECT_EQ(status, 1);
+  EXPECT_NE(errors.find("not empty"), std::string::npos) << errors;
+  EXPECT_EQ(store->head_position(), 4u);
+}
+
+// -- rebuild, progress ---------------------------------------------------------------
+
+TEST_F(cli, rebuild_runs_an_application_projection_with_progress_lines) {
+  for (int i = 0; i < 3000; ++i)
+    ASSERT_TRUE(store->append("account-" + std::to_string(i % 7), expected_version::any(),
+                              {event("bank.deposited", 1)}));
+  ::setenv("SOURCERY_PROGRESS_EVERY_MS", "0", 1);
+  int status = -1;
+  auto out = run({"rebuild", "test.totals", "--data-dir", dir.str()}, status, SOURCERY_TEST_TOOL_PATH);
+  ASSERT_EQ(status, 0) << errors;
+  EXPECT_NE(out.find("rebuilt test.totals up to position 3,004"), std::string::npos) << out;
+  // Not a terminal: plain lines with counts, rate and ETA, then the total.
+  EXPECT_NE(errors.find("rebuild test.totals: 1,024/3,004 events (34%), "), std::string::npos) << errors;
+  EXPECT_NE(errors.find("events/s, ETA "), std::string::npos) << errors;
+  EXPECT_NE(errors.find("rebuild test.totals: done, 3,004 events"), std::string::npos) << errors;
+  EXPECT_EQ(errors.find('\r'), std::string::npos);
+
+  auto totals = [&] {
+    sourcery::persistence::projection_store_options po;
+    po.path = dir.str() + "/read-models";
+    po.read_only = true;
+    auto models = sourcery::persistence::projection_store::open(po);
+    EXPECT_TRUE(models);
+    return (*models)->scan("test.totals", "totals").value();
+  };
+  auto first = totals();
+  ASSERT_EQ(first.size(), 7u);
+  EXPECT_EQ(first[0], (std::pair<std::string, std::string>{"account-0", "429"}));
+  EXPECT_EQ(first[1], (std::pair<std::string, std::string>{"account-1", "434"})) << "5 + 429 deposits";
+  EXPECT_EQ(first[2], (std::pair<std::string, std::string>{"account-2", "436"})) << "7 + 429 deposits";
+
+  // Again, as on a terminal: the read model is reset, not added to.
+  ::setenv("SOURCERY_PROGRESS", "bar", 1);
+  out = run({"rebuild", "test.totals", "--data-dir", dir.str()}, status, SOURCERY_TEST_TOOL_PATH);
+  ::unsetenv("SOURCERY_PROGRESS");
+  ::unsetenv("SOURCERY_PROGRESS_EVERY_MS");
+  ASSERT_EQ(status, 0) << errors;
+  EXPECT_NE(errors.find("\r\033[Krebuild test.totals: [##########"), std::string::npos) << errors;
+  EXPECT_EQ(totals(), first);
+
+  run({"rebuild", "nothing.such", "--data-dir", dir.str()}, status, SOURCERY_TEST_TOOL_PATH);
+  EXPECT_EQ(status, 2);
+  EXPECT_NE(errors.find("registered:\n  test.totals  deposits per stream"), std::string::npos) << errors;
+  run({"rebuild", "test.totals", "--data-dir", dir.str()}, status);
+  EXPECT_EQ(status, 2) << "the generic tool registers no projection";
 }

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include <fcntl.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -17,13 +18,19 @@ namespace sourcery::testing {
 class child_process {
 public:
   /// Starts `program` with `args`; its stdout comes through a pipe.
-  child_process(const std::string& program, const std::vector<std::string>& args) {
+  /// `stderr_file`: where its stderr goes (default: this process's).
+  child_process(const std::string& program, const std::vector<std::string>& args, const std::string& stderr_file = {}) {
     int fds[2];
     if (::pipe(fds) != 0)
       return;
     pid_ = ::fork();
     if (pid_ == 0) {
       ::dup2(fds[1], STDOUT_FILENO);
+      if (!stderr_file.empty()) {
+        int err = ::open(stderr_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (err >= 0)
+          ::dup2(err, STDERR_FILENO);
+      }
       ::close(fds[0]);
       ::close(fds[1]);
       std::vector<char*> argv{const_cast<char*>(program.c_str())};

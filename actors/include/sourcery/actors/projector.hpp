@@ -28,6 +28,7 @@
 
 #include "sourcery/actors/event_consumer.hpp"
 #include "sourcery/persistence/projection_store.hpp"
+#include "sourcery/persistence/store_inspection.hpp"
 
 namespace sourcery {
 
@@ -145,12 +146,13 @@ supervision::child_spec projector_child_spec(std::function<std::unique_ptr<P>()>
 /// checkpoint are reset first), with the events `limit` includes: the read
 /// model as it was at a past position or time ("time travel"), or a fresh
 /// copy to compare with the live one. Runs on the caller's thread. Returns
-/// the last position projected. Errors: the first failing event's error,
-/// store errors.
+/// the last position projected. `progress` gets (position reached, head)
+/// after each batch. Errors: the first failing event's error, store errors.
 template <projector P>
 caf::expected<uint64_t> project_as_of(const persistence::event_store& store, const persistence::event_registry& types,
                                       persistence::projection_store& models, const std::string& instance,
-                                      as_of limit = {}, std::unique_ptr<P> fresh = std::make_unique<P>()) {
+                                      as_of limit = {}, std::unique_ptr<P> fresh = std::make_unique<P>(),
+                                      const persistence::progress_callback& progress = {}) {
   if (auto err = models.reset(instance))
     return err;
   detail::projector_consumer<P> consumer{std::move(fresh), &models, &types, error_policy{}, instance};
@@ -176,7 +178,11 @@ caf::expected<uint64_t> project_as_of(const persistence::event_store& store, con
     if (out.failed != nullptr)
       return out.error;
     position = out.committed;
+    if (progress)
+      progress(position, store.head_position());
   }
+  if (progress)
+    progress(position, position);
   return position;
 }
 

@@ -22,6 +22,9 @@ struct projection_store_options {
   std::string path;
   durability mode = durability::durable;
   size_t initial_map_size = size_t{16} << 20;
+  /// Open for reading only (tools looking at an application's read models
+  /// while it runs); writes then fail. The directory must hold read models.
+  bool read_only = false;
 };
 
 /// Read models in LMDB, with each projection's checkpoint in the same
@@ -91,6 +94,8 @@ public:
 
   /// The position `projection` has reached (nullopt: never written).
   caf::expected<std::optional<uint64_t>> checkpoint(std::string_view projection) const;
+  /// Every projection's checkpoint as (name, position), in name order.
+  caf::expected<std::vector<std::pair<std::string, uint64_t>>> checkpoints() const;
   caf::expected<std::optional<std::string>> get(std::string_view projection, std::string_view table,
                                                 std::string_view key) const;
   caf::expected<std::vector<std::pair<std::string, std::string>>> scan(std::string_view projection,

@@ -1,0 +1,305 @@
+// The operator tool's command line: the commands, their options and help,
+// and the rebuild of registered projections.
+
+#include "sourcery/runtime/operator_tool.hpp"
+
+#include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <set>
+
+#include "progress_meter.hpp"
+#include "tool_context.hpp"
+#include "tool_output.hpp"
+
+namespace sourcery {
+
+namespace tool {
+
+namespace {
+
+struct command {
+  const char* name;
+  const char* arguments; // positional, for the usage line
+  size_t positional;     // how many
+  const char* summary;
+  const char* details;
+  std::set<std::string> flags; // besides --data-dir, --help
+  int (*run)(const context&);
+};
+
+const std::vector<command>& commands() {
+  static const std::vector<command> all = {
+    {"streams", "", 0, "lists streams with their version and last write",
+     "Deleted streams are listed too, marked as such. In stream-id order.", {"--json", "--limit"}, run_streams},
+    {"read", "STREAM", 1, "prints the events of one stream, oldest first",
+     "Each event with its metadata; payloads decoded as JSON, bytes that are not a\n"
+     "msgpack map shown as {\"$hex\": ...}.", {"--json", "--from", "--limit"}, run_read},
+    {"all", "", 0, "prints the global log ($all) from a position", "", {"--json", "--from", "--limit"}, run_all},
+    {"tail", "", 0, "follows the global log: prints events as they are committed",
+     "Runs until interrupted (Ctrl-C, SIGTERM). Sees appends of other processes.", {"--json", "--from"}, run_tail},
+    {"stats", "", 0, "counts, sizes, map usage, and how far behind each checkpoint is",
+     "Checkpoints of the event store's named subscriptions (event handlers,\n"
+     "process managers) and of the projections in the read models.", {"--json", "--read-models"}, run_stats},
+    {"verify", "", 0, "checks the integrity of a store; never writes",
+     "Checks that $all is gapless, every record decodes, every stream record and\n"
+     "stream-index entry agrees with the log, and snapshots and checkpoints are\n"
+     "within range. Exit status 1 and a report of each problem when damaged.", {"--json"}, run_verify},
+    {"export", "", 0, "writes the store as newline-delimited JSON",
+     "Events (with their exact payload bytes), deleted streams, snapshots and\n"
+     "checkpoints. Importing the file reproduces the store exactly.", {"--output"}, run_export},
+    {"import", "", 0, "creates a store from an export",
+     "--data-dir names the new store's directory, which must be new or empty.\n"
+     "The import is written beside it and moved into place only once complete and\n"
+     "verified: a failed import leaves nothing behind.", {"--input"}, run_import},
+    {"rebuild", "PROJECTION", 1, "rebuilds a projection's read model from the log",
+     "For projections the application registers (operator_tool::add_projection).\n"
+     "Stop the application first: the read model is reset, then rebuilt.", {"--read-models"}, run_rebuild},
+  };
+  return all;
+}
+
+struct flag_help {
+  const char* name;
+  const char* text;
+};
+
+const std::vector<flag_help>& flag_texts() {
+  static const std::vector<flag_help> all = {
+    {"--data-dir DIR", "the store's directory (default: %s)"},
+    {"--json", "JSON instead of text (one object per line for events and streams)"},
+    {"--from N", "read: first version (default 1); all: first position (default 1);\n"
+                 "                    tail: first position (default: the next event)"},
+    {"--limit N", "at most N items (default: all)"},
+    {"--read-models DIR", "the read models (default: DATA_DIR/read-models)"},
+    {"--output FILE", "where to write (default: standard output)"},
+    {"--input FILE", "where to read (default: standard input)"},
+    {"--help", "this text"},
+  };
+  return all;
+}
+
+std::string general_usage(const std::string& program) {
+  std::string out = "usage: " + program + " COMMAND [OPTIONS]\n\ncommands:\n";
+  for (auto& c : commands()) {
+    auto head = std::string{c.name} + (*c.arguments ? std::string{" "} + c.arguments : "");
+    char line[160];
+    std::snprintf(line, sizeof line, "  %-20s %s\n", head.c_str(), c.summary);
+    out += line;
+  }
+  out += "\nRun '" + program + " COMMAND --help' for a command's options. The store is opened\n"
+         "read-only except by import and rebuild, so a running application is not\n"
+         "disturbed. Exit status: 0 done, 1 the store failed or is damaged, 2 bad arguments.\n";
+  return out;
+}
+
+std::string command_usage(const std::string& program, const std::string& data_dir, const command& c) {
+  std::string out = "usage: " + program + " " + c.name + (*c.arguments ? std::string{" "} + c.arguments : "")
+                    + " [OPTIONS]\n\n";
+  std::string summary = c.summary;
+  summary[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(summary[0])));
+  out += summary + ".\n";
+  if (*c.details)
+    out += std::string{c.details} + "\n";
+  out += "\noptions:\n";
+  for (auto& f : flag_texts()) {
+    std::string name = f.name;
+    auto flag = name.substr(0, name.find(' '));
+    if (flag != "--data-dir" && flag != "--help" && c.flags.count(flag) == 0)
+      continue;
+    std::string text = f.text;
+    if (auto at = text.find("%s"); at != std::string::npos)
+      text.replace(at, 2, data_dir);
+    char line[256];
+    std::snprintf(line, sizeof line, "  %-19s %s\n", f.name, text.c_str());
+    out += line;
+  }
+  return out;
+}
+
+[[noreturn]] void usage_error(const std::string& program, const std::string& data_dir, const command* c,
+                              const std::string& why) {
+  std::fprintf(stderr, "%s: %s\n\n%s", program.c_str(), why.c_str(),
+               (c != nullptr ? command_usage(program, data_dir, *c) : general_usage(program)).c_str());
+  std::exit(2);
+}
+
+uint64_t number(const std::string& program, const std::string& data_dir, const command* c, const std::string& flag, const char* text) {
+  char* end = nullptr;
+  errno = 0;
+  auto v = std::strtoull(text, &end, 10);
+  if (*text == '\0' || *end != '\0' || errno != 0 || *text == '-')
+    usage_error(program, data_dir, c, flag + " takes a non-negative number, not '" + text + "'");
+  return v;
+}
+
+options parse(const std::string& program, const std::string& data_dir, int argc, char** argv) {
+  options o;
+  o.data_dir = data_dir;
+  const command* cmd = nullptr;
+  bool help = false;
+  std::vector<std::pair<std::string, const char*>> flags; // checked once the command is known
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      help = true;
+    } else if (a == "--json") {
+      flags.emplace_back(a, nullptr);
+    } else if (a.rfind("--", 0) == 0) {
+      static const std::set<std::string> with_value = {"--data-dir", "--from",  "--limit",
+                                                       "--read-models", "--output", "--input"};
+      if (with_value.count(a) == 0)
+        usage_error(program, data_dir, cmd, "unknown option " + a);
+      if (i + 1 >= argc)
+        usage_error(program, data_dir, cmd, a + " needs a value");
+      flags.emplace_back(a, argv[++i]);
+    } else if (cmd == nullptr && o.command.empty()) {
+      o.command = a;
+      for (auto& c : commands())
+        if (a == c.name)
+          cmd = &c;
+      if (cmd == nullptr && a != "help")
+        usage_error(program, data_dir, nullptr, "unknown command '" + a + "'");
+    } else {
+      o.args.push_back(a);
+    }
+  }
+  if (o.command == "help") { // "help COMMAND" is "COMMAND --help"
+    help = true;
+    o.command = o.args.empty() ? "" : o.args.front();
+    cmd = nullptr;
+    for (auto& c : commands())
+      if (o.command == c.name)
+        cmd = &c;
+  }
+  if (help) {
+    std::fputs((cmd != nullptr ? command_usage(program, data_dir, *cmd) : general_usage(program)).c_str(), stdout);
+    std::exit(0);
+  }
+  if (cmd == nullptr)
+    usage_error(program, data_dir, nullptr, "no command given");
+  for (auto& [flag, value] : flags) {
+    if (flag != "--data-dir" && cmd->flags.count(flag) == 0)
+      usage_error(program, data_dir, cmd, std::string{cmd->name} + " takes no " + flag);
+    if (flag == "--data-dir")
+      o.data_dir = value;
+    else if (flag == "--json")
+      o.json = true;
+    else if (flag == "--from")
+      o.from = number(program, data_dir, cmd, flag, value), o.from_given = true;
+    else if (flag == "--limit")
+      o.limit = number(program, data_dir, cmd, flag, value);
+    else if (flag == "--read-models")
+      o.read_models = value;
+    else if (flag == "--output")
+      o.output = value;
+    else if (flag == "--input")
+      o.input = value;
+  }
+  std::error_code ec;
+  if (o.command != "import" && !std::filesystem::exists(o.data_dir, ec))
+    usage_error(program, data_dir, cmd, "no store at " + o.data_dir + " (--data-dir)");
+  if (o.args.size() != cmd->positional)
+    usage_error(program, data_dir, cmd,
+                cmd->positional == 0 ? std::string{cmd->name} + " takes no arguments besides options"
+                                     : std::string{cmd->name} + " takes " + cmd->arguments);
+  return o;
+}
+
+const command& command_named(const std::string& name) {
+  for (auto& c : commands())
+    if (name == c.name)
+      return c;
+  std::abort(); // parse accepted only known names
+}
+
+} // namespace
+
+std::string context::read_model_dir() const {
+  return opts.read_models.empty() ? (std::filesystem::path{opts.data_dir} / "read-models").string() : opts.read_models;
+}
+
+int store_failure(const context& ctx, const std::string& what, const caf::error& err) {
+  std::fprintf(stderr, "%s: %s: %s\n", ctx.program.c_str(), what.c_str(), persistence::describe(err).c_str());
+  return 1;
+}
+
+int failure(const context& ctx, const std::string& what) {
+  std::fprintf(stderr, "%s: %s\n", ctx.program.c_str(), what.c_str());
+  return 1;
+}
+
+std::unique_ptr<persistence::lmdb_store> open_read_only(const context& ctx) {
+  std::error_code ec;
+  if (!std::filesystem::exists(ctx.opts.data_dir, ec)) {
+    std::fprintf(stderr, "%s: no store at %s (--data-dir)\n", ctx.program.c_str(), ctx.opts.data_dir.c_str());
+    return nullptr;
+  }
+  persistence::lmdb_options lo;
+  lo.path = ctx.opts.data_dir;
+  lo.read_only = true;
+  auto store = persistence::lmdb_store::open(lo);
+  if (!store) {
+    store_failure(ctx, "cannot open " + ctx.opts.data_dir, store.error());
+    return nullptr;
+  }
+  return std::move(*store);
+}
+
+int run_rebuild(const context& ctx) {
+  const auto& name = ctx.opts.args.at(0);
+  const tool_projection* found = nullptr;
+  for (auto& p : ctx.projections)
+    if (p.name == name)
+      found = &p;
+  if (found == nullptr) {
+    std::string known;
+    for (auto& p : ctx.projections)
+      known += "\n  " + p.name + (p.description.empty() ? "" : "  " + p.description);
+    std::fprintf(stderr, "%s: no projection '%s' is registered%s\n", ctx.program.c_str(), name.c_str(),
+                 known.empty() ? "; this program registers none (an application registers its own with "
+                                 "sourcery::operator_tool::add_projection)"
+                               : ("; registered:" + known).c_str());
+    return 2;
+  }
+  auto store = open_read_only(ctx);
+  if (!store)
+    return 1;
+  store->use_registry(&ctx.types); // projections see events in their current shape
+  persistence::projection_store_options po;
+  po.path = ctx.read_model_dir();
+  auto models = persistence::projection_store::open(po);
+  if (!models)
+    return store_failure(ctx, "cannot open the read models at " + po.path, models.error());
+  progress_meter meter{"rebuild " + name, "events"};
+  auto reached = found->rebuild(*store, **models, [&](uint64_t done, uint64_t total) { meter.update(done, total); });
+  if (!reached)
+    return store_failure(ctx, "rebuild " + name, reached.error());
+  meter.finish(*reached);
+  std::printf("rebuilt %s up to position %s\n", name.c_str(), grouped(*reached).c_str());
+  return 0;
+}
+
+} // namespace tool
+
+operator_tool::operator_tool(std::string program) : program_(std::move(program)) {}
+
+operator_tool& operator_tool::default_data_dir(std::string dir) {
+  data_dir_ = std::move(dir);
+  return *this;
+}
+
+operator_tool& operator_tool::add_projection(tool_projection projection) {
+  projections_.push_back(std::move(projection));
+  return *this;
+}
+
+int operator_tool::run(int argc, char** argv) const {
+  auto opts = tool::parse(program_, data_dir_, argc, argv);
+  tool::context ctx{opts, program_, projections_, *types_};
+  return tool::command_named(opts.command).run(ctx);
+}
+
+} // namespace sourcery

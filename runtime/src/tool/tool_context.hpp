@@ -1,0 +1,60 @@
+#pragma once
+
+// What every command of the operator tool receives: its parsed options, the
+// projections the application registered, and the ways to fail.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <caf/error.hpp>
+
+#include "sourcery/persistence/lmdb_store.hpp"
+#include "sourcery/runtime/operator_tool.hpp"
+
+namespace sourcery::tool {
+
+struct options {
+  std::string command;
+  std::vector<std::string> args; // positional arguments after the command
+  std::string data_dir = "sourcery-data";
+  std::string read_models; // empty: data_dir/read-models
+  std::string input;       // import: "-" or empty for stdin
+  std::string output;      // export: "-" or empty for stdout
+  uint64_t from = 0;
+  bool from_given = false;
+  uint64_t limit = UINT64_MAX;
+  bool json = false;
+};
+
+struct context {
+  const options& opts;
+  const std::string& program;
+  const std::vector<tool_projection>& projections;
+  const persistence::event_registry& types;
+
+  std::string read_model_dir() const;
+};
+
+/// Reports a store error on stderr; returns exit status 1.
+int store_failure(const context& ctx, const std::string& what, const caf::error& err);
+/// Reports a failure with no store error behind it; returns 1.
+int failure(const context& ctx, const std::string& what);
+
+/// The store at `--data-dir`, opened read-only: a running application
+/// writing it is not disturbed. Null after reporting why on stderr.
+std::unique_ptr<persistence::lmdb_store> open_read_only(const context& ctx);
+
+// The commands: each returns the exit status.
+int run_read(const context& ctx);
+int run_all(const context& ctx);
+int run_tail(const context& ctx);
+int run_streams(const context& ctx);
+int run_stats(const context& ctx);
+int run_verify(const context& ctx);
+int run_export(const context& ctx);
+int run_import(const context& ctx);
+int run_rebuild(const context& ctx);
+
+} // namespace sourcery::tool

@@ -1,0 +1,365 @@
+// export and import: a store to and from newline-delimited JSON.
+//
+// One JSON object per line, in this order:
+//   {"kind":"sourcery.export","format":1,"head":N}
+//   {"kind":"event", position, stream, version, type, schema_version, event_id,
+//    created_at (ISO), created_at_us, causation_id, correlation_id,
+//    data, metadata (JSON, for people), data_msgpack, metadata_msgpack (base64,
+//    the exact bytes)}                                  one per event, in order
+//   {"kind":"deleted_stream", stream, version, created_at_us, updated_at_us}
+//   {"kind":"snapshot", stream, stream_version, snapshot_version, type,
+//    created_at_us, data_msgpack}
+//   {"kind":"checkpoint", name, position}
+//   {"kind":"end","events":N}                           so a cut file is caught
+// A string that is not valid UTF-8 goes as "<field>_base64" instead.
+// Importing an export reproduces the store exactly: ids, positions, versions,
+// times and payload bytes; exporting the copy gives the same file.
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <unordered_map>
+
+#include "progress_meter.hpp"
+#include "tool_context.hpp"
+#include "tool_output.hpp"
+
+namespace sourcery::tool {
+
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using line_json = nlohmann::ordered_json; // written lines keep "kind" first
+
+constexpr int export_format = 1;
+
+bool valid_utf8(const std::string& s) {
+  try {
+    (void)json(s).dump();
+    return true;
+  } catch (const json::exception&) {
+    return false;
+  }
+}
+
+void put_text(line_json& j, const char* key, const std::string& s) {
+  if (valid_utf8(s))
+    j[key] = s;
+  else
+    j[std::string{key} + "_base64"] = base64(persistence::bytes{s.begin(), s.end()});
+}
+
+// -- reading lines back ------------------------------------------------------------
+
+/// A malformed line: reported with its number.
+struct bad_line {
+  std::string why;
+};
+
+const json& field(const json& j, const char* key) {
+  auto i = j.find(key);
+  if (i == j.end())
+    throw bad_line{std::string{"no \""} + key + "\""};
+  return *i;
+}
+
+uint64_t number_field(const json& j, const char* key) {
+  auto& v = field(j, key);
+  if (!v.is_number_unsigned())
+    throw bad_line{std::string{"\""} + key + "\" is not a non-negative integer"};
+  return v.get<uint64_t>();
+}
+
+int64_t time_field(const json& j, const char* key) {
+  auto& v = field(j, key);
+  if (!v.is_number_integer())
+    throw bad_line{std::string{"\""} + key + "\" is not an integer"};
+  return v.get<int64_t>();
+}
+
+persistence::bytes bytes_field(const json& j, const char* key) {
+  auto& v = field(j, key);
+  auto b = v.is_string() ? from_base64(v.get_ref<const std::string&>()) : std::nullopt;
+  if (!b)
+    throw bad_line{std::string{"\""} + key + "\" is not base64"};
+  return *b;
+}
+
+std::string text_field(const json& j, const char* key) {
+  if (auto i = j.find(std::string{key} + "_base64"); i != j.end()) {
+    auto b = bytes_field(j, (std::string{key} + "_base64").c_str());
+    return {b.begin(), b.end()};
+  }
+  auto& v = field(j, key);
+  if (!v.is_string())
+    throw bad_line{std::string{"\""} + key + "\" is not a string"};
+  return v.get<std::string>();
+}
+
+persistence::recorded_event event_of(const json& j) {
+  persistence::recorded_event e;
+  e.position = number_field(j, "position");
+  e.stream_id = text_field(j, "stream");
+  e.stream_version = number_field(j, "version");
+  e.type = text_field(j, "type");
+  auto schema = number_field(j, "schema_version");
+  if (schema > UINT32_MAX)
+    throw bad_line{"\"schema_version\" is too large"};
+  e.schema_version = static_cast<uint32_t>(schema);
+  auto id = persistence::uuid::parse(text_field(j, "event_id"));
+  if (!id)
+    throw bad_line{"\"event_id\" is not a UUID"};
+  e.event_id = *id;
+  e.created_at = time_field(j, "created_at_us");
+  e.causation_id = text_field(j, "causation_id");
+  e.correlation_id = text_field(j, "correlation_id");
+  e.data = bytes_field(j, "data_msgpack");
+  e.metadata = bytes_field(j, "metadata_msgpack");
+  return e;
+}
+
+/// Where an import writes until it has succeeded: beside the target, so a
+/// failed import leaves no half store behind.
+fs::path staging_dir(const fs::path& target) {
+  auto t = fs::absolute(target).lexically_normal();
+  if (!t.has_filename())
+    t = t.parent_path();
+  return t.parent_path() / ("." + t.filename().string() + ".importing");
+}
+
+} // namespace
+
+int run_export(const context& ctx) {
+  auto store = open_read_only(ctx);
+  if (!store)
+    return 1;
+  std::FILE* out = stdout;
+  bool to_file = !ctx.opts.output.empty() && ctx.opts.output != "-";
+  if (to_file && (out = std::fopen(ctx.opts.output.c_str(), "w")) == nullptr)
+    return failure(ctx, "cannot write " + ctx.opts.output + ": " + std::strerror(errno));
+  auto write = [out](const line_json& j) { std::fprintf(out, "%s\n", j.dump().c_str()); };
+
+  // A store being written keeps growing: export what the log held when the
+  // export began, and what agrees with it.
+  const uint64_t head = store->head_position();
+  write({{"kind", "sourcery.export"}, {"format", export_format}, {"head", head}});
+  progress_meter meter{"export", "events"};
+  std::unordered_map<std::string, uint64_t> versions; // exported version per stream
+  uint64_t events = 0;
+  auto err = store->for_each_in_all(1, [&](const persistence::recorded_event& e) {
+    if (e.position > head)
+      return false;
+    line_json j{{"kind", "event"}, {"position", e.position}};
+    put_text(j, "stream", e.stream_id);
+    j["version"] = e.stream_version;
+    put_text(j, "type", e.type);
+    j["schema_version"] = e.schema_version;
+    j["event_id"] = e.event_id.to_string();
+    j["created_at"] = time_of(e.created_at);
+    j["created_at_us"] = e.created_at;
+    put_text(j, "causation_id", e.causation_id);
+    put_text(j, "correlation_id", e.correlation_id);
+    j["data"] = payload(e.data);
+    j["metadata"] = payload(e.metadata);
+    j["data_msgpack"] = base64(e.data);
+    j["metadata_msgpack"] = base64(e.metadata);
+    write(j);
+    versions[e.stream_id] = e.stream_version;
+    meter.update(++events, head);
+    return true;
+  });
+  if (!err)
+    err = store->for_each_stream([&](const persistence::stream_info& s) {
+      auto v = versions.find(s.stream_id);
+      if (s.deleted && s.version == (v == versions.end() ? 0 : v->second)) {
+        line_json j{{"kind", "deleted_stream"}};
+        put_text(j, "stream", s.stream_id);
+        j["version"] = s.version;
+        j["created_at_us"] = s.created_at;
+        j["updated_at_us"] = s.updated_at;
+        write(j);
+      }
+      return true;
+    });
+  if (!err)
+    err = store->for_each_snapshot([&](const persistence::snapshot& snap) {
+      auto v = versions.find(snap.stream_id);
+      if (v == versions.end() || snap.stream_version > v->second)
+        return true; // taken after the export began
+      line_json j{{"kind", "snapshot"}};
+      put_text(j, "stream", snap.stream_id);
+      j["stream_version"] = snap.stream_version;
+      j["snapshot_version"] = snap.snapshot_version;
+      put_text(j, "type", snap.type);
+      j["created_at_us"] = snap.created_at;
+      j["data_msgpack"] = base64(snap.data);
+      write(j);
+      return true;
+    });
+  if (!err) {
+    auto cps = store->checkpoints();
+    if (!cps) {
+      err = cps.error();
+    } else {
+      for (auto& [name, pos] : *cps) {
+        line_json j{{"kind", "checkpoint"}};
+        put_text(j, "name", name);
+        j["position"] = std::min(pos, head); // a handler past the export handles those events again
+        write(j);
+      }
+    }
+  }
+  if (err) {
+    if (to_file)
+      std::fclose(out);
+    return store_failure(ctx, "export", err);
+  }
+  write({{"kind", "end"}, {"events", events}});
+  bool written = std::fflush(out) == 0 && !std::ferror(out);
+  if (to_file)
+    written = std::fclose(out) == 0 && written;
+  if (!written)
+    return failure(ctx, "cannot write the export: " + std::string{std::strerror(errno)});
+  meter.finish(events);
+  return 0;
+}
+
+int run_import(const context& ctx) {
+  fs::path target{ctx.opts.data_dir};
+  std::error_code ec;
+  if (fs::exists(target, ec) && !fs::is_empty(target, ec))
+    return failure(ctx, "import: " + target.string() + " is not empty; import into a new directory");
+  std::ifstream file;
+  std::istream* in = &std::cin;
+  if (!ctx.opts.input.empty() && ctx.opts.input != "-") {
+    file.open(ctx.opts.input);
+    if (!file)
+      return failure(ctx, "cannot read " + ctx.opts.input);
+    in = &file;
+  }
+  auto staging = staging_dir(target);
+  fs::remove_all(staging, ec);
+  persistence::lmdb_options lo;
+  lo.path = staging.string();
+  auto opened = persistence::lmdb_store::open(lo);
+  if (!opened)
+    return store_failure(ctx, "import: cannot create " + lo.path, opened.error());
+  auto& store = **opened;
+  auto abandon = [&](const std::string& why) {
+    opened->reset();
+    fs::remove_all(staging, ec);
+    return failure(ctx, "import: " + why + "; nothing was imported");
+  };
+
+  progress_meter meter{"import", "events"};
+  std::string line;
+  uint64_t line_no = 0, head = 0, events = 0;
+  bool header = false, end = false;
+  std::vector<persistence::recorded_event> batch;
+  auto flush = [&]() -> caf::error {
+    if (batch.empty())
+      return {};
+    auto r = store.import_events(std::move(batch));
+    batch.clear();
+    meter.update(events, head);
+    return r ? caf::error{} : r.error();
+  };
+  while (std::getline(*in, line)) {
+    ++line_no;
+    if (line.empty())
+      continue;
+    auto where = "line " + std::to_string(line_no);
+    if (end)
+      return abandon(where + ": text after the end line");
+    try {
+      auto j = json::parse(line);
+      if (!j.is_object())
+        throw bad_line{"not a JSON object"};
+      auto kind = text_field(j, "kind");
+      if (!header) {
+        if (kind != "sourcery.export")
+          throw bad_line{"not a Sourcery export (the first line must be its header)"};
+        if (number_field(j, "format") != export_format)
+          throw bad_line{"export format " + std::to_string(number_field(j, "format")) + "; this build reads format "
+                         + std::to_string(export_format)};
+        head = number_field(j, "head");
+        header = true;
+        continue;
+      }
+      if (kind != "event")
+        if (auto err = flush())
+          return abandon(where + ": " + persistence::describe(err));
+      if (kind == "event") {
+        batch.push_back(event_of(j));
+        if (batch.back().position != events + 1) // caught here, to name the line
+          throw bad_line{"event " + std::to_string(batch.back().position)
+                         + " does not continue the log, which ends at " + std::to_string(events)};
+        ++events;
+        if (batch.size() >= 4096)
+          if (auto err = flush())
+            return abandon(where + ": " + persistence::describe(err));
+      } else if (kind == "deleted_stream") {
+        persistence::stream_info s;
+        s.stream_id = text_field(j, "stream");
+        s.version = number_field(j, "version");
+        s.created_at = time_field(j, "created_at_us");
+        s.updated_at = time_field(j, "updated_at_us");
+        if (auto r = store.import_deleted_stream(s); !r)
+          return abandon(where + ": " + persistence::describe(r.error()));
+      } else if (kind == "snapshot") {
+        persistence::snapshot snap;
+        snap.stream_id = text_field(j, "stream");
+        snap.stream_version = number_field(j, "stream_version");
+        auto sv = number_field(j, "snapshot_version");
+        if (sv > UINT32_MAX)
+          throw bad_line{"\"snapshot_version\" is too large"};
+        snap.snapshot_version = static_cast<uint32_t>(sv);
+        snap.type = text_field(j, "type");
+        snap.created_at = time_field(j, "created_at_us");
+        snap.data = bytes_field(j, "data_msgpack");
+        if (auto r = store.import_snapshot(std::move(snap)); !r)
+          return abandon(where + ": " + persistence::describe(r.error()));
+      } else if (kind == "checkpoint") {
+        if (auto r = store.save_checkpoint(text_field(j, "name"), number_field(j, "position")); !r)
+          return abandon(where + ": " + persistence::describe(r.error()));
+      } else if (kind == "end") {
+        if (number_field(j, "events") != events)
+          throw bad_line{"the export announces " + std::to_string(number_field(j, "events")) + " events; "
+                         + std::to_string(events) + " were read"};
+        end = true;
+      } else {
+        throw bad_line{"unknown kind \"" + kind + "\""};
+      }
+    } catch (const json::exception& e) {
+      return abandon(where + ": not JSON (" + e.what() + ")");
+    } catch (const bad_line& e) {
+      return abandon(where + ": " + e.why);
+    }
+  }
+  if (in->bad())
+    return abandon("read error");
+  if (!header)
+    return abandon("the input is empty");
+  if (!end)
+    return abandon("the export is cut short (no end line after line " + std::to_string(line_no) + ")");
+  // Check what was written before it takes the target's place.
+  auto report = store.verify();
+  if (!report || !report->ok())
+    return abandon(report ? "the imported store does not verify: " + report->problems.front().message
+                          : persistence::describe(report.error()));
+  opened->reset();
+  fs::rename(staging, target, ec);
+  if (ec) {
+    fs::remove_all(staging, ec);
+    return failure(ctx, "import: cannot move the store into " + target.string() + ": " + ec.message());
+  }
+  meter.finish(events);
+  std::printf("imported %s events into %s\n", grouped(events).c_str(), target.string().c_str());
+  return 0;
+}
+
+} // namespace sourcery::tool

@@ -1,0 +1,166 @@
+// Inspecting commands: stats (space, counts, how far behind each
+// subscription and projection is) and verify (a full integrity check).
+
+#include <cstdio>
+#include <filesystem>
+
+#include "progress_meter.hpp"
+#include "tool_context.hpp"
+#include "tool_output.hpp"
+
+namespace sourcery::tool {
+
+namespace {
+
+using json = nlohmann::json;
+
+struct checkpoint_row {
+  std::string name;
+  std::string kind; // handler, process manager, subscription, projection
+  uint64_t position = 0;
+};
+
+} // namespace
+
+int run_stats(const context& ctx) {
+  auto store = open_read_only(ctx);
+  if (!store)
+    return 1;
+  auto usage = store->usage();
+  if (!usage)
+    return store_failure(ctx, "stats", usage.error());
+  uint64_t streams = 0, deleted = 0;
+  if (auto err = store->for_each_stream([&](const persistence::stream_info& s) {
+        ++streams;
+        deleted += s.deleted ? 1 : 0;
+        return true;
+      }))
+    return store_failure(ctx, "list streams", err);
+  std::vector<checkpoint_row> rows;
+  auto cps = store->checkpoints();
+  if (!cps)
+    return store_failure(ctx, "list checkpoints", cps.error());
+  auto kind_of = [](const std::string& name, const char* otherwise) {
+    return name.rfind("handler:", 0) == 0   ? "handler"
+           : name.rfind("process:", 0) == 0 ? "process manager"
+                                            : otherwise;
+  };
+  for (auto& [name, pos] : *cps)
+    rows.push_back({name, kind_of(name, "subscription"), pos});
+  // Projections keep their checkpoints with their read models.
+  std::string models_note;
+  std::error_code ec;
+  if (std::filesystem::exists(ctx.read_model_dir() + "/data.mdb", ec)) {
+    persistence::projection_store_options po;
+    po.path = ctx.read_model_dir();
+    po.read_only = true;
+    auto models = persistence::projection_store::open(po);
+    auto listed = models ? (*models)->checkpoints() : caf::expected<std::vector<std::pair<std::string, uint64_t>>>{
+                                                        models.error()};
+    if (!listed)
+      models_note = "read models at " + po.path + ": " + persistence::describe(listed.error());
+    else
+      for (auto& [name, pos] : *listed)
+        rows.push_back({name, kind_of(name, "projection"), pos});
+  }
+  uint64_t head = usage->head_position;
+  auto entries_of = [&](const char* name) -> uint64_t {
+    for (auto& db : usage->databases)
+      if (db.name == name)
+        return db.entries;
+    return 0;
+  };
+  if (ctx.opts.json) {
+    json dbs = json::array();
+    for (auto& db : usage->databases)
+      dbs.push_back({{"name", db.name}, {"entries", db.entries}, {"depth", db.depth}, {"pages", db.pages},
+                     {"bytes", db.bytes}});
+    json checkpoints = json::array();
+    for (auto& r : rows)
+      checkpoints.push_back({{"name", r.name}, {"kind", r.kind}, {"position", r.position},
+                             {"behind", head > r.position ? head - r.position : 0}});
+    json j{{"data_dir", ctx.opts.data_dir},
+           {"head_position", head},
+           {"events", entries_of("events")},
+           {"streams", streams},
+           {"deleted_streams", deleted},
+           {"snapshots", entries_of("snapshots")},
+           {"map", {{"size", usage->map_size}, {"used", usage->map_used}, {"file_size", usage->file_size},
+                    {"page_size", usage->page_size}}},
+           {"readers", {{"used", usage->readers_used}, {"max", usage->readers_max}}},
+           {"databases", dbs},
+           {"checkpoints", checkpoints}};
+    if (!models_note.empty())
+      j["read_models_error"] = models_note;
+    std::printf("%s\n", j.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
+    return 0;
+  }
+  double used_pct = usage->map_size > 0 ? 100.0 * static_cast<double>(usage->map_used)
+                                            / static_cast<double>(usage->map_size) : 0;
+  std::printf("store          %s\n", ctx.opts.data_dir.c_str());
+  std::printf("head position  %s\n", grouped(head).c_str());
+  std::printf("events         %s\n", grouped(entries_of("events")).c_str());
+  std::printf("streams        %s (%s deleted)\n", grouped(streams).c_str(), grouped(deleted).c_str());
+  std::printf("snapshots      %s\n", grouped(entries_of("snapshots")).c_str());
+  std::printf("map            %s used of %s (%.1f%%); file %s; page %u B\n", human_bytes(usage->map_used).c_str(),
+              human_bytes(usage->map_size).c_str(), used_pct, human_bytes(usage->file_size).c_str(),
+              usage->page_size);
+  std::printf("readers        %u of %u slots\n\n", usage->readers_used, usage->readers_max);
+  std::printf("%-14s %12s %6s %12s\n", "DATABASE", "ENTRIES", "DEPTH", "SIZE");
+  for (auto& db : usage->databases)
+    std::printf("%-14s %12s %6u %12s\n", db.name.c_str(), grouped(db.entries).c_str(), db.depth,
+                human_bytes(db.bytes).c_str());
+  std::printf("\n%-40s %-16s %12s %12s\n", "CHECKPOINT", "KIND", "POSITION", "BEHIND");
+  if (rows.empty())
+    std::printf("(none)\n");
+  for (auto& r : rows)
+    std::printf("%-40s %-16s %12s %12s\n", r.name.c_str(), r.kind.c_str(), grouped(r.position).c_str(),
+                grouped(head > r.position ? head - r.position : 0).c_str());
+  if (!models_note.empty())
+    std::printf("\n%s\n", models_note.c_str());
+  return 0;
+}
+
+int run_verify(const context& ctx) {
+  auto store = open_read_only(ctx);
+  if (!store)
+    return 1;
+  progress_meter meter{"verify", "events"};
+  auto report = store->verify([&](uint64_t done, uint64_t total) { meter.update(done, total); });
+  if (!report)
+    return store_failure(ctx, "verify", report.error());
+  meter.finish(report->events);
+  if (ctx.opts.json) {
+    json problems = json::array();
+    for (auto& p : report->problems)
+      problems.push_back({{"kind", p.kind}, {"message", p.message}});
+    json j{{"ok", report->ok()},
+           {"events", report->events},
+           {"streams", report->streams},
+           {"index_entries", report->index_entries},
+           {"snapshots", report->snapshots},
+           {"checkpoints", report->checkpoints},
+           {"problem_count", report->problem_count},
+           {"problems", problems}};
+    std::printf("%s\n", j.dump(-1, ' ', false, json::error_handler_t::replace).c_str());
+  } else {
+    std::printf("checked %s events, %s streams, %s index entries, %s snapshots, %s checkpoints\n",
+                grouped(report->events).c_str(), grouped(report->streams).c_str(),
+                grouped(report->index_entries).c_str(), grouped(report->snapshots).c_str(),
+                grouped(report->checkpoints).c_str());
+    if (report->ok()) {
+      std::printf("ok: the store is intact\n");
+    } else {
+      std::printf("DAMAGED: %s problem%s found\n", grouped(report->problem_count).c_str(),
+                  report->problem_count == 1 ? "" : "s");
+      for (auto& p : report->problems)
+        std::printf("  %-18s %s\n", p.kind.c_str(), p.message.c_str());
+      if (report->problem_count > report->problems.size())
+        std::printf("  ... and %s more\n", grouped(report->problem_count - report->problems.size()).c_str());
+    }
+  }
+  std::fflush(stdout);
+  return report->ok() ? 0 : 1;
+}
+
+} // namespace sourcery::tool
