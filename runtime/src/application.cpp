@@ -8,6 +8,37 @@
 
 namespace sourcery {
 
+namespace {
+
+/// Supervisor reports as OTP's logger shows them: a terminated child is a
+/// warning, a restart news, a supervisor giving up an error.
+void log_supervisor_report(const logger& log, const supervision::supervisor_report& r) {
+  using kind = supervision::supervisor_report::kind;
+  switch (r.what) {
+    case kind::child_terminated:
+      log.warn("supervisor", "child terminated", {{"supervisor", r.supervisor}, {"child", r.child}, {"reason", r.reason}});
+      break;
+    case kind::child_restarted:
+      log.info("supervisor", "child restarted", {{"supervisor", r.supervisor}, {"child", r.child}, {"reason", r.reason}});
+      break;
+    case kind::shutdown:
+      log.error("supervisor", "restart intensity reached; shutting down",
+                {{"supervisor", r.supervisor}, {"child", r.child}, {"reason", r.reason}});
+      break;
+  }
+}
+
+const char* decision_of(const error_action& a) {
+  switch (a.what) {
+    case error_action::kind::retry: return "retry";
+    case error_action::kind::skip: return "skip";
+    case error_action::kind::stop: return "stop";
+  }
+  return "stop";
+}
+
+} // namespace
+
 caf::expected<std::unique_ptr<application>> application::start(application_config config, router routes,
                                                                std::vector<std::shared_ptr<middleware>> middleware,
                                                                std::unordered_map<std::type_index, aggregate_settings> settings) {
@@ -37,7 +68,12 @@ caf::expected<std::unique_ptr<application>> application::start(application_confi
   root_flags.name = "app_root";
   root_flags.intensity = 10;
   root_flags.period = std::chrono::seconds{10};
-  app->core_.observer = [m = &app->metrics_](const supervision::supervisor_report& r) { m->supervisor_event(r); };
+  app->logger_ = std::make_unique<sourcery::logger>(std::move(config.log));
+  app->slow_command_ = config.slow_command;
+  app->core_.observer = [m = &app->metrics_, log = app->logger_.get()](const supervision::supervisor_report& r) {
+    m->supervisor_event(r);
+    log_supervisor_report(*log, r);
+  };
   root_flags.observer = app->core_.observer;
   auto root = supervision::supervisor::start(*app->system_, root_flags, {});
   if (!root)
@@ -212,16 +248,44 @@ void application::watch_head(uint64_t seen) {
 }
 
 void application::finish(std::chrono::steady_clock::time_point t0, caf::expected<dispatch_result> r,
-                         const std::function<void(caf::expected<dispatch_result>)>& done) {
-  metrics_.command_done(r, std::chrono::steady_clock::now() - t0);
+                         const std::function<void(caf::expected<dispatch_result>)>& done,
+                         const dispatch_context* ctx) {
+  auto took = std::chrono::steady_clock::now() - t0;
+  metrics_.command_done(r, took);
+  if (took >= slow_command_ && logger_->enabled(log_level::warn, "dispatch")) {
+    auto micros = std::chrono::duration_cast<std::chrono::microseconds>(took).count();
+    logger_->warn("dispatch", "slow command",
+                  {{"command", ctx != nullptr ? ctx->command_name : std::string{"?"}},
+                   {"aggregate", ctx != nullptr ? ctx->aggregate_id : std::string{}},
+                   {"duration_ms", static_cast<double>(micros) / 1000.0},
+                   {"outcome", !r ? describe_error(r.error()) : r->accepted ? "accepted" : "rejected"}});
+  }
   done(std::move(r));
+}
+
+void application::watch_failures(error_policy& policy) {
+  policy.observer = [log = logger_.get(), theirs = std::move(policy.observer)](const handler_failure& f) {
+    auto level = f.action.what == error_action::kind::retry ? log_level::warn : log_level::error;
+    if (log->enabled(level, "handler"))
+      log->log(level, "handler", "event failed",
+               {{"handler", f.handler},
+                {"position", f.event.position},
+                {"stream", f.event.stream_id},
+                {"type", f.event.type},
+                {"failures", f.failures},
+                {"decision", decision_of(f.action)},
+                {"retry_in_ms", f.action.what == error_action::kind::retry ? f.action.delay.count() : 0},
+                {"error", describe_error(f.error)}});
+    if (theirs)
+      theirs(f);
+  };
 }
 
 void application::complete_strong(const std::shared_ptr<dispatch_options>& opts, caf::expected<dispatch_result> r,
                                   std::function<void(caf::expected<dispatch_result>)> done,
-                                  std::chrono::steady_clock::time_point t0) {
+                                  std::chrono::steady_clock::time_point t0, std::shared_ptr<const dispatch_context> ctx) {
   if (!r || !r->accepted || r->last_position == 0 || opts->consistency_level != consistency::strong)
-    return finish(t0, std::move(r), done);
+    return finish(t0, std::move(r), done, ctx.get());
   std::vector<std::shared_ptr<handler_status>> statuses;
   {
     std::lock_guard guard{handlers_mtx_};
@@ -236,19 +300,19 @@ void application::complete_strong(const std::shared_ptr<dispatch_options>& opts,
           return finish(t0,
                         make_error(dispatch_errc::consistency_timeout,
                                    "the events were stored but no handler is named " + name),
-                        done);
+                        done, ctx.get());
         statuses.push_back(i->second.status);
       }
     }
   }
   if (statuses.empty())
-    return finish(t0, std::move(r), done);
+    return finish(t0, std::move(r), done, ctx.get());
   auto wait = std::make_shared<strong_wait>();
   wait->left = statuses.size();
   wait->deadline = std::chrono::steady_clock::now() + opts->consistency_timeout;
   wait->result = std::move(*r);
-  wait->done = [this, t0, done = std::move(done)](caf::expected<dispatch_result> answer) {
-    finish(t0, std::move(answer), done);
+  wait->done = [this, t0, ctx, done = std::move(done)](caf::expected<dispatch_result> answer) {
+    finish(t0, std::move(answer), done, ctx.get());
   };
   {
     std::lock_guard guard{strong_mtx_};
@@ -318,7 +382,7 @@ void application::dispatch_erased(std::type_index type, const void* cmd, dispatc
     if (auto err = m->before_dispatch(*ctx)) {
       for (auto i = middleware_.rbegin(); i != middleware_.rend(); ++i)
         (*i)->after_failure(*ctx, err);
-      return finish(t0, std::move(err), done);
+      return finish(t0, std::move(err), done, ctx.get());
     }
   }
   ctx->command = nullptr; // the command object does not outlive this call
@@ -330,7 +394,7 @@ void application::dispatch_erased(std::type_index type, const void* cmd, dispatc
                          else
                            (*i)->after_failure(*ctx, r.error());
                        }
-                       complete_strong(opts, std::move(r), std::move(done), t0);
+                       complete_strong(opts, std::move(r), std::move(done), t0, ctx);
                      });
 }
 

@@ -261,9 +261,26 @@ void supervisor_actor::on_child_down(const caf::actor_addr& who, const caf::erro
   handle_child_exit(serial, reason);
 }
 
+namespace {
+
+/// "aggregate:account-7" when the first argument names the child (a string),
+/// else the spec id and all arguments.
+std::string dynamic_child_name(const std::string& id, const caf::message& args) {
+  if (args.empty())
+    return id;
+  if (args.match_element<std::string>(0))
+    return id + ":" + args.get_as<std::string>(0);
+  return id + caf::to_string(args);
+}
+
+} // namespace
+
 void supervisor_actor::report(supervisor_report::kind what, const child& c, const caf::error& reason) {
   if (flags_.observer)
-    flags_.observer({what, flags_.name, c.dynamic ? std::string{} : c.spec->id, reason ? describe(reason) : ""});
+    flags_.observer({what, flags_.name,
+                     // A dynamic child is its spec and its arguments, as OTP's reports show its MFArgs.
+                     c.dynamic ? dynamic_child_name(c.spec->id, c.args) : c.spec->id,
+                     reason ? describe(reason) : ""});
 }
 
 void supervisor_actor::handle_child_exit(uint64_t serial, const caf::error& reason) {

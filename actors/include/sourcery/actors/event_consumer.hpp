@@ -40,6 +40,16 @@ struct error_action {
   static error_action stop() { return {kind::stop, {}}; }
 };
 
+/// One failure of a handler (or process manager) and what was decided about
+/// it: for observers (the runtime logs it).
+struct handler_failure {
+  std::string handler;
+  const persistence::recorded_event& event;
+  const caf::error& error;
+  uint32_t failures = 0; ///< consecutive, on this event
+  error_action action;
+};
+
 /// The default decision for handlers without their own `on_error`: retry
 /// with exponential backoff up to `max_retries` times, then `then`.
 struct error_policy {
@@ -48,6 +58,9 @@ struct error_policy {
   std::chrono::milliseconds max_delay{5000};
   /// After the retries: skip the event or stop the handler.
   error_action::kind then = error_action::kind::stop;
+  /// Hears of every failure and its decision, whoever decided (this policy
+  /// or the handler's own `on_error`). Runs on the handler's thread.
+  std::function<void(const handler_failure&)> observer;
 
   error_action decide(uint32_t failures) const {
     if (failures <= max_retries) {
@@ -249,6 +262,8 @@ caf::behavior consumer_actor(caf::stateful_actor<consumer_state<Consumer>>* self
     if (out.failed != nullptr) {
       const auto& rec = *out.failed;
       auto action = st.consumer->decide(out.error, rec, ++st.failures);
+      if (st.options.on_error.observer)
+        st.options.on_error.observer(handler_failure{st.consumer->name(), rec, out.error, st.failures, action});
       if (action.what == error_action::kind::retry) {
         st.waiting_retry = true;
         self->delayed_send(self, action.delay, pull_atom::value, true);

@@ -17,6 +17,7 @@
 #include "sourcery/persistence/projection_store.hpp"
 #include "sourcery/persistence/event_store.hpp"
 #include "sourcery/persistence/lmdb_store.hpp"
+#include "sourcery/runtime/log.hpp"
 #include "sourcery/runtime/metrics.hpp"
 #include "sourcery/runtime/middleware.hpp"
 #include "sourcery/runtime/process_manager.hpp"
@@ -39,6 +40,11 @@ struct application_config {
   /// Where LMDB projections keep their read models (empty: `data_dir`/read-models,
   /// or a temporary directory removed at stop for an in-memory application).
   std::string read_model_dir;
+  /// The runtime's log: supervisor reports, handler failures with their
+  /// policy's decision, slow commands (see log.hpp; SOURCERY_LOG).
+  log_config log = log_config::from_environment();
+  /// A command slower than this (dispatch to answer) is logged as slow.
+  std::chrono::milliseconds slow_command{250};
 };
 
 /// A running Sourcery application: the actor system, the event store, the
@@ -105,6 +111,7 @@ public:
       make = [] { return std::make_unique<H>(); };
     if (auto err = check_handler_events<typename H::event>(H::handler_name))
       return err;
+    watch_failures(options.on_error);
     return start_consumer(H::handler_name, strong, [&](auto status, auto started) {
       return handler_child_spec<H>(std::move(make), store_.get(), &core_.types, status, options, started);
     });
@@ -120,6 +127,7 @@ public:
       make = [] { return std::make_unique<P>(); };
     if (auto err = check_handler_events<typename P::event>(P::projection_name))
       return err;
+    watch_failures(options.on_error);
     auto models = read_models();
     if (!models)
       return models.error();
@@ -145,6 +153,9 @@ public:
 
   /// A handler's or projection's status by name, or nullptr.
   std::shared_ptr<handler_status> handler(const std::string& name) const;
+
+  /// The runtime's logger; applications may log through it too.
+  const sourcery::logger& logger() const noexcept { return *logger_; }
 
   /// Counters of commands, events, restarts and latencies.
   sourcery::metrics& metrics() noexcept { return metrics_; }
@@ -199,10 +210,14 @@ private:
   void handler_started(const std::string& name, const caf::actor& actor);
   void watch_head(uint64_t seen);
   void complete_strong(const std::shared_ptr<dispatch_options>& opts, caf::expected<dispatch_result> r,
-                       std::function<void(caf::expected<dispatch_result>)> done, std::chrono::steady_clock::time_point t0);
-  /// Counts the command's outcome and latency, then answers.
+                       std::function<void(caf::expected<dispatch_result>)> done, std::chrono::steady_clock::time_point t0,
+                       std::shared_ptr<const dispatch_context> ctx);
+  /// Counts the command's outcome and latency, logs it if slow, then answers.
   void finish(std::chrono::steady_clock::time_point t0, caf::expected<dispatch_result> r,
-              const std::function<void(caf::expected<dispatch_result>)>& done);
+              const std::function<void(caf::expected<dispatch_result>)>& done,
+              const dispatch_context* ctx = nullptr);
+  /// Has the failures `policy` decides about logged (keeping any observer).
+  void watch_failures(error_policy& policy);
 
   struct handler_entry {
     std::shared_ptr<handler_status> status;
@@ -232,6 +247,8 @@ private:
   detail::app_core core_;
   std::atomic<bool> stopped_{false};
   sourcery::metrics metrics_;
+  std::unique_ptr<sourcery::logger> logger_; // before any actor may log
+  std::chrono::milliseconds slow_command_{250};
 };
 
 } // namespace sourcery

@@ -76,6 +76,9 @@ caf::behavior pm_instance(caf::stateful_actor<pm_instance_state<P>>* self, std::
       action = st.process.on_error(err, rec, ++st.failures);
     else
       action = st.options.on_error.decide(++st.failures);
+    if (st.options.on_error.observer)
+      st.options.on_error.observer(handler_failure{std::string{"process "} + P::process_name + " instance " + st.id,
+                                                   rec, err, st.failures, action});
     st.pending.clear();
     if (action.what == error_action::kind::retry) {
       self->delayed_send(self, action.delay, pm_retry_atom::value);
@@ -425,6 +428,7 @@ caf::expected<std::shared_ptr<handler_status>> application::add_process_manager(
   auto models = read_models();
   if (!models)
     return models.error();
+  watch_failures(options.on_error);
   return start_consumer(P::process_name, false, [&](auto status, auto started) {
     return process_child_spec<P>(store_.get(), *models, &core_.types, this, status, options, started);
   });

@@ -26,7 +26,7 @@ struct supervisor_report {
   };
   kind what = kind::child_terminated;
   std::string supervisor; ///< `supervisor_flags::name`
-  std::string child;      ///< The child's id (empty for simple_one_for_one children).
+  std::string child;      ///< The child's id; for simple_one_for_one children, the spec id and arguments.
   std::string reason;     ///< The exit reason, readable.
 };
 
