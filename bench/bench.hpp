@@ -1,10 +1,25 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
+#include <malloc.h>
 #include <cstdio>
 #include <string>
 
+// tcmalloc's C API, when the program is linked with it (see cmake/Allocator.cmake).
+extern "C" int MallocExtension_GetNumericProperty(const char* property, size_t* value) __attribute__((weak));
+
 namespace sourcery::bench {
+
+/// Bytes of heap the program has allocated and not freed, whichever malloc
+/// it runs on (tcmalloc's own count, else glibc's).
+inline size_t heap_in_use() {
+  size_t bytes = 0;
+  if (MallocExtension_GetNumericProperty != nullptr
+      && MallocExtension_GetNumericProperty("generic.current_allocated_bytes", &bytes) != 0)
+    return bytes;
+  return mallinfo2().uordblks;
+}
 
 /// Prints one result as a JSON line: {"suite":…,"name":…,"value":…,"unit":…}.
 inline void report(const std::string& suite, const std::string& name, double value, const std::string& unit) {

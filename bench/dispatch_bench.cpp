@@ -96,10 +96,10 @@ void w5(const std::string& dir, int n) {
     mallopt(M_ARENA_MAX, 1);
     auto app = start_app(dir + "-mem", false);
     open_accounts(*app, 1000); // warm up
-    auto before = mallinfo2().uordblks;
+    auto before = heap_in_use();
     std::vector<double> ignored;
     closed_loop(*app, 256, n, [](int i) { return open_account{"m" + std::to_string(i), "owner"}; }, ignored);
-    auto after = mallinfo2().uordblks;
+    auto after = heap_in_use();
     report("dispatch", "w5_bytes_per_aggregate", static_cast<double>(after - before) / n, "bytes");
     std::fflush(stdout);
     std::_Exit(0);

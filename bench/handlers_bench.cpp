@@ -123,9 +123,14 @@ int run_handlers_suite(const options& opts) {
   fs::path root = fs::path{opts.dir} / ("handlers-" + std::to_string(::getpid()));
   fs::remove_all(root);
   fs::create_directories(root);
-  w2(static_cast<int>(100'000 * opts.scale));
-  w3((root / "w3").string(), static_cast<int>(10'000 * opts.scale));
-  catchup((root / "catchup").string(), static_cast<int>(1'000'000 * opts.scale));
+  const char* only = std::getenv("BENCH_ONLY");
+  auto wanted = [only](const char* name) { return only == nullptr || std::string_view{only} == name; };
+  if (wanted("w2"))
+    w2(static_cast<int>(100'000 * opts.scale));
+  if (wanted("w3"))
+    w3((root / "w3").string(), static_cast<int>(10'000 * opts.scale));
+  if (wanted("catchup"))
+    catchup((root / "catchup").string(), static_cast<int>(1'000'000 * opts.scale));
   fs::remove_all(root);
   return 0;
 }

@@ -23,12 +23,6 @@ using ping_atom = caf::atom_constant<caf::atom("ping")>;
 using crash_atom = caf::atom_constant<caf::atom("crash")>;
 using go_atom = caf::atom_constant<caf::atom("go")>;
 
-/// Bytes of heap in use (all threads share one arena in this program, see
-/// run_supervision_suite, so this counts every allocation).
-size_t heap_in_use() {
-  return mallinfo2().uordblks;
-}
-
 /// Resident set size in bytes.
 size_t rss_bytes() {
   std::ifstream statm{"/proc/self/statm"};

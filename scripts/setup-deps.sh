@@ -3,7 +3,7 @@
 set -euo pipefail
 
 packages=(g++ cmake make pkg-config libcaf-dev liblmdb-dev libmsgpack-cxx-dev libboost-dev
-          nlohmann-json3-dev libgtest-dev)
+          nlohmann-json3-dev libgtest-dev libtcmalloc-minimal4)
 
 missing=()
 for p in "${packages[@]}"; do
