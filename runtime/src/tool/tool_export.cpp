@@ -74,6 +74,13 @@ uint64_t number_field(const json& j, const char* key) {
   return v.get<uint64_t>();
 }
 
+uint32_t u32_field(const json& j, const char* key) {
+  auto v = number_field(j, key);
+  if (v > UINT32_MAX)
+    throw bad_line{std::string{"\""} + key + "\" is too large"};
+  return static_cast<uint32_t>(v);
+}
+
 int64_t time_field(const json& j, const char* key) {
   auto& v = field(j, key);
   if (!v.is_number_integer())
@@ -106,10 +113,7 @@ persistence::recorded_event event_of(const json& j) {
   e.stream_id = text_field(j, "stream");
   e.stream_version = number_field(j, "version");
   e.type = text_field(j, "type");
-  auto schema = number_field(j, "schema_version");
-  if (schema > UINT32_MAX)
-    throw bad_line{"\"schema_version\" is too large"};
-  e.schema_version = static_cast<uint32_t>(schema);
+  e.schema_version = u32_field(j, "schema_version");
   auto id = persistence::uuid::parse(text_field(j, "event_id"));
   if (!id)
     throw bad_line{"\"event_id\" is not a UUID"};
@@ -314,10 +318,7 @@ int run_import(const context& ctx) {
         persistence::snapshot snap;
         snap.stream_id = text_field(j, "stream");
         snap.stream_version = number_field(j, "stream_version");
-        auto sv = number_field(j, "snapshot_version");
-        if (sv > UINT32_MAX)
-          throw bad_line{"\"snapshot_version\" is too large"};
-        snap.snapshot_version = static_cast<uint32_t>(sv);
+        snap.snapshot_version = u32_field(j, "snapshot_version");
         snap.type = text_field(j, "type");
         snap.created_at = time_field(j, "created_at_us");
         snap.data = bytes_field(j, "data_msgpack");

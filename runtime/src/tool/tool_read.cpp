@@ -23,29 +23,31 @@ volatile std::sig_atomic_t interrupted = 0;
 
 } // namespace
 
-int run_read(const context& ctx) {
+/// read and all: the store's own batch loop `each`, printing up to `--limit`.
+template <class Each>
+int print_events(const context& ctx, const std::string& what, Each each) {
   auto store = open_read_only(ctx);
   if (!store)
     return 1;
-  const auto& stream = ctx.opts.args.at(0);
   uint64_t left = ctx.opts.limit;
   if (left == 0)
     return 0;
-  if (auto err = store->for_each_in_stream(stream, ctx.opts.from_given ? ctx.opts.from : 1, printer(ctx.opts, left)))
-    return store_failure(ctx, "read " + stream, err);
+  if (auto err = each(*store, ctx.opts.from_given ? ctx.opts.from : 1, printer(ctx.opts, left)))
+    return store_failure(ctx, what, err);
   return 0;
 }
 
+int run_read(const context& ctx) {
+  const auto& stream = ctx.opts.args.at(0);
+  return print_events(ctx, "read " + stream, [&](auto& store, uint64_t from, auto visit) {
+    return store.for_each_in_stream(stream, from, visit);
+  });
+}
+
 int run_all(const context& ctx) {
-  auto store = open_read_only(ctx);
-  if (!store)
-    return 1;
-  uint64_t left = ctx.opts.limit;
-  if (left == 0)
-    return 0;
-  if (auto err = store->for_each_in_all(ctx.opts.from_given ? ctx.opts.from : 1, printer(ctx.opts, left)))
-    return store_failure(ctx, "read $all", err);
-  return 0;
+  return print_events(ctx, "read $all", [](auto& store, uint64_t from, auto visit) {
+    return store.for_each_in_all(from, visit);
+  });
 }
 
 int run_tail(const context& ctx) {
