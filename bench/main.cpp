@@ -1,5 +1,6 @@
 // sourcery-bench SUITE [--dir DIR] [--scale X]
 // Prints one JSON object per line: {"suite","name","value","unit"}.
+// BENCH_ONLY=w2|w3|catchup runs one workload of the handlers suite (for profiling).
 
 #include <cstring>
 #include <filesystem>

@@ -106,7 +106,12 @@ struct aggregate_actor_state {
   bool stopping = false;
   std::chrono::milliseconds default_lifespan{0}; // 0: infinite
   std::optional<lifespan> next_lifespan;         // chosen by the last command
-  uint64_t idle_generation = 0;                  // matches idle timers to idle periods
+  // Passivation: idle until `idle_deadline` (max: not idle, or no lifespan).
+  // One timer at a time, not one per command (that would fill CAF's clock):
+  // a timer that fires before the deadline is armed again for the rest.
+  std::chrono::steady_clock::time_point idle_deadline = std::chrono::steady_clock::time_point::max();
+  std::chrono::steady_clock::time_point timer_due = std::chrono::steady_clock::time_point::max(); // max: none
+
   int attempts = 0;
   command_for<A> inflight;
   caf::response_promise inflight_rp;
@@ -197,7 +202,7 @@ void arm_idle_timer(aggregate_self<A>* self) {
   auto chosen = st.next_lifespan.value_or(st.default_lifespan.count() > 0 ? lifespan::timeout(st.default_lifespan)
                                                                           : lifespan::infinite());
   st.next_lifespan.reset();
-  auto generation = ++st.idle_generation;
+  st.idle_deadline = std::chrono::steady_clock::time_point::max();
   switch (chosen.how) {
     case lifespan::kind::infinite:
       return;
@@ -205,7 +210,11 @@ void arm_idle_timer(aggregate_self<A>* self) {
       self->send(st.owner, passivate_atom::value, st.stream);
       return;
     case lifespan::kind::timeout:
-      self->delayed_send(self, chosen.time, idle_atom::value, generation);
+      st.idle_deadline = std::chrono::steady_clock::now() + chosen.time;
+      if (st.timer_due > st.idle_deadline) { // none armed, or one due too late
+        st.timer_due = st.idle_deadline;
+        self->delayed_send(self, chosen.time, idle_atom::value, uint64_t{0});
+      }
       return;
   }
 }
@@ -234,7 +243,7 @@ caf::behavior aggregate_actor(aggregate_self<A>* self, const aggregate_repositor
   self->state.owner = std::move(owner);
   self->state.default_lifespan = lifespan;
   auto on_command = [self](dispatch_atom, command_for<A>& cmd) {
-      ++self->state.idle_generation; // busy again: any idle timer is stale
+      self->state.idle_deadline = std::chrono::steady_clock::time_point::max(); // busy again
       auto rp = self->make_response_promise();
       if (self->state.busy)
         self->state.queue.emplace_back(std::move(cmd), rp);
@@ -282,12 +291,22 @@ caf::behavior aggregate_actor(aggregate_self<A>* self, const aggregate_repositor
     if (!self->state.busy)
       self->quit();
   };
-  auto on_idle = [self](idle_atom, uint64_t generation) {
-    // Still idle since the timer was armed: ask the registry to stop routing
-    // here; it answers with stop.
+  auto on_idle = [self](idle_atom, uint64_t) {
+    // Idle past the deadline: ask the registry to stop routing here; it
+    // answers with stop. Idle, but not yet that long: wait for the rest.
     auto& st = self->state;
-    if (generation == st.idle_generation && !st.busy && st.queue.empty() && !st.stopping)
+    auto now = std::chrono::steady_clock::now();
+    st.timer_due = std::chrono::steady_clock::time_point::max();
+    if (st.busy || !st.queue.empty() || st.stopping || st.idle_deadline == std::chrono::steady_clock::time_point::max())
+      return; // armed again when idle
+    if (now >= st.idle_deadline) {
+      st.idle_deadline = std::chrono::steady_clock::time_point::max(); // asked once
       self->send(st.owner, passivate_atom::value, st.stream);
+      return;
+    }
+    st.timer_due = st.idle_deadline;
+    self->delayed_send(self, std::chrono::ceil<std::chrono::milliseconds>(st.idle_deadline - now), idle_atom::value,
+                       uint64_t{0});
   };
   return {on_command, on_appended, on_append_failed, on_stop, on_idle};
 }

@@ -184,7 +184,10 @@ struct pm_instance_state {
   std::deque<pm_delivery> queue;  ///< events waiting, in order
   commands pending;               ///< commands of the current event still to send
   uint32_t failures = 0;
-  uint64_t idle_generation = 0;
+  // One idle timer at a time (a timer per event would fill CAF's clock):
+  // when it fires early, it is armed again for the rest of the idle period.
+  std::chrono::steady_clock::time_point idle_since;
+  bool idle_timer_armed = false;
   bool busy = false;
   // Steps that lead to one another asynchronously; kept here (not in
   // shared closures, which would form a cycle) so they go with the actor.

@@ -39,8 +39,11 @@ caf::behavior pm_instance(caf::stateful_actor<pm_instance_state<P>>* self, std::
 
   auto arm_idle = [self] {
     auto& st = self->state;
-    if (st.options.idle_timeout.count() > 0)
-      self->delayed_send(self, st.options.idle_timeout, pm_idle_atom::value, ++st.idle_generation);
+    st.idle_since = std::chrono::steady_clock::now();
+    if (st.options.idle_timeout.count() > 0 && !st.idle_timer_armed) {
+      st.idle_timer_armed = true;
+      self->delayed_send(self, st.options.idle_timeout, pm_idle_atom::value, uint64_t{0});
+    }
   };
   auto finish = [self](bool skipped, caf::error failure) {
     auto& st = self->state;
@@ -165,10 +168,20 @@ caf::behavior pm_instance(caf::stateful_actor<pm_instance_state<P>>* self, std::
         begin_event();
     },
     [self](pm_retry_atom, bool) { self->state.next_event(); },
-    [self](pm_idle_atom, uint64_t generation) {
+    [self](pm_idle_atom, uint64_t) { // the idle timer
       auto& st = self->state;
-      if (generation == st.idle_generation && !st.busy && st.queue.empty())
+      st.idle_timer_armed = false;
+      if (st.busy || !st.queue.empty())
+        return; // armed again once idle
+      auto idle_for = std::chrono::steady_clock::now() - st.idle_since;
+      if (idle_for >= st.options.idle_timeout) {
         self->send(st.router, pm_idle_atom::value, st.id);
+        return;
+      }
+      st.idle_timer_armed = true;
+      self->delayed_send(self, std::chrono::duration_cast<std::chrono::milliseconds>(st.options.idle_timeout - idle_for)
+                                 + std::chrono::milliseconds{1},
+                         pm_idle_atom::value, uint64_t{0});
     },
     [self](pm_idle_atom) { // the router agrees: passivate
       auto& st = self->state;
@@ -198,6 +211,13 @@ struct pm_router_state {
   bool reading = false;
   bool flush_scheduled = false;
   static inline const char* name = "process_router";
+
+  // Instances are monitored, not linked: a link would cost the router a search
+  // of all its links at the end of every instance. They end with it here.
+  ~pm_router_state() {
+    for (auto& [id, a] : instances)
+      caf::anon_send_exit(a, caf::exit_reason::kill);
+  }
 };
 
 template <process_manager P>
@@ -240,7 +260,7 @@ caf::behavior pm_router(caf::stateful_actor<pm_router_state<P>>* self, persisten
   };
   auto open = [self](const std::string& id, std::string state) {
     auto& st = self->state;
-    auto a = self->template spawn<caf::linked>(pm_instance<P>, id, std::move(state), caf::actor_cast<caf::actor>(self),
+    auto a = self->spawn(pm_instance<P>, id, std::move(state), caf::actor_cast<caf::actor>(self),
                                       st.app, st.types, st.options);
     self->monitor(a);
     st.id_of[a.address()] = id;
@@ -336,6 +356,10 @@ caf::behavior pm_router(caf::stateful_actor<pm_router_state<P>>* self, persisten
     auto i = st.id_of.find(msg.source);
     if (i == st.id_of.end())
       return;
+    if (msg.reason) { // an instance crashed: so does the router, to restart from its saved states
+      self->quit(msg.reason);
+      return;
+    }
     auto id = i->second;
     st.id_of.erase(i);
     if (auto a = st.instances.find(id); a != st.instances.end() && a->second.address() == msg.source)
@@ -366,7 +390,7 @@ caf::behavior pm_router(caf::stateful_actor<pm_router_state<P>>* self, persisten
       auto& st = self->state;
       if (out.failure) {
         st.status->stop(out.failure);
-        self->quit(caf::exit_reason::user_shutdown); // the instances go with it (linked)
+        self->quit(caf::exit_reason::user_shutdown); // the instances go with it (its state's destructor)
         return;
       }
       st.outcomes[out.id].emplace_back(out.position, out.ended ? std::nullopt
