@@ -2,6 +2,7 @@
 // withdrawal, compensation of a refused deposit, a saga killed midway that
 // finishes after its restart, passivation, and the error policy.
 
+#include <mutex>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -27,6 +28,37 @@ struct lost_saga {
   MSGPACK_DEFINE_MAP(owner);
   static sourcery::interest interested(const account_opened& e) { return sourcery::interest::start(e.owner); }
   sourcery::commands handle(const account_opened&) const { return {sourcery::command(unrouted{"test"})}; }
+};
+
+/// An aggregate whose command takes its time: `nap` sleeps in `execute`.
+struct nap {
+  std::string id;
+  int ms = 0;
+};
+struct napped {
+  static constexpr const char* type_name = "test.napped";
+  int ms = 0;
+  MSGPACK_DEFINE_MAP(ms);
+};
+struct sleeper {
+  using event = std::variant<napped>;
+  int naps = 0;
+  MSGPACK_DEFINE_MAP(naps);
+  sourcery::outcome<event> execute(const nap& c) const {
+    std::this_thread::sleep_for(std::chrono::milliseconds{c.ms});
+    return napped{c.ms};
+  }
+  void apply(const napped&) { ++naps; }
+};
+
+/// For each opened account, a nap far longer than its event timeout.
+struct slow_saga {
+  static constexpr const char* process_name = "test.slow";
+  using event = std::variant<account_opened>;
+  std::string owner;
+  MSGPACK_DEFINE_MAP(owner);
+  static sourcery::interest interested(const account_opened& e) { return sourcery::interest::start(e.owner); }
+  sourcery::commands handle(const account_opened& e) const { return {sourcery::command(nap{e.owner, 150})}; }
 };
 
 class transfers : public ::testing::Test {
@@ -210,3 +242,73 @@ TEST(process_errors, a_failing_command_is_retried_then_stops_the_process_manager
 }
 
 } // namespace
+
+namespace {
+
+/// slow_saga with `opts`; the events it saw through the failure observer.
+struct slow_run {
+  sourcery::testing::temp_dir dir;
+  std::unique_ptr<application> app;
+  std::shared_ptr<handler_status> status;
+  std::shared_ptr<std::vector<std::string>> failures = std::make_shared<std::vector<std::string>>();
+  std::shared_ptr<std::mutex> mtx = std::make_shared<std::mutex>();
+
+  explicit slow_run(process_options opts) {
+    application_config cfg;
+    cfg.data_dir = (dir / "data").string();
+    auto routes = bank::routes();
+    routes.route<sleeper, nap>(&nap::id, "sleeper-");
+    auto started = application::start(cfg, routes);
+    EXPECT_TRUE(started);
+    app = std::move(*started);
+    opts.on_error.observer = [f = failures, m = mtx](const handler_failure& h) {
+      std::lock_guard guard{*m};
+      f->push_back(describe_error(h.error));
+    };
+    auto pm = app->add_process_manager<slow_saga>(opts);
+    EXPECT_TRUE(pm);
+    status = *pm;
+  }
+  size_t failed() {
+    std::lock_guard guard{*mtx};
+    return failures->size();
+  }
+};
+
+process_options timing_out(error_action::kind then) {
+  process_options opts;
+  opts.event_timeout = 40ms;
+  opts.on_error.max_retries = 1;
+  opts.on_error.initial_delay = 1ms;
+  opts.on_error.then = then;
+  return opts;
+}
+
+} // namespace
+
+TEST(process_timeouts, an_event_past_its_timeout_fails_and_the_policy_stops_the_saga) {
+  slow_run run{timing_out(error_action::kind::stop)};
+  ASSERT_TRUE(run.app->dispatch(open_account{"n", "nap"}));
+  for (int i = 0; i < 400 && !run.status->stopped(); ++i)
+    std::this_thread::sleep_for(5ms);
+  ASSERT_TRUE(run.status->stopped());
+  EXPECT_NE(describe_error(run.status->stopped()).find("event timeout of 40 ms"), std::string::npos)
+    << describe_error(run.status->stopped());
+  ASSERT_EQ(run.failed(), 2u) << "the first try and one retry, each timed out";
+  EXPECT_NE((*run.failures)[0].find("did not finish event 1 (bank.account_opened)"), std::string::npos)
+    << (*run.failures)[0];
+}
+
+TEST(process_timeouts, a_skipped_event_lets_the_saga_go_on_and_late_answers_are_dropped) {
+  slow_run run{timing_out(error_action::kind::skip)};
+  ASSERT_TRUE(run.app->dispatch(open_account{"a", "ann"}));
+  ASSERT_TRUE(run.app->dispatch(open_account{"b", "bob"}));
+  auto head = run.app->store().head_position();
+  for (int i = 0; i < 400 && run.status->position() < head; ++i)
+    std::this_thread::sleep_for(5ms);
+  EXPECT_FALSE(run.status->stopped());
+  EXPECT_GE(run.status->position(), head) << "both events skipped after their timeouts";
+  std::this_thread::sleep_for(400ms); // the naps end and answer, late
+  EXPECT_EQ(run.failed(), 4u) << "two tries per event, and no late answer counted as a result";
+  EXPECT_FALSE(run.status->stopped());
+}

@@ -90,8 +90,10 @@ struct failed_command {
 struct process_options {
   /// Passivate an instance after this long without events (0: never).
   std::chrono::milliseconds idle_timeout{std::chrono::minutes{1}};
-  /// The dispatch timeout of its commands: an event whose commands take
-  /// longer fails, and the error policy decides.
+  /// How long an instance may take over one event: all its commands,
+  /// dispatched one after the other, each within what is left of it. An
+  /// event not done by then fails with dispatch_errc::timeout, and the error
+  /// policy decides (a retry has the whole timeout again).
   std::chrono::milliseconds event_timeout{std::chrono::seconds{10}};
   error_policy on_error;
   handler_start start = handler_start::origin;
@@ -115,6 +117,7 @@ using pm_retry_atom = caf::atom_constant<caf::atom("pm_retry")>;
 using pm_idle_atom = caf::atom_constant<caf::atom("pm_idle")>;
 using pm_flush_atom = caf::atom_constant<caf::atom("pm_flush")>;
 using pm_read_atom = caf::atom_constant<caf::atom("pm_read")>;
+using pm_timeout_atom = caf::atom_constant<caf::atom("pm_timeout")>;
 
 /// An event on its way to an instance, and what the instance makes of it.
 struct pm_delivery {
@@ -132,6 +135,7 @@ struct pm_outcome {
 
 struct pm_dispatched {
   caf::expected<dispatch_result> result;
+  uint64_t attempt = 0; ///< of the event it was sent for: a late answer is dropped
 };
 
 } // namespace detail
@@ -188,6 +192,11 @@ struct pm_instance_state {
   // when it fires early, it is armed again for the rest of the idle period.
   std::chrono::steady_clock::time_point idle_since;
   bool idle_timer_armed = false;
+  // The event being handled: its attempt (answers of older ones are late)
+  // and deadline (max while a retry waits); one event timer at a time.
+  uint64_t attempt = 0;
+  std::chrono::steady_clock::time_point event_deadline = std::chrono::steady_clock::time_point::max();
+  bool event_timer_armed = false;
   bool busy = false;
   // Steps that lead to one another asynchronously; kept here (not in
   // shared closures, which would form a cycle) so they go with the actor.

@@ -83,6 +83,8 @@ caf::behavior pm_instance(caf::stateful_actor<pm_instance_state<P>>* self, std::
       st.options.on_error.observer(handler_failure{std::string{"process "} + P::process_name + " instance " + st.id,
                                                    rec, err, st.failures, action});
     st.pending.clear();
+    st.event_deadline = std::chrono::steady_clock::time_point::max(); // no timeout while a retry waits
+    ++st.attempt;                                                        // answers still out are late now
     if (action.what == error_action::kind::retry) {
       self->delayed_send(self, action.delay, pm_retry_atom::value);
       return;
@@ -98,6 +100,12 @@ caf::behavior pm_instance(caf::stateful_actor<pm_instance_state<P>>* self, std::
   auto begin_event = [self, fail] {
     auto& st = self->state;
     const auto& rec = *st.queue.front().event;
+    ++st.attempt;
+    st.event_deadline = std::chrono::steady_clock::now() + st.options.event_timeout;
+    if (!st.event_timer_armed) {
+      st.event_timer_armed = true;
+      self->delayed_send(self, st.options.event_timeout, pm_timeout_atom::value);
+    }
     caf::error err;
     try {
       visit_event<typename P::event>(*st.types, rec, err, [&](const auto& ev) -> caf::error {
@@ -129,12 +137,14 @@ caf::behavior pm_instance(caf::stateful_actor<pm_instance_state<P>>* self, std::
       return finish(false, {});
     const auto& rec = *st.queue.front().event;
     dispatch_options opts;
-    opts.timeout = st.options.event_timeout;
+    // What is left of the event's time (a command past it answers timeout).
+    opts.timeout = std::max(std::chrono::milliseconds{1}, std::chrono::ceil<std::chrono::milliseconds>(
+                                                            st.event_deadline - std::chrono::steady_clock::now()));
     opts.causation_id = rec.event_id.to_string();
     opts.correlation_id = rec.correlation_id;
     caf::actor me = caf::actor_cast<caf::actor>(self);
-    st.pending.front().send(*st.app, std::move(opts), [me](caf::expected<dispatch_result> r) {
-      caf::anon_send(me, pm_result_atom::value, pm_dispatched{std::move(r)});
+    st.pending.front().send(*st.app, std::move(opts), [me, attempt = st.attempt](caf::expected<dispatch_result> r) {
+      caf::anon_send(me, pm_result_atom::value, pm_dispatched{std::move(r), attempt});
     });
   };
   self->send(self, pm_retry_atom::value, true); // first look at the queue
@@ -145,8 +155,8 @@ caf::behavior pm_instance(caf::stateful_actor<pm_instance_state<P>>* self, std::
     },
     [self, fail](pm_result_atom, pm_dispatched& r) {
       auto& st = self->state;
-      if (st.pending.empty())
-        return; // a late answer after a retry was scheduled
+      if (st.pending.empty() || r.attempt != st.attempt)
+        return; // a late answer: the event timed out, or a retry was scheduled
       auto cmd = std::move(st.pending.front());
       st.pending.erase(st.pending.begin());
       if (!r.result)
@@ -162,6 +172,24 @@ caf::behavior pm_instance(caf::stateful_actor<pm_instance_state<P>>* self, std::
         }
       }
       st.send_next();
+    },
+    [self, fail](pm_timeout_atom) { // the event timer
+      auto& st = self->state;
+      st.event_timer_armed = false;
+      if (!st.busy || st.event_deadline == std::chrono::steady_clock::time_point::max())
+        return; // armed again with the next event
+      auto now = std::chrono::steady_clock::now();
+      if (now < st.event_deadline) {
+        st.event_timer_armed = true;
+        self->delayed_send(self, std::chrono::ceil<std::chrono::milliseconds>(st.event_deadline - now),
+                           pm_timeout_atom::value);
+        return;
+      }
+      const auto& rec = *st.queue.front().event;
+      fail(make_error(dispatch_errc::timeout, std::string{"process "} + P::process_name + " instance " + st.id
+                                                + " did not finish event " + std::to_string(rec.position) + " ("
+                                                + rec.type + ") within its event timeout of "
+                                                + std::to_string(st.options.event_timeout.count()) + " ms"));
     },
     [self, begin_event](pm_retry_atom) { // a retry's timer: the event again
       if (!self->state.queue.empty())
