@@ -61,6 +61,16 @@ struct slow_saga {
   sourcery::commands handle(const account_opened& e) const { return {sourcery::command(nap{e.owner, 150})}; }
 };
 
+/// Starts an instance per opened account and never stops it: only idleness ends it.
+struct greeter {
+  static constexpr const char* process_name = "test.greeter";
+  using event = std::variant<account_opened>;
+  std::string owner;
+  MSGPACK_DEFINE_MAP(owner);
+  static sourcery::interest interested(const account_opened& e) { return sourcery::interest::start(e.owner); }
+  sourcery::commands handle(const account_opened&) const { return {}; }
+};
+
 class transfers : public ::testing::Test {
 protected:
   void start(process_options opts = {}) {
@@ -311,4 +321,28 @@ TEST(process_timeouts, a_skipped_event_lets_the_saga_go_on_and_late_answers_are_
   std::this_thread::sleep_for(400ms); // the naps end and answer, late
   EXPECT_EQ(run.failed(), 4u) << "two tries per event, and no late answer counted as a result";
   EXPECT_FALSE(run.status->stopped());
+}
+
+TEST(process_idle, an_idle_instance_is_passivated_after_its_idle_timeout) {
+  sourcery::testing::temp_dir dir;
+  application_config cfg;
+  cfg.data_dir = (dir / "data").string();
+  auto app = application::start(cfg, bank::routes());
+  ASSERT_TRUE(app);
+  process_options opts;
+  opts.idle_timeout = 150ms;
+  auto status = (*app)->add_process_manager<greeter>(opts);
+  ASSERT_TRUE(status);
+  auto& actors = (*app)->system().registry();
+  ASSERT_TRUE((*app)->dispatch(open_account{"g", "gus"}));
+  for (int i = 0; i < 200 && (*status)->position() < (*app)->store().head_position(); ++i)
+    std::this_thread::sleep_for(5ms);
+  auto with_instance = actors.running();
+  std::this_thread::sleep_for(400ms); // past the idle timeout and the next tick
+  EXPECT_EQ(actors.running(), with_instance - 1) << "the instance ended";
+  // Its saved state reopens it for the next event of its id.
+  ASSERT_TRUE((*app)->dispatch(open_account{"h", "hal"}));
+  for (int i = 0; i < 200 && (*status)->position() < (*app)->store().head_position(); ++i)
+    std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(actors.running(), with_instance + 1) << "hal's instance, and hal's account";
 }

@@ -118,6 +118,7 @@ using pm_idle_atom = caf::atom_constant<caf::atom("pm_idle")>;
 using pm_flush_atom = caf::atom_constant<caf::atom("pm_flush")>;
 using pm_read_atom = caf::atom_constant<caf::atom("pm_read")>;
 using pm_timeout_atom = caf::atom_constant<caf::atom("pm_timeout")>;
+using pm_tick_atom = caf::atom_constant<caf::atom("pm_tick")>;
 
 /// An event on its way to an instance, and what the instance makes of it.
 struct pm_delivery {
@@ -188,15 +189,11 @@ struct pm_instance_state {
   std::deque<pm_delivery> queue;  ///< events waiting, in order
   commands pending;               ///< commands of the current event still to send
   uint32_t failures = 0;
-  // One idle timer at a time (a timer per event would fill CAF's clock):
-  // when it fires early, it is armed again for the rest of the idle period.
-  std::chrono::steady_clock::time_point idle_since;
-  bool idle_timer_armed = false;
   // The event being handled: its attempt (answers of older ones are late)
-  // and deadline (max while a retry waits); one event timer at a time.
+  // and deadline (max while a retry waits). The router's tick asks about it
+  // (pm_timeout), so instances need no timers of their own.
   uint64_t attempt = 0;
   std::chrono::steady_clock::time_point event_deadline = std::chrono::steady_clock::time_point::max();
-  bool event_timer_armed = false;
   bool busy = false;
   // Steps that lead to one another asynchronously; kept here (not in
   // shared closures, which would form a cycle) so they go with the actor.

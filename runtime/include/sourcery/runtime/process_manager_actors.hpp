@@ -37,14 +37,6 @@ caf::behavior pm_instance(caf::stateful_actor<pm_instance_state<P>>* self, std::
   st.types = types;
   st.options = options;
 
-  auto arm_idle = [self] {
-    auto& st = self->state;
-    st.idle_since = std::chrono::steady_clock::now();
-    if (st.options.idle_timeout.count() > 0 && !st.idle_timer_armed) {
-      st.idle_timer_armed = true;
-      self->delayed_send(self, st.options.idle_timeout, pm_idle_atom::value, uint64_t{0});
-    }
-  };
   auto finish = [self](bool skipped, caf::error failure) {
     auto& st = self->state;
     auto d = std::move(st.queue.front());
@@ -102,10 +94,6 @@ caf::behavior pm_instance(caf::stateful_actor<pm_instance_state<P>>* self, std::
     const auto& rec = *st.queue.front().event;
     ++st.attempt;
     st.event_deadline = std::chrono::steady_clock::now() + st.options.event_timeout;
-    if (!st.event_timer_armed) {
-      st.event_timer_armed = true;
-      self->delayed_send(self, st.options.event_timeout, pm_timeout_atom::value);
-    }
     caf::error err;
     try {
       visit_event<typename P::event>(*st.types, rec, err, [&](const auto& ev) -> caf::error {
@@ -122,12 +110,10 @@ caf::behavior pm_instance(caf::stateful_actor<pm_instance_state<P>>* self, std::
       return fail(err);
     st.send_next();
   };
-  st.next_event = [self, begin_event, arm_idle] {
+  st.next_event = [self, begin_event] {
     auto& st = self->state;
-    if (st.busy)
-      return;
-    if (st.queue.empty())
-      return arm_idle();
+    if (st.busy || st.queue.empty())
+      return; // idle: the router passivates it in time
     st.busy = true;
     begin_event();
   };
@@ -173,18 +159,10 @@ caf::behavior pm_instance(caf::stateful_actor<pm_instance_state<P>>* self, std::
       }
       st.send_next();
     },
-    [self, fail](pm_timeout_atom) { // the event timer
+    [self, fail](pm_timeout_atom) { // the router saw no progress for a while
       auto& st = self->state;
-      st.event_timer_armed = false;
-      if (!st.busy || st.event_deadline == std::chrono::steady_clock::time_point::max())
-        return; // armed again with the next event
-      auto now = std::chrono::steady_clock::now();
-      if (now < st.event_deadline) {
-        st.event_timer_armed = true;
-        self->delayed_send(self, std::chrono::ceil<std::chrono::milliseconds>(st.event_deadline - now),
-                           pm_timeout_atom::value);
-        return;
-      }
+      if (!st.busy || std::chrono::steady_clock::now() < st.event_deadline)
+        return; // done, waiting for a retry, or still within its time
       const auto& rec = *st.queue.front().event;
       fail(make_error(dispatch_errc::timeout, std::string{"process "} + P::process_name + " instance " + st.id
                                                 + " did not finish event " + std::to_string(rec.position) + " ("
@@ -196,21 +174,6 @@ caf::behavior pm_instance(caf::stateful_actor<pm_instance_state<P>>* self, std::
         begin_event();
     },
     [self](pm_retry_atom, bool) { self->state.next_event(); },
-    [self](pm_idle_atom, uint64_t) { // the idle timer
-      auto& st = self->state;
-      st.idle_timer_armed = false;
-      if (st.busy || !st.queue.empty())
-        return; // armed again once idle
-      auto idle_for = std::chrono::steady_clock::now() - st.idle_since;
-      if (idle_for >= st.options.idle_timeout) {
-        self->send(st.router, pm_idle_atom::value, st.id);
-        return;
-      }
-      st.idle_timer_armed = true;
-      self->delayed_send(self, std::chrono::duration_cast<std::chrono::milliseconds>(st.options.idle_timeout - idle_for)
-                                 + std::chrono::milliseconds{1},
-                         pm_idle_atom::value, uint64_t{0});
-    },
     [self](pm_idle_atom) { // the router agrees: passivate
       auto& st = self->state;
       if (!st.busy && st.queue.empty())
@@ -232,7 +195,14 @@ struct pm_router_state {
   uint64_t committed = 0;
   std::map<uint64_t, size_t> in_flight;                                   // position -> instances left
   std::map<std::string, std::deque<std::pair<uint64_t, std::optional<std::string>>>> outcomes; // unsaved
-  std::map<std::string, caf::actor> instances;
+  /// An open instance, and what the router's tick needs to know of it.
+  struct instance_entry {
+    caf::actor actor;
+    size_t in_flight = 0; ///< events delivered, outcome not back yet
+    bool ended = false;   ///< its process stopped: passivate once nothing is in flight
+    std::chrono::steady_clock::time_point last_activity = std::chrono::steady_clock::now();
+  };
+  std::map<std::string, instance_entry> instances;
   std::map<caf::actor_addr, std::string> id_of;
   std::set<std::string> draining;
   std::map<std::string, std::vector<pm_delivery>> waiting; // for draining instances
@@ -243,8 +213,8 @@ struct pm_router_state {
   // Instances are monitored, not linked: a link would cost the router a search
   // of all its links at the end of every instance. They end with it here.
   ~pm_router_state() {
-    for (auto& [id, a] : instances)
-      caf::anon_send_exit(a, caf::exit_reason::kill);
+    for (auto& [id, e] : instances)
+      caf::anon_send_exit(e.actor, caf::exit_reason::kill);
   }
 };
 
@@ -292,15 +262,21 @@ caf::behavior pm_router(caf::stateful_actor<pm_router_state<P>>* self, persisten
                                       st.app, st.types, st.options);
     self->monitor(a);
     st.id_of[a.address()] = id;
-    st.instances[id] = a;
+    auto& e = st.instances[id];
+    e = {};
+    e.actor = a;
   };
   auto deliver = [self](const std::string& id, pm_delivery d) {
     auto& st = self->state;
     st.in_flight[d.event->position] += 1;
-    if (st.draining.count(id) != 0)
+    if (st.draining.count(id) != 0) {
       st.waiting[id].push_back(std::move(d));
-    else
-      self->send(st.instances.at(id), pm_event_atom::value, std::move(d));
+      return;
+    }
+    auto& e = st.instances.at(id);
+    if (e.in_flight++ == 0)
+      e.last_activity = std::chrono::steady_clock::now(); // its time runs from here
+    self->send(e.actor, pm_event_atom::value, std::move(d));
   };
   auto read = [self, state_of, open, deliver] {
     auto& st = self->state;
@@ -390,7 +366,7 @@ caf::behavior pm_router(caf::stateful_actor<pm_router_state<P>>* self, persisten
     }
     auto id = i->second;
     st.id_of.erase(i);
-    if (auto a = st.instances.find(id); a != st.instances.end() && a->second.address() == msg.source)
+    if (auto a = st.instances.find(id); a != st.instances.end() && a->second.actor.address() == msg.source)
       st.instances.erase(a);
     st.draining.erase(id);
     // Events that came while it was passivating: open it again for them.
@@ -398,12 +374,19 @@ caf::behavior pm_router(caf::stateful_actor<pm_router_state<P>>* self, persisten
       auto deliveries = std::move(w->second);
       st.waiting.erase(w);
       open(id, state_of(id).value_or(std::string{}));
+      auto& e = st.instances.at(id);
+      e.in_flight = deliveries.size();
       for (auto& d : deliveries)
-        self->send(st.instances.at(id), pm_event_atom::value, std::move(d));
+        self->send(e.actor, pm_event_atom::value, std::move(d));
     }
   });
   st.reading = true;
   self->send(self, pm_read_atom::value);
+  // The tick: often enough that a timeout is noticed within a quarter of it late.
+  auto shortest = st.options.idle_timeout.count() > 0 ? std::min(st.options.event_timeout, st.options.idle_timeout)
+                                                        : st.options.event_timeout;
+  const auto tick = std::clamp(shortest / 4, std::chrono::milliseconds{1}, std::chrono::milliseconds{1000});
+  self->delayed_send(self, tick, pm_tick_atom::value);
   return {
     [read](pm_read_atom) { read(); },
     [flush](pm_flush_atom) { flush(); },
@@ -425,10 +408,16 @@ caf::behavior pm_router(caf::stateful_actor<pm_router_state<P>>* self, persisten
                                                                 : std::optional<std::string>{std::move(out.state)});
       if (auto f = st.in_flight.find(out.position); f != st.in_flight.end() && --f->second == 0)
         st.in_flight.erase(f);
-      if (out.ended) {
-        if (auto a = st.instances.find(out.id); a != st.instances.end()) {
+      if (auto a = st.instances.find(out.id); a != st.instances.end()) {
+        auto& e = a->second;
+        if (e.in_flight > 0)
+          --e.in_flight;
+        e.last_activity = std::chrono::steady_clock::now();
+        e.ended = e.ended || out.ended;
+        if (e.ended && e.in_flight == 0 && st.draining.count(out.id) == 0) {
+          // Nothing in flight: its queue is empty, so it ends at once.
           st.draining.insert(out.id);
-          self->send(a->second, pm_idle_atom::value); // ends once its queue is empty
+          self->send(e.actor, pm_idle_atom::value);
         }
       }
       if (!st.flush_scheduled) {
@@ -440,13 +429,25 @@ caf::behavior pm_router(caf::stateful_actor<pm_router_state<P>>* self, persisten
         self->send(self, pm_read_atom::value);
       }
     },
-    [self](pm_idle_atom, const std::string& id) { // an instance is idle
+    [self, tick](pm_tick_atom) {
+      // One timer for all instances (a timer per instance and event would
+      // cost a push into CAF's clock, and a wake-up of its thread, each):
+      // busy without progress past the event timeout, ask; idle past the
+      // idle timeout, passivate.
       auto& st = self->state;
-      auto a = st.instances.find(id);
-      if (a == st.instances.end() || st.draining.count(id) != 0)
-        return;
-      st.draining.insert(id);
-      self->send(a->second, pm_idle_atom::value);
+      auto now = std::chrono::steady_clock::now();
+      for (auto& [id, e] : st.instances) {
+        if (st.draining.count(id) != 0)
+          continue;
+        if (e.in_flight > 0) {
+          if (now - e.last_activity >= st.options.event_timeout)
+            self->send(e.actor, pm_timeout_atom::value);
+        } else if (st.options.idle_timeout.count() > 0 && now - e.last_activity >= st.options.idle_timeout) {
+          st.draining.insert(id);
+          self->send(e.actor, pm_idle_atom::value); // nothing in flight: it ends at once
+        }
+      }
+      self->delayed_send(self, tick, pm_tick_atom::value);
     },
   };
 }
