@@ -298,6 +298,9 @@ TEST_F(cli, export_then_import_round_trips_exactly) {
   auto out = run({"import", "--data-dir", copy, "--input", file}, status);
   ASSERT_EQ(status, 0) << errors;
   EXPECT_NE(out.find("imported 5 events"), std::string::npos) << out;
+  auto summary = json::parse(run({"import", "--data-dir", (other / "again").string(), "--input", file, "--json"}, status));
+  EXPECT_EQ(status, 0);
+  EXPECT_EQ(summary["imported"], 5);
 
   auto again = run({"export", "--data-dir", copy}, status);
   ASSERT_EQ(status, 0);
@@ -410,6 +413,10 @@ TEST_F(cli, rebuild_runs_an_application_projection_with_progress_lines) {
   EXPECT_NE(errors.find("\r\033[Krebuild test.totals: [##########"), std::string::npos) << errors;
   EXPECT_EQ(totals(), first);
 
+  auto j = json::parse(run({"rebuild", "test.totals", "--data-dir", dir.str(), "--json"}, status, SOURCERY_TEST_TOOL_PATH));
+  EXPECT_EQ(status, 0);
+  EXPECT_EQ(j["projection"], "test.totals");
+  EXPECT_EQ(j["position"], 3004);
   run({"rebuild", "nothing.such", "--data-dir", dir.str()}, status, SOURCERY_TEST_TOOL_PATH);
   EXPECT_EQ(status, 2);
   EXPECT_NE(errors.find("registered:\n  test.totals  deposits per stream"), std::string::npos) << errors;

@@ -49,14 +49,17 @@ const std::vector<command>& commands() {
      "within range. Exit status 1 and a report of each problem when damaged.", {"--json"}, run_verify},
     {"export", "", 0, "writes the store as newline-delimited JSON",
      "Events (with their exact payload bytes), deleted streams, snapshots and\n"
-     "checkpoints. Importing the file reproduces the store exactly.", {"--output"}, run_export},
+     "checkpoints. Importing the file reproduces the store exactly. The export is\n"
+     "JSON whatever the options; --json only makes the summary on stderr JSON too.",
+     {"--output", "--json"}, run_export},
     {"import", "", 0, "creates a store from an export",
      "--data-dir names the new store's directory, which must be new or empty.\n"
      "The import is written beside it and moved into place only once complete and\n"
-     "verified: a failed import leaves nothing behind.", {"--input"}, run_import},
+     "verified: a failed import leaves nothing behind.", {"--input", "--json"}, run_import},
     {"rebuild", "PROJECTION", 1, "rebuilds a projection's read model from the log",
      "For projections the application registers (operator_tool::add_projection).\n"
-     "Stop the application first: the read model is reset, then rebuilt.", {"--read-models"}, run_rebuild},
+     "Stop the application first: the read model is reset, then rebuilt.", {"--read-models", "--json"},
+     run_rebuild},
   };
   return all;
 }
@@ -278,7 +281,10 @@ int run_rebuild(const context& ctx) {
   if (!reached)
     return store_failure(ctx, "rebuild " + name, reached.error());
   meter.finish(*reached);
-  std::printf("rebuilt %s up to position %s\n", name.c_str(), grouped(*reached).c_str());
+  if (ctx.opts.json)
+    std::printf("%s\n", nlohmann::json{{"projection", name}, {"position", *reached}}.dump().c_str());
+  else
+    std::printf("rebuilt %s up to position %s\n", name.c_str(), grouped(*reached).c_str());
   return 0;
 }
 

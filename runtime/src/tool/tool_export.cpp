@@ -228,7 +228,10 @@ int run_export(const context& ctx) {
     written = std::fclose(out) == 0 && written;
   if (!written)
     return failure(ctx, "cannot write the export: " + std::string{std::strerror(errno)});
-  meter.finish(events);
+  if (ctx.opts.json)
+    std::fprintf(stderr, "%s\n", json{{"exported", events}, {"head", head}}.dump().c_str());
+  else
+    meter.finish(events);
   return 0;
 }
 
@@ -359,7 +362,10 @@ int run_import(const context& ctx) {
     return failure(ctx, "import: cannot move the store into " + target.string() + ": " + ec.message());
   }
   meter.finish(events);
-  std::printf("imported %s events into %s\n", grouped(events).c_str(), target.string().c_str());
+  if (ctx.opts.json)
+    std::printf("%s\n", json{{"imported", events}, {"data_dir", target.string()}}.dump().c_str());
+  else
+    std::printf("imported %s events into %s\n", grouped(events).c_str(), target.string().c_str());
   return 0;
 }
 
