@@ -1,5 +1,7 @@
 #include "sourcery/persistence/event_store.hpp"
 
+#include "event_validation.hpp"
+
 #include <future>
 
 
@@ -70,6 +72,14 @@ caf::error event_store::upcast(std::vector<recorded_event>& events) const {
 
 // -- writing ------------------------------------------------------------------
 
+caf::error detail::validate_event(const event_data& ev, const std::string& what) {
+  if (ev.type.empty() || ev.type.size() > max_type_name)
+    return make_error(store_errc::invalid_argument, what + ": type name must be 1 to 255 bytes");
+  if (auto err = validate_msgpack_map(ev.data, what + " data"))
+    return err;
+  return validate_msgpack_map(ev.metadata, what + " metadata");
+}
+
 void event_store::append_async(std::string_view stream, expected_version expected,
                                std::vector<event_data> events, append_callback done) {
   if (closed())
@@ -78,12 +88,7 @@ void event_store::append_async(std::string_view stream, expected_version expecte
     return done(std::move(err));
   for (size_t i = 0; i < events.size(); ++i) {
     auto& ev = events[i];
-    auto what = "event " + std::to_string(i) + " (" + ev.type + ")";
-    if (ev.type.empty() || ev.type.size() > max_type_name)
-      return done(make_error(store_errc::invalid_argument, what + ": type name must be 1 to 255 bytes"));
-    if (auto err = validate_msgpack_map(ev.data, what + " data"))
-      return done(std::move(err));
-    if (auto err = validate_msgpack_map(ev.metadata, what + " metadata"))
+    if (auto err = detail::validate_event(ev, "event " + std::to_string(i) + " (" + ev.type + ")"))
       return done(std::move(err));
     if (ev.event_id.is_nil())
       ev.event_id = uuid::random();

@@ -22,6 +22,7 @@
 
 #include "big_endian.hpp"
 #include "event_sink.hpp"
+#include "event_validation.hpp"
 #include "lmdb_layout.hpp"
 #include "lmdb_error.hpp"
 #include "record_codec.hpp"
@@ -942,14 +943,9 @@ caf::expected<void> lmdb_store::import_events(std::vector<recorded_event> events
                           "import: event " + std::to_string(ev.position) + " is out of order");
       event_data data{ev.event_id, std::move(ev.type), ev.schema_version, std::move(ev.data), std::move(ev.metadata),
                       std::move(ev.causation_id), std::move(ev.correlation_id)};
-      if (data.type.empty() || data.type.size() > 255)
-        return make_error(store_errc::invalid_argument,
-                          "import: event " + std::to_string(ev.position) + ": type name must be 1 to 255 bytes");
       if (data.event_id.is_nil())
         return make_error(store_errc::invalid_argument, "import: event " + std::to_string(ev.position) + " has no id");
-      if (auto err = validate_msgpack_map(data.data, "event data"))
-        return err;
-      if (auto err = validate_msgpack_map(data.metadata, "event metadata"))
+      if (auto err = detail::validate_event(data, "import: event " + std::to_string(ev.position)))
         return err;
       detail::encode_record_body(data, op.key, op.bodies.emplace_back());
       op.times.push_back(ev.created_at);

@@ -235,11 +235,7 @@ int failure(const context& ctx, const std::string& what) {
 }
 
 std::unique_ptr<persistence::lmdb_store> open_read_only(const context& ctx) {
-  std::error_code ec;
-  if (!std::filesystem::exists(ctx.opts.data_dir, ec)) {
-    std::fprintf(stderr, "%s: no store at %s (--data-dir)\n", ctx.program.c_str(), ctx.opts.data_dir.c_str());
-    return nullptr;
-  }
+  // A missing directory was refused as a usage error by `parse`.
   persistence::lmdb_options lo;
   lo.path = ctx.opts.data_dir;
   lo.read_only = true;
