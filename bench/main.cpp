@@ -1,6 +1,8 @@
 // sourcery-bench SUITE [--dir DIR] [--scale X]
 // Prints one JSON object per line: {"suite","name","value","unit"}.
-// BENCH_ONLY=w2|w3|catchup runs one workload of the handlers suite (for profiling).
+// BENCH_ONLY=w2|w3|catchup runs one workload of the handlers suite, and
+// BENCH_ONLY=append_1|append_16|append_256 one of the store's (for profiling);
+// BENCH_NOSYNC=1 runs the store suite without flushes, to see its CPU path alone.
 
 #include <cstring>
 #include <filesystem>

@@ -3,6 +3,8 @@
 // ceiling, raw LMDB puts batched 1,000 per durable commit in the same run.
 
 #include <algorithm>
+#include <cstdlib>
+#include <string_view>
 #include <atomic>
 #include <map>
 #include <condition_variable>
@@ -169,6 +171,9 @@ int run_store_suite(const options& opts) {
   lmdb_options lo;
   lo.path = (root / "store").string();
   lo.initial_map_size = size_t{1} << 30;
+  // BENCH_NOSYNC=1 drops the flushes, to see the store's CPU path alone.
+  if (std::getenv("BENCH_NOSYNC") != nullptr)
+    lo.mode = durability::no_sync;
   auto store = lmdb_store::open(lo);
   if (!store) {
     std::fprintf(stderr, "cannot open store: %s\n", describe(store.error()).c_str());
@@ -178,6 +183,11 @@ int run_store_suite(const options& opts) {
   // the ceiling and the store run in alternating rounds and each reports its
   // median: the ratio between them is what the figures are for.
   const int rounds = 5;
+  // BENCH_ONLY=append_256 (or _1, _16) runs those appenders alone, for profiling.
+  const char* only = std::getenv("BENCH_ONLY");
+  auto wanted = [only](int appenders) {
+    return only == nullptr || std::string_view{only} == "append_" + std::to_string(appenders);
+  };
   std::vector<double> ceiling, ceiling_256;
   std::map<int, std::vector<double>> rates, per_commit;
   const size_t raw_events = static_cast<size_t>(40'000 * opts.scale) / 1000 * 1000 + 1000;
@@ -186,12 +196,24 @@ int run_store_suite(const options& opts) {
     // What 256 one-event appenders could reach at best: 256 puts per commit.
     ceiling_256.push_back(raw_lmdb_ceiling(root / ("raw256-" + std::to_string(round)), raw_events / 1000 * 256, 256));
     for (int appenders : {1, 16, 256}) {
+      if (!wanted(appenders))
+        continue;
       double pc = 0;
       rates[appenders].push_back(durable_appends(**store, "round" + std::to_string(round), appenders, ms(appenders == 1 ? 300 : 600), pc));
       per_commit[appenders].push_back(pc);
     }
   }
   report(suite, "raw_lmdb_ceiling", median(ceiling), "events/s");
+  if (only != nullptr) {
+    report(suite, "raw_lmdb_256_per_commit", median(ceiling_256), "events/s");
+    for (auto& [appenders, r] : rates)
+      report(suite, "append_durable_" + std::to_string(appenders), median(r), "events/s");
+    if (!rates[256].empty())
+      report(suite, "append_durable_256_vs_raw_256", median(rates[256]) / median(ceiling_256), "ratio");
+    store->reset();
+    fs::remove_all(root);
+    return 0;
+  }
   for (int appenders : {1, 16, 256}) {
     report(suite, "append_durable_" + std::to_string(appenders), median(rates[appenders]), "events/s");
     report(suite, "append_durable_" + std::to_string(appenders) + "_per_commit", median(per_commit[appenders]),

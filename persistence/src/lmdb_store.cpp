@@ -221,6 +221,7 @@ struct lmdb_store::impl {
 
   void writer_loop() {
     std::vector<write_op> batch;
+    std::vector<caf::expected<append_result>> results;
     for (;;) {
       {
         std::unique_lock lock{queue_mtx};
@@ -235,30 +236,73 @@ struct lmdb_store::impl {
             index_idle();
           continue;
         }
-        // Group commit: while the last commit ran, its callers could not queue
-        // their next operation. Give them a moment to, so that one commit
-        // carries them all instead of two half-full ones.
-        size_t target = std::min(last_batch_size - last_batch_size / 8, options.max_batch);
-        if (queue.size() < target) {
-          wake_at = target;
-          queue_cv.wait_for(lock, std::chrono::microseconds{300},
-                            [&] { return stopping || queue.size() >= target; });
-          wake_at = 1;
-        }
-        size_t n = std::min(queue.size(), options.max_batch);
-        last_batch_size = n;
-        batch.reserve(n);
-        for (size_t i = 0; i < n; ++i) {
-          batch.push_back(std::move(queue.front()));
-          queue.pop_front();
-        }
       }
       // Under constant load, index everything now and then so tails stay short.
       index_everything_next = pending_total > 100'000
                               || std::chrono::steady_clock::now() - last_full_index > std::chrono::seconds{2};
-      process(batch);
+      results.clear();
+      int rc = collect_and_apply(batch, results);
+      if (rc == 0) {
+        finish(batch, 0, batch.size(), results);
+      } else {
+        // A full map, too many dirty pages or an I/O error on the way: start
+        // over with the operations taken, which can split and grow the map.
+        process(batch);
+      }
       batch.clear();
     }
+  }
+
+  /// Takes up to `max` queued operations into `batch`.
+  size_t take(std::vector<write_op>& batch, size_t max) {
+    std::lock_guard lock{queue_mtx};
+    size_t n = std::min(queue.size(), max);
+    for (size_t i = 0; i < n; ++i) {
+      batch.push_back(std::move(queue.front()));
+      queue.pop_front();
+    }
+    return n;
+  }
+
+  /// Group commit. Opens a write transaction and applies what is queued;
+  /// while the last commit ran, its callers could not queue their next
+  /// operation, so keep applying what they queue until about as many as last
+  /// time have arrived (or 300 µs passed) — one commit then carries them all
+  /// instead of two half-full ones, and their arrival overlaps with applying.
+  /// Commits on success (0); otherwise aborts and returns the LMDB code, with
+  /// `batch` holding every operation taken.
+  int collect_and_apply(std::vector<write_op>& batch, std::vector<caf::expected<append_result>>& results) {
+    batch_ctx ctx;
+    std::shared_lock lock{resize_mtx};
+    int rc = begin_write(ctx, lock);
+    const size_t target = std::max<size_t>(1, std::min(last_batch_size - last_batch_size / 8, options.max_batch));
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds{300};
+    size_t applied = 0;
+    for (;;) {
+      take(batch, options.max_batch - batch.size());
+      for (; rc == 0 && applied < batch.size(); ++applied) {
+        auto out = apply(ctx, batch[applied]);
+        rc = out.rc;
+        results.push_back(std::move(out.result));
+      }
+      if (rc != 0 || batch.size() >= target)
+        break;
+      std::unique_lock qlock{queue_mtx};
+      if (stopping)
+        break; // what is still queued goes in the next transaction
+      // Wake for a handful at a time, not for each arrival.
+      wake_at = std::min<size_t>(16, target - batch.size());
+      bool more = queue_cv.wait_until(qlock, deadline, [&] { return stopping || queue.size() >= wake_at; });
+      wake_at = 1;
+      if (!more && queue.empty())
+        break;
+    }
+    last_batch_size = batch.size();
+    if (rc == 0)
+      rc = commit(ctx);
+    if (rc != 0 && ctx.txn != nullptr)
+      mdb_txn_abort(ctx.txn);
+    return rc;
   }
 
   void index_idle() {
@@ -301,6 +345,8 @@ struct lmdb_store::impl {
     bytes buf;
   };
 
+  /// Applies `batch` in as few transactions as it takes: a full map is
+  /// grown, a transaction with too many dirty pages is split.
   void process(std::vector<write_op>& batch) {
     std::vector<caf::expected<append_result>> results;
     size_t begin = 0;
@@ -323,22 +369,26 @@ struct lmdb_store::impl {
         for (size_t i = begin; i < end; ++i)
           batch[i].done(err);
       } else {
-        commits.fetch_add(1, std::memory_order_relaxed);
-        operations.fetch_add(end - begin, std::memory_order_relaxed);
-        owner->notify_appended();
-        for (size_t i = begin; i < end; ++i)
-          batch[i].done(std::move(results[i - begin]));
+        finish(batch, begin, end, results);
       }
       begin = end;
     }
   }
 
-  /// Applies batch[begin, end) in one write transaction and commits.
-  /// Returns 0 on commit (results filled) or the LMDB code that aborted it.
-  int run_transaction(std::vector<write_op>& batch, size_t begin, size_t end,
-                      std::vector<caf::expected<append_result>>& results) {
-    batch_ctx ctx;
-    std::shared_lock lock{resize_mtx};
+  /// Answers batch[begin, end) after their commit.
+  void finish(std::vector<write_op>& batch, size_t begin, size_t end,
+              std::vector<caf::expected<append_result>>& results) {
+    commits.fetch_add(1, std::memory_order_relaxed);
+    operations.fetch_add(end - begin, std::memory_order_relaxed);
+    owner->notify_appended();
+    for (size_t i = begin; i < end; ++i)
+      batch[i].done(std::move(results[i - begin]));
+  }
+
+  /// Begins the write transaction of `ctx`, adopting a map another process
+  /// grew, and reads the log's end and the stream counter inside it: another
+  /// process may have written since our last commit.
+  int begin_write(batch_ctx& ctx, std::shared_lock<std::shared_mutex>& lock) {
     int rc = mdb_txn_begin(env, nullptr, 0, &ctx.txn);
     if (rc == MDB_MAP_RESIZED) {
       lock.unlock();
@@ -349,33 +399,51 @@ struct lmdb_store::impl {
       lock.lock();
       rc = mdb_txn_begin(env, nullptr, 0, &ctx.txn);
     }
-    if (rc != 0)
+    if (rc != 0) {
+      ctx.txn = nullptr;
       return rc;
-    // Read the log's end and the stream counter inside the transaction: another
-    // process may have written since our last commit.
+    }
     ctx.next_position = last_position(ctx.txn, rc) + 1;
     if (rc == 0)
       rc = read_stream_counter(ctx);
     ctx.now = now_micros();
     ctx.index_everything = index_everything_next;
+    return rc;
+  }
+
+  /// Writes the stream index and records, and commits. On success the
+  /// transaction is gone; on failure the caller aborts it.
+  int commit(batch_ctx& ctx) {
+    int rc = update_index(ctx);
+    if (rc == 0)
+      rc = flush_streams(ctx);
+    if (rc != 0)
+      return rc;
+    rc = mdb_txn_commit(ctx.txn);
+    ctx.txn = nullptr; // committed or, on failure, freed by LMDB
+    if (rc == 0) {
+      head.store(ctx.next_position - 1, std::memory_order_release);
+      remember_pending(ctx);
+    }
+    return rc;
+  }
+
+  /// Applies batch[begin, end) in one write transaction and commits.
+  /// Returns 0 on commit (results filled) or the LMDB code that aborted it.
+  int run_transaction(std::vector<write_op>& batch, size_t begin, size_t end,
+                      std::vector<caf::expected<append_result>>& results) {
+    batch_ctx ctx;
+    std::shared_lock lock{resize_mtx};
+    int rc = begin_write(ctx, lock);
     for (size_t i = begin; rc == 0 && i < end; ++i) {
       auto out = apply(ctx, batch[i]);
       rc = out.rc;
       results.push_back(std::move(out.result));
     }
     if (rc == 0)
-      rc = update_index(ctx);
-    if (rc == 0)
-      rc = flush_streams(ctx);
-    if (rc != 0) {
+      rc = commit(ctx);
+    if (rc != 0 && ctx.txn != nullptr)
       mdb_txn_abort(ctx.txn);
-      return rc;
-    }
-    rc = mdb_txn_commit(ctx.txn);
-    if (rc == 0) {
-      head.store(ctx.next_position - 1, std::memory_order_release);
-      remember_pending(ctx);
-    }
     return rc;
   }
 
