@@ -139,6 +139,46 @@ TEST(lmdb_store, map_grows_when_full) {
   EXPECT_EQ(info->version, 200u);
 }
 
+TEST(lmdb_store, a_group_that_fills_the_map_is_applied_again_whole_after_growing) {
+  // Many appends queued at once form groups; the map fills partway through a
+  // group. Every append must land exactly once, in its stream's order.
+  temp_dir dir;
+  auto path = (dir / "store").string();
+  lmdb_options opts;
+  opts.initial_map_size = size_t{1} << 20;
+  auto store = open_store(path, opts);
+  event_data big = make_event(0);
+  big.data = map_payload(0, std::string(8 * 1024, 'x'));
+  constexpr int streams = 16, per_stream = 40; // ~5 MB in all
+  std::vector<std::promise<caf::expected<append_result>>> done(streams * per_stream);
+  for (int v = 0; v < per_stream; ++v)
+    for (int s = 0; s < streams; ++s)
+      store->append_async("s-" + std::to_string(s), expected_version::exact(static_cast<uint64_t>(v)), {big},
+                          [&done, i = v * streams + s](caf::expected<append_result> r) {
+                            done[static_cast<size_t>(i)].set_value(std::move(r));
+                          });
+  for (int i = 0; i < streams * per_stream; ++i) {
+    auto r = done[static_cast<size_t>(i)].get_future().get();
+    ASSERT_TRUE(r) << describe(r.error());
+    EXPECT_EQ(r->stream_version, static_cast<uint64_t>(i / streams + 1));
+  }
+  EXPECT_GT(store->stats().map_resizes, 0u);
+  EXPECT_LT(store->stats().commits, store->stats().operations) << "appends were not grouped";
+  store.reset();
+  store = open_store(path, opts);
+  EXPECT_EQ(store->head_position(), static_cast<uint64_t>(streams * per_stream));
+  for (int s = 0; s < streams; ++s) {
+    auto events = store->read_stream("s-" + std::to_string(s), 1, 1000);
+    ASSERT_TRUE(events);
+    ASSERT_EQ(events->size(), static_cast<size_t>(per_stream));
+    for (size_t v = 0; v < events->size(); ++v)
+      EXPECT_EQ((*events)[v].stream_version, v + 1);
+  }
+  auto all = store->read_all(1, 10'000);
+  ASSERT_TRUE(all);
+  for (size_t i = 0; i < all->size(); ++i)
+    EXPECT_EQ((*all)[i].position, i + 1) << "$all has a gap";
+}
 TEST(lmdb_store, full_map_is_a_typed_error_and_keeps_earlier_data) {
   temp_dir dir;
   auto path = (dir / "store").string();
