@@ -8,6 +8,7 @@
 #include <lmdb.h>
 
 #include "lmdb_error.hpp"
+#include "lmdb_guard.hpp"
 #include "lmdb_layout.hpp"
 #include "record_codec.hpp"
 #include "sourcery/persistence/lmdb_store.hpp"
@@ -16,6 +17,7 @@ namespace sourcery::persistence {
 
 namespace {
 
+namespace safe = detail::safe;
 using detail::get_be64;
 using detail::lmdb_view;
 using detail::stream_rec;
@@ -39,7 +41,7 @@ void walk(const lmdb_view& view, MDB_dbi dbi, const char* name, verify_report& r
     return;
   }
   MDB_val k, v;
-  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+  for (rc = safe::cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = safe::cursor_get(cur, &k, &v, MDB_NEXT))
     step(k, v);
   if (rc != MDB_NOTFOUND)
     report.add("lmdb", std::string{name} + ": " + mdb_strerror(rc) + "; the rest of it was not checked");
@@ -92,7 +94,7 @@ private:
       by_number_[rec->number] = id;
     });
     MDB_val k = detail::str_val("next_stream_no"), v;
-    int rc = mdb_get(view_.txn, view_.meta, &k, &v);
+    int rc = safe::get(view_.txn, view_.meta, &k, &v);
     uint64_t next = rc == 0 && v.mv_size == 8 ? u64_of(v) : 1;
     if ((rc != 0 && rc != MDB_NOTFOUND) || (rc == 0 && v.mv_size != 8) || next <= highest)
       report_.add("bad_stream_record", "the stream counter (" + std::to_string(next)
@@ -101,7 +103,7 @@ private:
 
   void check_events() {
     MDB_stat st;
-    uint64_t total = mdb_stat(view_.txn, view_.events, &st) == 0 ? st.ms_entries : 0;
+    uint64_t total = safe::stat(view_.txn, view_.events, &st) == 0 ? st.ms_entries : 0;
     uint64_t expected = 1;
     recorded_event ev;
     walk(view_, view_.events, "events", report_, [&](const MDB_val& k, const MDB_val& v) {
@@ -194,7 +196,7 @@ private:
       c.next_indexed = version + 1;
       detail::u64_key key{pos};
       MDB_val ek = key.val(), evv;
-      int rc = mdb_get(view_.txn, view_.events, &ek, &evv);
+      int rc = safe::get(view_.txn, view_.events, &ek, &evv);
       if (rc != 0) {
         report_.add("index_mismatch", where + " points at event " + std::to_string(pos) + ", which "
                                         + (rc == MDB_NOTFOUND ? std::string{"does not exist"} : mdb_strerror(rc)));
@@ -282,7 +284,7 @@ caf::expected<store_usage> lmdb_store::usage() const {
                              named{"streams", view.streams}, named{"snapshots", view.snapshots},
                              named{"checkpoints", view.checkpoints}, named{"meta", view.meta}}) {
       MDB_stat st;
-      if (int rc = mdb_stat(view.txn, dbi, &st); rc != 0)
+      if (int rc = safe::stat(view.txn, dbi, &st); rc != 0)
         return detail::mdb_error(rc, std::string{"stat "} + name);
       uint64_t pages = st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
       u.databases.push_back({name, st.ms_entries, st.ms_depth, pages, pages * st.ms_psize});

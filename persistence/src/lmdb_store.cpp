@@ -25,6 +25,9 @@
 #include "event_validation.hpp"
 #include "lmdb_layout.hpp"
 #include "lmdb_error.hpp"
+#include "lmdb_guard.hpp"
+#include "lmdb_page_check.hpp"
+#include "lmdb_open.hpp"
 #include "record_codec.hpp"
 
 namespace sourcery::persistence {
@@ -32,6 +35,7 @@ namespace sourcery::persistence {
 namespace {
 
 namespace fs = std::filesystem;
+namespace safe = detail::safe;
 using detail::mdb_error;
 using detail::get_be64;
 using detail::index_key;
@@ -102,8 +106,15 @@ struct lmdb_store::impl {
 
   lmdb_store* owner = nullptr;
 
+  // Set when a write transaction faulted on a damaged page (see lmdb_guard):
+  // it is left open, the writer refuses everything after it, and the
+  // environment is kept, never closed (closing could free LMDB's garbage).
+  bool abandoned = false;
+
   ~impl() {
-    if (env != nullptr)
+    if (env != nullptr && abandoned)
+      detail::retain_abandoned(env);
+    else if (env != nullptr)
       mdb_env_close(env);
     if (!canonical_path.empty()) {
       std::lock_guard guard{open_paths_mtx};
@@ -144,7 +155,7 @@ struct lmdb_store::impl {
 
   caf::expected<std::optional<stream_rec>> get_stream(MDB_txn* txn, std::string_view stream) const {
     MDB_val k = str_val(stream), v;
-    int rc = mdb_get(txn, streams, &k, &v);
+    int rc = safe::get(txn, streams, &k, &v);
     if (rc == MDB_NOTFOUND)
       return std::optional<stream_rec>{};
     if (rc != 0)
@@ -159,7 +170,7 @@ struct lmdb_store::impl {
   caf::error get_event(MDB_txn* txn, uint64_t position, recorded_event& into, uint64_t* prev = nullptr) const {
     u64_key key{position};
     MDB_val k = key.val(), v;
-    int rc = mdb_get(txn, events, &k, &v);
+    int rc = safe::get(txn, events, &k, &v);
     if (rc == MDB_NOTFOUND)
       return make_error(store_errc::corrupt_store,
                         "stream points at missing event " + std::to_string(position));
@@ -194,7 +205,7 @@ struct lmdb_store::impl {
     if (rc != 0)
       return 0;
     MDB_val k, v;
-    rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    rc = safe::cursor_get(cur, &k, &v, MDB_LAST);
     uint64_t pos = 0;
     if (rc == 0 && k.mv_size == 8)
       pos = get_be64(static_cast<const uint8_t*>(k.mv_data));
@@ -232,7 +243,7 @@ struct lmdb_store::impl {
         if (!woke) {
           // Idle: index every stream with pending events.
           lock.unlock();
-          if (!pending.empty())
+          if (!pending.empty() && !abandoned)
             index_idle();
           continue;
         }
@@ -241,9 +252,17 @@ struct lmdb_store::impl {
       index_everything_next = pending_total > 100'000
                               || std::chrono::steady_clock::now() - last_full_index > std::chrono::seconds{2};
       results.clear();
+      if (abandoned) {
+        take(batch, options.max_batch);
+        refuse(batch, 0, damaged_error());
+        batch.clear();
+        continue;
+      }
       int rc = collect_and_apply(batch, results);
       if (rc == 0) {
         finish(batch, 0, batch.size(), results);
+      } else if (abandoned) {
+        refuse(batch, 0, damaged_error());
       } else {
         // A full map, too many dirty pages or an I/O error on the way: start
         // over with the operations taken, which can split and grow the map.
@@ -300,8 +319,8 @@ struct lmdb_store::impl {
     last_batch_size = batch.size();
     if (rc == 0)
       rc = commit(ctx);
-    if (rc != 0 && ctx.txn != nullptr)
-      mdb_txn_abort(ctx.txn);
+    if (rc != 0)
+      end_failed(ctx);
     return rc;
   }
 
@@ -338,12 +357,32 @@ struct lmdb_store::impl {
     uint64_t next_stream_no = 1;
     bool stream_no_dirty = false;
     bool index_everything = false;
+    uint64_t faults_before = detail::faults_caught();
     int64_t now = 0;
     std::unordered_map<std::string, stream_rec> streams;
     std::unordered_map<std::string, pending_index> appended; // this batch's positions per stream
     std::vector<std::string> indexed;                        // streams fully indexed by this batch
     bytes buf;
   };
+
+  /// Ends a write transaction that failed; one that faulted is abandoned.
+  void end_failed(batch_ctx& ctx) {
+    if (ctx.txn != nullptr && !detail::abort_write(ctx.txn, ctx.faults_before))
+      abandoned = true;
+    ctx.txn = nullptr;
+  }
+
+  static caf::error damaged_error() {
+    return make_error(store_errc::corrupt_store,
+                      "the store has a damaged page (reading it faulted) and takes no more writes; "
+                      "check it with `sourcery verify`, then restore it from a copy or an export");
+  }
+
+  /// Answers operations the writer will not apply.
+  static void refuse(std::vector<write_op>& ops, size_t begin, const caf::error& err) {
+    for (size_t i = begin; i < ops.size(); ++i)
+      ops[i].done(err);
+  }
 
   /// Applies `batch` in as few transactions as it takes: a full map is
   /// grown, a transaction with too many dirty pages is split.
@@ -355,6 +394,10 @@ struct lmdb_store::impl {
       size_t end = std::min(batch.size(), begin + chunk);
       results.clear();
       int rc = run_transaction(batch, begin, end, results);
+      if (abandoned) {
+        refuse(batch, begin, damaged_error());
+        return;
+      }
       if (rc == MDB_MAP_FULL && grow_map())
         continue; // retry the same operations with a bigger map
       if (rc == MDB_TXN_FULL && end - begin > 1) {
@@ -419,8 +462,10 @@ struct lmdb_store::impl {
       rc = flush_streams(ctx);
     if (rc != 0)
       return rc;
-    rc = mdb_txn_commit(ctx.txn);
-    ctx.txn = nullptr; // committed or, on failure, freed by LMDB
+    rc = safe::txn_commit(ctx.txn);
+    if (rc != 0 && detail::faults_caught() != ctx.faults_before)
+      abandoned = true; // faulted while committing: left as it is
+    ctx.txn = nullptr; // committed, freed by LMDB on its own errors, or abandoned
     if (rc == 0) {
       head.store(ctx.next_position - 1, std::memory_order_release);
       remember_pending(ctx);
@@ -442,14 +487,14 @@ struct lmdb_store::impl {
     }
     if (rc == 0)
       rc = commit(ctx);
-    if (rc != 0 && ctx.txn != nullptr)
-      mdb_txn_abort(ctx.txn);
+    if (rc != 0)
+      end_failed(ctx);
     return rc;
   }
 
   int read_stream_counter(batch_ctx& ctx) {
     MDB_val k = str_val("next_stream_no"), v;
-    int rc = mdb_get(ctx.txn, meta, &k, &v);
+    int rc = safe::get(ctx.txn, meta, &k, &v);
     if (rc == MDB_NOTFOUND)
       return 0;
     if (rc != 0)
@@ -507,7 +552,7 @@ struct lmdb_store::impl {
           s->updated_at = op.restore ? op.at : ctx.now;
           s->dirty = true;
           MDB_val k = str_val(op.key);
-          int rc = mdb_del(ctx.txn, snapshots, &k, nullptr);
+          int rc = safe::del(ctx.txn, snapshots, &k, nullptr);
           o.rc = rc == MDB_NOTFOUND ? 0 : rc;
           o.result = append_result{s->version, 0, 0};
           return o;
@@ -520,19 +565,19 @@ struct lmdb_store::impl {
           op.snap.created_at = ctx.now;
         detail::encode_snapshot(op.snap, ctx.buf);
         MDB_val k = str_val(op.key), v{ctx.buf.size(), ctx.buf.data()};
-        o.rc = mdb_put(ctx.txn, snapshots, &k, &v, 0);
+        o.rc = safe::put(ctx.txn, snapshots, &k, &v, 0);
         return o;
       }
       case write_op::kind::delete_snapshot: {
         MDB_val k = str_val(op.key);
-        int rc = mdb_del(ctx.txn, snapshots, &k, nullptr);
+        int rc = safe::del(ctx.txn, snapshots, &k, nullptr);
         o.rc = rc == MDB_NOTFOUND ? 0 : rc;
         return o;
       }
       case write_op::kind::save_checkpoint: {
         u64_key pos{op.position};
         MDB_val k = str_val(op.key), v = pos.val();
-        o.rc = mdb_put(ctx.txn, checkpoints, &k, &v, 0);
+        o.rc = safe::put(ctx.txn, checkpoints, &k, &v, 0);
         return o;
       }
     }
@@ -566,7 +611,7 @@ struct lmdb_store::impl {
       ++next.version;
       u64_key pkey{pos};
       MDB_val k = pkey.val(), v{detail::record_header_size + body.size() + detail::record_trailer_size, nullptr};
-      if ((o.rc = mdb_put(ctx.txn, events, &k, &v, MDB_APPEND | MDB_RESERVE)) != 0)
+      if ((o.rc = safe::put(ctx.txn, events, &k, &v, MDB_APPEND | MDB_RESERVE)) != 0)
         return o;
       detail::write_record(static_cast<uint8_t*>(v.mv_data), next.version, next.last_position, time_of(i), body);
       appended.positions.push_back(pos);
@@ -641,7 +686,7 @@ struct lmdb_store::impl {
       index_key ikey{s->number, version++};
       u64_key pkey{pos};
       MDB_val ik = ikey.val(), iv = pkey.val();
-      if (int rc = mdb_put(ctx.txn, stream_index, &ik, &iv, 0); rc != 0)
+      if (int rc = safe::put(ctx.txn, stream_index, &ik, &iv, 0); rc != 0)
         return rc;
     }
     s->indexed_version = s->version;
@@ -678,13 +723,13 @@ struct lmdb_store::impl {
         continue;
       s.encode(buf);
       MDB_val k = str_val(id), v{sizeof buf, buf};
-      if (int rc = mdb_put(ctx.txn, streams, &k, &v, 0); rc != 0)
+      if (int rc = safe::put(ctx.txn, streams, &k, &v, 0); rc != 0)
         return rc;
     }
     if (ctx.stream_no_dirty) {
       u64_key n{ctx.next_stream_no};
       MDB_val k = str_val("next_stream_no"), v = n.val();
-      if (int rc = mdb_put(ctx.txn, meta, &k, &v, 0); rc != 0)
+      if (int rc = safe::put(ctx.txn, meta, &k, &v, 0); rc != 0)
         return rc;
     }
     return 0;
@@ -789,26 +834,34 @@ caf::expected<std::unique_ptr<lmdb_store>> lmdb_store::open(lmdb_options options
   rc = mdb_env_open(st->env, dir.c_str(), flags, 0644);
   if (rc != 0)
     return mdb_error(rc, "open " + options.path);
+  detail::guard_assertions(st->env);
+  if (auto err = detail::check_not_truncated(st->env, "open " + options.path))
+    return err;
+  if (options.check_pages)
+    if (auto err = detail::check_pages(st->env, "open " + options.path))
+      return err;
 
   // Check the format marker; create the databases in a new store.
   MDB_txn* txn = nullptr;
-  rc = mdb_txn_begin(st->env, nullptr, options.read_only ? MDB_RDONLY : 0, &txn);
+  rc = detail::begin_at_open(st->env, options.read_only ? MDB_RDONLY : 0, &txn);
   if (rc != 0)
     return mdb_error(rc, "begin transaction");
+  auto faults_before = detail::faults_caught();
   auto fail = [&](caf::error err) {
-    mdb_txn_abort(txn);
+    if (!detail::abort_write(txn, faults_before))
+      st->abandoned = true;
     return err;
   };
   MDB_dbi main_db = 0;
-  if ((rc = mdb_dbi_open(txn, nullptr, 0, &main_db)) != 0)
+  if ((rc = safe::dbi_open(txn, nullptr, 0, &main_db)) != 0)
     return fail(mdb_error(rc, "open main database"));
   MDB_stat main_stat;
-  mdb_stat(txn, main_db, &main_stat);
+  safe::stat(txn, main_db, &main_stat);
   bool fresh = main_stat.ms_entries == 0;
   if (fresh && options.read_only)
     return fail(make_error(store_errc::invalid_argument, options.path + " holds no store to read"));
   unsigned create = fresh ? MDB_CREATE : 0;
-  rc = mdb_dbi_open(txn, "meta", create, &st->meta);
+  rc = safe::dbi_open(txn, "meta", create, &st->meta);
   if (rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE)
     return fail(make_error(store_errc::foreign_store,
                            options.path + " holds an LMDB database of another program"));
@@ -819,16 +872,16 @@ caf::expected<std::unique_ptr<lmdb_store>> lmdb_store::open(lmdb_options options
     uint8_t ver[8];
     put_be64(ver, format_version);
     MDB_val vk = str_val("format_version"), vv{8, ver};
-    if ((rc = mdb_put(txn, st->meta, &k, &v, 0)) != 0 || (rc = mdb_put(txn, st->meta, &vk, &vv, 0)) != 0)
+    if ((rc = safe::put(txn, st->meta, &k, &v, 0)) != 0 || (rc = safe::put(txn, st->meta, &vk, &vv, 0)) != 0)
       return fail(mdb_error(rc, "write format marker"));
   } else {
     MDB_val k = str_val("format"), v;
-    rc = mdb_get(txn, st->meta, &k, &v);
+    rc = safe::get(txn, st->meta, &k, &v);
     if (rc != 0 || std::string_view{static_cast<const char*>(v.mv_data), v.mv_size} != format_marker)
       return fail(make_error(store_errc::foreign_store,
                              options.path + " holds an LMDB database of another program"));
     MDB_val vk = str_val("format_version"), vv;
-    rc = mdb_get(txn, st->meta, &vk, &vv);
+    rc = safe::get(txn, st->meta, &vk, &vv);
     if (rc != 0 || vv.mv_size != 8)
       return fail(make_error(store_errc::corrupt_store, options.path + ": format version missing"));
     auto found = get_be64(static_cast<const uint8_t*>(vv.mv_data));
@@ -844,7 +897,7 @@ caf::expected<std::unique_ptr<lmdb_store>> lmdb_store::open(lmdb_options options
   for (auto [name, dbi] : {named{"events", &st->events}, named{"stream_index", &st->stream_index},
                            named{"streams", &st->streams}, named{"snapshots", &st->snapshots},
                            named{"checkpoints", &st->checkpoints}}) {
-    if ((rc = mdb_dbi_open(txn, name, create, dbi)) != 0)
+    if ((rc = safe::dbi_open(txn, name, create, dbi)) != 0)
       return fail(rc == MDB_NOTFOUND
                     ? make_error(store_errc::corrupt_store, options.path + ": database " + name + " missing")
                     : mdb_error(rc, std::string{"open "} + name));
@@ -853,9 +906,11 @@ caf::expected<std::unique_ptr<lmdb_store>> lmdb_store::open(lmdb_options options
   if (rc != 0)
     return fail(mdb_error(rc, "read log end"));
   // Committing (even a read-only transaction) keeps the database handles open.
-  rc = mdb_txn_commit(txn);
-  if (rc != 0)
+  rc = safe::txn_commit(txn);
+  if (rc != 0) {
+    st->abandoned = detail::faults_caught() != faults_before;
     return mdb_error(rc, "commit store creation");
+  }
   MDB_envinfo info;
   mdb_env_info(st->env, &info);
   st->map_size.store(info.me_mapsize);
@@ -1084,14 +1139,14 @@ public:
     MDB_val k, v;
     int rc = MDB_NOTFOUND;
     if (at_ != 0 && position == at_ + 1) {
-      rc = mdb_cursor_get(cur_, &k, &v, MDB_NEXT);
+      rc = safe::cursor_get(cur_, &k, &v, MDB_NEXT);
       if (rc == 0 && (k.mv_size != 8 || get_be64(static_cast<const uint8_t*>(k.mv_data)) != position))
         rc = MDB_NOTFOUND; // a gap: search for it
     }
     if (rc != 0) {
       u64_key key{position};
       k = key.val();
-      rc = mdb_cursor_get(cur_, &k, &v, MDB_SET_KEY);
+      rc = safe::cursor_get(cur_, &k, &v, MDB_SET_KEY);
     }
     if (rc == MDB_NOTFOUND) {
       at_ = 0;
@@ -1156,7 +1211,7 @@ caf::error lmdb_store::do_read_stream(std::string_view stream, uint64_t from, si
     event_cursor events{r->txn, impl_->events};
     index_key key{rec.number, lo};
     MDB_val k = key.val(), v;
-    int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
+    int rc = safe::cursor_get(cur, &k, &v, MDB_SET_KEY);
     caf::error err;
     for (uint64_t version = lo; version <= indexed_hi; ++version) {
       if (rc != 0 || k.mv_size != 16 || v.mv_size != 8
@@ -1172,7 +1227,7 @@ caf::error lmdb_store::do_read_stream(std::string_view stream, uint64_t from, si
       if (err)
         break;
       if (version < indexed_hi)
-        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+        rc = safe::cursor_get(cur, &k, &v, MDB_NEXT);
     }
     mdb_cursor_close(cur);
     if (err)
@@ -1207,14 +1262,14 @@ caf::error lmdb_store::do_read_all(uint64_t from, size_t max_count, read_directi
   u64_key key{std::max<uint64_t>(from, 1)};
   if (direction == read_direction::forward) {
     k = key.val();
-    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    rc = safe::cursor_get(cur, &k, &v, MDB_SET_RANGE);
   } else {
     k = key.val();
-    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    rc = safe::cursor_get(cur, &k, &v, MDB_SET_RANGE);
     if (rc == MDB_NOTFOUND)
-      rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+      rc = safe::cursor_get(cur, &k, &v, MDB_LAST);
     else if (rc == 0 && get_be64(static_cast<const uint8_t*>(k.mv_data)) > from)
-      rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
+      rc = safe::cursor_get(cur, &k, &v, MDB_PREV);
     if (from == 0)
       rc = MDB_NOTFOUND;
   }
@@ -1229,7 +1284,7 @@ caf::error lmdb_store::do_read_all(uint64_t from, size_t max_count, read_directi
     err = detail::decode_record_into(sink.next(), static_cast<const uint8_t*>(v.mv_data), v.mv_size, pos);
     if (err)
       break;
-    rc = mdb_cursor_get(cur, &k, &v, step);
+    rc = safe::cursor_get(cur, &k, &v, step);
   }
   mdb_cursor_close(cur);
   if (err)
@@ -1264,7 +1319,7 @@ caf::expected<std::optional<snapshot>> lmdb_store::do_load_snapshot(std::string_
   if (!r)
     return r.error();
   MDB_val k = str_val(stream), v;
-  int rc = mdb_get(r->txn, impl_->snapshots, &k, &v);
+  int rc = safe::get(r->txn, impl_->snapshots, &k, &v);
   if (rc == MDB_NOTFOUND)
     return std::optional<snapshot>{};
   if (rc != 0)
@@ -1280,7 +1335,7 @@ caf::expected<std::optional<uint64_t>> lmdb_store::do_load_checkpoint(std::strin
   if (!r)
     return r.error();
   MDB_val k = str_val(name), v;
-  int rc = mdb_get(r->txn, impl_->checkpoints, &k, &v);
+  int rc = safe::get(r->txn, impl_->checkpoints, &k, &v);
   if (rc == MDB_NOTFOUND)
     return std::optional<uint64_t>{};
   if (rc != 0)
@@ -1302,14 +1357,14 @@ caf::error scan_after(MDB_txn* txn, MDB_dbi dbi, std::string_view after, size_t 
   if (int rc = mdb_cursor_open(txn, dbi, &cur); rc != 0)
     return mdb_error(rc, "open cursor");
   MDB_val k = str_val(after), v;
-  int rc = after.empty() ? mdb_cursor_get(cur, &k, &v, MDB_FIRST) : mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+  int rc = after.empty() ? safe::cursor_get(cur, &k, &v, MDB_FIRST) : safe::cursor_get(cur, &k, &v, MDB_SET_RANGE);
   if (rc == 0 && !after.empty() && std::string_view{static_cast<const char*>(k.mv_data), k.mv_size} == after)
-    rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    rc = safe::cursor_get(cur, &k, &v, MDB_NEXT);
   caf::error err;
   for (size_t n = 0; rc == 0 && n < max_count && !err; ++n) {
     err = take(std::string_view{static_cast<const char*>(k.mv_data), k.mv_size}, v);
     if (!err)
-      rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+      rc = safe::cursor_get(cur, &k, &v, MDB_NEXT);
   }
   mdb_cursor_close(cur);
   if (err)

@@ -1,6 +1,7 @@
 #include "sourcery/persistence/projection_store.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <filesystem>
 #include <mutex>
 #include <shared_mutex>
@@ -9,11 +10,15 @@
 
 #include "big_endian.hpp"
 #include "lmdb_error.hpp"
+#include "lmdb_guard.hpp"
+#include "lmdb_page_check.hpp"
+#include "lmdb_open.hpp"
 
 namespace sourcery::persistence {
 
 namespace {
 
+namespace safe = detail::safe;
 using detail::mdb_error;
 
 // Rows live in one database, keyed projection \0 table \0 key, so a
@@ -51,10 +56,10 @@ int for_prefix(MDB_txn* txn, MDB_dbi dbi, const std::string& prefix, F&& f) {
   if (int rc = mdb_cursor_open(txn, dbi, &cur); rc != 0)
     return rc;
   MDB_val k = val(prefix), v;
-  int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+  int rc = safe::cursor_get(cur, &k, &v, MDB_SET_RANGE);
   while (rc == 0 && view(k).substr(0, prefix.size()) == prefix) {
     f(view(k).substr(prefix.size()), view(v));
-    rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    rc = safe::cursor_get(cur, &k, &v, MDB_NEXT);
   }
   mdb_cursor_close(cur);
   return rc == MDB_NOTFOUND ? 0 : rc;
@@ -68,9 +73,36 @@ struct projection_store::impl {
   std::mutex write_mtx;             // one writer at a time
   mutable std::shared_mutex resize_mtx; // growing the map excludes every transaction
 
+  // Set when a write transaction faulted on a damaged page (see lmdb_guard):
+  // it is left open, later writes are refused, and the environment is not
+  // closed but kept (closing could free LMDB's garbage).
+  std::atomic<bool> abandoned{false};
+
   ~impl() {
-    if (env != nullptr)
+    if (env != nullptr && abandoned)
+      detail::retain_abandoned(env);
+    else if (env != nullptr)
       mdb_env_close(env);
+  }
+
+  /// Ends a write transaction that failed; one that faulted is abandoned.
+  void end_failed(MDB_txn* txn, uint64_t faults_before) {
+    if (!detail::abort_write(txn, faults_before))
+      abandoned = true;
+  }
+
+  /// After a failed commit: whether it faulted.
+  void check_commit(int rc, uint64_t faults_before) {
+    if (rc != 0 && detail::faults_caught() != faults_before)
+      abandoned = true;
+  }
+
+  caf::error refuse_if_abandoned() const {
+    if (!abandoned)
+      return {};
+    return make_error(store_errc::corrupt_store,
+                      "the read models' store has a damaged page (reading it faulted) and takes no more writes; "
+                      "delete it and rebuild the projections");
   }
 
   struct read_txn {
@@ -85,13 +117,21 @@ struct projection_store::impl {
   };
 
   caf::expected<read_txn> begin_read() const {
-    read_txn r;
-    r.lock = std::shared_lock{resize_mtx};
-    if (int rc = mdb_txn_begin(env, nullptr, MDB_RDONLY, &r.txn); rc != 0) {
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      read_txn r;
+      r.lock = std::shared_lock{resize_mtx};
+      int rc = mdb_txn_begin(env, nullptr, MDB_RDONLY, &r.txn);
+      if (rc == 0)
+        return r;
       r.txn = nullptr;
-      return mdb_error(rc, "begin read transaction");
+      if (rc != MDB_MAP_RESIZED)
+        return mdb_error(rc, "begin read transaction");
+      // Another process (a rebuild, say) grew the map: adopt its size.
+      r.lock.unlock();
+      std::unique_lock excl{resize_mtx};
+      mdb_env_set_mapsize(env, 0);
     }
-    return r;
+    return make_error(store_errc::io_error, "begin read transaction: map keeps being resized");
   }
 
   bool grow() {
@@ -123,17 +163,26 @@ caf::expected<std::unique_ptr<projection_store>> projection_store::open(projecti
     flags |= MDB_NOSYNC;
   if (int rc = mdb_env_open(p->env, options.path.c_str(), flags, 0644); rc != 0)
     return mdb_error(rc, "open read models at " + options.path);
+  detail::guard_assertions(p->env);
+  if (auto err = detail::check_not_truncated(p->env, "open read models at " + options.path))
+    return err;
+  if (options.check_pages)
+    if (auto err = detail::check_pages(p->env, "open read models at " + options.path))
+      return err;
   MDB_txn* txn = nullptr;
-  if (int rc = mdb_txn_begin(p->env, nullptr, options.read_only ? MDB_RDONLY : 0, &txn); rc != 0)
+  if (int rc = detail::begin_at_open(p->env, options.read_only ? MDB_RDONLY : 0, &txn); rc != 0)
     return mdb_error(rc, "begin");
+  auto faults_before = detail::faults_caught();
   unsigned create = options.read_only ? 0 : MDB_CREATE;
-  int rc = mdb_dbi_open(txn, "rows", create, &p->rows);
+  int rc = safe::dbi_open(txn, "rows", create, &p->rows);
   if (rc == 0)
-    rc = mdb_dbi_open(txn, "checkpoints", create, &p->checkpoints);
-  if (rc == 0)
-    rc = mdb_txn_commit(txn);
-  else
-    mdb_txn_abort(txn);
+    rc = safe::dbi_open(txn, "checkpoints", create, &p->checkpoints);
+  if (rc == 0) {
+    rc = safe::txn_commit(txn);
+    p->check_commit(rc, faults_before);
+  } else {
+    p->end_failed(txn, faults_before);
+  }
   if (rc != 0)
     return mdb_error(rc, "open read model tables");
   return std::unique_ptr<projection_store>{new projection_store{std::move(p)}};
@@ -160,7 +209,7 @@ projection_store::writer::row& projection_store::writer::cached(bool load) const
   row r;
   if (load) {
     MDB_val kv = val(key_), vv;
-    int rc = mdb_get(static_cast<MDB_txn*>(txn_), dbi_, &kv, &vv);
+    int rc = safe::get(static_cast<MDB_txn*>(txn_), dbi_, &kv, &vv);
     if (rc == 0)
       r.value = std::string{view(vv)};
     else if (rc != MDB_NOTFOUND && failed_ == 0)
@@ -183,9 +232,9 @@ void projection_store::writer::flush() const {
     int rc = 0;
     if (r->value) {
       MDB_val vv = val(*r->value);
-      rc = mdb_put(txn, dbi_, &kv, &vv, 0);
+      rc = safe::put(txn, dbi_, &kv, &vv, 0);
     } else {
-      rc = mdb_del(txn, dbi_, &kv, nullptr);
+      rc = safe::del(txn, dbi_, &kv, nullptr);
       if (rc == MDB_NOTFOUND)
         rc = 0;
     }
@@ -252,21 +301,24 @@ caf::error projection_store::commit(std::string_view projection, const uint64_t*
     return make_error(store_errc::invalid_argument, "projection names are 1 to 200 bytes without NUL");
   std::lock_guard writing{impl_->write_mtx};
   for (int attempt = 0; attempt < 16; ++attempt) {
+    if (auto err = impl_->refuse_if_abandoned())
+      return err;
     std::shared_lock lock{impl_->resize_mtx};
     MDB_txn* txn = nullptr;
     if (int rc = mdb_txn_begin(impl_->env, nullptr, 0, &txn); rc != 0)
       return mdb_error(rc, "begin write transaction");
+    auto faults_before = detail::faults_caught();
     MDB_val ck = val(projection), cv;
-    if (int rc = mdb_get(txn, impl_->checkpoints, &ck, &cv); checkpoint && rc == 0 && cv.mv_size == 8
+    if (int rc = safe::get(txn, impl_->checkpoints, &ck, &cv); checkpoint && rc == 0 && cv.mv_size == 8
         && detail::get_be64(static_cast<const uint8_t*>(cv.mv_data)) > *checkpoint) {
-      mdb_txn_abort(txn);
+      impl_->end_failed(txn, faults_before);
       return make_error(store_errc::invalid_argument, "projection " + std::string{projection} + " is past position "
                                                          + std::to_string(*checkpoint));
     }
     writer w{txn, impl_->rows, projection};
     caf::error err = f(w);
     if (err) {
-      mdb_txn_abort(txn);
+      impl_->end_failed(txn, faults_before);
       return err;
     }
     w.flush();
@@ -275,13 +327,16 @@ caf::error projection_store::commit(std::string_view projection, const uint64_t*
       uint8_t buf[8];
       detail::put_be64(buf, *checkpoint);
       MDB_val pv{8, buf};
-      rc = mdb_put(txn, impl_->checkpoints, &ck, &pv, 0);
+      rc = safe::put(txn, impl_->checkpoints, &ck, &pv, 0);
     }
     if (rc == 0) {
-      rc = mdb_txn_commit(txn);
+      rc = safe::txn_commit(txn);
+      impl_->check_commit(rc, faults_before);
     } else {
-      mdb_txn_abort(txn);
+      impl_->end_failed(txn, faults_before);
     }
+    if (auto err = impl_->refuse_if_abandoned())
+      return err;
     if (rc == 0)
       return {};
     if (rc == EINVAL)
@@ -300,7 +355,7 @@ caf::expected<std::optional<uint64_t>> projection_store::checkpoint(std::string_
   if (!r)
     return r.error();
   MDB_val k = val(projection), v;
-  int rc = mdb_get(r->txn, impl_->checkpoints, &k, &v);
+  int rc = safe::get(r->txn, impl_->checkpoints, &k, &v);
   if (rc == MDB_NOTFOUND)
     return std::optional<uint64_t>{};
   if (rc != 0)
@@ -319,8 +374,8 @@ caf::expected<std::vector<std::pair<std::string, uint64_t>>> projection_store::c
     return mdb_error(rc, "open cursor");
   std::vector<std::pair<std::string, uint64_t>> out;
   MDB_val k, v;
-  int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-  for (; rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+  int rc = safe::cursor_get(cur, &k, &v, MDB_FIRST);
+  for (; rc == 0; rc = safe::cursor_get(cur, &k, &v, MDB_NEXT))
     if (v.mv_size == 8)
       out.emplace_back(std::string{view(k)}, detail::get_be64(static_cast<const uint8_t*>(v.mv_data)));
   mdb_cursor_close(cur);
@@ -336,7 +391,7 @@ caf::expected<std::optional<std::string>> projection_store::get(std::string_view
     return r.error();
   auto k = row_prefix(projection, table).append(key);
   MDB_val kv = val(k), vv;
-  int rc = mdb_get(r->txn, impl_->rows, &kv, &vv);
+  int rc = safe::get(r->txn, impl_->rows, &kv, &vv);
   if (rc == MDB_NOTFOUND)
     return std::optional<std::string>{};
   if (rc != 0)
@@ -378,21 +433,24 @@ caf::error projection_store::reset(std::string_view projection) {
   if (!valid_name(projection))
     return make_error(store_errc::invalid_argument, "projection names are 1 to 200 bytes without NUL");
   std::lock_guard writing{impl_->write_mtx};
+  if (auto err = impl_->refuse_if_abandoned())
+    return err;
   std::shared_lock lock{impl_->resize_mtx};
   MDB_txn* txn = nullptr;
   if (int rc = mdb_txn_begin(impl_->env, nullptr, 0, &txn); rc != 0)
     return mdb_error(rc, "begin write transaction");
+  auto faults_before = detail::faults_caught();
   MDB_cursor* cur = nullptr;
   int rc = mdb_cursor_open(txn, impl_->rows, &cur);
   auto prefix = projection_prefix(projection);
   if (rc == 0) {
     MDB_val k = val(prefix), v;
-    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    rc = safe::cursor_get(cur, &k, &v, MDB_SET_RANGE);
     while (rc == 0 && view(k).substr(0, prefix.size()) == prefix) {
-      rc = mdb_cursor_del(cur, 0);
+      rc = safe::cursor_del(cur, 0);
       if (rc == 0) {
         k = val(prefix); // search again: where a deleted cursor stands varies
-        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        rc = safe::cursor_get(cur, &k, &v, MDB_SET_RANGE);
       }
     }
     mdb_cursor_close(cur);
@@ -401,14 +459,16 @@ caf::error projection_store::reset(std::string_view projection) {
   }
   if (rc == 0) {
     MDB_val ck = val(projection);
-    rc = mdb_del(txn, impl_->checkpoints, &ck, nullptr);
+    rc = safe::del(txn, impl_->checkpoints, &ck, nullptr);
     if (rc == MDB_NOTFOUND)
       rc = 0;
   }
-  if (rc == 0)
-    rc = mdb_txn_commit(txn);
-  else
-    mdb_txn_abort(txn);
+  if (rc == 0) {
+    rc = safe::txn_commit(txn);
+    impl_->check_commit(rc, faults_before);
+  } else {
+    impl_->end_failed(txn, faults_before);
+  }
   return rc == 0 ? caf::error{} : mdb_error(rc, "reset projection " + std::string{projection});
 }
 

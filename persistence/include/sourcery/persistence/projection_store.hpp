@@ -25,6 +25,8 @@ struct projection_store_options {
   /// Open for reading only (tools looking at an application's read models
   /// while it runs); writes then fail. The directory must hold read models.
   bool read_only = false;
+  /// Check every page in use when opening (see lmdb_options::check_pages).
+  bool check_pages = true;
 };
 
 /// Read models in LMDB, with each projection's checkpoint in the same

@@ -1,0 +1,46 @@
+#include "lmdb_open.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include <sys/stat.h>
+
+#include "lmdb_error.hpp"
+#include "sourcery/persistence/error.hpp"
+
+namespace sourcery::persistence::detail {
+
+caf::error check_not_truncated(MDB_env* env, std::string_view what) {
+  MDB_envinfo info;
+  MDB_stat st;
+  mdb_filehandle_t fd;
+  if (int rc = mdb_env_info(env, &info); rc != 0)
+    return mdb_error(rc, std::string{what} + ": read its meta page");
+  if (int rc = mdb_env_stat(env, &st); rc != 0)
+    return mdb_error(rc, std::string{what} + ": read its page size");
+  if (int rc = mdb_env_get_fd(env, &fd); rc != 0)
+    return mdb_error(rc, std::string{what} + ": find its data file");
+  struct stat file;
+  if (::fstat(fd, &file) != 0)
+    return make_error(store_errc::io_error, std::string{what} + ": stat data.mdb: " + std::strerror(errno));
+  auto needed = (static_cast<uint64_t>(info.me_last_pgno) + 1) * st.ms_psize;
+  auto size = static_cast<uint64_t>(file.st_size);
+  if (size < needed)
+    return make_error(store_errc::corrupt_store,
+                      std::string{what} + ": data.mdb is truncated: " + std::to_string(size) + " bytes, where its "
+                        + std::to_string(info.me_last_pgno + 1) + " pages in use need " + std::to_string(needed));
+  return {};
+}
+
+int begin_at_open(MDB_env* env, unsigned flags, MDB_txn** txn) noexcept {
+  int rc = MDB_MAP_RESIZED;
+  for (int attempt = 0; attempt < 8 && rc == MDB_MAP_RESIZED; ++attempt) {
+    rc = mdb_txn_begin(env, nullptr, flags, txn);
+    if (rc == MDB_MAP_RESIZED)
+      mdb_env_set_mapsize(env, 0);
+  }
+  return rc;
+}
+
+} // namespace sourcery::persistence::detail
