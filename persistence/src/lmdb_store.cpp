@@ -28,6 +28,7 @@
 #include "lmdb_guard.hpp"
 #include "lmdb_page_check.hpp"
 #include "lmdb_open.hpp"
+#include "lmdb_read_txn.hpp"
 #include "record_codec.hpp"
 
 namespace sourcery::persistence {
@@ -124,33 +125,10 @@ struct lmdb_store::impl {
 
   // -- read transactions --------------------------------------------------------
 
-  struct read_txn {
-    std::shared_lock<std::shared_mutex> lock;
-    MDB_txn* txn = nullptr;
-    read_txn() = default;
-    read_txn(read_txn&& other) noexcept : lock(std::move(other.lock)), txn(std::exchange(other.txn, nullptr)) {}
-    ~read_txn() {
-      if (txn != nullptr)
-        mdb_txn_abort(txn);
-    }
-  };
+  using read_txn = detail::read_txn;
 
   caf::expected<read_txn> begin_read() const {
-    for (int attempt = 0; attempt < 3; ++attempt) {
-      read_txn r;
-      r.lock = std::shared_lock{resize_mtx};
-      int rc = mdb_txn_begin(env, nullptr, MDB_RDONLY, &r.txn);
-      if (rc == 0)
-        return r;
-      r.txn = nullptr;
-      if (rc != MDB_MAP_RESIZED)
-        return mdb_error(rc, "begin read transaction");
-      // Another process grew the map: adopt its size.
-      r.lock.unlock();
-      std::unique_lock excl{resize_mtx};
-      mdb_env_set_mapsize(env, 0);
-    }
-    return make_error(store_errc::io_error, "begin read transaction: map keeps being resized");
+    return detail::begin_read(env, resize_mtx);
   }
 
   caf::expected<std::optional<stream_rec>> get_stream(MDB_txn* txn, std::string_view stream) const {

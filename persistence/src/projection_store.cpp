@@ -13,6 +13,7 @@
 #include "lmdb_guard.hpp"
 #include "lmdb_page_check.hpp"
 #include "lmdb_open.hpp"
+#include "lmdb_read_txn.hpp"
 
 namespace sourcery::persistence {
 
@@ -105,33 +106,10 @@ struct projection_store::impl {
                       "delete it and rebuild the projections");
   }
 
-  struct read_txn {
-    std::shared_lock<std::shared_mutex> lock;
-    MDB_txn* txn = nullptr;
-    read_txn() = default;
-    read_txn(read_txn&& o) noexcept : lock(std::move(o.lock)), txn(std::exchange(o.txn, nullptr)) {}
-    ~read_txn() {
-      if (txn != nullptr)
-        mdb_txn_abort(txn);
-    }
-  };
+  using read_txn = detail::read_txn;
 
   caf::expected<read_txn> begin_read() const {
-    for (int attempt = 0; attempt < 3; ++attempt) {
-      read_txn r;
-      r.lock = std::shared_lock{resize_mtx};
-      int rc = mdb_txn_begin(env, nullptr, MDB_RDONLY, &r.txn);
-      if (rc == 0)
-        return r;
-      r.txn = nullptr;
-      if (rc != MDB_MAP_RESIZED)
-        return mdb_error(rc, "begin read transaction");
-      // Another process (a rebuild, say) grew the map: adopt its size.
-      r.lock.unlock();
-      std::unique_lock excl{resize_mtx};
-      mdb_env_set_mapsize(env, 0);
-    }
-    return make_error(store_errc::io_error, "begin read transaction: map keeps being resized");
+    return detail::begin_read(env, resize_mtx);
   }
 
   bool grow() {

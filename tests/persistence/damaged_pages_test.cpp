@@ -54,52 +54,62 @@ std::string stream_id(int s, size_t id_length) {
   return id;
 }
 
-/// Points every child of every branch page whose separator keys are
-/// `key_size` bytes long at `pgno`. Returns how many pages it changed.
-int redirect_branches(const fs::path& file, size_t key_size, uint64_t pgno) {
+/// Calls `change(page, keys)` on every page of `file` with these `flags`
+/// (0x01 branch, 0x02 leaf) whose node `probe` has a key of `key_size` bytes
+/// (so one tree's pages can be told from another's; any_key: every such
+/// page). Returns how many.
+constexpr size_t any_key = ~size_t{0};
+
+template <class Change>
+int change_pages(const fs::path& file, uint16_t flags, size_t probe, size_t key_size, Change change) {
   auto bytes = slurp(file);
   int changed = 0;
   for (size_t page = 2; (page + 1) * page_size <= bytes.size(); ++page) {
     uint8_t* p = bytes.data() + page * page_size;
-    uint16_t flags = u16(p + 10), lower = u16(p + 12);
-    size_t keys = (lower - 16u) / 2;
-    if (flags != 0x01 || lower < 16 || keys < 2 || p[0] + 256u * p[1] != (page & 0xFFFF))
+    uint16_t lower = u16(p + 12);
+    size_t keys = lower >= 16 ? (lower - 16u) / 2 : 0;
+    if (u16(p + 10) != flags || keys <= probe || p[0] + 256u * p[1] != (page & 0xFFFF))
       continue;
-    if (u16(p + u16(p + 16 + 2) + 6) != key_size) // node 1's key size
+    if (key_size != any_key && u16(p + u16(p + 16 + 2 * probe) + 6) != key_size)
       continue;
-    for (size_t i = 0; i < keys; ++i) {
-      uint8_t* node = p + u16(p + 16 + 2 * i);
-      for (int b = 0; b < 6; ++b) // lo, hi, flags: the child's page number
-        node[b] = static_cast<uint8_t>(pgno >> (8 * b));
-    }
+    change(p, keys);
     ++changed;
   }
   spill(file, bytes);
   return changed;
 }
 
-/// Gives every entry of every leaf page whose keys are `key_size` bytes long
+/// Points every child of the branch pages of the tree keyed by `key_size`
+/// bytes at `pgno`.
+int redirect_branches(const fs::path& file, size_t key_size, uint64_t pgno) {
+  // Node 0 of a branch has an empty key: tell the trees apart by node 1.
+  return change_pages(file, 0x01, 1, key_size, [&](uint8_t* p, size_t keys) {
+    for (size_t i = 0; i < keys; ++i) {
+      uint8_t* node = p + u16(p + 16 + 2 * i);
+      for (int b = 0; b < 6; ++b) // lo, hi, flags: the child's page number
+        node[b] = static_cast<uint8_t>(pgno >> (8 * b));
+    }
+  });
+}
+
+/// Gives every entry of the leaf pages of the tree keyed by `key_size` bytes
 /// a data size of about 2 GB: LMDB hands such values out as they are, and
 /// reading one runs off the end of the file.
 int inflate_leaves(const fs::path& file, size_t key_size) {
-  auto bytes = slurp(file);
-  int changed = 0;
-  for (size_t page = 2; (page + 1) * page_size <= bytes.size(); ++page) {
-    uint8_t* p = bytes.data() + page * page_size;
-    uint16_t flags = u16(p + 10), lower = u16(p + 12);
-    size_t keys = (lower - 16u) / 2;
-    if (flags != 0x02 || lower < 16 || keys < 1 || p[0] + 256u * p[1] != (page & 0xFFFF))
-      continue;
-    if (u16(p + u16(p + 16) + 6) != key_size)
-      continue;
+  return change_pages(file, 0x02, 0, key_size, [](uint8_t* p, size_t keys) {
     for (size_t i = 0; i < keys; ++i) {
       uint8_t* node = p + u16(p + 16 + 2 * i);
       node[0] = 0xFF, node[1] = 0xFF, node[2] = 0xFF, node[3] = 0x7F;
     }
-    ++changed;
-  }
-  spill(file, bytes);
-  return changed;
+  });
+}
+
+/// Opening (with the page check) refuses the store, with `phrase` in the error.
+void expect_refused(const std::string& path, const std::string& phrase) {
+  auto store = lmdb_store::open({.path = path});
+  ASSERT_FALSE(store);
+  EXPECT_EQ(code_of(store.error()), store_errc::corrupt_store);
+  EXPECT_NE(describe(store.error()).find(phrase), std::string::npos) << describe(store.error());
 }
 
 lmdb_options unchecked(const std::string& path) {
@@ -107,6 +117,16 @@ lmdb_options unchecked(const std::string& path) {
   opts.path = path;
   opts.check_pages = false;
   return opts;
+}
+
+/// 300 streams whose records run off the end of the file, opened without
+/// the page check.
+caf::expected<std::unique_ptr<lmdb_store>> open_inflated(const temp_dir& dir) {
+  auto path = (dir / "store").string();
+  fill(path, 300, 1, 120);
+  if (inflate_leaves(dir / "store/data.mdb", 120) == 0)
+    return make_error(store_errc::invalid_argument, "no leaf page of stream records");
+  return lmdb_store::open(unchecked(path));
 }
 
 TEST(damaged_pages, a_truncated_file_is_refused_by_every_store) {
@@ -146,10 +166,7 @@ TEST(damaged_pages, a_child_page_out_of_range_is_refused_at_open) {
   auto path = (dir / "store").string();
   fill(path, 300, 1, 120);
   ASSERT_GT(redirect_branches(dir / "store/data.mdb", 120, 1'000'000), 0) << "no branch page of stream records";
-  auto store = lmdb_store::open({.path = path});
-  ASSERT_FALSE(store);
-  EXPECT_EQ(code_of(store.error()), store_errc::corrupt_store);
-  EXPECT_NE(describe(store.error()).find("out of range"), std::string::npos) << describe(store.error());
+  expect_refused(path, "out of range");
 }
 
 TEST(damaged_pages, a_page_marked_dirty_is_refused_at_open) {
@@ -157,20 +174,9 @@ TEST(damaged_pages, a_page_marked_dirty_is_refused_at_open) {
   temp_dir dir;
   auto path = (dir / "store").string();
   fill(path, 50, 10, 16);
-  auto file = dir / "store/data.mdb";
-  auto bytes = slurp(file);
-  int marked = 0; // every leaf, in use or free: some are in use
-  for (size_t page = 2; (page + 1) * page_size <= bytes.size(); ++page)
-    if (uint8_t* p = bytes.data() + page * page_size; u16(p + 10) == 0x02 && p[0] + 256u * p[1] == (page & 0xFFFF)) {
-      p[10] |= 0x10;
-      ++marked;
-    }
-  ASSERT_GT(marked, 0);
-  spill(file, bytes);
-  auto store = lmdb_store::open({.path = path});
-  ASSERT_FALSE(store);
-  EXPECT_EQ(code_of(store.error()), store_errc::corrupt_store);
-  EXPECT_NE(describe(store.error()).find("flags"), std::string::npos) << describe(store.error());
+  // Every leaf, in use or free: some are in use.
+  ASSERT_GT(change_pages(dir / "store/data.mdb", 0x02, 0, any_key, [](uint8_t* p, size_t) { p[10] |= 0x10; }), 0);
+  expect_refused(path, "flags");
 }
 
 TEST(damaged_pages, an_entry_past_its_page_is_refused_at_open) {
@@ -178,20 +184,14 @@ TEST(damaged_pages, an_entry_past_its_page_is_refused_at_open) {
   auto path = (dir / "store").string();
   fill(path, 300, 1, 120);
   ASSERT_GT(inflate_leaves(dir / "store/data.mdb", 120), 0);
-  auto store = lmdb_store::open({.path = path});
-  ASSERT_FALSE(store);
-  EXPECT_EQ(code_of(store.error()), store_errc::corrupt_store);
-  EXPECT_NE(describe(store.error()).find("past the page"), std::string::npos) << describe(store.error());
+  expect_refused(path, "past the page");
 }
 
 TEST(damaged_pages, a_read_that_runs_off_the_file_fails_instead_of_crashing) {
   // With the check off, the stream records' values run off the end of the
   // file: SIGBUS, caught by the fault guard.
   temp_dir dir;
-  auto path = (dir / "store").string();
-  fill(path, 300, 1, 120);
-  ASSERT_GT(inflate_leaves(dir / "store/data.mdb", 120), 0);
-  auto store = lmdb_store::open(unchecked(path));
+  auto store = open_inflated(dir);
   ASSERT_TRUE(store) << describe(store.error());
   for (int s : {0, 7, 299}) {
     auto info = (*store)->stream_info(stream_id(s, 120));
@@ -206,10 +206,7 @@ TEST(damaged_pages, a_read_that_runs_off_the_file_fails_instead_of_crashing) {
 
 TEST(damaged_pages, a_write_through_a_bad_page_stops_the_writer_with_an_error) {
   temp_dir dir;
-  auto path = (dir / "store").string();
-  fill(path, 300, 1, 120);
-  ASSERT_GT(inflate_leaves(dir / "store/data.mdb", 120), 0);
-  auto store = lmdb_store::open(unchecked(path));
+  auto store = open_inflated(dir);
   ASSERT_TRUE(store) << describe(store.error());
   for (int attempt = 0; attempt < 3; ++attempt) {
     auto r = (*store)->append(stream_id(attempt, 120), expected_version::any(), {make_event(attempt)});
