@@ -261,24 +261,21 @@ struct lmdb_store::impl {
     return n;
   }
 
-  /// Group commit. Opens a write transaction and applies what is queued.
-  /// While the last commit ran, its callers could not queue their next
-  /// operation; so keep applying what they queue, as long as they keep
-  /// coming (no gap of 100 µs), until as many as last time have come, or
-  /// for 1 ms at most. One commit then carries them all instead of two
-  /// half-full ones, and their arrival overlaps with applying.
+  /// Group commit. Opens a write transaction and applies what is queued;
+  /// while the last commit ran, its callers could not queue their next
+  /// operation, so keep applying what they queue until about as many as last
+  /// time have arrived (or 300 µs passed) — one commit then carries them all
+  /// instead of two half-full ones, and their arrival overlaps with applying.
+  /// (Waiting for every last one, as long as they keep coming, makes bigger
+  /// groups but slower dispatch: measured, W1 durable -25%.)
   /// Commits on success (0); otherwise aborts and returns the LMDB code, with
   /// `batch` holding every operation taken.
   int collect_and_apply(std::vector<write_op>& batch, std::vector<caf::expected<append_result>>& results) {
     batch_ctx ctx;
     std::shared_lock lock{resize_mtx};
     int rc = begin_write(ctx, lock);
-    using clock = std::chrono::steady_clock;
-    constexpr auto gap = std::chrono::microseconds{100};
-    const size_t target = std::max<size_t>(1, std::min(last_batch_size, options.max_batch));
-    const auto last_call = clock::now() + std::chrono::milliseconds{1};
-    auto quiet = clock::now() + gap;
-    bool final_take = false;
+    const size_t target = std::max<size_t>(1, std::min(last_batch_size - last_batch_size / 8, options.max_batch));
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds{300};
     size_t applied = 0;
     for (;;) {
       take(batch, options.max_batch - batch.size());
@@ -287,20 +284,17 @@ struct lmdb_store::impl {
         rc = out.rc;
         results.push_back(std::move(out.result));
       }
-      if (rc != 0 || batch.size() >= target || final_take)
+      if (rc != 0 || batch.size() >= target)
         break;
       std::unique_lock qlock{queue_mtx};
       if (stopping)
         break; // what is still queued goes in the next transaction
       // Wake for a handful at a time, not for each arrival.
       wake_at = std::min<size_t>(16, target - batch.size());
-      queue_cv.wait_until(qlock, std::min(quiet, last_call), [&] { return stopping || queue.size() >= wake_at; });
+      bool more = queue_cv.wait_until(qlock, deadline, [&] { return stopping || queue.size() >= wake_at; });
       wake_at = 1;
-      if (queue.empty())
-        break; // a gap: everyone who was coming has come
-      auto now = clock::now();
-      quiet = now + gap;
-      final_take = now >= last_call;
+      if (!more && queue.empty())
+        break;
     }
     last_batch_size = batch.size();
     if (rc == 0)
