@@ -1,11 +1,22 @@
 #include "lmdb_guard.hpp"
 
+#include <csetjmp>
 #include <mutex>
 #include <vector>
 
 #include <signal.h>
 
 namespace sourcery::persistence::detail {
+
+/// One guarded LMDB call: where a fault inside it jumps back to.
+struct fault_guard {
+  sigjmp_buf jump;
+  fault_guard* outer;
+  fault_guard() noexcept;
+  ~fault_guard();
+  fault_guard(const fault_guard&) = delete;
+  fault_guard& operator=(const fault_guard&) = delete;
+};
 
 namespace {
 
@@ -92,5 +103,76 @@ fault_guard::fault_guard() noexcept : outer(innermost) {
 fault_guard::~fault_guard() {
   innermost = outer;
 }
+
+namespace {
+
+/// Runs `call` (an LMDB call returning its code) under a fault_guard.
+template <class Call>
+int guarded(const Call& call) noexcept {
+  fault_guard guard;
+  if (sigsetjmp(guard.jump, 0) != 0)
+    return MDB_CORRUPTED;
+  return call();
+}
+
+void touch(const MDB_val& v) noexcept {
+  auto p = static_cast<const volatile uint8_t*>(v.mv_data);
+  for (size_t off = 0; off < v.mv_size; off += 4096)
+    (void)p[off];
+  if (v.mv_size > 0)
+    (void)p[v.mv_size - 1];
+}
+
+} // namespace
+
+namespace safe {
+
+int get(MDB_txn* txn, MDB_dbi dbi, MDB_val* key, MDB_val* data) noexcept {
+  return guarded([&] {
+    int rc = mdb_get(txn, dbi, key, data);
+    if (rc == 0)
+      touch(*data);
+    return rc;
+  });
+}
+
+int cursor_get(MDB_cursor* cur, MDB_val* key, MDB_val* data, MDB_cursor_op op) noexcept {
+  return guarded([&] {
+    int rc = mdb_cursor_get(cur, key, data, op);
+    if (rc == 0) {
+      if (key != nullptr)
+        touch(*key);
+      if (data != nullptr)
+        touch(*data);
+    }
+    return rc;
+  });
+}
+
+int put(MDB_txn* txn, MDB_dbi dbi, MDB_val* key, MDB_val* data, unsigned flags) noexcept {
+  return guarded([&] { return mdb_put(txn, dbi, key, data, flags); });
+}
+
+int del(MDB_txn* txn, MDB_dbi dbi, MDB_val* key, MDB_val* data) noexcept {
+  return guarded([&] { return mdb_del(txn, dbi, key, data); });
+}
+
+int cursor_del(MDB_cursor* cur, unsigned flags) noexcept {
+  return guarded([&] { return mdb_cursor_del(cur, flags); });
+}
+
+int stat(MDB_txn* txn, MDB_dbi dbi, MDB_stat* st) noexcept {
+  return guarded([&] { return mdb_stat(txn, dbi, st); });
+}
+
+int dbi_open(MDB_txn* txn, const char* name, unsigned flags, MDB_dbi* dbi) noexcept {
+  return guarded([&] { return mdb_dbi_open(txn, name, flags, dbi); });
+}
+
+int txn_commit(MDB_txn* txn) noexcept {
+  return guarded([&] { return mdb_txn_commit(txn); });
+}
+
+} // namespace safe
 
 } // namespace sourcery::persistence::detail
