@@ -74,6 +74,7 @@ public:
 
   /// The free list's entries: each is a count and that many page numbers.
   void check_free_lists() {
+    tree_ = &free_list_;
     for (auto& [pgno, ids] : free_lists_) {
       if (!problem.empty())
         return;
@@ -98,6 +99,7 @@ private:
   uint64_t last_;
   std::vector<bool> seen_;
   const tree* tree_ = nullptr;
+  const tree free_list_{"(free list)"};
   int leaf_depth_ = -1;
   std::vector<std::pair<uint64_t, std::vector<uint8_t>>> free_lists_;
 
@@ -216,60 +218,65 @@ private:
 
 } // namespace
 
-caf::error check_pages(MDB_env* env, std::string_view what) {
-  auto fail = [&](const std::string& why) {
-    return make_error(store_errc::corrupt_store, std::string{what} + ": " + why);
-  };
+std::string find_damaged_page(MDB_env* env, MDB_txn* txn, bool& raced) {
+  raced = false;
   MDB_stat st;
   mdb_filehandle_t fd;
   if (int rc = mdb_env_stat(env, &st); rc != 0)
-    return mdb_error(rc, std::string{what} + ": read its page size");
+    return std::string{"cannot read its page size: "} + mdb_strerror(rc);
   if (int rc = mdb_env_get_fd(env, &fd); rc != 0)
-    return mdb_error(rc, std::string{what} + ": find its data file");
+    return std::string{"cannot find its data file: "} + mdb_strerror(rc);
   const size_t psize = st.ms_psize;
-  // Pin a snapshot, and find the meta page that describes it: the two meta
-  // pages alternate, so another process's commits can overwrite ours only
-  // two commits later; read it again if that raced.
+  // The meta page that describes the snapshot: the two meta pages
+  // alternate, so another process's commits overwrite it only two commits
+  // after the snapshot began.
+  uint64_t txnid = mdb_txn_id(txn);
+  std::vector<uint8_t> metas(2 * psize);
+  if (::pread(fd, metas.data(), metas.size(), 0) != static_cast<ssize_t>(metas.size()))
+    return "cannot read its meta pages";
+  const uint8_t* meta = nullptr;
+  for (int m = 0; m < 2; ++m) {
+    const uint8_t* candidate = metas.data() + m * psize + page_header;
+    if (u32(candidate) == meta_magic && u64(candidate + 24 + 2 * db_record + 8) == txnid)
+      meta = candidate;
+  }
+  if (meta == nullptr) {
+    raced = true;
+    return {};
+  }
+  uint64_t last_pgno = u64(meta + 24 + 2 * db_record);
+  struct stat file;
+  if (::fstat(fd, &file) != 0)
+    return std::string{"cannot stat data.mdb: "} + std::strerror(errno);
+  if (static_cast<uint64_t>(file.st_size) < (last_pgno + 1) * psize)
+    return "data.mdb is truncated: " + std::to_string(file.st_size) + " bytes, where its "
+           + std::to_string(last_pgno + 1) + " pages in use need " + std::to_string((last_pgno + 1) * psize);
+  walker w{fd, psize, last_pgno};
+  std::vector<tree> trees{tree_of("(free list)", meta + 24), tree_of("(main)", meta + 24 + db_record)};
+  for (size_t i = 0; i < trees.size() && w.problem.empty(); ++i) {
+    tree t = trees[i]; // walk may grow `trees`
+    w.walk(t, trees);
+  }
+  if (w.problem.empty())
+    w.check_free_lists();
+  return w.problem;
+}
+
+caf::error check_pages(MDB_env* env, std::string_view what) {
   for (int attempt = 0; attempt < 8; ++attempt) {
     MDB_txn* txn = nullptr;
     if (int rc = begin_at_open(env, MDB_RDONLY, &txn); rc != 0)
       return mdb_error(rc, std::string{what} + ": begin a read transaction");
-    struct end_txn {
-      MDB_txn* t;
-      ~end_txn() { mdb_txn_abort(t); }
-    } guard{txn};
-    uint64_t txnid = mdb_txn_id(txn);
-    std::vector<uint8_t> metas(2 * psize);
-    if (::pread(fd, metas.data(), metas.size(), 0) != static_cast<ssize_t>(metas.size()))
-      return fail("cannot read its meta pages");
-    const uint8_t* meta = nullptr;
-    for (int m = 0; m < 2; ++m) {
-      const uint8_t* candidate = metas.data() + m * psize + page_header;
-      if (u32(candidate) == meta_magic && u64(candidate + 24 + 2 * db_record + 8) == txnid)
-        meta = candidate;
-    }
-    if (meta == nullptr)
-      continue; // raced with two commits of another process
-    uint64_t last_pgno = u64(meta + 24 + 2 * db_record);
-    struct stat file;
-    if (::fstat(fd, &file) != 0)
-      return fail(std::string{"stat data.mdb: "} + std::strerror(errno));
-    if (static_cast<uint64_t>(file.st_size) < (last_pgno + 1) * psize)
-      return fail("data.mdb is truncated: " + std::to_string(file.st_size) + " bytes, where its "
-                  + std::to_string(last_pgno + 1) + " pages in use need " + std::to_string((last_pgno + 1) * psize));
-    walker w{fd, psize, last_pgno};
-    std::vector<tree> trees{tree_of("(free list)", meta + 24), tree_of("(main)", meta + 24 + db_record)};
-    for (size_t i = 0; i < trees.size() && w.problem.empty(); ++i) {
-      tree t = trees[i]; // walk may grow `trees`
-      w.walk(t, trees);
-    }
-    if (w.problem.empty())
-      w.check_free_lists();
-    if (!w.problem.empty())
-      return fail("damaged: " + w.problem);
+    bool raced = false;
+    auto problem = find_damaged_page(env, txn, raced);
+    mdb_txn_abort(txn);
+    if (raced)
+      continue;
+    if (!problem.empty())
+      return make_error(store_errc::corrupt_store, std::string{what} + ": damaged: " + problem);
     return {};
   }
-  return fail("its meta pages keep changing under the check");
+  return make_error(store_errc::io_error, std::string{what} + ": its meta pages keep changing under the page check");
 }
 
 } // namespace sourcery::persistence::detail

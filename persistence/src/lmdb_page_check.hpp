@@ -1,5 +1,6 @@
 #pragma once
 
+#include <string>
 #include <string_view>
 
 #include <caf/error.hpp>
@@ -21,5 +22,10 @@ namespace sourcery::persistence::detail {
 /// A read transaction pins the snapshot walked, so another process may write
 /// meanwhile. Call right after mdb_env_open. Cost: one pread per page in use.
 caf::error check_pages(MDB_env* env, std::string_view what);
+
+/// The same walk over the snapshot `txn` (a live read transaction) reads:
+/// what is damaged, or "" if nothing is. `raced`: another process committed
+/// twice since `txn` began, so its meta page is gone and nothing was checked.
+std::string find_damaged_page(MDB_env* env, MDB_txn* txn, bool& raced);
 
 } // namespace sourcery::persistence::detail

@@ -2,6 +2,7 @@
 
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 
@@ -281,6 +282,43 @@ TEST_P(cli_verify, reports_the_damage_of_a_copy_and_fails_without_writing) {
 
 INSTANTIATE_TEST_SUITE_P(kinds, cli_verify, ::testing::ValuesIn(sourcery::testing::damages()),
                          [](const auto& info) { return std::string{info.param.name}; });
+
+TEST(cli_pages, verify_reports_a_damaged_page_and_other_commands_refuse_the_store) {
+  sourcery::testing::temp_dir dir;
+  auto path = (dir / "store").string();
+  sourcery::testing::fill(path);
+  {
+    // Every page whose header names itself now names another: the trees'
+    // own pages among them.
+    std::fstream f{path + "/data.mdb", std::ios::in | std::ios::out | std::ios::binary};
+    std::string bytes{std::istreambuf_iterator<char>{f}, {}};
+    for (size_t page = 2; (page + 1) * 4096 <= bytes.size(); ++page) {
+      uint64_t named = 0;
+      std::memcpy(&named, bytes.data() + page * 4096, 8);
+      if (named == page) {
+        uint64_t other = page + 1'000'000;
+        std::memcpy(bytes.data() + page * 4096, &other, 8);
+      }
+    }
+    f.seekp(0);
+    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  }
+  child_process p{SOURCERY_CLI_PATH, {"verify", "--data-dir", path, "--json"}, (dir / "stderr").string()};
+  auto out = p.read_all();
+  EXPECT_EQ(p.wait(), 1) << out;
+  auto j = json::parse(out);
+  EXPECT_EQ(j["ok"], false);
+  ASSERT_EQ(j["problems"].size(), 1u) << out;
+  EXPECT_EQ(j["problems"][0]["kind"], "damaged_page");
+  EXPECT_NE(j["problems"][0]["message"].get<std::string>().find("its header names page"), std::string::npos) << out;
+  child_process stats{SOURCERY_CLI_PATH, {"stats", "--data-dir", path}, (dir / "stderr").string()};
+  stats.read_all();
+  EXPECT_EQ(stats.wait(), 1);
+  std::ifstream err{(dir / "stderr").string()};
+  std::string errors{std::istreambuf_iterator<char>{err}, {}};
+  EXPECT_NE(errors.find("corrupt_store"), std::string::npos) << errors;
+  EXPECT_NE(errors.find("damaged: page"), std::string::npos) << errors;
+}
 
 // -- export, import ------------------------------------------------------------------
 

@@ -234,11 +234,12 @@ int failure(const context& ctx, const std::string& what) {
   return 1;
 }
 
-std::unique_ptr<persistence::lmdb_store> open_read_only(const context& ctx) {
+std::unique_ptr<persistence::lmdb_store> open_read_only(const context& ctx, bool check_pages) {
   // A missing directory was refused as a usage error by `parse`.
   persistence::lmdb_options lo;
   lo.path = ctx.opts.data_dir;
   lo.read_only = true;
+  lo.check_pages = check_pages;
   auto store = persistence::lmdb_store::open(lo);
   if (!store) {
     store_failure(ctx, "cannot open " + ctx.opts.data_dir, store.error());

@@ -44,7 +44,9 @@ int failure(const context& ctx, const std::string& what);
 
 /// The store at `--data-dir`, opened read-only: a running application
 /// writing it is not disturbed. Null after reporting why on stderr.
-std::unique_ptr<persistence::lmdb_store> open_read_only(const context& ctx);
+/// `check_pages`: refuse a store with a damaged page at open (every command
+/// but `verify`, which reports it as a problem instead).
+std::unique_ptr<persistence::lmdb_store> open_read_only(const context& ctx, bool check_pages = true);
 
 // The commands: each returns the exit status.
 int run_read(const context& ctx);

@@ -122,7 +122,9 @@ int run_stats(const context& ctx) {
 }
 
 int run_verify(const context& ctx) {
-  auto store = open_read_only(ctx);
+  // Opened without the page check, so that damaged pages are reported as
+  // problems of the store (its reads are guarded against faults meanwhile).
+  auto store = open_read_only(ctx, false);
   if (!store)
     return 1;
   progress_meter meter{"verify", "events"};

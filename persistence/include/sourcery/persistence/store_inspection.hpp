@@ -32,6 +32,9 @@ struct store_usage {
 };
 
 /// One thing `verify` found wrong. `kind` is stable, for scripts:
+///   damaged_page       an LMDB page is damaged (bounds, flags, a page out of
+///                      range or reached twice, the free list); the other
+///                      checks, which read through those pages, are not run
 ///   lmdb               LMDB itself reported damage (a pass stopped there)
 ///   log_gap            positions missing from `$all`
 ///   bad_record         an event record that does not decode (checksum, layout)
