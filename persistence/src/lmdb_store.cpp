@@ -117,7 +117,9 @@ struct lmdb_store::impl {
       detail::retain_abandoned(env);
     else if (env != nullptr)
       mdb_env_close(env);
-    if (!canonical_path.empty()) {
+    // An abandoned environment stays open: opening its path again in this
+    // process would be a second environment on one file, which LMDB forbids.
+    if (!canonical_path.empty() && !abandoned) {
       std::lock_guard guard{open_paths_mtx};
       open_paths.erase(canonical_path);
     }

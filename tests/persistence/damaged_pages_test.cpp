@@ -220,6 +220,9 @@ TEST(damaged_pages, a_write_through_a_bad_page_stops_the_writer_with_an_error) {
   ASSERT_TRUE(all);
   EXPECT_EQ(all->size(), 300u) << "nothing was added";
   store->reset(); // closing after an abandoned write must not crash either
+  auto again = lmdb_store::open(unchecked((dir / "store").string()));
+  ASSERT_FALSE(again) << "its environment is still open in this process";
+  EXPECT_EQ(code_of(again.error()), store_errc::invalid_argument);
 }
 
 TEST(damaged_pages, random_damage_never_crashes_a_store) {
