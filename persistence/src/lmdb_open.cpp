@@ -7,10 +7,16 @@
 #include <sys/stat.h>
 
 #include "lmdb_error.hpp"
+#include "lmdb_guard.hpp"
+#include "lmdb_page_check.hpp"
 #include "sourcery/persistence/error.hpp"
 
 namespace sourcery::persistence::detail {
 
+namespace {
+
+/// A data file shorter than the pages its newest meta page says are in use
+/// (a truncated copy, a cut-off restore).
 caf::error check_not_truncated(MDB_env* env, std::string_view what) {
   MDB_envinfo info;
   MDB_stat st;
@@ -31,6 +37,23 @@ caf::error check_not_truncated(MDB_env* env, std::string_view what) {
                       std::string{what} + ": data.mdb is truncated: " + std::to_string(size) + " bytes, where its "
                         + std::to_string(info.me_last_pgno + 1) + " pages in use need " + std::to_string(needed));
   return {};
+}
+
+} // namespace
+
+caf::error open_env(MDB_env* env, const std::string& path, bool read_only, durability mode, bool check_pages,
+                    const std::string& what) {
+  unsigned flags = MDB_NOTLS;
+  if (read_only)
+    flags |= MDB_RDONLY;
+  if (mode == durability::no_meta_sync)
+    flags |= MDB_NOMETASYNC;
+  else if (mode == durability::no_sync)
+    flags |= MDB_NOSYNC;
+  if (int rc = mdb_env_open(env, path.c_str(), flags, 0644); rc != 0)
+    return mdb_error(rc, what);
+  guard_assertions(env);
+  return check_pages ? detail::check_pages(env, what) : check_not_truncated(env, what);
 }
 
 int begin_at_open(MDB_env* env, unsigned flags, MDB_txn** txn) noexcept {

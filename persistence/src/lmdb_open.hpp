@@ -1,18 +1,23 @@
 #pragma once
 
-#include <string_view>
+#include <string>
 
 #include <caf/error.hpp>
 #include <lmdb.h>
 
+#include "sourcery/persistence/lmdb_store.hpp"
+
 namespace sourcery::persistence::detail {
 
-/// Refuses an environment whose data file is shorter than the pages its
-/// newest meta page says are in use (a truncated copy, a cut-off restore).
-/// LMDB maps the file, so touching a page past its end would kill the
-/// process with SIGBUS; this turns that into a corrupt_store error. Call it
-/// right after mdb_env_open, before any transaction.
-caf::error check_not_truncated(MDB_env* env, std::string_view what);
+/// Opens `env` (created and sized by the caller) at `path`: MDB_NOTLS, read
+/// only or not, the flags of `mode`. Then makes LMDB's assertions jump back
+/// to a fault guard (lmdb_guard.hpp) and refuses a damaged file with
+/// corrupt_store before any use: every page in use when `check_pages`
+/// (lmdb_page_check.hpp), else only a file shorter than its pages in use
+/// (touching a page past the end of a mapped file is SIGBUS). `what` starts
+/// every error message.
+caf::error open_env(MDB_env* env, const std::string& path, bool read_only, durability mode, bool check_pages,
+                    const std::string& what);
 
 /// mdb_txn_begin while opening (no other transaction of this environment
 /// is live): when another process has grown the map since, adopt its size

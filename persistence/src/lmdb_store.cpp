@@ -26,7 +26,6 @@
 #include "lmdb_layout.hpp"
 #include "lmdb_error.hpp"
 #include "lmdb_guard.hpp"
-#include "lmdb_page_check.hpp"
 #include "lmdb_open.hpp"
 #include "lmdb_read_txn.hpp"
 #include "record_codec.hpp"
@@ -806,22 +805,9 @@ caf::expected<std::unique_ptr<lmdb_store>> lmdb_store::open(lmdb_options options
   mdb_env_set_maxdbs(st->env, 8);
   mdb_env_set_maxreaders(st->env, 1024);
   mdb_env_set_mapsize(st->env, options.initial_map_size);
-  unsigned flags = MDB_NOTLS;
-  if (options.read_only)
-    flags |= MDB_RDONLY;
-  if (options.mode == durability::no_meta_sync)
-    flags |= MDB_NOMETASYNC;
-  else if (options.mode == durability::no_sync)
-    flags |= MDB_NOSYNC;
-  rc = mdb_env_open(st->env, dir.c_str(), flags, 0644);
-  if (rc != 0)
-    return mdb_error(rc, "open " + options.path);
-  detail::guard_assertions(st->env);
-  if (auto err = detail::check_not_truncated(st->env, "open " + options.path))
+  if (auto err = detail::open_env(st->env, dir.string(), options.read_only, options.mode, options.check_pages,
+                                  "open " + options.path))
     return err;
-  if (options.check_pages)
-    if (auto err = detail::check_pages(st->env, "open " + options.path))
-      return err;
 
   // Check the format marker; create the databases in a new store.
   MDB_txn* txn = nullptr;

@@ -11,7 +11,6 @@
 #include "big_endian.hpp"
 #include "lmdb_error.hpp"
 #include "lmdb_guard.hpp"
-#include "lmdb_page_check.hpp"
 #include "lmdb_open.hpp"
 #include "lmdb_read_txn.hpp"
 
@@ -132,21 +131,9 @@ caf::expected<std::unique_ptr<projection_store>> projection_store::open(projecti
     return mdb_error(rc, "create environment");
   mdb_env_set_maxdbs(p->env, 4);
   mdb_env_set_mapsize(p->env, options.initial_map_size);
-  unsigned flags = MDB_NOTLS;
-  if (options.read_only)
-    flags |= MDB_RDONLY;
-  if (options.mode == durability::no_meta_sync)
-    flags |= MDB_NOMETASYNC;
-  else if (options.mode == durability::no_sync)
-    flags |= MDB_NOSYNC;
-  if (int rc = mdb_env_open(p->env, options.path.c_str(), flags, 0644); rc != 0)
-    return mdb_error(rc, "open read models at " + options.path);
-  detail::guard_assertions(p->env);
-  if (auto err = detail::check_not_truncated(p->env, "open read models at " + options.path))
+  if (auto err = detail::open_env(p->env, options.path, options.read_only, options.mode, options.check_pages,
+                                  "open read models at " + options.path))
     return err;
-  if (options.check_pages)
-    if (auto err = detail::check_pages(p->env, "open read models at " + options.path))
-      return err;
   MDB_txn* txn = nullptr;
   if (int rc = detail::begin_at_open(p->env, options.read_only ? MDB_RDONLY : 0, &txn); rc != 0)
     return mdb_error(rc, "begin");
