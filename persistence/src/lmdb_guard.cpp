@@ -45,11 +45,16 @@ void pass_on(int sig, siginfo_t* info, void* context) {
   sigaction(sig, &dfl, nullptr);
 }
 
-void on_fault(int sig, siginfo_t* info, void* context) {
+/// Inside a guarded call, jumps back to it (and does not return).
+void jump_back_if_guarded() {
   if (fault_guard* guard = innermost) {
     ++caught;
     siglongjmp(guard->jump, 1);
   }
+}
+
+void on_fault(int sig, siginfo_t* info, void* context) {
+  jump_back_if_guarded();
   pass_on(sig, info, context);
 }
 
@@ -65,10 +70,7 @@ void install_handlers() {
 }
 
 void on_assert(MDB_env*, const char*) {
-  if (fault_guard* guard = innermost) {
-    ++caught;
-    siglongjmp(guard->jump, 1);
-  }
+  jump_back_if_guarded(); // outside a guard LMDB aborts, as before
 }
 
 } // namespace
