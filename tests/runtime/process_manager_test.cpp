@@ -3,6 +3,7 @@
 // finishes after its restart, passivation, and the error policy.
 
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -242,13 +243,22 @@ TEST(process_errors, a_failing_command_is_retried_then_stops_the_process_manager
   ASSERT_TRUE((*status)->stopped());
   EXPECT_NE(describe_error((*status)->stopped()).find("no route"), std::string::npos)
     << describe_error((*status)->stopped());
-  auto kids = (*app)->root().which_children();
-  ASSERT_TRUE(kids);
-  for (auto& k : *kids) {
-    if (k.id == "process:test.lost") {
-      EXPECT_EQ(k.actor, nullptr) << "stopped for good, not restarted";
-    }
-  }
+  // The status says stopped before the actor has exited and its supervisor
+  // has heard of it: wait for the supervisor to see it gone.
+  auto child = [&]() -> std::optional<supervision::child_info> {
+    auto kids = (*app)->root().which_children();
+    if (kids)
+      for (auto& k : *kids)
+        if (k.id == "process:test.lost")
+          return k;
+    return std::nullopt;
+  };
+  for (int i = 0; i < 400 && child() && child()->actor; ++i)
+    std::this_thread::sleep_for(5ms);
+  auto lost = child();
+  ASSERT_TRUE(lost);
+  EXPECT_EQ(lost->actor, nullptr) << "stopped for good";
+  EXPECT_EQ(lost->restarts, 0u) << "not restarted";
 }
 
 } // namespace
