@@ -8,7 +8,6 @@
 #include <deque>
 #include <filesystem>
 #include <future>
-#include <set>
 #include <shared_mutex>
 #include <thread>
 #include <unordered_map>
@@ -27,6 +26,7 @@
 #include "lmdb_error.hpp"
 #include "lmdb_guard.hpp"
 #include "lmdb_open.hpp"
+#include "lmdb_path_claim.hpp"
 #include "lmdb_read_txn.hpp"
 #include "record_codec.hpp"
 
@@ -50,10 +50,6 @@ int64_t now_micros() {
   using namespace std::chrono;
   return duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
 }
-
-/// Paths open in this process: LMDB forbids opening one environment twice.
-std::mutex open_paths_mtx;
-std::set<std::string> open_paths;
 
 // -- queued writes --------------------------------------------------------------
 
@@ -83,7 +79,7 @@ struct op_outcome {
 
 struct lmdb_store::impl {
   lmdb_options options;
-  std::string canonical_path;
+  detail::path_claim claim; // this directory, for this process; released once the environment is closed
   MDB_env* env = nullptr;
   MDB_dbi events = 0, stream_index = 0, streams = 0, snapshots = 0, checkpoints = 0, meta = 0;
 
@@ -118,10 +114,8 @@ struct lmdb_store::impl {
       mdb_env_close(env);
     // An abandoned environment stays open: opening its path again in this
     // process would be a second environment on one file, which LMDB forbids.
-    if (!canonical_path.empty() && !abandoned) {
-      std::lock_guard guard{open_paths_mtx};
-      open_paths.erase(canonical_path);
-    }
+    if (abandoned)
+      claim.keep_forever();
   }
 
   // -- read transactions --------------------------------------------------------
@@ -722,12 +716,12 @@ struct lmdb_store::impl {
   bool out_of_space() const {
     constexpr uint64_t margin = uint64_t{64} << 20;
     struct statvfs fs;
-    if (::statvfs(canonical_path.c_str(), &fs) == 0
+    if (::statvfs(claim.path().c_str(), &fs) == 0
         && static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize < margin)
       return true;
     struct rlimit limit;
     struct stat st;
-    auto file = canonical_path + "/data.mdb";
+    auto file = claim.path() + "/data.mdb";
     return ::getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY
            && ::stat(file.c_str(), &st) == 0 && static_cast<uint64_t>(st.st_size) + margin > limit.rlim_cur;
   }
@@ -787,16 +781,10 @@ caf::expected<std::unique_ptr<lmdb_store>> lmdb_store::open(lmdb_options options
   if (auto err = check_directory(dir))
     return err;
   auto st = std::make_unique<impl>();
-  {
-    std::error_code ec;
-    st->canonical_path = fs::canonical(dir, ec).string();
-    std::lock_guard guard{open_paths_mtx};
-    if (!open_paths.insert(st->canonical_path).second) {
-      st->canonical_path.clear();
-      return make_error(store_errc::invalid_argument,
-                        options.path + " is already open in this process; share that store instead");
-    }
-  }
+  auto claim = detail::path_claim::take(dir.string(), "open " + options.path);
+  if (!claim)
+    return claim.error();
+  st->claim = std::move(*claim);
   int rc = mdb_env_create(&st->env);
   if (rc != 0) {
     st->env = nullptr;

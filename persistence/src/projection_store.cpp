@@ -12,6 +12,7 @@
 #include "lmdb_error.hpp"
 #include "lmdb_guard.hpp"
 #include "lmdb_open.hpp"
+#include "lmdb_path_claim.hpp"
 #include "lmdb_read_txn.hpp"
 
 namespace sourcery::persistence {
@@ -68,6 +69,7 @@ int for_prefix(MDB_txn* txn, MDB_dbi dbi, const std::string& prefix, F&& f) {
 } // namespace
 
 struct projection_store::impl {
+  detail::path_claim claim; // this directory, for this process; released once the environment is closed
   MDB_env* env = nullptr;
   MDB_dbi rows = 0, checkpoints = 0;
   std::mutex write_mtx;             // one writer at a time
@@ -83,6 +85,8 @@ struct projection_store::impl {
       detail::retain_abandoned(env);
     else if (env != nullptr)
       mdb_env_close(env);
+    if (abandoned)
+      claim.keep_forever();
   }
 
   /// Ends a write transaction that failed; one that faulted is abandoned.
@@ -127,6 +131,10 @@ caf::expected<std::unique_ptr<projection_store>> projection_store::open(projecti
   if (ec)
     return make_error(store_errc::io_error, "cannot create " + options.path + ": " + ec.message());
   auto p = std::make_unique<impl>();
+  auto claim = detail::path_claim::take(options.path, "open read models at " + options.path);
+  if (!claim)
+    return claim.error();
+  p->claim = std::move(*claim);
   if (int rc = mdb_env_create(&p->env); rc != 0)
     return mdb_error(rc, "create environment");
   mdb_env_set_maxdbs(p->env, 4);

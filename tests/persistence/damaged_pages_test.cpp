@@ -223,6 +223,8 @@ TEST(damaged_pages, a_write_through_a_bad_page_stops_the_writer_with_an_error) {
   auto again = lmdb_store::open(unchecked((dir / "store").string()));
   ASSERT_FALSE(again) << "its environment is still open in this process";
   EXPECT_EQ(code_of(again.error()), store_errc::invalid_argument);
+  EXPECT_NE(describe(again.error()).find("after a fault on a damaged page"), std::string::npos)
+    << describe(again.error());
 }
 
 TEST(damaged_pages, random_damage_never_crashes_a_store) {

@@ -22,6 +22,7 @@
 #include "sourcery/persistence/event_registry.hpp"
 #include "sourcery/persistence/lmdb_store.hpp"
 #include "sourcery/persistence/memory_store.hpp"
+#include "sourcery/persistence/projection_store.hpp"
 #include "test_events.hpp"
 
 using namespace sourcery::persistence;
@@ -413,8 +414,32 @@ TEST(lmdb_store, one_store_per_path_per_process) {
   auto second = lmdb_store::open({.path = path});
   ASSERT_FALSE(second);
   EXPECT_EQ(code_of(second.error()), store_errc::invalid_argument);
+  auto respelled = lmdb_store::open({.path = dir.str() + "/./store/"});
+  ASSERT_FALSE(respelled) << "another spelling of the same directory";
+  EXPECT_NE(describe(respelled.error()).find("already open in this process"), std::string::npos)
+    << describe(respelled.error());
   first.reset();
   EXPECT_TRUE(lmdb_store::open({.path = path}));
+}
+
+TEST(projection_store, one_store_per_path_per_process) {
+  temp_dir dir;
+  auto path = (dir / "models").string();
+  auto first = projection_store::open({.path = path});
+  ASSERT_TRUE(first);
+  auto second = projection_store::open({.path = path});
+  ASSERT_FALSE(second) << "a second environment on one file would drop the first one's locks when closed";
+  EXPECT_EQ(code_of(second.error()), store_errc::invalid_argument);
+  ASSERT_FALSE((*first)->write("m", 1, [](projection_store::writer& w) -> caf::error {
+    w.put("t", "k", "v");
+    return {};
+  }));
+  first->reset();
+  auto again = projection_store::open({.path = path});
+  ASSERT_TRUE(again) << describe(again.error());
+  auto v = (*again)->get("m", "t", "k");
+  ASSERT_TRUE(v && *v);
+  EXPECT_EQ(**v, "v");
 }
 
 TEST(lmdb_store, read_only_reads_and_refuses_writes) {
