@@ -4,7 +4,9 @@
 #include <cstddef>
 #include <malloc.h>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
+#include <string_view>
 
 // tcmalloc's C API, when the program is linked with it (see cmake/Allocator.cmake).
 extern "C" int MallocExtension_GetNumericProperty(const char* property, size_t* value) __attribute__((weak));
@@ -26,6 +28,12 @@ inline void report(const std::string& suite, const std::string& name, double val
   std::printf("{\"suite\":\"%s\",\"name\":\"%s\",\"value\":%.3f,\"unit\":\"%s\"}\n", suite.c_str(),
               name.c_str(), value, unit.c_str());
   std::fflush(stdout);
+}
+
+/// Whether BENCH_ONLY (one workload's name, for profiling) leaves `workload` to run.
+inline bool wanted(std::string_view workload) {
+  const char* only = std::getenv("BENCH_ONLY");
+  return only == nullptr || workload == only;
 }
 
 inline double seconds_since(std::chrono::steady_clock::time_point start) {

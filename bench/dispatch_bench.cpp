@@ -119,16 +119,18 @@ int run_dispatch_suite(const options& opts) {
   fs::remove_all(root);
   fs::create_directories(root);
   const int commands = static_cast<int>(100'000 * opts.scale);
-  {
-    auto app = start_app("", true);
-    w1("w1_memory_16", *app, 16, commands);
-  }
-  {
+  if (wanted("w1")) {
+    {
+      auto app = start_app("", true);
+      w1("w1_memory_16", *app, 16, commands);
+    }
     auto app = start_app((root / "w1").string(), false);
     w1("w1_durable_256", *app, 256, commands);
   }
-  w4((root / "w4").string());
-  w5((root / "w5").string(), static_cast<int>(100'000 * opts.scale));
+  if (wanted("w4"))
+    w4((root / "w4").string());
+  if (wanted("w5"))
+    w5((root / "w5").string(), static_cast<int>(100'000 * opts.scale));
   fs::remove_all(root);
   return 0;
 }

@@ -123,8 +123,6 @@ int run_handlers_suite(const options& opts) {
   fs::path root = fs::path{opts.dir} / ("handlers-" + std::to_string(::getpid()));
   fs::remove_all(root);
   fs::create_directories(root);
-  const char* only = std::getenv("BENCH_ONLY");
-  auto wanted = [only](const char* name) { return only == nullptr || std::string_view{only} == name; };
   if (wanted("w2"))
     w2(static_cast<int>(100'000 * opts.scale));
   if (wanted("w3"))

@@ -1,7 +1,8 @@
 // sourcery-bench SUITE [--dir DIR] [--scale X]
 // Prints one JSON object per line: {"suite","name","value","unit"}.
-// BENCH_ONLY=w2|w3|catchup runs one workload of the handlers suite, and
-// BENCH_ONLY=append_1|append_16|append_256 one of the store's (for profiling);
+// BENCH_ONLY=NAME runs one workload alone, for profiling: append_1, append_16 or
+// append_256 (or reads) of the store suite, w1, w4 or w5 of the dispatch suite, w2, w3 or
+// catchup of the handlers suite;
 // BENCH_NOSYNC=1 runs the store suite without flushes, to see its CPU path alone.
 
 #include <cstring>

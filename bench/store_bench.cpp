@@ -184,10 +184,6 @@ int run_store_suite(const options& opts) {
   // median: the ratio between them is what the figures are for.
   const int rounds = 5;
   // BENCH_ONLY=append_256 (or _1, _16) runs those appenders alone, for profiling.
-  const char* only = std::getenv("BENCH_ONLY");
-  auto wanted = [only](int appenders) {
-    return only == nullptr || std::string_view{only} == "append_" + std::to_string(appenders);
-  };
   std::vector<double> ceiling, ceiling_256;
   std::map<int, std::vector<double>> rates, per_commit;
   const size_t raw_events = static_cast<size_t>(40'000 * opts.scale) / 1000 * 1000 + 1000;
@@ -196,7 +192,7 @@ int run_store_suite(const options& opts) {
     // What 256 one-event appenders could reach at best: 256 puts per commit.
     ceiling_256.push_back(raw_lmdb_ceiling(root / ("raw256-" + std::to_string(round)), raw_events / 1000 * 256, 256));
     for (int appenders : {1, 16, 256}) {
-      if (!wanted(appenders))
+      if (!wanted("append_" + std::to_string(appenders)))
         continue;
       double pc = 0;
       rates[appenders].push_back(durable_appends(**store, "round" + std::to_string(round), appenders, ms(appenders == 1 ? 300 : 600), pc));
@@ -217,7 +213,7 @@ int run_store_suite(const options& opts) {
     report(suite, "append_durable_256_vs_ceiling", median(r256->second) / median(ceiling), "ratio");
     report(suite, "append_durable_256_vs_raw_256", median(r256->second) / median(ceiling_256), "ratio");
   }
-  if (only != nullptr) { // profiling one workload: no reads
+  if (!wanted("reads")) { // profiling one workload of appends
     store->reset();
     fs::remove_all(root);
     return 0;
