@@ -4,6 +4,7 @@
 #include <fstream>
 #include <future>
 #include <random>
+#include <set>
 #include <thread>
 
 #include <signal.h>
@@ -358,6 +359,37 @@ uint32_t crc32c(const std::vector<uint8_t>& data, size_t n) {
       c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
   }
   return c ^ 0xFFFFFFFFu;
+}
+
+TEST(lmdb_store, every_record_ends_with_its_crc32c) {
+  // The on-disk format: a record's last four bytes are the CRC-32C of the
+  // rest, little-endian, whichever implementation the machine runs (the
+  // CPU's instruction or the tables). Records of every length modulo 8.
+  temp_dir dir;
+  auto path = (dir / "store").string();
+  constexpr uint64_t count = 64;
+  {
+    auto store = open_store(path);
+    for (uint64_t i = 0; i < count; ++i) {
+      auto ev = make_event(static_cast<int64_t>(i));
+      ev.causation_id = std::string(i, 'c');
+      ASSERT_TRUE(store->append("crc", expected_version::any(), {std::move(ev)}));
+    }
+  }
+  raw_env env{path};
+  auto events = env.db("events");
+  std::set<size_t> lengths;
+  for (uint64_t pos = 1; pos <= count; ++pos) {
+    auto rec = env.get(events, position_key(pos));
+    ASSERT_GT(rec.size(), 4u);
+    size_t body = rec.size() - 4;
+    uint32_t stored = 0;
+    for (int i = 0; i < 4; ++i)
+      stored |= uint32_t{rec[body + static_cast<size_t>(i)]} << (8 * i);
+    EXPECT_EQ(stored, crc32c(rec, body)) << "record " << pos << " of " << rec.size() << " bytes";
+    lengths.insert(rec.size() % 8);
+  }
+  EXPECT_EQ(lengths.size(), 8u);
 }
 
 TEST(lmdb_store, garbage_behind_a_valid_checksum_is_an_error_not_a_crash) {
