@@ -8,6 +8,7 @@
 
 #include "sourcery/actors/aggregate.hpp"
 #include "sourcery/persistence/event_store.hpp"
+#include "sourcery/persistence/map_fields.hpp"
 
 namespace sourcery {
 
@@ -65,7 +66,7 @@ public:
       if (*snap && (*snap)->snapshot_version == A::snapshot_version) {
         try {
           auto oh = msgpack::unpack(reinterpret_cast<const char*>((*snap)->data.data()), (*snap)->data.size());
-          oh.get().convert(out.state);
+          persistence::convert_map(oh.get(), out.state);
           out.version = (*snap)->stream_version;
           out.from_snapshot = out.version;
         } catch (const std::exception&) {

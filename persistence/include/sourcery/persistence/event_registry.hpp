@@ -34,6 +34,7 @@
 
 #include "sourcery/persistence/error.hpp"
 #include "sourcery/persistence/event.hpp"
+#include "sourcery/persistence/map_fields.hpp"
 
 namespace sourcery::persistence {
 
@@ -120,7 +121,7 @@ public:
   template <class T>
   caf::expected<T> unpack(const recorded_event& ev) const {
     T result{};
-    if (auto err = unpack_into(ev, [&result](const msgpack::object& obj) { obj.convert(result); }))
+    if (auto err = unpack_into(ev, [&result](const msgpack::object& obj) { convert_map(obj, result); }))
       return err;
     return result;
   }

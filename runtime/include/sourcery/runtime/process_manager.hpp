@@ -45,6 +45,7 @@
 #include <msgpack.hpp>
 
 #include "sourcery/actors/event_consumer.hpp"
+#include "sourcery/persistence/map_fields.hpp"
 #include "sourcery/persistence/projection_store.hpp"
 #include "sourcery/runtime/dispatch.hpp"
 #include "sourcery/runtime/router.hpp"
@@ -160,7 +161,7 @@ P unpack_state(const std::string& bytes) {
   P state{};
   if (!bytes.empty()) {
     auto oh = msgpack::unpack(bytes.data(), bytes.size());
-    oh.get().convert(state);
+    persistence::convert_map(oh.get(), state);
   }
   return state;
 }
