@@ -439,6 +439,35 @@ TEST(lmdb_store, garbage_behind_a_valid_checksum_is_an_error_not_a_crash) {
   EXPECT_GT(errors, 0u);
 }
 
+TEST(lmdb_store, short_streams_are_indexed_a_budget_per_transaction_once_idle) {
+  // Streams with few events wait in memory for the stream index; when the
+  // writer is idle (or every 2 s under load) it indexes them, a few hundred
+  // per transaction, so an append arriving meanwhile waits for one of those
+  // small transactions, not for all of them.
+  temp_dir dir;
+  auto path = (dir / "store").string();
+  auto store = open_store(path, {.path = path, .mode = durability::no_sync});
+  constexpr uint64_t streams = 5000;
+  for (uint64_t i = 0; i < streams; ++i)
+    ASSERT_TRUE(store->append("short-" + std::to_string(i), expected_version::no_stream(), make_events(1, 1)));
+  uint64_t indexed = 0;
+  for (int i = 0; i < 500 && indexed < streams; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds{20});
+    auto report = store->verify();
+    ASSERT_TRUE(report) << describe(report.error());
+    EXPECT_TRUE(report->ok());
+    indexed = report->index_entries;
+  }
+  EXPECT_EQ(indexed, streams);
+  EXPECT_GE(store->stats().index_transactions, streams / 512) << "several small transactions, not one";
+  for (uint64_t i : {uint64_t{0}, streams / 2, streams - 1}) {
+    auto events = store->read_stream("short-" + std::to_string(i), 1, 10);
+    ASSERT_TRUE(events);
+    ASSERT_EQ(events->size(), 1u);
+    EXPECT_EQ(events->front().position, i + 1);
+  }
+}
+
 TEST(lmdb_store, one_store_per_path_per_process) {
   temp_dir dir;
   auto path = (dir / "store").string();

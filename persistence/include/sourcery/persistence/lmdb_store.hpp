@@ -52,10 +52,12 @@ struct lmdb_options {
 
 /// Counters of the group-commit writer, for benchmarks and metrics.
 struct lmdb_stats {
-  uint64_t commits = 0;
-  uint64_t operations = 0;
+  uint64_t commits = 0;    ///< group commits of appends
+  uint64_t operations = 0; ///< appends and other writes they carried
   uint64_t map_resizes = 0;
   size_t map_size = 0;
+  /// Transactions that only indexed streams, while the writer was idle.
+  uint64_t index_transactions = 0;
 };
 
 /// The embedded event store on LMDB.
