@@ -317,7 +317,6 @@ struct lmdb_store::impl {
       }
       if (rc != 0)
         return; // the index stays pending; reads follow links meanwhile
-      index_transactions.fetch_add(1, std::memory_order_relaxed);
       std::lock_guard lock{queue_mtx};
       if (!queue.empty() || stopping)
         return;
@@ -350,6 +349,7 @@ struct lmdb_store::impl {
     uint64_t next_stream_no = 1;
     bool stream_no_dirty = false;
     bool drain = false; // also index up to index_budget streams of `pending`
+    size_t drained = 0; // how many it took
     uint64_t faults_before = detail::faults_caught();
     int64_t now = 0;
     std::unordered_map<std::string, stream_rec> streams;
@@ -462,6 +462,8 @@ struct lmdb_store::impl {
     if (rc == 0) {
       head.store(ctx.next_position - 1, std::memory_order_release);
       remember_pending(ctx);
+      if (ctx.drained > 0)
+        index_transactions.fetch_add(1, std::memory_order_relaxed);
     }
     return rc;
   }
@@ -641,6 +643,7 @@ struct lmdb_store::impl {
                                                   || a->second.positions.size() + i->second.positions.size() < index_chunk) {
           due.push_back(i->first);
           --budget;
+          ++ctx.drained;
         }
     }
     for (auto& id : due)
