@@ -134,7 +134,10 @@ private:
 /// out with MSGPACK_DEFINE_MAP: their fields are converted in place, where
 /// msgpack-c first builds a std::map of the object's keys (half the cost of
 /// decoding a small event). Nested map types go the same way; any other
-/// type is left to msgpack-c.
+/// type is left to msgpack-c. A type is taken as laid out so when its
+/// msgpack_pack writes one map of string literals to its own members, as
+/// MSGPACK_DEFINE_MAP, MSGPACK_NVP and MSGPACK_BASE_MAP do: a hand-written
+/// msgpack_unpack that reads such a map differently is then not called.
 template <class T>
 void convert_map(const msgpack::object& o, T& t) {
   if constexpr (std::is_class_v<T>
