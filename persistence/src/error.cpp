@@ -24,6 +24,7 @@ std::string_view to_string(store_errc code) noexcept {
     case store_errc::subscription_exists: return "subscription_exists";
     case store_errc::handler_failed: return "handler_failed";
     case store_errc::timeout: return "timeout";
+    case store_errc::store_in_use: return "store_in_use";
   }
   return "unknown";
 }

@@ -4,7 +4,11 @@
 #include <cstring>
 #include <string>
 
+#include <csignal>
+
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "lmdb_error.hpp"
 #include "lmdb_guard.hpp"
@@ -39,6 +43,44 @@ caf::error check_not_truncated(MDB_env* env, std::string_view what) {
   return {};
 }
 
+/// LMDB sizes its lock file with ftruncate, maps it and writes its reader
+/// table through the map. On a full filesystem the first touch of a page
+/// that has no block behind it is SIGBUS, inside mdb_env_open. Reserving the
+/// blocks first (without changing the size, so LMDB sizes it as always)
+/// turns that into ENOSPC here. A filesystem without fallocate keeps
+/// LMDB's own behaviour.
+caf::error reserve_lock_file(const std::string& path, const std::string& what) {
+  auto file = path + "/lock.mdb";
+  int fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0)
+    return errno == ENOSPC || errno == EDQUOT
+             ? make_error(store_errc::store_full, what + ": cannot create lock.mdb: " + std::strerror(errno))
+             : caf::error{}; // LMDB reports it with its own words
+  // 1024 reader slots of 64 bytes plus the header, rounded up.
+  constexpr off_t lock_bytes = 128 << 10;
+  int rc = ::fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, lock_bytes);
+  int err = rc != 0 ? errno : 0;
+  ::close(fd);
+  if (err == ENOSPC || err == EDQUOT || err == EFBIG)
+    return make_error(store_errc::store_full, what + ": no space for lock.mdb: " + std::strerror(err));
+  return {};
+}
+
+/// A file-size limit (ulimit -f) sends SIGXFSZ, whose default action ends
+/// the process, before write returns EFBIG, which the store reports as
+/// store_full. Ignored once, for the whole process, unless the program chose
+/// its own handler.
+void ignore_file_size_signal() {
+  static const bool done = [] {
+    struct sigaction current {};
+    if (::sigaction(SIGXFSZ, nullptr, &current) == 0 && current.sa_handler == SIG_DFL
+        && (current.sa_flags & SA_SIGINFO) == 0)
+      ::signal(SIGXFSZ, SIG_IGN);
+    return true;
+  }();
+  (void)done;
+}
+
 } // namespace
 
 caf::error open_env(MDB_env* env, const std::string& path, bool read_only, durability mode, bool check_pages,
@@ -50,6 +92,11 @@ caf::error open_env(MDB_env* env, const std::string& path, bool read_only, durab
     flags |= MDB_NOMETASYNC;
   else if (mode == durability::no_sync)
     flags |= MDB_NOSYNC;
+  if (!read_only) {
+    ignore_file_size_signal();
+    if (auto err = reserve_lock_file(path, what))
+      return err;
+  }
   if (int rc = mdb_env_open(env, path.c_str(), flags, 0644); rc != 0)
     return mdb_error(rc, what);
   guard_assertions(env);

@@ -13,7 +13,11 @@ class path_claim {
 public:
   /// Claims `dir` (canonicalised, so two spellings of one directory
   /// collide); `what` names the store in the error when it is already held.
-  static caf::expected<path_claim> take(const std::string& dir, const std::string& what);
+  /// A `writer` also takes an exclusive lock on the directory for the
+  /// process (flock; released when the claim is, or the process dies), so a
+  /// second writing process is refused with store_in_use instead of both
+  /// writing. Readers (the operator's tools) take no lock.
+  static caf::expected<path_claim> take(const std::string& dir, const std::string& what, bool writer);
 
   path_claim() = default;
   path_claim(path_claim&& other) noexcept;
@@ -33,6 +37,7 @@ private:
   void release();
 
   std::string path_;
+  int lock_fd_ = -1; // the directory, flock'ed by a writer
 };
 
 } // namespace sourcery::persistence::detail

@@ -810,7 +810,7 @@ caf::expected<std::unique_ptr<lmdb_store>> lmdb_store::open(lmdb_options options
   if (auto err = check_directory(dir))
     return err;
   auto st = std::make_unique<impl>();
-  auto claim = detail::path_claim::take(dir.string(), "open " + options.path);
+  auto claim = detail::path_claim::take(dir.string(), "open " + options.path, !options.read_only);
   if (!claim)
     return claim.error();
   st->claim = std::move(*claim);

@@ -131,7 +131,7 @@ caf::expected<std::unique_ptr<projection_store>> projection_store::open(projecti
   if (ec)
     return make_error(store_errc::io_error, "cannot create " + options.path + ": " + ec.message());
   auto p = std::make_unique<impl>();
-  auto claim = detail::path_claim::take(options.path, "open read models at " + options.path);
+  auto claim = detail::path_claim::take(options.path, "open read models at " + options.path, !options.read_only);
   if (!claim)
     return claim.error();
   p->claim = std::move(*claim);

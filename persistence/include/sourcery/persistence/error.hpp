@@ -52,6 +52,9 @@ enum class store_errc : uint8_t {
   handler_failed,
   /// A wait ended before its condition held.
   timeout,
+  /// Another process has the store open for writing: one writing process
+  /// per store directory (read-only opens are allowed beside it).
+  store_in_use,
 };
 
 /// The category atom of `store_errc` errors.
