@@ -61,12 +61,23 @@ struct error_policy {
   /// Hears of every failure and its decision, whoever decided (this policy
   /// or the handler's own `on_error`). Runs on the handler's thread.
   std::function<void(const handler_failure&)> observer;
+  /// Hears of each failure of the handler's own storage (reading `$all`,
+  /// its read model or checkpoint: a full disk, an I/O error). Those are not
+  /// the event's fault: they are retried with this policy's backoff, without
+  /// end, until the cause goes; `retry_in` is the delay before the next try.
+  std::function<void(const std::string& handler, const caf::error& error, uint32_t failures,
+                     std::chrono::milliseconds retry_in)>
+    storage_observer;
+
+  /// The delay before try `failures + 1` (exponential, capped at `max_delay`).
+  std::chrono::milliseconds backoff(uint32_t failures) const {
+    auto d = initial_delay * (1LL << std::min<uint32_t>(failures > 0 ? failures - 1 : 0, 20));
+    return std::min<std::chrono::milliseconds>(d, max_delay);
+  }
 
   error_action decide(uint32_t failures) const {
-    if (failures <= max_retries) {
-      auto d = initial_delay * (1LL << std::min<uint32_t>(failures - 1, 20));
-      return error_action::retry(std::min<std::chrono::milliseconds>(d, max_delay));
-    }
+    if (failures <= max_retries)
+      return error_action::retry(backoff(failures));
     return then == error_action::kind::skip ? error_action::skip() : error_action::stop();
   }
 };
@@ -162,6 +173,17 @@ public:
     stopped_ = caf::error{};
   }
 
+  /// The failure of its own storage it is retrying (none once it commits
+  /// again): why a strong dispatch waiting for it times out.
+  caf::error storage_trouble() const {
+    std::lock_guard guard{mtx_};
+    return trouble_;
+  }
+  void set_storage_trouble(caf::error err) {
+    std::lock_guard guard{mtx_};
+    trouble_ = std::move(err);
+  }
+
 private:
   struct waiter {
     uint64_t pos;
@@ -171,6 +193,7 @@ private:
   mutable std::mutex mtx_;
   uint64_t position_ = 0;
   caf::error stopped_;
+  caf::error trouble_;
   std::vector<waiter> waiters_;
 };
 
@@ -185,6 +208,9 @@ struct batch_outcome {
   uint64_t committed = 0;
   const persistence::recorded_event* failed = nullptr;
   caf::error error;
+  /// The consumer's own storage failed (read model, checkpoint): not the
+  /// event's fault; retried with backoff from `committed`.
+  caf::error storage;
 };
 
 // A consumer provides:
@@ -201,6 +227,7 @@ struct consumer_state {
   handler_options options;
   uint64_t position = 0; ///< committed
   uint32_t failures = 0; ///< consecutive, on the event after `position`
+  uint32_t storage_failures = 0; ///< consecutive failures of its own storage
   bool pulling = false;
   bool waiting_retry = false;
   std::vector<persistence::recorded_event> batch; ///< reused from batch to batch
@@ -246,19 +273,42 @@ caf::behavior consumer_actor(caf::stateful_actor<consumer_state<Consumer>>* self
       st.status->advance(pos);
     }
   };
+  // Its storage failed (a full disk, an I/O error): not the event's fault,
+  // and restarting would fail the same way until the supervisor gives up.
+  // Try again later, with backoff, until the cause goes.
+  auto storage_failed = [self](const caf::error& err) {
+    auto& st = self->state;
+    auto delay = st.options.on_error.backoff(++st.storage_failures);
+    st.status->set_storage_trouble(err);
+    if (st.options.on_error.storage_observer)
+      st.options.on_error.storage_observer(st.consumer->name(), err, st.storage_failures, delay);
+    st.waiting_retry = true;
+    self->delayed_send(self, delay, pull_atom::value, true);
+  };
+  auto storage_ok = [self] {
+    auto& st = self->state;
+    if (st.storage_failures > 0) {
+      st.storage_failures = 0;
+      st.status->set_storage_trouble({});
+    }
+  };
   // One batch after `position`; on a failure, the policy decides.
-  auto pull = [self, committed] {
+  auto pull = [self, committed, storage_failed, storage_ok] {
     auto& st = self->state;
     st.pulling = false;
     if (st.waiting_retry)
       return;
     if (auto err = st.store->read_all_into(st.position + 1, st.options.batch_size, st.batch))
-      consumer_crash(*st.consumer, "cannot read $all", err);
+      return storage_failed(err);
     auto* batch = &st.batch;
     if (batch->empty())
-      return;
+      return storage_ok();
     auto out = st.consumer->consume(*batch, st.position);
+    if (!out.storage)
+      storage_ok(); // before `committed` wakes anyone who looks
     committed(out.committed);
+    if (out.storage)
+      return storage_failed(out.storage);
     if (out.failed != nullptr) {
       const auto& rec = *out.failed;
       auto action = st.consumer->decide(out.error, rec, ++st.failures);
@@ -270,8 +320,10 @@ caf::behavior consumer_actor(caf::stateful_actor<consumer_state<Consumer>>* self
         return;
       }
       if (action.what == error_action::kind::skip) {
-        if (auto err = st.consumer->save_checkpoint(rec.position))
-          consumer_crash(*st.consumer, "cannot save its checkpoint", err);
+        if (auto err = st.consumer->save_checkpoint(rec.position)) {
+          --st.failures; // decided again after the retry, not counted twice
+          return storage_failed(err);
+        }
         committed(rec.position);
       } else {
         auto why = caf::make_error(caf::sec::runtime_error, st.consumer->name() + " stopped at event "

@@ -100,8 +100,14 @@ public:
       handled = handle_partitioned(batch, position, out);
     }
     if (handled > position) {
-      if (auto err = save_checkpoint(handled))
-        consumer_crash(*this, "cannot save its checkpoint", err);
+      if (auto err = save_checkpoint(handled)) {
+        // Handled but not recorded: handled again after the retry (handlers
+        // are at-least-once), the failure that came with it decided then.
+        out.failed = nullptr;
+        out.error = {};
+        out.storage = err;
+        return out;
+      }
       out.committed = handled;
     }
     return out;

@@ -97,16 +97,20 @@ public:
       out.committed = batch.back().position;
       return out;
     }
-    if (failed_at == batch.size())
-      consumer_crash(*this, "cannot write its read model", err); // storage, not the projector
-    out.failed = &batch[failed_at];
-    out.error = failure;
+    if (failed_at == batch.size()) { // storage, not the projector: retried later
+      out.storage = err;
+      return out;
+    }
     if (failed_at > 0) {
       size_t n = failed_at;
-      if (auto again = models_->write(instance_, batch[n - 1].position, project_first(n)))
-        consumer_crash(*this, "cannot write its read model", again);
+      if (auto again = models_->write(instance_, batch[n - 1].position, project_first(n))) {
+        out.storage = again;
+        return out;
+      }
       out.committed = batch[n - 1].position;
     }
+    out.failed = &batch[failed_at];
+    out.error = failure;
     return out;
   }
 
@@ -175,6 +179,8 @@ caf::expected<uint64_t> project_as_of(const persistence::event_store& store, con
     if (batch.empty())
       break;
     auto out = consumer.consume(batch, position);
+    if (out.storage)
+      return out.storage;
     if (out.failed != nullptr)
       return out.error;
     position = out.committed;

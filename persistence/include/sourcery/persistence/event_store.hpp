@@ -183,6 +183,7 @@ protected:
 
 private:
   friend struct detail::subscription_state;
+  friend class faulty_store; // a decorator forwards to the store it wraps
   caf::error upcast(std::vector<recorded_event>& events) const;
 
   const event_registry* registry_ = nullptr;
