@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "dispatch_deadlines.hpp"
 #include "sourcery/persistence/memory_store.hpp"
 #include "sourcery/persistence/uuid.hpp"
 
@@ -38,6 +39,8 @@ const char* decision_of(const error_action& a) {
 }
 
 } // namespace
+
+application::application() = default;
 
 caf::expected<std::unique_ptr<application>> application::start(application_config config, router routes,
                                                                std::vector<std::shared_ptr<middleware>> middleware,
@@ -79,6 +82,12 @@ caf::expected<std::unique_ptr<application>> application::start(application_confi
   if (!root)
     return root.error();
   app->root_.emplace(*root);
+  app->on_failure_ = std::move(config.on_failure);
+  app->deadlines_ = std::make_unique<detail::dispatch_deadlines>();
+  // A tree that gives up must not leave a process that looks healthy.
+  caf::actor_cast<caf::abstract_actor*>(root->handle())->attach_functor([a = app.get()](const caf::error& reason) {
+    a->tree_down(reason);
+  });
   app->router_ = std::move(routes);
   app->middleware_ = std::move(middleware);
   app->core_.system = app->system_.get();
@@ -112,6 +121,7 @@ struct application::strong_wait {
   std::chrono::steady_clock::time_point deadline;
   dispatch_result result;
   std::function<void(caf::expected<dispatch_result>)> done;
+  std::vector<std::shared_ptr<handler_status>> handlers;
 
   void fail(const std::string& why) {
     std::function<void(caf::expected<dispatch_result>)> f;
@@ -122,9 +132,18 @@ struct application::strong_wait {
       answered = true;
       f = std::move(done);
     }
-    f(make_error(dispatch_errc::consistency_timeout,
-                 "the events were stored (positions " + std::to_string(result.first_position) + ".."
-                   + std::to_string(result.last_position) + ") but " + why));
+    auto stored = "the events were stored (positions " + std::to_string(result.first_position) + ".."
+                  + std::to_string(result.last_position) + ") but ";
+    // A handler that cannot write (a full disk) is the cause to report: the
+    // caller (HTTP: 507) learns what to fix, not only that it waited.
+    for (auto& h : handlers)
+      if (auto trouble = h->storage_trouble(); trouble && h->position() < result.last_position) {
+        auto code = persistence::code_of(trouble);
+        f(persistence::make_error(code == persistence::store_errc::none ? persistence::store_errc::io_error : code,
+                                  stored + h->name() + " cannot store its progress: " + describe_error(trouble)));
+        return;
+      }
+    f(make_error(dispatch_errc::consistency_timeout, stored + why));
   }
 
   void reached() {
@@ -247,6 +266,51 @@ void application::watch_head(uint64_t seen) {
   }
 }
 
+void application::tree_down(const caf::error& reason) {
+  if (stopped_.load())
+    return; // our own stop
+  auto why = make_error(dispatch_errc::unavailable,
+                        "the application's supervision tree gave up after repeated failures ("
+                          + (reason ? describe_error(reason) : std::string{"normal exit"}) + ")");
+  {
+    std::lock_guard guard{failure_mtx_};
+    if (failed_.exchange(true))
+      return;
+    failure_ = why;
+  }
+  failure_cv_.notify_all();
+  logger_->error("application", "supervision tree died; the application is down until restarted",
+                 {{"reason", describe_error(reason)}});
+  if (on_failure_) {
+    try {
+      on_failure_(why);
+    } catch (const std::exception& e) {
+      logger_->error("application", "on_failure threw", {{"error", e.what()}});
+    }
+  }
+}
+
+caf::error application::failure() const {
+  std::lock_guard guard{failure_mtx_};
+  return failure_;
+}
+
+caf::error application::await_failure(std::chrono::milliseconds timeout) {
+  std::unique_lock guard{failure_mtx_};
+  auto done = [this] { return failed_.load() || stopped_.load(); };
+  if (timeout == std::chrono::milliseconds::max())
+    failure_cv_.wait(guard, done);
+  else
+    failure_cv_.wait_for(guard, timeout, done);
+  return failure_;
+}
+
+caf::error application::late_timeout(std::chrono::milliseconds waited) {
+  auto err = make_error(dispatch_errc::timeout, "no answer within " + std::to_string(waited.count()) + " ms");
+  metrics_.command_done(err, waited);
+  return err;
+}
+
 void application::finish(std::chrono::steady_clock::time_point t0, caf::expected<dispatch_result> r,
                          const std::function<void(caf::expected<dispatch_result>)>& done,
                          const dispatch_context* ctx) {
@@ -260,7 +324,17 @@ void application::finish(std::chrono::steady_clock::time_point t0, caf::expected
                    {"duration_ms", static_cast<double>(micros) / 1000.0},
                    {"outcome", !r ? describe_error(r.error()) : r->accepted ? "accepted" : "rejected"}});
   }
-  done(std::move(r));
+  // The caller's code runs on our threads (actors, the deadline thread): its
+  // bug must not take an actor, and with it the tree, down.
+  try {
+    done(std::move(r));
+  } catch (const std::exception& e) {
+    logger_->error("dispatch", "a dispatch callback threw",
+                   {{"command", ctx != nullptr ? ctx->command_name : std::string{"?"}}, {"error", e.what()}});
+  } catch (...) {
+    logger_->error("dispatch", "a dispatch callback threw",
+                   {{"command", ctx != nullptr ? ctx->command_name : std::string{"?"}}});
+  }
 }
 
 void application::watch_failures(error_policy& policy) {
@@ -278,6 +352,16 @@ void application::watch_failures(error_policy& policy) {
                 {"error", describe_error(f.error)}});
     if (theirs)
       theirs(f);
+  };
+  policy.storage_observer = [log = logger_.get(), theirs = std::move(policy.storage_observer)](
+                              const std::string& handler, const caf::error& err, uint32_t failures,
+                              std::chrono::milliseconds retry_in) {
+    if (log->enabled(log_level::warn, "handler"))
+      log->warn("handler", "storage failed; retrying",
+                {{"handler", handler}, {"failures", failures}, {"retry_in_ms", retry_in.count()},
+                 {"error", describe_error(err)}});
+    if (theirs)
+      theirs(handler, err, failures, retry_in);
   };
 }
 
@@ -311,6 +395,7 @@ void application::complete_strong(const std::shared_ptr<dispatch_options>& opts,
   wait->left = statuses.size();
   wait->deadline = std::chrono::steady_clock::now() + opts->consistency_timeout;
   wait->result = std::move(*r);
+  wait->handlers = statuses;
   wait->done = [this, t0, ctx, done = std::move(done)](caf::expected<dispatch_result> answer) {
     finish(t0, std::move(answer), done, ctx.get());
   };
@@ -335,6 +420,10 @@ application::~application() {
 void application::stop() {
   if (stopped_.exchange(true))
     return;
+  {
+    std::lock_guard guard{failure_mtx_}; // wakes await_failure
+  }
+  failure_cv_.notify_all();
   watching_ = false;
   if (head_watcher_.joinable())
     head_watcher_.join();
@@ -355,6 +444,7 @@ void application::stop() {
   }
   core_.aggregates.clear();
   system_.reset();
+  deadlines_.reset(); // after the actors: none adds a deadline any more
   store_.reset();
   read_models_.reset();
   if (read_models_temporary_) {
@@ -368,16 +458,23 @@ void application::dispatch_erased(std::type_index type, const void* cmd, dispatc
   const auto t0 = std::chrono::steady_clock::now();
   if (stopped_.load())
     return finish(t0, make_error(dispatch_errc::stopped, "the application has stopped"), done);
+  if (failed_.load())
+    return finish(t0, failure(), done);
   auto route = router_.routes().find(type);
   if (route == router_.routes().end())
     return finish(t0, make_error(dispatch_errc::unregistered_command, "no route for command " + demangled_name(type.name())),
+                  done);
+  auto id = route->second.identity(cmd);
+  if (id.empty())
+    return finish(t0, make_error(dispatch_errc::invalid_identity,
+                                 route->second.command_name + " names no aggregate: its identity is empty"),
                   done);
   // Options and context live until the answer: after-hooks see them too.
   auto opts = std::make_shared<dispatch_options>(std::move(options));
   if (opts->correlation_id.empty())
     opts->correlation_id = persistence::uuid::random().to_string();
   auto ctx = std::make_shared<dispatch_context>(
-    dispatch_context{type, route->second.command_name, route->second.identity(cmd), cmd, *opts});
+    dispatch_context{type, route->second.command_name, std::move(id), cmd, *opts});
   for (auto& m : middleware_) {
     if (auto err = m->before_dispatch(*ctx)) {
       for (auto i = middleware_.rbegin(); i != middleware_.rend(); ++i)
@@ -386,15 +483,32 @@ void application::dispatch_erased(std::type_index type, const void* cmd, dispatc
     }
   }
   ctx->command = nullptr; // the command object does not outlive this call
-  route->second.send(core_, ctx->aggregate_id, cmd, *opts,
-                     [this, ctx, opts, t0, done = std::move(done)](caf::expected<dispatch_result> r) {
-                       for (auto i = middleware_.rbegin(); i != middleware_.rend(); ++i) {
-                         if (r)
-                           (*i)->after_dispatch(*ctx, *r);
-                         else
-                           (*i)->after_failure(*ctx, r.error());
-                       }
-                       complete_strong(opts, std::move(r), std::move(done), t0, ctx);
+  // Answered once: by the aggregate, or by the deadline (then the late
+  // answer is dropped). Both paths run the after-hooks.
+  auto answer = std::make_shared<std::function<void(caf::expected<dispatch_result>)>>(std::move(done));
+  auto after = [this, ctx](const caf::expected<dispatch_result>& r) {
+    for (auto i = middleware_.rbegin(); i != middleware_.rend(); ++i) {
+      if (r)
+        (*i)->after_dispatch(*ctx, *r);
+      else
+        (*i)->after_failure(*ctx, r.error());
+    }
+  };
+  auto timeout = opts->timeout;
+  auto ticket = deadlines_->add(timeout, [this, ctx, t0, timeout, answer, after] {
+    caf::expected<dispatch_result> r = make_error(
+      dispatch_errc::timeout, ctx->command_name + " to " + ctx->aggregate_id + ": no answer within "
+                                + std::to_string(timeout.count()) + " ms (it may still complete)");
+    after(r);
+    finish(t0, std::move(r), *answer, ctx.get());
+  });
+  auto deadline = timeout > std::chrono::hours{24 * 365} ? std::chrono::steady_clock::time_point::max() : t0 + timeout;
+  route->second.send(core_, ctx->aggregate_id, cmd, *opts, deadline,
+                     [this, ctx, opts, t0, answer, after, ticket](caf::expected<dispatch_result> r) {
+                       if (!deadlines_->settle(ticket))
+                         return; // answered `timeout` already
+                       after(r);
+                       complete_strong(opts, std::move(r), std::move(*answer), t0, ctx);
                      });
 }
 

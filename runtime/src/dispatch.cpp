@@ -17,6 +17,8 @@ std::string_view to_string(dispatch_errc code) noexcept {
     case dispatch_errc::stopped: return "stopped";
     case dispatch_errc::invalid_route: return "invalid_route";
     case dispatch_errc::consistency_timeout: return "consistency_timeout";
+    case dispatch_errc::invalid_identity: return "invalid_aggregate_identity";
+    case dispatch_errc::unavailable: return "unavailable";
   }
   return "unknown";
 }

@@ -71,6 +71,9 @@ struct command_for {
   std::function<void(const A&)> on_state;
   /// If set, the aggregate's `after_command` for this command.
   std::function<lifespan(const A&)> after_command;
+  /// Past this, the caller has been answered `timeout`: a command not begun
+  /// by then is skipped, so a timed-out command does not run much later.
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
 };
 
 /// Answers a command through its `reply_to` if it has one, else through `rp`.
@@ -145,9 +148,17 @@ void crash(aggregate_self<A>* self, command_for<A>& cmd, caf::response_promise& 
   self->quit(err);
 }
 
+/// Runs `cmd`; `attempt` counts its conflict retries so far (0: first try).
 template <aggregate A>
-void process(aggregate_self<A>* self, command_for<A> cmd, caf::response_promise rp) {
+void process(aggregate_self<A>* self, command_for<A> cmd, caf::response_promise rp, int attempt = 0) {
   auto& st = self->state;
+  // Set here, per command: a retry that ends at once (rejected) moves on to
+  // the next command, which must start from zero, not inherit this count.
+  st.attempts = attempt;
+  if (cmd.deadline != std::chrono::steady_clock::time_point::max() && std::chrono::steady_clock::now() > cmd.deadline) {
+    answer(cmd, rp, caf::make_error(caf::sec::request_timeout, "the command's deadline passed before it began"));
+    return process_next(self);
+  }
   try {
     if (!st.current) {
       auto l = st.repo->load(st.stream);
@@ -278,9 +289,7 @@ caf::behavior aggregate_actor(aggregate_self<A>* self, const aggregate_repositor
           answer(st.inflight, st.inflight_rp, e);
           return process_next(self);
         }
-        auto attempts = st.attempts;
-        process(self, std::move(st.inflight), std::move(st.inflight_rp));
-        st.attempts = attempts;
+        process(self, std::move(st.inflight), std::move(st.inflight_rp), st.attempts);
         return;
       }
       answer(st.inflight, st.inflight_rp, std::move(err));

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -25,6 +26,10 @@
 
 namespace sourcery {
 
+namespace detail {
+class dispatch_deadlines;
+} // namespace detail
+
 struct application_config {
   /// The LMDB store's directory (ignored with `in_memory`).
   std::string data_dir = "sourcery-data";
@@ -45,6 +50,11 @@ struct application_config {
   log_config log = log_config::from_environment();
   /// A command slower than this (dispatch to answer) is logged as slow.
   std::chrono::milliseconds slow_command{250};
+  /// Called once if the root supervision tree gives up (restart intensity
+  /// reached): the application is then `failure()`d for good. Runs on the
+  /// thread of the dying actor: hand the news over, do not block or stop
+  /// the application from here. A host program may instead `await_failure`.
+  std::function<void(const caf::error&)> on_failure;
 };
 
 /// A running Sourcery application: the actor system, the event store, the
@@ -64,23 +74,27 @@ public:
 
   /// Dispatches from any thread, blocking until the answer or the timeout.
   /// A rejection is a result (`accepted == false`), not an error.
-  /// Errors: unregistered_command, halted, timeout, stopped, store errors.
+  /// Errors: unregistered_command, halted, invalid_aggregate_identity,
+  /// timeout, consistency_timeout, stopped, unavailable, store errors.
   template <class C>
   caf::expected<dispatch_result> dispatch(const C& cmd, dispatch_options options = {}) {
     auto promise = std::make_shared<std::promise<caf::expected<dispatch_result>>>();
     auto future = promise->get_future();
     auto timeout = options.timeout;
     if (options.consistency_level == consistency::strong)
-      timeout += options.consistency_timeout + std::chrono::milliseconds{100}; // its own error comes first
+      timeout += options.consistency_timeout;
     dispatch_async(cmd, std::move(options),
                    [promise](caf::expected<dispatch_result> r) { promise->set_value(std::move(r)); });
-    if (future.wait_for(timeout) != std::future_status::ready)
-      return make_error(dispatch_errc::timeout, "no answer within " + std::to_string(timeout.count()) + " ms");
+    // The deadline answers first; this is a backstop should it not.
+    if (future.wait_for(timeout + std::chrono::seconds{1}) != std::future_status::ready)
+      return late_timeout(timeout);
     return future.get();
   }
 
   /// Dispatches without blocking (from inside actors too): `done` is called
-  /// exactly once, on some thread of the application.
+  /// exactly once, on some thread of the application, within the options'
+  /// timeout (plus the consistency timeout for a strong dispatch). An
+  /// exception thrown by `done` is logged and dropped.
   template <class C>
   void dispatch_async(const C& cmd, dispatch_options options, std::function<void(caf::expected<dispatch_result>)> done) {
     dispatch_erased(std::type_index{typeid(C)}, &cmd, std::move(options), std::move(done));
@@ -162,8 +176,15 @@ public:
   /// Every metric in Prometheus text format, with each handler's lag (events
   /// in `$all` past its checkpoint) and the head of `$all`.
   std::string metrics_text() const;
-  /// False once `stop` has begun.
-  bool running() const noexcept { return !stopped_.load(); }
+  /// False once `stop` has begun or the tree has failed.
+  bool running() const noexcept { return !stopped_.load() && !failed_.load(); }
+  /// Why the root supervision tree gave up (restart intensity reached), or
+  /// none while it runs. A failed application answers every dispatch with
+  /// `unavailable` and /health with 503: restart the process.
+  caf::error failure() const;
+  /// Blocks until the tree fails (returns why), `stop` is called or
+  /// `timeout` passes (return none).
+  caf::error await_failure(std::chrono::milliseconds timeout = std::chrono::milliseconds::max());
 
   persistence::event_store& store() noexcept { return *store_; }
   /// The event types of every routed aggregate (for `project_as_of`, tools).
@@ -175,7 +196,7 @@ public:
   void stop();
 
 private:
-  application() = default;
+  application();
 
   template <class Variant>
   caf::error check_handler_events(const char* handler) const {
@@ -209,6 +230,9 @@ private:
   void forget_handler(const std::string& name);
   void handler_started(const std::string& name, const caf::actor& actor);
   void watch_head(uint64_t seen);
+  /// The root supervisor has terminated (from its cleanup).
+  void tree_down(const caf::error& reason);
+  caf::error late_timeout(std::chrono::milliseconds waited);
   void complete_strong(const std::shared_ptr<dispatch_options>& opts, caf::expected<dispatch_result> r,
                        std::function<void(caf::expected<dispatch_result>)> done, std::chrono::steady_clock::time_point t0,
                        std::shared_ptr<const dispatch_context> ctx);
@@ -246,6 +270,12 @@ private:
   std::vector<std::shared_ptr<middleware>> middleware_;
   detail::app_core core_;
   std::atomic<bool> stopped_{false};
+  std::atomic<bool> failed_{false};
+  mutable std::mutex failure_mtx_;
+  std::condition_variable failure_cv_;
+  caf::error failure_;
+  std::function<void(const caf::error&)> on_failure_;
+  std::unique_ptr<detail::dispatch_deadlines> deadlines_;
   sourcery::metrics metrics_;
   std::unique_ptr<sourcery::logger> logger_; // before any actor may log
   std::chrono::milliseconds slow_command_{250};

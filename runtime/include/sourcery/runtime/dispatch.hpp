@@ -24,7 +24,10 @@ enum class returning : uint8_t {
 enum class consistency : uint8_t { eventual, strong };
 
 struct dispatch_options {
-  /// How long a blocking dispatch waits for the answer.
+  /// The command's deadline, blocking or not: without an answer by then, the
+  /// dispatch answers `timeout` (a later answer is dropped) and an aggregate
+  /// that has not begun the command yet skips it. A strong dispatch then
+  /// waits up to `consistency_timeout` more for its handlers.
   std::chrono::milliseconds timeout{5000};
   /// Recorded on the appended events. An empty correlation id gets a fresh one.
   std::string causation_id;
@@ -71,11 +74,18 @@ enum class dispatch_errc : uint8_t {
   timeout,
   /// The application has stopped.
   stopped,
-  /// Two routes for one command type, or a route without identity.
+  /// Two routes for one command type, a handler for events no route
+  /// produces, or a handler name used twice.
   invalid_route,
   /// A strong dispatch: the events are stored, but a handler did not handle
   /// them in time (or has stopped). The command is not to be retried.
   consistency_timeout,
+  /// The command's aggregate identity is empty (Commanded's
+  /// `invalid_aggregate_identity`); nothing was executed.
+  invalid_identity,
+  /// The application's supervision tree gave up after repeated failures
+  /// (see `application::failure`): nothing runs until it is restarted.
+  unavailable,
 };
 
 constexpr caf::atom_value dispatch_error_category = caf::atom("dispatch");

@@ -56,7 +56,7 @@ public:
   void render(std::string& out) const;
 
 private:
-  static constexpr size_t outcome_count = 10;
+  static constexpr size_t outcome_count = 12; // accepted, rejected, dispatch_errc (none..unavailable), error
   static std::string_view outcome_name(size_t i) noexcept;
   std::array<std::atomic<uint64_t>, outcome_count> outcomes_{};
   std::atomic<uint64_t> events_{0};

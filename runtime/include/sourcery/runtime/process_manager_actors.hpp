@@ -25,6 +25,17 @@ process_command command(C cmd) {
 
 namespace detail {
 
+/// The error of an event an instance did not finish within its event timeout.
+template <process_manager P>
+caf::error event_timed_out(caf::stateful_actor<pm_instance_state<P>>* self) {
+  auto& st = self->state;
+  const auto& rec = *st.queue.front().event;
+  return make_error(dispatch_errc::timeout, std::string{"process "} + P::process_name + " instance " + st.id
+                                              + " did not finish event " + std::to_string(rec.position) + " ("
+                                              + rec.type + ") within its event timeout of "
+                                              + std::to_string(st.options.event_timeout.count()) + " ms");
+}
+
 template <process_manager P>
 caf::behavior pm_instance(caf::stateful_actor<pm_instance_state<P>>* self, std::string id, std::string state,
                           caf::actor router, application* app, const persistence::event_registry* types,
@@ -145,8 +156,14 @@ caf::behavior pm_instance(caf::stateful_actor<pm_instance_state<P>>* self, std::
         return; // a late answer: the event timed out, or a retry was scheduled
       auto cmd = std::move(st.pending.front());
       st.pending.erase(st.pending.begin());
-      if (!r.result)
+      if (!r.result) {
+        // A command cut short by what was left of the event's time: the
+        // event timed out, and says so (as the router's tick would).
+        if (code_of_dispatch(r.result.error()) == dispatch_errc::timeout
+            && std::chrono::steady_clock::now() >= st.event_deadline)
+          return fail(event_timed_out(self));
         return fail(r.result.error());
+      }
       if (!r.result->accepted) {
         if constexpr (requires(const P& p, const failed_command& f, const event_context& c) {
                         { p.on_rejected(f, c) } -> std::convertible_to<commands>;
@@ -163,11 +180,7 @@ caf::behavior pm_instance(caf::stateful_actor<pm_instance_state<P>>* self, std::
       auto& st = self->state;
       if (!st.busy || std::chrono::steady_clock::now() < st.event_deadline)
         return; // done, waiting for a retry, or still within its time
-      const auto& rec = *st.queue.front().event;
-      fail(make_error(dispatch_errc::timeout, std::string{"process "} + P::process_name + " instance " + st.id
-                                                + " did not finish event " + std::to_string(rec.position) + " ("
-                                                + rec.type + ") within its event timeout of "
-                                                + std::to_string(st.options.event_timeout.count()) + " ms"));
+      fail(event_timed_out(self));
     },
     [self, begin_event](pm_retry_atom) { // a retry's timer: the event again
       if (!self->state.queue.empty())

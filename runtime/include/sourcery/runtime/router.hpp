@@ -143,11 +143,13 @@ aggregate_runtime<A>& runtime_of(app_core& core) {
 /// Sends command `cmd` to aggregate `id` of type `A`; `done` gets the answer.
 template <aggregate A, class C>
 void send_command(app_core& core, std::function<outcome<typename A::event>(const A&, const C&)> decide,
-                  std::string id, const C& cmd, const dispatch_options& opts, done_fn done) {
+                  std::string id, const C& cmd, const dispatch_options& opts,
+                  std::chrono::steady_clock::time_point deadline, done_fn done) {
   auto& rt = runtime_of<A>(core);
   auto state = std::make_shared<std::any>();
   command_for<A> envelope;
   envelope.stream = id;
+  envelope.deadline = deadline;
   envelope.decide = [decide, cmd](const A& a) { return decide(a, cmd); };
   envelope.meta = command_meta{opts.causation_id, opts.correlation_id, opts.metadata};
   if (opts.returns == returning::state)
@@ -220,9 +222,12 @@ public:
   struct entry {
     std::string command_name;
     std::string aggregate_name;
+    /// The stream id (prefix + identity); empty when the identity is.
     std::function<std::string(const void*)> identity;
     std::function<caf::error(detail::app_core&)> setup;
-    std::function<void(detail::app_core&, std::string, const void*, const dispatch_options&, detail::done_fn)> send;
+    std::function<void(detail::app_core&, std::string, const void*, const dispatch_options&,
+                       std::chrono::steady_clock::time_point, detail::done_fn)>
+      send;
   };
 
   const std::unordered_map<std::type_index, entry>& routes() const noexcept { return routes_; }
@@ -236,12 +241,14 @@ private:
     e.command_name = name_of_type<C>();
     e.aggregate_name = name_of_type<A>();
     e.identity = [identity = std::move(identity), prefix = std::move(prefix)](const void* cmd) {
-      return prefix + identity(*static_cast<const C*>(cmd));
+      auto id = identity(*static_cast<const C*>(cmd));
+      return id.empty() ? id : prefix + id; // "account-" names no account
     };
     e.setup = [](detail::app_core& core) { return detail::setup_aggregate<A>(core); };
     e.send = [decide](detail::app_core& core, std::string id, const void* cmd, const dispatch_options& opts,
-                      detail::done_fn done) {
-      detail::send_command<A, C>(core, decide, std::move(id), *static_cast<const C*>(cmd), opts, std::move(done));
+                      std::chrono::steady_clock::time_point deadline, detail::done_fn done) {
+      detail::send_command<A, C>(core, decide, std::move(id), *static_cast<const C*>(cmd), opts, deadline,
+                                 std::move(done));
     };
     insert(std::type_index{typeid(C)}, std::move(e));
     return *this;
