@@ -227,6 +227,13 @@ int main(int argc, char** argv) {
       static_cast<unsigned long long>(app.store().head_position()));
   if (!config.in_memory)
     say("Run it again with the same data directory: it continues where it stopped.");
+  // A tree that gave up during the run: exit non-zero (a process supervisor
+  // restarts the program; a script sees the failure).
+  auto why = app.failure();
   app.stop();
+  if (why) {
+    std::fprintf(stderr, "%s-demo: the application failed: %s\n", "bank", sourcery::describe_error(why).c_str());
+    return 1;
+  }
   return 0;
 }

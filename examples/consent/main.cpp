@@ -8,6 +8,7 @@
 // patient" and "has consent?". Run it again on the same directory: it
 // continues (and the consents granted before are refused as duplicates).
 
+#include <cstdio>
 #include <string>
 
 #include "../common/narrate.hpp"
@@ -98,6 +99,13 @@ int main(int argc, char** argv) {
         demo::data_of(e).c_str());
   if (!config.in_memory)
     say("\nRun it again with the same data directory: it continues where it stopped.");
+  // A tree that gave up during the run: exit non-zero (a process supervisor
+  // restarts the program; a script sees the failure).
+  auto why = app.failure();
   app.stop();
+  if (why) {
+    std::fprintf(stderr, "%s-demo: the application failed: %s\n", "consent", sourcery::describe_error(why).c_str());
+    return 1;
+  }
   return 0;
 }

@@ -6,6 +6,7 @@
 // meetup rebuilt from its events and the events themselves. Run it again
 // on the same directory: the meetup is there already and grows.
 
+#include <cstdio>
 #include <string>
 
 #include "../common/narrate.hpp"
@@ -48,6 +49,13 @@ int main(int argc, char** argv) {
   for (auto& e : *events)
     say("  v%-3llu %-22s %s", static_cast<unsigned long long>(e.stream_version), e.type.c_str(),
         demo::data_of(e).c_str());
+  // A tree that gave up during the run: exit non-zero (a process supervisor
+  // restarts the program; a script sees the failure).
+  auto why = app.failure();
   app.stop();
+  if (why) {
+    std::fprintf(stderr, "%s-demo: the application failed: %s\n", "meetup", sourcery::describe_error(why).c_str());
+    return 1;
+  }
   return 0;
 }

@@ -49,6 +49,10 @@ int main(int argc, char** argv) {
     }
   }
 
+  sourcery::http::gateway gw;
+  // A tree that gave up: stop serving and exit non-zero, so the process
+  // supervisor (systemd, Kubernetes) starts a fresh one.
+  config.on_failure = [&gw](const caf::error&) { gw.request_stop(); };
   auto app = sourcery::application::start(config, todo::routes());
   if (!app) {
     std::fprintf(stderr, "todo-server: cannot start: %s\n", sourcery::describe_error(app.error()).c_str());
@@ -59,7 +63,6 @@ int main(int argc, char** argv) {
     return 1;
   }
   todo::todo_api api{**app};
-  sourcery::http::gateway gw;
   api.add_routes(gw);
   sourcery::http::add_operations_routes(gw, **app);
   http.metrics = &(*app)->metrics();
@@ -72,6 +75,11 @@ int main(int argc, char** argv) {
               config.in_memory ? "in memory" : ("LMDB in " + config.data_dir).c_str());
   std::fflush(stdout);
   gw.wait();
+  if (auto why = (*app)->failure()) {
+    std::fprintf(stderr, "todo-server: %s\n", sourcery::describe_error(why).c_str());
+    (*app)->stop();
+    return 1;
+  }
   std::printf("todo-server: stopping\n");
   (*app)->stop();
   return 0;

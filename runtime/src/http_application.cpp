@@ -15,6 +15,10 @@ error dispatch_failure(const caf::error& err) {
       return {503, "stopped", message};
     case dispatch_errc::halted:
       return {403, "halted", message};
+    case dispatch_errc::invalid_identity:
+      return {422, "invalid_aggregate_identity", message};
+    case dispatch_errc::unavailable:
+      return {503, "unavailable", message};
     case dispatch_errc::unregistered_command:
     case dispatch_errc::invalid_route:
       return {500, "internal_error", message};
@@ -39,7 +43,9 @@ error rejected(const rejection& why, unsigned status) {
 
 void add_operations_routes(gateway& gw, application& app) {
   gw.route("GET", "/health", [&app](request&, responder answer) {
-    if (app.running())
+    if (auto why = app.failure())
+      answer(json_response(503, json{{"status", "failed"}, {"reason", describe_error(why)}}));
+    else if (app.running())
       answer(json_response(200, json{{"status", "ok"}, {"head_position", app.store().head_position()}}));
     else
       answer(json_response(503, json{{"status", "stopping"}}));

@@ -2,7 +2,11 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cctype>
+#include <cerrno>
 #include <csignal>
+#include <cstdio>
+#include <cstring>
 #include <list>
 #include <mutex>
 #include <optional>
@@ -124,6 +128,7 @@ struct gateway::impl {
   // socket operation is pending.
   std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
   std::optional<tcp::acceptor> acceptor;
+  std::optional<net::steady_timer> accept_backoff; // on the acceptor's strand
   std::optional<net::signal_set> signals;
   std::vector<std::thread> threads;
   std::atomic<bool> draining{false};
@@ -260,6 +265,16 @@ private:
       answer(error{400, "bad_request", "the request target is not a valid path"});
       return;
     }
+    // Refused where it enters: routes, logs and JSON answers may then trust
+    // that paths, parameters and the query are text.
+    if (!valid_utf8(*path)) {
+      answer(error{400, "bad_request", "the request path is not valid UTF-8"});
+      return;
+    }
+    if (auto why = host_problem(req)) {
+      answer(error{400, "bad_request", why});
+      return;
+    }
     req.path = std::move(*path);
     if (q != std::string::npos) {
       std::string_view query = std::string_view{req.target}.substr(q + 1);
@@ -273,13 +288,41 @@ private:
           auto eq = kv.find('=');
           auto k = decode(kv.substr(0, eq), true);
           auto v = eq == std::string_view::npos ? std::optional<std::string>{""} : decode(kv.substr(eq + 1), true);
-          if (k && v)
-            req.query[*k] = *v;
+          if (!k || !v || !valid_utf8(*k) || !valid_utf8(*v)) {
+            answer(error{400, "bad_request", "the query is not valid percent-encoded UTF-8"});
+            return;
+          }
+          req.query[*k] = *v;
         }
         i = j + 1;
       }
     }
-    gw_.serve(req, std::move(answer));
+    try {
+      gw_.serve(req, answer);
+    } catch (const std::exception& e) { // a route's bug must not end the process
+      answer(error{500, "internal_error", e.what()});
+    } catch (...) {
+      answer(error{500, "internal_error", "the route threw"});
+    }
+  }
+
+  /// Why the Host header is unacceptable (RFC 9112 §3.2: a request with
+  /// several, or one that is not a valid authority, gets 400), or nullptr.
+  static const char* host_problem(const request& req) {
+    int hosts = 0;
+    for (auto& [k, v] : req.headers) {
+      if (k != "host")
+        continue;
+      if (++hosts > 1)
+        return "the request has more than one Host header";
+      for (unsigned char c : v) {
+        // reg-name, IPv4, IP-literal and port characters (RFC 3986 §3.2).
+        bool ok = std::isalnum(c) || std::strchr("-._~%!$&'()*+,;=:[]", c) != nullptr;
+        if (!ok || c == '\0')
+          return "the Host header is not a valid host name";
+      }
+    }
+    return nullptr;
   }
 
   void answer_and_close(const error& e) {
@@ -337,8 +380,20 @@ private:
 void gateway::impl::accept() {
   acceptor->async_accept(net::make_strand(io), [this](beast::error_code ec, tcp::socket socket) {
     if (ec) {
-      if (ec != net::error::operation_aborted && !draining.load())
-        accept(); // a transient failure (e.g. too many files): keep serving
+      if (ec == net::error::operation_aborted || draining.load())
+        return;
+      // Out of descriptors or memory: the pending connection stays in the
+      // backlog and would fail again at once (a busy loop); try again later.
+      if (ec == net::error::no_descriptors || ec == net::error::no_buffer_space || ec == net::error::no_memory
+          || ec.value() == ENFILE) {
+        accept_backoff->expires_after(std::chrono::milliseconds{100});
+        accept_backoff->async_wait([this](beast::error_code wec) {
+          if (!wec && !draining.load())
+            accept();
+        });
+        return;
+      }
+      accept(); // a transient failure of one connection (reset before accept): keep serving
       return;
     }
     if (draining.load())
@@ -391,11 +446,7 @@ void gateway::impl::serve(request& req, responder answer) {
   for (auto& r : routes) {
     if (r.method != method || !match(r, segs, &req.params))
       continue;
-    try {
-      r.h(req, answer);
-    } catch (const std::exception& e) {
-      answer(error{500, "internal_error", e.what()});
-    }
+    r.h(req, answer); // exceptions: caught by the session
     return;
   }
   auto r = error_response({405, "method_not_allowed", req.method + " is not allowed on " + req.path});
@@ -429,6 +480,7 @@ caf::error gateway::start(gateway_config config) {
     return fail("bad address");
   tcp::endpoint ep{address, g.cfg.port};
   g.acceptor.emplace(net::make_strand(g.io));
+  g.accept_backoff.emplace(g.acceptor->get_executor());
   if (g.acceptor->open(ep.protocol(), ec); ec)
     return fail("open");
   if (g.acceptor->set_option(net::socket_base::reuse_address(true), ec); ec)
@@ -442,7 +494,20 @@ caf::error gateway::start(gateway_config config) {
   g.accept();
   g.work.emplace(g.io.get_executor());
   for (int i = 0; i < std::max(1, g.cfg.threads); ++i)
-    g.threads.emplace_back([&g] { g.io.run(); });
+    g.threads.emplace_back([&g] {
+      // An exception that escapes a handler must not end the process (nor
+      // this thread: the others would serve alone): report it, run on.
+      for (;;) {
+        try {
+          g.io.run();
+          return;
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "sourcery http: a handler threw: %s\n", e.what());
+        } catch (...) {
+          std::fprintf(stderr, "sourcery http: a handler threw\n");
+        }
+      }
+    });
   return {};
 }
 
@@ -466,6 +531,7 @@ void gateway::stop() {
   net::post(g.acceptor->get_executor(), [&g] {
     beast::error_code ignored;
     g.acceptor->close(ignored);
+    g.accept_backoff->cancel();
   });
   auto each_session = [&g](auto f) {
     std::vector<std::shared_ptr<session>> all;
@@ -520,6 +586,13 @@ void gateway::stop_on_signals() {
       });
     }
   }
+}
+
+void gateway::request_stop() {
+  auto& g = *impl_;
+  std::lock_guard guard{g.mtx};
+  g.stop_requested = true;
+  g.cv.notify_all();
 }
 
 void gateway::wait() {

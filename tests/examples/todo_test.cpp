@@ -264,3 +264,74 @@ TEST(todo_server_process, killed_and_restarted_it_keeps_every_acknowledged_todo)
   again->signal(SIGTERM);
   EXPECT_EQ(again->wait(), 0); // a graceful stop
 }
+
+// -- hostile input against the server as a process -------------------------------------
+
+namespace {
+
+/// A todo-server child on a fresh port.
+struct server_process {
+  std::unique_ptr<sourcery::testing::child_process> p;
+  uint16_t port = 0;
+
+  explicit server_process(const std::string& data_dir) {
+    p = std::make_unique<sourcery::testing::child_process>(
+      TODO_SERVER_PATH, std::vector<std::string>{"--port", "0", "--address", "127.0.0.1", "--data-dir", data_dir});
+    auto line = p->read_line();
+    auto at = line.find("127.0.0.1:");
+    EXPECT_NE(at, std::string::npos) << line;
+    if (at != std::string::npos)
+      port = static_cast<uint16_t>(std::stoi(line.substr(at + 10)));
+  }
+};
+
+/// The status code of a raw HTTP answer ("HTTP/1.1 400 …"), 0 if none came.
+unsigned status_of(const std::string& answer) {
+  if (answer.rfind("HTTP/1.1 ", 0) != 0 || answer.size() < 12)
+    return 0;
+  return static_cast<unsigned>(std::stoi(answer.substr(9, 3)));
+}
+
+} // namespace
+
+TEST(todo_server_process, paths_and_hosts_that_are_not_utf8_get_400_and_the_server_lives) {
+  sourcery::testing::temp_dir dir;
+  server_process server{dir.str()};
+  ASSERT_NE(server.port, 0);
+  auto ask = [&](const std::string& request_line, const std::string& host = "127.0.0.1") {
+    return sourcery::test::raw_exchange(server.port, request_line + "\r\nHost: " + host
+                                                       + "\r\nContent-Type: application/json\r\nContent-Length: 2"
+                                                         "\r\nConnection: close\r\n\r\n{}",
+                                        2s);
+  };
+  for (const char* line : {"GET /%FF HTTP/1.1", "PUT /todos/%FF HTTP/1.1", "GET /caf%E9 HTTP/1.1",
+                           "PATCH /todos/%C0%80 HTTP/1.1", "GET /todos?x=%FF HTTP/1.1", "GET /\xff HTTP/1.1"}) {
+    auto answer = ask(line);
+    EXPECT_EQ(status_of(answer), 400u) << line << " -> " << answer.substr(0, 80);
+  }
+  // A Host that is not a host name: refused before any command runs, so a
+  // write is never stored behind a 500 (which a client would retry).
+  for (int i = 0; i < 15; ++i) {
+    auto answer = ask("POST /todos HTTP/1.1", "caf\xe9.example");
+    EXPECT_EQ(status_of(answer), 400u) << answer.substr(0, 80);
+  }
+  http_client client{server.port};
+  EXPECT_EQ(client.get("/todos").json().size(), 0u) << "a refused request stored a todo";
+  auto health = client.get("/health");
+  EXPECT_EQ(health.status, 200u) << health.body;
+  EXPECT_EQ(client.post("/todos", {{"title", "still here"}}).status, 201u);
+  server.p->signal(SIGTERM);
+  EXPECT_EQ(server.p->wait(), 0);
+}
+
+TEST_F(todo_server, an_order_past_int64_is_refused_not_wrapped) {
+  http_client client{gw.port()};
+  auto r = client.request("POST", "/todos", R"({"title": "x", "order": 9223372036854775808})");
+  EXPECT_EQ(r.status, 422u);
+  EXPECT_EQ(r.json()["error"], "invalid_field");
+  r = client.request("POST", "/todos", R"({"title": "x", "order": -9223372036854775809})");
+  EXPECT_EQ(r.status, 422u) << r.body; // parsed as a double: not an integer
+  r = client.request("POST", "/todos", R"({"title": "x", "order": 9223372036854775807})");
+  ASSERT_EQ(r.status, 201u);
+  EXPECT_EQ(r.json()["order"], INT64_MAX);
+}

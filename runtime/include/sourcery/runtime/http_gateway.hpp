@@ -66,9 +66,12 @@ public:
   /// From now on SIGINT and SIGTERM stop the gateway (call after `start`,
   /// before announcing that the server is ready).
   void stop_on_signals();
-  /// Blocks until a signal (see `stop_on_signals`) or a `stop` from another
-  /// thread, then stops. For a server's `main`.
+  /// Blocks until a signal (see `stop_on_signals`), a `request_stop` or a
+  /// `stop` from another thread, then stops. For a server's `main`.
   void wait();
+  /// Makes `wait` return (after stopping) without blocking the caller: safe
+  /// from any thread, e.g. from `application_config::on_failure`.
+  void request_stop();
   /// `stop_on_signals`, then `wait`.
   void run_until_signal() {
     stop_on_signals();

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -57,7 +58,14 @@ struct error {
   std::string message;
 };
 
+/// Renders `body`; never throws: a string that is not valid UTF-8 (a
+/// C++ application may put any bytes into one) shows U+FFFD in its place.
 response json_response(unsigned status, const json& body);
+/// `body` as JSON text, invalid UTF-8 replaced by U+FFFD (never throws).
+std::string render_json(const json& body);
+/// True if `s` is well-formed UTF-8 (no overlongs, surrogates or code
+/// points past U+10FFFF).
+bool valid_utf8(std::string_view s) noexcept;
 response empty_response(unsigned status = 204);
 response error_response(const error& e);
 
@@ -97,6 +105,22 @@ bool holds(const json& v) {
   else
     return !v.is_discarded();
 }
+/// An integer JSON value fits in T (9223372036854775808 does not fit an int64_t).
+template <class T>
+bool in_range(const json& v) {
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    if (v.is_number_unsigned())
+      return v.template get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<T>::max());
+    auto s = v.template get<int64_t>();
+    if constexpr (std::is_signed_v<T>)
+      return s >= static_cast<int64_t>(std::numeric_limits<T>::min())
+             && s <= static_cast<int64_t>(std::numeric_limits<T>::max());
+    else
+      return s >= 0 && static_cast<uint64_t>(s) <= static_cast<uint64_t>(std::numeric_limits<T>::max());
+  } else {
+    return true;
+  }
+}
 template <class T>
 const char* type_word() {
   if constexpr (std::is_same_v<T, bool>)
@@ -121,6 +145,8 @@ expected<std::optional<T>> optional_field(const json& obj, const char* name) {
     return std::optional<T>{};
   if (!detail::holds<T>(*it))
     return error{422, "invalid_field", std::string{"field '"} + name + "' must be " + detail::type_word<T>()};
+  if (!detail::in_range<T>(*it)) // nlohmann's get<> would wrap it silently
+    return error{422, "invalid_field", std::string{"field '"} + name + "' is out of range"};
   try {
     return std::optional<T>{it->template get<T>()};
   } catch (const json::exception&) { // an integer out of T's range
