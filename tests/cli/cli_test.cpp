@@ -461,3 +461,134 @@ TEST_F(cli, rebuild_runs_an_application_projection_with_progress_lines) {
   run({"rebuild", "test.totals", "--data-dir", dir.str()}, status);
   EXPECT_EQ(status, 2) << "the generic tool registers no projection";
 }
+
+// -- refusals: what must not pass silently ------------------------------------------
+
+TEST_F(cli, reading_a_stream_that_does_not_exist_is_a_failure) {
+  int status = -1;
+  run({"read", "account-404", "--data-dir", dir.str()}, status);
+  EXPECT_EQ(status, 1);
+  EXPECT_NE(errors.find("no stream account-404"), std::string::npos) << errors;
+  run({"read", "account-1", "--data-dir", dir.str()}, status);
+  EXPECT_EQ(status, 0);
+}
+
+TEST_F(cli, a_payload_string_that_is_not_utf8_exports_and_round_trips) {
+  msgpack::sbuffer buf;
+  msgpack::packer<msgpack::sbuffer> pk{buf};
+  pk.pack_map(1);
+  pk.pack(std::string{"name"});
+  pk.pack(std::string{"caf\xe9 \xff"}); // Latin-1, as a C++ program may store it
+  event_data e;
+  e.type = "bank.renamed";
+  e.data = bytes(buf.data(), buf.data() + buf.size());
+  e.metadata = e.data;
+  ASSERT_TRUE(store->append("account-1", expected_version::any(), {e}));
+  int status = -1;
+  auto file = dir.str() + ".ndjson";
+  run({"export", "--data-dir", dir.str(), "--output", file}, status);
+  ASSERT_EQ(status, 0) << errors;
+  sourcery::testing::temp_dir other;
+  auto copy = (other / "copy").string();
+  run({"import", "--data-dir", copy, "--input", file}, status);
+  ASSERT_EQ(status, 0) << errors;
+  auto again = run({"export", "--data-dir", copy}, status);
+  ASSERT_EQ(status, 0) << errors;
+  std::ifstream in{file};
+  EXPECT_EQ(again, std::string(std::istreambuf_iterator<char>{in}, {}));
+  auto restored = lmdb_store::open({.path = copy, .read_only = true});
+  ASSERT_TRUE(restored);
+  EXPECT_EQ((*restored)->read_all(5, 1)->front().data, e.data) << "the exact bytes";
+  run({"read", "account-1", "--data-dir", copy}, status);
+  EXPECT_EQ(status, 0);
+}
+
+TEST_F(cli, import_refuses_a_repeated_event_id_and_an_edited_payload) {
+  int status = -1;
+  auto file = dir.str() + ".ndjson";
+  run({"export", "--data-dir", dir.str(), "--output", file}, status);
+  ASSERT_EQ(status, 0);
+  std::ifstream in{file};
+  std::vector<std::string> ls;
+  for (std::string l; std::getline(in, l);)
+    ls.push_back(l);
+  sourcery::testing::temp_dir other;
+  auto attempt = [&](std::vector<std::string> text) {
+    auto bad = (other / "input").string();
+    std::ofstream out{bad};
+    for (auto& l : text)
+      out << l << "\n";
+    out.close();
+    auto target = (other / "target").string();
+    run({"import", "--data-dir", target, "--input", bad}, status);
+    EXPECT_EQ(status, 1);
+    EXPECT_FALSE(std::filesystem::exists(target));
+    return errors;
+  };
+  auto twice = ls;
+  auto second = json::parse(twice[2]);
+  second["event_id"] = json::parse(twice[1])["event_id"];
+  twice[2] = second.dump();
+  EXPECT_NE(attempt(twice).find("used twice"), std::string::npos) << errors;
+  auto edited = ls;
+  auto first = json::parse(edited[2]);
+  first["data"]["amount"] = 1000000;
+  edited[2] = first.dump();
+  EXPECT_NE(attempt(edited).find("\"data\" does not match"), std::string::npos) << errors;
+}
+
+TEST_F(cli, two_imports_into_one_target_never_both_succeed_nor_lose_events) {
+  for (int i = 0; i < 3000; ++i)
+    ASSERT_TRUE(store->append("account-" + std::to_string(i % 50), expected_version::any(), {event("bank.deposited", i)}));
+  int status = -1;
+  auto file = dir.str() + ".ndjson";
+  run({"export", "--data-dir", dir.str(), "--output", file}, status);
+  ASSERT_EQ(status, 0);
+  sourcery::testing::temp_dir other;
+  auto target = (other / "dual").string();
+  for (int round = 0; round < 3; ++round) {
+    std::filesystem::remove_all(target);
+    child_process a{SOURCERY_CLI_PATH, {"import", "--data-dir", target, "--input", file}, dir.str() + ".a"};
+    child_process b{SOURCERY_CLI_PATH, {"import", "--data-dir", target, "--input", file}, dir.str() + ".b"};
+    auto out_a = a.read_all(), out_b = b.read_all();
+    int sa = a.wait(), sb = b.wait();
+    EXPECT_TRUE((sa == 0) != (sb == 0)) << "exactly one import succeeds: " << sa << " " << sb;
+    EXPECT_TRUE(sa == 1 || sb == 1);
+    auto copy = lmdb_store::open({.path = target, .read_only = true});
+    ASSERT_TRUE(copy) << describe(copy.error());
+    EXPECT_EQ((*copy)->head_position(), store->head_position()) << "the successful import holds every event";
+    auto report = (*copy)->verify();
+    ASSERT_TRUE(report);
+    EXPECT_TRUE(report->ok());
+  }
+}
+
+TEST_F(cli, rebuild_refuses_read_models_a_running_application_writes) {
+  // Another process holds the read models for writing (as a running server does).
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    projection_store_options po;
+    po.path = dir.str() + "/read-models";
+    auto models = projection_store::open(po);
+    char c = models ? 'y' : 'n';
+    (void)!::write(ready[1], &c, 1);
+    ::pause();
+    ::_exit(0);
+  }
+  char c = 0;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  ASSERT_EQ(c, 'y');
+  int status = -1;
+  run({"rebuild", "test.totals", "--data-dir", dir.str()}, status, SOURCERY_TEST_TOOL_PATH);
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  ::close(ready[0]);
+  ::close(ready[1]);
+  EXPECT_EQ(status, 1);
+  EXPECT_NE(errors.find("store_in_use"), std::string::npos) << errors;
+  run({"rebuild", "test.totals", "--data-dir", dir.str()}, status, SOURCERY_TEST_TOOL_PATH);
+  EXPECT_EQ(status, 0) << errors;
+}

@@ -21,9 +21,16 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <set>
 #include <unordered_map>
+#include <utility>
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include "progress_meter.hpp"
+#include "sourcery/runtime/http_message.hpp"
 #include "tool_context.hpp"
 #include "tool_output.hpp"
 
@@ -37,13 +44,15 @@ using line_json = nlohmann::ordered_json; // written lines keep "kind" first
 
 constexpr int export_format = 1;
 
+/// JSON text of a line; a payload string that is not UTF-8 shows U+FFFD
+/// (its exact bytes are in the line's base64 field). Never throws.
+template <class Json>
+std::string render(const Json& j) {
+  return j.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
 bool valid_utf8(const std::string& s) {
-  try {
-    (void)json(s).dump();
-    return true;
-  } catch (const json::exception&) {
-    return false;
-  }
+  return http::valid_utf8(s);
 }
 
 void put_text(line_json& j, const char* key, const std::string& s) {
@@ -107,6 +116,14 @@ std::string text_field(const json& j, const char* key) {
   return v.get<std::string>();
 }
 
+/// The JSON shown for people (`shown`) says what the exact bytes say.
+void check_shown(const json& j, const char* shown, const persistence::bytes& exact) {
+  auto i = j.find(shown);
+  if (i != j.end() && json::parse(render(payload(exact))) != *i)
+    throw bad_line{std::string{"\""} + shown + "\" does not match \"" + shown
+                   + "_msgpack\" (edited?); change the msgpack bytes, which are what is imported"};
+}
+
 persistence::recorded_event event_of(const json& j) {
   persistence::recorded_event e;
   e.position = number_field(j, "position");
@@ -122,6 +139,10 @@ persistence::recorded_event event_of(const json& j) {
   e.causation_id = text_field(j, "causation_id");
   e.correlation_id = text_field(j, "correlation_id");
   e.data = bytes_field(j, "data_msgpack");
+  // "data" is for people; the bytes are what is imported. An edit of one
+  // without the other is refused rather than silently dropped.
+  check_shown(j, "data", e.data);
+  check_shown(j, "metadata", bytes_field(j, "metadata_msgpack"));
   e.metadata = bytes_field(j, "metadata_msgpack");
   return e;
 }
@@ -145,7 +166,7 @@ int run_export(const context& ctx) {
   bool to_file = !ctx.opts.output.empty() && ctx.opts.output != "-";
   if (to_file && (out = std::fopen(ctx.opts.output.c_str(), "w")) == nullptr)
     return failure(ctx, "cannot write " + ctx.opts.output + ": " + std::strerror(errno));
-  auto write = [out](const line_json& j) { std::fprintf(out, "%s\n", j.dump().c_str()); };
+  auto write = [out](const line_json& j) { std::fprintf(out, "%s\n", render(j).c_str()); };
 
   // A store being written keeps growing: export what the log held when the
   // export began, and what agrees with it.
@@ -235,9 +256,48 @@ int run_export(const context& ctx) {
   return 0;
 }
 
+namespace {
+
+/// The lock an import holds on the directory its target and staging live
+/// in: two imports beside each other would share one staging directory.
+class import_lock {
+public:
+  explicit import_lock(const fs::path& dir) : fd_(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)) {
+    if (fd_ >= 0 && ::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      busy_ = errno == EWOULDBLOCK;
+      why_ = std::strerror(errno);
+      ::close(std::exchange(fd_, -1));
+    } else if (fd_ < 0) {
+      why_ = std::strerror(errno);
+    }
+  }
+  ~import_lock() {
+    if (fd_ >= 0)
+      ::close(fd_);
+  }
+  import_lock(const import_lock&) = delete;
+  import_lock& operator=(const import_lock&) = delete;
+  bool held() const { return fd_ >= 0; }
+  bool busy() const { return busy_; }
+  const std::string& why() const { return why_; }
+
+private:
+  int fd_;
+  bool busy_ = false;
+  std::string why_;
+};
+
+} // namespace
+
 int run_import(const context& ctx) {
   fs::path target{ctx.opts.data_dir};
   std::error_code ec;
+  auto staging = staging_dir(target);
+  import_lock lock{staging.parent_path()};
+  if (!lock.held())
+    return failure(ctx, lock.busy() ? "import: another import into " + staging.parent_path().string()
+                                        + " is running; wait for it to end"
+                                    : "import: cannot lock " + staging.parent_path().string() + ": " + lock.why());
   if (fs::exists(target, ec) && !fs::is_empty(target, ec))
     return failure(ctx, "import: " + target.string() + " is not empty; import into a new directory");
   std::ifstream file;
@@ -248,8 +308,7 @@ int run_import(const context& ctx) {
       return failure(ctx, "cannot read " + ctx.opts.input);
     in = &file;
   }
-  auto staging = staging_dir(target);
-  fs::remove_all(staging, ec);
+  fs::remove_all(staging, ec); // left by an import that died (we hold the lock)
   persistence::lmdb_options lo;
   lo.path = staging.string();
   auto opened = persistence::lmdb_store::open(lo);
@@ -267,6 +326,7 @@ int run_import(const context& ctx) {
   uint64_t line_no = 0, head = 0, events = 0;
   bool header = false, end = false;
   std::vector<persistence::recorded_event> batch;
+  std::set<persistence::uuid> event_ids;
   auto flush = [&]() -> caf::error {
     if (batch.empty())
       return {};
@@ -302,6 +362,8 @@ int run_import(const context& ctx) {
           return abandon(where + ": " + persistence::describe(err));
       if (kind == "event") {
         batch.push_back(event_of(j));
+        if (!event_ids.insert(batch.back().event_id).second) // idempotency keys rely on them
+          throw bad_line{"event id " + batch.back().event_id.to_string() + " is used twice"};
         if (batch.back().position != events + 1) // caught here, to name the line
           throw bad_line{"event " + std::to_string(batch.back().position)
                          + " does not continue the log, which ends at " + std::to_string(events)};
@@ -358,8 +420,9 @@ int run_import(const context& ctx) {
   opened->reset();
   fs::rename(staging, target, ec);
   if (ec) {
+    auto why = ec.message(); // before the clean-up reuses ec
     fs::remove_all(staging, ec);
-    return failure(ctx, "import: cannot move the store into " + target.string() + ": " + ec.message());
+    return failure(ctx, "import: cannot move the store into " + target.string() + ": " + why);
   }
   meter.finish(events);
   if (ctx.opts.json)

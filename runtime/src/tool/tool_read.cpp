@@ -39,9 +39,22 @@ int print_events(const context& ctx, const std::string& what, Each each) {
 
 int run_read(const context& ctx) {
   const auto& stream = ctx.opts.args.at(0);
-  return print_events(ctx, "read " + stream, [&](auto& store, uint64_t from, auto visit) {
+  bool missing = false;
+  int rc = print_events(ctx, "read " + stream, [&](auto& store, uint64_t from, auto visit) -> caf::error {
+    // A stream that does not exist is an answer a script must see (a typo
+    // in an id prints nothing otherwise), not an empty success.
+    auto info = store.stream_info(stream);
+    if (!info)
+      return info.error();
+    if (!info->exists) {
+      missing = true;
+      return {};
+    }
     return store.for_each_in_stream(stream, from, visit);
   });
+  if (rc == 0 && missing)
+    return failure(ctx, "read: no stream " + stream + " (`streams` lists them)");
+  return rc;
 }
 
 int run_all(const context& ctx) {
