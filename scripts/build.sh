@@ -2,14 +2,15 @@
 # Configures and builds Sourcery into ${SOURCERY_BUILD_DIR:-build}.
 #   scripts/build.sh [TARGET...]         builds the given targets (default: all)
 #   SOURCERY_SANITIZERS=address|thread  builds everything instrumented.
-#   SOURCERY_BUILD_EXAMPLES=OFF, SOURCERY_BUILD_BENCH=OFF  skip those programs.
+#   SOURCERY_BUILD_EXAMPLES=OFF, SOURCERY_BUILD_BENCH=OFF, SOURCERY_BUILD_TESTS=OFF  skip those.
+#   SOURCERY_BUILD_TYPE=Release|Debug|RelWithDebInfo|MinSizeRel|Check (default RelWithDebInfo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-deps.sh
 build_dir="${SOURCERY_BUILD_DIR:-build}"
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE="${SOURCERY_BUILD_TYPE:-RelWithDebInfo}" \
   -DSOURCERY_SANITIZERS="${SOURCERY_SANITIZERS:-}" \
-  -DSOURCERY_WERROR="${SOURCERY_WERROR:-ON}" -DSOURCERY_BUILD_TESTS=ON -DSOURCERY_BUILD_EXAMPLES="${SOURCERY_BUILD_EXAMPLES:-ON}" \
+  -DSOURCERY_WERROR="${SOURCERY_WERROR:-ON}" -DSOURCERY_BUILD_TESTS="${SOURCERY_BUILD_TESTS:-ON}" -DSOURCERY_BUILD_EXAMPLES="${SOURCERY_BUILD_EXAMPLES:-ON}" \
   -DSOURCERY_BUILD_BENCH="${SOURCERY_BUILD_BENCH:-ON}" >/dev/null
 targets=()
 for t in "$@"; do targets+=(--target "$t"); done
