@@ -196,6 +196,13 @@ struct pm_instance_state {
   uint64_t attempt = 0;
   std::chrono::steady_clock::time_point event_deadline = std::chrono::steady_clock::time_point::max();
   bool busy = false;
+  /// A retry resumes the commands still pending (the failed one first)
+  /// instead of handling the event again: commands already accepted are
+  /// not sent twice.
+  bool resume_commands = false;
+  /// Its saved state did not decode: every event fails with this, and the
+  /// policy decides (skip the events or stop), instead of a crash loop.
+  caf::error broken;
   // Steps that lead to one another asynchronously; kept here (not in
   // shared closures, which would form a cycle) so they go with the actor.
   std::function<void()> next_event;

@@ -41,7 +41,12 @@ caf::behavior pm_instance(caf::stateful_actor<pm_instance_state<P>>* self, std::
                           caf::actor router, application* app, const persistence::event_registry* types,
                           process_options options) {
   auto& st = self->state;
-  st.process = unpack_state<P>(state);
+  try {
+    st.process = unpack_state<P>(state);
+  } catch (const std::exception& e) {
+    st.broken = caf::make_error(caf::sec::runtime_error, std::string{"process "} + P::process_name + " instance " + id
+                                                           + ": its saved state does not decode: " + e.what());
+  }
   st.id = std::move(id);
   st.router = std::move(router);
   st.app = app;
@@ -74,7 +79,9 @@ caf::behavior pm_instance(caf::stateful_actor<pm_instance_state<P>>* self, std::
     self->send(st.router, pm_done_atom::value, std::move(out));
     st.next_event();
   };
-  auto fail = [self, finish](const caf::error& err) {
+  // `in_command`: a command failed (it is still first in `pending`); a
+  // retry then resumes the commands instead of handling the event again.
+  auto fail = [self, finish](const caf::error& err, bool in_command = false) {
     auto& st = self->state;
     const auto& rec = *st.queue.front().event;
     error_action action;
@@ -85,13 +92,17 @@ caf::behavior pm_instance(caf::stateful_actor<pm_instance_state<P>>* self, std::
     if (st.options.on_error.observer)
       st.options.on_error.observer(handler_failure{std::string{"process "} + P::process_name + " instance " + st.id,
                                                    rec, err, st.failures, action});
-    st.pending.clear();
     st.event_deadline = std::chrono::steady_clock::time_point::max(); // no timeout while a retry waits
     ++st.attempt;                                                        // answers still out are late now
     if (action.what == error_action::kind::retry) {
+      st.resume_commands = in_command && !st.pending.empty();
+      if (!st.resume_commands)
+        st.pending.clear();
       self->delayed_send(self, action.delay, pm_retry_atom::value);
       return;
     }
+    st.pending.clear();
+    st.resume_commands = false;
     if (action.what == error_action::kind::skip)
       return finish(true, {});
     finish(false, caf::make_error(caf::sec::runtime_error,
@@ -105,6 +116,8 @@ caf::behavior pm_instance(caf::stateful_actor<pm_instance_state<P>>* self, std::
     const auto& rec = *st.queue.front().event;
     ++st.attempt;
     st.event_deadline = std::chrono::steady_clock::now() + st.options.event_timeout;
+    if (st.broken)
+      return fail(st.broken);
     caf::error err;
     try {
       visit_event<typename P::event>(*st.types, rec, err, [&](const auto& ev) -> caf::error {
@@ -154,22 +167,28 @@ caf::behavior pm_instance(caf::stateful_actor<pm_instance_state<P>>* self, std::
       auto& st = self->state;
       if (st.pending.empty() || r.attempt != st.attempt)
         return; // a late answer: the event timed out, or a retry was scheduled
-      auto cmd = std::move(st.pending.front());
-      st.pending.erase(st.pending.begin());
       if (!r.result) {
+        // The failed command stays first in `pending`: a retry sends it
+        // again, and only the commands after it.
         // A command cut short by what was left of the event's time: the
         // event timed out, and says so (as the router's tick would).
         if (code_of_dispatch(r.result.error()) == dispatch_errc::timeout
             && std::chrono::steady_clock::now() >= st.event_deadline)
-          return fail(event_timed_out(self));
-        return fail(r.result.error());
+          return fail(event_timed_out(self), true);
+        return fail(r.result.error(), true);
       }
+      auto cmd = std::move(st.pending.front());
+      st.pending.erase(st.pending.begin());
       if (!r.result->accepted) {
         if constexpr (requires(const P& p, const failed_command& f, const event_context& c) {
                         { p.on_rejected(f, c) } -> std::convertible_to<commands>;
                       }) {
-          auto more = st.process.on_rejected(failed_command{cmd.name, cmd.value, r.result->why},
-                                             *st.queue.front().event);
+          commands more;
+          try {
+            more = st.process.on_rejected(failed_command{cmd.name, cmd.value, r.result->why}, *st.queue.front().event);
+          } catch (const std::exception& e) { // a bug of the saga: its policy decides, no crash loop
+            return fail(caf::make_error(caf::sec::runtime_error, std::string{"on_rejected threw: "} + e.what()));
+          }
           for (auto& c : more)
             st.pending.push_back(std::move(c));
         }
@@ -180,11 +199,18 @@ caf::behavior pm_instance(caf::stateful_actor<pm_instance_state<P>>* self, std::
       auto& st = self->state;
       if (!st.busy || std::chrono::steady_clock::now() < st.event_deadline)
         return; // done, waiting for a retry, or still within its time
-      fail(event_timed_out(self));
+      fail(event_timed_out(self), !st.pending.empty());
     },
-    [self, begin_event](pm_retry_atom) { // a retry's timer: the event again
-      if (!self->state.queue.empty())
-        begin_event();
+    [self, begin_event](pm_retry_atom) { // a retry's timer
+      auto& st = self->state;
+      if (st.queue.empty())
+        return;
+      if (!st.resume_commands)
+        return begin_event(); // the event again (`handle` failed, or the event timed out in it)
+      st.resume_commands = false; // its commands from the one that failed
+      ++st.attempt;
+      st.event_deadline = std::chrono::steady_clock::now() + st.options.event_timeout;
+      st.send_next();
     },
     [self](pm_retry_atom, bool) { self->state.next_event(); },
     [self](pm_idle_atom) { // the router agrees: passivate
@@ -221,6 +247,8 @@ struct pm_router_state {
   std::map<std::string, std::vector<pm_delivery>> waiting; // for draining instances
   bool reading = false;
   bool flush_scheduled = false;
+  uint32_t storage_failures = 0; ///< consecutive failures to read `$all` or save
+  uint32_t decode_failures = 0;  ///< consecutive, of the event after `read_upto`
   static inline const char* name = "process_router";
 
   // Instances are monitored, not linked: a link would cost the router a search
@@ -291,27 +319,66 @@ caf::behavior pm_router(caf::stateful_actor<pm_router_state<P>>* self, persisten
       e.last_activity = std::chrono::steady_clock::now(); // its time runs from here
     self->send(e.actor, pm_event_atom::value, std::move(d));
   };
-  auto read = [self, state_of, open, deliver] {
+  // Its storage failed (a full disk, an I/O error): retry `again` later,
+  // with backoff, until the cause goes — a restart would fail the same way.
+  auto storage_failed = [self](const caf::error& err, auto again) {
+    auto& st = self->state;
+    auto delay = st.options.on_error.backoff(++st.storage_failures);
+    st.status->set_storage_trouble(err);
+    if (st.options.on_error.storage_observer)
+      st.options.on_error.storage_observer(st.saved_as, err, st.storage_failures, delay);
+    self->delayed_send(self, delay, again);
+  };
+  auto storage_ok = [self] {
+    auto& st = self->state;
+    if (st.storage_failures > 0) {
+      st.storage_failures = 0;
+      st.status->set_storage_trouble({});
+    }
+  };
+  auto read = [self, state_of, open, deliver, storage_failed] {
     auto& st = self->state;
     st.reading = false;
     if (st.in_flight.size() >= st.options.max_in_flight)
       return; // resumed when outcomes come back
     auto batch = st.store->read_all(st.read_upto + 1, 256);
-    if (!batch)
-      throw std::runtime_error(st.saved_as + " cannot read $all: " + caf::to_string(batch.error()));
+    if (!batch) {
+      st.reading = true; // the retry is this read
+      return storage_failed(batch.error(), pm_read_atom::value);
+    }
+    bool retry_later = false;
     for (auto& rec : *batch) {
       caf::error err;
       auto want = interest_in<P>(*st.types, rec, err);
-      st.read_upto = rec.position;
       if (err) {
-        // An event it cannot even decode: the policy, as for a failed command.
-        if (st.options.on_error.then != error_action::kind::skip) {
-          st.status->stop(err);
+        // An event it cannot even decode: the process's `on_error`, else its
+        // policy, decides, as for a failed command.
+        error_action action;
+        if constexpr (requires(P& p) { { p.on_error(err, rec, uint32_t{}) } -> std::convertible_to<error_action>; })
+          action = P{}.on_error(err, rec, ++st.decode_failures);
+        else
+          action = st.options.on_error.decide(++st.decode_failures);
+        if (st.options.on_error.observer)
+          st.options.on_error.observer(handler_failure{st.saved_as, rec, err, st.decode_failures, action});
+        if (action.what == error_action::kind::retry) {
+          st.reading = true; // from this event again, later
+          self->delayed_send(self, action.delay, pm_read_atom::value);
+          retry_later = true;
+          break;
+        }
+        st.decode_failures = 0;
+        if (action.what == error_action::kind::stop) {
+          st.status->stop(caf::make_error(caf::sec::runtime_error, st.saved_as + " stopped at event "
+                                                                     + std::to_string(rec.position) + ": "
+                                                                     + describe_error(err)));
           self->quit(caf::exit_reason::user_shutdown);
           return;
         }
+        st.read_upto = rec.position; // skipped
         continue;
       }
+      st.decode_failures = 0;
+      st.read_upto = rec.position;
       if (want.what == interest::kind::none)
         continue;
       auto shared = std::make_shared<const persistence::recorded_event>(std::move(rec));
@@ -325,7 +392,7 @@ caf::behavior pm_router(caf::stateful_actor<pm_router_state<P>>* self, persisten
         deliver(id, pm_delivery{shared, want.what});
       }
     }
-    if (batch->size() == 256) {
+    if (batch->size() == 256 && !retry_later) {
       st.reading = true;
       self->send(self, pm_read_atom::value);
     }
@@ -336,35 +403,45 @@ caf::behavior pm_router(caf::stateful_actor<pm_router_state<P>>* self, persisten
   };
   // Saves the states of every event before the first one still in flight,
   // with that position, in one transaction.
-  auto flush = [self] {
+  auto flush = [self, storage_failed, storage_ok] {
     auto& st = self->state;
     st.flush_scheduled = false;
     uint64_t upto = st.in_flight.empty() ? st.read_upto : st.in_flight.begin()->first - 1;
     if (upto <= st.committed)
       return;
-    std::vector<std::pair<std::string, std::optional<std::string>>> writes;
-    for (auto o = st.outcomes.begin(); o != st.outcomes.end();) {
-      auto& q = o->second;
-      std::optional<std::optional<std::string>> latest;
-      while (!q.empty() && q.front().first <= upto) {
-        latest = std::move(q.front().second);
-        q.pop_front();
+    // The latest state of each instance up to `upto`, left in `outcomes`
+    // until the write commits (a failed write is tried again).
+    std::vector<std::pair<const std::string*, const std::optional<std::string>*>> writes;
+    for (auto& [id, q] : st.outcomes) {
+      const std::optional<std::string>* latest = nullptr;
+      for (auto& [pos, state] : q) {
+        if (pos > upto)
+          break;
+        latest = &state;
       }
-      if (latest)
-        writes.emplace_back(o->first, std::move(*latest));
-      o = q.empty() ? st.outcomes.erase(o) : std::next(o);
+      if (latest != nullptr)
+        writes.emplace_back(&id, latest);
     }
     auto err = st.models->write(st.saved_as, upto, [&](persistence::projection_store::writer& w) {
       for (auto& [id, state] : writes) {
-        if (state)
-          w.put("instances", id, *state);
+        if (*state)
+          w.put("instances", *id, **state);
         else
-          w.erase("instances", id);
+          w.erase("instances", *id);
       }
       return caf::error{};
     });
-    if (err)
-      throw std::runtime_error(st.saved_as + " cannot save: " + caf::to_string(err));
+    if (err) {
+      st.flush_scheduled = true; // the retry is this flush
+      return storage_failed(err, pm_flush_atom::value);
+    }
+    storage_ok();
+    for (auto o = st.outcomes.begin(); o != st.outcomes.end();) {
+      auto& q = o->second;
+      while (!q.empty() && q.front().first <= upto)
+        q.pop_front();
+      o = q.empty() ? st.outcomes.erase(o) : std::next(o);
+    }
     st.committed = upto;
     st.status->advance(upto);
   };
@@ -495,6 +572,7 @@ caf::expected<std::shared_ptr<handler_status>> application::add_process_manager(
   if (!models)
     return models.error();
   watch_failures(options.on_error);
+  from_now_on(options);
   return start_consumer(P::process_name, false, [&](auto status, auto started) {
     return process_child_spec<P>(store_.get(), *models, &core_.types, this, status, options, started);
   });
