@@ -242,6 +242,18 @@ caf::expected<void> event_store::save_snapshot(snapshot snap) {
   return do_save_snapshot(std::move(snap));
 }
 
+void event_store::save_snapshot_async(snapshot snap, std::function<void(caf::expected<void>)> done) {
+  if (closed())
+    return done(make_error(store_errc::store_closed, "the event store is closed"));
+  if (auto err = validate_stream_id(snap.stream_id))
+    return done(err);
+  do_save_snapshot_async(std::move(snap), std::move(done));
+}
+
+void event_store::do_save_snapshot_async(snapshot snap, std::function<void(caf::expected<void>)> done) {
+  done(do_save_snapshot(std::move(snap)));
+}
+
 caf::expected<std::optional<snapshot>> event_store::load_snapshot(std::string_view stream) const {
   if (closed())
     return make_error(store_errc::store_closed, "the event store is closed");

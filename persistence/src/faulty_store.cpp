@@ -160,6 +160,12 @@ caf::expected<void> faulty_store::do_save_snapshot(snapshot snap) {
   return inner_->do_save_snapshot(std::move(snap));
 }
 
+void faulty_store::do_save_snapshot_async(snapshot snap, std::function<void(caf::expected<void>)> done) {
+  if (auto err = take(checkpoints_left_, checkpoint_error_))
+    return done(err);
+  inner_->do_save_snapshot_async(std::move(snap), std::move(done));
+}
+
 caf::expected<std::optional<snapshot>> faulty_store::do_load_snapshot(std::string_view stream) const {
   return inner_->do_load_snapshot(stream);
 }

@@ -1007,6 +1007,17 @@ caf::expected<void> lmdb_store::do_save_snapshot(snapshot snap) {
   return to_void(submit_and_wait(*impl_, std::move(op)));
 }
 
+void lmdb_store::do_save_snapshot_async(snapshot snap, std::function<void(caf::expected<void>)> done) {
+  if (impl_->options.read_only)
+    return done(make_error(store_errc::invalid_argument, "the store is open read-only"));
+  write_op op;
+  op.what = write_op::kind::save_snapshot;
+  op.key = snap.stream_id;
+  op.snap = std::move(snap);
+  op.done = [done = std::move(done)](caf::expected<append_result> r) { done(to_void(std::move(r))); };
+  impl_->enqueue(std::move(op));
+}
+
 caf::expected<void> lmdb_store::do_delete_snapshot(std::string_view stream) {
   write_op op;
   op.what = write_op::kind::delete_snapshot;

@@ -204,8 +204,10 @@ private:
       snap.snapshot_version = A::snapshot_version;
       snap.type = "aggregate";
       snap.data.assign(buf.data(), buf.data() + buf.size());
-      // A failed snapshot costs only a longer rebuild later; the events are stored.
-      (void) store_.save_snapshot(std::move(snap));
+      // Not waited for: the aggregate actor that runs this must not block a
+      // scheduler thread on a durable commit. A failed snapshot costs only a
+      // longer rebuild later; the events are stored.
+      store_.save_snapshot_async(std::move(snap), [](caf::expected<void>) {});
     }
   }
 

@@ -104,6 +104,9 @@ public:
 
   /// Replaces the snapshot of `snap.stream_id`.
   caf::expected<void> save_snapshot(snapshot snap);
+  /// The same without waiting for the commit: `done` is called once, on a
+  /// store thread (keep it short). For actors, which must not block.
+  void save_snapshot_async(snapshot snap, std::function<void(caf::expected<void>)> done);
   /// The latest snapshot of `stream`, or nullopt.
   caf::expected<std::optional<snapshot>> load_snapshot(std::string_view stream) const;
   caf::expected<void> delete_snapshot(std::string_view stream);
@@ -157,6 +160,9 @@ protected:
                                  std::vector<recorded_event>& out) const = 0;
   virtual caf::expected<persistence::stream_info> do_stream_info(std::string_view stream) const = 0;
   virtual caf::expected<void> do_save_snapshot(snapshot snap) = 0;
+  /// Default: `do_save_snapshot` on the caller's thread (for stores whose
+  /// writes do not wait for a disk).
+  virtual void do_save_snapshot_async(snapshot snap, std::function<void(caf::expected<void>)> done);
   virtual caf::expected<std::optional<snapshot>> do_load_snapshot(std::string_view stream) const = 0;
   virtual caf::expected<void> do_delete_snapshot(std::string_view stream) = 0;
   virtual caf::expected<void> do_save_checkpoint(std::string_view name, uint64_t position) = 0;

@@ -58,6 +58,7 @@ protected:
                          std::vector<recorded_event>& out) const override;
   caf::expected<persistence::stream_info> do_stream_info(std::string_view stream) const override;
   caf::expected<void> do_save_snapshot(snapshot snap) override;
+  void do_save_snapshot_async(snapshot snap, std::function<void(caf::expected<void>)> done) override;
   caf::expected<std::optional<snapshot>> do_load_snapshot(std::string_view stream) const override;
   caf::expected<void> do_delete_snapshot(std::string_view stream) override;
   caf::expected<void> do_save_checkpoint(std::string_view name, uint64_t position) override;

@@ -121,6 +121,7 @@ protected:
   caf::error do_read_all(uint64_t from, size_t max_count, read_direction direction,
                          std::vector<recorded_event>& out) const override;
   caf::expected<persistence::stream_info> do_stream_info(std::string_view stream) const override;
+  void do_save_snapshot_async(snapshot snap, std::function<void(caf::expected<void>)> done) override;
   caf::expected<void> do_save_snapshot(snapshot snap) override;
   caf::expected<std::optional<snapshot>> do_load_snapshot(std::string_view stream) const override;
   caf::expected<void> do_delete_snapshot(std::string_view stream) override;
