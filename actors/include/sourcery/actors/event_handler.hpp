@@ -21,7 +21,8 @@
 // may return an error or throw; the error policy (the options, or the
 // handler's own `on_error`) decides: retry, skip, or stop. A handler may
 // instead take whole batches (`caf::error handle_batch(const
-// std::vector<event_context>&)`), or run on several threads partitioned by a
+// std::vector<event_context>&)`: the batch's events of the types `event`
+// lists, upcast, not decoded; a batch with none of them is not passed), or run on several threads partitioned by a
 // key (`handler_options::concurrency`, `static std::string
 // partition_key(const event_context&)`), keeping order within a key.
 
@@ -30,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include "sourcery/actors/detail/partition_pool.hpp"
 #include "sourcery/actors/event_consumer.hpp"
 
 namespace sourcery {
@@ -82,11 +84,15 @@ public:
                     { handler_->handle_batch(b) } -> std::convertible_to<caf::error>;
                   }) {
       // The handler takes the batch as a whole: it succeeds or fails as one.
+      // It sees the events of the types it declares, as `handle` would.
+      const auto& mine = declared_only(batch);
       caf::error err;
-      try {
-        err = handler_->handle_batch(batch);
-      } catch (const std::exception& e) {
-        err = caf::make_error(caf::sec::runtime_error, std::string{"handle_batch threw: "} + e.what());
+      if (!mine.empty()) {
+        try {
+          err = handler_->handle_batch(mine);
+        } catch (const std::exception& e) {
+          err = caf::make_error(caf::sec::runtime_error, std::string{"handle_batch threw: "} + e.what());
+        }
       }
       if (err) {
         out.failed = &batch.front();
@@ -159,6 +165,27 @@ private:
     return handled;
   }
 
+  static bool declared(const std::string& type) {
+    return []<class... Es>(std::type_identity<std::variant<Es...>>, const std::string& t) {
+      return ((t == Es::type_name) || ...);
+    }(std::type_identity<typename H::event>{}, type);
+  }
+
+  /// `batch` itself when every event's type is declared in `H::event`, else
+  /// a copy of those that are (kept in a reused buffer).
+  const std::vector<persistence::recorded_event>& declared_only(const std::vector<persistence::recorded_event>& batch) {
+    size_t n = 0;
+    for (const auto& rec : batch)
+      n += declared(rec.type) ? 1 : 0;
+    if (n == batch.size())
+      return batch;
+    declared_.clear();
+    for (const auto& rec : batch)
+      if (declared(rec.type))
+        declared_.push_back(rec);
+    return declared_;
+  }
+
   static std::string key_of(const persistence::recorded_event& rec) {
     if constexpr (requires { { H::partition_key(rec) } -> std::convertible_to<std::string>; })
       return H::partition_key(rec);
@@ -174,14 +201,12 @@ private:
     for (size_t i = 0; i < batch.size(); ++i)
       parts[std::hash<std::string>{}(key_of(batch[i])) % parts.size()].push_back(i);
     std::vector<batch_outcome> outs(parts.size());
-    std::vector<std::thread> threads;
-    for (size_t p = 1; p < parts.size(); ++p)
+    if (!pool_)
+      pool_ = std::make_unique<partition_pool>(handlers_.size());
+    pool_->run([&](size_t p) {
       if (!parts[p].empty())
-        threads.emplace_back([&, p] { handle_in_order(*handlers_[p], batch, parts[p], outs[p]); });
-    if (!parts[0].empty())
-      handle_in_order(*handlers_[0], batch, parts[0], outs[0]);
-    for (auto& t : threads)
-      t.join();
+        handle_in_order(*handlers_[p], batch, parts[p], outs[p]); // catches what `handle` throws
+    });
     const persistence::recorded_event* first = nullptr;
     for (auto& o : outs)
       if (o.failed != nullptr && (first == nullptr || o.failed->position < first->position)) {
@@ -195,6 +220,8 @@ private:
   }
 
   std::vector<std::unique_ptr<H>> handlers_;
+  std::vector<persistence::recorded_event> declared_; // handle_batch's events, when some are not
+  std::unique_ptr<partition_pool> pool_;              // partitions' threads, made at the first batch
   H* handler_;
   persistence::event_store* store_;
   const persistence::event_registry* types_;
