@@ -371,6 +371,7 @@ void application::complete_strong(const std::shared_ptr<dispatch_options>& opts,
   if (!r || !r->accepted || r->last_position == 0 || opts->consistency_level != consistency::strong)
     return finish(t0, std::move(r), done, ctx.get());
   std::vector<std::shared_ptr<handler_status>> statuses;
+  std::string unknown; // a handler named in `consistent_with` that does not run
   {
     std::lock_guard guard{handlers_mtx_};
     if (opts->consistent_with.empty()) {
@@ -380,15 +381,20 @@ void application::complete_strong(const std::shared_ptr<dispatch_options>& opts,
     } else {
       for (auto& name : opts->consistent_with) {
         auto i = handlers_.find(name);
-        if (i == handlers_.end())
-          return finish(t0,
-                        make_error(dispatch_errc::consistency_timeout,
-                                   "the events were stored but no handler is named " + name),
-                        done, ctx.get());
+        if (i == handlers_.end()) {
+          unknown = name;
+          break;
+        }
         statuses.push_back(i->second.status);
       }
     }
   }
+  // The caller's code runs outside our locks.
+  if (!unknown.empty())
+    return finish(t0,
+                  make_error(dispatch_errc::consistency_timeout,
+                             "the events were stored but no handler is named " + unknown),
+                  done, ctx.get());
   if (statuses.empty())
     return finish(t0, std::move(r), done, ctx.get());
   auto wait = std::make_shared<strong_wait>();
@@ -427,12 +433,13 @@ void application::stop() {
   watching_ = false;
   if (head_watcher_.joinable())
     head_watcher_.join();
+  std::vector<std::shared_ptr<strong_wait>> waits;
   {
     std::lock_guard guard{strong_mtx_};
-    for (auto& w : strong_waits_)
-      w->fail("the application stopped first");
-    strong_waits_.clear();
+    waits.swap(strong_waits_);
   }
+  for (auto& w : waits) // callers' code, outside our locks
+    w->fail("the application stopped first");
   if (root_)
     root_->stop();
   root_.reset();

@@ -270,3 +270,43 @@ TEST(application, restarted_on_the_same_directory_it_continues) {
 }
 
 } // namespace
+
+TEST(application, two_applications_on_two_directories_in_one_process_stay_apart) {
+  sourcery::testing::temp_dir a_dir, b_dir;
+  auto a = start(a_dir);
+  auto b = start(b_dir);
+  ASSERT_TRUE(a && b);
+  ASSERT_TRUE(a->dispatch(open_account{"1", "ann"}));
+  ASSERT_TRUE(a->dispatch(deposit{"1", 10}));
+  ASSERT_TRUE(b->dispatch(open_account{"1", "bob"}));
+  EXPECT_EQ(a->aggregate_state<account>("account-1")->balance, 10);
+  EXPECT_EQ(b->aggregate_state<account>("account-1")->balance, 0);
+  EXPECT_EQ(a->store().head_position(), 2u);
+  EXPECT_EQ(b->store().head_position(), 1u);
+  // One writer per directory, in this process too.
+  application_config again;
+  again.data_dir = (a_dir / "data").string();
+  EXPECT_FALSE(application::start(again, bank::routes()));
+  a->stop();
+  ASSERT_TRUE(b->dispatch(deposit{"1", 1})) << "b runs on after a stopped";
+}
+
+TEST(application, metrics_count_what_happened) {
+  sourcery::testing::temp_dir dir;
+  auto app = start(dir);
+  ASSERT_TRUE(app->dispatch(open_account{"1", "ann"}));
+  ASSERT_TRUE(app->dispatch(deposit{"1", 10}));
+  ASSERT_TRUE(app->dispatch(withdraw{"1", 100})); // rejected
+  EXPECT_FALSE(app->dispatch(open_account{"", "nobody"}));
+  auto& m = app->metrics();
+  EXPECT_EQ(m.commands("accepted"), 2u);
+  EXPECT_EQ(m.commands("rejected"), 1u);
+  EXPECT_EQ(m.commands("invalid_aggregate_identity"), 1u);
+  EXPECT_EQ(m.events_appended(), 2u);
+  auto text = app->metrics_text();
+  for (auto* line : {"sourcery_commands_total{outcome=\"accepted\"} 2", "sourcery_commands_total{outcome=\"rejected\"} 1",
+                     "sourcery_commands_total{outcome=\"invalid_aggregate_identity\"} 1",
+                     "sourcery_events_appended_total 2", "sourcery_head_position 2",
+                     "sourcery_dispatch_latency_seconds_count 4"})
+    EXPECT_NE(text.find(line), std::string::npos) << line << "\n" << text;
+}

@@ -414,7 +414,8 @@ caf::behavior aggregate_registry(caf::stateful_actor<detail::registry_state<A>>*
 
 /// The child spec template of the aggregates' simple_one_for_one supervisor:
 /// temporary children (a crashed aggregate is reopened by its next command,
-/// not restarted), killed at once on shutdown.
+/// not restarted), given 5 s on shutdown to finish the command in hand
+/// (its append's answer) before they are killed.
 template <aggregate A>
 supervision::child_spec aggregate_child_spec(const aggregate_repository<A>* repo, std::chrono::milliseconds lifespan) {
   supervision::child_spec spec;

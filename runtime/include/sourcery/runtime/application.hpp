@@ -126,6 +126,7 @@ public:
     if (auto err = check_handler_events<typename H::event>(H::handler_name))
       return err;
     watch_failures(options.on_error);
+    from_now_on(options);
     return start_consumer(H::handler_name, strong, [&](auto status, auto started) {
       return handler_child_spec<H>(std::move(make), store_.get(), &core_.types, status, options, started);
     });
@@ -142,6 +143,7 @@ public:
     if (auto err = check_handler_events<typename P::event>(P::projection_name))
       return err;
     watch_failures(options.on_error);
+    from_now_on(options);
     auto models = read_models();
     if (!models)
       return models.error();
@@ -242,6 +244,16 @@ private:
               const dispatch_context* ctx = nullptr);
   /// Has the failures `policy` decides about logged (keeping any observer).
   void watch_failures(error_policy& policy);
+  /// `handler_start::current` means the head when the handler is added (not
+  /// when its actor first runs, which may be after the caller's next
+  /// dispatches): fixed here as a position. Its first checkpoint keeps it.
+  template <class Options>
+  void from_now_on(Options& options) const {
+    if (options.start == handler_start::current) {
+      options.start = handler_start::position;
+      options.start_position = store_->head_position();
+    }
+  }
 
   struct handler_entry {
     std::shared_ptr<handler_status> status;
