@@ -97,10 +97,11 @@ struct started {
   std::unique_ptr<sourcery::application> app;
 };
 inline started start(int argc, char** argv, const char* program, const char* title, const char* default_dir,
-                     sourcery::router routes) {
+                     sourcery::router routes,
+                     std::unordered_map<std::type_index, sourcery::aggregate_settings> settings = {}) {
   auto config = parse_options(argc, argv, program, default_dir);
   say("== %s ==", title);
-  auto app = sourcery::application::start(config, std::move(routes));
+  auto app = sourcery::application::start(config, std::move(routes), {}, std::move(settings));
   if (!app)
     fail(program, "start the application in " + config.data_dir, app.error());
   tell_store(**app, config);

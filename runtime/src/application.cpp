@@ -450,9 +450,11 @@ void application::stop() {
       h.actor = nullptr;
   }
   core_.aggregates.clear();
+  // The store before the actor system: its writer answers what is still in
+  // flight (to actors that are gone: dropped) while the system still exists.
+  store_.reset();
   system_.reset();
   deadlines_.reset(); // after the actors: none adds a deadline any more
-  store_.reset();
   read_models_.reset();
   if (read_models_temporary_) {
     std::error_code ec;
@@ -522,7 +524,7 @@ void application::dispatch_erased(std::type_index type, const void* cmd, dispatc
 std::string application::metrics_text() const {
   std::string out;
   metrics_.render(out);
-  auto head = store_->head_position();
+  auto head = store_ ? store_->head_position() : 0; // none once stopped
   out += "# HELP sourcery_head_position The last position of $all.\n# TYPE sourcery_head_position gauge\n";
   out += "sourcery_head_position " + std::to_string(head) + "\n";
   out += "# HELP sourcery_handler_lag_events Events of $all past a handler's checkpoint.\n"

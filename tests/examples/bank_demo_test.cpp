@@ -25,7 +25,8 @@ TEST(bank_demo, runs_twice_on_one_directory_and_continues) {
   EXPECT_EQ(status, 0) << first;
   for (auto* expected : {"rejected: insufficient_funds", "the saga settled it: completed",
                          "the saga settled it: failed", "bank.transfer_failed", "restarted (1 restarts so far)",
-                         "every balance agrees with its aggregate", "alice's audit trail"})
+                         "every balance agrees with its aggregate", "alice's audit trail",
+                         "alice's actor reopened on demand from her snapshot (version 4)"})
     EXPECT_NE(first.find(expected), std::string::npos) << expected << "\n" << first;
   auto second = run_demo(dir.str(), status);
   EXPECT_EQ(status, 0) << second;

@@ -143,6 +143,7 @@ TEST(deadlines, thousands_of_dispatches_each_answered_once) {
   std::this_thread::sleep_for(50ms);
   EXPECT_EQ(answers.load(), n); // none answered twice
   EXPECT_EQ(app->aggregate_state<account>("account-a")->balance, n);
+  app->stop(); // before the counters its callbacks use go out of scope
 }
 
 TEST(identities, an_empty_identity_is_refused_before_anything_runs) {
@@ -315,6 +316,7 @@ TEST(failing_store, slow_commits_are_answered_in_order_within_their_deadline) {
     std::this_thread::sleep_for(10ms);
   EXPECT_EQ(ok.load(), 20);
   EXPECT_EQ(f.store->head_position(), 20u);
+  f.app->stop(); // before the counters its callbacks use go out of scope
 }
 
 TEST(failing_store, projections_and_handlers_retry_storage_failures_and_catch_up) {

@@ -183,3 +183,45 @@ TEST(process_failures, failures_of_its_storage_are_retried_until_they_heal) {
   EXPECT_FALSE(status->stopped());
   EXPECT_FALSE(r.app->failure());
 }
+
+namespace {
+
+/// Counts the accounts opened by one owner; never stops (only idleness ends it).
+struct opened_counter {
+  static constexpr const char* process_name = "test.opened_counter";
+  using event = std::variant<account_opened>;
+  int64_t seen = 0;
+  MSGPACK_DEFINE_MAP(seen);
+  static interest interested(const account_opened& e) { return interest::start(e.owner); }
+  commands handle(const account_opened&) const { return {}; }
+  void apply(const account_opened&) { ++seen; }
+};
+
+} // namespace
+
+TEST(process_lifecycle, a_passivated_instance_reopens_from_its_saved_state) {
+  run r;
+  process_options opts;
+  opts.idle_timeout = 100ms;
+  auto status = r.add<opened_counter>(opts);
+  auto& actors = r.app->system().registry();
+  auto caught_up = [&] { return status->position() >= r.app->store().head_position(); };
+  auto before = actors.running();
+  ASSERT_TRUE(r.app->dispatch(open_account{"1", "gus"}));
+  ASSERT_TRUE(r.wait_until(caught_up));
+  EXPECT_EQ(actors.running(), before + 2) << "gus's instance and account 1's aggregate";
+  // Idle past its timeout: the instance ends (the aggregate stays).
+  ASSERT_TRUE(r.wait_until([&] { return actors.running() == before + 1; })) << "passivated";
+  ASSERT_TRUE(r.app->dispatch(open_account{"2", "gus"}));
+  ASSERT_TRUE(r.wait_until(caught_up));
+  ASSERT_TRUE(r.wait_until([&] {
+    auto models = r.app->read_models();
+    auto saved = models ? (*models)->get("process:test.opened_counter", "instances", "gus") : caf::expected<std::optional<std::string>>{caf::error{}};
+    if (!saved || !*saved)
+      return false;
+    auto oh = msgpack::unpack((*saved)->data(), (*saved)->size());
+    opened_counter c;
+    persistence::convert_map(oh.get(), c);
+    return c.seen == 2; // reopened from seen == 1, not from a fresh state
+  }));
+}

@@ -195,9 +195,16 @@ void process(aggregate_self<A>* self, command_for<A> cmd, caf::response_promise 
   st.inflight_decision = std::move(*d);
   // Appends go through the store's group commit; the answer comes back as a
   // message, so no scheduler thread waits for a disk flush.
-  caf::actor me = caf::actor_cast<caf::actor>(self);
+  // A weak reference: the store's writer may answer after this actor, or
+  // its whole actor system, is gone (a shared store outlives an application
+  // that stopped); then there is nobody to tell.
+  caf::weak_actor_ptr weak_me{self->ctrl()};
   st.repo->store().append_async(st.stream, persistence::expected_version::exact(st.current->version), std::move(data),
-                                [me](caf::expected<persistence::append_result> r) {
+                                [weak_me](caf::expected<persistence::append_result> r) {
+                                  auto strong = weak_me.lock();
+                                  if (!strong)
+                                    return;
+                                  auto me = caf::actor_cast<caf::actor>(std::move(strong));
                                   if (r)
                                     caf::anon_send(me, appended_atom::value, r->stream_version, r->first_position,
                                                    r->last_position);
