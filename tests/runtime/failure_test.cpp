@@ -12,6 +12,7 @@
 #include "../../examples/bank/balances.hpp"
 #include "../../examples/bank/routes.hpp"
 #include "../support/temp_dir.hpp"
+#include "../support/tree_killer.hpp"
 #include "sourcery/persistence/faulty_store.hpp"
 #include "sourcery/persistence/memory_store.hpp"
 #include "sourcery/runtime/application.hpp"
@@ -200,27 +201,7 @@ TEST(tree_failure, a_tree_that_gives_up_is_noticed_and_refuses_work_at_once) {
   EXPECT_FALSE(app->failure());
   EXPECT_FALSE(app->await_failure(10ms));
   // Kill the projection more often than app_root tolerates (10 in 10 s).
-  for (int i = 0; i < 12 && !app->failure(); ++i) {
-    auto kids = app->root().which_children();
-    if (!kids)
-      break;
-    for (auto& k : *kids)
-      if (k.id == std::string{"projection:"} + balances::projection_name && k.actor) {
-        caf::anon_send_exit(k.actor, caf::exit_reason::kill);
-        for (int w = 0; w < 200; ++w) { // until its restart is under way
-          auto again = app->root().which_children();
-          if (!again)
-            break;
-          bool replaced = false;
-          for (auto& a : *again)
-            if (a.id == k.id && a.actor && a.actor != k.actor)
-              replaced = true;
-          if (replaced)
-            break;
-          std::this_thread::sleep_for(2ms);
-        }
-      }
-  }
+  sourcery::testing::kill_until_tree_fails(*app, std::string{"projection:"} + balances::projection_name);
   auto why = app->await_failure(5s);
   ASSERT_TRUE(why) << "the tree did not give up";
   EXPECT_EQ(code_of_dispatch(why), dispatch_errc::unavailable);

@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include "../support/http_client.hpp"
+#include "../support/tree_killer.hpp"
 #include "sourcery/runtime/application.hpp"
 #include "sourcery/runtime/http_gateway.hpp"
 
@@ -252,4 +253,43 @@ TEST(operations_routes, health_and_prometheus_metrics) {
     EXPECT_NE(m.body.find(name), std::string::npos) << name << "\n" << m.body;
   (*app)->stop();
   EXPECT_EQ(client.get("/health").status, 503u);
+}
+
+namespace {
+struct tick {
+  static constexpr const char* type_name = "test.tick";
+  int n = 0;
+  MSGPACK_DEFINE_MAP(n);
+};
+struct ticker {
+  using event = std::variant<tick>;
+  sourcery::outcome<event> execute(const tick& t) const { return t; }
+  void apply(const tick&) {}
+};
+struct ticks {
+  static constexpr const char* handler_name = "test.ticks";
+  using event = std::variant<tick>;
+  caf::error handle(const tick&, const sourcery::event_context&) { return {}; }
+};
+} // namespace
+
+TEST(operations_routes, health_is_503_with_the_reason_once_the_tree_has_failed) {
+  sourcery::router routes;
+  routes.route<ticker, tick>([](const tick&) { return std::string{"t"}; });
+  sourcery::application_config config;
+  config.in_memory = true;
+  auto app = sourcery::application::start(config, routes);
+  ASSERT_TRUE(app) << sourcery::describe_error(app.error());
+  ASSERT_TRUE((*app)->add_handler<ticks>());
+  http::gateway gw;
+  http::add_operations_routes(gw, **app);
+  ASSERT_FALSE(gw.start(local()));
+  http_client client{gw.port()};
+  EXPECT_EQ(client.get("/health").status, 200u);
+  sourcery::testing::kill_until_tree_fails(**app, "handler:test.ticks");
+  ASSERT_TRUE((*app)->await_failure(std::chrono::seconds{5}));
+  auto health = client.get("/health");
+  EXPECT_EQ(health.status, 503u);
+  EXPECT_EQ(health.json()["status"], "failed");
+  EXPECT_NE(health.json()["reason"].get<std::string>().find("restart"), std::string::npos) << health.body;
 }
