@@ -147,6 +147,26 @@ TEST(deadlines, thousands_of_dispatches_each_answered_once) {
   app->stop(); // before the counters its callbacks use go out of scope
 }
 
+TEST(deadlines, stopping_with_thousands_of_dispatches_in_flight_answers_each_once) {
+  std::atomic<int> answers{0}; // outlives the application: its last callbacks run in stop()
+  std::atomic<int> twice{0};
+  sourcery::testing::temp_dir dir;
+  auto app = start(dir);
+  ASSERT_TRUE(app->dispatch(open_account{"a", "ann"}));
+  constexpr int n = 20000;
+  for (int i = 0; i < n; ++i) {
+    auto once = std::make_shared<std::atomic<bool>>(false);
+    app->dispatch_async(deposit{"a" + std::to_string(i % 64), 1}, {}, [&, once](caf::expected<dispatch_result>) {
+      if (once->exchange(true))
+        ++twice;
+      ++answers;
+    });
+  }
+  app->stop();
+  EXPECT_EQ(answers.load(), n) << "every dispatch answered by the time stop returns";
+  EXPECT_EQ(twice.load(), 0);
+}
+
 TEST(identities, an_empty_identity_is_refused_before_anything_runs) {
   sourcery::testing::temp_dir dir;
   auto app = start(dir);
