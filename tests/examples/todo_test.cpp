@@ -2,6 +2,8 @@
 // a real HTTP client, and the todo-server killed and restarted.
 
 #include <atomic>
+#include <fstream>
+#include <sstream>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -334,4 +336,82 @@ TEST_F(todo_server, an_order_past_int64_is_refused_not_wrapped) {
   r = client.request("POST", "/todos", R"({"title": "x", "order": 9223372036854775807})");
   ASSERT_EQ(r.status, 201u);
   EXPECT_EQ(r.json()["order"], INT64_MAX);
+}
+
+TEST(todo_server_process, a_second_server_on_one_data_directory_is_refused) {
+  sourcery::testing::temp_dir dir;
+  server_process first{dir.str()};
+  ASSERT_NE(first.port, 0);
+  auto err_file = dir.str() + ".second.stderr";
+  sourcery::testing::child_process second{
+    TODO_SERVER_PATH, {"--port", "0", "--address", "127.0.0.1", "--data-dir", dir.str()}, err_file};
+  EXPECT_EQ(second.read_all(), "");
+  EXPECT_EQ(second.wait(), 1);
+  std::ifstream in{err_file};
+  std::string errors{std::istreambuf_iterator<char>{in}, {}};
+  EXPECT_NE(errors.find("store_in_use"), std::string::npos) << errors;
+  http_client client{first.port};
+  EXPECT_EQ(client.post("/todos", {{"title", "the first one still serves"}}).status, 201u);
+  // The admin tool refuses to rebuild the read model under a running server.
+  sourcery::testing::child_process rebuild{TODO_SERVER_PATH, {"admin", "rebuild", "todos", "--data-dir", dir.str()},
+                                           err_file};
+  rebuild.read_all();
+  EXPECT_EQ(rebuild.wait(), 1);
+  std::ifstream again{err_file};
+  std::string rebuild_errors{std::istreambuf_iterator<char>{again}, {}};
+  EXPECT_NE(rebuild_errors.find("store_in_use"), std::string::npos) << rebuild_errors;
+}
+
+namespace {
+
+/// CPU time (user + system) a process has used, in clock ticks.
+long cpu_ticks(pid_t pid) {
+  std::ifstream stat{"/proc/" + std::to_string(pid) + "/stat"};
+  std::string all{std::istreambuf_iterator<char>{stat}, {}};
+  auto close = all.rfind(')');
+  std::istringstream rest{all.substr(close + 2)};
+  std::string field;
+  long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14)
+      utime = std::stol(field);
+    if (i == 15)
+      stime = std::stol(field);
+  }
+  return utime + stime;
+}
+
+} // namespace
+
+TEST(todo_server_process, out_of_file_descriptors_it_waits_instead_of_spinning_then_serves_again) {
+  sourcery::testing::temp_dir dir;
+  // A low descriptor limit: a few dozen connections exhaust it.
+  sourcery::testing::child_process server{
+    "/bin/sh",
+    {"-c", std::string{"ulimit -n 64 && exec "} + TODO_SERVER_PATH + " --port 0 --address 127.0.0.1 --data-dir "
+             + dir.str()}};
+  auto line = server.read_line();
+  auto at = line.find("127.0.0.1:");
+  ASSERT_NE(at, std::string::npos) << line;
+  auto port = static_cast<uint16_t>(std::stoi(line.substr(at + 10)));
+  boost::asio::io_context io;
+  std::vector<std::unique_ptr<boost::asio::ip::tcp::socket>> held;
+  for (int i = 0; i < 100; ++i) { // the listen backlog takes what accept cannot
+    auto s = std::make_unique<boost::asio::ip::tcp::socket>(io);
+    boost::system::error_code ec;
+    s->connect({boost::asio::ip::make_address("127.0.0.1"), port}, ec);
+    if (!ec)
+      held.push_back(std::move(s));
+  }
+  std::this_thread::sleep_for(300ms); // it has met EMFILE by now
+  auto before = cpu_ticks(server.pid());
+  std::this_thread::sleep_for(1s);
+  auto used = cpu_ticks(server.pid()) - before;
+  EXPECT_LT(used, 20) << "the accept loop spins: " << used << " ticks in 1 s";
+  held.clear(); // descriptors free again
+  std::this_thread::sleep_for(300ms);
+  http_client client{port};
+  EXPECT_EQ(client.get("/health").status, 200u);
+  server.signal(SIGTERM);
+  EXPECT_EQ(server.wait(), 0);
 }
