@@ -13,6 +13,7 @@
 #include "../../examples/todo/todo_api.hpp"
 #include "../support/child_process.hpp"
 #include "../support/http_client.hpp"
+#include "../support/small_filesystem.hpp"
 #include "../support/temp_dir.hpp"
 
 using namespace std::chrono_literals;
@@ -414,4 +415,50 @@ TEST(todo_server_process, out_of_file_descriptors_it_waits_instead_of_spinning_t
   EXPECT_EQ(client.get("/health").status, 200u);
   server.signal(SIGTERM);
   EXPECT_EQ(server.wait(), 0);
+}
+
+TEST(todo_server_process, a_full_disk_is_507_with_reads_served_and_writes_resume_once_space_is_freed) {
+  sourcery::testing::small_filesystem fs{16};
+  ASSERT_EQ(fs.error(), "");
+  auto data = (fs / "todo-data").string();
+  {
+    // Full before it starts: a clear failure, not SIGBUS.
+    fs.fill();
+    auto err_file = fs.str() + "/../full.stderr";
+    sourcery::testing::child_process refused{
+      TODO_SERVER_PATH, {"--port", "0", "--address", "127.0.0.1", "--data-dir", data}, err_file};
+    refused.read_all();
+    EXPECT_EQ(refused.wait(), 1);
+    std::ifstream in{err_file};
+    std::string errors{std::istreambuf_iterator<char>{in}, {}};
+    EXPECT_NE(errors.find("store_full"), std::string::npos) << errors;
+    fs.free_filler();
+    std::filesystem::remove_all(data);
+  }
+  server_process server{data};
+  ASSERT_NE(server.port, 0);
+  http_client client{server.port};
+  ASSERT_EQ(client.post("/todos", {{"title", "before"}}).status, 201u);
+  fs.fill();
+  // Writes fail with 507 (the event store or the read model has no room);
+  // every answer is a clear one, and the process lives on.
+  unsigned status = 0;
+  for (int i = 0; i < 50 && status != 507; ++i)
+    status = client.post("/todos", {{"title", std::string(900, 'x')}}).status;
+  EXPECT_EQ(status, 507u);
+  auto list = client.get("/todos");
+  EXPECT_EQ(list.status, 200u) << "reads are served";
+  fs.free_filler();
+  // Space again: writes resume without a restart (the projection retries
+  // with backoff, at most 5 s apart).
+  status = 0;
+  for (int i = 0; i < 100 && status != 201; ++i) {
+    status = client.post("/todos", {{"title", "after"}}).status;
+    if (status != 201)
+      std::this_thread::sleep_for(200ms);
+  }
+  EXPECT_EQ(status, 201u);
+  EXPECT_EQ(client.get("/health").status, 200u);
+  server.p->signal(SIGTERM);
+  EXPECT_EQ(server.p->wait(), 0);
 }

@@ -283,6 +283,27 @@ TEST(failing_store, a_failed_append_is_a_clear_error_and_the_next_command_runs) 
   EXPECT_EQ(f.app->aggregate_state<account>("account-1")->balance, 10);
 }
 
+TEST(failing_store, conflicts_past_the_retry_budget_are_a_clear_error_and_the_budget_is_per_command) {
+  faulty_app f;
+  ASSERT_TRUE(f.app->dispatch(open_account{"1", "ann"}));
+  auto conflict = persistence::make_error(persistence::store_errc::wrong_expected_version, "injected conflict");
+  // The default budget is 3 retries: 4 conflicts in a row exhaust it.
+  f.store->fail_appends(4, conflict);
+  auto r = f.app->dispatch(deposit{"1", 10});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(persistence::code_of(r.error()), persistence::store_errc::wrong_expected_version);
+  EXPECT_NE(describe_error(r.error()).find("still conflicted after 3 retries"), std::string::npos)
+    << describe_error(r.error());
+  // 3 conflicts: the 4th try commits. The budget starts from zero again for
+  // this command, and again for the next.
+  for (int round = 0; round < 2; ++round) {
+    f.store->fail_appends(3, conflict);
+    auto ok = f.app->dispatch(deposit{"1", 1});
+    ASSERT_TRUE(ok && ok->accepted) << (ok ? "" : describe_error(ok.error()));
+  }
+  EXPECT_EQ(f.app->aggregate_state<account>("account-1")->balance, 2);
+}
+
 TEST(failing_store, a_store_that_stops_answering_gets_timeouts_then_heals) {
   faulty_app f;
   ASSERT_TRUE(f.app->dispatch(open_account{"1", "ann"}));

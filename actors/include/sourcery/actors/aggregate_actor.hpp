@@ -299,6 +299,12 @@ caf::behavior aggregate_actor(aggregate_self<A>* self, const aggregate_repositor
         process(self, std::move(st.inflight), std::move(st.inflight_rp), st.attempts);
         return;
       }
+      if (persistence::code_of(err) == persistence::store_errc::wrong_expected_version)
+        // Out of retries: still a conflict (HTTP 409), saying how hard it tried.
+        err = persistence::make_error(persistence::store_errc::wrong_expected_version,
+                                      "aggregate '" + st.stream + "' still conflicted after "
+                                        + std::to_string(st.attempts) + " retries (other writers keep appending): "
+                                        + persistence::describe(err));
       answer(st.inflight, st.inflight_rp, std::move(err));
       process_next(self);
   };
