@@ -12,6 +12,7 @@
 
 #include "../support/child_process.hpp"
 #include "../support/damaged_store.hpp"
+#include "../support/read_model_holder.hpp"
 #include "../support/temp_dir.hpp"
 #include "sourcery/persistence/lmdb_store.hpp"
 #include "sourcery/persistence/projection_store.hpp"
@@ -565,28 +566,11 @@ TEST_F(cli, two_imports_into_one_target_never_both_succeed_nor_lose_events) {
 
 TEST_F(cli, rebuild_refuses_read_models_a_running_application_writes) {
   // Another process holds the read models for writing (as a running server does).
-  int ready[2];
-  ASSERT_EQ(::pipe(ready), 0);
-  pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    projection_store_options po;
-    po.path = dir.str() + "/read-models";
-    auto models = projection_store::open(po);
-    char c = models ? 'y' : 'n';
-    (void)!::write(ready[1], &c, 1);
-    ::pause();
-    ::_exit(0);
-  }
-  char c = 0;
-  ASSERT_EQ(::read(ready[0], &c, 1), 1);
-  ASSERT_EQ(c, 'y');
+  sourcery::testing::read_model_holder server{dir.str() + "/read-models"};
+  ASSERT_TRUE(server.holding());
   int status = -1;
   run({"rebuild", "test.totals", "--data-dir", dir.str()}, status, SOURCERY_TEST_TOOL_PATH);
-  ::kill(pid, SIGKILL);
-  ::waitpid(pid, nullptr, 0);
-  ::close(ready[0]);
-  ::close(ready[1]);
+  server.release();
   EXPECT_EQ(status, 1);
   EXPECT_NE(errors.find("store_in_use"), std::string::npos) << errors;
   run({"rebuild", "test.totals", "--data-dir", dir.str()}, status, SOURCERY_TEST_TOOL_PATH);

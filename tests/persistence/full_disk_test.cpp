@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "../support/child_process.hpp"
+#include "../support/read_model_holder.hpp"
 #include "../support/small_filesystem.hpp"
 #include "../support/temp_dir.hpp"
 #include "sourcery/persistence/lmdb_store.hpp"
@@ -94,22 +95,8 @@ TEST(one_writer, a_second_writing_process_is_refused_and_readers_are_not) {
 
 TEST(one_writer, read_models_have_one_writing_process_too) {
   temp_dir dir;
-  int ready[2];
-  ASSERT_EQ(::pipe(ready), 0);
-  pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    projection_store_options po;
-    po.path = dir.str();
-    auto models = projection_store::open(po);
-    char c = models ? 'y' : 'n';
-    (void)!::write(ready[1], &c, 1);
-    ::pause();
-    ::_exit(0);
-  }
-  char c = 0;
-  ASSERT_EQ(::read(ready[0], &c, 1), 1);
-  ASSERT_EQ(c, 'y');
+  sourcery::testing::read_model_holder other{dir.str()};
+  ASSERT_TRUE(other.holding());
   projection_store_options po;
   po.path = dir.str();
   auto second = projection_store::open(po);
@@ -117,10 +104,7 @@ TEST(one_writer, read_models_have_one_writing_process_too) {
   EXPECT_EQ(code_of(second.error()), store_errc::store_in_use) << describe(second.error());
   po.read_only = true;
   EXPECT_TRUE(projection_store::open(po));
-  ::kill(pid, SIGKILL);
-  ::waitpid(pid, nullptr, 0);
-  ::close(ready[0]);
-  ::close(ready[1]);
+  other.release();
   po.read_only = false;
   EXPECT_TRUE(projection_store::open(po));
 }
