@@ -293,3 +293,19 @@ TEST(operations_routes, health_is_503_with_the_reason_once_the_tree_has_failed) 
   EXPECT_EQ(health.json()["status"], "failed");
   EXPECT_NE(health.json()["reason"].get<std::string>().find("restart"), std::string::npos) << health.body;
 }
+
+TEST(gateway_stop, request_stop_from_another_thread_ends_wait_without_blocking_the_caller) {
+  http::gateway gw;
+  gw.route("GET", "/ping", [](http::request&, http::responder answer) { answer(http::json_response(200, {})); });
+  ASSERT_FALSE(gw.start(local()));
+  std::promise<void> returned;
+  std::thread waiter{[&] {
+    gw.wait();
+    returned.set_value();
+  }};
+  auto t0 = std::chrono::steady_clock::now();
+  gw.request_stop(); // as application_config::on_failure does, from an actor's thread
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds{50}) << "request_stop does not block";
+  EXPECT_EQ(returned.get_future().wait_for(std::chrono::seconds{5}), std::future_status::ready);
+  waiter.join();
+}
