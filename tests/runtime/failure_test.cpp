@@ -16,6 +16,7 @@
 #include "sourcery/persistence/faulty_store.hpp"
 #include "sourcery/persistence/memory_store.hpp"
 #include "sourcery/runtime/application.hpp"
+#include "sourcery/runtime/http_gateway.hpp"
 
 using namespace bank;
 using namespace sourcery;
@@ -371,4 +372,31 @@ TEST(failing_store, projections_and_handlers_retry_storage_failures_and_catch_up
   auto row = (*models)->get(balances::projection_name, "balances", "account-1");
   ASSERT_TRUE(row && *row);
   EXPECT_EQ(**row, "25");
+}
+
+TEST(failing_store, a_strong_dispatch_names_the_storage_failure_its_projection_is_retrying) {
+  faulty_app f;
+  handler_options opts;
+  opts.on_error.initial_delay = 20ms;
+  opts.on_error.max_delay = 50ms;
+  auto status = f.app->add_projection<balances>(opts, true);
+  ASSERT_TRUE(status);
+  ASSERT_TRUE(f.app->dispatch(open_account{"1", "ann"}));
+  // The projection cannot read on (a full disk under it): the command is
+  // stored, and the caller learns why its read model lags (HTTP: 507).
+  f.store->fail_reads(1000, disk_full());
+  dispatch_options strong;
+  strong.consistency_level = consistency::strong;
+  strong.consistency_timeout = 300ms;
+  caf::expected<dispatch_result> r = dispatch_result{};
+  for (int i = 0; i < 20 && (r || persistence::code_of(r.error()) != persistence::store_errc::store_full); ++i)
+    r = f.app->dispatch(deposit{"1", 5}, strong); // the aggregate's own reads may fail first
+  ASSERT_FALSE(r);
+  EXPECT_EQ(persistence::code_of(r.error()), persistence::store_errc::store_full) << describe_error(r.error());
+  EXPECT_NE(describe_error(r.error()).find("the events were stored"), std::string::npos) << describe_error(r.error());
+  EXPECT_EQ(http::dispatch_failure(r.error()).status, 507u);
+  f.store->fail_reads(0, {});
+  auto healed = f.app->dispatch(deposit{"1", 1}, strong);
+  ASSERT_TRUE(healed && healed->accepted) << (healed ? "" : describe_error(healed.error()));
+  EXPECT_FALSE((*status)->storage_trouble());
 }
