@@ -82,6 +82,7 @@ TEST(deadlines, dispatch_async_is_answered_within_its_timeout) {
   EXPECT_GE(took, 200ms);
   EXPECT_LT(took, 1000ms) << "answered only when the command ended";
   EXPECT_EQ(app->metrics().commands("timeout"), 1u);
+  EXPECT_EQ(http::dispatch_failure(r.error()).status, 504u) << "what the gateway answers";
 }
 
 TEST(deadlines, the_blocking_form_counts_its_timeouts_and_a_late_answer_is_dropped) {
