@@ -326,15 +326,17 @@ void application::finish(std::chrono::steady_clock::time_point t0, caf::expected
   }
   // The caller's code runs on our threads (actors, the deadline thread): its
   // bug must not take an actor, and with it the tree, down.
+  std::string what;
   try {
     done(std::move(r));
+    return;
   } catch (const std::exception& e) {
-    logger_->error("dispatch", "a dispatch callback threw",
-                   {{"command", ctx != nullptr ? ctx->command_name : std::string{"?"}}, {"error", e.what()}});
+    what = e.what();
   } catch (...) {
-    logger_->error("dispatch", "a dispatch callback threw",
-                   {{"command", ctx != nullptr ? ctx->command_name : std::string{"?"}}});
+    what = "a non-standard exception";
   }
+  logger_->error("dispatch", "a dispatch callback threw",
+                 {{"command", ctx != nullptr ? ctx->command_name : std::string{"?"}}, {"error", what}});
 }
 
 void application::watch_failures(error_policy& policy) {
@@ -504,15 +506,14 @@ void application::dispatch_erased(std::type_index type, const void* cmd, dispatc
     }
   };
   auto timeout = opts->timeout;
-  auto ticket = deadlines_->add(timeout, [this, ctx, t0, timeout, answer, after] {
+  auto ticket = deadlines_->add(t0, timeout, [this, ctx, t0, timeout, answer, after] {
     caf::expected<dispatch_result> r = make_error(
       dispatch_errc::timeout, ctx->command_name + " to " + ctx->aggregate_id + ": no answer within "
                                 + std::to_string(timeout.count()) + " ms (it may still complete)");
     after(r);
     finish(t0, std::move(r), *answer, ctx.get());
   });
-  auto deadline = timeout > std::chrono::hours{24 * 365} ? std::chrono::steady_clock::time_point::max() : t0 + timeout;
-  route->second.send(core_, ctx->aggregate_id, cmd, *opts, deadline,
+  route->second.send(core_, ctx->aggregate_id, cmd, *opts, detail::dispatch_deadlines::due(t0, timeout),
                      [this, ctx, opts, t0, answer, after, ticket](caf::expected<dispatch_result> r) {
                        if (!deadlines_->settle(ticket))
                          return; // answered `timeout` already

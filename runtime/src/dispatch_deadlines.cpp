@@ -26,15 +26,16 @@ dispatch_deadlines::~dispatch_deadlines() {
   thread_.join();
 }
 
-dispatch_deadlines::ticket dispatch_deadlines::add(std::chrono::milliseconds timeout, std::function<void()> on_expiry) {
+dispatch_deadlines::ticket dispatch_deadlines::add(clock::time_point start, std::chrono::milliseconds timeout,
+                                                  std::function<void()> on_expiry) {
   auto t = std::make_shared<entry>();
   t->on_expiry = std::move(on_expiry);
-  if (timeout > std::chrono::hours{24 * 365})
+  t->due = due(start, timeout);
+  if (t->due == clock::time_point::max())
     return t; // never expires
   bool earlier;
   {
     std::lock_guard guard{mtx_};
-    t->due = clock::now() + std::max(timeout, std::chrono::milliseconds{0});
     auto& b = buckets_[timeout];
     earlier = b.empty(); // a new front: maybe the earliest deadline now
     t->where = b.insert(b.end(), t);

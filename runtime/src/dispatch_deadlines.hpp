@@ -30,9 +30,16 @@ public:
   dispatch_deadlines(const dispatch_deadlines&) = delete;
   dispatch_deadlines& operator=(const dispatch_deadlines&) = delete;
 
-  /// `on_expiry` runs on this object's thread once `timeout` has passed,
-  /// unless `settle` came first. A timeout past a year means none.
-  ticket add(std::chrono::milliseconds timeout, std::function<void()> on_expiry);
+  /// When a dispatch begun at `start` with `timeout` is due: max for a
+  /// timeout past a year (none), which also keeps the sum from overflowing.
+  static clock::time_point due(clock::time_point start, std::chrono::milliseconds timeout) {
+    return timeout > std::chrono::hours{24 * 365} ? clock::time_point::max()
+                                                  : start + std::max(timeout, std::chrono::milliseconds{0});
+  }
+
+  /// `on_expiry` runs on this object's thread at `due(start, timeout)`,
+  /// unless `settle` came first.
+  ticket add(clock::time_point start, std::chrono::milliseconds timeout, std::function<void()> on_expiry);
 
   /// The answer came: true if it is in time (the expiry will not run),
   /// false if the deadline fired first (drop the late answer).

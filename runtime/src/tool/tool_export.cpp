@@ -51,12 +51,8 @@ std::string render(const Json& j) {
   return j.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
-bool valid_utf8(const std::string& s) {
-  return http::valid_utf8(s);
-}
-
 void put_text(line_json& j, const char* key, const std::string& s) {
-  if (valid_utf8(s))
+  if (http::valid_utf8(s))
     j[key] = s;
   else
     j[std::string{key} + "_base64"] = base64(persistence::bytes{s.begin(), s.end()});

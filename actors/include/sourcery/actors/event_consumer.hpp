@@ -199,6 +199,34 @@ private:
 
 namespace detail {
 
+/// The failures of a consumer's own storage (a full disk, an I/O error):
+/// not the event's fault, and a restart would fail the same way, so they
+/// are retried with the policy's backoff until the cause goes. Shared by
+/// handlers, projections and process managers.
+class storage_retry {
+public:
+  /// Records a failure: the status shows it, the observer hears of it.
+  /// Returns the delay before the next try.
+  std::chrono::milliseconds failed(const caf::error& err, const std::string& who, handler_status& status,
+                                   const error_policy& policy) {
+    auto delay = policy.backoff(++failures_);
+    status.set_storage_trouble(err);
+    if (policy.storage_observer)
+      policy.storage_observer(who, err, failures_, delay);
+    return delay;
+  }
+  /// The storage works again.
+  void ok(handler_status& status) {
+    if (failures_ > 0) {
+      failures_ = 0;
+      status.set_storage_trouble({});
+    }
+  }
+
+private:
+  uint32_t failures_ = 0; ///< consecutive
+};
+
 using pull_atom = caf::atom_constant<caf::atom("hd_pull")>;
 using head_atom = caf::atom_constant<caf::atom("hd_head")>;
 
@@ -227,7 +255,7 @@ struct consumer_state {
   handler_options options;
   uint64_t position = 0; ///< committed
   uint32_t failures = 0; ///< consecutive, on the event after `position`
-  uint32_t storage_failures = 0; ///< consecutive failures of its own storage
+  storage_retry storage;
   bool pulling = false;
   bool waiting_retry = false;
   std::vector<persistence::recorded_event> batch; ///< reused from batch to batch
@@ -278,20 +306,11 @@ caf::behavior consumer_actor(caf::stateful_actor<consumer_state<Consumer>>* self
   // Try again later, with backoff, until the cause goes.
   auto storage_failed = [self](const caf::error& err) {
     auto& st = self->state;
-    auto delay = st.options.on_error.backoff(++st.storage_failures);
-    st.status->set_storage_trouble(err);
-    if (st.options.on_error.storage_observer)
-      st.options.on_error.storage_observer(st.consumer->name(), err, st.storage_failures, delay);
+    auto delay = st.storage.failed(err, st.consumer->name(), *st.status, st.options.on_error);
     st.waiting_retry = true;
     self->delayed_send(self, delay, pull_atom::value, true);
   };
-  auto storage_ok = [self] {
-    auto& st = self->state;
-    if (st.storage_failures > 0) {
-      st.storage_failures = 0;
-      st.status->set_storage_trouble({});
-    }
-  };
+  auto storage_ok = [self] { self->state.storage.ok(*self->state.status); };
   // One batch after `position`; on a failure, the policy decides.
   auto pull = [self, committed, storage_failed, storage_ok] {
     auto& st = self->state;

@@ -247,7 +247,7 @@ struct pm_router_state {
   std::map<std::string, std::vector<pm_delivery>> waiting; // for draining instances
   bool reading = false;
   bool flush_scheduled = false;
-  uint32_t storage_failures = 0; ///< consecutive failures to read `$all` or save
+  storage_retry storage;         ///< failures to read `$all` or save
   uint32_t decode_failures = 0;  ///< consecutive, of the event after `read_upto`
   static inline const char* name = "process_router";
 
@@ -323,19 +323,9 @@ caf::behavior pm_router(caf::stateful_actor<pm_router_state<P>>* self, persisten
   // with backoff, until the cause goes — a restart would fail the same way.
   auto storage_failed = [self](const caf::error& err, auto again) {
     auto& st = self->state;
-    auto delay = st.options.on_error.backoff(++st.storage_failures);
-    st.status->set_storage_trouble(err);
-    if (st.options.on_error.storage_observer)
-      st.options.on_error.storage_observer(st.saved_as, err, st.storage_failures, delay);
-    self->delayed_send(self, delay, again);
+    self->delayed_send(self, st.storage.failed(err, st.saved_as, *st.status, st.options.on_error), again);
   };
-  auto storage_ok = [self] {
-    auto& st = self->state;
-    if (st.storage_failures > 0) {
-      st.storage_failures = 0;
-      st.status->set_storage_trouble({});
-    }
-  };
+  auto storage_ok = [self] { self->state.storage.ok(*self->state.status); };
   auto read = [self, state_of, open, deliver, storage_failed] {
     auto& st = self->state;
     st.reading = false;
