@@ -3,7 +3,8 @@
 set -euo pipefail
 
 packages=(g++ cmake make pkg-config libcaf-dev liblmdb-dev libmsgpack-cxx-dev libboost-dev
-          nlohmann-json3-dev libgtest-dev libtcmalloc-minimal4)
+          nlohmann-json3-dev libgtest-dev libtcmalloc-minimal4 libpq-dev
+          postgresql postgresql-client)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -17,6 +18,10 @@ if [ "$(id -u)" -ne 0 ]; then
   command -v sudo >/dev/null || { echo "need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
   sudo="sudo"
 fi
+# PostgreSQL: tests and demos start their own throwaway server
+# (scripts/pg.sh); Debian's own cluster is not wanted.
+$sudo mkdir -p /etc/postgresql-common/createcluster.d
+echo "create_main_cluster = false" | $sudo tee /etc/postgresql-common/createcluster.d/sourcery.conf >/dev/null
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -12,6 +12,7 @@
 #include "sourcery/persistence/event_registry.hpp"
 #include "sourcery/persistence/lmdb_store.hpp"
 #include "sourcery/persistence/memory_store.hpp"
+#include "../support/postgres.hpp"
 #include "store_factory.hpp"
 #include "test_events.hpp"
 
@@ -34,6 +35,8 @@ std::vector<store_factory> factories() {
          throw std::runtime_error(describe(s.error()));
        return std::move(*s);
      }},
+    {"postgres", true,
+     [](const temp_dir& dir) -> std::unique_ptr<event_store> { return open_test_pg(test_pg_options(dir)); }},
   };
 }
 

@@ -55,6 +55,12 @@ enum class store_errc : uint8_t {
   /// Another process has the store open for writing: one writing process
   /// per store directory (read-only opens are allowed beside it).
   store_in_use,
+  /// The database server cannot be reached, or the connection to it was lost
+  /// and could not be re-established in time. Carries libpq's message.
+  unavailable,
+  /// The database server refused the login (wrong password, no such role,
+  /// no pg_hba.conf entry). Carries the server's message.
+  authentication_failed,
 };
 
 /// The category atom of `store_errc` errors.

@@ -17,6 +17,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "sourcery/persistence/utf8.hpp"
+
 namespace sourcery::http {
 
 using json = nlohmann::json;
@@ -63,9 +65,7 @@ struct error {
 response json_response(unsigned status, const json& body);
 /// `body` as JSON text, invalid UTF-8 replaced by U+FFFD (never throws).
 std::string render_json(const json& body);
-/// True if `s` is well-formed UTF-8 (no overlongs, surrogates or code
-/// points past U+10FFFF).
-bool valid_utf8(std::string_view s) noexcept;
+using persistence::valid_utf8;
 response empty_response(unsigned status = 204);
 response error_response(const error& e);
 

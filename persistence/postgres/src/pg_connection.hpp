@@ -1,0 +1,152 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
+#include <libpq-fe.h>
+
+#include "sourcery/persistence/event.hpp"
+#include "sourcery/persistence/uuid.hpp"
+
+// A thin RAII layer over libpq: connections that never block past a
+// deadline (non-blocking sockets polled by us, since a frozen server never
+// fires its own statement_timeout), binary parameters and results.
+namespace sourcery::persistence::pg {
+
+using clock = std::chrono::steady_clock;
+using deadline = clock::time_point;
+
+/// Type OIDs of the binary parameters we send (pg_type.h).
+enum class oid : unsigned {
+  boolean = 16, bytea = 17, int8 = 20, int4 = 23, text = 25, uuid = 2950,
+  bytea_array = 1001, int4_array = 1007, text_array = 1009, int8_array = 1016, uuid_array = 2951,
+};
+
+/// Binary parameters of one statement. Values are copied into owned
+/// buffers, so temporaries may be passed.
+class params {
+public:
+  params& add(int64_t v);
+  params& add(int32_t v);
+  params& add(bool v);
+  params& add_text(std::string_view v);
+  params& add_bytea(const uint8_t* data, size_t size);
+  params& add_bytea(std::string_view v) { return add_bytea(reinterpret_cast<const uint8_t*>(v.data()), v.size()); }
+  params& add_bytea(const bytes& v) { return add_bytea(v.data(), v.size()); }
+  params& add(const uuid& v);
+  params& null(oid type);
+
+  /// A one-dimensional array, built element by element.
+  class array {
+  public:
+    explicit array(oid element);
+    array& add(int64_t v);
+    array& add(int32_t v);
+    array& add_bytes(const uint8_t* data, size_t size);
+    array& add_bytes(std::string_view v) { return add_bytes(reinterpret_cast<const uint8_t*>(v.data()), v.size()); }
+    array& add_bytes(const bytes& v) { return add_bytes(v.data(), v.size()); }
+    array& add(const uuid& v) { return add_bytes(v.bytes.data(), v.bytes.size()); }
+    size_t size() const { return count_; }
+
+  private:
+    friend class params;
+    std::string buf_;
+    oid element_;
+    uint32_t count_ = 0;
+  };
+  params& add(array a);
+
+  int size() const { return static_cast<int>(values_.size()); }
+  const unsigned* types() const { return types_.data(); }
+  /// Pointers into the values (null for SQL NULL), valid while `*this` lives.
+  std::vector<const char*> values() const;
+  const int* lengths() const { return lengths_.data(); }
+  const int* formats() const { return formats_.data(); }
+
+private:
+  params& push(oid type, std::string value, bool is_null = false);
+  std::vector<unsigned> types_;
+  std::vector<std::string> values_;
+  std::vector<bool> nulls_;
+  std::vector<int> lengths_;
+  std::vector<int> formats_;
+};
+
+/// An owned PGresult with binary accessors.
+class result {
+public:
+  result() = default;
+  explicit result(PGresult* r) : r_(r, &PQclear) {}
+  int rows() const { return r_ ? PQntuples(r_.get()) : 0; }
+  bool is_null(int row, int col) const { return PQgetisnull(r_.get(), row, col) != 0; }
+  int64_t int8(int row, int col) const;
+  int32_t int4(int row, int col) const;
+  bool boolean(int row, int col) const;
+  std::string_view raw(int row, int col) const {
+    return {PQgetvalue(r_.get(), row, col), static_cast<size_t>(PQgetlength(r_.get(), row, col))};
+  }
+  std::string text(int row, int col) const { return std::string{raw(row, col)}; }
+  void bytea_into(int row, int col, bytes& out) const;
+  persistence::uuid uuid(int row, int col) const;
+
+private:
+  std::shared_ptr<PGresult> r_;
+};
+
+enum class format : int { text = 0, binary = 1 };
+
+/// One connection. Moves, never copies; closed by the destructor.
+class connection {
+public:
+  connection() = default;
+
+  /// Connects with `conninfo` (a libpq URI or key=value string) before
+  /// `until`. Errors: unavailable (refused, unreachable, too slow),
+  /// authentication_failed, invalid_argument (a malformed conninfo).
+  static caf::expected<connection> open(const std::string& conninfo, deadline until);
+
+  /// Runs one statement; answers its (last) result or the error it raised.
+  /// A deadline that passes drops the connection (its state is unknown) and
+  /// answers timeout. Errors: see `error_of`.
+  caf::expected<result> exec(std::string_view sql, const params& p, deadline until,
+                             format results = format::binary);
+  caf::expected<result> exec(std::string_view sql, deadline until) { return exec(sql, params{}, until); }
+
+  /// The SQLSTATE of the last failed statement ("" if it failed without one,
+  /// e.g. because the connection broke).
+  const std::string& last_sqlstate() const { return sqlstate_; }
+
+  /// Runs statements separated by ';' (text protocol, no parameters).
+  caf::error exec_script(std::string_view sql, deadline until);
+
+  bool ok() const { return conn_ && PQstatus(conn_.get()) == CONNECTION_OK; }
+  /// Drops the connection (after an error that leaves its state unknown).
+  void drop() { conn_.reset(); }
+  PGconn* raw() const { return conn_.get(); }
+  int socket() const { return conn_ ? PQsocket(conn_.get()) : -1; }
+
+  /// Waits until the socket is readable (or `until`); false on timeout.
+  bool wait_readable(deadline until) const;
+
+private:
+  caf::expected<PGresult*> collect(deadline until);
+  bool flush(deadline until);
+  std::unique_ptr<PGconn, void (*)(PGconn*)> conn_{nullptr, &PQfinish};
+  std::string sqlstate_;
+};
+
+/// The store error for a failed statement: its SQLSTATE class decides the
+/// code (timeouts, lost connections, a full disk, ...); the message keeps
+/// the server's words.
+caf::error error_of(std::string_view sqlstate, std::string message);
+
+/// Quotes an identifier ("name") for SQL text.
+std::string quote_ident(std::string_view name);
+
+} // namespace sourcery::persistence::pg

@@ -1,0 +1,88 @@
+// The listener: one dedicated connection per store LISTENs for the NOTIFY
+// each committed batch sends, and wakes the subscribers. NOTIFY is only a
+// hint (nothing is queued for a session that was not listening): on every
+// (re)connect it LISTENs first, then reads the head; a slow poll covers a
+// silent connection.
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <charconv>
+
+#include "postgres_state.hpp"
+
+namespace sourcery::persistence::detail {
+
+namespace {
+
+// Waits up to `timeout` for the connection's socket or the wake fd; returns
+// 1 if the socket is readable, 0 on timeout, -1 if woken to stop.
+int wait_two(int sock, int wake, std::chrono::milliseconds timeout) {
+  pollfd fds[2] = {{sock, POLLIN, 0}, {wake, POLLIN, 0}};
+  int n = ::poll(fds, 2, static_cast<int>(timeout.count()));
+  if (n > 0 && (fds[1].revents & POLLIN))
+    return -1;
+  return n > 0 ? 1 : 0;
+}
+
+} // namespace
+
+void postgres_state::run_listener() {
+  auto backoff = std::chrono::milliseconds{100};
+  bool first = true;
+  auto pause = [&](std::chrono::milliseconds d) {
+    pollfd p{wake_fd, POLLIN, 0};
+    ::poll(&p, 1, static_cast<int>(d.count()));
+  };
+  while (!listener_stop) {
+    auto c = pg::connection::open(options.conninfo, pg::clock::now() + options.connect_timeout);
+    if (!c) {
+      pause(backoff);
+      backoff = std::min(backoff * 2, std::chrono::milliseconds{2000});
+      continue;
+    }
+    if (!first)
+      ++reconnects;
+    first = false;
+    backoff = std::chrono::milliseconds{100};
+    auto head_query = sql("SELECT position FROM @.log_head");
+    auto read_head = [&]() -> bool {
+      auto r = c->exec(head_query, op_deadline());
+      if (!r)
+        return false;
+      if (r->rows() == 1 && raise_head(static_cast<uint64_t>(r->int8(0, 0))))
+        owner_notify();
+      return true;
+    };
+    // LISTEN first, then catch up: a commit between the two is seen either way.
+    if (!c->exec("LISTEN " + pg::quote_ident(channel), op_deadline()) || !read_head())
+      continue;
+    for (;;) {
+      if (listener_stop)
+        return;
+      int w = wait_two(c->socket(), wake_fd, options.poll_interval);
+      if (w < 0)
+        return;
+      if (w == 0) {
+        if (!read_head()) // the slow poll; also finds a dead connection
+          break;
+        continue;
+      }
+      if (PQconsumeInput(c->raw()) == 0)
+        break;
+      bool rose = false;
+      while (PGnotify* n = PQnotifies(c->raw())) {
+        ++notifications;
+        uint64_t pos = 0;
+        std::string_view extra{n->extra};
+        std::from_chars(extra.data(), extra.data() + extra.size(), pos);
+        rose |= raise_head(pos);
+        PQfreemem(n);
+      }
+      if (rose)
+        owner_notify();
+    }
+  }
+}
+
+} // namespace sourcery::persistence::detail

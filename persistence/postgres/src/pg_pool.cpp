@@ -1,0 +1,79 @@
+#include "pg_pool.hpp"
+
+#include "sourcery/persistence/error.hpp"
+
+namespace sourcery::persistence::pg {
+
+pool::pool(std::string conninfo, size_t size, std::chrono::milliseconds connect_timeout, setup_fn setup)
+  : conninfo_(std::move(conninfo)), size_(std::max<size_t>(size, 1)), connect_timeout_(connect_timeout),
+    setup_(std::move(setup)) {}
+
+pool::lease::~lease() {
+  if (owner_)
+    owner_->give_back(std::move(conn_));
+}
+
+caf::expected<pool::lease> pool::take(deadline until) {
+  {
+    std::unique_lock guard{mtx_};
+    for (;;) {
+      if (closed_)
+        return make_error(store_errc::store_closed, "the event store is closed");
+      if (!idle_.empty()) {
+        auto c = std::move(idle_.back());
+        idle_.pop_back();
+        return lease{this, std::move(c)};
+      }
+      if (open_ < size_)
+        break;
+      if (cv_.wait_until(guard, until) == std::cv_status::timeout && idle_.empty() && open_ >= size_)
+        return make_error(store_errc::timeout, "every database connection of the pool stayed busy");
+    }
+    ++open_;
+  }
+  auto connect_until = std::min(until, clock::now() + connect_timeout_);
+  auto c = connection::open(conninfo_, connect_until);
+  caf::error err;
+  if (!c)
+    err = c.error();
+  else if (setup_)
+    err = setup_(*c, connect_until);
+  if (err) {
+    std::lock_guard guard{mtx_};
+    --open_;
+    cv_.notify_one();
+    return err;
+  }
+  {
+    std::lock_guard guard{mtx_};
+    ++opened_;
+  }
+  return lease{this, std::move(*c)};
+}
+
+void pool::give_back(connection c) {
+  std::lock_guard guard{mtx_};
+  if (c.ok() && !closed_ && PQtransactionStatus(c.raw()) == PQTRANS_IDLE)
+    idle_.push_back(std::move(c));
+  else
+    --open_;
+  cv_.notify_one();
+}
+
+void pool::close() {
+  std::vector<connection> dropped;
+  {
+    std::lock_guard guard{mtx_};
+    closed_ = true;
+    dropped.swap(idle_);
+    open_ -= dropped.size();
+  }
+  cv_.notify_all();
+}
+
+uint64_t pool::reconnects() const {
+  std::lock_guard guard{mtx_};
+  return opened_ > size_ ? opened_ - size_ : 0;
+}
+
+} // namespace sourcery::persistence::pg

@@ -1,0 +1,396 @@
+// The group-commit writer: one thread takes every append waiting in the
+// queue into one transaction, commits once, and answers each.
+
+#include <algorithm>
+#include <map>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "postgres_state.hpp"
+#include "sourcery/persistence/error.hpp"
+
+namespace sourcery::persistence::detail {
+
+namespace {
+
+int64_t now_micros() {
+  using namespace std::chrono;
+  return duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+struct uuid_hash {
+  size_t operator()(const uuid& u) const noexcept {
+    size_t h = 0;
+    for (auto b : u.bytes)
+      h = h * 131 + b;
+    return h;
+  }
+};
+
+// What one attempt at a batch came to.
+enum class attempt_outcome {
+  answered, // committed (or nothing to commit): every append answered
+  conflict, // another process got in the way (unique violation, deadlock): run again
+  lost,     // the connection broke: reconnect, run again
+  failed,   // the server refused the batch: every append fails with `error`
+};
+
+struct stored_event {
+  std::string stream;
+  uint64_t version;
+  uint64_t position;
+};
+
+bool transient_conflict(std::string_view state) {
+  return state == "23505" || state == "40P01" || state == "40001";
+}
+
+std::string stream_text(const std::string& s) {
+  return "stream '" + s + "'";
+}
+
+constexpr const char* insert_batch_sql = R"(
+WITH h AS (UPDATE @.log_head SET position = position + $1 WHERE id = 1 RETURNING position),
+e AS (INSERT INTO @.events (position, event_id, stream_id, stream_version, type, schema_version, data, metadata,
+                           causation_id, correlation_id, created_at)
+  SELECT h.position - $1 + u.ord, u.id, u.sid, u.ver, u.type, u.sv, u.data, u.meta, u.cau, u.cor, $13
+  FROM h, unnest($2::uuid[], $3::bytea[], $4::int8[], $5::text[], $6::int4[], $7::bytea[], $8::bytea[],
+                 $9::text[], $10::text[]) WITH ORDINALITY AS u(id, sid, ver, type, sv, data, meta, cau, cor, ord)),
+touched AS (INSERT INTO @.streams (stream_id, version, deleted, created_at, updated_at)
+  SELECT v.sid, v.ver, false, $13, $13 FROM unnest($11::bytea[], $12::int8[]) AS v(sid, ver)
+  ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at)
+SELECT h.position, pg_notify($14, h.position::text) FROM h
+)";
+
+} // namespace
+
+caf::error postgres_state::ensure_writer(pg::deadline until) {
+  if (writer_conn.ok())
+    return {};
+  auto backoff = std::chrono::milliseconds{50};
+  caf::error last;
+  for (;;) {
+    auto attempt_until = std::min(until, pg::clock::now() + options.connect_timeout);
+    auto c = pg::connection::open(options.conninfo, attempt_until);
+    if (c) {
+      if (auto err = setup(*c, attempt_until); !err) {
+        writer_conn = std::move(*c);
+        ++reconnects;
+        return {};
+      } else {
+        last = std::move(err);
+      }
+    } else {
+      last = c.error();
+    }
+    auto code = code_of(last);
+    if (code == store_errc::authentication_failed || code == store_errc::invalid_argument)
+      return last;
+    if (pg::clock::now() + backoff >= until)
+      return last;
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min(backoff * 2, std::chrono::milliseconds{1000});
+  }
+}
+
+void postgres_state::run_writer() {
+  for (;;) {
+    std::vector<pg_append> batch;
+    std::optional<pg_task> task;
+    {
+      std::unique_lock guard{queue_mtx};
+      queue_cv.wait(guard, [&] { return stopping || !queue.empty(); });
+      if (queue.empty())
+        return; // stopping, and everything queued was answered
+      if (auto* t = std::get_if<pg_task>(&queue.front())) {
+        task = std::move(*t);
+        queue.pop_front();
+      } else {
+        size_t events = 0;
+        while (!queue.empty()) {
+          auto* a = std::get_if<pg_append>(&queue.front());
+          if (!a || (!batch.empty() && events + a->events.size() > options.max_batch))
+            break;
+          events += a->events.size();
+          batch.push_back(std::move(*a));
+          queue.pop_front();
+        }
+      }
+    }
+    if (task)
+      run_task(*task);
+    else
+      write_appends(batch);
+  }
+}
+
+void postgres_state::run_task(pg_task& task) {
+  auto& c = writer_conn;
+  for (;;) {
+    if (pg::clock::now() >= task.until)
+      return task.done(make_error(store_errc::timeout, "the database did not take the write in time"));
+    if (auto err = ensure_writer(task.until))
+      return task.done(std::move(err));
+    auto begun = c.exec("BEGIN", task.until);
+    if (!begun) {
+      if (!c.ok())
+        continue; // lost before anything was sent: run it again
+      return task.done(begun.error());
+    }
+    auto err = task.run(c, task.until);
+    if (err) {
+      if (c.ok())
+        (void) c.exec("ROLLBACK", task.until);
+      else if (code_of(err) == store_errc::unavailable)
+        continue; // rolled back with the connection: run it again
+      return task.done(std::move(err));
+    }
+    auto committed = c.exec("COMMIT", task.until);
+    if (!committed)
+      return task.done(committed.error());
+    return task.done({});
+  }
+}
+
+void postgres_state::write_appends(std::vector<pg_append>& batch) {
+  auto& c = writer_conn;
+  int conflicts = 0;
+  caf::error last_error;
+  auto fail_all = [&](const caf::error& err) {
+    for (auto& a : batch)
+      a.done(err);
+    batch.clear();
+  };
+  while (!batch.empty()) {
+    // Appends past their deadline are answered now.
+    auto now = pg::clock::now();
+    auto expired = std::stable_partition(batch.begin(), batch.end(), [&](const pg_append& a) { return a.until > now; });
+    for (auto i = expired; i != batch.end(); ++i) {
+      std::string msg = i->outcome_unknown
+                          ? "the connection to the database broke while committing and was not back in time: the"
+                            " append may be stored; appending the same events (same ids) again is answered from"
+                            " what is stored"
+                          : "the database did not commit the append in time";
+      if (last_error)
+        msg += " (" + describe(last_error) + ")";
+      i->done(make_error(store_errc::timeout, std::move(msg)));
+    }
+    batch.erase(expired, batch.end());
+    if (batch.empty())
+      return;
+    auto until = std::min_element(batch.begin(), batch.end(), [](auto& a, auto& b) { return a.until < b.until; })->until;
+    if (auto err = ensure_writer(until)) {
+      auto code = code_of(err);
+      if (code == store_errc::authentication_failed || code == store_errc::invalid_argument)
+        return fail_all(err);
+      last_error = std::move(err);
+      continue;
+    }
+
+    // -- one attempt ----------------------------------------------------------
+    auto outcome = attempt_outcome::answered;
+    caf::error error;
+    auto step_failed = [&](caf::error err) {
+      error = std::move(err);
+      if (!c.ok()) {
+        outcome = attempt_outcome::lost;
+        return;
+      }
+      auto state = c.last_sqlstate();
+      (void) c.exec("ROLLBACK", until);
+      outcome = transient_conflict(state) ? attempt_outcome::conflict : attempt_outcome::failed;
+    };
+    [&] {
+      if (auto r = c.exec("BEGIN", until); !r)
+        return step_failed(r.error());
+      // Lock the rows of the streams written, in one order (no deadlock
+      // between processes), and find event ids stored already.
+      std::vector<std::string> streams;
+      for (auto& a : batch)
+        streams.push_back(a.stream);
+      std::sort(streams.begin(), streams.end());
+      streams.erase(std::unique(streams.begin(), streams.end()), streams.end());
+      pg::params lock_params;
+      pg::params::array ids{pg::oid::bytea};
+      for (auto& s : streams)
+        ids.add_bytes(s);
+      lock_params.add(std::move(ids));
+      auto rows = c.exec(sql("SELECT stream_id, version, deleted FROM @.streams WHERE stream_id = ANY($1)"
+                             " ORDER BY stream_id FOR UPDATE"),
+                         lock_params, until);
+      if (!rows)
+        return step_failed(rows.error());
+      struct stream_row {
+        uint64_t version = 0;
+        bool deleted = false;
+      };
+      std::unordered_map<std::string, stream_row> current;
+      for (int i = 0; i < rows->rows(); ++i)
+        current[rows->text(i, 0)] = {static_cast<uint64_t>(rows->int8(i, 1)), rows->boolean(i, 2)};
+      pg::params id_params;
+      pg::params::array event_ids{pg::oid::uuid};
+      for (auto& a : batch)
+        for (auto& ev : a.events)
+          event_ids.add(ev.event_id);
+      id_params.add(std::move(event_ids));
+      auto found = c.exec(sql("SELECT event_id, stream_id, stream_version, position FROM @.events"
+                              " WHERE event_id = ANY($1)"),
+                          id_params, until);
+      if (!found)
+        return step_failed(found.error());
+      std::unordered_map<uuid, stored_event, uuid_hash> stored;
+      for (int i = 0; i < found->rows(); ++i)
+        stored[found->uuid(i, 0)] = {found->text(i, 1), static_cast<uint64_t>(found->int8(i, 2)),
+                                     static_cast<uint64_t>(found->int8(i, 3))};
+
+      // Decide each append in queue order against the rows as they will be.
+      std::vector<caf::expected<append_result>> answers;
+      answers.reserve(batch.size());
+      std::vector<size_t> offsets(batch.size(), 0); // first ordinal in the batch, accepted appends
+      std::unordered_set<uuid, uuid_hash> taken;
+      int64_t n = 0;
+      pg::params::array a_ids{pg::oid::uuid}, a_sids{pg::oid::bytea}, a_vers{pg::oid::int8}, a_types{pg::oid::text},
+        a_svs{pg::oid::int4}, a_data{pg::oid::bytea}, a_meta{pg::oid::bytea}, a_cau{pg::oid::text},
+        a_cor{pg::oid::text};
+      std::map<std::string, uint64_t> touched;
+      for (size_t k = 0; k < batch.size(); ++k) {
+        auto& a = batch[k];
+        size_t already = 0;
+        for (auto& ev : a.events)
+          already += stored.count(ev.event_id);
+        if (already > 0) {
+          // A retry of an append whose COMMIT answer was lost, or a caller
+          // sending the same events again: answer from what is stored.
+          bool same = already == a.events.size();
+          append_result r;
+          for (size_t i = 0; same && i < a.events.size(); ++i) {
+            auto& s = stored[a.events[i].event_id];
+            same = s.stream == a.stream && (i == 0 || s.version == r.stream_version + 1);
+            if (i == 0)
+              r.first_position = s.position;
+            r.last_position = s.position;
+            r.stream_version = s.version;
+          }
+          if (same)
+            answers.emplace_back(r);
+          else
+            answers.emplace_back(make_error(store_errc::invalid_argument,
+                                            "an event id of this append is already stored (in another stream, or"
+                                            " with other events)"));
+          continue;
+        }
+        bool reused = false;
+        for (auto& ev : a.events)
+          reused |= taken.count(ev.event_id) > 0;
+        if (reused) {
+          answers.emplace_back(make_error(store_errc::invalid_argument, "an event id is used twice"));
+          continue;
+        }
+        auto& row = current[a.stream];
+        if (row.deleted) {
+          answers.emplace_back(make_error(store_errc::stream_deleted, stream_text(a.stream) + " is deleted"));
+          continue;
+        }
+        if (!a.expected.admits(row.version)) {
+          answers.emplace_back(make_error(store_errc::wrong_expected_version,
+                                          stream_text(a.stream) + " is at version " + std::to_string(row.version)
+                                            + ", expected " + a.expected.to_string()));
+          continue;
+        }
+        if (a.events.empty()) {
+          answers.emplace_back(append_result{row.version, 0, 0});
+          continue;
+        }
+        offsets[k] = static_cast<size_t>(n) + 1;
+        for (auto& ev : a.events) {
+          taken.insert(ev.event_id);
+          a_ids.add(ev.event_id);
+          a_sids.add_bytes(a.stream);
+          a_vers.add(static_cast<int64_t>(++row.version));
+          a_types.add_bytes(ev.type);
+          a_svs.add(static_cast<int32_t>(ev.schema_version));
+          a_data.add_bytes(ev.data);
+          a_meta.add_bytes(ev.metadata);
+          a_cau.add_bytes(ev.causation_id);
+          a_cor.add_bytes(ev.correlation_id);
+          ++n;
+        }
+        touched[a.stream] = row.version;
+        answers.emplace_back(append_result{row.version, 0, 0}); // positions once the counter answered
+      }
+
+      uint64_t last = 0;
+      if (n > 0) {
+        pg::params p;
+        pg::params::array t_sids{pg::oid::bytea}, t_vers{pg::oid::int8};
+        for (auto& [s, v] : touched) {
+          t_sids.add_bytes(s);
+          t_vers.add(static_cast<int64_t>(v));
+        }
+        p.add(n)
+          .add(std::move(a_ids))
+          .add(std::move(a_sids))
+          .add(std::move(a_vers))
+          .add(std::move(a_types))
+          .add(std::move(a_svs))
+          .add(std::move(a_data))
+          .add(std::move(a_meta))
+          .add(std::move(a_cau))
+          .add(std::move(a_cor))
+          .add(std::move(t_sids))
+          .add(std::move(t_vers))
+          .add(now_micros())
+          .add_text(channel);
+        auto inserted = c.exec(sql(insert_batch_sql), p, until);
+        if (!inserted)
+          return step_failed(inserted.error());
+        last = static_cast<uint64_t>(inserted->int8(0, 0));
+        uint64_t base = last - static_cast<uint64_t>(n);
+        for (size_t k = 0; k < batch.size(); ++k)
+          if (offsets[k] != 0) {
+            answers[k]->first_position = base + offsets[k];
+            answers[k]->last_position = base + offsets[k] + batch[k].events.size() - 1;
+            batch[k].outcome_unknown = true; // until the COMMIT's answer arrives
+          }
+        auto committed = c.exec("COMMIT", until);
+        if (!committed)
+          return step_failed(committed.error());
+        for (auto& a : batch)
+          a.outcome_unknown = false;
+        ++commits;
+      } else {
+        (void) c.exec("ROLLBACK", until);
+      }
+      size_t accepted = 0;
+      for (auto& off : offsets)
+        accepted += off != 0;
+      appends += accepted;
+      if (last != 0 && raise_head(last))
+        owner_notify();
+      for (size_t k = 0; k < batch.size(); ++k)
+        batch[k].done(std::move(answers[k]));
+      batch.clear();
+    }();
+
+    switch (outcome) {
+      case attempt_outcome::answered:
+        return;
+      case attempt_outcome::lost:
+        ++retries;
+        last_error = std::move(error);
+        continue;
+      case attempt_outcome::conflict:
+        ++retries;
+        if (++conflicts > 50)
+          return fail_all(error);
+        for (auto& a : batch)
+          a.outcome_unknown = false;
+        continue;
+      case attempt_outcome::failed:
+        return fail_all(error);
+    }
+  }
+}
+
+} // namespace sourcery::persistence::detail

@@ -1,0 +1,87 @@
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <variant>
+
+#include "pg_connection.hpp"
+#include "pg_pool.hpp"
+#include "sourcery/persistence/postgres_store.hpp"
+
+namespace sourcery::persistence::detail {
+
+/// An append waiting for the writer.
+struct pg_append {
+  std::string stream;
+  expected_version expected;
+  std::vector<event_data> events;
+  event_store::append_callback done;
+  pg::deadline until;
+  /// A COMMIT carrying it was sent and its answer lost: the events may be
+  /// stored. The next attempt's event-id check tells.
+  bool outcome_unknown = false;
+};
+
+/// Any other write the writer runs in its own transaction (snapshots,
+/// deletes), in queue order with the appends.
+struct pg_task {
+  std::function<caf::error(pg::connection&, pg::deadline)> run;
+  std::function<void(caf::error)> done;
+  pg::deadline until;
+};
+
+/// The state of a `postgres_store`, grouped by who may touch it (as
+/// LevelDB's db_impl.h does).
+struct postgres_state {
+  // -- constant after construction --------------------------------------------
+  postgres_options options;
+  postgres_store* owner = nullptr;
+  std::string schema;  ///< quoted, for SQL text
+  std::string channel; ///< the NOTIFY channel: "<schema>.events"
+  /// `tmpl` with every "@." replaced by the quoted schema and a dot.
+  std::string sql(std::string_view tmpl) const;
+  pg::deadline op_deadline() const { return pg::clock::now() + options.operation_timeout; }
+  /// Session settings of every connection we open.
+  caf::error setup(pg::connection& c, pg::deadline until) const;
+
+  // -- any thread --------------------------------------------------------------
+  std::atomic<uint64_t> head{0};
+  /// Steady-clock nanoseconds of the last head read by `refresh_head`.
+  mutable std::atomic<int64_t> last_refresh{0};
+  std::atomic<uint64_t> commits{0}, appends{0}, retries{0}, reconnects{0}, notifications{0};
+  /// Raises `head` to `pos` (never lowers it); true if it rose.
+  bool raise_head(uint64_t pos);
+  /// Wakes every waiter on the head (event_store::notify_appended).
+  void owner_notify() const;
+  std::unique_ptr<pg::pool> readers;
+
+  // -- guarded by queue_mtx ----------------------------------------------------
+  std::mutex queue_mtx;
+  std::condition_variable queue_cv;
+  std::deque<std::variant<pg_append, pg_task>> queue;
+  bool stopping = false;
+
+  // -- writer thread only --------------------------------------------------------
+  pg::connection writer_conn;
+  std::thread writer;
+  void run_writer();
+  void write_appends(std::vector<pg_append>& batch);
+  void run_task(pg_task& task);
+  /// (Re)connects the writer before `until`, backing off between attempts.
+  caf::error ensure_writer(pg::deadline until);
+
+  // -- listener thread only ------------------------------------------------------
+  std::thread listener;
+  int wake_fd = -1; ///< an eventfd that ends the listener's poll at stop
+  std::atomic<bool> listener_stop{false};
+  void run_listener();
+};
+
+} // namespace sourcery::persistence::detail
