@@ -46,7 +46,14 @@ struct options {
   std::string dir;
   /// Scales run lengths (1.0 = the documented workloads).
   double scale = 1.0;
+  /// `--store URI`: a postgresql:// URI runs the store and dispatch suites
+  /// on PostgreSQL (metrics prefixed pg_), in a schema of their own that is
+  /// dropped at the end. Empty: LMDB in `dir`.
+  std::string store;
 };
+
+/// The PostgreSQL store suite (store_bench_pg.cpp).
+int run_pg_store_suite(const options& opts);
 
 int run_store_suite(const options& opts);
 int run_supervision_suite(const options& opts);

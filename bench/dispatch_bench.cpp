@@ -12,7 +12,10 @@
 #include <thread>
 #include <unistd.h>
 
+#include <libpq-fe.h>
+
 #include "bank_load.hpp"
+#include "sourcery/persistence/store_uri.hpp"
 
 namespace sourcery::bench {
 
@@ -114,7 +117,36 @@ void w5(const std::string& dir, int n) {
 
 } // namespace
 
+/// W1 durable on PostgreSQL, in a schema of its own dropped at the end.
+int pg_dispatch(const options& opts, int commands) {
+  auto uri = persistence::store_uri::parse(opts.store);
+  if (!uri) {
+    std::fprintf(stderr, "sourcery-bench: %s\n", persistence::describe(uri.error()).c_str());
+    return 1;
+  }
+  const std::string schema = "bench_dispatch_" + std::to_string(::getpid());
+  uri->schema = schema;
+  {
+    application_config cfg;
+    cfg.store_uri = uri->to_string();
+    auto app = application::start(cfg, bank::routes());
+    if (!app) {
+      std::fprintf(stderr, "sourcery-bench: cannot start on %s: %s\n", cfg.store_uri.c_str(),
+                   describe_error(app.error()).c_str());
+      return 1;
+    }
+    if (wanted("w1"))
+      w1("pg_w1_durable_256", **app, 256, commands);
+  }
+  PGconn* c = PQconnectdb(uri->location.c_str());
+  PQclear(PQexec(c, ("DROP SCHEMA \"" + schema + "\" CASCADE").c_str()));
+  PQfinish(c);
+  return 0;
+}
+
 int run_dispatch_suite(const options& opts) {
+  if (opts.store.rfind("postgres", 0) == 0)
+    return pg_dispatch(opts, static_cast<int>(100'000 * opts.scale));
   fs::path root = fs::path{opts.dir} / ("dispatch-" + std::to_string(::getpid()));
   fs::remove_all(root);
   fs::create_directories(root);

@@ -1,4 +1,4 @@
-// sourcery-bench SUITE [--dir DIR] [--scale X]
+// sourcery-bench SUITE [--dir DIR] [--store URI] [--scale X]
 // Prints one JSON object per line: {"suite","name","value","unit"}.
 // BENCH_ONLY=NAME runs one workload alone, for profiling: append_1, append_16 or
 // append_256 (or reads) of the store suite, w1, w4 or w5 of the dispatch suite, w2, w3 or
@@ -22,7 +22,7 @@ int main(int argc, char** argv) {
     {"http", run_http_suite},
   };
   auto usage = [&] {
-    std::fprintf(stderr, "usage: sourcery-bench SUITE [--dir DIR] [--scale X]\nsuites:");
+    std::fprintf(stderr, "usage: sourcery-bench SUITE [--dir DIR] [--store URI] [--scale X]\nsuites:");
     for (auto& [name, _] : suites)
       std::fprintf(stderr, " %s", name.c_str());
     std::fprintf(stderr, "\n");
@@ -35,6 +35,8 @@ int main(int argc, char** argv) {
   for (int i = 2; i < argc; ++i) {
     if (std::strcmp(argv[i], "--dir") == 0 && i + 1 < argc)
       opts.dir = argv[++i];
+    else if (std::strcmp(argv[i], "--store") == 0 && i + 1 < argc)
+      opts.store = argv[++i];
     else if (std::strcmp(argv[i], "--scale") == 0 && i + 1 < argc)
       opts.scale = std::atof(argv[++i]);
     else

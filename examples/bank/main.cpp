@@ -1,6 +1,6 @@
 // bank-demo — Sourcery's main demo, narrated.
 //
-//   bank-demo [--data-dir DIR] [--in-memory]
+//   bank-demo [--store URI] [--data-dir DIR] [--in-memory]
 //   bank-demo admin COMMAND ...     the operator tool, with the balance projection
 //
 // Accounts (open, deposit, withdraw: refused past the balance), a money
@@ -239,8 +239,8 @@ int main(int argc, char** argv) {
       static_cast<unsigned long long>(m.commands("accepted")), static_cast<unsigned long long>(m.commands("rejected")),
       static_cast<unsigned long long>(m.events_appended()), static_cast<unsigned long long>(m.restarts()),
       static_cast<unsigned long long>(app.store().head_position()));
-  if (!config.in_memory)
-    say("Run it again with the same data directory: it continues where it stopped.");
+  if (demo::store_location(config) != "memory:")
+    say("Run it again with the same store: it continues where it stopped.");
   // A tree that gave up during the run: exit non-zero (a process supervisor
   // restarts the program; a script sees the failure).
   auto why = app.failure();

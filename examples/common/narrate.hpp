@@ -10,6 +10,7 @@
 #include <string>
 
 #include "sourcery/persistence/event_registry.hpp"
+#include "sourcery/persistence/store_uri.hpp"
 #include "sourcery/runtime/application.hpp"
 
 namespace demo {
@@ -62,29 +63,50 @@ sourcery::dispatch_result run(sourcery::application& app, const std::string& wha
   return *r;
 }
 
-/// `--data-dir DIR` and `--in-memory` (and `--help`); exits on anything else.
+/// `--store URI`, its shorthands `--data-dir DIR` and `--in-memory` (and
+/// `--help`); exits on anything else, and with status 1 on a bad URI.
 inline sourcery::application_config parse_options(int argc, char** argv, const char* program,
                                                   const char* default_dir) {
   sourcery::application_config config;
   config.data_dir = default_dir;
   for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--data-dir") == 0 && i + 1 < argc) {
+    if (std::strcmp(argv[i], "--store") == 0 && i + 1 < argc) {
+      config.store_uri = argv[++i];
+      if (auto uri = sourcery::persistence::store_uri::parse(config.store_uri); !uri) {
+        std::fprintf(stderr, "%s: %s\n", program, sourcery::persistence::describe(uri.error()).c_str());
+        std::exit(1);
+      }
+    } else if (std::strcmp(argv[i], "--data-dir") == 0 && i + 1 < argc) {
       config.data_dir = argv[++i];
     } else if (std::strcmp(argv[i], "--in-memory") == 0) {
       config.in_memory = true;
     } else {
-      std::fprintf(stderr, "usage: %s [--data-dir DIR] [--in-memory]\n", program);
+      std::fprintf(stderr, "usage: %s [--store lmdb:DIR|memory:|postgresql://...] [--data-dir DIR] [--in-memory]\n",
+                   program);
       std::exit(std::strcmp(argv[i], "--help") == 0 ? 0 : 2);
     }
   }
   return config;
 }
 
+/// Where `config` keeps its events, in words.
+inline std::string store_location(const sourcery::application_config& config) {
+  if (!config.store_uri.empty())
+    if (auto uri = sourcery::persistence::store_uri::parse(config.store_uri))
+      return uri->to_string();
+  return config.in_memory ? std::string{"memory:"} : "lmdb:" + config.data_dir;
+}
+
 /// Says where the store is and how much it already holds.
 inline void tell_store(sourcery::application& app, const sourcery::application_config& config) {
   auto head = app.store().head_position();
-  if (config.in_memory)
+  auto where = store_location(config);
+  if (where == "memory:")
     say("store: in memory (nothing survives this run)");
+  else if (where.rfind("postgres", 0) == 0)
+    say("store: PostgreSQL at %s, every acknowledged event committed with synchronous_commit = on; the log holds"
+        " %llu events%s", where.c_str(), static_cast<unsigned long long>(head),
+        head > 0 ? " (continuing an earlier run)" : "");
   else
     say("store: LMDB in %s, every acknowledged event fsynced; the log holds %llu events%s", config.data_dir.c_str(),
         static_cast<unsigned long long>(head), head > 0 ? " (continuing an earlier run)" : "");
@@ -103,7 +125,7 @@ inline started start(int argc, char** argv, const char* program, const char* tit
   say("== %s ==", title);
   auto app = sourcery::application::start(config, std::move(routes), {}, std::move(settings));
   if (!app)
-    fail(program, "start the application in " + config.data_dir, app.error());
+    fail(program, "start the application on " + store_location(config), app.error());
   tell_store(**app, config);
   return {std::move(config), std::move(*app)};
 }

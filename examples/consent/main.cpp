@@ -1,6 +1,6 @@
 // consent-demo — consent management, narrated.
 //
-//   consent-demo [--data-dir DIR] [--in-memory]
+//   consent-demo [--store URI] [--data-dir DIR] [--in-memory]
 //
 // A patient, Ana, is asked for consent to her health records by a doctor, a
 // nurse and another patient; she grants and revokes; every invariant of the
@@ -97,8 +97,8 @@ int main(int argc, char** argv) {
   for (auto& e : *events)
     say("  v%-3llu %-16s %s", static_cast<unsigned long long>(e.stream_version), e.type.c_str(),
         demo::data_of(e).c_str());
-  if (!config.in_memory)
-    say("\nRun it again with the same data directory: it continues where it stopped.");
+  if (demo::store_location(config) != "memory:")
+    say("\nRun it again with the same store: it continues where it stopped.");
   // A tree that gave up during the run: exit non-zero (a process supervisor
   // restarts the program; a script sees the failure).
   auto why = app.failure();

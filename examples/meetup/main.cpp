@@ -1,6 +1,6 @@
 // meetup-demo — the meetup of the talk, narrated.
 //
-//   meetup-demo [--data-dir DIR] [--in-memory]
+//   meetup-demo [--store URI] [--data-dir DIR] [--in-memory]
 //
 // Creates a meetup, renames it, adds attendees (each once), then shows the
 // meetup rebuilt from its events and the events themselves. Run it again

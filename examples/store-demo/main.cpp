@@ -1,6 +1,6 @@
 // store-demo — the event store at work, narrated.
 //
-//   store-demo [--data-dir DIR] [--in-memory]
+//   store-demo [--store URI] [--data-dir DIR] [--in-memory]
 //
 // Opens bank accounts, deposits and withdraws with optimistic concurrency,
 // shows a conflict, group commit, a snapshot, an upcast of an old event
@@ -19,6 +19,7 @@
 
 #include "sourcery/persistence/event_registry.hpp"
 #include "sourcery/persistence/lmdb_store.hpp"
+#include "sourcery/persistence/store_uri.hpp"
 #include "sourcery/persistence/memory_store.hpp"
 
 using namespace sourcery::persistence;
@@ -150,32 +151,40 @@ account_state load_account(event_store& store, const event_registry& types, cons
 } // namespace
 
 int main(int argc, char** argv) {
-  std::string data_dir = "sourcery-data";
-  bool in_memory = false;
+  auto uri = store_uri::lmdb("sourcery-data");
   for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--data-dir") == 0 && i + 1 < argc) {
-      data_dir = argv[++i];
+    if (std::strcmp(argv[i], "--store") == 0 && i + 1 < argc) {
+      auto parsed = store_uri::parse(argv[++i]);
+      if (!parsed) {
+        std::fprintf(stderr, "store-demo: %s\n", describe(parsed.error()).c_str());
+        return 1;
+      }
+      uri = *parsed;
+    } else if (std::strcmp(argv[i], "--data-dir") == 0 && i + 1 < argc) {
+      uri = store_uri::lmdb(argv[++i]);
     } else if (std::strcmp(argv[i], "--in-memory") == 0) {
-      in_memory = true;
+      uri = store_uri::memory();
     } else {
-      std::fprintf(stderr, "usage: store-demo [--data-dir DIR] [--in-memory]\n");
+      std::fprintf(stderr, "usage: store-demo [--store URI] [--data-dir DIR] [--in-memory]\n");
       return 2;
     }
   }
 
   say("== Sourcery event store demo ==");
-  std::unique_ptr<event_store> store;
-  if (in_memory) {
-    store = std::make_unique<memory_store>();
-    say("store: in memory (nothing survives this run)");
-  } else {
-    auto opened = lmdb_store::open({.path = data_dir});
-    if (!opened) {
-      std::fprintf(stderr, "store-demo: cannot open %s: %s\n", data_dir.c_str(), describe(opened.error()).c_str());
-      return 1;
-    }
-    store = std::move(*opened);
-    say("store: LMDB in %s, durable commits (fsync before every acknowledgement)", data_dir.c_str());
+  auto opened = open_store(uri);
+  if (!opened) {
+    std::fprintf(stderr, "store-demo: cannot open %s: %s\n", uri.to_string().c_str(), describe(opened.error()).c_str());
+    return 1;
+  }
+  std::unique_ptr<event_store> store = std::move(*opened);
+  switch (uri.type) {
+    case store_uri::kind::memory: say("store: in memory (nothing survives this run)"); break;
+    case store_uri::kind::lmdb:
+      say("store: LMDB in %s, durable commits (fsync before every acknowledgement)", uri.location.c_str());
+      break;
+    case store_uri::kind::postgres:
+      say("store: PostgreSQL at %s, durable commits (synchronous_commit = on)", uri.to_string().c_str());
+      break;
   }
   uint64_t start_head = store->head_position();
   say("the global log ($all) holds %llu events", static_cast<unsigned long long>(start_head));

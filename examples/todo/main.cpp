@@ -1,6 +1,6 @@
 // todo-server — the Todo-Backend API (todobackend.com), event-sourced.
 //
-//   todo-server [--port N] [--address A] [--data-dir DIR] [--in-memory]
+//   todo-server [--port N] [--address A] [--store URI] [--data-dir DIR] [--in-memory]
 //   todo-server admin COMMAND ...   the operator tool, with the todo list projection
 //
 // Serves /todos on LMDB in DIR (default ./todo-data) until SIGINT or SIGTERM,
@@ -39,12 +39,18 @@ int main(int argc, char** argv) {
       http.port = static_cast<uint16_t>(port);
     } else if (a == "--address" && has_value) {
       http.address = argv[++i];
+    } else if (a == "--store" && has_value) {
+      config.store_uri = argv[++i];
+      if (auto uri = sourcery::persistence::store_uri::parse(config.store_uri); !uri) {
+        std::fprintf(stderr, "todo-server: %s\n", sourcery::persistence::describe(uri.error()).c_str());
+        return 1;
+      }
     } else if (a == "--data-dir" && has_value) {
       config.data_dir = argv[++i];
     } else if (a == "--in-memory") {
       config.in_memory = true;
     } else {
-      std::fprintf(stderr, "usage: todo-server [--port N] [--address A] [--data-dir DIR] [--in-memory]\n");
+      std::fprintf(stderr, "usage: todo-server [--port N] [--address A] [--store URI] [--data-dir DIR] [--in-memory]\n");
       return a == "--help" || a == "-h" ? 0 : 2;
     }
   }
@@ -71,8 +77,11 @@ int main(int argc, char** argv) {
     return 1;
   }
   gw.stop_on_signals();
+  std::string where = !config.store_uri.empty() ? sourcery::persistence::store_uri::parse(config.store_uri)->to_string()
+                      : config.in_memory           ? "in memory"
+                                                   : "LMDB in " + config.data_dir;
   std::printf("todo-server: listening on http://%s:%u/todos (%s)\n", http.address.c_str(), gw.port(),
-              config.in_memory ? "in memory" : ("LMDB in " + config.data_dir).c_str());
+              where.c_str());
   std::fflush(stdout);
   gw.wait();
   if (auto why = (*app)->failure()) {

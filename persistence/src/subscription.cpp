@@ -50,10 +50,12 @@ void subscription_state::start() {
 void subscription_state::stop() {
   stopping.store(true);
   {
-    // Wake the thread if it waits for new events.
+    // Wake the thread if it waits for new events, or for a server to heal.
     std::lock_guard guard{store.head_mtx_};
   }
   store.head_cv_.notify_all();
+  { std::lock_guard guard{mtx}; }
+  cv.notify_all();
   if (thread.joinable() && thread.get_id() != std::this_thread::get_id())
     thread.join();
   else if (thread.joinable())
@@ -69,16 +71,38 @@ void subscription_state::finish(caf::error err) {
   cv.notify_all();
 }
 
+namespace {
+
+// A database server that is restarting or out of reach heals: the
+// subscription waits and reads again instead of ending.
+bool transient(const caf::error& err) {
+  auto code = code_of(err);
+  return code == store_errc::unavailable || code == store_errc::timeout;
+}
+
+} // namespace
+
 void subscription_state::run() {
   const bool persistent = !options.name.empty();
   uint64_t pos = position.load();
+  auto backoff = std::chrono::milliseconds{50};
+  auto pause = [&] {
+    std::unique_lock lock{mtx};
+    cv.wait_for(lock, backoff, [&] { return stopping.load(); });
+    backoff = std::min(backoff * 2, std::chrono::milliseconds{2000});
+  };
   while (!stopping.load()) {
     auto batch = store.read_all(pos + 1, options.batch_size);
     if (!batch) {
+      if (transient(batch.error()) && !store.closed()) {
+        pause();
+        continue;
+      }
       if (!stopping.load() && !store.closed())
         finish(batch.error());
       return;
     }
+    backoff = std::chrono::milliseconds{50};
     if (batch->empty()) {
       wait_for_position(store, pos + 1, std::chrono::steady_clock::now() + std::chrono::seconds{1},
                         stopping);
@@ -96,8 +120,13 @@ void subscription_state::run() {
     }
     if (persistent) {
       auto saved = store.save_checkpoint(options.name, last);
+      while (!saved && transient(saved.error()) && !stopping.load() && !store.closed()) {
+        pause();
+        saved = store.save_checkpoint(options.name, last);
+      }
       if (!saved) {
-        finish(saved.error());
+        if (!stopping.load() && !store.closed())
+          finish(saved.error());
         return;
       }
     }

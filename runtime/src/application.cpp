@@ -5,6 +5,7 @@
 
 #include "dispatch_deadlines.hpp"
 #include "sourcery/persistence/memory_store.hpp"
+#include "sourcery/persistence/store_uri.hpp"
 #include "sourcery/persistence/uuid.hpp"
 
 namespace sourcery {
@@ -49,8 +50,26 @@ caf::expected<std::unique_ptr<application>> application::start(application_confi
     return make_error(dispatch_errc::invalid_route, routes.conflicts().front());
   std::unique_ptr<application> app{new application};
   const bool shared_store = config.store != nullptr;
+  if (!shared_store && !config.store_uri.empty()) {
+    auto uri = persistence::store_uri::parse(config.store_uri);
+    if (!uri)
+      return uri.error();
+    if (uri->type == persistence::store_uri::kind::memory)
+      config.in_memory = true;
+    else if (uri->type == persistence::store_uri::kind::lmdb)
+      config.data_dir = uri->location;
+    else
+      app->store_uri_ = *uri;
+  }
   if (shared_store) {
     app->store_ = std::move(config.store);
+  } else if (app->store_uri_) {
+    persistence::store_open_options opts;
+    opts.mode = config.durability;
+    auto store = persistence::open_store(*app->store_uri_, opts);
+    if (!store)
+      return store.error();
+    app->store_ = std::move(*store);
   } else if (config.in_memory) {
     app->store_ = std::make_unique<persistence::memory_store>();
   } else {
@@ -100,7 +119,7 @@ caf::expected<std::unique_ptr<application>> application::start(application_confi
   if (!shared_store)
     app->store_->use_registry(&app->core_.types);
   app->read_model_dir_ = config.read_model_dir;
-  if (app->read_model_dir_.empty() && !config.in_memory && !shared_store)
+  if (app->read_model_dir_.empty() && !config.in_memory && !shared_store && !app->store_uri_)
     app->read_model_dir_ = (std::filesystem::path{config.data_dir} / "read-models").string();
   app->durability_ = config.durability;
   app->watching_ = true;

@@ -1,6 +1,8 @@
-// sourcery-crash-writer DIR THREADS
+// sourcery-crash-writer STORE THREADS [TAG]
 //
-// Appends to an LMDB store from several threads until killed. After each
+// Appends to a store (an LMDB directory, or a store URI such as
+// postgresql://...) from several threads until killed; TAG names its
+// streams, so that several writers can share one store. After each
 // acknowledged append it prints one line to stdout:
 //   ACK <stream> <first_version> <count> <first_position> <batch_id>
 // The crash test kills this process with SIGKILL at random moments and checks
@@ -20,6 +22,7 @@
 #include <msgpack.hpp>
 
 #include "sourcery/persistence/lmdb_store.hpp"
+#include "sourcery/persistence/store_uri.hpp"
 
 using namespace sourcery::persistence;
 
@@ -55,11 +58,18 @@ void say(const std::string& line) {
 } // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 3) {
-    std::fprintf(stderr, "usage: sourcery-crash-writer DIR THREADS\n");
+  if (argc != 3 && argc != 4) {
+    std::fprintf(stderr, "usage: sourcery-crash-writer STORE THREADS [TAG]\n");
     return 2;
   }
-  auto store = lmdb_store::open({.path = argv[1]});
+  std::string where = argv[1];
+  auto uri = where.find(':') != std::string::npos ? store_uri::parse(where) : store_uri::lmdb(where);
+  if (!uri) {
+    std::fprintf(stderr, "store: %s\n", describe(uri.error()).c_str());
+    return 1;
+  }
+  std::string tag = argc == 4 ? std::string{argv[3]} + "-" : "";
+  auto store = open_store(*uri);
   if (!store) {
     std::fprintf(stderr, "open: %s\n", describe(store.error()).c_str());
     return 1;
@@ -72,14 +82,14 @@ int main(int argc, char** argv) {
       constexpr int streams = 4;
       std::vector<uint64_t> versions(streams);
       for (int k = 0; k < streams; ++k) {
-        auto info = (*store)->stream_info("crash-" + std::to_string(w) + "-" + std::to_string(k));
+        auto info = (*store)->stream_info("crash-" + tag + std::to_string(w) + "-" + std::to_string(k));
         if (!info)
           std::_Exit(4);
         versions[static_cast<size_t>(k)] = info->version;
       }
       for (;;) {
         size_t k = rng() % streams;
-        auto stream = "crash-" + std::to_string(w) + "-" + std::to_string(k);
+        auto stream = "crash-" + tag + std::to_string(w) + "-" + std::to_string(k);
         size_t count = 1 + rng() % 4;
         auto batch = std::to_string(rng());
         std::vector<event_data> events(count);

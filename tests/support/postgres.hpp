@@ -8,6 +8,7 @@
 #include <string>
 
 #include <gtest/gtest.h>
+#include <libpq-fe.h>
 
 #include "sourcery/persistence/postgres_store.hpp"
 #include "temp_dir.hpp"
@@ -42,6 +43,65 @@ inline std::unique_ptr<persistence::postgres_store> open_test_pg(const persisten
   if (!s)
     throw std::runtime_error("cannot open the PostgreSQL store: " + persistence::describe(s.error()));
   return std::move(*s);
+}
+
+/// Runs `sql` (statements separated by ';') on a connection of its own, as
+/// another client would; throws with the server's message on failure.
+/// Returns the first column of the first row of the last result, if any.
+inline std::string run_sql(const std::string& uri, const std::string& sql) {
+  PGconn* c = PQconnectdb(uri.c_str());
+  if (PQstatus(c) != CONNECTION_OK) {
+    std::string msg = PQerrorMessage(c);
+    PQfinish(c);
+    throw std::runtime_error("connect: " + msg);
+  }
+  PGresult* r = PQexec(c, sql.c_str());
+  auto status = PQresultStatus(r);
+  std::string value;
+  if (status == PGRES_TUPLES_OK && PQntuples(r) > 0)
+    value = PQgetvalue(r, 0, 0);
+  std::string msg = PQresultErrorMessage(r);
+  PQclear(r);
+  PQfinish(c);
+  if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK)
+    throw std::runtime_error("SQL failed: " + msg + " in: " + sql);
+  return value;
+}
+
+/// A client session kept open across statements (to hold a transaction).
+class pg_session {
+public:
+  explicit pg_session(const std::string& uri) : c_(PQconnectdb(uri.c_str())) {
+    if (PQstatus(c_) != CONNECTION_OK)
+      throw std::runtime_error(std::string{"connect: "} + PQerrorMessage(c_));
+  }
+  ~pg_session() { PQfinish(c_); }
+  pg_session(const pg_session&) = delete;
+  pg_session& operator=(const pg_session&) = delete;
+  std::string run(const std::string& sql) {
+    PGresult* r = PQexec(c_, sql.c_str());
+    auto status = PQresultStatus(r);
+    std::string value;
+    if (status == PGRES_TUPLES_OK && PQntuples(r) > 0)
+      value = PQgetvalue(r, 0, 0);
+    std::string msg = PQresultErrorMessage(r);
+    PQclear(r);
+    if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK)
+      throw std::runtime_error("SQL failed: " + msg + " in: " + sql);
+    return value;
+  }
+
+private:
+  PGconn* c_;
+};
+
+/// Ends the server sessions of `role` ("writer", "listener", "reader") of
+/// the store on `schema`, as an operator's pg_terminate_backend would;
+/// returns how many.
+inline int terminate_sessions(const std::string& uri, const std::string& schema, const std::string& role) {
+  auto n = run_sql(uri, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'sourcery "
+                          + role + " " + schema + "'");
+  return std::stoi(n.empty() ? "0" : n);
 }
 
 } // namespace sourcery::testing

@@ -62,8 +62,7 @@ caf::error connect_error(const std::string& msg) {
                      "no password supplied", "permission denied for database"})
     if (msg.find(word) != std::string::npos)
       return make_error(store_errc::authentication_failed, "the database refused the login: " + msg);
-  for (auto* word : {"invalid URI", "invalid connection option", "missing \"=\"", "unterminated quoted string",
-                     "invalid integer value", "invalid port number", "invalid sslmode"})
+  for (auto* word : {"invalid integer value", "invalid port number", "invalid sslmode"})
     if (msg.find(word) != std::string::npos)
       return make_error(store_errc::invalid_argument, "bad PostgreSQL connection string: " + msg);
   return make_error(store_errc::unavailable, "cannot connect to the database: " + msg);
@@ -191,6 +190,16 @@ persistence::uuid result::uuid(int row, int col) const {
 // -- connection ---------------------------------------------------------------
 
 caf::expected<connection> connection::open(const std::string& conninfo, deadline until) {
+  // A malformed string is the caller's mistake, not an unreachable server.
+  char* parse_error = nullptr;
+  if (PQconninfoOption* parsed = PQconninfoParse(conninfo.c_str(), &parse_error)) {
+    PQconninfoFree(parsed);
+  } else {
+    std::string msg = parse_error ? trimmed(parse_error) : "out of memory";
+    if (parse_error)
+      PQfreemem(parse_error);
+    return make_error(store_errc::invalid_argument, "bad PostgreSQL connection string: " + msg);
+  }
   connection c;
   c.conn_.reset(PQconnectStart(conninfo.c_str()));
   if (!c.conn_)

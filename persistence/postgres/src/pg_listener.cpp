@@ -41,6 +41,10 @@ void postgres_state::run_listener() {
       backoff = std::min(backoff * 2, std::chrono::milliseconds{2000});
       continue;
     }
+    if (setup(*c, op_deadline(), "listener")) {
+      pause(backoff);
+      continue;
+    }
     if (!first)
       ++reconnects;
     first = false;

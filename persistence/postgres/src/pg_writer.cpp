@@ -74,7 +74,7 @@ caf::error postgres_state::ensure_writer(pg::deadline until) {
     auto attempt_until = std::min(until, pg::clock::now() + options.connect_timeout);
     auto c = pg::connection::open(options.conninfo, attempt_until);
     if (c) {
-      if (auto err = setup(*c, attempt_until); !err) {
+      if (auto err = setup(*c, attempt_until, "writer"); !err) {
         writer_conn = std::move(*c);
         ++reconnects;
         return {};

@@ -48,8 +48,11 @@ struct postgres_state {
   /// `tmpl` with every "@." replaced by the quoted schema and a dot.
   std::string sql(std::string_view tmpl) const;
   pg::deadline op_deadline() const { return pg::clock::now() + options.operation_timeout; }
-  /// Session settings of every connection we open.
-  caf::error setup(pg::connection& c, pg::deadline until) const;
+  /// Session settings of every connection we open; `role` ("writer",
+  /// "listener", "reader") goes into its application_name as
+  /// "sourcery <role> <schema>", so operators (and fault tests) can tell
+  /// the connections apart in pg_stat_activity.
+  caf::error setup(pg::connection& c, pg::deadline until, std::string_view role) const;
 
   // -- any thread --------------------------------------------------------------
   std::atomic<uint64_t> head{0};

@@ -65,8 +65,9 @@ std::string detail::postgres_state::sql(std::string_view tmpl) const {
   return out;
 }
 
-caf::error detail::postgres_state::setup(pg::connection& c, pg::deadline until) const {
-  std::string s = "SET synchronous_commit = ";
+caf::error detail::postgres_state::setup(pg::connection& c, pg::deadline until, std::string_view role) const {
+  std::string s = "SET application_name = 'sourcery " + std::string{role} + " " + options.schema + "'; ";
+  s += "SET synchronous_commit = ";
   s += options.mode == durability::durable ? "on" : "off";
   s += "; SET idle_in_transaction_session_timeout = " + std::to_string(options.idle_in_transaction_timeout.count());
   // A backend waiting on a lock notices a client that went away.
@@ -107,7 +108,7 @@ caf::expected<std::unique_ptr<postgres_store>> postgres_store::open(postgres_opt
   auto conn = pg::connection::open(st.options.conninfo, pg::clock::now() + st.options.connect_timeout);
   if (!conn)
     return conn.error();
-  if (auto err = st.setup(*conn, st.op_deadline()))
+  if (auto err = st.setup(*conn, st.op_deadline(), "writer"))
     return err;
   if (auto err = detail::ensure_schema(st, *conn))
     return err;
@@ -117,7 +118,7 @@ caf::expected<std::unique_ptr<postgres_store>> postgres_store::open(postgres_opt
   st.head = static_cast<uint64_t>(head->int8(0, 0));
   st.writer_conn = std::move(*conn);
   st.readers = std::make_unique<pg::pool>(st.options.conninfo, st.options.pool_size, st.options.connect_timeout,
-                                          [s = &st](pg::connection& c, pg::deadline until) { return s->setup(c, until); });
+                                          [s = &st](pg::connection& c, pg::deadline until) { return s->setup(c, until, "reader"); });
   st.wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (st.wake_fd < 0)
     return make_error(store_errc::io_error, "eventfd failed");

@@ -18,6 +18,7 @@
 #include "sourcery/persistence/projection_store.hpp"
 #include "sourcery/persistence/event_store.hpp"
 #include "sourcery/persistence/lmdb_store.hpp"
+#include "sourcery/persistence/store_uri.hpp"
 #include "sourcery/runtime/log.hpp"
 #include "sourcery/runtime/metrics.hpp"
 #include "sourcery/runtime/middleware.hpp"
@@ -31,7 +32,12 @@ class dispatch_deadlines;
 } // namespace detail
 
 struct application_config {
-  /// The LMDB store's directory (ignored with `in_memory`).
+  /// Where the events live, as `--store` names it (persistence/store_uri.hpp):
+  /// `lmdb:DIR`, `memory:` or `postgresql://...`. Empty: `data_dir`, or
+  /// memory with `in_memory` (the shorthands of `--data-dir` and
+  /// `--in-memory`).
+  std::string store_uri;
+  /// The LMDB store's directory (ignored with `in_memory` or `store_uri`).
   std::string data_dir = "sourcery-data";
   bool in_memory = false;
   persistence::durability durability = persistence::durability::durable;
@@ -265,6 +271,8 @@ private:
   std::unique_ptr<persistence::projection_store> read_models_;
   std::string read_model_dir_;
   bool read_models_temporary_ = false;
+  /// The store's URI when it is a server's (PostgreSQL).
+  std::optional<persistence::store_uri> store_uri_;
   persistence::durability durability_ = persistence::durability::durable;
   std::thread head_watcher_; // tells handlers about new events, expires strong waits
   std::atomic<bool> watching_{false};

@@ -1,0 +1,53 @@
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <caf/expected.hpp>
+
+#include "sourcery/persistence/durability.hpp"
+#include "sourcery/persistence/event_store.hpp"
+
+namespace sourcery::persistence {
+
+/// Where a program's events live, as every program's `--store URI` names it:
+///   `lmdb:DIR`          the embedded LMDB store in DIR (the default)
+///   `memory:`           in memory, gone at exit
+///   `postgresql://...`  (or `postgres://...`) a libpq URI, e.g.
+///                       `postgresql:///app?host=/var/run/postgresql&port=5433`;
+///                       `schema=NAME` among its parameters picks the
+///                       PostgreSQL schema (default `sourcery`).
+struct store_uri {
+  enum class kind { lmdb, memory, postgres };
+  kind type = kind::lmdb;
+  /// The LMDB directory, or the libpq connection string without `schema`.
+  std::string location;
+  /// The PostgreSQL schema.
+  std::string schema = "sourcery";
+
+  /// Errors: invalid_argument, naming the forms accepted.
+  static caf::expected<store_uri> parse(std::string_view text);
+  static store_uri lmdb(std::string dir) { return {kind::lmdb, std::move(dir), "sourcery"}; }
+  static store_uri memory() { return {kind::memory, {}, "sourcery"}; }
+
+  bool is_postgres() const { return type == kind::postgres; }
+  /// The URI again (without a password, for logs).
+  std::string to_string() const;
+};
+
+struct store_open_options {
+  durability mode = durability::durable;
+  /// LMDB: open for reading only (tools beside a running application).
+  bool read_only = false;
+  /// LMDB: check every page at open.
+  bool check_pages = true;
+  /// PostgreSQL: give up connecting after this.
+  std::chrono::milliseconds connect_timeout{5000};
+};
+
+/// Opens the store `uri` names. Errors: those of the store's `open`.
+caf::expected<std::unique_ptr<event_store>> open_store(const store_uri& uri, const store_open_options& options = {});
+
+} // namespace sourcery::persistence

@@ -1,0 +1,120 @@
+#include "sourcery/persistence/store_uri.hpp"
+
+#include "sourcery/persistence/lmdb_store.hpp"
+#include "sourcery/persistence/memory_store.hpp"
+#include "sourcery/persistence/postgres_store.hpp"
+
+namespace sourcery::persistence {
+
+namespace {
+
+bool starts_with(std::string_view s, std::string_view prefix) {
+  return s.substr(0, prefix.size()) == prefix;
+}
+
+// Removes `schema=VALUE` from the query of a libpq URI (libpq refuses
+// parameters it does not know) and returns VALUE.
+std::string take_schema(std::string& uri) {
+  auto q = uri.find('?');
+  if (q == std::string::npos)
+    return {};
+  std::string query = uri.substr(q + 1), kept, schema;
+  size_t start = 0;
+  while (start <= query.size()) {
+    auto end = query.find('&', start);
+    if (end == std::string::npos)
+      end = query.size();
+    auto part = query.substr(start, end - start);
+    if (starts_with(part, "schema="))
+      schema = part.substr(7);
+    else if (!part.empty())
+      kept += (kept.empty() ? "" : "&") + part;
+    start = end + 1;
+  }
+  uri = uri.substr(0, q) + (kept.empty() ? "" : "?" + kept);
+  return schema;
+}
+
+} // namespace
+
+caf::expected<store_uri> store_uri::parse(std::string_view text) {
+  auto bad = [&](std::string why) {
+    return make_error(store_errc::invalid_argument,
+                      "bad store URI '" + std::string{text} + "': " + why
+                        + " (use lmdb:DIR, memory: or postgresql://...)");
+  };
+  if (starts_with(text, "lmdb:")) {
+    auto dir = text.substr(5);
+    if (starts_with(dir, "//"))
+      dir.remove_prefix(2);
+    if (dir.empty())
+      return bad("no directory");
+    return store_uri::lmdb(std::string{dir});
+  }
+  if (text == "memory:" || text == "memory")
+    return store_uri::memory();
+  if (starts_with(text, "postgresql://") || starts_with(text, "postgres://")) {
+    store_uri u;
+    u.type = kind::postgres;
+    u.location = std::string{text};
+    if (auto schema = take_schema(u.location); !schema.empty())
+      u.schema = schema;
+    return u;
+  }
+  return bad("unknown scheme");
+}
+
+std::string store_uri::to_string() const {
+  switch (type) {
+    case kind::lmdb: return "lmdb:" + location;
+    case kind::memory: return "memory:";
+    case kind::postgres: {
+      // postgresql://user:password@host/... -> postgresql://user@host/...
+      auto out = location;
+      auto scheme_end = out.find("://");
+      auto at = out.find('@', scheme_end + 3);
+      auto slash = out.find('/', scheme_end + 3);
+      if (at != std::string::npos && (slash == std::string::npos || at < slash)) {
+        auto colon = out.find(':', scheme_end + 3);
+        if (colon != std::string::npos && colon < at)
+          out.erase(colon, at - colon);
+      }
+      if (schema != "sourcery")
+        out += (out.find('?') == std::string::npos ? "?" : "&") + std::string{"schema="} + schema;
+      return out;
+    }
+  }
+  return {};
+}
+
+caf::expected<std::unique_ptr<event_store>> open_store(const store_uri& uri, const store_open_options& options) {
+  switch (uri.type) {
+    case store_uri::kind::memory:
+      return std::unique_ptr<event_store>{std::make_unique<memory_store>()};
+    case store_uri::kind::lmdb: {
+      lmdb_options opts;
+      opts.path = uri.location;
+      opts.mode = options.mode;
+      opts.read_only = options.read_only;
+      opts.check_pages = options.check_pages;
+      auto s = lmdb_store::open(opts);
+      if (!s)
+        return s.error();
+      return std::unique_ptr<event_store>{std::move(*s)};
+    }
+    case store_uri::kind::postgres: {
+      postgres_options opts;
+      opts.conninfo = uri.location;
+      opts.schema = uri.schema;
+      opts.mode = options.mode;
+      opts.connect_timeout = options.connect_timeout;
+      auto s = postgres_store::open(opts);
+      if (!s)
+        return s.error();
+      return std::unique_ptr<event_store>{std::move(*s)};
+    }
+  }
+  return make_error(store_errc::invalid_argument, "unknown store kind");
+}
+
+} // namespace sourcery::persistence

@@ -1,0 +1,514 @@
+// The PostgreSQL store beyond the shared contract: its schema, its errors,
+// several clients on one log, and faults of a real server (connections
+// terminated, the server paused with SIGSTOP, restarted under load, a long
+// transaction held open by another client).
+
+#include <atomic>
+#include <fstream>
+#include <future>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include <dirent.h>
+#include <signal.h>
+
+#include <gtest/gtest.h>
+
+#include "../support/postgres.hpp"
+#include "sourcery/persistence/postgres_store.hpp"
+#include "sourcery/persistence/store_uri.hpp"
+#include "test_events.hpp"
+
+using namespace sourcery::persistence;
+using namespace sourcery::testing;
+using namespace std::chrono_literals;
+
+namespace {
+
+event_data one_event(const uuid& id = uuid::random()) {
+  event_data ev;
+  ev.event_id = id;
+  ev.type = "test.happened";
+  ev.data = map_payload(1);
+  return ev;
+}
+
+// Reads $all and checks positions 1..head with no gap; returns the events.
+std::vector<recorded_event> all_gapless(const event_store& store) {
+  std::vector<recorded_event> out;
+  for (uint64_t from = 1;;) {
+    auto page = store.read_all(from, 1000);
+    EXPECT_TRUE(page) << describe(page.error());
+    if (!page || page->empty())
+      break;
+    for (auto& ev : *page) {
+      EXPECT_EQ(ev.position, out.size() + 1) << "a gap in $all";
+      out.push_back(std::move(ev));
+    }
+    from = out.back().position + 1;
+  }
+  return out;
+}
+
+// A server of the test's own, for faults that would disturb every other
+// test on the shared one (SIGSTOP, restart).
+class private_server {
+public:
+  private_server() : dir_("/tmp/sourcery-pgp-" + uuid::random().to_string().substr(0, 8)) {
+    uri_ = run("start");
+    while (!uri_.empty() && uri_.back() == '\n')
+      uri_.pop_back();
+    if (uri_.rfind("postgresql://", 0) != 0)
+      throw std::runtime_error("could not start a private PostgreSQL server: " + uri_);
+  }
+  ~private_server() {
+    resume();
+    run("destroy");
+  }
+  const std::string& uri() const { return uri_; }
+
+  void pause() { signal_all(SIGSTOP); }
+  void resume() { signal_all(SIGCONT); }
+  void restart() {
+    run("stop");
+    run("start");
+  }
+
+private:
+  std::string run(const std::string& cmd) {
+    std::string line = "bash " SOURCERY_PG_SCRIPT " " + cmd + " " + dir_ + " 2>&1";
+    std::string out;
+    if (FILE* p = ::popen(line.c_str(), "r")) {
+      char buf[512];
+      while (std::fgets(buf, sizeof buf, p))
+        out += buf;
+      ::pclose(p);
+    }
+    return out;
+  }
+  // The postmaster and every process it started.
+  void signal_all(int sig) {
+    std::ifstream pidfile{dir_ + "/data/postmaster.pid"};
+    pid_t master = 0;
+    if (!(pidfile >> master) || master <= 0)
+      return;
+    ::kill(master, sig);
+    if (DIR* d = ::opendir("/proc")) {
+      while (auto* e = ::readdir(d)) {
+        pid_t pid = std::atoi(e->d_name);
+        if (pid <= 0)
+          continue;
+        std::ifstream stat{std::string{"/proc/"} + e->d_name + "/stat"};
+        std::string all;
+        std::getline(stat, all);
+        auto close = all.rfind(')');
+        if (close == std::string::npos)
+          continue;
+        std::istringstream rest{all.substr(close + 2)};
+        char state;
+        pid_t parent = 0;
+        rest >> state >> parent;
+        if (parent == master)
+          ::kill(pid, sig);
+      }
+      ::closedir(d);
+    }
+  }
+  std::string dir_;
+  std::string uri_;
+};
+
+// -- opening ----------------------------------------------------------------------
+
+TEST(postgres_store, refuses_bad_schema_names_and_connection_strings) {
+  temp_dir dir;
+  auto opts = test_pg_options(dir);
+  opts.schema = "1bad";
+  auto s = postgres_store::open(opts);
+  ASSERT_FALSE(s);
+  EXPECT_EQ(code_of(s.error()), store_errc::invalid_argument) << describe(s.error());
+  opts = test_pg_options(dir);
+  opts.conninfo = "postgresql://[oops";
+  s = postgres_store::open(opts);
+  ASSERT_FALSE(s);
+  EXPECT_EQ(code_of(s.error()), store_errc::invalid_argument) << describe(s.error());
+  auto uri = store_uri::parse("mysql://x");
+  ASSERT_FALSE(uri);
+  EXPECT_EQ(code_of(uri.error()), store_errc::invalid_argument);
+}
+
+TEST(postgres_store, an_unreachable_server_is_unavailable_within_the_connect_timeout) {
+  temp_dir dir;
+  auto opts = test_pg_options(dir);
+  opts.conninfo = "postgresql:///postgres?host=" + dir.str() + "&port=1";
+  opts.connect_timeout = 1s;
+  auto t0 = std::chrono::steady_clock::now();
+  auto s = postgres_store::open(opts);
+  ASSERT_FALSE(s);
+  EXPECT_EQ(code_of(s.error()), store_errc::unavailable) << describe(s.error());
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s);
+}
+
+TEST(postgres_store, a_refused_login_is_authentication_failed) {
+  temp_dir dir;
+  auto opts = test_pg_options(dir);
+  opts.conninfo = opts.conninfo.substr(0, opts.conninfo.find("&user=")) + "&user=nobody_here";
+  auto s = postgres_store::open(opts);
+  ASSERT_FALSE(s);
+  EXPECT_EQ(code_of(s.error()), store_errc::authentication_failed) << describe(s.error());
+  EXPECT_NE(describe(s.error()).find("nobody_here"), std::string::npos) << "the server's message is kept";
+}
+
+TEST(postgres_store, refuses_tables_that_are_not_ours_and_other_schema_versions) {
+  temp_dir dir;
+  auto opts = test_pg_options(dir);
+  run_sql(opts.conninfo, "CREATE SCHEMA " + opts.schema + "; CREATE TABLE " + opts.schema + ".events (x int)");
+  auto s = postgres_store::open(opts);
+  ASSERT_FALSE(s);
+  EXPECT_EQ(code_of(s.error()), store_errc::foreign_store) << describe(s.error());
+
+  opts.schema += "_v";
+  open_test_pg(opts).reset(); // creates it
+  run_sql(opts.conninfo, "UPDATE " + opts.schema + ".schema_version SET version = 99");
+  s = postgres_store::open(opts);
+  ASSERT_FALSE(s);
+  EXPECT_EQ(code_of(s.error()), store_errc::unsupported_format_version) << describe(s.error());
+  EXPECT_NE(describe(s.error()).find("99"), std::string::npos);
+}
+
+TEST(postgres_store, schemas_of_one_database_are_separate_stores) {
+  temp_dir a_dir, b_dir;
+  auto a = open_test_pg(test_pg_options(a_dir));
+  auto b = open_test_pg(test_pg_options(b_dir));
+  ASSERT_TRUE(a->append("s-1", expected_version::any(), {one_event()}));
+  EXPECT_EQ(a->head_position(), 1u);
+  EXPECT_EQ(b->head_position(), 0u);
+  auto read = b->read_stream("s-1", 1, 10);
+  ASSERT_TRUE(read);
+  EXPECT_TRUE(read->empty());
+}
+
+// -- appending --------------------------------------------------------------------
+
+TEST(postgres_store, an_append_sent_again_is_answered_from_what_is_stored) {
+  temp_dir dir;
+  auto store = open_test_pg(test_pg_options(dir));
+  auto e1 = one_event(), e2 = one_event();
+  auto first = store->append("s-1", expected_version::no_stream(), {e1, e2});
+  ASSERT_TRUE(first) << describe(first.error());
+  // The same events again (a client retrying after a lost answer): the
+  // stored outcome, nothing written twice.
+  auto again = store->append("s-1", expected_version::no_stream(), {e1, e2});
+  ASSERT_TRUE(again) << describe(again.error());
+  EXPECT_EQ(again->first_position, first->first_position);
+  EXPECT_EQ(again->last_position, first->last_position);
+  EXPECT_EQ(again->stream_version, 2u);
+  EXPECT_EQ(store->head_position(), 2u);
+  // The same id in another stream is refused.
+  auto elsewhere = store->append("s-2", expected_version::any(), {e1});
+  ASSERT_FALSE(elsewhere);
+  EXPECT_EQ(code_of(elsewhere.error()), store_errc::invalid_argument);
+}
+
+TEST(postgres_store, a_bad_append_fails_alone_in_its_batch) {
+  temp_dir dir;
+  auto store = open_test_pg(test_pg_options(dir));
+  std::vector<std::future<caf::expected<append_result>>> answers;
+  for (int i = 0; i < 40; ++i) {
+    auto p = std::make_shared<std::promise<caf::expected<append_result>>>();
+    answers.push_back(p->get_future());
+    auto ev = one_event();
+    if (i % 10 == 3)
+      ev.type = std::string{"bad\xff"};
+    auto expected = i % 10 == 5 ? expected_version::exact(7) : expected_version::any();
+    store->append_async("s-" + std::to_string(i % 4), expected, {ev},
+                        [p](caf::expected<append_result> r) { p->set_value(std::move(r)); });
+  }
+  int ok = 0;
+  for (int i = 0; i < 40; ++i) {
+    auto r = answers[static_cast<size_t>(i)].get();
+    if (i % 10 == 3) {
+      ASSERT_FALSE(r);
+      EXPECT_EQ(code_of(r.error()), store_errc::invalid_argument);
+    } else if (i % 10 == 5) {
+      ASSERT_FALSE(r);
+      EXPECT_EQ(code_of(r.error()), store_errc::wrong_expected_version);
+    } else {
+      ASSERT_TRUE(r) << describe(r.error());
+      ++ok;
+    }
+  }
+  EXPECT_EQ(all_gapless(*store).size(), static_cast<size_t>(ok));
+}
+
+TEST(postgres_store, two_clients_share_one_gapless_log_and_wake_each_others_subscribers) {
+  temp_dir dir;
+  auto a = open_test_pg(test_pg_options(dir));
+  auto b = open_test_pg(test_pg_options(dir));
+  std::mutex mtx;
+  std::vector<uint64_t> seen;
+  subscription_options so;
+  so.name = "";
+  auto sub = b->subscribe(so, [&](const std::vector<recorded_event>& batch) -> caf::expected<void> {
+    std::lock_guard guard{mtx};
+    for (auto& ev : batch)
+      seen.push_back(ev.position);
+    return {};
+  });
+  ASSERT_TRUE(sub) << describe(sub.error());
+  std::vector<std::thread> writers;
+  for (int w = 0; w < 4; ++w)
+    writers.emplace_back([&, w] {
+      auto& store = w % 2 == 0 ? *a : *b;
+      for (int i = 0; i < 50; ++i) {
+        auto r = store.append("shared-" + std::to_string(i % 5), expected_version::any(), {one_event()});
+        EXPECT_TRUE(r) << describe(r.error());
+      }
+    });
+  for (auto& t : writers)
+    t.join();
+  EXPECT_EQ(all_gapless(*a).size(), 200u);
+  // B's subscriber sees A's events too (NOTIFY, or the slow poll).
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  for (;;) {
+    {
+      std::lock_guard guard{mtx};
+      if (seen.size() >= 200 || std::chrono::steady_clock::now() > deadline)
+        break;
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  std::lock_guard guard{mtx};
+  ASSERT_EQ(seen.size(), 200u);
+  for (size_t i = 0; i < seen.size(); ++i)
+    ASSERT_EQ(seen[i], i + 1) << "the subscriber skipped or reordered";
+}
+
+// -- faults of a real server ----------------------------------------------------------
+
+// Appends from `threads` threads until `stop`; every outcome is recorded.
+struct load {
+  std::mutex mtx;
+  std::vector<uuid> acked, failed;
+  std::set<std::string> errors;
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> threads;
+
+  void start(event_store& store, int n) {
+    for (int w = 0; w < n; ++w)
+      threads.emplace_back([this, &store, w] {
+        for (int i = 0; !stop; ++i) {
+          auto ev = one_event();
+          auto r = store.append("load-" + std::to_string(w) + "-" + std::to_string(i % 3), expected_version::any(),
+                                {ev});
+          std::lock_guard guard{mtx};
+          if (r) {
+            acked.push_back(ev.event_id);
+          } else {
+            failed.push_back(ev.event_id);
+            errors.insert(std::string{to_string(code_of(r.error()))});
+            std::this_thread::sleep_for(20ms);
+          }
+        }
+      });
+  }
+  void finish() {
+    stop = true;
+    for (auto& t : threads)
+      t.join();
+  }
+  // Every acknowledged append is stored once; nothing is stored twice.
+  void check(const event_store& store) {
+    auto events = all_gapless(store);
+    std::map<uuid, int> count;
+    for (auto& ev : events)
+      ++count[ev.event_id];
+    for (auto& [id, n] : count)
+      EXPECT_EQ(n, 1) << "stored twice";
+    for (auto& id : acked)
+      EXPECT_EQ(count[id], 1) << "an acknowledged append is missing";
+    size_t failed_but_stored = 0;
+    for (auto& id : failed)
+      failed_but_stored += count.count(id);
+    std::printf("%zu acknowledged, %zu failed (%zu of them stored: outcome unknown to the caller)\n", acked.size(),
+                failed.size(), failed_but_stored);
+  }
+};
+
+TEST(postgres_store, writer_connection_terminated_under_load_loses_and_doubles_nothing) {
+  temp_dir dir;
+  auto opts = test_pg_options(dir);
+  auto store = open_test_pg(opts);
+  load l;
+  l.start(*store, 6);
+  int terminated = 0;
+  for (int i = 0; i < 8; ++i) {
+    std::this_thread::sleep_for(60ms);
+    terminated += terminate_sessions(opts.conninfo, opts.schema, "writer");
+  }
+  std::this_thread::sleep_for(100ms);
+  l.finish();
+  EXPECT_GE(terminated, 4) << "the writer's session was not found";
+  ASSERT_GT(l.acked.size(), 50u);
+  l.check(*store);
+  EXPECT_GT(store->stats().reconnects, 0u);
+  // The store still appends after the storm.
+  EXPECT_TRUE(store->append("after", expected_version::any(), {one_event()}));
+}
+
+TEST(postgres_store, listener_terminated_subscribers_resume_with_nothing_skipped) {
+  temp_dir dir;
+  auto opts = test_pg_options(dir);
+  auto reader = open_test_pg(opts);
+  auto writer = open_test_pg(opts);
+  std::mutex mtx;
+  std::vector<uint64_t> seen;
+  subscription_options so;
+  so.name = "watch";
+  auto sub = reader->subscribe(so, [&](const std::vector<recorded_event>& batch) -> caf::expected<void> {
+    std::lock_guard guard{mtx};
+    for (auto& ev : batch)
+      seen.push_back(ev.position);
+    return {};
+  });
+  ASSERT_TRUE(sub);
+  for (int round = 0; round < 5; ++round) {
+    terminate_sessions(opts.conninfo, opts.schema, "listener");
+    for (int i = 0; i < 20; ++i)
+      ASSERT_TRUE(writer->append("w", expected_version::any(), {one_event()}));
+  }
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::lock_guard guard{mtx};
+    if (seen.size() >= 100)
+      break;
+    mtx.unlock();
+    std::this_thread::sleep_for(10ms);
+    mtx.lock();
+  }
+  std::lock_guard guard{mtx};
+  ASSERT_EQ(seen.size(), 100u);
+  for (size_t i = 0; i < seen.size(); ++i)
+    ASSERT_EQ(seen[i], i + 1);
+}
+
+TEST(postgres_store, a_long_transaction_of_another_client_makes_no_reader_skip) {
+  temp_dir dir;
+  auto opts = test_pg_options(dir);
+  auto store = open_test_pg(opts);
+  auto other = open_test_pg(opts);
+  ASSERT_TRUE(store->append("before", expected_version::any(), {one_event()}));
+  std::mutex mtx;
+  std::vector<uint64_t> seen;
+  auto sub = store->subscribe({}, [&](const std::vector<recorded_event>& batch) -> caf::expected<void> {
+    std::lock_guard guard{mtx};
+    for (auto& ev : batch)
+      seen.push_back(ev.position);
+    return {};
+  });
+  ASSERT_TRUE(sub);
+  // One client keeps a snapshot open throughout; another takes the log's
+  // row and holds it while both stores append.
+  pg_session snapshot_holder{opts.conninfo};
+  snapshot_holder.run("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM " + opts.schema + ".events");
+  pg_session blocker{opts.conninfo};
+  blocker.run("BEGIN; SELECT position FROM " + opts.schema + ".log_head FOR UPDATE");
+  std::atomic<int> done{0};
+  for (int i = 0; i < 20; ++i)
+    (i % 2 ? other : store)->append_async("during", expected_version::any(), {one_event()}, [&](auto r) {
+      EXPECT_TRUE(r);
+      ++done;
+    });
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(done.load(), 0) << "appends wait for the log's row";
+  blocker.run("COMMIT");
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (done.load() < 20 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(done.load(), 20);
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::lock_guard guard{mtx};
+    if (seen.size() >= 20)
+      break;
+    mtx.unlock();
+    std::this_thread::sleep_for(10ms);
+    mtx.lock();
+  }
+  std::lock_guard guard{mtx};
+  ASSERT_EQ(seen.size(), 20u);
+  for (size_t i = 0; i < seen.size(); ++i)
+    EXPECT_EQ(seen[i], i + 2);
+  snapshot_holder.run("COMMIT");
+}
+
+TEST(postgres_store, a_paused_server_times_out_appends_which_succeed_again_after_sigcont) {
+  private_server server;
+  temp_dir dir;
+  postgres_options opts;
+  opts.conninfo = server.uri();
+  opts.operation_timeout = 1500ms;
+  opts.connect_timeout = 1000ms;
+  opts.poll_interval = 200ms;
+  auto store = open_test_pg(opts);
+  ASSERT_TRUE(store->append("s", expected_version::any(), {one_event()}));
+  server.pause();
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = store->append("s", expected_version::any(), {one_event()});
+  auto took = std::chrono::steady_clock::now() - t0;
+  ASSERT_FALSE(r);
+  auto code = code_of(r.error());
+  EXPECT_TRUE(code == store_errc::timeout || code == store_errc::unavailable) << describe(r.error());
+  EXPECT_LT(took, 3s) << "an append must fail within its timeout";
+  auto read = store->read_all(1, 10);
+  ASSERT_FALSE(read);
+  server.resume();
+  caf::expected<append_result> after = make_error(store_errc::timeout);
+  for (int i = 0; i < 20 && !after; ++i)
+    after = store->append("s", expected_version::any(), {one_event()});
+  ASSERT_TRUE(after) << describe(after.error());
+  all_gapless(*store);
+}
+
+TEST(postgres_store, a_server_restarted_under_load_loses_and_doubles_nothing) {
+  private_server server;
+  postgres_options opts;
+  opts.conninfo = server.uri();
+  opts.operation_timeout = 3000ms;
+  opts.poll_interval = 200ms;
+  auto store = open_test_pg(opts);
+  std::mutex mtx;
+  std::vector<uint64_t> seen;
+  auto sub = store->subscribe({}, [&](const std::vector<recorded_event>& batch) -> caf::expected<void> {
+    std::lock_guard guard{mtx};
+    for (auto& ev : batch)
+      seen.push_back(ev.position);
+    return {};
+  });
+  ASSERT_TRUE(sub);
+  load l;
+  l.start(*store, 4);
+  std::this_thread::sleep_for(300ms);
+  server.restart();
+  std::this_thread::sleep_for(700ms);
+  l.finish();
+  ASSERT_GT(l.acked.size(), 20u);
+  l.check(*store);
+  EXPECT_TRUE(store->append("after", expected_version::any(), {one_event()}));
+  auto head = store->head_position();
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::lock_guard guard{mtx};
+    if (seen.size() >= head)
+      break;
+    mtx.unlock();
+    std::this_thread::sleep_for(10ms);
+    mtx.lock();
+  }
+  std::lock_guard guard{mtx};
+  ASSERT_EQ(seen.size(), head);
+  for (size_t i = 0; i < seen.size(); ++i)
+    ASSERT_EQ(seen[i], i + 1);
+}
+
+} // namespace
