@@ -269,15 +269,19 @@ caf::expected<PGresult*> connection::collect(deadline until) {
   return kept;
 }
 
-caf::expected<result> connection::exec(std::string_view sql, const params& p, deadline until, format results) {
+caf::expected<result> connection::run(const std::string* name, std::string_view sql, const params& p, deadline until,
+                                      format results) {
   sqlstate_.clear();
+  constraint_.clear();
   if (!ok())
     return make_error(store_errc::unavailable, "the connection to the database is closed");
   std::string text{sql};
   auto values = p.values();
-  if (PQsendQueryParams(conn_.get(), text.c_str(), p.size(), p.types(), values.data(), p.lengths(), p.formats(),
-                        static_cast<int>(results))
-      == 0) {
+  int sent = name ? PQsendQueryPrepared(conn_.get(), name->c_str(), p.size(), values.data(), p.lengths(), p.formats(),
+                                        static_cast<int>(results))
+                  : PQsendQueryParams(conn_.get(), text.c_str(), p.size(), p.types(), values.data(), p.lengths(),
+                                      p.formats(), static_cast<int>(results));
+  if (sent == 0) {
     auto msg = trimmed(PQerrorMessage(conn_.get()));
     drop();
     return make_error(store_errc::unavailable, "lost the connection to the database: " + msg);
@@ -300,11 +304,52 @@ caf::expected<result> connection::exec(std::string_view sql, const params& p, de
   }
   const char* state = PQresultErrorField(*got, PG_DIAG_SQLSTATE);
   sqlstate_ = state ? state : "";
+  const char* constraint = PQresultErrorField(*got, PG_DIAG_CONSTRAINT_NAME);
+  constraint_ = constraint ? constraint : "";
   return error_of(sqlstate_, trimmed(PQresultErrorMessage(*got)));
+}
+
+caf::expected<result> connection::exec(std::string_view sql, const params& p, deadline until, format results) {
+  return run(nullptr, sql, p, until, results);
+}
+
+caf::expected<result> connection::exec_prepared(const std::string& name, std::string_view sql, const params& p,
+                                                deadline until, format results) {
+  if (!prepared_.count(name)) {
+    if (!ok())
+      return make_error(store_errc::unavailable, "the connection to the database is closed");
+    std::string text{sql};
+    if (PQsendPrepare(conn_.get(), name.c_str(), text.c_str(), p.size(), p.types()) == 0) {
+      auto msg = trimmed(PQerrorMessage(conn_.get()));
+      drop();
+      return make_error(store_errc::unavailable, "lost the connection to the database: " + msg);
+    }
+    if (!flush(until)) {
+      drop();
+      return make_error(store_errc::timeout, "the database server did not take the statement in time");
+    }
+    auto got = collect(until);
+    if (!got)
+      return got.error();
+    result res{*got};
+    if (!*got || PQresultStatus(*got) != PGRES_COMMAND_OK) {
+      if (PQstatus(conn_.get()) == CONNECTION_BAD || !*got) {
+        auto msg = trimmed(PQerrorMessage(conn_.get()));
+        drop();
+        return make_error(store_errc::unavailable, "lost the connection to the database: " + msg);
+      }
+      const char* state = PQresultErrorField(*got, PG_DIAG_SQLSTATE);
+      sqlstate_ = state ? state : "";
+      return error_of(sqlstate_, trimmed(PQresultErrorMessage(*got)));
+    }
+    prepared_.insert(name);
+  }
+  return run(&name, sql, p, until, results);
 }
 
 caf::error connection::exec_script(std::string_view sql, deadline until) {
   sqlstate_.clear();
+  constraint_.clear();
   if (!ok())
     return make_error(store_errc::unavailable, "the connection to the database is closed");
   std::string text{sql};
@@ -331,6 +376,8 @@ caf::error connection::exec_script(std::string_view sql, deadline until) {
   }
   const char* state = PQresultErrorField(*got, PG_DIAG_SQLSTATE);
   sqlstate_ = state ? state : "";
+  const char* constraint = PQresultErrorField(*got, PG_DIAG_CONSTRAINT_NAME);
+  constraint_ = constraint ? constraint : "";
   return error_of(sqlstate_, trimmed(PQresultErrorMessage(*got)));
 }
 

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -118,16 +119,27 @@ public:
                              format results = format::binary);
   caf::expected<result> exec(std::string_view sql, deadline until) { return exec(sql, params{}, until); }
 
+  /// As `exec`, through a statement prepared under `name` on first use (the
+  /// hot statements: parsed and planned once per connection). `p` must
+  /// carry the same types every time.
+  caf::expected<result> exec_prepared(const std::string& name, std::string_view sql, const params& p, deadline until,
+                                      format results = format::binary);
+
   /// The SQLSTATE of the last failed statement ("" if it failed without one,
   /// e.g. because the connection broke).
   const std::string& last_sqlstate() const { return sqlstate_; }
+  /// The constraint the last failed statement violated, if it names one.
+  const std::string& last_constraint() const { return constraint_; }
 
   /// Runs statements separated by ';' (text protocol, no parameters).
   caf::error exec_script(std::string_view sql, deadline until);
 
   bool ok() const { return conn_ && PQstatus(conn_.get()) == CONNECTION_OK; }
   /// Drops the connection (after an error that leaves its state unknown).
-  void drop() { conn_.reset(); }
+  void drop() {
+    conn_.reset();
+    prepared_.clear();
+  }
   PGconn* raw() const { return conn_.get(); }
   int socket() const { return conn_ ? PQsocket(conn_.get()) : -1; }
 
@@ -135,10 +147,14 @@ public:
   bool wait_readable(deadline until) const;
 
 private:
+  caf::expected<result> run(const std::string* name, std::string_view sql, const params& p, deadline until,
+                            format results);
   caf::expected<PGresult*> collect(deadline until);
   bool flush(deadline until);
   std::unique_ptr<PGconn, void (*)(PGconn*)> conn_{nullptr, &PQfinish};
   std::string sqlstate_;
+  std::string constraint_;
+  std::set<std::string> prepared_;
 };
 
 /// The store error for a failed statement: its SQLSTATE class decides the

@@ -34,6 +34,7 @@ enum class attempt_outcome {
   conflict, // another process got in the way (unique violation, deadlock): run again
   lost,     // the connection broke: reconnect, run again
   failed,   // the server refused the batch: every append fails with `error`
+  again,    // decide once more, with the stored event ids looked up
 };
 
 struct stored_event {
@@ -50,6 +51,13 @@ std::string stream_text(const std::string& s) {
   return "stream '" + s + "'";
 }
 
+// One statement writes a batch: positions from the counter row (held until
+// COMMIT: `$all` stays gapless and in commit order), the events, and each
+// stream's row moved from the version the batch was decided on ($15) to its
+// new one. The count it answers tells whether every stream row was still
+// as read: if another process wrote or deleted one meanwhile, the batch is
+// rolled back and decided again. (UNIQUE (stream_id, stream_version) on the
+// events is the backstop.)
 constexpr const char* insert_batch_sql = R"(
 WITH h AS (UPDATE @.log_head SET position = position + $1 WHERE id = 1 RETURNING position),
 e AS (INSERT INTO @.events (position, event_id, stream_id, stream_version, type, schema_version, data, metadata,
@@ -57,10 +65,12 @@ e AS (INSERT INTO @.events (position, event_id, stream_id, stream_version, type,
   SELECT h.position - $1 + u.ord, u.id, u.sid, u.ver, u.type, u.sv, u.data, u.meta, u.cau, u.cor, $13
   FROM h, unnest($2::uuid[], $3::bytea[], $4::int8[], $5::text[], $6::int4[], $7::bytea[], $8::bytea[],
                  $9::text[], $10::text[]) WITH ORDINALITY AS u(id, sid, ver, type, sv, data, meta, cau, cor, ord)),
-touched AS (INSERT INTO @.streams (stream_id, version, deleted, created_at, updated_at)
-  SELECT v.sid, v.ver, false, $13, $13 FROM unnest($11::bytea[], $12::int8[]) AS v(sid, ver)
-  ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at)
-SELECT h.position, pg_notify($14, h.position::text) FROM h
+v AS (SELECT * FROM unnest($11::bytea[], $12::int8[], $15::int8[]) AS v(sid, ver, prev)),
+upd AS (UPDATE @.streams s SET version = v.ver, updated_at = $13 FROM v
+  WHERE v.prev > 0 AND s.stream_id = v.sid AND s.version = v.prev AND NOT s.deleted RETURNING 1),
+ins AS (INSERT INTO @.streams (stream_id, version, deleted, created_at, updated_at)
+  SELECT v.sid, v.ver, false, $13, $13 FROM v WHERE v.prev = 0 ON CONFLICT (stream_id) DO NOTHING RETURNING 1)
+SELECT h.position, (SELECT count(*) FROM upd) + (SELECT count(*) FROM ins), pg_notify($14, h.position::text) FROM h
 )";
 
 } // namespace
@@ -156,6 +166,7 @@ void postgres_state::run_task(pg_task& task) {
 void postgres_state::write_appends(std::vector<pg_append>& batch) {
   auto& c = writer_conn;
   int conflicts = 0;
+  bool check_ids = false;
   caf::error last_error;
   auto fail_all = [&](const caf::error& err) {
     for (auto& a : batch)
@@ -198,51 +209,66 @@ void postgres_state::write_appends(std::vector<pg_append>& batch) {
         return;
       }
       auto state = c.last_sqlstate();
+      if (state == "23505" && c.last_constraint().find("event_id") != std::string::npos)
+        check_ids = true; // an append carries an id stored already
       (void) c.exec("ROLLBACK", until);
       outcome = transient_conflict(state) ? attempt_outcome::conflict : attempt_outcome::failed;
     };
     [&] {
       if (auto r = c.exec("BEGIN", until); !r)
         return step_failed(r.error());
-      // Lock the rows of the streams written, in one order (no deadlock
-      // between processes), and find event ids stored already.
-      std::vector<std::string> streams;
+      // The streams' rows as last seen: from the writer's cache, else read
+      // now. No lock: the batch statement checks they did not change.
+      std::vector<std::string> unknown;
       for (auto& a : batch)
-        streams.push_back(a.stream);
-      std::sort(streams.begin(), streams.end());
-      streams.erase(std::unique(streams.begin(), streams.end()), streams.end());
-      pg::params lock_params;
-      pg::params::array ids{pg::oid::bytea};
-      for (auto& s : streams)
-        ids.add_bytes(s);
-      lock_params.add(std::move(ids));
-      auto rows = c.exec(sql("SELECT stream_id, version, deleted FROM @.streams WHERE stream_id = ANY($1)"
-                             " ORDER BY stream_id FOR UPDATE"),
-                         lock_params, until);
-      if (!rows)
-        return step_failed(rows.error());
-      struct stream_row {
-        uint64_t version = 0;
-        bool deleted = false;
-      };
-      std::unordered_map<std::string, stream_row> current;
-      for (int i = 0; i < rows->rows(); ++i)
-        current[rows->text(i, 0)] = {static_cast<uint64_t>(rows->int8(i, 1)), rows->boolean(i, 2)};
-      pg::params id_params;
-      pg::params::array event_ids{pg::oid::uuid};
+        if (!known_streams.count(a.stream))
+          unknown.push_back(a.stream);
+      std::sort(unknown.begin(), unknown.end());
+      unknown.erase(std::unique(unknown.begin(), unknown.end()), unknown.end());
+      std::unordered_set<std::string> fresh{unknown.begin(), unknown.end()};
+      if (!unknown.empty()) {
+        pg::params read_params;
+        pg::params::array ids{pg::oid::bytea};
+        for (auto& s : unknown)
+          ids.add_bytes(s);
+        read_params.add(std::move(ids));
+        auto rows = c.exec_prepared("read_streams",
+                                    sql("SELECT stream_id, version, deleted FROM @.streams WHERE stream_id = ANY($1)"),
+                                    read_params, until);
+        if (!rows)
+          return step_failed(rows.error());
+        if (known_streams.size() + unknown.size() > max_known_streams)
+          known_streams.clear();
+        for (auto& s : unknown)
+          known_streams[s] = {};
+        for (int i = 0; i < rows->rows(); ++i)
+          known_streams[rows->text(i, 0)] = {static_cast<uint64_t>(rows->int8(i, 1)), rows->boolean(i, 2)};
+      }
+      std::unordered_map<std::string, known_stream> current;
       for (auto& a : batch)
-        for (auto& ev : a.events)
-          event_ids.add(ev.event_id);
-      id_params.add(std::move(event_ids));
-      auto found = c.exec(sql("SELECT event_id, stream_id, stream_version, position FROM @.events"
-                              " WHERE event_id = ANY($1)"),
-                          id_params, until);
-      if (!found)
-        return step_failed(found.error());
+        current.emplace(a.stream, known_streams[a.stream]);
+      // Event ids stored already: looked up only when an append may have
+      // committed with its answer lost, or a batch hit the event-id index.
       std::unordered_map<uuid, stored_event, uuid_hash> stored;
-      for (int i = 0; i < found->rows(); ++i)
-        stored[found->uuid(i, 0)] = {found->text(i, 1), static_cast<uint64_t>(found->int8(i, 2)),
-                                     static_cast<uint64_t>(found->int8(i, 3))};
+      bool look = check_ids;
+      for (auto& a : batch)
+        look |= a.outcome_unknown;
+      if (look) {
+        pg::params id_params;
+        pg::params::array event_ids{pg::oid::uuid};
+        for (auto& a : batch)
+          for (auto& ev : a.events)
+            event_ids.add(ev.event_id);
+        id_params.add(std::move(event_ids));
+        auto found = c.exec(sql("SELECT event_id, stream_id, stream_version, position FROM @.events"
+                                " WHERE event_id = ANY($1)"),
+                            id_params, until);
+        if (!found)
+          return step_failed(found.error());
+        for (int i = 0; i < found->rows(); ++i)
+          stored[found->uuid(i, 0)] = {found->text(i, 1), static_cast<uint64_t>(found->int8(i, 2)),
+                                       static_cast<uint64_t>(found->int8(i, 3))};
+      }
 
       // Decide each append in queue order against the rows as they will be.
       std::vector<caf::expected<append_result>> answers;
@@ -253,7 +279,7 @@ void postgres_state::write_appends(std::vector<pg_append>& batch) {
       pg::params::array a_ids{pg::oid::uuid}, a_sids{pg::oid::bytea}, a_vers{pg::oid::int8}, a_types{pg::oid::text},
         a_svs{pg::oid::int4}, a_data{pg::oid::bytea}, a_meta{pg::oid::bytea}, a_cau{pg::oid::text},
         a_cor{pg::oid::text};
-      std::map<std::string, uint64_t> touched;
+      std::map<std::string, std::pair<uint64_t, uint64_t>> touched; // stream -> (read version, new version)
       for (size_t k = 0; k < batch.size(); ++k) {
         auto& a = batch[k];
         size_t already = 0;
@@ -288,11 +314,28 @@ void postgres_state::write_appends(std::vector<pg_append>& batch) {
           continue;
         }
         auto& row = current[a.stream];
+        if ((row.deleted || !a.expected.admits(row.version)) && !fresh.count(a.stream)) {
+          // A refusal must rest on the row as stored, not as cached: another
+          // process may have written the stream.
+          (void) c.exec("ROLLBACK", until);
+          for (auto& b : batch)
+            known_streams.erase(b.stream);
+          outcome = attempt_outcome::again;
+          return;
+        }
         if (row.deleted) {
           answers.emplace_back(make_error(store_errc::stream_deleted, stream_text(a.stream) + " is deleted"));
           continue;
         }
         if (!a.expected.admits(row.version)) {
+          if (!look && !a.events.empty()) {
+            // Perhaps these very events were stored by an earlier try
+            // whose answer was lost: that is an answer, not a conflict.
+            (void) c.exec("ROLLBACK", until);
+            check_ids = true;
+            outcome = attempt_outcome::again;
+            return;
+          }
           answers.emplace_back(make_error(store_errc::wrong_expected_version,
                                           stream_text(a.stream) + " is at version " + std::to_string(row.version)
                                             + ", expected " + a.expected.to_string()));
@@ -303,6 +346,8 @@ void postgres_state::write_appends(std::vector<pg_append>& batch) {
           continue;
         }
         offsets[k] = static_cast<size_t>(n) + 1;
+        if (!touched.count(a.stream))
+          touched[a.stream].first = row.version;
         for (auto& ev : a.events) {
           taken.insert(ev.event_id);
           a_ids.add(ev.event_id);
@@ -316,17 +361,18 @@ void postgres_state::write_appends(std::vector<pg_append>& batch) {
           a_cor.add_bytes(ev.correlation_id);
           ++n;
         }
-        touched[a.stream] = row.version;
+        touched[a.stream].second = row.version;
         answers.emplace_back(append_result{row.version, 0, 0}); // positions once the counter answered
       }
 
       uint64_t last = 0;
       if (n > 0) {
         pg::params p;
-        pg::params::array t_sids{pg::oid::bytea}, t_vers{pg::oid::int8};
+        pg::params::array t_sids{pg::oid::bytea}, t_vers{pg::oid::int8}, t_prev{pg::oid::int8};
         for (auto& [s, v] : touched) {
           t_sids.add_bytes(s);
-          t_vers.add(static_cast<int64_t>(v));
+          t_prev.add(static_cast<int64_t>(v.first));
+          t_vers.add(static_cast<int64_t>(v.second));
         }
         p.add(n)
           .add(std::move(a_ids))
@@ -341,10 +387,18 @@ void postgres_state::write_appends(std::vector<pg_append>& batch) {
           .add(std::move(t_sids))
           .add(std::move(t_vers))
           .add(now_micros())
-          .add_text(channel);
-        auto inserted = c.exec(sql(insert_batch_sql), p, until);
+          .add_text(channel)
+          .add(std::move(t_prev));
+        auto inserted = c.exec_prepared("insert_batch", sql(insert_batch_sql), p, until);
         if (!inserted)
           return step_failed(inserted.error());
+        if (inserted->int8(0, 1) != static_cast<int64_t>(touched.size())) {
+          // Another process wrote (or deleted) one of these streams since
+          // they were read: decide the batch again.
+          (void) c.exec("ROLLBACK", until);
+          outcome = attempt_outcome::conflict;
+          return;
+        }
         last = static_cast<uint64_t>(inserted->int8(0, 0));
         uint64_t base = last - static_cast<uint64_t>(n);
         for (size_t k = 0; k < batch.size(); ++k)
@@ -359,6 +413,8 @@ void postgres_state::write_appends(std::vector<pg_append>& batch) {
         for (auto& a : batch)
           a.outcome_unknown = false;
         ++commits;
+        for (auto& [stream, v] : touched)
+          known_streams[stream] = {v.second, false};
       } else {
         (void) c.exec("ROLLBACK", until);
       }
@@ -377,10 +433,12 @@ void postgres_state::write_appends(std::vector<pg_append>& batch) {
       case attempt_outcome::answered:
         return;
       case attempt_outcome::lost:
+        known_streams.clear();
         ++retries;
         last_error = std::move(error);
         continue;
       case attempt_outcome::conflict:
+        known_streams.clear(); // another process wrote: read the rows again
         ++retries;
         if (++conflicts > 50)
           return fail_all(error);
@@ -389,6 +447,8 @@ void postgres_state::write_appends(std::vector<pg_append>& batch) {
         continue;
       case attempt_outcome::failed:
         return fail_all(error);
+      case attempt_outcome::again:
+        continue;
     }
   }
 }

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <variant>
 
 #include "pg_connection.hpp"
@@ -73,6 +74,15 @@ struct postgres_state {
 
   // -- writer thread only --------------------------------------------------------
   pg::connection writer_conn;
+  /// Stream rows as this writer last read or wrote them: a batch is decided
+  /// on them, and its statement checks each is still so (a stale one costs
+  /// a retry, never a wrong write).
+  struct known_stream {
+    uint64_t version = 0;
+    bool deleted = false;
+  };
+  std::unordered_map<std::string, known_stream> known_streams;
+  static constexpr size_t max_known_streams = 200'000;
   std::thread writer;
   void run_writer();
   void write_appends(std::vector<pg_append>& batch);

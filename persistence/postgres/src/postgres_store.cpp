@@ -230,6 +230,7 @@ caf::expected<void> postgres_store::do_delete_stream(std::string_view stream, ex
   auto err = via_writer(st, [&st, id, expected](pg::connection& c, pg::deadline until) -> caf::error {
     // Take the stream's row (creating a deleted one for a stream never
     // written) under lock, then check the expected version against it.
+    st.known_streams.erase(id); // runs on the writer's thread, which owns the cache
     pg::params p;
     p.add_bytea(id).add(now_micros());
     if (auto r = c.exec(st.sql("INSERT INTO @.streams VALUES ($1, 0, false, $2, $2) ON CONFLICT DO NOTHING"), p, until);
