@@ -58,12 +58,10 @@ private:
     auto models = app_.read_models();
     if (!models)
       return http::dispatch_failure(models.error());
-    auto r = (*models)->get(todo_list::projection_name, todo_list::table, id);
+    auto r = todo_list::find(**models, id);
     if (!r)
       return http::dispatch_failure(r.error());
-    if (!*r)
-      return std::optional<json>{};
-    return std::optional<json>{json::parse(**r)};
+    return *r;
   }
 
   static sourcery::dispatch_options strong() {
@@ -77,16 +75,11 @@ private:
     auto models = app_.read_models();
     if (!models)
       return answer(http::dispatch_failure(models.error()));
-    auto rows = (*models)->scan(todo_list::projection_name, todo_list::table);
-    if (!rows)
-      return answer(http::dispatch_failure(rows.error()));
-    std::vector<std::pair<json, std::string>> todos;
-    for (auto& [id, value] : *rows)
-      todos.emplace_back(json::parse(value), id);
-    std::sort(todos.begin(), todos.end(),
-              [](const auto& a, const auto& b) { return a.first.at("created") < b.first.at("created"); });
+    auto todos = todo_list::all(**models);
+    if (!todos)
+      return answer(http::dispatch_failure(todos.error()));
     auto out = json::array();
-    for (auto& [r, id] : todos)
+    for (auto& [id, r] : *todos)
       out.push_back(present(req.origin(), id, r));
     answer(http::json_response(200, out));
   }
@@ -159,7 +152,7 @@ private:
     auto models = app_.read_models();
     if (!models)
       return answer(http::dispatch_failure(models.error()));
-    auto rows = (*models)->scan(todo_list::projection_name, todo_list::table);
+    auto rows = todo_list::all(**models);
     if (!rows)
       return answer(http::dispatch_failure(rows.error()));
     if (rows->empty())
@@ -207,6 +200,11 @@ private:
 
 /// Starts the todo application's read model: call once after `application::start`.
 inline caf::error start_read_model(sourcery::application& app) {
+  auto models = app.read_models();
+  if (!models)
+    return models.error();
+  if (auto err = todo_list::prepare(**models))
+    return err;
   auto p = app.add_projection<todo_list>({}, true);
   return p ? caf::error{} : p.error();
 }

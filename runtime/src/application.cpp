@@ -188,7 +188,7 @@ caf::error application::reserve_handler(std::shared_ptr<handler_status> status, 
   if (handlers_.count(status->name()) != 0)
     return make_error(dispatch_errc::invalid_route, "a handler named " + status->name() + " is already running");
   auto name = status->name();
-  handlers_[name] = handler_entry{std::move(status), strong, {}};
+  handlers_[name] = handler_entry{std::move(status), strong, {}, {}};
   return {};
 }
 
@@ -207,6 +207,16 @@ caf::expected<persistence::projection_store*> application::read_models() {
   std::lock_guard guard{handlers_mtx_};
   if (read_models_)
     return read_models_.get();
+  if (store_uri_ && read_model_dir_.empty()) {
+    // Read models follow the store: beside the events in PostgreSQL.
+    persistence::store_open_options opts;
+    opts.mode = durability_;
+    auto models = persistence::open_read_models(*store_uri_, opts);
+    if (!models)
+      return models.error();
+    read_models_ = std::move(*models);
+    return read_models_.get();
+  }
   persistence::projection_store_options opts;
   opts.mode = durability_;
   if (read_model_dir_.empty()) {
@@ -226,17 +236,19 @@ caf::expected<persistence::projection_store*> application::read_models() {
 
 caf::error application::rebuild_projection(const std::string& name) {
   std::shared_ptr<handler_status> status;
+  std::function<caf::error(persistence::projection_store::writer&)> also;
   {
     std::lock_guard guard{handlers_mtx_};
     auto i = handlers_.find(name);
     if (i == handlers_.end() || !read_models_)
       return make_error(dispatch_errc::invalid_route, "no projection is named " + name);
     status = i->second.status;
+    also = i->second.reset;
   }
   auto id = "projection:" + name;
   if (auto r = root_->terminate_child(id); !r)
     return r.error();
-  if (auto err = read_models_->reset(name))
+  if (auto err = read_models_->reset(name, also))
     return err;
   status->rewind();
   if (auto r = root_->restart_child(id); !r)

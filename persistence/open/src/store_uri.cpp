@@ -2,6 +2,7 @@
 
 #include "sourcery/persistence/lmdb_store.hpp"
 #include "sourcery/persistence/memory_store.hpp"
+#include "sourcery/persistence/postgres_projection_store.hpp"
 #include "sourcery/persistence/postgres_store.hpp"
 
 namespace sourcery::persistence {
@@ -112,6 +113,34 @@ caf::expected<std::unique_ptr<event_store>> open_store(const store_uri& uri, con
       if (!s)
         return s.error();
       return std::unique_ptr<event_store>{std::move(*s)};
+    }
+  }
+  return make_error(store_errc::invalid_argument, "unknown store kind");
+}
+
+caf::expected<std::unique_ptr<projection_store>> open_read_models(const store_uri& uri,
+                                                                  const store_open_options& options) {
+  switch (uri.type) {
+    case store_uri::kind::memory:
+      return make_error(store_errc::invalid_argument, "read models need a directory or a database, not memory:");
+    case store_uri::kind::lmdb: {
+      projection_store_options opts;
+      opts.path = uri.location;
+      opts.mode = options.mode;
+      opts.read_only = options.read_only;
+      opts.check_pages = options.check_pages;
+      return projection_store::open(opts);
+    }
+    case store_uri::kind::postgres: {
+      postgres_read_model_options opts;
+      opts.conninfo = uri.location;
+      opts.schema = uri.schema;
+      opts.mode = options.mode;
+      opts.connect_timeout = options.connect_timeout;
+      auto s = postgres_projection_store::open(opts);
+      if (!s)
+        return s.error();
+      return std::unique_ptr<projection_store>{std::move(*s)};
     }
   }
   return make_error(store_errc::invalid_argument, "unknown store kind");

@@ -72,10 +72,10 @@ caf::error connect_error(const std::string& msg) {
 
 // -- params -------------------------------------------------------------------
 
-params& params::push(oid type, std::string value, bool is_null) {
+params& params::push(oid type, std::string value, bool is_null, int fmt) {
   types_.push_back(static_cast<unsigned>(type));
   lengths_.push_back(static_cast<int>(value.size()));
-  formats_.push_back(1);
+  formats_.push_back(fmt);
   nulls_.push_back(is_null);
   values_.push_back(std::move(value));
   return *this;
@@ -107,6 +107,11 @@ params& params::add_bytea(const uint8_t* data, size_t size) {
 
 params& params::add(const uuid& v) {
   return push(oid::uuid, std::string{reinterpret_cast<const char*>(v.bytes.data()), v.bytes.size()});
+}
+
+params& params::text_value(const std::optional<std::string>& v) {
+  // Type 0: the server infers it from the statement, as psql would.
+  return push(oid::unknown, v.value_or(std::string{}), !v, 0);
 }
 
 params& params::null(oid type) {
@@ -217,6 +222,9 @@ caf::expected<connection> connection::open(const std::string& conninfo, deadline
       return make_error(store_errc::unavailable, "cannot connect to the database: no answer in time");
     state = PQconnectPoll(c.conn_.get());
   }
+  // Server notices ("already exists, skipping") are not errors: libpq would
+  // print them on stderr.
+  PQsetNoticeProcessor(c.conn_.get(), [](void*, const char*) {}, nullptr);
   if (PQsetnonblocking(c.conn_.get(), 1) != 0)
     return make_error(store_errc::unavailable, "cannot connect to the database: " + trimmed(PQerrorMessage(c.conn_.get())));
   return c;

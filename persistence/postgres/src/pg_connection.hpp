@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -25,7 +26,7 @@ using deadline = clock::time_point;
 
 /// Type OIDs of the binary parameters we send (pg_type.h).
 enum class oid : unsigned {
-  boolean = 16, bytea = 17, int8 = 20, int4 = 23, text = 25, uuid = 2950,
+  unknown = 0, boolean = 16, bytea = 17, int8 = 20, int4 = 23, text = 25, uuid = 2950,
   bytea_array = 1001, int4_array = 1007, text_array = 1009, int8_array = 1016, uuid_array = 2951,
 };
 
@@ -42,6 +43,9 @@ public:
   params& add_bytea(const bytes& v) { return add_bytea(v.data(), v.size()); }
   params& add(const uuid& v);
   params& null(oid type);
+  /// A value in text form, its type left for the server to infer
+  /// (nullopt: NULL): for statements a user wrote.
+  params& text_value(const std::optional<std::string>& v);
 
   /// A one-dimensional array, built element by element.
   class array {
@@ -71,7 +75,7 @@ public:
   const int* formats() const { return formats_.data(); }
 
 private:
-  params& push(oid type, std::string value, bool is_null = false);
+  params& push(oid type, std::string value, bool is_null = false, int fmt = 1);
   std::vector<unsigned> types_;
   std::vector<std::string> values_;
   std::vector<bool> nulls_;
@@ -95,6 +99,7 @@ public:
   std::string text(int row, int col) const { return std::string{raw(row, col)}; }
   void bytea_into(int row, int col, bytes& out) const;
   persistence::uuid uuid(int row, int col) const;
+  PGresult* raw_result() const { return r_.get(); }
 
 private:
   std::shared_ptr<PGresult> r_;

@@ -1,20 +1,19 @@
 #include "pg_schema.hpp"
 
+#include <optional>
+
 #include "sourcery/persistence/error.hpp"
+#include "sourcery/persistence/postgres_store.hpp"
 
 namespace sourcery::persistence::detail {
 
 namespace {
 
-constexpr const char* our_tables[] = {"schema_version", "log_head", "streams", "events", "snapshots", "checkpoints"};
-
 // Stream ids and checkpoint names are bytea: the contract allows any bytes,
 // and bytea orders them as LMDB does (memcmp). `log_head` is the one row
 // every append batch updates, and every append updates its stream's row:
 // free space on their pages keeps those updates HOT (no index entry each).
-constexpr const char* create_sql = R"(
-CREATE SCHEMA IF NOT EXISTS @;
-CREATE TABLE @.schema_version (component text PRIMARY KEY, version int NOT NULL);
+constexpr const char* event_store_sql = R"(
 CREATE TABLE @.log_head (id int PRIMARY KEY CHECK (id = 1), position bigint NOT NULL) WITH (fillfactor = 10);
 INSERT INTO @.log_head VALUES (1, 0);
 CREATE TABLE @.streams (
@@ -52,6 +51,19 @@ CREATE TRIGGER no_event_changes BEFORE UPDATE OR DELETE ON @.events
   FOR EACH STATEMENT EXECUTE FUNCTION @.refuse_change();
 )";
 
+// Rows of the row API (projection, table, key) -> value, and each
+// projection's checkpoint, moved in the transaction of its writes.
+constexpr const char* read_models_sql = R"(
+CREATE TABLE @.read_model_rows (
+  projection bytea NOT NULL,
+  tbl bytea NOT NULL,
+  key bytea NOT NULL,
+  value bytea NOT NULL,
+  PRIMARY KEY (projection, tbl, key))
+  WITH (fillfactor = 80);
+CREATE TABLE @.read_model_checkpoints (projection bytea PRIMARY KEY, position bigint NOT NULL) WITH (fillfactor = 50);
+)";
+
 std::string replace_all(std::string text, std::string_view from, const std::string& to) {
   for (size_t at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size()))
     text.replace(at, from.size(), to);
@@ -59,6 +71,13 @@ std::string replace_all(std::string text, std::string_view from, const std::stri
 }
 
 } // namespace
+
+const pg_component event_store_component{
+  "event_store", postgres_store::schema_version,
+  {"log_head", "streams", "events", "snapshots", "checkpoints"}, event_store_sql};
+
+const pg_component read_models_component{"read_models", 1, {"read_model_rows", "read_model_checkpoints"},
+                                         read_models_sql};
 
 bool valid_schema_name(std::string_view name) {
   if (name.empty() || name.size() > 48 || (name[0] >= '0' && name[0] <= '9'))
@@ -69,8 +88,9 @@ bool valid_schema_name(std::string_view name) {
   return true;
 }
 
-caf::error ensure_schema(const postgres_state& state, pg::connection& c) {
-  auto until = state.op_deadline();
+caf::error ensure_component(pg::connection& c, const std::string& schema, const pg_component& component,
+                            pg::deadline until) {
+  auto quoted = pg::quote_ident(schema);
   auto run = [&]() -> caf::error {
     if (auto r = c.exec("BEGIN", until); !r)
       return r.error();
@@ -78,9 +98,10 @@ caf::error ensure_schema(const postgres_state& state, pg::connection& c) {
     if (auto r = c.exec("SELECT pg_advisory_xact_lock(7450011)", until); !r)
       return r.error();
     pg::params p;
-    p.add_text(state.options.schema);
+    p.add_text(schema);
     pg::params::array names{pg::oid::text};
-    for (auto* t : our_tables)
+    names.add_bytes(std::string_view{"schema_version"});
+    for (auto* t : component.tables)
       names.add_bytes(std::string_view{t});
     p.add(std::move(names));
     auto found = c.exec("SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -88,35 +109,47 @@ caf::error ensure_schema(const postgres_state& state, pg::connection& c) {
                         p, until);
     if (!found)
       return found.error();
-    const auto& schema = state.options.schema;
-    if (found->rows() == 0) {
-      auto script = replace_all(create_sql, "@", state.schema);
-      script += "INSERT INTO " + state.schema + ".schema_version VALUES ('event_store', "
-                + std::to_string(postgres_store::schema_version) + ");";
+    bool has_version_table = false;
+    int ours = 0;
+    for (int i = 0; i < found->rows(); ++i) {
+      if (found->raw(i, 0) == "schema_version")
+        has_version_table = true;
+      else
+        ++ours;
+    }
+    std::optional<int32_t> version;
+    if (has_version_table) {
+      pg::params q;
+      q.add_text(component.name);
+      auto row = c.exec("SELECT version FROM " + quoted + ".schema_version WHERE component = $1", q, until);
+      if (!row)
+        return make_error(store_errc::foreign_store, "schema '" + schema + "' has a schema_version table that is"
+                                                     " not a Sourcery one: " + describe(row.error()));
+      if (row->rows() == 1)
+        version = row->int4(0, 0);
+    }
+    const std::string what = std::string{component.name} == "event_store" ? "event store" : "read models";
+    if (!version) {
+      if (ours > 0)
+        return make_error(store_errc::foreign_store,
+                          "schema '" + schema + "' holds tables with the " + what
+                            + "'s names that are not a Sourcery store's; choose another schema");
+      std::string script = "CREATE SCHEMA IF NOT EXISTS " + quoted + ";";
+      if (!has_version_table)
+        script += "CREATE TABLE " + quoted + ".schema_version (component text PRIMARY KEY, version int NOT NULL);";
+      script += replace_all(std::string{component.create_sql}, "@", quoted);
+      script += "INSERT INTO " + quoted + ".schema_version VALUES ('" + std::string{component.name} + "', "
+                + std::to_string(component.version) + ");";
       if (auto err = c.exec_script(script, until))
         return err;
-      if (auto r = c.exec("COMMIT", until); !r)
-        return r.error();
-      return {};
-    }
-    bool has_version = false;
-    for (int i = 0; i < found->rows(); ++i)
-      has_version |= found->raw(i, 0) == "schema_version";
-    if (!has_version || found->rows() != static_cast<int>(std::size(our_tables)))
-      return make_error(store_errc::foreign_store,
-                        "schema '" + schema + "' holds tables with the event store's names that are not a Sourcery"
-                          " store (or only some of them); choose another schema");
-    auto version = c.exec(state.sql("SELECT version FROM @.schema_version WHERE component = 'event_store'"), until);
-    if (!version)
-      return version.error();
-    if (version->rows() != 1)
-      return make_error(store_errc::foreign_store,
-                        "schema '" + schema + "' has a schema_version table without the event store's row");
-    auto v = version->int4(0, 0);
-    if (v != postgres_store::schema_version)
+    } else if (*version != component.version) {
       return make_error(store_errc::unsupported_format_version,
-                        "schema '" + schema + "' holds event-store schema version " + std::to_string(v)
-                          + "; this build reads version " + std::to_string(postgres_store::schema_version));
+                        "schema '" + schema + "' holds " + what + " schema version " + std::to_string(*version)
+                          + "; this build reads version " + std::to_string(component.version));
+    } else if (ours != static_cast<int>(component.tables.size())) {
+      return make_error(store_errc::foreign_store,
+                        "schema '" + schema + "' lacks some of the " + what + "'s tables (dropped by hand?)");
+    }
     if (auto r = c.exec("COMMIT", until); !r)
       return r.error();
     return {};

@@ -1,15 +1,37 @@
 #pragma once
 
-#include "postgres_state.hpp"
+#include <initializer_list>
+#include <string>
+#include <string_view>
+
+#include "pg_connection.hpp"
 
 namespace sourcery::persistence::detail {
 
-/// Creates the store's tables in `state.options.schema` when none exist, or
-/// checks the ones there: same schema version, and all of ours. Runs under
-/// a transaction-level advisory lock so that processes opening one
-/// database at once do not race. Errors: foreign_store,
+/// One versioned part of a schema (the event store, the read models): its
+/// tables, the SQL that creates them ('@' stands for the quoted schema),
+/// and the version that SQL creates.
+struct pg_component {
+  std::string_view name;
+  int32_t version;
+  std::initializer_list<const char*> tables;
+  std::string_view create_sql;
+};
+
+/// Creates `component`'s tables in `schema` when none exist (and the schema
+/// and its `schema_version` table when missing), or checks the ones there:
+/// the component's row in `schema_version` at `version`, and all of its
+/// tables. Runs under a transaction-level advisory lock so that processes
+/// opening one database at once do not race.
+/// Errors: foreign_store (tables with our names that are not ours),
 /// unsupported_format_version, and the connection's.
-caf::error ensure_schema(const postgres_state& state, pg::connection& c);
+caf::error ensure_component(pg::connection& c, const std::string& schema, const pg_component& component,
+                            pg::deadline until);
+
+/// The event store's tables.
+extern const pg_component event_store_component;
+/// The read models' tables.
+extern const pg_component read_models_component;
 
 /// Whether `name` is a schema name we accept (see postgres_options::schema).
 bool valid_schema_name(std::string_view name);

@@ -71,6 +71,9 @@ struct postgres_state {
   std::condition_variable queue_cv;
   std::deque<std::variant<pg_append, pg_task>> queue;
   bool stopping = false;
+  /// Queues `run` for the writer (in order with the appends, in a
+  /// transaction of its own) and waits for its outcome.
+  caf::error on_writer(std::function<caf::error(pg::connection&, pg::deadline)> run);
 
   // -- writer thread only --------------------------------------------------------
   pg::connection writer_conn;

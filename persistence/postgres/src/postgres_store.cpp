@@ -110,7 +110,7 @@ caf::expected<std::unique_ptr<postgres_store>> postgres_store::open(postgres_opt
     return conn.error();
   if (auto err = st.setup(*conn, st.op_deadline(), "writer"))
     return err;
-  if (auto err = detail::ensure_schema(st, *conn))
+  if (auto err = detail::ensure_component(*conn, st.options.schema, detail::event_store_component, st.op_deadline()))
     return err;
   auto head = conn->exec(st.sql("SELECT position FROM @.log_head"), st.op_deadline());
   if (!head)
@@ -205,29 +205,24 @@ void postgres_store::do_append(std::string stream, expected_version expected, st
   done(make_error(store_errc::store_closed, "the event store is closed"));
 }
 
-namespace {
-
-// Queues `run` for the writer and waits for its outcome.
-caf::error via_writer(postgres_state& st, std::function<caf::error(pg::connection&, pg::deadline)> run) {
+caf::error detail::postgres_state::on_writer(std::function<caf::error(pg::connection&, pg::deadline)> run) {
   std::promise<caf::error> outcome;
   auto fut = outcome.get_future();
   {
-    std::lock_guard guard{st.queue_mtx};
-    if (st.stopping)
+    std::lock_guard guard{queue_mtx};
+    if (stopping)
       return make_error(store_errc::store_closed, "the event store is closed");
-    st.queue.emplace_back(detail::pg_task{std::move(run), [&outcome](caf::error e) { outcome.set_value(std::move(e)); },
-                                          st.op_deadline()});
+    queue.emplace_back(pg_task{std::move(run), [&outcome](caf::error e) { outcome.set_value(std::move(e)); },
+                               op_deadline()});
   }
-  st.queue_cv.notify_one();
+  queue_cv.notify_one();
   return fut.get();
 }
-
-} // namespace
 
 caf::expected<void> postgres_store::do_delete_stream(std::string_view stream, expected_version expected) {
   auto& st = *state_;
   std::string id{stream};
-  auto err = via_writer(st, [&st, id, expected](pg::connection& c, pg::deadline until) -> caf::error {
+  auto err = st.on_writer([&st, id, expected](pg::connection& c, pg::deadline until) -> caf::error {
     // Take the stream's row (creating a deleted one for a stream never
     // written) under lock, then check the expected version against it.
     st.known_streams.erase(id); // runs on the writer's thread, which owns the cache

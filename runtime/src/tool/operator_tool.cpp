@@ -71,7 +71,9 @@ struct flag_help {
 
 const std::vector<flag_help>& flag_texts() {
   static const std::vector<flag_help> all = {
-    {"--data-dir DIR", "the store's directory (default: %s)"},
+    {"--store URI", "the store: lmdb:DIR, or postgresql://... (a libpq URI;\n"
+                    "                    schema=NAME picks the schema, default sourcery)"},
+    {"--data-dir DIR", "the store's directory (default: %s); short for --store lmdb:DIR"},
     {"--json", "JSON instead of text (one object per line for events and streams)"},
     {"--from N", "read: first version (default 1); all: first position (default 1);\n"
                  "                    tail: first position (default: the next event)"},
@@ -151,7 +153,7 @@ options parse(const std::string& program, const std::string& data_dir, int argc,
     } else if (a == "--json") {
       flags.emplace_back(a, nullptr);
     } else if (a.rfind("--", 0) == 0) {
-      static const std::set<std::string> with_value = {"--data-dir", "--from",  "--limit",
+      static const std::set<std::string> with_value = {"--data-dir", "--store", "--from", "--limit",
                                                        "--read-models", "--output", "--input"};
       if (with_value.count(a) == 0)
         usage_error(program, data_dir, cmd, "unknown option " + a);
@@ -184,10 +186,12 @@ options parse(const std::string& program, const std::string& data_dir, int argc,
   if (cmd == nullptr)
     usage_error(program, data_dir, nullptr, "no command given");
   for (auto& [flag, value] : flags) {
-    if (flag != "--data-dir" && cmd->flags.count(flag) == 0)
+    if (flag != "--data-dir" && flag != "--store" && cmd->flags.count(flag) == 0)
       usage_error(program, data_dir, cmd, std::string{cmd->name} + " takes no " + flag);
     if (flag == "--data-dir")
       o.data_dir = value;
+    else if (flag == "--store")
+      o.store = value;
     else if (flag == "--json")
       o.json = true;
     else if (flag == "--from")
@@ -201,8 +205,21 @@ options parse(const std::string& program, const std::string& data_dir, int argc,
     else if (flag == "--input")
       o.input = value;
   }
+  if (!o.store.empty()) {
+    auto uri = persistence::store_uri::parse(o.store);
+    if (!uri) {
+      std::fprintf(stderr, "%s: %s\n", program.c_str(), persistence::describe(uri.error()).c_str());
+      std::exit(1);
+    }
+    if (uri->type == persistence::store_uri::kind::memory)
+      usage_error(program, data_dir, cmd, "memory: holds nothing to inspect");
+    if (uri->type == persistence::store_uri::kind::lmdb) {
+      o.data_dir = uri->location;
+      o.store.clear();
+    }
+  }
   std::error_code ec;
-  if (o.command != "import" && !std::filesystem::exists(o.data_dir, ec))
+  if (o.store.empty() && o.command != "import" && !std::filesystem::exists(o.data_dir, ec))
     usage_error(program, data_dir, cmd, "no store at " + o.data_dir + " (--data-dir)");
   if (o.args.size() != cmd->positional)
     usage_error(program, data_dir, cmd,
@@ -234,18 +251,42 @@ int failure(const context& ctx, const std::string& what) {
   return 1;
 }
 
-std::unique_ptr<persistence::lmdb_store> open_read_only(const context& ctx, bool check_pages) {
-  // A missing directory was refused as a usage error by `parse`.
-  persistence::lmdb_options lo;
-  lo.path = ctx.opts.data_dir;
-  lo.read_only = true;
-  lo.check_pages = check_pages;
-  auto store = persistence::lmdb_store::open(lo);
+persistence::store_uri context::uri() const {
+  if (opts.store.empty())
+    return persistence::store_uri::lmdb(opts.data_dir);
+  return *persistence::store_uri::parse(opts.store); // checked by parse
+}
+
+std::string context::where() const {
+  return uri().to_string();
+}
+
+caf::expected<std::unique_ptr<persistence::projection_store>> context::open_read_models(bool read_only) const {
+  auto u = uri();
+  if (u.is_postgres())
+    return persistence::open_read_models(u);
+  persistence::store_open_options opts;
+  opts.read_only = read_only;
+  return persistence::open_read_models(persistence::store_uri::lmdb(read_model_dir()), opts);
+}
+
+std::unique_ptr<persistence::event_store> open_read_only(const context& ctx, bool check_pages) {
+  // A missing directory was refused as a usage error by `parse`. A
+  // PostgreSQL store is opened as any client: the tool only reads there.
+  persistence::store_open_options opts;
+  opts.read_only = true;
+  opts.check_pages = check_pages;
+  auto store = persistence::open_store(ctx.uri(), opts);
   if (!store) {
-    store_failure(ctx, "cannot open " + ctx.opts.data_dir, store.error());
+    store_failure(ctx, "cannot open " + ctx.where(), store.error());
     return nullptr;
   }
   return std::move(*store);
+}
+
+persistence::store_maintenance& maintenance_of(persistence::event_store& store) {
+  // Every durable store implements it; open_read_only opens only those.
+  return dynamic_cast<persistence::store_maintenance&>(store);
 }
 
 int run_rebuild(const context& ctx) {
@@ -268,11 +309,9 @@ int run_rebuild(const context& ctx) {
   if (!store)
     return 1;
   store->use_registry(&ctx.types); // projections see events in their current shape
-  persistence::projection_store_options po;
-  po.path = ctx.read_model_dir();
-  auto models = persistence::projection_store::open(po);
+  auto models = ctx.open_read_models(false);
   if (!models)
-    return store_failure(ctx, "cannot open the read models at " + po.path, models.error());
+    return store_failure(ctx, "cannot open the read models of " + ctx.where(), models.error());
   progress_meter meter{"rebuild " + name, "events"};
   auto reached = found->rebuild(*store, **models, [&](uint64_t done, uint64_t total) { meter.update(done, total); });
   if (!reached)

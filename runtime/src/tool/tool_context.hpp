@@ -11,6 +11,7 @@
 #include <caf/error.hpp>
 
 #include "sourcery/persistence/lmdb_store.hpp"
+#include "sourcery/persistence/store_uri.hpp"
 #include "sourcery/runtime/operator_tool.hpp"
 
 namespace sourcery::tool {
@@ -19,6 +20,7 @@ struct options {
   std::string command;
   std::vector<std::string> args; // positional arguments after the command
   std::string data_dir = "sourcery-data";
+  std::string store; // --store, when it names a PostgreSQL store (lmdb: URIs set data_dir)
   std::string read_models; // empty: data_dir/read-models
   std::string input;       // import: "-" or empty for stdin
   std::string output;      // export: "-" or empty for stdout
@@ -35,6 +37,13 @@ struct context {
   const persistence::event_registry& types;
 
   std::string read_model_dir() const;
+  /// The store the options name.
+  persistence::store_uri uri() const;
+  /// The store in words (a URI without password), for messages.
+  std::string where() const;
+  /// The read models of the store: PostgreSQL's beside its events, or LMDB's
+  /// at `read_model_dir()`.
+  caf::expected<std::unique_ptr<persistence::projection_store>> open_read_models(bool read_only) const;
 };
 
 /// Reports a store error on stderr; returns exit status 1.
@@ -42,11 +51,15 @@ int store_failure(const context& ctx, const std::string& what, const caf::error&
 /// Reports a failure with no store error behind it; returns 1.
 int failure(const context& ctx, const std::string& what);
 
-/// The store at `--data-dir`, opened read-only: a running application
-/// writing it is not disturbed. Null after reporting why on stderr.
-/// `check_pages`: refuse a store with a damaged page at open (every command
-/// but `verify`, which reports it as a problem instead).
-std::unique_ptr<persistence::lmdb_store> open_read_only(const context& ctx, bool check_pages = true);
+/// The store `--store` (or `--data-dir`) names, opened read-only (LMDB) or
+/// as one more client (PostgreSQL): a running application writing it is not
+/// disturbed. Null after reporting why on stderr. `check_pages`: refuse an
+/// LMDB store with a damaged page at open (every command but `verify`,
+/// which reports it as a problem instead).
+std::unique_ptr<persistence::event_store> open_read_only(const context& ctx, bool check_pages = true);
+
+/// The operators' interface of a store `open_read_only` opened.
+persistence::store_maintenance& maintenance_of(persistence::event_store& store);
 
 // The commands: each returns the exit status.
 int run_read(const context& ctx);

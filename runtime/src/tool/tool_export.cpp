@@ -29,6 +29,8 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <libpq-fe.h>
+
 #include "progress_meter.hpp"
 #include "sourcery/runtime/http_message.hpp"
 #include "tool_context.hpp"
@@ -285,38 +287,146 @@ private:
 
 } // namespace
 
-int run_import(const context& ctx) {
+namespace {
+
+/// Where an import writes: beside its target, moved into place in one step
+/// once complete and verified, so that a failed import leaves nothing
+/// behind. LMDB: a staging directory renamed over the (new or empty)
+/// target. PostgreSQL: a staging schema renamed to the target schema in one
+/// transaction (a target schema may exist only if it holds no events).
+struct import_target {
+  std::string name;                               // for messages
+  std::unique_ptr<persistence::event_store> store; // the staging store
+  std::function<void()> discard;                  // drops the staging store
+  std::function<caf::error()> commit;             // moves it into place
+};
+
+caf::expected<import_target> lmdb_target(const context& ctx, std::unique_ptr<import_lock>& lock) {
   fs::path target{ctx.opts.data_dir};
   std::error_code ec;
   auto staging = staging_dir(target);
-  import_lock lock{staging.parent_path()};
-  if (!lock.held())
-    return failure(ctx, lock.busy() ? "import: another import into " + staging.parent_path().string()
-                                        + " is running; wait for it to end"
-                                    : "import: cannot lock " + staging.parent_path().string() + ": " + lock.why());
+  lock = std::make_unique<import_lock>(staging.parent_path());
+  if (!lock->held())
+    return persistence::make_error(persistence::store_errc::store_in_use,
+                                   lock->busy() ? "another import into " + staging.parent_path().string()
+                                                    + " is running; wait for it to end"
+                                                : "cannot lock " + staging.parent_path().string() + ": " + lock->why());
   if (fs::exists(target, ec) && !fs::is_empty(target, ec))
-    return failure(ctx, "import: " + target.string() + " is not empty; import into a new directory");
-  std::ifstream file;
-  std::istream* in = &std::cin;
-  if (!ctx.opts.input.empty() && ctx.opts.input != "-") {
-    file.open(ctx.opts.input);
-    if (!file)
-      return failure(ctx, "cannot read " + ctx.opts.input);
-    in = &file;
-  }
+    return persistence::make_error(persistence::store_errc::invalid_argument,
+                                   target.string() + " is not empty; import into a new directory");
   fs::remove_all(staging, ec); // left by an import that died (we hold the lock)
   persistence::lmdb_options lo;
   lo.path = staging.string();
   auto opened = persistence::lmdb_store::open(lo);
   if (!opened)
-    return store_failure(ctx, "import: cannot create " + lo.path, opened.error());
-  auto& store = **opened;
+    return opened.error();
+  import_target t;
+  t.name = target.string();
+  t.store = std::move(*opened);
+  t.discard = [staging] {
+    std::error_code e;
+    fs::remove_all(staging, e);
+  };
+  t.commit = [staging, target]() -> caf::error {
+    std::error_code e;
+    fs::rename(staging, target, e);
+    if (!e)
+      return {};
+    auto why = e.message(); // before the clean-up reuses e
+    fs::remove_all(staging, e);
+    return persistence::make_error(persistence::store_errc::io_error,
+                                   "cannot move the store into " + target.string() + ": " + why);
+  };
+  return t;
+}
+
+/// Runs `sql` on a connection of its own; the first value of the first row.
+caf::expected<std::string> admin_sql(const std::string& conninfo, const std::string& sql) {
+  PGconn* c = PQconnectdb(conninfo.c_str());
+  if (PQstatus(c) != CONNECTION_OK) {
+    std::string msg = PQerrorMessage(c);
+    PQfinish(c);
+    return persistence::make_error(persistence::store_errc::unavailable, msg);
+  }
+  PQsetNoticeProcessor(c, [](void*, const char*) {}, nullptr); // "does not exist, skipping"
+  PGresult* r = PQexec(c, sql.c_str());
+  auto status = PQresultStatus(r);
+  std::string value = status == PGRES_TUPLES_OK && PQntuples(r) > 0 ? PQgetvalue(r, 0, 0) : "";
+  std::string msg = PQresultErrorMessage(r);
+  PQclear(r);
+  PQfinish(c);
+  if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK)
+    return persistence::make_error(persistence::store_errc::io_error, msg);
+  return value;
+}
+
+caf::expected<import_target> postgres_target(const context& ctx) {
+  auto uri = ctx.uri();
+  auto target = uri.schema;
+  auto staging_uri = uri;
+  staging_uri.schema = target.size() > 40 ? target.substr(0, 40) + "_import" : target + "_import";
+  const auto q = [](const std::string& s) { return "\"" + s + "\""; };
+  // The target may exist only as an empty store (an application started
+  // on it once); one holding events is refused.
+  auto exists = admin_sql(uri.location, "SELECT CASE WHEN to_regclass('" + q(target) + ".log_head') IS NULL THEN 0"
+                                        " ELSE 1 END");
+  if (!exists)
+    return exists.error();
+  if (*exists == "1") {
+    auto head = admin_sql(uri.location, "SELECT position FROM " + q(target) + ".log_head");
+    if (!head)
+      return head.error();
+    if (*head != "0")
+      return persistence::make_error(persistence::store_errc::invalid_argument,
+                                     "schema " + target + " already holds " + *head
+                                       + " events; import into a new schema (schema=NAME in the URI)");
+  }
+  if (auto r = admin_sql(uri.location, "DROP SCHEMA IF EXISTS " + q(staging_uri.schema) + " CASCADE"); !r)
+    return r.error(); // left by an import that died
+  auto opened = persistence::open_store(staging_uri);
+  if (!opened)
+    return opened.error();
+  import_target t;
+  t.name = uri.to_string();
+  t.store = std::move(*opened);
+  t.discard = [conninfo = uri.location, schema = q(staging_uri.schema)] {
+    (void) admin_sql(conninfo, "DROP SCHEMA IF EXISTS " + schema + " CASCADE");
+  };
+  t.commit = [conninfo = uri.location, staging = q(staging_uri.schema), target = q(target),
+              target_name = target]() -> caf::error {
+    auto r = admin_sql(conninfo, "BEGIN; DO $$ DECLARE h bigint := 0; BEGIN IF to_regclass('" + target
+                                 + ".log_head') IS NOT NULL THEN EXECUTE 'SELECT position FROM " + target
+                                 + ".log_head' INTO h; END IF; IF h > 0 THEN RAISE EXCEPTION 'schema " + target_name
+                                 + " received events meanwhile'; END IF; END $$; DROP SCHEMA IF EXISTS " + target
+                                 + " CASCADE; ALTER SCHEMA " + staging + " RENAME TO " + target + "; COMMIT");
+    return r ? caf::error{} : r.error();
+  };
+  return t;
+}
+
+} // namespace
+
+int run_import(const context& ctx) {
+  std::unique_ptr<import_lock> lock;
+  auto prepared = ctx.uri().is_postgres() ? postgres_target(ctx) : lmdb_target(ctx, lock);
+  if (!prepared)
+    return failure(ctx, "import: " + persistence::describe(prepared.error()));
+  auto& store = *prepared->store;
+  auto& maintenance = maintenance_of(store);
   auto abandon = [&](const std::string& why) {
-    opened->reset();
-    fs::remove_all(staging, ec);
+    prepared->store.reset();
+    prepared->discard();
     return failure(ctx, "import: " + why + "; nothing was imported");
   };
-
+  std::ifstream file;
+  std::istream* in = &std::cin;
+  if (!ctx.opts.input.empty() && ctx.opts.input != "-") {
+    file.open(ctx.opts.input);
+    if (!file)
+      return abandon("cannot read " + ctx.opts.input);
+  }
+  if (file.is_open())
+    in = &file;
   progress_meter meter{"import", "events"};
   std::string line;
   uint64_t line_no = 0, head = 0, events = 0;
@@ -326,7 +436,7 @@ int run_import(const context& ctx) {
   auto flush = [&]() -> caf::error {
     if (batch.empty())
       return {};
-    auto r = store.import_events(std::move(batch));
+    auto r = maintenance.import_events(std::move(batch));
     batch.clear();
     meter.update(events, head);
     return r ? caf::error{} : r.error();
@@ -373,7 +483,7 @@ int run_import(const context& ctx) {
         s.version = number_field(j, "version");
         s.created_at = time_field(j, "created_at_us");
         s.updated_at = time_field(j, "updated_at_us");
-        if (auto r = store.import_deleted_stream(s); !r)
+        if (auto r = maintenance.import_deleted_stream(s); !r)
           return abandon(where + ": " + persistence::describe(r.error()));
       } else if (kind == "snapshot") {
         persistence::snapshot snap;
@@ -383,7 +493,7 @@ int run_import(const context& ctx) {
         snap.type = text_field(j, "type");
         snap.created_at = time_field(j, "created_at_us");
         snap.data = bytes_field(j, "data_msgpack");
-        if (auto r = store.import_snapshot(std::move(snap)); !r)
+        if (auto r = maintenance.import_snapshot(std::move(snap)); !r)
           return abandon(where + ": " + persistence::describe(r.error()));
       } else if (kind == "checkpoint") {
         if (auto r = store.save_checkpoint(text_field(j, "name"), number_field(j, "position")); !r)
@@ -409,22 +519,18 @@ int run_import(const context& ctx) {
   if (!end)
     return abandon("the export is cut short (no end line after line " + std::to_string(line_no) + ")");
   // Check what was written before it takes the target's place.
-  auto report = store.verify();
+  auto report = maintenance.verify();
   if (!report || !report->ok())
     return abandon(report ? "the imported store does not verify: " + report->problems.front().message
                           : persistence::describe(report.error()));
-  opened->reset();
-  fs::rename(staging, target, ec);
-  if (ec) {
-    auto why = ec.message(); // before the clean-up reuses ec
-    fs::remove_all(staging, ec);
-    return failure(ctx, "import: cannot move the store into " + target.string() + ": " + why);
-  }
+  prepared->store.reset();
+  if (auto err = prepared->commit())
+    return failure(ctx, "import: " + persistence::describe(err));
   meter.finish(events);
   if (ctx.opts.json)
-    std::printf("%s\n", json{{"imported", events}, {"data_dir", target.string()}}.dump().c_str());
+    std::printf("%s\n", json{{"imported", events}, {"store", prepared->name}}.dump().c_str());
   else
-    std::printf("imported %s events into %s\n", grouped(events).c_str(), target.string().c_str());
+    std::printf("imported %s events into %s\n", grouped(events).c_str(), prepared->name.c_str());
   return 0;
 }
 

@@ -26,7 +26,7 @@ int run_stats(const context& ctx) {
   auto store = open_read_only(ctx);
   if (!store)
     return 1;
-  auto usage = store->usage();
+  auto usage = maintenance_of(*store).usage();
   if (!usage)
     return store_failure(ctx, "stats", usage.error());
   uint64_t streams = 0, deleted = 0;
@@ -50,15 +50,13 @@ int run_stats(const context& ctx) {
   // Projections keep their checkpoints with their read models.
   std::string models_note;
   std::error_code ec;
-  if (std::filesystem::exists(ctx.read_model_dir() + "/data.mdb", ec)) {
-    persistence::projection_store_options po;
-    po.path = ctx.read_model_dir();
-    po.read_only = true;
-    auto models = persistence::projection_store::open(po);
+  const bool postgres = ctx.uri().is_postgres();
+  if (postgres || std::filesystem::exists(ctx.read_model_dir() + "/data.mdb", ec)) {
+    auto models = ctx.open_read_models(true);
     auto listed = models ? (*models)->checkpoints() : caf::expected<std::vector<std::pair<std::string, uint64_t>>>{
                                                         models.error()};
     if (!listed)
-      models_note = "read models at " + po.path + ": " + persistence::describe(listed.error());
+      models_note = "read models of " + ctx.where() + ": " + persistence::describe(listed.error());
     else
       for (auto& [name, pos] : *listed)
         rows.push_back({name, kind_of(name, "projection"), pos});
@@ -79,7 +77,8 @@ int run_stats(const context& ctx) {
     for (auto& r : rows)
       checkpoints.push_back({{"name", r.name}, {"kind", r.kind}, {"position", r.position},
                              {"behind", head > r.position ? head - r.position : 0}});
-    json j{{"data_dir", ctx.opts.data_dir},
+    json j{{"store", ctx.where()},
+           {"data_dir", postgres ? json{} : json{ctx.opts.data_dir}},
            {"head_position", head},
            {"events", entries_of("events")},
            {"streams", streams},
@@ -97,18 +96,24 @@ int run_stats(const context& ctx) {
   }
   double used_pct = usage->map_size > 0 ? 100.0 * static_cast<double>(usage->map_used)
                                             / static_cast<double>(usage->map_size) : 0;
-  std::printf("store          %s\n", ctx.opts.data_dir.c_str());
+  std::printf("store          %s\n", ctx.where().c_str());
   std::printf("head position  %s\n", grouped(head).c_str());
   std::printf("events         %s\n", grouped(entries_of("events")).c_str());
   std::printf("streams        %s (%s deleted)\n", grouped(streams).c_str(), grouped(deleted).c_str());
   std::printf("snapshots      %s\n", grouped(entries_of("snapshots")).c_str());
-  std::printf("map            %s used of %s (%.1f%%); file %s; page %u B\n", human_bytes(usage->map_used).c_str(),
-              human_bytes(usage->map_size).c_str(), used_pct, human_bytes(usage->file_size).c_str(),
-              usage->page_size);
-  std::printf("readers        %u of %u slots\n\n", usage->readers_used, usage->readers_max);
-  std::printf("%-14s %12s %6s %12s\n", "DATABASE", "ENTRIES", "DEPTH", "SIZE");
+  if (postgres) {
+    std::printf("size           %s in %zu tables\n\n", human_bytes(usage->file_size).c_str(), usage->databases.size());
+    std::printf("%-24s %12s %6s %12s\n", "TABLE", "ROWS (est.)", "", "SIZE");
+  } else {
+    std::printf("map            %s used of %s (%.1f%%); file %s; page %u B\n", human_bytes(usage->map_used).c_str(),
+                human_bytes(usage->map_size).c_str(), used_pct, human_bytes(usage->file_size).c_str(),
+                usage->page_size);
+    std::printf("readers        %u of %u slots\n\n", usage->readers_used, usage->readers_max);
+    std::printf("%-14s %12s %6s %12s\n", "DATABASE", "ENTRIES", "DEPTH", "SIZE");
+  }
   for (auto& db : usage->databases)
-    std::printf("%-14s %12s %6u %12s\n", db.name.c_str(), grouped(db.entries).c_str(), db.depth,
+    std::printf(postgres ? "%-24s %12s %6s %12s\n" : "%-14s %12s %6s %12s\n", db.name.c_str(),
+                grouped(db.entries).c_str(), postgres ? "" : std::to_string(db.depth).c_str(),
                 human_bytes(db.bytes).c_str());
   std::printf("\n%-40s %-16s %12s %12s\n", "CHECKPOINT", "KIND", "POSITION", "BEHIND");
   if (rows.empty())
@@ -128,7 +133,7 @@ int run_verify(const context& ctx) {
   if (!store)
     return 1;
   progress_meter meter{"verify", "events"};
-  auto report = store->verify([&](uint64_t done, uint64_t total) { meter.update(done, total); });
+  auto report = maintenance_of(*store).verify([&](uint64_t done, uint64_t total) { meter.update(done, total); });
   if (!report)
     return store_failure(ctx, "verify", report.error());
   meter.finish(report->events);

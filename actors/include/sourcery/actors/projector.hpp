@@ -50,6 +50,19 @@ struct as_of {
   }
 };
 
+/// What a rebuild of projection `P` drops besides its rows: `P::reset(writer&)`
+/// when it has one (a projection that keeps SQL tables of its own empties
+/// them there), run in the transaction that drops its rows and checkpoint.
+template <projector P>
+std::function<caf::error(persistence::projection_store::writer&)> projection_reset() {
+  if constexpr (requires(persistence::projection_store::writer& w) {
+                  { P::reset(w) } -> std::convertible_to<caf::error>;
+                })
+    return [](persistence::projection_store::writer& w) { return P::reset(w); };
+  else
+    return {};
+}
+
 namespace detail {
 
 /// Drives a projector: one projection-store transaction per batch.
@@ -157,7 +170,7 @@ caf::expected<uint64_t> project_as_of(const persistence::event_store& store, con
                                       persistence::projection_store& models, const std::string& instance,
                                       as_of limit = {}, std::unique_ptr<P> fresh = std::make_unique<P>(),
                                       const persistence::progress_callback& progress = {}) {
-  if (auto err = models.reset(instance))
+  if (auto err = models.reset(instance, projection_reset<P>()))
     return err;
   detail::projector_consumer<P> consumer{std::move(fresh), &models, &types, error_policy{}, instance};
   uint64_t position = 0;

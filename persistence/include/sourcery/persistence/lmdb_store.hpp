@@ -61,7 +61,7 @@ struct lmdb_stats {
 /// `events` position -> record; `stream_index` stream number + version ->
 /// position; `streams` stream id -> stream record; `snapshots`;
 /// `checkpoints`; `meta` (format marker and version).
-class lmdb_store final : public event_store {
+class lmdb_store final : public event_store, public store_maintenance {
 public:
   /// Opens or creates the store at `options.path`.
   /// Errors: foreign_store, unsupported_format_version, corrupt_store,
@@ -77,7 +77,7 @@ public:
   // -- operators' tools -----------------------------------------------------------
 
   /// The space the store takes, per database and for the memory map.
-  caf::expected<store_usage> usage() const;
+  caf::expected<store_usage> usage() const override;
 
   /// A full integrity check: `$all` gapless, every record decodes, every
   /// stream record and index entry agrees with the log, snapshots and
@@ -85,17 +85,17 @@ public:
   /// store, it checks the moment it began) and never writes. `progress`
   /// gets (events checked, events in the log) now and then.
   /// Errors: only those that keep the check from starting.
-  caf::expected<verify_report> verify(const progress_callback& progress = {}) const;
+  caf::expected<verify_report> verify(const progress_callback& progress = {}) const override;
 
   /// Restores events from an export, keeping their ids, positions, versions
   /// and commit times. Positions must continue the log (head + 1, head + 2,
   /// ...) and versions their streams. Errors: invalid_argument (out of
   /// order), wrong_expected_version, stream_deleted, and those of `append`.
-  caf::expected<void> import_events(std::vector<recorded_event> events);
+  caf::expected<void> import_events(std::vector<recorded_event> events) override;
   /// Restores a soft-deleted stream with its version and times.
-  caf::expected<void> import_deleted_stream(const persistence::stream_info& stream);
+  caf::expected<void> import_deleted_stream(const persistence::stream_info& stream) override;
   /// Saves a snapshot keeping its `created_at`.
-  caf::expected<void> import_snapshot(snapshot snap);
+  caf::expected<void> import_snapshot(snapshot snap) override;
 
   /// The on-disk format version this build writes and reads.
   static constexpr uint32_t format_version = 1;

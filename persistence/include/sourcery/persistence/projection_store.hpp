@@ -6,17 +6,20 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <unordered_map>
+#include <tuple>
 #include <utility>
 #include <vector>
 
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
 
-#include "sourcery/persistence/lmdb_store.hpp"
+#include "sourcery/persistence/durability.hpp"
+#include "sourcery/persistence/error.hpp"
+#include "sourcery/persistence/sql.hpp"
 
 namespace sourcery::persistence {
 
+/// Options of the LMDB read models (`projection_store::open`).
 struct projection_store_options {
   /// Directory of the read models; created if missing.
   std::string path;
@@ -29,20 +32,24 @@ struct projection_store_options {
   bool check_pages = true;
 };
 
-/// Read models in LMDB, with each projection's checkpoint in the same
-/// environment, so a batch of read-model writes and the position it brings
-/// the projection to commit in one transaction: a crash can neither lose an
-/// event's effect nor apply it twice (what Commanded's Ecto projections do
-/// with `projection_versions`).
+/// The read-model store contract: each projection's rows and its checkpoint
+/// (the position of `$all` it has reached) commit in one transaction, so a
+/// crash can neither lose an event's effect nor apply it twice (what
+/// Commanded's Ecto projections do with `projection_versions`). Two
+/// implementations pass one conformance suite: LMDB (`open` below) and
+/// PostgreSQL (`postgres_projection_store`, which also lets a projection
+/// write SQL tables of its own through `writer::sql`).
 ///
 /// A projection owns tables of ordered key -> value rows (bytes, typically
-/// msgpack or JSON). Writes go through `write`; reads run in read
-/// transactions on the caller's thread and never wait for a writer.
+/// msgpack or JSON). Writes go through `write`; reads never wait for a
+/// writer. Projection and table names are 1 to 200 bytes without NUL. All
+/// calls are thread-safe.
 class projection_store {
 public:
-  /// Errors: io_error, foreign_store, invalid_argument.
+  /// The LMDB read models in `options.path`.
+  /// Errors: io_error, foreign_store, invalid_argument, store_in_use.
   static caf::expected<std::unique_ptr<projection_store>> open(projection_store_options options);
-  ~projection_store();
+  virtual ~projection_store();
   projection_store(const projection_store&) = delete;
   projection_store& operator=(const projection_store&) = delete;
 
@@ -50,71 +57,58 @@ public:
   /// writes made so far.
   class writer {
   public:
-    void put(std::string_view table, std::string_view key, std::string_view value);
-    std::optional<std::string> get(std::string_view table, std::string_view key) const;
+    virtual ~writer() = default;
+    virtual void put(std::string_view table, std::string_view key, std::string_view value) = 0;
+    virtual std::optional<std::string> get(std::string_view table, std::string_view key) const = 0;
     /// Whether the row existed.
-    bool erase(std::string_view table, std::string_view key);
+    virtual bool erase(std::string_view table, std::string_view key) = 0;
     /// Rows of `table` in key order.
-    std::vector<std::pair<std::string, std::string>> scan(std::string_view table) const;
-
-  private:
-    friend class projection_store;
-    writer(void* txn, unsigned dbi, std::string_view projection) : txn_(txn), dbi_(dbi), projection_(projection) {}
-    /// The full key of a row, in a buffer reused from call to call.
-    const std::string& row_key(std::string_view table, std::string_view key) const;
-    /// The cached row of the key in `key_`, read from LMDB on a miss.
-    struct row {
-      std::optional<std::string> value; // nullopt: no such row (or erased)
-      bool dirty = false;
-    };
-    row& cached(bool load) const;
-    /// Writes the dirty rows, in key order, into the transaction.
-    void flush() const;
-
-    struct hash {
-      using is_transparent = void;
-      size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
-    };
-    void* txn_;
-    unsigned dbi_;
-    std::string_view projection_;
-    mutable int failed_ = 0; // first LMDB error; the transaction is then aborted
-    mutable std::string key_;
-    // Write-behind cache: a batch that updates the same rows again and again
-    // (counters, balances) touches each row once in LMDB, at the end.
-    mutable std::unordered_map<std::string, row, hash, std::equal_to<>> rows_;
+    virtual std::vector<std::pair<std::string, std::string>> scan(std::string_view table) const = 0;
+    /// SQL in this write's transaction, or null where the store speaks none
+    /// (LMDB). A projection may use both: rows written above are in the
+    /// database before a statement runs.
+    virtual sql_session* sql() { return nullptr; }
   };
 
   /// Runs `f` in one write transaction and, unless it returns an error,
   /// records `position` as the checkpoint of `projection` and commits
-  /// durably. `f` may run more than once (when the map must grow): it must
-  /// only write through the writer. Errors: `f`'s error, store_full,
-  /// io_error, invalid_argument (position not past the checkpoint).
-  caf::error write(std::string_view projection, uint64_t position, const std::function<caf::error(writer&)>& f);
+  /// durably. `f` may run more than once (a map that must grow, a
+  /// connection lost before the commit): it must only write through the
+  /// writer. Errors: `f`'s error, store_full, io_error, unavailable,
+  /// timeout, invalid_argument (position not past the checkpoint).
+  virtual caf::error write(std::string_view projection, uint64_t position,
+                           const std::function<caf::error(writer&)>& f) = 0;
   /// As `write`, for rows only: the checkpoint is neither checked nor moved.
-  caf::error update(std::string_view projection, const std::function<caf::error(writer&)>& f);
+  virtual caf::error update(std::string_view projection, const std::function<caf::error(writer&)>& f) = 0;
 
   /// The position `projection` has reached (nullopt: never written).
-  caf::expected<std::optional<uint64_t>> checkpoint(std::string_view projection) const;
+  virtual caf::expected<std::optional<uint64_t>> checkpoint(std::string_view projection) const = 0;
   /// Every projection's checkpoint as (name, position), in name order.
-  caf::expected<std::vector<std::pair<std::string, uint64_t>>> checkpoints() const;
-  caf::expected<std::optional<std::string>> get(std::string_view projection, std::string_view table,
-                                                std::string_view key) const;
-  caf::expected<std::vector<std::pair<std::string, std::string>>> scan(std::string_view projection,
-                                                                       std::string_view table) const;
+  virtual caf::expected<std::vector<std::pair<std::string, uint64_t>>> checkpoints() const = 0;
+  virtual caf::expected<std::optional<std::string>> get(std::string_view projection, std::string_view table,
+                                                        std::string_view key) const = 0;
+  virtual caf::expected<std::vector<std::pair<std::string, std::string>>> scan(std::string_view projection,
+                                                                               std::string_view table) const = 0;
   /// Every table of `projection`, in order, as (table, key, value): to
   /// compare read models, or export one.
-  caf::expected<std::vector<std::tuple<std::string, std::string, std::string>>>
-  dump(std::string_view projection) const;
+  virtual caf::expected<std::vector<std::tuple<std::string, std::string, std::string>>>
+  dump(std::string_view projection) const = 0;
 
-  /// Drops every row and the checkpoint of `projection`, in one transaction.
-  caf::error reset(std::string_view projection);
+  /// Drops every row and the checkpoint of `projection`, and runs `also`
+  /// (a projection's own SQL tables to empty), in one transaction.
+  virtual caf::error reset(std::string_view projection, const std::function<caf::error(writer&)>& also = {}) = 0;
 
-private:
-  struct impl;
-  explicit projection_store(std::unique_ptr<impl> impl);
-  caf::error commit(std::string_view projection, const uint64_t* checkpoint, const std::function<caf::error(writer&)>& f);
-  std::unique_ptr<impl> impl_;
+  /// A read-only query outside any write (serving a projection's SQL
+  /// tables). Errors: invalid_argument where the store speaks no SQL, and
+  /// the server's.
+  virtual caf::expected<sql_rows> query(std::string_view sql, const std::vector<sql_value>& params = {}) const;
+
+  /// The schema of the store's tables, quoted for SQL text, when it speaks
+  /// SQL (as `writer::sql()->schema()`); null for LMDB.
+  virtual const std::string* sql_schema() const { return nullptr; }
+
+protected:
+  projection_store() = default;
 };
 
 } // namespace sourcery::persistence

@@ -8,6 +8,10 @@
 #include <string>
 #include <vector>
 
+#include <caf/expected.hpp>
+
+#include "sourcery/persistence/event.hpp"
+
 namespace sourcery::persistence {
 
 /// One named database of an LMDB environment, as LMDB accounts for it.
@@ -79,5 +83,29 @@ struct verify_report {
 /// Called now and then by long operations with the work done and the work in
 /// all (same unit: events, usually).
 using progress_callback = std::function<void(uint64_t done, uint64_t total)>;
+
+/// The operators' side of a durable event store (LMDB, PostgreSQL): what
+/// `sourcery stats`, `verify` and `import` need beyond the event_store
+/// contract. Errors are values, as everywhere.
+class store_maintenance {
+public:
+  virtual ~store_maintenance() = default;
+  /// The space the store takes, per database (LMDB) or table (PostgreSQL).
+  virtual caf::expected<store_usage> usage() const = 0;
+  /// A full integrity check of one moment of the store: `$all` gapless,
+  /// every record decodes, every stream's versions contiguous and matching
+  /// its record, snapshots and checkpoints within range. Never writes.
+  /// Errors: only those that keep the check from starting.
+  virtual caf::expected<verify_report> verify(const progress_callback& progress = {}) const = 0;
+  /// Restores events from an export, keeping their ids, positions, versions
+  /// and commit times: positions must continue the log (head + 1, ...) and
+  /// versions their streams. Errors: invalid_argument, wrong_expected_version,
+  /// stream_deleted, and those of `append`.
+  virtual caf::expected<void> import_events(std::vector<recorded_event> events) = 0;
+  /// Restores a soft-deleted stream with its version and times.
+  virtual caf::expected<void> import_deleted_stream(const stream_info& stream) = 0;
+  /// Saves a snapshot keeping its `created_at`.
+  virtual caf::expected<void> import_snapshot(snapshot snap) = 0;
+};
 
 } // namespace sourcery::persistence

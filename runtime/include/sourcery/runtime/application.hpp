@@ -153,9 +153,14 @@ public:
     auto models = read_models();
     if (!models)
       return models.error();
-    return start_consumer(P::projection_name, strong, [&](auto status, auto started) {
+    auto status = start_consumer(P::projection_name, strong, [&](auto status, auto started) {
       return projector_child_spec<P>(std::move(make), store_.get(), *models, &core_.types, status, options, started);
     });
+    if (status) {
+      std::lock_guard guard{handlers_mtx_};
+      handlers_[P::projection_name].reset = projection_reset<P>();
+    }
+    return status;
   }
 
   /// Starts process manager `P` under the root supervisor (a transient child
@@ -265,6 +270,8 @@ private:
     std::shared_ptr<handler_status> status;
     bool strong = false;
     caf::actor actor;
+    /// A projection's own tables to empty on a rebuild (projection_reset).
+    std::function<caf::error(persistence::projection_store::writer&)> reset;
   };
   mutable std::mutex handlers_mtx_;
   std::map<std::string, handler_entry> handlers_;

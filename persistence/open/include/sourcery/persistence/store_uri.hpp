@@ -9,6 +9,7 @@
 
 #include "sourcery/persistence/durability.hpp"
 #include "sourcery/persistence/event_store.hpp"
+#include "sourcery/persistence/projection_store.hpp"
 
 namespace sourcery::persistence {
 
@@ -49,5 +50,13 @@ struct store_open_options {
 
 /// Opens the store `uri` names. Errors: those of the store's `open`.
 caf::expected<std::unique_ptr<event_store>> open_store(const store_uri& uri, const store_open_options& options = {});
+
+/// Opens read models: in PostgreSQL, those beside the events of `uri` (same
+/// database and schema); for `lmdb:DIR`, the LMDB read models in DIR.
+/// Errors: those of the read-model store's `open`; invalid_argument for
+/// `memory:` (read models of an in-memory application are LMDB in a
+/// temporary directory: open that with `lmdb:`).
+caf::expected<std::unique_ptr<projection_store>> open_read_models(const store_uri& uri,
+                                                                  const store_open_options& options = {});
 
 } // namespace sourcery::persistence

@@ -74,7 +74,7 @@ struct postgres_stats {
 ///
 /// Tables (in `options.schema`): `schema_version`, `log_head`, `streams`,
 /// `events`, `snapshots`, `checkpoints`.
-class postgres_store final : public event_store {
+class postgres_store final : public event_store, public store_maintenance {
 public:
   /// Connects, creates the schema when missing, and starts the writer and
   /// the listener. Errors: invalid_argument (bad conninfo or schema name),
@@ -94,19 +94,19 @@ public:
   // -- operators' tools -------------------------------------------------------
 
   /// Rows and bytes per table.
-  caf::expected<store_usage> usage() const;
+  caf::expected<store_usage> usage() const override;
   /// `$all` gapless, every stream's versions contiguous and matching its
   /// row, snapshots and checkpoints within range, every record decodes.
-  caf::expected<verify_report> verify(const progress_callback& progress = {}) const;
+  caf::expected<verify_report> verify(const progress_callback& progress = {}) const override;
   /// Restores events from an export, keeping ids, positions, versions and
   /// commit times: positions must continue the log (head + 1, ...), versions
   /// their streams. Errors: invalid_argument, wrong_expected_version,
   /// stream_deleted, and those of `append`.
-  caf::expected<void> import_events(std::vector<recorded_event> events);
+  caf::expected<void> import_events(std::vector<recorded_event> events) override;
   /// Restores a soft-deleted stream with its version and times.
-  caf::expected<void> import_deleted_stream(const persistence::stream_info& stream);
+  caf::expected<void> import_deleted_stream(const persistence::stream_info& stream) override;
   /// Saves a snapshot keeping its `created_at`.
-  caf::expected<void> import_snapshot(snapshot snap);
+  caf::expected<void> import_snapshot(snapshot snap) override;
 
 protected:
   void do_append(std::string stream, expected_version expected, std::vector<event_data> events,
