@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "../support/child_process.hpp"
+#include "../support/postgres.hpp"
 #include "../support/temp_dir.hpp"
 #include "sourcery/persistence/projection_store.hpp"
 
@@ -67,4 +68,22 @@ TEST(bank_demo, admin_rebuilds_the_balance_read_model_byte_for_byte) {
   sourcery::testing::child_process verify{BANK_DEMO_PATH, {"admin", "verify", "--data-dir", dir.str()}};
   EXPECT_NE(verify.read_all().find("ok: the store is intact"), std::string::npos);
   EXPECT_EQ(verify.wait(), 0);
+}
+
+TEST(bank_demo, runs_twice_on_postgres_and_continues) {
+  sourcery::testing::temp_dir dir;
+  auto uri = sourcery::testing::test_pg_uri() + "&schema=" + sourcery::testing::test_schema(dir);
+  for (int run = 0; run < 2; ++run) {
+    sourcery::testing::child_process demo{BANK_DEMO_PATH, {"--store", uri}};
+    auto out = demo.read_all();
+    EXPECT_EQ(demo.wait(), 0) << out;
+    EXPECT_NE(out.find("store: PostgreSQL at postgresql://"), std::string::npos) << out;
+    EXPECT_NE(out.find("every balance agrees with its aggregate"), std::string::npos) << out;
+    if (run == 1) {
+      EXPECT_NE(out.find("continuing an earlier run"), std::string::npos) << out;
+    }
+  }
+  sourcery::testing::child_process bad{BANK_DEMO_PATH, {"--store", "postgresql:///x?host=/nonexistent&port=1"}};
+  bad.read_all();
+  EXPECT_EQ(bad.wait(), 1) << "an unreachable server is exit status 1, not a hang";
 }

@@ -13,6 +13,7 @@
 #include "../../examples/todo/todo_api.hpp"
 #include "../support/child_process.hpp"
 #include "../support/http_client.hpp"
+#include "../support/postgres.hpp"
 #include "../support/small_filesystem.hpp"
 #include "../support/temp_dir.hpp"
 
@@ -461,4 +462,58 @@ TEST(todo_server_process, a_full_disk_is_507_with_reads_served_and_writes_resume
   EXPECT_EQ(client.get("/health").status, 200u);
   server.p->signal(SIGTERM);
   EXPECT_EQ(server.p->wait(), 0);
+}
+
+// On PostgreSQL the todo list is a table any SQL client reads, and
+// `todo-server admin rebuild todos` rebuilds it.
+TEST(todo_server_process, on_postgres_the_list_is_a_sql_table_that_admin_rebuild_rebuilds) {
+  sourcery::testing::temp_dir dir;
+  auto schema = sourcery::testing::test_schema(dir);
+  auto uri = sourcery::testing::test_pg_uri() + "&schema=" + schema;
+  auto start = [&] {
+    auto p = std::make_unique<sourcery::testing::child_process>(
+      TODO_SERVER_PATH, std::vector<std::string>{"--port", "0", "--address", "127.0.0.1", "--store", uri});
+    auto line = p->read_line();
+    auto at = line.find("127.0.0.1:");
+    EXPECT_NE(at, std::string::npos) << line;
+    auto port = static_cast<uint16_t>(std::stoi(line.substr(at + 10)));
+    return std::make_pair(std::move(p), port);
+  };
+  auto [server, port] = start();
+  std::string first_id;
+  {
+    http_client client{port};
+    auto a = client.post("/todos", {{"title", "buy milk"}, {"order", 2}});
+    ASSERT_EQ(a.status, 201);
+    first_id = a.json()["id"];
+    ASSERT_EQ(client.post("/todos", {{"title", "walk the dog"}}).status, 201);
+    ASSERT_EQ(client.patch("/todos/" + first_id, {{"completed", true}}).status, 200);
+    auto list = client.get("/todos").json();
+    ASSERT_EQ(list.size(), 2u);
+    EXPECT_EQ(list[0]["title"], "buy milk");
+    EXPECT_EQ(list[0]["completed"], true);
+    EXPECT_EQ(list[0]["order"], 2);
+  }
+  auto table = [&] {
+    return sourcery::testing::run_sql(sourcery::testing::test_pg_uri(),
+                                      "SELECT string_agg(title || ':' || completed || ':' || coalesce(\"order\"::text, '-'),"
+                                      " ',' ORDER BY created) FROM " + schema + ".todos");
+  };
+  EXPECT_EQ(table(), "buy milk:true:2,walk the dog:false:-");
+  server->signal(SIGTERM);
+  EXPECT_EQ(server->wait(), 0);
+
+  sourcery::testing::run_sql(sourcery::testing::test_pg_uri(), "UPDATE " + schema + ".todos SET title = 'garbage'");
+  sourcery::testing::child_process rebuild{TODO_SERVER_PATH, {"admin", "rebuild", "todos", "--store", uri}};
+  auto out = rebuild.read_all();
+  EXPECT_EQ(rebuild.wait(), 0) << out;
+  EXPECT_EQ(table(), "buy milk:true:2,walk the dog:false:-");
+
+  auto [again, port2] = start();
+  http_client client{port2};
+  auto list = client.get("/todos").json();
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list[1]["title"], "walk the dog");
+  again->signal(SIGTERM);
+  EXPECT_EQ(again->wait(), 0);
 }
