@@ -51,11 +51,7 @@ caf::expected<store_usage> postgres_store::usage() const {
 caf::expected<verify_report> postgres_store::verify(const progress_callback& progress) const {
   auto& st = *state_;
   verify_report report;
-  auto problem = [&](std::string kind, std::string message) {
-    ++report.problem_count;
-    if (report.problems.size() < verify_report::max_problems)
-      report.problems.push_back({std::move(kind), std::move(message)});
-  };
+  auto problem = [&](std::string kind, std::string message) { report.add(std::move(kind), std::move(message)); };
   // The checks run in one repeatable-read transaction: one moment of a live store.
   auto lease = st.readers->take(st.op_deadline());
   if (!lease)
@@ -76,7 +72,7 @@ caf::expected<verify_report> postgres_store::verify(const progress_callback& pro
     report.events = static_cast<uint64_t>(counts->int8(0, 0));
     auto lo = static_cast<uint64_t>(counts->int8(0, 1)), hi = static_cast<uint64_t>(counts->int8(0, 2));
     if (hi != h)
-      problem("head", "the log's counter says " + std::to_string(h) + " but the last event is at " + std::to_string(hi));
+      problem("log_gap", "the log's counter says " + std::to_string(h) + " but the last event is at " + std::to_string(hi));
     if (report.events != hi || (report.events > 0 && lo != 1)) {
       auto gaps = q("SELECT position + 1 FROM @.events e WHERE position < (SELECT max(position) FROM @.events)"
                     " AND NOT EXISTS (SELECT 1 FROM @.events n WHERE n.position = e.position + 1)"
@@ -84,9 +80,9 @@ caf::expected<verify_report> postgres_store::verify(const progress_callback& pro
       if (!gaps)
         return gaps.error();
       if (report.events > 0 && lo != 1)
-        problem("gap", "$all starts at position " + std::to_string(lo) + ", not 1");
+        problem("log_gap", "$all starts at position " + std::to_string(lo) + ", not 1");
       for (int i = 0; i < gaps->rows(); ++i)
-        problem("gap", "$all has no event at position " + std::to_string(gaps->int8(i, 0)));
+        problem("log_gap", "$all has no event at position " + std::to_string(gaps->int8(i, 0)));
     }
     // Every stream's versions: 1..n without a hole, rising with position,
     // and n on its row.
@@ -100,14 +96,14 @@ caf::expected<verify_report> postgres_store::verify(const progress_callback& pro
     for (int i = 0; i < streams->rows(); ++i) {
       auto id = streams->is_null(i, 0) ? std::string{"(no row)"} : streams->text(i, 0);
       if (streams->is_null(i, 1)) {
-        problem("stream", "events of a stream without a row (" + std::to_string(streams->int8(i, 2)) + " events)");
+        problem("unknown_stream", "events of a stream without a row (" + std::to_string(streams->int8(i, 2)) + " events)");
         continue;
       }
       auto version = static_cast<uint64_t>(streams->int8(i, 1));
       auto n = static_cast<uint64_t>(streams->int8(i, 2));
       if (n == 0 && version == 0)
         continue; // deleted before it had events
-      problem("stream", stream_text(id) + " is at version " + std::to_string(version) + " but has " + std::to_string(n)
+      problem("stream_version", stream_text(id) + " is at version " + std::to_string(version) + " but has " + std::to_string(n)
                           + " events, versions " + std::to_string(streams->int8(i, 3)) + " to "
                           + std::to_string(streams->int8(i, 4)));
     }
@@ -116,7 +112,7 @@ caf::expected<verify_report> postgres_store::verify(const progress_callback& pro
     if (!order)
       return order.error();
     if (order->int8(0, 0) > 0)
-      problem("order", std::to_string(order->int8(0, 0)) + " events do not follow their stream's previous version"
+      problem("stream_order", std::to_string(order->int8(0, 0)) + " events do not follow their stream's previous version"
                                                            " in $all order");
     auto nstreams = q("SELECT count(*) FROM @.streams");
     if (!nstreams)
@@ -130,7 +126,7 @@ caf::expected<verify_report> postgres_store::verify(const progress_callback& pro
     report.snapshots = static_cast<uint64_t>(snaps->rows());
     for (int i = 0; i < snaps->rows(); ++i)
       if (snaps->int8(i, 1) > snaps->int8(i, 2))
-        problem("snapshot", "the snapshot of " + stream_text(snaps->text(i, 0)) + " is at version "
+        problem("snapshot_ahead", "the snapshot of " + stream_text(snaps->text(i, 0)) + " is at version "
                               + std::to_string(snaps->int8(i, 1)) + ", past its stream's "
                               + std::to_string(snaps->int8(i, 2)));
     auto cps = q("SELECT name, position FROM @.checkpoints");
@@ -139,7 +135,7 @@ caf::expected<verify_report> postgres_store::verify(const progress_callback& pro
     report.checkpoints = static_cast<uint64_t>(cps->rows());
     for (int i = 0; i < cps->rows(); ++i)
       if (static_cast<uint64_t>(cps->int8(i, 1)) > h)
-        problem("checkpoint", "checkpoint '" + cps->text(i, 0) + "' is at " + std::to_string(cps->int8(i, 1))
+        problem("checkpoint_ahead", "checkpoint '" + cps->text(i, 0) + "' is at " + std::to_string(cps->int8(i, 1))
                                 + ", past the head " + std::to_string(h));
     // Every record decodes: payloads are msgpack maps, ids set, text UTF-8.
     uint64_t done = 0;
@@ -159,11 +155,11 @@ caf::expected<verify_report> postgres_store::verify(const progress_callback& pro
         page->bytea_into(i, 2, data);
         page->bytea_into(i, 3, meta);
         if (auto err = validate_msgpack_map(data, "data"))
-          problem("record", "event " + std::to_string(pos) + ": " + describe(err));
+          problem("bad_payload", "event " + std::to_string(pos) + ": " + describe(err));
         if (auto err = validate_msgpack_map(meta, "metadata"))
-          problem("record", "event " + std::to_string(pos) + ": " + describe(err));
+          problem("bad_payload", "event " + std::to_string(pos) + ": " + describe(err));
         if (page->uuid(i, 1).is_nil())
-          problem("record", "event " + std::to_string(pos) + " has a nil id");
+          problem("bad_record", "event " + std::to_string(pos) + " has a nil id");
         from = static_cast<uint64_t>(pos) + 1;
       }
       done += static_cast<uint64_t>(page->rows());
