@@ -138,6 +138,28 @@ TEST(postgres_store, refuses_bad_schema_names_and_connection_strings) {
   EXPECT_EQ(code_of(uri.error()), store_errc::invalid_argument);
 }
 
+TEST(store_uri, parses_every_form_programs_take) {
+  auto lmdb = store_uri::parse("lmdb:/var/lib/app");
+  ASSERT_TRUE(lmdb);
+  EXPECT_EQ(lmdb->type, store_uri::kind::lmdb);
+  EXPECT_EQ(lmdb->location, "/var/lib/app");
+  EXPECT_EQ(store_uri::parse("memory:")->type, store_uri::kind::memory);
+  auto pg = store_uri::parse("postgresql://ann:secret@db:5433/app?sslmode=disable&schema=bank&connect_timeout=3");
+  ASSERT_TRUE(pg);
+  EXPECT_TRUE(pg->is_postgres());
+  EXPECT_EQ(pg->schema, "bank");
+  EXPECT_EQ(pg->location, "postgresql://ann:secret@db:5433/app?sslmode=disable&connect_timeout=3")
+    << "schema= is ours: libpq refuses parameters it does not know";
+  EXPECT_EQ(pg->to_string(), "postgresql://ann@db:5433/app?sslmode=disable&connect_timeout=3&schema=bank")
+    << "no password in what is printed";
+  EXPECT_EQ(store_uri::parse("postgres:///app?host=/run/pg")->schema, "sourcery");
+  for (auto bad : {"", "lmdb:", "mysql://x", "/just/a/path"}) {
+    auto u = store_uri::parse(bad);
+    ASSERT_FALSE(u) << bad;
+    EXPECT_EQ(code_of(u.error()), store_errc::invalid_argument);
+  }
+}
+
 TEST(postgres_store, an_unreachable_server_is_unavailable_within_the_connect_timeout) {
   temp_dir dir;
   auto opts = test_pg_options(dir);

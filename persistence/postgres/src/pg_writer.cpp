@@ -105,6 +105,7 @@ caf::error postgres_state::ensure_writer(pg::deadline until) {
 }
 
 void postgres_state::run_writer() {
+  size_t last_batch = 0;
   for (;;) {
     std::vector<pg_append> batch;
     std::optional<pg_task> task;
@@ -113,6 +114,13 @@ void postgres_state::run_writer() {
       queue_cv.wait(guard, [&] { return stopping || !queue.empty(); });
       if (queue.empty())
         return; // stopping, and everything queued was answered
+      // The callers of the last batch were answered together and append
+      // again together: wait a moment for about as many, so that one commit
+      // carries them all instead of two half-full ones (the commit, not the
+      // rows, is what costs).
+      if (std::holds_alternative<pg_append>(queue.front()) && queue.size() < last_batch)
+        queue_cv.wait_for(guard, std::chrono::microseconds{500},
+                          [&] { return stopping || queue.size() >= last_batch; });
       if (auto* t = std::get_if<pg_task>(&queue.front())) {
         task = std::move(*t);
         queue.pop_front();
@@ -128,10 +136,12 @@ void postgres_state::run_writer() {
         }
       }
     }
-    if (task)
+    if (task) {
       run_task(*task);
-    else
+    } else {
+      last_batch = batch.size();
       write_appends(batch);
+    }
   }
 }
 

@@ -5,7 +5,7 @@
 
 #include <future>
 
-#include "../../src/event_sink.hpp"
+#include "event_sink.hpp"
 #include "pg_schema.hpp"
 #include "postgres_state.hpp"
 #include "sourcery/persistence/error.hpp"
