@@ -127,4 +127,43 @@ double durable_appends(Store& store, const std::string& tag, int appenders, std:
   return static_cast<double>(counted) / secs;
 }
 
+/// Appends one stream of `events` events (batches of 1,000), then reads
+/// `$all` and that stream from the start in pages of 1,000 and reports
+/// events/s as `<prefix>read_all` and `<prefix>read_stream`. False if an
+/// append failed.
+inline bool measure_reads(event_store& store, const std::string& suite, const std::string& prefix, size_t events) {
+  for (size_t done = 0; done < events; done += 1000) {
+    std::vector<event_data> batch;
+    for (size_t i = 0; i < 1000; ++i) {
+      event_data ev;
+      ev.type = "bank.deposited";
+      ev.data = payload(static_cast<int64_t>(done + i));
+      batch.push_back(std::move(ev));
+    }
+    if (!store.append("long-stream", expected_version::any(), std::move(batch)))
+      return false;
+  }
+  auto start = std::chrono::steady_clock::now();
+  uint64_t n = 0;
+  for (uint64_t from = 1;;) {
+    auto page = store.read_all(from, 1000);
+    if (!page || page->empty())
+      break;
+    n += page->size();
+    from = page->back().position + 1;
+  }
+  report(suite, prefix + "read_all", static_cast<double>(n) / seconds_since(start), "events/s");
+  start = std::chrono::steady_clock::now();
+  n = 0;
+  for (uint64_t from = 1;;) {
+    auto batch = store.read_stream("long-stream", from, 1000);
+    if (!batch || batch->empty())
+      break;
+    n += batch->size();
+    from = batch->back().stream_version + 1;
+  }
+  report(suite, prefix + "read_stream", static_cast<double>(n) / seconds_since(start), "events/s");
+  return true;
+}
+
 } // namespace sourcery::bench

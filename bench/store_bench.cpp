@@ -125,38 +125,8 @@ int run_store_suite(const options& opts) {
   }
 
   // One long stream for the stream read; everything written so far for $all.
-  const size_t stream_events = static_cast<size_t>(100'000 * opts.scale);
-  for (size_t done = 0; done < stream_events; done += 1000) {
-    std::vector<event_data> batch;
-    for (size_t i = 0; i < 1000; ++i) {
-      event_data ev;
-      ev.type = "bank.deposited";
-      ev.data = payload(static_cast<int64_t>(done + i));
-      batch.push_back(std::move(ev));
-    }
-    if (!(*store)->append("long-stream", expected_version::any(), std::move(batch)))
-      return 1;
-  }
-  auto start = std::chrono::steady_clock::now();
-  uint64_t n = 0;
-  for (uint64_t from = 1;;) {
-    auto batch = (*store)->read_all(from, 1000);
-    if (!batch || batch->empty())
-      break;
-    n += batch->size();
-    from = batch->back().position + 1;
-  }
-  report(suite, "read_all", static_cast<double>(n) / seconds_since(start), "events/s");
-  start = std::chrono::steady_clock::now();
-  n = 0;
-  for (uint64_t from = 1;;) {
-    auto batch = (*store)->read_stream("long-stream", from, 1000);
-    if (!batch || batch->empty())
-      break;
-    n += batch->size();
-    from = batch->back().stream_version + 1;
-  }
-  report(suite, "read_stream", static_cast<double>(n) / seconds_since(start), "events/s");
+  if (!measure_reads(**store, suite, "", static_cast<size_t>(100'000 * opts.scale)))
+    return 1;
   store->reset();
   fs::remove_all(root);
   return 0;

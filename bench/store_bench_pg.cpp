@@ -146,40 +146,8 @@ int run_pg_store_suite(const options& opts) {
   if (auto r256 = rates.find(256); r256 != rates.end())
     report(suite, "pg_append_durable_256_vs_raw_insert_256", median(r256->second) / median(ceiling), "ratio");
 
-  if (wanted("reads")) {
-    const size_t stream_events = static_cast<size_t>(100'000 * opts.scale);
-    for (size_t done = 0; done < stream_events; done += 1000) {
-      std::vector<event_data> batch;
-      for (size_t i = 0; i < 1000; ++i) {
-        event_data ev;
-        ev.type = "bank.deposited";
-        ev.data = payload(static_cast<int64_t>(done + i));
-        batch.push_back(std::move(ev));
-      }
-      if (!(*store)->append("long-stream", expected_version::any(), std::move(batch)))
-        return 1;
-    }
-    auto start = std::chrono::steady_clock::now();
-    uint64_t n = 0;
-    std::vector<recorded_event> page;
-    for (uint64_t from = 1;;) {
-      if ((*store)->read_all_into(from, 1000, page) || page.empty())
-        break;
-      n += page.size();
-      from = page.back().position + 1;
-    }
-    report(suite, "pg_read_all", static_cast<double>(n) / seconds_since(start), "events/s");
-    start = std::chrono::steady_clock::now();
-    n = 0;
-    for (uint64_t from = 1;;) {
-      auto batch = (*store)->read_stream("long-stream", from, 1000);
-      if (!batch || batch->empty())
-        break;
-      n += batch->size();
-      from = batch->back().stream_version + 1;
-    }
-    report(suite, "pg_read_stream", static_cast<double>(n) / seconds_since(start), "events/s");
-  }
+  if (wanted("reads") && !measure_reads(**store, suite, "pg_", static_cast<size_t>(100'000 * opts.scale)))
+    return 1;
   store->reset();
   exec(raw, "DROP SCHEMA \"" + schema + "\" CASCADE");
   PQfinish(raw);

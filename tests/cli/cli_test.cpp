@@ -588,6 +588,15 @@ struct cli_postgres : cli {
   std::string uri() const {
     return sourcery::testing::test_pg_uri() + "&schema=" + sourcery::testing::test_schema(dir);
   }
+  /// The fixture's LMDB store, exported and imported into PostgreSQL.
+  void migrate() {
+    int status = -1;
+    auto file = dir.str() + ".ndjson";
+    run({"export", "--data-dir", dir.str(), "--output", file}, status);
+    ASSERT_EQ(status, 0) << errors;
+    run({"import", "--store", uri(), "--input", file}, status);
+    ASSERT_EQ(status, 0) << errors;
+  }
 };
 
 TEST_F(cli_postgres, migrates_from_lmdb_and_reads_verifies_and_exports_the_same) {
@@ -640,12 +649,8 @@ TEST_F(cli_postgres, migrates_from_lmdb_and_reads_verifies_and_exports_the_same)
 }
 
 TEST_F(cli_postgres, verify_reports_a_hole_in_the_log) {
+  ASSERT_NO_FATAL_FAILURE(migrate());
   int status = -1;
-  auto file = dir.str() + ".ndjson";
-  run({"export", "--data-dir", dir.str(), "--output", file}, status);
-  ASSERT_EQ(status, 0);
-  run({"import", "--store", uri(), "--input", file}, status);
-  ASSERT_EQ(status, 0) << errors;
   auto schema = sourcery::testing::test_schema(dir);
   // An operator's mistake: an event deleted by hand (the trigger forbids it).
   sourcery::testing::run_sql(sourcery::testing::test_pg_uri(),
@@ -674,12 +679,8 @@ TEST_F(cli_postgres, bad_uris_and_unreachable_servers_are_one_line_and_status_1)
 }
 
 TEST_F(cli_postgres, rebuild_runs_an_application_projection_into_postgres_read_models) {
+  ASSERT_NO_FATAL_FAILURE(migrate());
   int status = -1;
-  auto file = dir.str() + ".ndjson";
-  run({"export", "--data-dir", dir.str(), "--output", file}, status);
-  ASSERT_EQ(status, 0);
-  run({"import", "--store", uri(), "--input", file}, status);
-  ASSERT_EQ(status, 0) << errors;
   auto out = run({"rebuild", "test.totals", "--store", uri()}, status, SOURCERY_TEST_TOOL_PATH);
   ASSERT_EQ(status, 0) << errors;
   EXPECT_NE(out.find("rebuilt test.totals up to position 4"), std::string::npos) << out;

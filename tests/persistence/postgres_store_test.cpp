@@ -4,6 +4,7 @@
 // transaction held open by another client).
 
 #include <atomic>
+#include <condition_variable>
 #include <fstream>
 #include <future>
 #include <mutex>
@@ -50,6 +51,38 @@ std::vector<recorded_event> all_gapless(const event_store& store) {
   }
   return out;
 }
+
+// The positions a subscription delivers, in order.
+struct watcher {
+  std::mutex mtx;
+  std::condition_variable cv;
+  std::vector<uint64_t> seen;
+  subscription sub;
+
+  caf::error start(event_store& store, subscription_options options = {}) {
+    auto s = store.subscribe(std::move(options), [this](const std::vector<recorded_event>& batch) -> caf::expected<void> {
+      std::lock_guard guard{mtx};
+      for (auto& ev : batch)
+        seen.push_back(ev.position);
+      cv.notify_all();
+      return {};
+    });
+    if (!s)
+      return s.error();
+    sub = std::move(*s);
+    return {};
+  }
+
+  /// Waits (up to `timeout`) for `n` positions, then checks they are
+  /// first, first + 1, ...: nothing skipped, nothing reordered.
+  void expect_gapless(size_t n, uint64_t first, std::chrono::milliseconds timeout) {
+    std::unique_lock lock{mtx};
+    cv.wait_for(lock, timeout, [&] { return seen.size() >= n; });
+    ASSERT_EQ(seen.size(), n);
+    for (size_t i = 0; i < seen.size(); ++i)
+      ASSERT_EQ(seen[i], first + i) << "the subscriber skipped or reordered";
+  }
+};
 
 // A server of the test's own, for faults that would disturb every other
 // test on the shared one (SIGSTOP, restart).
@@ -268,17 +301,8 @@ TEST(postgres_store, two_clients_share_one_gapless_log_and_wake_each_others_subs
   temp_dir dir;
   auto a = open_test_pg(test_pg_options(dir));
   auto b = open_test_pg(test_pg_options(dir));
-  std::mutex mtx;
-  std::vector<uint64_t> seen;
-  subscription_options so;
-  so.name = "";
-  auto sub = b->subscribe(so, [&](const std::vector<recorded_event>& batch) -> caf::expected<void> {
-    std::lock_guard guard{mtx};
-    for (auto& ev : batch)
-      seen.push_back(ev.position);
-    return {};
-  });
-  ASSERT_TRUE(sub) << describe(sub.error());
+  watcher w;
+  ASSERT_FALSE(w.start(*b));
   std::vector<std::thread> writers;
   for (int w = 0; w < 4; ++w)
     writers.emplace_back([&, w] {
@@ -292,19 +316,7 @@ TEST(postgres_store, two_clients_share_one_gapless_log_and_wake_each_others_subs
     t.join();
   EXPECT_EQ(all_gapless(*a).size(), 200u);
   // B's subscriber sees A's events too (NOTIFY, or the slow poll).
-  auto deadline = std::chrono::steady_clock::now() + 5s;
-  for (;;) {
-    {
-      std::lock_guard guard{mtx};
-      if (seen.size() >= 200 || std::chrono::steady_clock::now() > deadline)
-        break;
-    }
-    std::this_thread::sleep_for(10ms);
-  }
-  std::lock_guard guard{mtx};
-  ASSERT_EQ(seen.size(), 200u);
-  for (size_t i = 0; i < seen.size(); ++i)
-    ASSERT_EQ(seen[i], i + 1) << "the subscriber skipped or reordered";
+  w.expect_gapless(200, 1, 5s);
 }
 
 // -- faults of a real server ----------------------------------------------------------
@@ -384,35 +396,16 @@ TEST(postgres_store, listener_terminated_subscribers_resume_with_nothing_skipped
   auto opts = test_pg_options(dir);
   auto reader = open_test_pg(opts);
   auto writer = open_test_pg(opts);
-  std::mutex mtx;
-  std::vector<uint64_t> seen;
+  watcher w;
   subscription_options so;
   so.name = "watch";
-  auto sub = reader->subscribe(so, [&](const std::vector<recorded_event>& batch) -> caf::expected<void> {
-    std::lock_guard guard{mtx};
-    for (auto& ev : batch)
-      seen.push_back(ev.position);
-    return {};
-  });
-  ASSERT_TRUE(sub);
+  ASSERT_FALSE(w.start(*reader, so));
   for (int round = 0; round < 5; ++round) {
     terminate_sessions(opts.conninfo, opts.schema, "listener");
     for (int i = 0; i < 20; ++i)
       ASSERT_TRUE(writer->append("w", expected_version::any(), {one_event()}));
   }
-  auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (std::chrono::steady_clock::now() < deadline) {
-    std::lock_guard guard{mtx};
-    if (seen.size() >= 100)
-      break;
-    mtx.unlock();
-    std::this_thread::sleep_for(10ms);
-    mtx.lock();
-  }
-  std::lock_guard guard{mtx};
-  ASSERT_EQ(seen.size(), 100u);
-  for (size_t i = 0; i < seen.size(); ++i)
-    ASSERT_EQ(seen[i], i + 1);
+  w.expect_gapless(100, 1, 10s);
 }
 
 TEST(postgres_store, a_long_transaction_of_another_client_makes_no_reader_skip) {
@@ -421,15 +414,8 @@ TEST(postgres_store, a_long_transaction_of_another_client_makes_no_reader_skip) 
   auto store = open_test_pg(opts);
   auto other = open_test_pg(opts);
   ASSERT_TRUE(store->append("before", expected_version::any(), {one_event()}));
-  std::mutex mtx;
-  std::vector<uint64_t> seen;
-  auto sub = store->subscribe({}, [&](const std::vector<recorded_event>& batch) -> caf::expected<void> {
-    std::lock_guard guard{mtx};
-    for (auto& ev : batch)
-      seen.push_back(ev.position);
-    return {};
-  });
-  ASSERT_TRUE(sub);
+  watcher w;
+  ASSERT_FALSE(w.start(*store));
   // One client keeps a snapshot open throughout; another takes the log's
   // row and holds it while both stores append.
   pg_session snapshot_holder{opts.conninfo};
@@ -449,18 +435,7 @@ TEST(postgres_store, a_long_transaction_of_another_client_makes_no_reader_skip) 
   while (done.load() < 20 && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(10ms);
   ASSERT_EQ(done.load(), 20);
-  while (std::chrono::steady_clock::now() < deadline) {
-    std::lock_guard guard{mtx};
-    if (seen.size() >= 20)
-      break;
-    mtx.unlock();
-    std::this_thread::sleep_for(10ms);
-    mtx.lock();
-  }
-  std::lock_guard guard{mtx};
-  ASSERT_EQ(seen.size(), 20u);
-  for (size_t i = 0; i < seen.size(); ++i)
-    EXPECT_EQ(seen[i], i + 2);
+  w.expect_gapless(20, 2, 5s);
   snapshot_holder.run("COMMIT");
 }
 
@@ -499,15 +474,8 @@ TEST(postgres_store, a_server_restarted_under_load_loses_and_doubles_nothing) {
   opts.operation_timeout = 3000ms;
   opts.poll_interval = 200ms;
   auto store = open_test_pg(opts);
-  std::mutex mtx;
-  std::vector<uint64_t> seen;
-  auto sub = store->subscribe({}, [&](const std::vector<recorded_event>& batch) -> caf::expected<void> {
-    std::lock_guard guard{mtx};
-    for (auto& ev : batch)
-      seen.push_back(ev.position);
-    return {};
-  });
-  ASSERT_TRUE(sub);
+  watcher w;
+  ASSERT_FALSE(w.start(*store));
   load l;
   l.start(*store, 4);
   std::this_thread::sleep_for(300ms);
@@ -517,20 +485,7 @@ TEST(postgres_store, a_server_restarted_under_load_loses_and_doubles_nothing) {
   ASSERT_GT(l.acked.size(), 20u);
   l.check(*store);
   EXPECT_TRUE(store->append("after", expected_version::any(), {one_event()}));
-  auto head = store->head_position();
-  auto deadline = std::chrono::steady_clock::now() + 5s;
-  while (std::chrono::steady_clock::now() < deadline) {
-    std::lock_guard guard{mtx};
-    if (seen.size() >= head)
-      break;
-    mtx.unlock();
-    std::this_thread::sleep_for(10ms);
-    mtx.lock();
-  }
-  std::lock_guard guard{mtx};
-  ASSERT_EQ(seen.size(), head);
-  for (size_t i = 0; i < seen.size(); ++i)
-    ASSERT_EQ(seen[i], i + 1);
+  w.expect_gapless(store->head_position(), 1, 5s);
 }
 
 } // namespace

@@ -277,18 +277,7 @@ caf::expected<PGresult*> connection::collect(deadline until) {
   return kept;
 }
 
-caf::expected<result> connection::run(const std::string* name, std::string_view sql, const params& p, deadline until,
-                                      format results) {
-  sqlstate_.clear();
-  constraint_.clear();
-  if (!ok())
-    return make_error(store_errc::unavailable, "the connection to the database is closed");
-  std::string text{sql};
-  auto values = p.values();
-  int sent = name ? PQsendQueryPrepared(conn_.get(), name->c_str(), p.size(), values.data(), p.lengths(), p.formats(),
-                                        static_cast<int>(results))
-                  : PQsendQueryParams(conn_.get(), text.c_str(), p.size(), p.types(), values.data(), p.lengths(),
-                                      p.formats(), static_cast<int>(results));
+caf::expected<result> connection::await(int sent, deadline until) {
   if (sent == 0) {
     auto msg = trimmed(PQerrorMessage(conn_.get()));
     drop();
@@ -303,7 +292,7 @@ caf::expected<result> connection::run(const std::string* name, std::string_view 
     return got.error();
   result res{*got};
   auto status = *got ? PQresultStatus(*got) : PGRES_FATAL_ERROR;
-  if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK)
+  if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK || status == PGRES_EMPTY_QUERY)
     return res;
   if (PQstatus(conn_.get()) == CONNECTION_BAD || !*got) {
     auto msg = trimmed(PQerrorMessage(conn_.get()));
@@ -317,76 +306,48 @@ caf::expected<result> connection::run(const std::string* name, std::string_view 
   return error_of(sqlstate_, trimmed(PQresultErrorMessage(*got)));
 }
 
+bool connection::begin_statement() {
+  sqlstate_.clear();
+  constraint_.clear();
+  return ok();
+}
+
+caf::error connection::closed_error() {
+  return make_error(store_errc::unavailable, "the connection to the database is closed");
+}
+
 caf::expected<result> connection::exec(std::string_view sql, const params& p, deadline until, format results) {
-  return run(nullptr, sql, p, until, results);
+  if (!begin_statement())
+    return closed_error();
+  std::string text{sql};
+  auto values = p.values();
+  return await(PQsendQueryParams(conn_.get(), text.c_str(), p.size(), p.types(), values.data(), p.lengths(),
+                                 p.formats(), static_cast<int>(results)),
+               until);
 }
 
 caf::expected<result> connection::exec_prepared(const std::string& name, std::string_view sql, const params& p,
                                                 deadline until, format results) {
+  if (!begin_statement())
+    return closed_error();
   if (!prepared_.count(name)) {
-    if (!ok())
-      return make_error(store_errc::unavailable, "the connection to the database is closed");
     std::string text{sql};
-    if (PQsendPrepare(conn_.get(), name.c_str(), text.c_str(), p.size(), p.types()) == 0) {
-      auto msg = trimmed(PQerrorMessage(conn_.get()));
-      drop();
-      return make_error(store_errc::unavailable, "lost the connection to the database: " + msg);
-    }
-    if (!flush(until)) {
-      drop();
-      return make_error(store_errc::timeout, "the database server did not take the statement in time");
-    }
-    auto got = collect(until);
-    if (!got)
-      return got.error();
-    result res{*got};
-    if (!*got || PQresultStatus(*got) != PGRES_COMMAND_OK) {
-      if (PQstatus(conn_.get()) == CONNECTION_BAD || !*got) {
-        auto msg = trimmed(PQerrorMessage(conn_.get()));
-        drop();
-        return make_error(store_errc::unavailable, "lost the connection to the database: " + msg);
-      }
-      const char* state = PQresultErrorField(*got, PG_DIAG_SQLSTATE);
-      sqlstate_ = state ? state : "";
-      return error_of(sqlstate_, trimmed(PQresultErrorMessage(*got)));
-    }
+    if (auto r = await(PQsendPrepare(conn_.get(), name.c_str(), text.c_str(), p.size(), p.types()), until); !r)
+      return r.error();
     prepared_.insert(name);
   }
-  return run(&name, sql, p, until, results);
+  auto values = p.values();
+  return await(PQsendQueryPrepared(conn_.get(), name.c_str(), p.size(), values.data(), p.lengths(), p.formats(),
+                                   static_cast<int>(results)),
+               until);
 }
 
 caf::error connection::exec_script(std::string_view sql, deadline until) {
-  sqlstate_.clear();
-  constraint_.clear();
-  if (!ok())
-    return make_error(store_errc::unavailable, "the connection to the database is closed");
+  if (!begin_statement())
+    return closed_error();
   std::string text{sql};
-  if (PQsendQuery(conn_.get(), text.c_str()) == 0) {
-    auto msg = trimmed(PQerrorMessage(conn_.get()));
-    drop();
-    return make_error(store_errc::unavailable, "lost the connection to the database: " + msg);
-  }
-  if (!flush(until)) {
-    drop();
-    return make_error(store_errc::timeout, "the database server did not take the statement in time");
-  }
-  auto got = collect(until);
-  if (!got)
-    return got.error();
-  result res{*got};
-  auto status = *got ? PQresultStatus(*got) : PGRES_FATAL_ERROR;
-  if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK || status == PGRES_EMPTY_QUERY)
-    return {};
-  if (PQstatus(conn_.get()) == CONNECTION_BAD || !*got) {
-    auto msg = trimmed(PQerrorMessage(conn_.get()));
-    drop();
-    return make_error(store_errc::unavailable, "lost the connection to the database: " + msg);
-  }
-  const char* state = PQresultErrorField(*got, PG_DIAG_SQLSTATE);
-  sqlstate_ = state ? state : "";
-  const char* constraint = PQresultErrorField(*got, PG_DIAG_CONSTRAINT_NAME);
-  constraint_ = constraint ? constraint : "";
-  return error_of(sqlstate_, trimmed(PQresultErrorMessage(*got)));
+  auto r = await(PQsendQuery(conn_.get(), text.c_str()), until);
+  return r ? caf::error{} : r.error();
 }
 
 caf::error error_of(std::string_view state, std::string message) {

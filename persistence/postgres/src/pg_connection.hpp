@@ -152,8 +152,13 @@ public:
   bool wait_readable(deadline until) const;
 
 private:
-  caf::expected<result> run(const std::string* name, std::string_view sql, const params& p, deadline until,
-                            format results);
+  /// After a PQsend*: flushes, collects the answer before `until`, and
+  /// turns a failure into an error (the connection dropped when its state
+  /// is unknown). `sent` is the PQsend* call's return.
+  caf::expected<result> await(int sent, deadline until);
+  /// Clears the last error; false when the connection is closed.
+  bool begin_statement();
+  static caf::error closed_error();
   caf::expected<PGresult*> collect(deadline until);
   bool flush(deadline until);
   std::unique_ptr<PGconn, void (*)(PGconn*)> conn_{nullptr, &PQfinish};

@@ -65,6 +65,8 @@ struct postgres_state {
   /// Wakes every waiter on the head (event_store::notify_appended).
   void owner_notify() const;
   std::unique_ptr<pg::pool> readers;
+  /// Runs statement `tmpl` (see `sql`) on a pooled connection.
+  caf::expected<pg::result> read(std::string_view tmpl, const pg::params& p) const;
 
   // -- guarded by queue_mtx ----------------------------------------------------
   std::mutex queue_mtx;

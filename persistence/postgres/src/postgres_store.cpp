@@ -40,6 +40,18 @@ void decode_event(const pg::result& r, int row, recorded_event& ev) {
   ev.created_at = r.int8(row, 10);
 }
 
+// One row of (stream_id, stream_version, snapshot_version, type, data, created_at).
+snapshot decode_snapshot(const pg::result& r, int row) {
+  snapshot s;
+  s.stream_id = r.text(row, 0);
+  s.stream_version = static_cast<uint64_t>(r.int8(row, 1));
+  s.snapshot_version = static_cast<uint32_t>(r.int4(row, 2));
+  s.type = r.text(row, 3);
+  r.bytea_into(row, 4, s.data);
+  s.created_at = r.int8(row, 5);
+  return s;
+}
+
 int64_t clamp(uint64_t v) {
   return v > static_cast<uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<int64_t>(v);
 }
@@ -73,6 +85,11 @@ caf::error detail::postgres_state::setup(pg::connection& c, pg::deadline until, 
   // A backend waiting on a lock notices a client that went away.
   s += "; SET client_connection_check_interval = 1000";
   return c.exec_script(s, until);
+}
+
+caf::expected<pg::result> detail::postgres_state::read(std::string_view tmpl, const pg::params& p) const {
+  auto text = sql(tmpl);
+  return readers->with(op_deadline(), [&](pg::connection& c) { return c.exec(text, p, op_deadline()); });
 }
 
 bool detail::postgres_state::raise_head(uint64_t pos) {
@@ -171,9 +188,7 @@ void postgres_store::refresh_head() const {
   auto interval = std::chrono::duration_cast<std::chrono::nanoseconds>(st.options.poll_interval).count();
   if (now - last < interval || !st.last_refresh.compare_exchange_strong(last, now))
     return;
-  auto r = st.readers->with(st.op_deadline(), [&](pg::connection& c) {
-    return c.exec(st.sql("SELECT position FROM @.log_head"), st.op_deadline());
-  });
+  auto r = st.read("SELECT position FROM @.log_head", pg::params{});
   if (r && r->rows() == 1 && state_->raise_head(static_cast<uint64_t>(r->int8(0, 0))))
     notify_appended();
 }
@@ -334,9 +349,7 @@ caf::expected<void> postgres_store::do_delete_snapshot(std::string_view stream) 
   auto& st = *state_;
   pg::params p;
   p.add_bytea(stream);
-  auto r = st.readers->with(st.op_deadline(), [&](pg::connection& c) {
-    return c.exec(st.sql("DELETE FROM @.snapshots WHERE stream_id = $1"), p, st.op_deadline());
-  });
+  auto r = st.read("DELETE FROM @.snapshots WHERE stream_id = $1", p);
   if (!r)
     return r.error();
   return {};
@@ -377,7 +390,7 @@ caf::error postgres_store::do_read_stream(std::string_view stream, uint64_t from
   sql += direction == read_direction::forward
            ? " FROM @.events WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3"
            : " FROM @.events WHERE stream_id = $1 AND stream_version <= $2 ORDER BY stream_version DESC LIMIT $3";
-  auto r = st.readers->with(st.op_deadline(), [&](pg::connection& c) { return c.exec(st.sql(sql), p, st.op_deadline()); });
+  auto r = st.read(sql, p);
   if (!r)
     return r.error();
   detail::event_sink sink{out};
@@ -396,7 +409,7 @@ caf::error postgres_store::do_read_all(uint64_t from, size_t max_count, read_dir
   sql += event_columns;
   sql += direction == read_direction::forward ? " FROM @.events WHERE position >= $1 ORDER BY position LIMIT $2"
                                               : " FROM @.events WHERE position <= $1 ORDER BY position DESC LIMIT $2";
-  auto r = st.readers->with(st.op_deadline(), [&](pg::connection& c) { return c.exec(st.sql(sql), p, st.op_deadline()); });
+  auto r = st.read(sql, p);
   if (!r)
     return r.error();
   detail::event_sink sink{out};
@@ -441,23 +454,14 @@ caf::expected<std::optional<snapshot>> postgres_store::do_load_snapshot(std::str
     return r.error();
   if (r->rows() == 0)
     return std::optional<snapshot>{};
-  snapshot s;
-  s.stream_id = r->text(0, 0);
-  s.stream_version = static_cast<uint64_t>(r->int8(0, 1));
-  s.snapshot_version = static_cast<uint32_t>(r->int4(0, 2));
-  s.type = r->text(0, 3);
-  r->bytea_into(0, 4, s.data);
-  s.created_at = r->int8(0, 5);
-  return std::optional<snapshot>{std::move(s)};
+  return std::optional<snapshot>{decode_snapshot(*r, 0)};
 }
 
 caf::expected<std::optional<uint64_t>> postgres_store::do_load_checkpoint(std::string_view name) const {
   auto& st = *state_;
   pg::params p;
   p.add_bytea(name);
-  auto r = st.readers->with(st.op_deadline(), [&](pg::connection& c) {
-    return c.exec(st.sql("SELECT position FROM @.checkpoints WHERE name = $1"), p, st.op_deadline());
-  });
+  auto r = st.read("SELECT position FROM @.checkpoints WHERE name = $1", p);
   if (!r)
     return r.error();
   if (r->rows() == 0)
@@ -496,24 +500,14 @@ caf::error postgres_store::do_list_snapshots(std::string_view after, size_t max_
   if (!r)
     return r.error();
   out.clear();
-  for (int i = 0; i < r->rows(); ++i) {
-    snapshot s;
-    s.stream_id = r->text(i, 0);
-    s.stream_version = static_cast<uint64_t>(r->int8(i, 1));
-    s.snapshot_version = static_cast<uint32_t>(r->int4(i, 2));
-    s.type = r->text(i, 3);
-    r->bytea_into(i, 4, s.data);
-    s.created_at = r->int8(i, 5);
-    out.push_back(std::move(s));
-  }
+  for (int i = 0; i < r->rows(); ++i)
+    out.push_back(decode_snapshot(*r, i));
   return {};
 }
 
 caf::expected<std::vector<std::pair<std::string, uint64_t>>> postgres_store::do_list_checkpoints() const {
   auto& st = *state_;
-  auto r = st.readers->with(st.op_deadline(), [&](pg::connection& c) {
-    return c.exec(st.sql("SELECT name, position FROM @.checkpoints ORDER BY name"), st.op_deadline());
-  });
+  auto r = st.read("SELECT name, position FROM @.checkpoints ORDER BY name", pg::params{});
   if (!r)
     return r.error();
   std::vector<std::pair<std::string, uint64_t>> out;
