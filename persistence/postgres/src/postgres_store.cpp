@@ -359,11 +359,8 @@ caf::expected<void> postgres_store::do_save_checkpoint(std::string_view name, ui
   auto& st = *state_;
   pg::params p;
   p.add_bytea(name).add(clamp(position));
-  auto r = st.readers->with(st.op_deadline(), [&](pg::connection& c) {
-    return c.exec(st.sql("INSERT INTO @.checkpoints VALUES ($1, $2)"
-                         " ON CONFLICT (name) DO UPDATE SET position = excluded.position"),
-                  p, st.op_deadline());
-  });
+  auto r = st.read("INSERT INTO @.checkpoints VALUES ($1, $2)"
+                         " ON CONFLICT (name) DO UPDATE SET position = excluded.position", p);
   if (!r)
     return r.error();
   return {};
@@ -376,11 +373,9 @@ caf::error postgres_store::do_read_stream(std::string_view stream, uint64_t from
   auto& st = *state_;
   pg::params p;
   p.add_bytea(stream).add(clamp(from)).add(clamp(max_count));
-  auto deleted = st.readers->with(st.op_deadline(), [&](pg::connection& c) {
-    pg::params q;
-    q.add_bytea(stream);
-    return c.exec(st.sql("SELECT deleted FROM @.streams WHERE stream_id = $1"), q, st.op_deadline());
-  });
+  pg::params q;
+  q.add_bytea(stream);
+  auto deleted = st.read("SELECT deleted FROM @.streams WHERE stream_id = $1", q);
   if (!deleted)
     return deleted.error();
   if (deleted->rows() == 1 && deleted->boolean(0, 0))
@@ -423,10 +418,7 @@ caf::expected<persistence::stream_info> postgres_store::do_stream_info(std::stri
   auto& st = *state_;
   pg::params p;
   p.add_bytea(stream);
-  auto r = st.readers->with(st.op_deadline(), [&](pg::connection& c) {
-    return c.exec(st.sql("SELECT version, deleted, created_at, updated_at FROM @.streams WHERE stream_id = $1"), p,
-                  st.op_deadline());
-  });
+  auto r = st.read("SELECT version, deleted, created_at, updated_at FROM @.streams WHERE stream_id = $1", p);
   if (!r)
     return r.error();
   persistence::stream_info info;
@@ -445,11 +437,8 @@ caf::expected<std::optional<snapshot>> postgres_store::do_load_snapshot(std::str
   auto& st = *state_;
   pg::params p;
   p.add_bytea(stream);
-  auto r = st.readers->with(st.op_deadline(), [&](pg::connection& c) {
-    return c.exec(st.sql("SELECT stream_id, stream_version, snapshot_version, type, data, created_at"
-                         " FROM @.snapshots WHERE stream_id = $1"),
-                  p, st.op_deadline());
-  });
+  auto r = st.read("SELECT stream_id, stream_version, snapshot_version, type, data, created_at"
+                         " FROM @.snapshots WHERE stream_id = $1", p);
   if (!r)
     return r.error();
   if (r->rows() == 0)
@@ -474,11 +463,8 @@ caf::error postgres_store::do_list_streams(std::string_view after, size_t max_co
   auto& st = *state_;
   pg::params p;
   p.add_bytea(after).add(clamp(max_count));
-  auto r = st.readers->with(st.op_deadline(), [&](pg::connection& c) {
-    return c.exec(st.sql("SELECT stream_id, version, deleted, created_at, updated_at FROM @.streams"
-                         " WHERE stream_id > $1 AND (version > 0 OR deleted) ORDER BY stream_id LIMIT $2"),
-                  p, st.op_deadline());
-  });
+  auto r = st.read("SELECT stream_id, version, deleted, created_at, updated_at FROM @.streams"
+                         " WHERE stream_id > $1 AND (version > 0 OR deleted) ORDER BY stream_id LIMIT $2", p);
   if (!r)
     return r.error();
   out.clear();
@@ -492,11 +478,8 @@ caf::error postgres_store::do_list_snapshots(std::string_view after, size_t max_
   auto& st = *state_;
   pg::params p;
   p.add_bytea(after).add(clamp(max_count));
-  auto r = st.readers->with(st.op_deadline(), [&](pg::connection& c) {
-    return c.exec(st.sql("SELECT stream_id, stream_version, snapshot_version, type, data, created_at"
-                         " FROM @.snapshots WHERE stream_id > $1 ORDER BY stream_id LIMIT $2"),
-                  p, st.op_deadline());
-  });
+  auto r = st.read("SELECT stream_id, stream_version, snapshot_version, type, data, created_at"
+                         " FROM @.snapshots WHERE stream_id > $1 ORDER BY stream_id LIMIT $2", p);
   if (!r)
     return r.error();
   out.clear();
