@@ -179,6 +179,12 @@ postgres_stats postgres_store::stats() const {
           st.reconnects.load() + (st.readers ? st.readers->reconnects() : 0), st.notifications.load()};
 }
 
+void postgres_store::refresh_head_now() const {
+  auto r = state_->read("SELECT position FROM @.log_head", pg::params{});
+  if (r && r->rows() == 1 && state_->raise_head(static_cast<uint64_t>(r->int8(0, 0))))
+    notify_appended();
+}
+
 void postgres_store::refresh_head() const {
   // Waiters call this every 50 ms; the listener's NOTIFYs normally keep the
   // head current, so the database is asked at most once per poll interval.
@@ -188,9 +194,7 @@ void postgres_store::refresh_head() const {
   auto interval = std::chrono::duration_cast<std::chrono::nanoseconds>(st.options.poll_interval).count();
   if (now - last < interval || !st.last_refresh.compare_exchange_strong(last, now))
     return;
-  auto r = st.read("SELECT position FROM @.log_head", pg::params{});
-  if (r && r->rows() == 1 && state_->raise_head(static_cast<uint64_t>(r->int8(0, 0))))
-    notify_appended();
+  refresh_head_now();
 }
 
 // -- writing (the writer's queue) ---------------------------------------------------
@@ -368,24 +372,30 @@ caf::expected<void> postgres_store::do_save_checkpoint(std::string_view name, ui
 
 // -- reading --------------------------------------------------------------------------
 
-caf::error postgres_store::do_read_stream(std::string_view stream, uint64_t from, size_t max_count,
-                                          read_direction direction, std::vector<recorded_event>& out) const {
-  auto& st = *state_;
-  pg::params p;
-  p.add_bytea(stream).add(clamp(from)).add(clamp(max_count));
-  pg::params q;
-  q.add_bytea(stream);
-  auto deleted = st.read("SELECT deleted FROM @.streams WHERE stream_id = $1", q);
-  if (!deleted)
-    return deleted.error();
-  if (deleted->rows() == 1 && deleted->boolean(0, 0))
-    return make_error(store_errc::stream_deleted, stream_text(stream) + " is deleted");
-  std::string sql = "SELECT ";
-  sql += event_columns;
-  sql += direction == read_direction::forward
-           ? " FROM @.events WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3"
-           : " FROM @.events WHERE stream_id = $1 AND stream_version <= $2 ORDER BY stream_version DESC LIMIT $3";
-  auto r = st.read(sql, p);
+namespace {
+
+// Versions of a stream and positions of `$all` have no gaps, so the next
+// `count` events are a range of keys, [low, high): the query says so, and
+// whatever plan stale statistics choose (right after a bulk append, before
+// autovacuum's ANALYZE, a bitmap scan that sorts the whole rest of a long
+// stream) reads at most `count` rows.
+struct key_range {
+  int64_t low = 0, high = 0;
+};
+
+key_range forward_range(uint64_t from, size_t count) {
+  uint64_t low = std::max<uint64_t>(from, 1);
+  uint64_t high = low > static_cast<uint64_t>(INT64_MAX) - count ? static_cast<uint64_t>(INT64_MAX) : low + count;
+  return {clamp(low), clamp(high)};
+}
+
+key_range backward_range(uint64_t from, size_t count) {
+  uint64_t high = std::min<uint64_t>(from, static_cast<uint64_t>(INT64_MAX) - 1) + 1; // exclusive
+  uint64_t low = high > count ? high - count : 0;
+  return {static_cast<int64_t>(low), static_cast<int64_t>(high)};
+}
+
+caf::error decode_into(const caf::expected<pg::result>& r, std::vector<recorded_event>& out) {
   if (!r)
     return r.error();
   detail::event_sink sink{out};
@@ -395,23 +405,47 @@ caf::error postgres_store::do_read_stream(std::string_view stream, uint64_t from
   return {};
 }
 
+} // namespace
+
+caf::error postgres_store::do_read_stream(std::string_view stream, uint64_t from, size_t max_count,
+                                          read_direction direction, std::vector<recorded_event>& out) const {
+  auto& st = *state_;
+  pg::params q;
+  q.add_bytea(stream);
+  auto row = st.read("SELECT deleted, version FROM @.streams WHERE stream_id = $1", q);
+  if (!row)
+    return row.error();
+  if (row->rows() == 1 && row->boolean(0, 0))
+    return make_error(store_errc::stream_deleted, stream_text(stream) + " is deleted");
+  uint64_t version = row->rows() == 1 ? static_cast<uint64_t>(row->int8(0, 1)) : 0;
+  // Backward "from the end" starts at the stream's version; the row and the
+  // events are read in two statements, and a version appended in between
+  // is simply not read yet.
+  auto range = direction == read_direction::forward ? forward_range(from, max_count)
+                                                    : backward_range(std::min(from, version), max_count);
+  pg::params p;
+  p.add_bytea(stream).add(range.low).add(range.high);
+  std::string sql = "SELECT ";
+  sql += event_columns;
+  sql += " FROM @.events WHERE stream_id = $1 AND stream_version >= $2 AND stream_version < $3";
+  sql += direction == read_direction::forward ? " ORDER BY stream_version" : " ORDER BY stream_version DESC";
+  return decode_into(st.read(sql, p), out);
+}
+
 caf::error postgres_store::do_read_all(uint64_t from, size_t max_count, read_direction direction,
                                        std::vector<recorded_event>& out) const {
   auto& st = *state_;
+  if (direction == read_direction::backward && from > head_position())
+    refresh_head_now();
+  auto range = direction == read_direction::forward ? forward_range(from, max_count)
+                                                    : backward_range(std::min(from, head_position()), max_count);
   pg::params p;
-  p.add(clamp(from)).add(clamp(max_count));
+  p.add(range.low).add(range.high);
   std::string sql = "SELECT ";
   sql += event_columns;
-  sql += direction == read_direction::forward ? " FROM @.events WHERE position >= $1 ORDER BY position LIMIT $2"
-                                              : " FROM @.events WHERE position <= $1 ORDER BY position DESC LIMIT $2";
-  auto r = st.read(sql, p);
-  if (!r)
-    return r.error();
-  detail::event_sink sink{out};
-  for (int i = 0; i < r->rows(); ++i)
-    decode_event(*r, i, sink.next());
-  sink.finish();
-  return {};
+  sql += " FROM @.events WHERE position >= $1 AND position < $2";
+  sql += direction == read_direction::forward ? " ORDER BY position" : " ORDER BY position DESC";
+  return decode_into(st.read(sql, p), out);
 }
 
 caf::expected<persistence::stream_info> postgres_store::do_stream_info(std::string_view stream) const {

@@ -131,6 +131,8 @@ protected:
 
 private:
   friend struct detail::postgres_state;
+  /// Reads the head from the database now (refresh_head waits its turn).
+  void refresh_head_now() const;
   explicit postgres_store(std::unique_ptr<detail::postgres_state> state);
   std::unique_ptr<detail::postgres_state> state_;
 };
