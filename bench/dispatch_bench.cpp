@@ -139,6 +139,7 @@ int pg_dispatch(const options& opts, int commands) {
       w1("pg_w1_durable_256", **app, 256, commands);
   }
   PGconn* c = PQconnectdb(uri->location.c_str());
+  PQsetNoticeProcessor(c, [](void*, const char*) {}, nullptr); // "drop cascades to ..."
   PQclear(PQexec(c, ("DROP SCHEMA \"" + schema + "\" CASCADE").c_str()));
   PQfinish(c);
   return 0;

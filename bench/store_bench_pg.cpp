@@ -109,6 +109,7 @@ int run_pg_store_suite(const options& opts) {
     return 1;
   }
   PGconn* raw = PQconnectdb(uri->location.c_str());
+  PQsetNoticeProcessor(raw, [](void*, const char*) {}, nullptr); // "drop cascades to ..."
   if (PQstatus(raw) != CONNECTION_OK) {
     std::fprintf(stderr, "sourcery-bench: %s\n", PQerrorMessage(raw));
     PQfinish(raw);
