@@ -103,7 +103,7 @@ int run_stats(const context& ctx) {
   std::printf("snapshots      %s\n", grouped(entries_of("snapshots")).c_str());
   if (postgres) {
     std::printf("size           %s in %zu tables\n\n", human_bytes(usage->file_size).c_str(), usage->databases.size());
-    std::printf("%-24s %12s %6s %12s\n", "TABLE", "ROWS (est.)", "", "SIZE");
+    std::printf("%-24s %12s %6s %12s\n", "TABLE", "ROWS", "", "SIZE");
   } else {
     std::printf("map            %s used of %s (%.1f%%); file %s; page %u B\n", human_bytes(usage->map_used).c_str(),
                 human_bytes(usage->map_size).c_str(), used_pct, human_bytes(usage->file_size).c_str(),
