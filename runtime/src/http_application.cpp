@@ -32,6 +32,11 @@ error dispatch_failure(const caf::error& err) {
       return {507, "store_full", message};
     case store_errc::store_closed:
       return {503, "stopped", message};
+    case store_errc::unavailable:           // the database server is out of reach
+    case store_errc::authentication_failed: // ... or refuses us: either way, not the client's fault
+      return {503, "store_unavailable", message};
+    case store_errc::timeout:
+      return {504, "store_timeout", message};
     default:
       return {500, "internal_error", message};
   }

@@ -401,3 +401,11 @@ TEST(failing_store, a_strong_dispatch_names_the_storage_failure_its_projection_i
   ASSERT_TRUE(healed && healed->accepted) << (healed ? "" : describe_error(healed.error()));
   EXPECT_FALSE((*status)->storage_trouble());
 }
+
+TEST(http_status, a_database_out_of_reach_is_503_and_a_slow_one_504_never_500) {
+  using persistence::store_errc;
+  EXPECT_EQ(http::dispatch_failure(persistence::make_error(store_errc::unavailable, "refused")).status, 503u);
+  EXPECT_EQ(http::dispatch_failure(persistence::make_error(store_errc::authentication_failed, "no")).status, 503u);
+  EXPECT_EQ(http::dispatch_failure(persistence::make_error(store_errc::timeout, "frozen")).status, 504u);
+  EXPECT_EQ(http::dispatch_failure(persistence::make_error(store_errc::unavailable, "x")).code, "store_unavailable");
+}

@@ -59,8 +59,11 @@ void postgres_state::run_listener() {
       return true;
     };
     // LISTEN first, then catch up: a commit between the two is seen either way.
-    if (!c->exec("LISTEN " + pg::quote_ident(channel), op_deadline()) || !read_head())
+    if (!c->exec("LISTEN " + pg::quote_ident(channel), op_deadline()) || !read_head()) {
+      pause(backoff);
+      backoff = std::min(backoff * 2, std::chrono::milliseconds{2000});
       continue;
+    }
     for (;;) {
       if (listener_stop)
         return;
