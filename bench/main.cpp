@@ -45,5 +45,18 @@ int main(int argc, char** argv) {
   auto suite = suites.find(argv[1]);
   if (suite == suites.end() || opts.scale <= 0)
     return usage();
+  // --store lmdb:DIR is --dir DIR; only the store and dispatch suites run on
+  // PostgreSQL (pg_ metrics), the others say so rather than run on LMDB.
+  if (opts.store.rfind("lmdb:", 0) == 0) {
+    opts.dir = opts.store.substr(5);
+    opts.store.clear();
+  } else if (!opts.store.empty() && opts.store.rfind("postgres", 0) != 0) {
+    std::fprintf(stderr, "sourcery-bench: --store takes lmdb:DIR or postgresql://...\n");
+    return 1;
+  } else if (!opts.store.empty() && suite->first != "store" && suite->first != "dispatch") {
+    std::fprintf(stderr, "sourcery-bench: the %s suite runs on LMDB only; --store postgresql:// is for the store"
+                         " and dispatch suites\n", suite->first.c_str());
+    return 2;
+  }
   return suite->second(opts);
 }

@@ -672,6 +672,7 @@ TEST_F(cli_postgres, bad_uris_and_unreachable_servers_are_one_line_and_status_1)
   run({"streams", "--store", "postgresql:///x?host=" + dir.str() + "&port=1"}, status);
   EXPECT_EQ(status, 1);
   EXPECT_NE(errors.find("unavailable"), std::string::npos) << errors;
+  EXPECT_EQ(std::count(errors.begin(), errors.end(), '\n'), 1) << "libpq's message spans lines; ours does not";
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds{10});
   run({"streams", "--store", sourcery::testing::test_pg_uri() + "&user=nobody_here"}, status);
   EXPECT_EQ(status, 1);

@@ -34,10 +34,21 @@ oid array_type_of(oid element) {
   }
 }
 
+// libpq's messages span lines ("...failed: No such file\n\tIs the server
+// running..."): one line, for logs and for a program's one-line error.
 std::string trimmed(const char* msg) {
-  std::string s = msg ? msg : "";
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' '))
-    s.pop_back();
+  std::string s;
+  bool space = false;
+  for (const char* p = msg ? msg : ""; *p; ++p) {
+    if (*p == '\n' || *p == '\t' || *p == '\r' || *p == ' ') {
+      space = !s.empty();
+      continue;
+    }
+    if (space)
+      s += ' ';
+    space = false;
+    s += *p;
+  }
   return s;
 }
 
