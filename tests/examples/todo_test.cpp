@@ -517,3 +517,56 @@ TEST(todo_server_process, on_postgres_the_list_is_a_sql_table_that_admin_rebuild
   again->signal(SIGTERM);
   EXPECT_EQ(again->wait(), 0);
 }
+
+// A database frozen under the server (SIGSTOP): requests are answered 503
+// or 504 within the store's operation timeout, never hang; after SIGCONT the
+// server serves again, with nothing lost.
+TEST(todo_server_process, a_frozen_database_is_a_bounded_5xx_and_the_server_recovers) {
+  sourcery::testing::private_server db{SOURCERY_PG_SCRIPT};
+  sourcery::testing::child_process server{
+    TODO_SERVER_PATH, {"--port", "0", "--address", "127.0.0.1", "--store", db.uri() + "&operation_timeout=1"}};
+  auto line = server.read_line();
+  auto at = line.find("127.0.0.1:");
+  ASSERT_NE(at, std::string::npos) << line;
+  auto port = static_cast<uint16_t>(std::stoi(line.substr(at + 10)));
+  http_client client{port};
+  auto created = client.post("/todos", {{"title", "before the freeze"}});
+  ASSERT_EQ(created.status, 201);
+
+  db.pause();
+  for (auto* what : {"GET", "POST"}) {
+    auto t0 = std::chrono::steady_clock::now();
+    http_client c{port};
+    auto r = std::string{what} == "GET" ? c.get("/todos") : c.post("/todos", {{"title", "during the freeze"}});
+    auto took = std::chrono::steady_clock::now() - t0;
+    EXPECT_TRUE(r.status == 503 || r.status == 504) << what << " " << r.status << " " << r.body;
+    EXPECT_LT(took, 8s) << what << " must not hang on a frozen database";
+  }
+  db.resume();
+
+  nlohmann::json list;
+  for (int i = 0; i < 100; ++i) {
+    http_client c{port};
+    auto r = c.get("/todos");
+    if (r.status == 200) {
+      list = r.json();
+      break;
+    }
+    std::this_thread::sleep_for(100ms);
+  }
+  ASSERT_TRUE(list.is_array()) << "the server serves again after SIGCONT";
+  bool found = false;
+  for (auto& t : list)
+    found |= t["title"] == "before the freeze";
+  EXPECT_TRUE(found);
+  int status = 0;
+  for (int i = 0; i < 50 && status != 201; ++i) {
+    http_client c{port};
+    status = c.post("/todos", {{"title", "after the freeze"}}).status;
+    if (status != 201)
+      std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(status, 201);
+  server.signal(SIGTERM);
+  EXPECT_EQ(server.wait(), 0);
+}

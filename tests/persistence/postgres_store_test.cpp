@@ -84,74 +84,6 @@ struct watcher {
   }
 };
 
-// A server of the test's own, for faults that would disturb every other
-// test on the shared one (SIGSTOP, restart).
-class private_server {
-public:
-  private_server() : dir_("/tmp/sourcery-pgp-" + uuid::random().to_string().substr(0, 8)) {
-    uri_ = run("start");
-    while (!uri_.empty() && uri_.back() == '\n')
-      uri_.pop_back();
-    if (uri_.rfind("postgresql://", 0) != 0)
-      throw std::runtime_error("could not start a private PostgreSQL server: " + uri_);
-  }
-  ~private_server() {
-    resume();
-    run("destroy");
-  }
-  const std::string& uri() const { return uri_; }
-
-  void pause() { signal_all(SIGSTOP); }
-  void resume() { signal_all(SIGCONT); }
-  void restart() {
-    run("stop");
-    run("start");
-  }
-
-private:
-  std::string run(const std::string& cmd) {
-    std::string line = "bash " SOURCERY_PG_SCRIPT " " + cmd + " " + dir_ + " 2>&1";
-    std::string out;
-    if (FILE* p = ::popen(line.c_str(), "r")) {
-      char buf[512];
-      while (std::fgets(buf, sizeof buf, p))
-        out += buf;
-      ::pclose(p);
-    }
-    return out;
-  }
-  // The postmaster and every process it started.
-  void signal_all(int sig) {
-    std::ifstream pidfile{dir_ + "/data/postmaster.pid"};
-    pid_t master = 0;
-    if (!(pidfile >> master) || master <= 0)
-      return;
-    ::kill(master, sig);
-    if (DIR* d = ::opendir("/proc")) {
-      while (auto* e = ::readdir(d)) {
-        pid_t pid = std::atoi(e->d_name);
-        if (pid <= 0)
-          continue;
-        std::ifstream stat{std::string{"/proc/"} + e->d_name + "/stat"};
-        std::string all;
-        std::getline(stat, all);
-        auto close = all.rfind(')');
-        if (close == std::string::npos)
-          continue;
-        std::istringstream rest{all.substr(close + 2)};
-        char state;
-        pid_t parent = 0;
-        rest >> state >> parent;
-        if (parent == master)
-          ::kill(pid, sig);
-      }
-      ::closedir(d);
-    }
-  }
-  std::string dir_;
-  std::string uri_;
-};
-
 // -- opening ----------------------------------------------------------------------
 
 TEST(postgres_store, refuses_bad_schema_names_and_connection_strings) {
@@ -186,6 +118,14 @@ TEST(store_uri, parses_every_form_programs_take) {
   EXPECT_EQ(pg->to_string(), "postgresql://ann@db:5433/app?sslmode=disable&connect_timeout=3&schema=bank")
     << "no password in what is printed";
   EXPECT_EQ(store_uri::parse("postgres:///app?host=/run/pg")->schema, "sourcery");
+  auto timed = store_uri::parse("postgresql:///app?operation_timeout=1.5&connect_timeout=2");
+  ASSERT_TRUE(timed);
+  EXPECT_EQ(timed->operation_timeout, 1500ms);
+  EXPECT_EQ(timed->connect_timeout, 2000ms);
+  EXPECT_EQ(timed->location, "postgresql:///app?connect_timeout=2") << "libpq knows connect_timeout, not ours";
+  EXPECT_EQ(timed->to_string(), "postgresql:///app?connect_timeout=2&operation_timeout=1.5");
+  EXPECT_FALSE(store_uri::parse("postgresql:///app?operation_timeout=soon"));
+  EXPECT_FALSE(store_uri::parse("postgresql:///app?schema="));
   for (auto bad : {"", "lmdb:", "mysql://x", "/just/a/path"}) {
     auto u = store_uri::parse(bad);
     ASSERT_FALSE(u) << bad;
@@ -440,7 +380,7 @@ TEST(postgres_store, a_long_transaction_of_another_client_makes_no_reader_skip) 
 }
 
 TEST(postgres_store, a_paused_server_times_out_appends_which_succeed_again_after_sigcont) {
-  private_server server;
+  private_server server{SOURCERY_PG_SCRIPT};
   temp_dir dir;
   postgres_options opts;
   opts.conninfo = server.uri();
@@ -468,7 +408,7 @@ TEST(postgres_store, a_paused_server_times_out_appends_which_succeed_again_after
 }
 
 TEST(postgres_store, a_server_restarted_under_load_loses_and_doubles_nothing) {
-  private_server server;
+  private_server server{SOURCERY_PG_SCRIPT};
   postgres_options opts;
   opts.conninfo = server.uri();
   opts.operation_timeout = 3000ms;

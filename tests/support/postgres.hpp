@@ -1,6 +1,12 @@
 #pragma once
 
 #include <cstdlib>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include <dirent.h>
+#include <signal.h>
 #include <functional>
 #include <memory>
 #include <random>
@@ -103,5 +109,76 @@ inline int terminate_sessions(const std::string& uri, const std::string& schema,
                           + role + " " + schema + "'");
   return std::stoi(n.empty() ? "0" : n);
 }
+
+// A server of the test's own, for faults that would disturb every other
+// test on the shared one (SIGSTOP, restart).
+class private_server {
+public:
+  /// `script`: scripts/pg.sh of the source tree.
+  explicit private_server(std::string script)
+    : script_(std::move(script)), dir_("/tmp/sourcery-pgp-" + std::to_string(std::random_device{}() % 100000000)) {
+    uri_ = run("start");
+    while (!uri_.empty() && uri_.back() == '\n')
+      uri_.pop_back();
+    if (uri_.rfind("postgresql://", 0) != 0)
+      throw std::runtime_error("could not start a private PostgreSQL server: " + uri_);
+  }
+  ~private_server() {
+    resume();
+    run("destroy");
+  }
+  const std::string& uri() const { return uri_; }
+
+  void pause() { signal_all(SIGSTOP); }
+  void resume() { signal_all(SIGCONT); }
+  void restart() {
+    run("stop");
+    run("start");
+  }
+
+private:
+  std::string run(const std::string& cmd) {
+    std::string line = "bash " + script_ + " " + cmd + " " + dir_ + " 2>&1";
+    std::string out;
+    if (FILE* p = ::popen(line.c_str(), "r")) {
+      char buf[512];
+      while (std::fgets(buf, sizeof buf, p))
+        out += buf;
+      ::pclose(p);
+    }
+    return out;
+  }
+  // The postmaster and every process it started.
+  void signal_all(int sig) {
+    std::ifstream pidfile{dir_ + "/data/postmaster.pid"};
+    pid_t master = 0;
+    if (!(pidfile >> master) || master <= 0)
+      return;
+    ::kill(master, sig);
+    if (DIR* d = ::opendir("/proc")) {
+      while (auto* e = ::readdir(d)) {
+        pid_t pid = std::atoi(e->d_name);
+        if (pid <= 0)
+          continue;
+        std::ifstream stat{std::string{"/proc/"} + e->d_name + "/stat"};
+        std::string all;
+        std::getline(stat, all);
+        auto close = all.rfind(')');
+        if (close == std::string::npos)
+          continue;
+        std::istringstream rest{all.substr(close + 2)};
+        char state;
+        pid_t parent = 0;
+        rest >> state >> parent;
+        if (parent == master)
+          ::kill(pid, sig);
+      }
+      ::closedir(d);
+    }
+  }
+  std::string script_;
+  std::string dir_;
+  std::string uri_;
+};
 
 } // namespace sourcery::testing

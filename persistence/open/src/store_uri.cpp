@@ -1,5 +1,8 @@
 #include "sourcery/persistence/store_uri.hpp"
 
+#include <cstdio>
+#include <cstdlib>
+
 #include "sourcery/persistence/lmdb_store.hpp"
 #include "sourcery/persistence/memory_store.hpp"
 #include "sourcery/persistence/postgres_projection_store.hpp"
@@ -13,27 +16,44 @@ bool starts_with(std::string_view s, std::string_view prefix) {
   return s.substr(0, prefix.size()) == prefix;
 }
 
-// Removes `schema=VALUE` from the query of a libpq URI (libpq refuses
-// parameters it does not know) and returns VALUE.
-std::string take_schema(std::string& uri) {
+// Takes our own parameters out of the query of a libpq URI (libpq refuses
+// parameters it does not know): `schema=NAME` and `operation_timeout=S`;
+// reads libpq's `connect_timeout=S` too (with a non-blocking connect, the
+// deadline is ours to keep). Returns false on a value that is not a number.
+bool take_parameters(store_uri& u) {
+  auto& uri = u.location;
   auto q = uri.find('?');
   if (q == std::string::npos)
-    return {};
-  std::string query = uri.substr(q + 1), kept, schema;
+    return true;
+  std::string query = uri.substr(q + 1), kept;
+  auto seconds = [](const std::string& v, std::chrono::milliseconds& out) {
+    char* end = nullptr;
+    double d = std::strtod(v.c_str(), &end);
+    if (v.empty() || *end != '\0' || !(d > 0) || d > 86400)
+      return false;
+    out = std::chrono::milliseconds{static_cast<int64_t>(d * 1000)};
+    return true;
+  };
   size_t start = 0;
+  bool ok = true;
   while (start <= query.size()) {
     auto end = query.find('&', start);
     if (end == std::string::npos)
       end = query.size();
     auto part = query.substr(start, end - start);
-    if (starts_with(part, "schema="))
-      schema = part.substr(7);
-    else if (!part.empty())
+    if (starts_with(part, "schema=")) {
+      u.schema = part.substr(7);
+    } else if (starts_with(part, "operation_timeout=")) {
+      ok &= seconds(part.substr(18), u.operation_timeout);
+    } else if (!part.empty()) {
+      if (starts_with(part, "connect_timeout="))
+        ok &= seconds(part.substr(16), u.connect_timeout);
       kept += (kept.empty() ? "" : "&") + part;
+    }
     start = end + 1;
   }
   uri = uri.substr(0, q) + (kept.empty() ? "" : "?" + kept);
-  return schema;
+  return ok;
 }
 
 } // namespace
@@ -58,8 +78,10 @@ caf::expected<store_uri> store_uri::parse(std::string_view text) {
     store_uri u;
     u.type = kind::postgres;
     u.location = std::string{text};
-    if (auto schema = take_schema(u.location); !schema.empty())
-      u.schema = schema;
+    if (!take_parameters(u))
+      return bad("connect_timeout and operation_timeout take seconds");
+    if (u.schema.empty())
+      return bad("schema= needs a name");
     return u;
   }
   return bad("unknown scheme");
@@ -80,8 +102,15 @@ std::string store_uri::to_string() const {
         if (colon != std::string::npos && colon < at)
           out.erase(colon, at - colon);
       }
+      auto add = [&](const std::string& kv) { out += (out.find('?') == std::string::npos ? "?" : "&") + kv; };
       if (schema != "sourcery")
-        out += (out.find('?') == std::string::npos ? "?" : "&") + std::string{"schema="} + schema;
+        add("schema=" + schema);
+      if (operation_timeout != std::chrono::milliseconds{10000})
+      {
+        char text[32];
+        std::snprintf(text, sizeof text, "operation_timeout=%g", static_cast<double>(operation_timeout.count()) / 1000.0);
+        add(text);
+      }
       return out;
     }
   }
@@ -108,7 +137,8 @@ caf::expected<std::unique_ptr<event_store>> open_store(const store_uri& uri, con
       opts.conninfo = uri.location;
       opts.schema = uri.schema;
       opts.mode = options.mode;
-      opts.connect_timeout = options.connect_timeout;
+      opts.connect_timeout = uri.connect_timeout;
+      opts.operation_timeout = uri.operation_timeout;
       auto s = postgres_store::open(opts);
       if (!s)
         return s.error();
@@ -136,7 +166,8 @@ caf::expected<std::unique_ptr<projection_store>> open_read_models(const store_ur
       opts.conninfo = uri.location;
       opts.schema = uri.schema;
       opts.mode = options.mode;
-      opts.connect_timeout = options.connect_timeout;
+      opts.connect_timeout = uri.connect_timeout;
+      opts.operation_timeout = uri.operation_timeout;
       auto s = postgres_projection_store::open(opts);
       if (!s)
         return s.error();

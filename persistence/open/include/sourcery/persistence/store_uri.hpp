@@ -18,8 +18,11 @@ namespace sourcery::persistence {
 ///   `memory:`           in memory, gone at exit
 ///   `postgresql://...`  (or `postgres://...`) a libpq URI, e.g.
 ///                       `postgresql:///app?host=/var/run/postgresql&port=5433`;
-///                       `schema=NAME` among its parameters picks the
-///                       PostgreSQL schema (default `sourcery`).
+///                       Besides libpq's parameters: `schema=NAME`, the
+///                       PostgreSQL schema (default `sourcery`);
+///                       `operation_timeout=S`, how long any call waits for
+///                       the server (default 10); libpq's `connect_timeout=S`
+///                       bounds connecting (default 5).
 struct store_uri {
   enum class kind { lmdb, memory, postgres };
   kind type = kind::lmdb;
@@ -27,11 +30,22 @@ struct store_uri {
   std::string location;
   /// The PostgreSQL schema.
   std::string schema = "sourcery";
+  /// PostgreSQL: connecting gives up after this; any call after that.
+  std::chrono::milliseconds connect_timeout{5000};
+  std::chrono::milliseconds operation_timeout{10000};
 
   /// Errors: invalid_argument, naming the forms accepted.
   static caf::expected<store_uri> parse(std::string_view text);
-  static store_uri lmdb(std::string dir) { return {kind::lmdb, std::move(dir), "sourcery"}; }
-  static store_uri memory() { return {kind::memory, {}, "sourcery"}; }
+  static store_uri lmdb(std::string dir) {
+    store_uri u;
+    u.location = std::move(dir);
+    return u;
+  }
+  static store_uri memory() {
+    store_uri u;
+    u.type = kind::memory;
+    return u;
+  }
 
   bool is_postgres() const { return type == kind::postgres; }
   /// The URI again (without a password, for logs).
@@ -44,8 +58,6 @@ struct store_open_options {
   bool read_only = false;
   /// LMDB: check every page at open.
   bool check_pages = true;
-  /// PostgreSQL: give up connecting after this.
-  std::chrono::milliseconds connect_timeout{5000};
 };
 
 /// Opens the store `uri` names. Errors: those of the store's `open`.
