@@ -118,6 +118,23 @@ TEST_P(read_models, a_position_behind_the_checkpoint_is_refused) {
   EXPECT_FALSE(*store().get("p", "t", "k"));
 }
 
+TEST_P(read_models, write_after_refuses_events_another_writer_applied) {
+  auto put = [](const char* v) {
+    return [v](projection_store::writer& w) {
+      w.put("t", "k", v);
+      return caf::error{};
+    };
+  };
+  ASSERT_FALSE(store().write_after("p", 7, 10, put("first"))) << "never written: any start is taken";
+  // A second writer that also read up to 7 and got to 10: refused, nothing written.
+  EXPECT_EQ(code_of(store().write_after("p", 7, 10, put("second"))), store_errc::invalid_argument);
+  EXPECT_EQ(code_of(store().write_after("p", 7, 12, put("second"))), store_errc::invalid_argument);
+  EXPECT_EQ(*store().get("p", "t", "k"), std::optional<std::string>{"first"});
+  EXPECT_EQ(*store().checkpoint("p"), std::optional<uint64_t>{10});
+  ASSERT_FALSE(store().write_after("p", 10, 15, put("third")));
+  EXPECT_EQ(*store().checkpoint("p"), std::optional<uint64_t>{15});
+}
+
 TEST_P(read_models, the_writer_reads_its_own_writes) {
   ASSERT_FALSE(store().write("p", 1, [](projection_store::writer& w) {
     w.put("t", "a", "1");

@@ -115,6 +115,8 @@ public:
   ~lmdb_projection_store() override;
   caf::error write(std::string_view projection, uint64_t position,
                    const std::function<caf::error(writer&)>& f) override;
+  caf::error write_after(std::string_view projection, uint64_t after, uint64_t position,
+                         const std::function<caf::error(writer&)>& f) override;
   caf::error update(std::string_view projection, const std::function<caf::error(writer&)>& f) override;
   caf::expected<std::optional<uint64_t>> checkpoint(std::string_view projection) const override;
   caf::expected<std::vector<std::pair<std::string, uint64_t>>> checkpoints() const override;
@@ -128,7 +130,7 @@ public:
 
 private:
   caf::error commit(std::string_view projection, const uint64_t* checkpoint,
-                    const std::function<caf::error(writer&)>& f);
+                    const std::function<caf::error(writer&)>& f, const uint64_t* after = nullptr);
   std::unique_ptr<impl> impl_;
 };
 
@@ -330,12 +332,17 @@ caf::error lmdb_projection_store::write(std::string_view projection, uint64_t po
   return commit(projection, &position, f);
 }
 
+caf::error lmdb_projection_store::write_after(std::string_view projection, uint64_t after, uint64_t position,
+                                              const std::function<caf::error(writer&)>& f) {
+  return commit(projection, &position, f, &after);
+}
+
 caf::error lmdb_projection_store::update(std::string_view projection, const std::function<caf::error(writer&)>& f) {
   return commit(projection, nullptr, f);
 }
 
 caf::error lmdb_projection_store::commit(std::string_view projection, const uint64_t* checkpoint,
-                                    const std::function<caf::error(writer&)>& f) {
+                                         const std::function<caf::error(writer&)>& f, const uint64_t* after) {
   if (!valid_name(projection))
     return make_error(store_errc::invalid_argument, "projection names are 1 to 200 bytes without NUL");
   std::lock_guard writing{impl_->write_mtx};
@@ -348,11 +355,14 @@ caf::error lmdb_projection_store::commit(std::string_view projection, const uint
       return mdb_error(rc, "begin write transaction");
     auto faults_before = detail::faults_caught();
     MDB_val ck = val(projection), cv;
-    if (int rc = safe::get(txn, impl_->checkpoints, &ck, &cv); checkpoint && rc == 0 && cv.mv_size == 8
-        && detail::get_be64(static_cast<const uint8_t*>(cv.mv_data)) > *checkpoint) {
-      impl_->end_failed(txn, faults_before);
-      return make_error(store_errc::invalid_argument, "projection " + std::string{projection} + " is past position "
-                                                         + std::to_string(*checkpoint));
+    if (int rc = safe::get(txn, impl_->checkpoints, &ck, &cv); checkpoint && rc == 0 && cv.mv_size == 8) {
+      auto stored = detail::get_be64(static_cast<const uint8_t*>(cv.mv_data));
+      if (stored > *checkpoint || (after && stored != *after)) {
+        impl_->end_failed(txn, faults_before);
+        return make_error(store_errc::invalid_argument, "projection " + std::string{projection} + " is at position "
+                                                           + std::to_string(stored) + ", not "
+                                                           + std::to_string(after ? *after : *checkpoint));
+      }
     }
     lmdb_row_writer w{txn, impl_->rows, projection};
     caf::error err = f(w);

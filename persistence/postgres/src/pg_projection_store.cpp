@@ -248,6 +248,11 @@ caf::error postgres_projection_store::write(std::string_view projection, uint64_
   return commit(projection, &position, f, false);
 }
 
+caf::error postgres_projection_store::write_after(std::string_view projection, uint64_t after, uint64_t position,
+                                                  const std::function<caf::error(writer&)>& f) {
+  return commit(projection, &position, f, false, &after);
+}
+
 caf::error postgres_projection_store::update(std::string_view projection, const std::function<caf::error(writer&)>& f) {
   return commit(projection, nullptr, f, false);
 }
@@ -257,7 +262,8 @@ caf::error postgres_projection_store::reset(std::string_view projection, const s
 }
 
 caf::error postgres_projection_store::commit(std::string_view projection, const uint64_t* checkpoint,
-                                             const std::function<caf::error(writer&)>& f, bool reset) {
+                                             const std::function<caf::error(writer&)>& f, bool reset,
+                                             const uint64_t* after) {
   if (!valid_name(projection))
     return bad_projection_name();
   auto& st = *impl_;
@@ -273,15 +279,26 @@ caf::error postgres_projection_store::commit(std::string_view projection, const 
         return r.error();
       pg::params p;
       p.add_bytea(projection);
-      // The checkpoint row, locked: writers of one projection take turns.
+      // The checkpoint row, locked: writers of one projection (two processes
+      // on one database) take turns. A projection never written gets a row
+      // at -1 first, so that even its first writers have a row to queue on.
+      if (auto r = c.exec_prepared("rm_claim", "INSERT INTO " + st.checkpoints_table
+                                                 + " VALUES ($1, -1) ON CONFLICT (projection) DO NOTHING",
+                                   p, until);
+          !r)
+        return r.error();
       auto ck = c.exec_prepared("rm_lock", "SELECT position FROM " + st.checkpoints_table
                                              + " WHERE projection = $1 FOR UPDATE",
                                 p, until);
       if (!ck)
         return ck.error();
-      if (checkpoint && ck->rows() == 1 && static_cast<uint64_t>(ck->int8(0, 0)) > *checkpoint)
-        return make_error(store_errc::invalid_argument, "projection " + std::string{projection}
-                                                          + " is past position " + std::to_string(*checkpoint));
+      if (checkpoint && ck->rows() == 1 && ck->int8(0, 0) >= 0) {
+        auto stored = static_cast<uint64_t>(ck->int8(0, 0));
+        if (stored > *checkpoint || (after && stored != *after))
+          return make_error(store_errc::invalid_argument, "projection " + std::string{projection} + " is at position "
+                                                            + std::to_string(stored) + ", not "
+                                                            + std::to_string(after ? *after : *checkpoint));
+      }
       if (reset) {
         if (auto r = c.exec("DELETE FROM " + st.rows_table + " WHERE projection = $1", p, until); !r)
           return r.error();
@@ -337,7 +354,8 @@ caf::expected<std::optional<uint64_t>> postgres_projection_store::checkpoint(std
   pg::params p;
   p.add_bytea(projection);
   auto r = st.pool->with(st.op_deadline(), [&](pg::connection& c) {
-    return c.exec("SELECT position FROM " + st.checkpoints_table + " WHERE projection = $1", p, st.op_deadline());
+    return c.exec("SELECT position FROM " + st.checkpoints_table + " WHERE projection = $1 AND position >= 0", p,
+                  st.op_deadline());
   });
   if (!r)
     return r.error();
@@ -349,7 +367,8 @@ caf::expected<std::optional<uint64_t>> postgres_projection_store::checkpoint(std
 caf::expected<std::vector<std::pair<std::string, uint64_t>>> postgres_projection_store::checkpoints() const {
   auto& st = *impl_;
   auto r = st.pool->with(st.op_deadline(), [&](pg::connection& c) {
-    return c.exec("SELECT projection, position FROM " + st.checkpoints_table + " ORDER BY projection",
+    return c.exec("SELECT projection, position FROM " + st.checkpoints_table
+                    + " WHERE position >= 0 ORDER BY projection",
                   st.op_deadline());
   });
   if (!r)

@@ -355,7 +355,9 @@ caf::behavior consumer_actor(caf::stateful_actor<consumer_state<Consumer>>* self
         return;
       }
     }
-    if (out.failed != nullptr || batch->size() == st.options.batch_size) {
+    // Read on at once after a failure, a full batch, or a batch committed
+    // other than up to its end (another process moved the checkpoint).
+    if (out.failed != nullptr || batch->size() == st.options.batch_size || st.position != batch->back().position) {
       st.pulling = true;
       self->send(self, pull_atom::value);
     }

@@ -105,18 +105,26 @@ public:
         return {};
       };
     };
-    auto err = models_->write(instance_, batch.back().position, project_first(batch.size()));
+    auto err = models_->write_after(instance_, position, batch.back().position, project_first(batch.size()));
     if (!err) {
       out.committed = batch.back().position;
       return out;
     }
-    if (failed_at == batch.size()) { // storage, not the projector: retried later
-      out.storage = err;
+    if (failed_at == batch.size()) { // storage, not the projector
+      // Another process running this projection on a shared store (two
+      // applications on one PostgreSQL database) got there first: its
+      // writes hold these events' effects, once. Go on from its checkpoint.
+      if (persistence::code_of(err) == persistence::store_errc::invalid_argument)
+        if (auto ck = models_->checkpoint(instance_); ck && *ck && **ck > position) {
+          out.committed = **ck;
+          return out;
+        }
+      out.storage = err; // retried later
       return out;
     }
     if (failed_at > 0) {
       size_t n = failed_at;
-      if (auto again = models_->write(instance_, batch[n - 1].position, project_first(n))) {
+      if (auto again = models_->write_after(instance_, position, batch[n - 1].position, project_first(n))) {
         out.storage = again;
         return out;
       }

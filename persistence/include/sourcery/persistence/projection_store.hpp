@@ -78,6 +78,14 @@ public:
   /// timeout, invalid_argument (position not past the checkpoint).
   virtual caf::error write(std::string_view projection, uint64_t position,
                            const std::function<caf::error(writer&)>& f) = 0;
+  /// As `write`, for a consumer that has applied every event up to `after`
+  /// and brings the projection to `position`: refused with invalid_argument,
+  /// writing nothing, when a checkpoint is stored and it is not `after` --
+  /// another writer of the projection (a second process on a shared
+  /// database) applied some of these events already. Then read the
+  /// checkpoint and go on from there: each event's effect stays once.
+  virtual caf::error write_after(std::string_view projection, uint64_t after, uint64_t position,
+                                 const std::function<caf::error(writer&)>& f) = 0;
   /// As `write`, for rows only: the checkpoint is neither checked nor moved.
   virtual caf::error update(std::string_view projection, const std::function<caf::error(writer&)>& f) = 0;
 

@@ -37,6 +37,8 @@ public:
 
   caf::error write(std::string_view projection, uint64_t position,
                    const std::function<caf::error(writer&)>& f) override;
+  caf::error write_after(std::string_view projection, uint64_t after, uint64_t position,
+                         const std::function<caf::error(writer&)>& f) override;
   caf::error update(std::string_view projection, const std::function<caf::error(writer&)>& f) override;
   caf::expected<std::optional<uint64_t>> checkpoint(std::string_view projection) const override;
   caf::expected<std::vector<std::pair<std::string, uint64_t>>> checkpoints() const override;
@@ -55,7 +57,7 @@ public:
 private:
   explicit postgres_projection_store(std::unique_ptr<impl> impl);
   caf::error commit(std::string_view projection, const uint64_t* checkpoint,
-                    const std::function<caf::error(writer&)>& f, bool reset);
+                    const std::function<caf::error(writer&)>& f, bool reset, const uint64_t* after = nullptr);
   std::unique_ptr<impl> impl_;
 };
 
