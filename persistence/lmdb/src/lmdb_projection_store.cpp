@@ -15,6 +15,7 @@
 #include "lmdb_open.hpp"
 #include "lmdb_path_claim.hpp"
 #include "lmdb_read_txn.hpp"
+#include "read_model_names.hpp"
 
 namespace sourcery::persistence {
 
@@ -45,10 +46,6 @@ MDB_val val(std::string_view s) {
 
 std::string_view view(const MDB_val& v) {
   return {static_cast<const char*>(v.mv_data), v.mv_size};
-}
-
-bool valid_name(std::string_view name) {
-  return !name.empty() && name.size() <= 200 && name.find('\0') == std::string_view::npos;
 }
 
 /// Visits the rows whose key starts with `prefix`, in order.
@@ -288,7 +285,7 @@ void lmdb_row_writer::flush() const {
 void lmdb_row_writer::put(std::string_view table, std::string_view key, std::string_view value) {
   if (failed_ != 0)
     return;
-  if (!valid_name(table)) {
+  if (!detail::valid_read_model_name(table)) {
     failed_ = EINVAL;
     return;
   }
@@ -343,8 +340,8 @@ caf::error lmdb_projection_store::update(std::string_view projection, const std:
 
 caf::error lmdb_projection_store::commit(std::string_view projection, const uint64_t* checkpoint,
                                          const std::function<caf::error(writer&)>& f, const uint64_t* after) {
-  if (!valid_name(projection))
-    return make_error(store_errc::invalid_argument, "projection names are 1 to 200 bytes without NUL");
+  if (!detail::valid_read_model_name(projection))
+    return detail::bad_read_model_name("projection");
   std::lock_guard writing{impl_->write_mtx};
   for (int attempt = 0; attempt < 16; ++attempt) {
     if (auto err = impl_->refuse_if_abandoned())
@@ -389,7 +386,7 @@ caf::error lmdb_projection_store::commit(std::string_view projection, const uint
     if (rc == 0)
       return {};
     if (rc == EINVAL)
-      return make_error(store_errc::invalid_argument, "table names are 1 to 200 bytes without NUL");
+      return detail::bad_read_model_name("table");
     if (rc != MDB_MAP_FULL)
       return mdb_error(rc, "write projection " + std::string{projection});
     lock.unlock();
@@ -479,8 +476,8 @@ lmdb_projection_store::dump(std::string_view projection) const {
 }
 
 caf::error lmdb_projection_store::reset(std::string_view projection, const std::function<caf::error(writer&)>& also) {
-  if (!valid_name(projection))
-    return make_error(store_errc::invalid_argument, "projection names are 1 to 200 bytes without NUL");
+  if (!detail::valid_read_model_name(projection))
+    return detail::bad_read_model_name("projection");
   std::lock_guard writing{impl_->write_mtx};
   if (auto err = impl_->refuse_if_abandoned())
     return err;

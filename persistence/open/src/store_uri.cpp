@@ -117,33 +117,48 @@ std::string store_uri::to_string() const {
   return {};
 }
 
+namespace {
+
+// The options of an LMDB store or its read models.
+template <class Options>
+Options lmdb_like(const store_uri& uri, const store_open_options& options) {
+  Options o;
+  o.path = uri.location;
+  o.mode = options.mode;
+  o.read_only = options.read_only;
+  o.check_pages = options.check_pages;
+  return o;
+}
+
+// The options of a PostgreSQL store or its read models.
+template <class Options>
+Options postgres_like(const store_uri& uri, const store_open_options& options) {
+  Options o;
+  o.conninfo = uri.location;
+  o.schema = uri.schema;
+  o.mode = options.mode;
+  o.connect_timeout = uri.connect_timeout;
+  o.operation_timeout = uri.operation_timeout;
+  return o;
+}
+
+template <class Base, class T>
+caf::expected<std::unique_ptr<Base>> widen(caf::expected<std::unique_ptr<T>> opened) {
+  if (!opened)
+    return opened.error();
+  return std::unique_ptr<Base>{std::move(*opened)};
+}
+
+} // namespace
+
 caf::expected<std::unique_ptr<event_store>> open_store(const store_uri& uri, const store_open_options& options) {
   switch (uri.type) {
     case store_uri::kind::memory:
       return std::unique_ptr<event_store>{std::make_unique<memory_store>()};
-    case store_uri::kind::lmdb: {
-      lmdb_options opts;
-      opts.path = uri.location;
-      opts.mode = options.mode;
-      opts.read_only = options.read_only;
-      opts.check_pages = options.check_pages;
-      auto s = lmdb_store::open(opts);
-      if (!s)
-        return s.error();
-      return std::unique_ptr<event_store>{std::move(*s)};
-    }
-    case store_uri::kind::postgres: {
-      postgres_options opts;
-      opts.conninfo = uri.location;
-      opts.schema = uri.schema;
-      opts.mode = options.mode;
-      opts.connect_timeout = uri.connect_timeout;
-      opts.operation_timeout = uri.operation_timeout;
-      auto s = postgres_store::open(opts);
-      if (!s)
-        return s.error();
-      return std::unique_ptr<event_store>{std::move(*s)};
-    }
+    case store_uri::kind::lmdb:
+      return widen<event_store>(lmdb_store::open(lmdb_like<lmdb_options>(uri, options)));
+    case store_uri::kind::postgres:
+      return widen<event_store>(postgres_store::open(postgres_like<postgres_options>(uri, options)));
   }
   return make_error(store_errc::invalid_argument, "unknown store kind");
 }
@@ -153,26 +168,11 @@ caf::expected<std::unique_ptr<projection_store>> open_read_models(const store_ur
   switch (uri.type) {
     case store_uri::kind::memory:
       return make_error(store_errc::invalid_argument, "read models need a directory or a database, not memory:");
-    case store_uri::kind::lmdb: {
-      projection_store_options opts;
-      opts.path = uri.location;
-      opts.mode = options.mode;
-      opts.read_only = options.read_only;
-      opts.check_pages = options.check_pages;
-      return projection_store::open(opts);
-    }
-    case store_uri::kind::postgres: {
-      postgres_read_model_options opts;
-      opts.conninfo = uri.location;
-      opts.schema = uri.schema;
-      opts.mode = options.mode;
-      opts.connect_timeout = uri.connect_timeout;
-      opts.operation_timeout = uri.operation_timeout;
-      auto s = postgres_projection_store::open(opts);
-      if (!s)
-        return s.error();
-      return std::unique_ptr<projection_store>{std::move(*s)};
-    }
+    case store_uri::kind::lmdb:
+      return projection_store::open(lmdb_like<projection_store_options>(uri, options));
+    case store_uri::kind::postgres:
+      return widen<projection_store>(
+        postgres_projection_store::open(postgres_like<postgres_read_model_options>(uri, options)));
   }
   return make_error(store_errc::invalid_argument, "unknown store kind");
 }

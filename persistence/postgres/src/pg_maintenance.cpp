@@ -14,10 +14,7 @@ namespace sourcery::persistence {
 namespace {
 
 using detail::postgres_state;
-
-std::string stream_text(std::string_view s) {
-  return "stream '" + std::string{s} + "'";
-}
+using detail::stream_text;
 
 } // namespace
 
@@ -173,6 +170,84 @@ caf::expected<verify_report> postgres_store::verify(const progress_callback& pro
   if (c.ok())
     (void) c.exec("ROLLBACK", until);
   return out;
+}
+
+namespace {
+
+// One connection for an operator's statement on a whole schema.
+caf::expected<pg::connection> admin_connection(const std::string& conninfo, pg::deadline until) {
+  auto c = pg::connection::open(conninfo, until);
+  if (!c)
+    return c.error();
+  return c;
+}
+
+// The head in `schema` on `c` (0 without a store there), in the
+// transaction `c` is in.
+caf::expected<uint64_t> head_in(pg::connection& c, const std::string& schema, pg::deadline until) {
+  pg::params p;
+  p.add_text(pg::quote_ident(schema) + ".log_head");
+  auto exists = c.exec("SELECT to_regclass($1) IS NOT NULL", p, until);
+  if (!exists)
+    return exists.error();
+  if (!exists->boolean(0, 0))
+    return uint64_t{0};
+  auto head = c.exec("SELECT position FROM " + pg::quote_ident(schema) + ".log_head", until);
+  if (!head)
+    return head.error();
+  return head->rows() == 1 ? static_cast<uint64_t>(head->int8(0, 0)) : 0;
+}
+
+} // namespace
+
+caf::expected<uint64_t> postgres_store::head_of(const std::string& conninfo, const std::string& schema,
+                                                std::chrono::milliseconds timeout) {
+  auto until = pg::clock::now() + timeout;
+  auto c = admin_connection(conninfo, until);
+  if (!c)
+    return c.error();
+  return head_in(*c, schema, until);
+}
+
+caf::error postgres_store::drop_schema(const std::string& conninfo, const std::string& schema,
+                                       std::chrono::milliseconds timeout) {
+  auto until = pg::clock::now() + timeout;
+  auto c = admin_connection(conninfo, until);
+  if (!c)
+    return c.error();
+  return c->exec_script("DROP SCHEMA IF EXISTS " + pg::quote_ident(schema) + " CASCADE", until);
+}
+
+caf::error postgres_store::replace_schema(const std::string& conninfo, const std::string& staging,
+                                          const std::string& target, std::chrono::milliseconds timeout) {
+  auto until = pg::clock::now() + timeout;
+  auto c = admin_connection(conninfo, until);
+  if (!c)
+    return c.error();
+  auto run = [&]() -> caf::error {
+    if (auto r = c->exec("BEGIN", until); !r)
+      return r.error();
+    // One swap at a time, and no import lands on events written meanwhile.
+    if (auto r = c->exec("SELECT pg_advisory_xact_lock(7450011)", until); !r)
+      return r.error();
+    auto head = head_in(*c, target, until);
+    if (!head)
+      return head.error();
+    if (*head != 0)
+      return make_error(store_errc::invalid_argument, "schema " + target + " holds " + std::to_string(*head)
+                                                        + " events; import into a new schema (schema=NAME in the URI)");
+    if (auto err = c->exec_script("DROP SCHEMA IF EXISTS " + pg::quote_ident(target) + " CASCADE; ALTER SCHEMA "
+                                    + pg::quote_ident(staging) + " RENAME TO " + pg::quote_ident(target),
+                                  until))
+      return err;
+    if (auto r = c->exec("COMMIT", until); !r)
+      return r.error();
+    return {};
+  };
+  auto err = run();
+  if (err && c->ok())
+    (void) c->exec("ROLLBACK", until);
+  return err;
 }
 
 caf::expected<void> postgres_store::import_events(std::vector<recorded_event> events) {

@@ -5,19 +5,12 @@
 
 #include "pg_pool.hpp"
 #include "pg_schema.hpp"
+#include "read_model_names.hpp"
 #include "sourcery/persistence/error.hpp"
 
 namespace sourcery::persistence {
 
 namespace {
-
-bool valid_name(std::string_view name) {
-  return !name.empty() && name.size() <= 200 && name.find('\0') == std::string_view::npos;
-}
-
-caf::error bad_projection_name() {
-  return make_error(store_errc::invalid_argument, "projection names are 1 to 200 bytes without NUL");
-}
 
 /// A statement a user wrote, text in and out.
 caf::expected<sql_rows> run_user_sql(pg::connection& c, std::string_view sql, const std::vector<sql_value>& params,
@@ -188,9 +181,9 @@ private:
   bool check_table(std::string_view table) {
     if (failed_)
       return false;
-    if (valid_name(table))
+    if (detail::valid_read_model_name(table))
       return true;
-    failed_ = make_error(store_errc::invalid_argument, "table names are 1 to 200 bytes without NUL");
+    failed_ = detail::bad_read_model_name("table");
     return false;
   }
   struct row {
@@ -264,8 +257,8 @@ caf::error postgres_projection_store::reset(std::string_view projection, const s
 caf::error postgres_projection_store::commit(std::string_view projection, const uint64_t* checkpoint,
                                              const std::function<caf::error(writer&)>& f, bool reset,
                                              const uint64_t* after) {
-  if (!valid_name(projection))
-    return bad_projection_name();
+  if (!detail::valid_read_model_name(projection))
+    return detail::bad_read_model_name("projection");
   auto& st = *impl_;
   auto until = st.op_deadline();
   for (int attempt = 0;; ++attempt) {

@@ -14,11 +14,6 @@ namespace sourcery::persistence::detail {
 
 namespace {
 
-int64_t now_micros() {
-  using namespace std::chrono;
-  return duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
-}
-
 struct uuid_hash {
   size_t operator()(const uuid& u) const noexcept {
     size_t h = 0;
@@ -45,10 +40,6 @@ struct stored_event {
 
 bool transient_conflict(std::string_view state) {
   return state == "23505" || state == "40P01" || state == "40001";
-}
-
-std::string stream_text(const std::string& s) {
-  return "stream '" + s + "'";
 }
 
 // One statement writes a batch: positions from the counter row (held until

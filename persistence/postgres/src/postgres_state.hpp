@@ -18,6 +18,16 @@
 
 namespace sourcery::persistence::detail {
 
+inline int64_t now_micros() {
+  using namespace std::chrono;
+  return duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+/// "stream 'ID'", for messages.
+inline std::string stream_text(std::string_view stream) {
+  return "stream '" + std::string{stream} + "'";
+}
+
 /// An append waiting for the writer.
 struct pg_append {
   std::string stream;

@@ -13,17 +13,14 @@
 
 namespace sourcery::persistence {
 
+using detail::now_micros;
 using detail::postgres_state;
+using detail::stream_text;
 
 namespace {
 
 constexpr const char* event_columns = "position, event_id, stream_id, stream_version, type, schema_version, data,"
                                       " metadata, causation_id, correlation_id, created_at";
-
-int64_t now_micros() {
-  using namespace std::chrono;
-  return duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
-}
 
 // One row of `event_columns` into `ev`, reusing its buffers.
 void decode_event(const pg::result& r, int row, recorded_event& ev) {
@@ -54,10 +51,6 @@ snapshot decode_snapshot(const pg::result& r, int row) {
 
 int64_t clamp(uint64_t v) {
   return v > static_cast<uint64_t>(INT64_MAX) ? INT64_MAX : static_cast<int64_t>(v);
-}
-
-std::string stream_text(std::string_view s) {
-  return "stream '" + std::string{s} + "'";
 }
 
 } // namespace

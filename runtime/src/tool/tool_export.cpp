@@ -29,9 +29,8 @@
 #include <sys/file.h>
 #include <unistd.h>
 
-#include <libpq-fe.h>
-
 #include "progress_meter.hpp"
+#include "sourcery/persistence/postgres_store.hpp"
 #include "sourcery/runtime/http_message.hpp"
 #include "tool_context.hpp"
 #include "tool_output.hpp"
@@ -340,66 +339,34 @@ caf::expected<import_target> lmdb_target(const context& ctx, std::unique_ptr<imp
   return t;
 }
 
-/// Runs `sql` on a connection of its own; the first value of the first row.
-caf::expected<std::string> admin_sql(const std::string& conninfo, const std::string& sql) {
-  PGconn* c = PQconnectdb(conninfo.c_str());
-  if (PQstatus(c) != CONNECTION_OK) {
-    std::string msg = PQerrorMessage(c);
-    PQfinish(c);
-    return persistence::make_error(persistence::store_errc::unavailable, msg);
-  }
-  PQsetNoticeProcessor(c, [](void*, const char*) {}, nullptr); // "does not exist, skipping"
-  PGresult* r = PQexec(c, sql.c_str());
-  auto status = PQresultStatus(r);
-  std::string value = status == PGRES_TUPLES_OK && PQntuples(r) > 0 ? PQgetvalue(r, 0, 0) : "";
-  std::string msg = PQresultErrorMessage(r);
-  PQclear(r);
-  PQfinish(c);
-  if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK)
-    return persistence::make_error(persistence::store_errc::io_error, msg);
-  return value;
-}
-
 caf::expected<import_target> postgres_target(const context& ctx) {
+  using persistence::postgres_store;
   auto uri = ctx.uri();
   auto target = uri.schema;
   auto staging_uri = uri;
   staging_uri.schema = target.size() > 40 ? target.substr(0, 40) + "_import" : target + "_import";
-  const auto q = [](const std::string& s) { return "\"" + s + "\""; };
   // The target may exist only as an empty store (an application started
   // on it once); one holding events is refused.
-  auto exists = admin_sql(uri.location, "SELECT CASE WHEN to_regclass('" + q(target) + ".log_head') IS NULL THEN 0"
-                                        " ELSE 1 END");
-  if (!exists)
-    return exists.error();
-  if (*exists == "1") {
-    auto head = admin_sql(uri.location, "SELECT position FROM " + q(target) + ".log_head");
-    if (!head)
-      return head.error();
-    if (*head != "0")
-      return persistence::make_error(persistence::store_errc::invalid_argument,
-                                     "schema " + target + " already holds " + *head
-                                       + " events; import into a new schema (schema=NAME in the URI)");
-  }
-  if (auto r = admin_sql(uri.location, "DROP SCHEMA IF EXISTS " + q(staging_uri.schema) + " CASCADE"); !r)
-    return r.error(); // left by an import that died
+  auto head = postgres_store::head_of(uri.location, target);
+  if (!head)
+    return head.error();
+  if (*head != 0)
+    return persistence::make_error(persistence::store_errc::invalid_argument,
+                                   "schema " + target + " already holds " + std::to_string(*head)
+                                     + " events; import into a new schema (schema=NAME in the URI)");
+  if (auto err = postgres_store::drop_schema(uri.location, staging_uri.schema))
+    return err; // left by an import that died
   auto opened = persistence::open_store(staging_uri);
   if (!opened)
     return opened.error();
   import_target t;
   t.name = uri.to_string();
   t.store = std::move(*opened);
-  t.discard = [conninfo = uri.location, schema = q(staging_uri.schema)] {
-    (void) admin_sql(conninfo, "DROP SCHEMA IF EXISTS " + schema + " CASCADE");
+  t.discard = [conninfo = uri.location, staging = staging_uri.schema] {
+    (void) postgres_store::drop_schema(conninfo, staging);
   };
-  t.commit = [conninfo = uri.location, staging = q(staging_uri.schema), target = q(target),
-              target_name = target]() -> caf::error {
-    auto r = admin_sql(conninfo, "BEGIN; DO $$ DECLARE h bigint := 0; BEGIN IF to_regclass('" + target
-                                 + ".log_head') IS NOT NULL THEN EXECUTE 'SELECT position FROM " + target
-                                 + ".log_head' INTO h; END IF; IF h > 0 THEN RAISE EXCEPTION 'schema " + target_name
-                                 + " received events meanwhile'; END IF; END $$; DROP SCHEMA IF EXISTS " + target
-                                 + " CASCADE; ALTER SCHEMA " + staging + " RENAME TO " + target + "; COMMIT");
-    return r ? caf::error{} : r.error();
+  t.commit = [conninfo = uri.location, staging = staging_uri.schema, target] {
+    return postgres_store::replace_schema(conninfo, staging, target);
   };
   return t;
 }

@@ -108,6 +108,20 @@ public:
   /// Saves a snapshot keeping its `created_at`.
   caf::expected<void> import_snapshot(snapshot snap) override;
 
+  // -- whole schemas (imports write a staging copy, then swap it in) -------------
+
+  /// The head of the store in `schema`; 0 when the schema holds none.
+  static caf::expected<uint64_t> head_of(const std::string& conninfo, const std::string& schema,
+                                         std::chrono::milliseconds timeout = std::chrono::seconds{10});
+  /// Drops `schema` and everything in it (a staging copy).
+  static caf::error drop_schema(const std::string& conninfo, const std::string& schema,
+                                std::chrono::milliseconds timeout = std::chrono::seconds{10});
+  /// Renames `staging` to `target` in one transaction, dropping `target`
+  /// first if it holds an empty store (or nothing). Errors: invalid_argument
+  /// when `target` holds events, and the connection's.
+  static caf::error replace_schema(const std::string& conninfo, const std::string& staging, const std::string& target,
+                                   std::chrono::milliseconds timeout = std::chrono::seconds{10});
+
 protected:
   void do_append(std::string stream, expected_version expected, std::vector<event_data> events,
                  append_callback done) override;
