@@ -400,15 +400,8 @@ caf::expected<std::optional<uint64_t>> lmdb_projection_store::checkpoint(std::st
   auto r = impl_->begin_read();
   if (!r)
     return r.error();
-  MDB_val k = val(projection), v;
-  int rc = safe::get(r->txn, impl_->checkpoints, &k, &v);
-  if (rc == MDB_NOTFOUND)
-    return std::optional<uint64_t>{};
-  if (rc != 0)
-    return mdb_error(rc, "read checkpoint");
-  if (v.mv_size != 8)
-    return make_error(store_errc::corrupt_store, "checkpoint of " + std::string{projection} + " has a wrong size");
-  return std::optional<uint64_t>{detail::get_be64(static_cast<const uint8_t*>(v.mv_data))};
+  return detail::read_checkpoint(r->txn, impl_->checkpoints, projection,
+                                 "checkpoint of " + std::string{projection});
 }
 
 caf::expected<std::vector<std::pair<std::string, uint64_t>>> lmdb_projection_store::checkpoints() const {

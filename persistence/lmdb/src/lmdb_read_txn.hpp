@@ -1,13 +1,18 @@
 #pragma once
 
 #include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
 #include <shared_mutex>
 #include <utility>
 
 #include <caf/expected.hpp>
 #include <lmdb.h>
 
+#include "big_endian.hpp"
 #include "lmdb_error.hpp"
+#include "lmdb_guard.hpp"
 #include "sourcery/persistence/error.hpp"
 
 namespace sourcery::persistence::detail {
@@ -44,6 +49,21 @@ inline caf::expected<read_txn> begin_read(MDB_env* env, std::shared_mutex& resiz
     mdb_env_set_mapsize(env, 0);
   }
   return make_error(store_errc::io_error, "begin read transaction: map keeps being resized");
+}
+
+/// A checkpoint (8 bytes, big-endian) stored under `key` in `dbi`, or
+/// nullopt; `what` names it in errors. Both stores keep theirs this way.
+inline caf::expected<std::optional<uint64_t>> read_checkpoint(MDB_txn* txn, MDB_dbi dbi, std::string_view key,
+                                                              const std::string& what) {
+  MDB_val k{key.size(), const_cast<char*>(key.data())}, v;
+  int rc = safe::get(txn, dbi, &k, &v);
+  if (rc == MDB_NOTFOUND)
+    return std::optional<uint64_t>{};
+  if (rc != 0)
+    return mdb_error(rc, "read " + what);
+  if (v.mv_size != 8)
+    return make_error(store_errc::corrupt_store, what + " has a wrong size");
+  return std::optional<uint64_t>{get_be64(static_cast<const uint8_t*>(v.mv_data))};
 }
 
 } // namespace sourcery::persistence::detail

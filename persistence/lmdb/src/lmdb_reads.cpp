@@ -291,15 +291,7 @@ caf::expected<std::optional<uint64_t>> lmdb_store::do_load_checkpoint(std::strin
   auto r = impl_->begin_read();
   if (!r)
     return r.error();
-  MDB_val k = str_val(name), v;
-  int rc = safe::get(r->txn, impl_->checkpoints, &k, &v);
-  if (rc == MDB_NOTFOUND)
-    return std::optional<uint64_t>{};
-  if (rc != 0)
-    return mdb_error(rc, "read checkpoint");
-  if (v.mv_size != 8)
-    return make_error(store_errc::corrupt_store, "checkpoint '" + std::string{name} + "' has a wrong size");
-  return std::optional<uint64_t>{get_be64(static_cast<const uint8_t*>(v.mv_data))};
+  return detail::read_checkpoint(r->txn, impl_->checkpoints, name, "checkpoint '" + std::string{name} + "'");
 }
 
 // -- listing -------------------------------------------------------------------------
