@@ -27,9 +27,11 @@ inline std::unique_ptr<application> start_app(const std::string& dir, bool in_me
   application_config cfg;
   cfg.data_dir = dir;
   cfg.in_memory = in_memory;
-  std::unordered_map<std::type_index, aggregate_settings> settings;
-  settings[std::type_index{typeid(account)}] = aggregate_settings{lifespan, opts};
-  auto app = application::start(cfg, bank::routes(), {}, settings);
+  aggregate_settings accounts;
+  accounts.lifespan = lifespan.count() > 0 ? sourcery::lifespan::timeout(lifespan) : sourcery::lifespan::infinite();
+  accounts.snapshot_every = opts.snapshot_every;
+  accounts.max_retries = opts.max_retries;
+  auto app = application::start(cfg, bank::routes(accounts));
   if (!app) {
     std::fprintf(stderr, "cannot start: %s\n", describe_error(app.error()).c_str());
     std::exit(1);

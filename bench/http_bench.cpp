@@ -36,13 +36,14 @@ started_server start_server(const std::string& dir) {
   application_config config;
   config.data_dir = dir;
   auto app = application::start(config, todo::routes());
-  if (!app || todo::start_read_model(**app)) {
+  auto models = app ? todo::start_read_model(**app) : caf::expected<persistence::projection_store*>{app.error()};
+  if (!models) {
     std::fprintf(stderr, "http bench: cannot start the todo application\n");
     std::exit(1);
   }
   started_server s;
   s.app = std::move(*app);
-  s.api = std::make_unique<todo::todo_api>(*s.app);
+  s.api = std::make_unique<todo::todo_api>(*s.app, **models);
   s.gw = std::make_unique<http::gateway>();
   s.api->add_routes(*s.gw);
   http::gateway_config c;
@@ -161,7 +162,7 @@ int run_http_suite(const options& opts) {
   report("http", "http_create_64_p50", percentile(lat, 0.50), "us");
   report("http", "http_create_64_p99", percentile(lat, 0.99), "us");
 
-  auto rows = (*s.app->read_models())->scan(todo::todo_list::projection_name, todo::todo_list::table);
+  auto rows = (*s.app->read_models())->scan(todo::todo_list::projection_name, todo::todos.name());
   std::vector<std::string> ids;
   for (auto& [id, value] : *rows)
     ids.push_back(id);

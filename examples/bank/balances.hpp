@@ -8,7 +8,7 @@
 #include <variant>
 
 #include "bank.hpp"
-#include "sourcery/actors/projector.hpp"
+#include "sourcery/actors/events/projector.hpp"
 
 namespace bank {
 

@@ -10,33 +10,30 @@
 
 #include <msgpack.hpp>
 
-#include "sourcery/actors/aggregate.hpp"
+#include "sourcery/actors/aggregates/aggregate.hpp"
 
 namespace bank {
 
 // -- commands ------------------------------------------------------------------
-struct open_account { std::string account, owner; };
+struct open_account { std::string account, owner; SOURCERY_FIELDS(account, owner) };
 /// `transfer` names the money transfer a deposit or withdrawal belongs to, if any.
-struct deposit { std::string account; int64_t amount = 0; std::string transfer = {}; };
-struct withdraw { std::string account; int64_t amount = 0; std::string transfer = {}; };
+struct deposit { std::string account; int64_t amount = 0; std::string transfer = {}; SOURCERY_FIELDS(account, amount, transfer) };
+struct withdraw { std::string account; int64_t amount = 0; std::string transfer = {}; SOURCERY_FIELDS(account, amount, transfer) };
 
 // -- events --------------------------------------------------------------------
 struct account_opened {
-  static constexpr const char* type_name = "bank.account_opened";
   std::string owner;
-  MSGPACK_DEFINE_MAP(owner);
+  SOURCERY_EVENT("bank.account_opened", owner)
 };
 struct money_deposited {
-  static constexpr const char* type_name = "bank.money_deposited";
   int64_t amount = 0;
   std::string transfer = {};
-  MSGPACK_DEFINE_MAP(amount, transfer);
+  SOURCERY_EVENT("bank.money_deposited", amount, transfer)
 };
 struct money_withdrawn {
-  static constexpr const char* type_name = "bank.money_withdrawn";
   int64_t amount = 0;
   std::string transfer = {};
-  MSGPACK_DEFINE_MAP(amount, transfer);
+  SOURCERY_EVENT("bank.money_withdrawn", amount, transfer)
 };
 
 // -- the aggregate -------------------------------------------------------------
@@ -91,25 +88,22 @@ struct account {
 // -- money transfers -----------------------------------------------------------
 // A transfer is its own aggregate (its request and outcome); the transfer
 // process manager (transfer_saga.hpp) moves the money between the accounts.
-struct request_transfer { std::string transfer, from, to; int64_t amount = 0; };
-struct complete_transfer { std::string transfer; };
-struct fail_transfer { std::string transfer, reason; };
+struct request_transfer { std::string transfer, from, to; int64_t amount = 0; SOURCERY_FIELDS(transfer, from, to, amount) };
+struct complete_transfer { std::string transfer; SOURCERY_FIELDS(transfer) };
+struct fail_transfer { std::string transfer, reason; SOURCERY_FIELDS(transfer, reason) };
 
 struct transfer_requested {
-  static constexpr const char* type_name = "bank.transfer_requested";
   std::string transfer, from, to;
   int64_t amount = 0;
-  MSGPACK_DEFINE_MAP(transfer, from, to, amount);
+  SOURCERY_EVENT("bank.transfer_requested", transfer, from, to, amount)
 };
 struct transfer_completed {
-  static constexpr const char* type_name = "bank.transfer_completed";
   std::string transfer;
-  MSGPACK_DEFINE_MAP(transfer);
+  SOURCERY_EVENT("bank.transfer_completed", transfer)
 };
 struct transfer_failed {
-  static constexpr const char* type_name = "bank.transfer_failed";
   std::string transfer, reason;
-  MSGPACK_DEFINE_MAP(transfer, reason);
+  SOURCERY_EVENT("bank.transfer_failed", transfer, reason)
 };
 
 struct transfer {

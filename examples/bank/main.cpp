@@ -22,7 +22,7 @@
 #include "routes.hpp"
 #include "sourcery/persistence/uuid.hpp"
 #include "sourcery/runtime/application.hpp"
-#include "sourcery/runtime/operator_tool.hpp"
+#include "sourcery/runtime/tool/operator_tool.hpp"
 #include "transfer_saga.hpp"
 
 using namespace std::chrono_literals;
@@ -125,10 +125,10 @@ int main(int argc, char** argv) {
   }
   // Accounts snapshot every 4 events: a reopened account reads its latest
   // snapshot, then only the events after it.
-  std::unordered_map<std::type_index, sourcery::aggregate_settings> settings;
-  settings[typeid(bank::account)].options.snapshot_every = 4;
+  sourcery::aggregate_settings accounts;
+  accounts.snapshot_every = 4;
   auto [config, started] =
-    demo::start(argc, argv, "bank-demo", "Sourcery bank demo", "sourcery-data", bank::routes(), std::move(settings));
+    demo::start(argc, argv, "bank-demo", "Sourcery bank demo", "sourcery-data", bank::routes(accounts));
   auto& app = *started;
 
   auto projection = app.add_projection<bank::balances>({}, /*strong*/ true);

@@ -1,21 +1,20 @@
 #pragma once
 
-// How bank commands reach their accounts: the identity is the command's
-// `account` field, the stream id "account-<id>".
+// How bank commands reach their aggregates: accounts by their `account`
+// field (stream "account-<id>"), transfers by their `transfer` field.
 
 #include "bank.hpp"
-#include "sourcery/runtime/router.hpp"
+#include "sourcery/runtime/commands/router.hpp"
 
 namespace bank {
 
-inline sourcery::router routes() {
+/// `accounts`: how accounts run (the demo snapshots them every 4 events).
+inline sourcery::router routes(sourcery::aggregate_settings accounts = {}) {
   sourcery::router r;
-  r.route<account, open_account>(&open_account::account, "account-");
-  r.route<account, deposit>(&deposit::account, "account-");
-  r.route<account, withdraw>(&withdraw::account, "account-");
-  r.route<transfer, request_transfer>(&request_transfer::transfer, "transfer-");
-  r.route<transfer, complete_transfer>(&complete_transfer::transfer, "transfer-");
-  r.route<transfer, fail_transfer>(&fail_transfer::transfer, "transfer-");
+  r.aggregate<account>([](const auto& c) { return c.account; }, "account-", accounts)
+    .dispatch<open_account, deposit, withdraw>();
+  r.aggregate<transfer>([](const auto& c) { return c.transfer; }, "transfer-")
+    .dispatch<request_transfer, complete_transfer, fail_transfer>();
   return r;
 }
 

@@ -35,7 +35,7 @@ struct transfer_saga {
     return {sourcery::command(deposit{to, amount, transfer})};
   }
   sourcery::commands handle(const money_deposited&, const sourcery::event_context& ctx) const {
-    if (ctx.stream_id != "account-" + to)
+    if (ctx.aggregate_id() != to)
       return {}; // the refund of a failed transfer
     return {sourcery::command(complete_transfer{transfer})};
   }
@@ -43,9 +43,9 @@ struct transfer_saga {
   sourcery::commands on_rejected(const sourcery::failed_command& f, const sourcery::event_context&) const {
     // The rejected command names its transfer: the state may not know it
     // yet (a rejection of the first command comes before its event applies).
-    if (auto* w = std::any_cast<withdraw>(&f.value))
+    if (auto* w = f.as<withdraw>())
       return {sourcery::command(fail_transfer{w->transfer, f.why.reason})};
-    if (auto* d = std::any_cast<deposit>(&f.value))
+    if (auto* d = f.as<deposit>())
       return {sourcery::command(deposit{from, d->amount, d->transfer}),
               sourcery::command(fail_transfer{d->transfer, "credit refused: " + f.why.reason})};
     return {}; // complete/fail of a transfer already settled

@@ -119,11 +119,10 @@ struct started {
   std::unique_ptr<sourcery::application> app;
 };
 inline started start(int argc, char** argv, const char* program, const char* title, const char* default_dir,
-                     sourcery::router routes,
-                     std::unordered_map<std::type_index, sourcery::aggregate_settings> settings = {}) {
+                     sourcery::router routes) {
   auto config = parse_options(argc, argv, program, default_dir);
   say("== %s ==", title);
-  auto app = sourcery::application::start(config, std::move(routes), {}, std::move(settings));
+  auto app = sourcery::application::start(config, std::move(routes));
   if (!app)
     fail(program, "start the application on " + store_location(config), app.error());
   tell_store(**app, config);

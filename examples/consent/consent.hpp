@@ -22,8 +22,8 @@
 
 #include <msgpack.hpp>
 
-#include "sourcery/actors/aggregate.hpp"
-#include "sourcery/runtime/router.hpp"
+#include "sourcery/actors/aggregates/aggregate.hpp"
+#include "sourcery/runtime/commands/router.hpp"
 
 namespace consent {
 
@@ -43,9 +43,9 @@ struct grant_scope {
 };
 
 // -- commands ------------------------------------------------------------------
-struct ask_consent { grant_scope scope; };
-struct grant_consent { grant_scope scope; };
-struct revoke_consent { grant_scope scope; };
+struct ask_consent { grant_scope scope; SOURCERY_FIELDS(scope) };
+struct grant_consent { grant_scope scope; SOURCERY_FIELDS(scope) };
+struct revoke_consent { grant_scope scope; SOURCERY_FIELDS(scope) };
 
 // -- events --------------------------------------------------------------------
 struct consent_asked : grant_scope {
@@ -133,9 +133,8 @@ struct patient {
 
 inline sourcery::router routes() {
   sourcery::router r;
-  r.route<patient, ask_consent>([](const ask_consent& c) { return c.scope.patient_id; }, "patient-");
-  r.route<patient, grant_consent>([](const grant_consent& c) { return c.scope.patient_id; }, "patient-");
-  r.route<patient, revoke_consent>([](const revoke_consent& c) { return c.scope.patient_id; }, "patient-");
+  r.aggregate<patient>([](const auto& c) { return c.scope.patient_id; }, "patient-")
+    .dispatch<ask_consent, grant_consent, revoke_consent>();
   return r;
 }
 

@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "consent.hpp"
-#include "sourcery/actors/projector.hpp"
+#include "sourcery/actors/events/projector.hpp"
 #include "sourcery/persistence/projection_store.hpp"
 
 namespace consent {

@@ -11,31 +11,28 @@
 
 #include <msgpack.hpp>
 
-#include "sourcery/actors/aggregate.hpp"
-#include "sourcery/runtime/router.hpp"
+#include "sourcery/actors/aggregates/aggregate.hpp"
+#include "sourcery/runtime/commands/router.hpp"
 
 namespace meetup {
 
 // -- commands ------------------------------------------------------------------
-struct create_meetup { std::string id, title, date, host; };
-struct rename_meetup { std::string id, title; };
-struct add_attendee { std::string id, attendee; };
+struct create_meetup { std::string id, title, date, host; SOURCERY_FIELDS(id, title, date, host) };
+struct rename_meetup { std::string id, title; SOURCERY_FIELDS(id, title) };
+struct add_attendee { std::string id, attendee; SOURCERY_FIELDS(id, attendee) };
 
 // -- events --------------------------------------------------------------------
 struct meetup_created {
-  static constexpr const char* type_name = "meetup.created";
   std::string title, date, host;
-  MSGPACK_DEFINE_MAP(title, date, host);
+  SOURCERY_EVENT("meetup.created", title, date, host)
 };
 struct meetup_title_updated {
-  static constexpr const char* type_name = "meetup.title_updated";
   std::string title;
-  MSGPACK_DEFINE_MAP(title);
+  SOURCERY_EVENT("meetup.title_updated", title)
 };
 struct attendee_added {
-  static constexpr const char* type_name = "meetup.attendee_added";
   std::string attendee;
-  MSGPACK_DEFINE_MAP(attendee);
+  SOURCERY_EVENT("meetup.attendee_added", attendee)
 };
 
 // -- the aggregate -------------------------------------------------------------
@@ -107,9 +104,7 @@ struct meetup {
 
 inline sourcery::router routes() {
   sourcery::router r;
-  r.route<meetup, create_meetup>(&create_meetup::id, "meetup-");
-  r.route<meetup, rename_meetup>(&rename_meetup::id, "meetup-");
-  r.route<meetup, add_attendee>(&add_attendee::id, "meetup-");
+  r.aggregate<meetup>([](const auto& c) { return c.id; }, "meetup-").dispatch<create_meetup, rename_meetup, add_attendee>();
   return r;
 }
 

@@ -13,8 +13,8 @@
 #include <string>
 
 #include "sourcery/runtime/application.hpp"
-#include "sourcery/runtime/http_gateway.hpp"
-#include "sourcery/runtime/operator_tool.hpp"
+#include "sourcery/runtime/http/gateway.hpp"
+#include "sourcery/runtime/tool/operator_tool.hpp"
 #include "todo_api.hpp"
 
 int main(int argc, char** argv) {
@@ -64,11 +64,13 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "todo-server: cannot start: %s\n", sourcery::describe_error(app.error()).c_str());
     return 1;
   }
-  if (auto err = todo::start_read_model(**app)) {
-    std::fprintf(stderr, "todo-server: cannot start the read model: %s\n", sourcery::describe_error(err).c_str());
+  auto models = todo::start_read_model(**app);
+  if (!models) {
+    std::fprintf(stderr, "todo-server: cannot start the read model: %s\n",
+                 sourcery::describe_error(models.error()).c_str());
     return 1;
   }
-  todo::todo_api api{**app};
+  todo::todo_api api{**app, **models};
   api.add_routes(gw);
   sourcery::http::add_operations_routes(gw, **app);
   http.metrics = &(*app)->metrics();

@@ -4,77 +4,40 @@
 // say what happened to a todo (created, title changed, completed, ...), not
 // which fields a PATCH carried: one PATCH may record several of them, or none.
 
-#include <cstdint>
-#include <optional>
-#include <string>
-#include <variant>
-#include <vector>
-
-#include <msgpack.hpp>
-
-#include "sourcery/actors/aggregate.hpp"
-#include "sourcery/persistence/event_registry.hpp"
-#include "sourcery/runtime/router.hpp"
+#include "sourcery/runtime/commands/router.hpp"
 
 namespace todo {
 
 // -- commands ------------------------------------------------------------------
 struct create_todo {
-  std::string id, title;
-  std::optional<int64_t> order = {};
-  bool completed = false;
+  std::string id, title; std::optional<int64_t> order = {}; bool completed = false;
+  SOURCERY_FIELDS(id, title, order, completed)
 };
 /// Absent fields stay as they are.
 struct update_todo {
-  std::string id;
-  std::optional<std::string> title = {};
-  std::optional<bool> completed = {};
-  std::optional<int64_t> order = {};
+  std::string id; std::optional<std::string> title = {};
+  std::optional<bool> completed = {}; std::optional<int64_t> order = {};
+  SOURCERY_FIELDS(id, title, completed, order)
 };
-struct delete_todo { std::string id; };
+struct delete_todo { std::string id; SOURCERY_FIELDS(id) };
 
 // -- events --------------------------------------------------------------------
-struct todo_created {
-  static constexpr const char* type_name = "todo.created";
-  std::string title;
-  bool has_order = false;
-  int64_t order = 0;
-  MSGPACK_DEFINE_MAP(title, has_order, order);
-};
-struct todo_title_changed {
-  static constexpr const char* type_name = "todo.title_changed";
-  std::string title;
-  MSGPACK_DEFINE_MAP(title);
-};
-struct todo_completed {
-  static constexpr const char* type_name = "todo.completed";
-  SOURCERY_DEFINE_EMPTY_MAP()
-};
-struct todo_uncompleted {
-  static constexpr const char* type_name = "todo.uncompleted";
-  SOURCERY_DEFINE_EMPTY_MAP()
-};
-struct todo_order_changed {
-  static constexpr const char* type_name = "todo.order_changed";
-  int64_t order = 0;
-  MSGPACK_DEFINE_MAP(order);
-};
-struct todo_deleted {
-  static constexpr const char* type_name = "todo.deleted";
-  SOURCERY_DEFINE_EMPTY_MAP()
-};
+struct todo_created { std::string title; bool has_order = false; int64_t order = 0; SOURCERY_EVENT("todo.created", title, has_order, order) };
+struct todo_title_changed { std::string title; SOURCERY_EVENT("todo.title_changed", title) };
+struct todo_completed { SOURCERY_EVENT("todo.completed") };
+struct todo_uncompleted { SOURCERY_EVENT("todo.uncompleted") };
+struct todo_order_changed { int64_t order = 0; SOURCERY_EVENT("todo.order_changed", order) };
+struct todo_deleted { SOURCERY_EVENT("todo.deleted") };
 
 // -- the aggregate -------------------------------------------------------------
 struct todo {
   using event = std::variant<todo_created, todo_title_changed, todo_completed, todo_uncompleted, todo_order_changed,
                              todo_deleted>;
-
   enum class stage : uint8_t { none, live, deleted };
   stage at = stage::none;
   std::string title;
   bool completed = false;
-  bool has_order = false;
-  int64_t order = 0;
+  std::optional<int64_t> order;
 
   sourcery::outcome<event> execute(const create_todo& c) const {
     if (at != stage::none)
@@ -86,7 +49,6 @@ struct todo {
       out.emplace_back(todo_completed{});
     return out;
   }
-
   sourcery::outcome<event> execute(const update_todo& c) const {
     if (at != stage::live)
       return sourcery::reject("not_found", "no todo " + c.id);
@@ -98,13 +60,10 @@ struct todo {
     }
     if (c.completed && *c.completed != completed)
       out.emplace_back(*c.completed ? event{todo_completed{}} : event{todo_uncompleted{}});
-    if (c.order && (!has_order || *c.order != order))
+    if (c.order && c.order != order)
       out.emplace_back(todo_order_changed{*c.order});
-    if (out.empty())
-      return sourcery::no_events;
     return out;
   }
-
   sourcery::outcome<event> execute(const delete_todo& c) const {
     if (at != stage::live)
       return sourcery::reject("not_found", "no todo " + c.id);
@@ -114,33 +73,25 @@ struct todo {
   void apply(const todo_created& e) {
     at = stage::live;
     title = e.title;
-    has_order = e.has_order;
-    order = e.order;
+    order = e.has_order ? std::optional{e.order} : std::nullopt;
   }
   void apply(const todo_title_changed& e) { title = e.title; }
   void apply(const todo_completed&) { completed = true; }
   void apply(const todo_uncompleted&) { completed = false; }
-  void apply(const todo_order_changed& e) {
-    has_order = true;
-    order = e.order;
-  }
+  void apply(const todo_order_changed& e) { order = e.order; }
   void apply(const todo_deleted&) { at = stage::deleted; }
 
   /// A title is text a person can read: not blank, at most 1,000 bytes.
   static std::optional<sourcery::rejection> check_title(const std::string& t) {
-    if (t.find_first_not_of(" \t\r\n") == std::string::npos)
-      return sourcery::reject("invalid_title", "a title must not be blank");
-    if (t.size() > 1000)
-      return sourcery::reject("invalid_title", "a title has at most 1000 bytes");
+    if (t.find_first_not_of(" \t\r\n") == std::string::npos || t.size() > 1000)
+      return sourcery::reject("invalid_title", "a title must not be blank, and has at most 1000 bytes");
     return std::nullopt;
   }
 };
 
 inline sourcery::router routes() {
   sourcery::router r;
-  r.route<todo, create_todo>(&create_todo::id, "todo-");
-  r.route<todo, update_todo>(&update_todo::id, "todo-");
-  r.route<todo, delete_todo>(&delete_todo::id, "todo-");
+  r.aggregate<todo>([](const auto& c) { return c.id; }, "todo-").dispatch<create_todo, update_todo, delete_todo>();
   return r;
 }
 

@@ -22,7 +22,7 @@
 
 #include "sourcery/persistence/uuid.hpp"
 #include "sourcery/runtime/application.hpp"
-#include "sourcery/runtime/http_gateway.hpp"
+#include "sourcery/runtime/http/gateway.hpp"
 #include "todo.hpp"
 #include "todo_list.hpp"
 
@@ -33,7 +33,9 @@ using json = nlohmann::json;
 
 class todo_api {
 public:
-  explicit todo_api(sourcery::application& app) : app_(app) {}
+  /// Commands go through `commands`; queries read `models`.
+  todo_api(sourcery::dispatcher& commands, sourcery::persistence::projection_store& models)
+    : app_(commands), models_(models) {}
 
   void add_routes(http::gateway& gw) {
     gw.route("GET", "/todos", [this](http::request& req, http::responder answer) { list(req, answer); });
@@ -46,22 +48,27 @@ public:
 
 private:
   /// A row of the read model as the API shows it.
-  static json present(const std::string& origin, const std::string& id, const json& row) {
-    json t{{"id", id}, {"title", row.at("title")}, {"completed", row.at("completed")}, {"url", origin + "/todos/" + id}};
-    if (row.contains("order"))
-      t["order"] = row.at("order");
+  static json present(const std::string& origin, const todo_row& row) {
+    json t{{"id", row.id}, {"title", row.title}, {"completed", row.completed}, {"url", origin + "/todos/" + row.id}};
+    if (row.order)
+      t["order"] = *row.order;
     return t;
   }
 
   /// The read-model row of todo `id`, nullopt when there is none.
-  http::expected<std::optional<json>> row(const std::string& id) {
-    auto models = app_.read_models();
-    if (!models)
-      return http::dispatch_failure(models.error());
-    auto r = todo_list::find(**models, id);
+  http::expected<std::optional<todo_row>> row(const std::string& id) {
+    auto r = todos.find(models_, todo_list::projection_name, id);
     if (!r)
       return http::dispatch_failure(r.error());
     return *r;
+  }
+
+  /// Every todo, in the order they were created.
+  http::expected<std::vector<todo_row>> rows() {
+    auto r = todos.all(models_, todo_list::projection_name, "created");
+    if (!r)
+      return http::dispatch_failure(r.error());
+    return std::move(*r);
   }
 
   static sourcery::dispatch_options strong() {
@@ -72,15 +79,12 @@ private:
   }
 
   void list(const http::request& req, const http::responder& answer) {
-    auto models = app_.read_models();
-    if (!models)
-      return answer(http::dispatch_failure(models.error()));
-    auto todos = todo_list::all(**models);
-    if (!todos)
-      return answer(http::dispatch_failure(todos.error()));
+    auto all = rows();
+    if (!all)
+      return answer(all.err());
     auto out = json::array();
-    for (auto& [id, r] : *todos)
-      out.push_back(present(req.origin(), id, r));
+    for (auto& r : *all)
+      out.push_back(present(req.origin(), r));
     answer(http::json_response(200, out));
   }
 
@@ -91,7 +95,7 @@ private:
       return answer(r.err());
     if (!*r)
       return answer(http::error{404, "not_found", "no todo " + id});
-    answer(http::json_response(200, present(req.origin(), id, **r)));
+    answer(http::json_response(200, present(req.origin(), **r)));
   }
 
   /// The fields a POST or PATCH body may carry, checked, as an update (no id yet).
@@ -149,22 +153,19 @@ private:
 
   /// Deletes every todo: one command each, answered once all are.
   void clear(const http::responder& answer) {
-    auto models = app_.read_models();
-    if (!models)
-      return answer(http::dispatch_failure(models.error()));
-    auto rows = todo_list::all(**models);
-    if (!rows)
-      return answer(http::dispatch_failure(rows.error()));
-    if (rows->empty())
+    auto all = rows();
+    if (!all)
+      return answer(all.err());
+    if (all->empty())
       return answer(http::empty_response(204));
     struct progress {
       std::atomic<size_t> left;
       std::atomic<bool> failed{false};
     };
     auto p = std::make_shared<progress>();
-    p->left = rows->size();
-    for (auto& [id, value] : *rows) {
-      app_.dispatch_async(delete_todo{id}, strong(), [p, answer](caf::expected<sourcery::dispatch_result> r) {
+    p->left = all->size();
+    for (auto& r : *all) {
+      app_.dispatch_async(delete_todo{r.id}, strong(), [p, answer](caf::expected<sourcery::dispatch_result> r) {
         // A todo deleted meanwhile (not_found) is fine: it is gone either way.
         if (!r && !p->failed.exchange(true))
           answer(http::dispatch_failure(r.error()));
@@ -188,25 +189,30 @@ private:
         return answer(now.err());
       if (!*now)
         return answer(http::error{404, "not_found", "no todo " + id});
-      auto res = http::json_response(status, present(origin, id, **now));
+      auto res = http::json_response(status, present(origin, **now));
       if (status == 201)
         res.with_header("Location", origin + "/todos/" + id);
       answer(std::move(res));
     });
   }
 
-  sourcery::application& app_;
+  sourcery::dispatcher& app_;
+  sourcery::persistence::projection_store& models_;
 };
 
-/// Starts the todo application's read model: call once after `application::start`.
-inline caf::error start_read_model(sourcery::application& app) {
+/// Starts the todo application's read model: call once after
+/// `application::start`. Returns where the API reads it.
+inline caf::expected<sourcery::persistence::projection_store*> start_read_model(sourcery::application& app) {
   auto models = app.read_models();
   if (!models)
     return models.error();
-  if (auto err = todo_list::prepare(**models))
+  // The API queries the table from its first request, maybe before the
+  // projection's `init` has run: create it now.
+  if (auto err = todos.create(**models, todo_list::projection_name))
     return err;
-  auto p = app.add_projection<todo_list>({}, true);
-  return p ? caf::error{} : p.error();
+  if (auto p = app.add_projection<todo_list>({}, true); !p)
+    return p.error();
+  return *models;
 }
 
 } // namespace todo

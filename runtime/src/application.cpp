@@ -3,7 +3,7 @@
 #include <filesystem>
 #include <thread>
 
-#include "dispatch_deadlines.hpp"
+#include "commands/dispatch_deadlines.hpp"
 #include "sourcery/persistence/memory_store.hpp"
 #include "sourcery/persistence/store_uri.hpp"
 #include "sourcery/persistence/uuid.hpp"
@@ -44,8 +44,7 @@ const char* decision_of(const error_action& a) {
 application::application() = default;
 
 caf::expected<std::unique_ptr<application>> application::start(application_config config, router routes,
-                                                               std::vector<std::shared_ptr<middleware>> middleware,
-                                                               std::unordered_map<std::type_index, aggregate_settings> settings) {
+                                                               std::vector<std::shared_ptr<middleware>> middleware) {
   if (!routes.conflicts().empty())
     return make_error(dispatch_errc::invalid_route, routes.conflicts().front());
   std::unique_ptr<application> app{new application};
@@ -85,6 +84,8 @@ caf::expected<std::unique_ptr<application>> application::start(application_confi
   int threads = config.scheduler_threads > 0 ? config.scheduler_threads
                                              : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   app->cfg_.set("scheduler.max-threads", threads);
+  if (config.configure_actors)
+    config.configure_actors(app->cfg_);
   app->system_ = std::make_unique<caf::actor_system>(app->cfg_);
   supervision::supervisor_flags root_flags;
   root_flags.name = "app_root";
@@ -92,11 +93,11 @@ caf::expected<std::unique_ptr<application>> application::start(application_confi
   root_flags.period = std::chrono::seconds{10};
   app->logger_ = std::make_unique<sourcery::logger>(std::move(config.log));
   app->slow_command_ = config.slow_command;
-  app->core_.observer = [m = &app->metrics_, log = app->logger_.get()](const supervision::supervisor_report& r) {
+  app->observer_ = [m = &app->metrics_, log = app->logger_.get()](const supervision::supervisor_report& r) {
     m->supervisor_event(r);
     log_supervisor_report(*log, r);
   };
-  root_flags.observer = app->core_.observer;
+  root_flags.observer = app->observer_;
   auto root = supervision::supervisor::start(*app->system_, root_flags, {});
   if (!root)
     return root.error();
@@ -109,15 +110,10 @@ caf::expected<std::unique_ptr<application>> application::start(application_confi
   });
   app->router_ = std::move(routes);
   app->middleware_ = std::move(middleware);
-  app->core_.system = app->system_.get();
-  app->core_.store = app->store_.get();
-  app->core_.root = &*app->root_;
-  app->core_.settings = std::move(settings);
-  for (auto& [type, e] : app->router_.routes())
-    if (auto err = e.setup(app->core_))
-      return err;
+  if (auto err = app->host_aggregates())
+    return err;
   if (!shared_store)
-    app->store_->use_registry(&app->core_.types);
+    app->store_->use_registry(&app->types_);
   app->read_model_dir_ = config.read_model_dir;
   if (app->read_model_dir_.empty() && !config.in_memory && !shared_store && !app->store_uri_)
     app->read_model_dir_ = (std::filesystem::path{config.data_dir} / "read-models").string();
@@ -452,6 +448,28 @@ void application::complete_strong(const std::shared_ptr<dispatch_options>& opts,
     });
 }
 
+caf::error application::host_aggregates() {
+  registration_ = make_local_registration(*system_, *root_, observer_);
+  std::vector<std::string> prefixes;
+  for (const auto& [name, decl] : router_.aggregates())
+    prefixes.push_back(decl.prefix);
+  prefixes_ = stream_prefixes{std::move(prefixes)};
+  for (const auto& [name, decl] : router_.aggregates()) {
+    if (auto err = decl.register_events(types_))
+      return err;
+    auto host = decl.make_host(decl.settings, *store_, types_);
+    for (const auto& [command, route] : router_.commands())
+      if (route.aggregate_name == name)
+        route.install(*host);
+    if (auto err = registration_->host(*host))
+      return err;
+    hosts_.emplace(name, std::move(host));
+  }
+  for (const auto& [command, route] : router_.commands())
+    routes_.emplace(command, resolved_route{&route, &router_.aggregates().at(route.aggregate_name).settings});
+  return {};
+}
+
 application::~application() {
   stop();
 }
@@ -482,7 +500,9 @@ void application::stop() {
     for (auto& [name, h] : handlers_)
       h.actor = nullptr;
   }
-  core_.aggregates.clear();
+  // The hosts after their actors (the tree), which point to them.
+  registration_.reset();
+  hosts_.clear();
   // The store before the actor system: its writer answers what is still in
   // flight (to actors that are gone: dropped) while the system still exists.
   store_.reset();
@@ -495,39 +515,65 @@ void application::stop() {
   }
 }
 
-void application::dispatch_erased(std::type_index type, const void* cmd, dispatch_options options,
-                                  std::function<void(caf::expected<dispatch_result>)> done) {
+std::chrono::milliseconds application::submit(const typed_command& cmd, dispatch_options options, reply done) {
   const auto t0 = std::chrono::steady_clock::now();
-  if (stopped_.load())
-    return finish(t0, make_error(dispatch_errc::stopped, "the application has stopped"), done);
-  if (failed_.load())
-    return finish(t0, failure(), done);
-  auto route = router_.routes().find(type);
-  if (route == router_.routes().end())
-    return finish(t0, make_error(dispatch_errc::unregistered_command, "no route for command " + demangled_name(type.name())),
-                  done);
-  auto id = route->second.identity(cmd);
-  if (id.empty())
-    return finish(t0, make_error(dispatch_errc::invalid_identity,
-                                 route->second.command_name + " names no aggregate: its identity is empty"),
-                  done);
+  auto budget = options.timeout.value_or(std::chrono::milliseconds{5000});
+  if (stopped_.load()) {
+    finish(t0, make_error(dispatch_errc::stopped, "the application has stopped"), done);
+    return budget;
+  }
+  if (failed_.load()) {
+    finish(t0, failure(), done);
+    return budget;
+  }
+  auto found = routes_.find(cmd.name);
+  if (found == routes_.end() || found->second.route->type != cmd.type) {
+    finish(t0, make_error(dispatch_errc::unregistered_command, "no route for command " + cmd.name), done);
+    return budget;
+  }
+  const auto& route = *found->second.route;
+  const auto& settings = *found->second.settings;
+  auto id = route.identity(cmd.command);
+  if (id.empty()) {
+    finish(t0, make_error(dispatch_errc::invalid_identity, route.command_name + " names no aggregate: its identity is empty"),
+           done);
+    return budget;
+  }
   // Options and context live until the answer: after-hooks see them too.
   auto opts = std::make_shared<dispatch_options>(std::move(options));
+  if (!opts->timeout)
+    opts->timeout = settings.timeout;
+  if (!opts->consistency_level)
+    opts->consistency_level = settings.consistency_level;
   if (opts->correlation_id.empty())
     opts->correlation_id = persistence::uuid::random().to_string();
+  const auto timeout = *opts->timeout;
+  budget = timeout + (*opts->consistency_level == consistency::strong ? opts->consistency_timeout
+                                                                        : std::chrono::milliseconds{0});
   auto ctx = std::make_shared<dispatch_context>(
-    dispatch_context{type, route->second.command_name, std::move(id), cmd, *opts});
+    dispatch_context{cmd.type, route.command_name, route.prefix + id, cmd.command, *opts});
   for (auto& m : middleware_) {
     if (auto err = m->before_dispatch(*ctx)) {
       for (auto i = middleware_.rbegin(); i != middleware_.rend(); ++i)
         (*i)->after_failure(*ctx, err);
-      return finish(t0, std::move(err), done, ctx.get());
+      finish(t0, std::move(err), done, ctx.get());
+      return budget;
     }
   }
+  command_envelope envelope;
+  envelope.aggregate_type = route.aggregate_name;
+  envelope.stream_id = ctx->aggregate_id;
+  envelope.command_type = route.command_name;
+  envelope.payload = route.encode(cmd.command);
+  envelope.metadata = opts->metadata.encode();
+  envelope.causation_id = opts->causation_id;
+  envelope.correlation_id = opts->correlation_id;
+  envelope.returns = opts->returns;
+  envelope.deadline = detail::dispatch_deadlines::due(t0, timeout);
   ctx->command = nullptr; // the command object does not outlive this call
   // Answered once: by the aggregate, or by the deadline (then the late
   // answer is dropped). Both paths run the after-hooks.
-  auto answer = std::make_shared<std::function<void(caf::expected<dispatch_result>)>>(std::move(done));
+  auto answer = std::make_shared<reply>(std::move(done));
   auto after = [this, ctx](const caf::expected<dispatch_result>& r) {
     for (auto i = middleware_.rbegin(); i != middleware_.rend(); ++i) {
       if (r)
@@ -536,7 +582,6 @@ void application::dispatch_erased(std::type_index type, const void* cmd, dispatc
         (*i)->after_failure(*ctx, r.error());
     }
   };
-  auto timeout = opts->timeout;
   auto ticket = deadlines_->add(t0, timeout, [this, ctx, t0, timeout, answer, after] {
     caf::expected<dispatch_result> r = make_error(
       dispatch_errc::timeout, ctx->command_name + " to " + ctx->aggregate_id + ": no answer within "
@@ -544,13 +589,15 @@ void application::dispatch_erased(std::type_index type, const void* cmd, dispatc
     after(r);
     finish(t0, std::move(r), *answer, ctx.get());
   });
-  route->second.send(core_, ctx->aggregate_id, cmd, *opts, detail::dispatch_deadlines::due(t0, timeout),
-                     [this, ctx, opts, t0, answer, after, ticket](caf::expected<dispatch_result> r) {
-                       if (!deadlines_->settle(ticket))
-                         return; // answered `timeout` already
-                       after(r);
-                       complete_strong(opts, std::move(r), std::move(*answer), t0, ctx);
-                     });
+  registration_->route(std::move(envelope), [this, ctx, opts, t0, answer, after, ticket](caf::expected<dispatch_result> r) {
+    if (!deadlines_->settle(ticket))
+      return; // answered `timeout` already
+    if (r)
+      r->aggregate_id = ctx->aggregate_id;
+    after(r);
+    complete_strong(opts, std::move(r), std::move(*answer), t0, ctx);
+  });
+  return budget;
 }
 
 std::string application::metrics_text() const {

@@ -1,16 +1,16 @@
 // Aggregates as actors on the real scheduler and a real LMDB store: strictly
 // serial commands under concurrency, many live aggregates, passivation and
-// reopening, and a crash inside execute.
+// reopening, a crash inside execute, and envelopes that do not decode.
 
 #include <atomic>
-
 #include <future>
 
 #include <gtest/gtest.h>
 
 #include "../support/temp_dir.hpp"
 #include "../../examples/bank/bank.hpp"
-#include "sourcery/actors/aggregate_actor.hpp"
+#include "sourcery/actors/aggregates/detail/aggregate_host.hpp"
+#include "sourcery/actors/aggregates/detail/aggregate_registry.hpp"
 #include "sourcery/persistence/lmdb_store.hpp"
 
 using namespace bank;
@@ -19,7 +19,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-struct explode {};
+struct explode { SOURCERY_FIELDS() };
 
 /// An account whose `explode` command throws: a bug in domain code.
 struct fragile_account : account {
@@ -36,25 +36,43 @@ struct moody_account : account {
   sourcery::lifespan after_command(const deposit&) const { return sourcery::lifespan::timeout(20ms); }
 };
 
+using reply = std::function<void(caf::expected<dispatch_result>)>;
+
 template <class A>
 class aggregate_world : public ::testing::Test {
 protected:
-  void open(std::chrono::milliseconds lifespan = 0ms) {
+  void open(std::chrono::milliseconds lifespan = 0ms, std::optional<sourcery::lifespan> after_error = {}) {
     cfg_.set("logger.verbosity", caf::atom("quiet"));
     sys_.emplace(cfg_);
     ASSERT_FALSE(register_events<A>(types_));
     auto s = persistence::lmdb_store::open({.path = (dir_ / "store").string()});
     ASSERT_TRUE(s) << persistence::describe(s.error());
     store_ = std::move(*s);
-    repo_.emplace(*store_, types_, aggregate_options{.snapshot_every = 0, .max_retries = 3});
+    aggregate_settings settings;
+    settings.lifespan = lifespan.count() > 0 ? sourcery::lifespan::timeout(lifespan) : sourcery::lifespan::infinite();
+    settings.after_error = after_error;
+    host_ = std::make_unique<detail::aggregate_host_of<A>>("account", settings, *store_, types_);
+    handle<open_account>();
+    handle<deposit>();
+    handle<withdraw>();
+    if constexpr (executes<A, explode>)
+      handle<explode>();
     supervision::supervisor_flags f;
     f.name = "aggregates";
     f.how = supervision::strategy::simple_one_for_one;
-    auto sup = supervision::supervisor::start(*sys_, f, {aggregate_child_spec<A>(&*repo_, lifespan)});
+    auto sup = supervision::supervisor::start(*sys_, f, {host_->actor_template()});
     ASSERT_TRUE(sup) << supervision::describe(sup.error());
     aggregates_.emplace(*sup);
-    registry_ = sys_->spawn(aggregate_registry<A>, aggregates_->handle());
+    registry_ = detail::spawn_aggregate_registry(*sys_, aggregates_->handle());
   }
+
+  template <class C>
+  void handle() {
+    auto name = demangled(typeid(C));
+    host_->add(name, detail::executor_for<A, C>(name, [](const A& a, const C& c) { return a.execute(c); }));
+  }
+
+  static std::string demangled(const std::type_info& t) { return t.name(); }
 
   void TearDown() override {
     if (aggregates_)
@@ -67,15 +85,33 @@ protected:
   }
 
   template <class C>
-  caf::expected<dispatch_reply> dispatch(const std::string& stream, C cmd) {
-    caf::scoped_actor self{*sys_};
-    caf::expected<dispatch_reply> result = caf::error{};
-    command_for<A> envelope{stream, [cmd](const A& a) { return a.execute(cmd); }, {}, {}, {}, {}};
-    if constexpr (requires(const A& a) { a.after_command(cmd); })
-      envelope.after_command = [cmd](const A& a) { return a.after_command(cmd); };
-    self->request(registry_, 10s, dispatch_atom::value, std::move(envelope))
-      .receive([&](dispatch_reply& r) { result = std::move(r); }, [&](caf::error& e) { result = std::move(e); });
-    return result;
+  static command_envelope envelope(const std::string& stream, const C& cmd) {
+    command_envelope e;
+    e.aggregate_type = "account";
+    e.stream_id = stream;
+    e.command_type = demangled(typeid(C));
+    e.payload = encode_command(cmd);
+    return e;
+  }
+
+  /// Sends `env` to the registry; `done` gets the answer, on an actor's thread.
+  void send(command_envelope env, reply done) {
+    caf::anon_send(registry_, detail::dispatch_atom::value,
+                   detail::command_delivery{std::move(env), std::make_shared<detail::reply_slot>(std::move(done))});
+  }
+
+  caf::expected<dispatch_result> ask(command_envelope env) {
+    auto answered = std::make_shared<std::promise<caf::expected<dispatch_result>>>();
+    auto f = answered->get_future();
+    send(std::move(env), [answered](caf::expected<dispatch_result> r) { answered->set_value(std::move(r)); });
+    if (f.wait_for(10s) != std::future_status::ready)
+      return caf::make_error(caf::sec::request_timeout, "no answer within 10 s");
+    return f.get();
+  }
+
+  template <class C>
+  caf::expected<dispatch_result> dispatch(const std::string& stream, const C& cmd) {
+    return ask(envelope(stream, cmd));
   }
 
   size_t live_aggregates() {
@@ -88,7 +124,7 @@ protected:
   std::optional<caf::actor_system> sys_;
   persistence::event_registry types_;
   std::unique_ptr<persistence::lmdb_store> store_;
-  std::optional<aggregate_repository<A>> repo_;
+  std::unique_ptr<detail::aggregate_host_of<A>> host_;
   std::optional<supervision::supervisor> aggregates_;
   caf::actor registry_;
 };
@@ -101,35 +137,28 @@ TEST_F(accounts, a_thousand_concurrent_dispatchers_on_one_aggregate_are_served_o
   constexpr int n = 1000;
   auto accepted = std::make_shared<std::atomic<int>>(0);
   auto versions = std::make_shared<std::vector<uint64_t>>();
-  caf::scoped_actor waiter{*sys_};
-  auto done = caf::actor{waiter};
-  // 1,000 requests in flight at once from 10 actors.
+  auto all_answered = std::make_shared<std::promise<void>>();
+  auto left = std::make_shared<std::atomic<int>>(n);
+  // 1,000 commands in flight at once from 10 threads.
+  std::vector<std::thread> senders;
   for (int d = 0; d < 10; ++d)
-    sys_->spawn([=, registry = registry_](caf::event_based_actor* self) {
-      auto left = std::make_shared<int>(n / 10);
-      for (int i = 0; i < n / 10; ++i) {
-        command_for<account> envelope{"account-1", [](const account& a) { return a.execute(deposit{"account-1", 1}); }, {}, {}, {}, {}};
-        self->request(registry, 30s, dispatch_atom::value, std::move(envelope))
-          .then(
-            [=](dispatch_reply& r) {
-              if (r.accepted)
-                ++*accepted;
-              if (--*left == 0)
-                self->send(done, dispatch_atom::value);
-            },
-            [=](caf::error&) {
-              if (--*left == 0)
-                self->send(done, dispatch_atom::value);
-            });
-      }
+    senders.emplace_back([&] {
+      for (int i = 0; i < n / 10; ++i)
+        send(envelope("account-1", deposit{"account-1", 1}), [=](caf::expected<dispatch_result> r) {
+          if (r && r->accepted)
+            ++*accepted;
+          if (--*left == 0)
+            all_answered->set_value();
+        });
     });
-  for (int d = 0; d < 10; ++d)
-    waiter->receive([](dispatch_atom) {});
+  for (auto& t : senders)
+    t.join();
+  ASSERT_EQ(all_answered->get_future().wait_for(30s), std::future_status::ready);
   EXPECT_EQ(accepted->load(), n);
   auto info = store_->stream_info("account-1");
   ASSERT_TRUE(info);
   EXPECT_EQ(info->version, static_cast<uint64_t>(n + 1)) << "a lost update or a duplicate";
-  auto state = repo_->load("account-1");
+  auto state = host_->repo().load("account-1");
   ASSERT_TRUE(state);
   EXPECT_EQ(state->state.balance, n);
 }
@@ -150,30 +179,19 @@ TEST_F(accounts, rejections_are_answers_not_failures) {
 TEST_F(accounts, ten_thousand_live_aggregates) {
   open();
   constexpr int n = 10'000;
-  caf::scoped_actor waiter{*sys_};
-  auto done = caf::actor{waiter};
   auto accepted = std::make_shared<std::atomic<int>>(0);
-  sys_->spawn([=, registry = registry_](caf::event_based_actor* self) -> caf::behavior {
-    auto left = std::make_shared<int>(n);
-    for (int i = 0; i < n; ++i) {
-      auto id = "account-" + std::to_string(i);
-      command_for<account> envelope{id, [id](const account& a) { return a.execute(open_account{id, "owner"}); }, {}, {}, {}, {}};
-      self->send(registry, dispatch_atom::value, std::move(envelope));
-    }
-    return {
-      [=](dispatch_reply& r) {
-        if (r.accepted)
-          ++*accepted;
-        if (--*left == 0)
-          self->send(done, dispatch_atom::value);
-      },
-      [=](caf::error&) {
-        if (--*left == 0)
-          self->send(done, dispatch_atom::value);
-      },
-    };
-  });
-  waiter->receive([](dispatch_atom) {});
+  auto all_answered = std::make_shared<std::promise<void>>();
+  auto left = std::make_shared<std::atomic<int>>(n);
+  for (int i = 0; i < n; ++i) {
+    auto id = "account-" + std::to_string(i);
+    send(envelope(id, open_account{id, "owner"}), [=](caf::expected<dispatch_result> r) {
+      if (r && r->accepted)
+        ++*accepted;
+      if (--*left == 0)
+        all_answered->set_value();
+    });
+  }
+  ASSERT_EQ(all_answered->get_future().wait_for(60s), std::future_status::ready);
   EXPECT_EQ(accepted->load(), n);
   EXPECT_EQ(live_aggregates(), static_cast<size_t>(n));
   EXPECT_EQ(store_->head_position(), static_cast<uint64_t>(n));
@@ -224,18 +242,11 @@ using fragile_accounts = aggregate_world<fragile_account>;
 
 TEST_F(fragile_accounts, a_crash_in_execute_fails_that_command_only) {
   open();
-  caf::scoped_actor self{*sys_};
-  auto send = [&](std::function<outcome<account::event>(const fragile_account&)> f) {
-    caf::expected<dispatch_reply> result = caf::error{};
-    self->request(registry_, 10s, dispatch_atom::value, command_for<fragile_account>{"acc", std::move(f), {}, {}, {}, {}})
-      .receive([&](dispatch_reply& r) { result = std::move(r); }, [&](caf::error& e) { result = std::move(e); });
-    return result;
-  };
-  ASSERT_TRUE(send([](const fragile_account& a) { return a.execute(open_account{"acc", "dan"}); }));
-  ASSERT_TRUE(send([](const fragile_account& a) { return a.execute(deposit{"acc", 25}); }));
-  auto crashed = send([](const fragile_account& a) { return a.execute(explode{}); });
+  ASSERT_TRUE(dispatch("acc", open_account{"acc", "dan"}));
+  ASSERT_TRUE(dispatch("acc", deposit{"acc", 25}));
+  auto crashed = dispatch("acc", explode{});
   ASSERT_FALSE(crashed) << "a crash must reach the caller as an error";
-  auto after = send([](const fragile_account& a) { return a.execute(withdraw{"acc", 25}); });
+  auto after = dispatch("acc", withdraw{"acc", 25});
   ASSERT_TRUE(after) << supervision::describe(after.error());
   EXPECT_TRUE(after->accepted) << "rebuilt from the store: balance 25";
   EXPECT_EQ(after->version, 3u);
@@ -247,12 +258,9 @@ TEST_F(accounts, a_command_to_a_dead_registry_fails_at_once_not_at_its_timeout) 
   self->monitor(registry_);
   caf::anon_send_exit(registry_, caf::exit_reason::kill);
   self->receive([](caf::down_msg&) {});
-  std::promise<caf::expected<dispatch_reply>> answered;
-  command_for<account> envelope{"acc", [](const account& a) { return a.execute(open_account{"acc", "eve"}); },
-                                {}, {}, {}, {}};
-  envelope.reply_to = std::make_shared<reply_slot>(
-    [&answered](caf::expected<dispatch_reply> r) { answered.set_value(std::move(r)); });
-  caf::anon_send(registry_, dispatch_atom::value, std::move(envelope));
+  std::promise<caf::expected<dispatch_result>> answered;
+  send(envelope("acc", open_account{"acc", "eve"}),
+       [&answered](caf::expected<dispatch_result> r) { answered.set_value(std::move(r)); });
   auto answer = answered.get_future();
   ASSERT_EQ(answer.wait_for(2s), std::future_status::ready) << "the dropped command was never answered";
   auto r = answer.get();
@@ -262,6 +270,77 @@ TEST_F(accounts, a_command_to_a_dead_registry_fails_at_once_not_at_its_timeout) 
   ASSERT_TRUE(info);
   EXPECT_FALSE(info->exists) << "nothing was executed";
   registry_ = nullptr;
+}
+
+TEST_F(accounts, envelopes_that_do_not_decode_or_name_no_route_are_errors_not_crashes) {
+  open();
+  ASSERT_TRUE(dispatch("acc", open_account{"acc", "fay"}));
+  auto garbage = envelope("acc", deposit{"acc", 5});
+  garbage.payload = {0xc1, 0xff, 0x00}; // 0xc1 is never used in msgpack
+  auto r = ask(garbage);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(code_of_dispatch(r.error()), dispatch_errc::malformed_command) << describe_error(r.error());
+  auto wrong_shape = envelope("acc", deposit{"acc", 5});
+  wrong_shape.payload = encode_command(std::vector<int>{1, 2, 3}); // an array, not a map
+  r = ask(wrong_shape);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(code_of_dispatch(r.error()), dispatch_errc::malformed_command);
+  auto unknown = envelope("acc", deposit{"acc", 5});
+  unknown.command_type = "bank.close_account";
+  r = ask(unknown);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(code_of_dispatch(r.error()), dispatch_errc::unregistered_command);
+  EXPECT_NE(describe_error(r.error()).find("bank.close_account"), std::string::npos);
+  // The aggregate lives on, its state intact.
+  auto ok = dispatch("acc", deposit{"acc", 5});
+  ASSERT_TRUE(ok && ok->accepted);
+  EXPECT_EQ(ok->version, 2u);
+}
+
+TEST_F(accounts, a_command_past_its_deadline_is_skipped_unexecuted) {
+  open();
+  auto late = envelope("acc", open_account{"acc", "gus"});
+  late.deadline = std::chrono::steady_clock::now() - 1ms;
+  auto r = ask(late);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error(), caf::sec::request_timeout);
+  EXPECT_FALSE(store_->stream_info("acc")->exists);
+}
+
+TEST_F(accounts, an_answer_carries_the_state_or_the_events_when_the_envelope_asks) {
+  open();
+  ASSERT_TRUE(dispatch("acc", open_account{"acc", "hal"}));
+  auto with_state = envelope("acc", deposit{"acc", 7});
+  with_state.returns = returning::state;
+  auto r = ask(with_state);
+  ASSERT_TRUE(r && r->accepted);
+  auto state = r->state_as<account>();
+  ASSERT_TRUE(state);
+  EXPECT_EQ(state->balance, 7);
+  auto with_events = envelope("acc", deposit{"acc", 8});
+  with_events.returns = returning::events;
+  r = ask(with_events);
+  ASSERT_TRUE(r && r->accepted);
+  ASSERT_EQ(r->events.size(), 1u);
+  EXPECT_EQ(r->events[0].type, "bank.money_deposited");
+  EXPECT_EQ(r->events[0].stream_version, 3u);
+}
+
+using touchy_accounts = aggregate_world<account>;
+
+TEST_F(touchy_accounts, after_error_chooses_the_lifespan_after_a_rejection) {
+  open(0ms, sourcery::lifespan::stop()); // stays forever, except after a refused command
+  ASSERT_TRUE(dispatch("acc", open_account{"acc", "ivy"}));
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(live_aggregates(), 1u);
+  auto r = dispatch("acc", withdraw{"acc", 1000});
+  ASSERT_TRUE(r && !r->accepted);
+  size_t live = 1;
+  for (int i = 0; i < 2000 && live != 0; ++i) {
+    std::this_thread::sleep_for(1ms);
+    live = live_aggregates();
+  }
+  EXPECT_EQ(live, 0u) << "after_error: stop";
 }
 
 } // namespace

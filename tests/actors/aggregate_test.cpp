@@ -5,8 +5,8 @@
 
 #include "../support/temp_dir.hpp"
 #include "../../examples/bank/bank.hpp"
-#include "sourcery/actors/aggregate_repository.hpp"
-#include "sourcery/actors/aggregate_testing.hpp"
+#include "sourcery/actors/aggregates/aggregate_repository.hpp"
+#include "sourcery/actors/aggregates/aggregate_testing.hpp"
 #include "sourcery/persistence/lmdb_store.hpp"
 
 using namespace bank;

@@ -4,7 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "../support/temp_dir.hpp"
-#include "sourcery/actors/idempotence.hpp"
+#include "sourcery/actors/events/idempotence.hpp"
 
 using sourcery::effect_log;
 using sourcery::persistence::projection_store;

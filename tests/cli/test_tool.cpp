@@ -7,7 +7,7 @@
 
 #include <msgpack.hpp>
 
-#include "sourcery/runtime/operator_tool.hpp"
+#include "sourcery/runtime/tool/operator_tool.hpp"
 
 namespace {
 

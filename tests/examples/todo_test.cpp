@@ -99,8 +99,9 @@ struct todo_server : ::testing::Test {
     auto started = sourcery::application::start(config, todo::routes());
     ASSERT_TRUE(started) << sourcery::describe_error(started.error());
     app = std::move(*started);
-    ASSERT_FALSE(todo::start_read_model(*app));
-    api = std::make_unique<todo::todo_api>(*app);
+    auto models = todo::start_read_model(*app);
+    ASSERT_TRUE(models) << sourcery::describe_error(models.error());
+    api = std::make_unique<todo::todo_api>(*app, **models);
     api->add_routes(gw);
     sourcery::http::gateway_config c;
     c.address = "127.0.0.1";

@@ -54,7 +54,7 @@ TEST(application, returns_version_state_or_events_on_request) {
   opts.returns = returning::state;
   auto with_state = app->dispatch(deposit{"7", 30}, opts);
   ASSERT_TRUE(with_state);
-  ASSERT_NE(with_state->state_as<account>(), nullptr);
+  ASSERT_TRUE(with_state->state_as<account>().has_value());
   EXPECT_EQ(with_state->state_as<account>()->balance, 30);
   opts.returns = returning::events;
   opts.causation_id = "request-9";
@@ -92,11 +92,15 @@ TEST(application, unregistered_and_doubly_routed_commands_are_clear_errors) {
   EXPECT_EQ(code_of_dispatch(bad.error()), dispatch_errc::invalid_route);
 }
 
+/// Closes an account by withdrawing what is left (a command handler, not
+/// an `execute` of the account's).
+struct close_account {
+  std::string account;
+  SOURCERY_FIELDS(account)
+};
+
 TEST(application, routers_compose_and_command_handlers_stand_in_for_execute) {
   sourcery::testing::temp_dir dir;
-  struct close_account {
-    std::string account;
-  };
   router opening;
   opening.route<account, open_account>(&open_account::account, "account-");
   router closing;
@@ -119,7 +123,7 @@ TEST(application, routers_compose_and_command_handlers_stand_in_for_execute) {
 
 struct enrich_metadata : middleware {
   caf::error before_dispatch(dispatch_context& ctx) override {
-    ctx.options.metadata = {0x81, 0xa4, 'u', 's', 'e', 'r', 0xa5, 'a', 'l', 'i', 'c', 'e'}; // {user: alice}
+    ctx.options.metadata.set("user", "alice").set("tenant", 42).set("trusted", true);
     return {};
   }
 };
@@ -148,8 +152,16 @@ TEST(application, middleware_logs_validates_and_enriches) {
   ASSERT_TRUE(app->dispatch(withdraw{"5", 1}));
   auto events = app->store().read_stream("account-5", 1, 10);
   ASSERT_TRUE(events);
+  // Stored as a msgpack map any client reads, and typed again for us.
   auto meta = nlohmann::json::from_msgpack((*events)[0].metadata);
   EXPECT_EQ(meta["user"], "alice");
+  EXPECT_EQ(meta["tenant"], 42);
+  auto typed = sourcery::metadata::decode((*events)[0].metadata);
+  ASSERT_TRUE(typed);
+  EXPECT_EQ(typed->get_string("user"), "alice");
+  EXPECT_EQ(typed->get_int("tenant"), 42);
+  EXPECT_EQ(typed->get_bool("trusted"), true);
+  EXPECT_EQ(typed->get_int("user"), std::nullopt) << "typed: a string is not an integer";
   std::lock_guard guard{*mtx};
   ASSERT_GE(lines->size(), 6u);
   EXPECT_NE((*lines)[0].find("dispatch bank::open_account to account-5"), std::string::npos) << (*lines)[0];

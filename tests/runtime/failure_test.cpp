@@ -16,7 +16,7 @@
 #include "sourcery/persistence/faulty_store.hpp"
 #include "sourcery/persistence/memory_store.hpp"
 #include "sourcery/runtime/application.hpp"
-#include "sourcery/runtime/http_gateway.hpp"
+#include "sourcery/runtime/http/gateway.hpp"
 
 using namespace bank;
 using namespace sourcery;
@@ -35,6 +35,7 @@ struct nap_taken {
 struct take_nap {
   std::string sloth;
   int64_t ms = 0;
+  SOURCERY_FIELDS(sloth, ms)
 };
 
 struct sloth {

@@ -114,7 +114,7 @@ struct member_joined {
     }
   }
 };
-struct join { std::string member, name; };
+struct join { std::string member, name; SOURCERY_FIELDS(member, name) };
 struct member {
   using event = std::variant<member_joined>;
   std::string name;

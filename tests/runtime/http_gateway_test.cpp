@@ -11,7 +11,7 @@
 #include "../support/http_client.hpp"
 #include "../support/tree_killer.hpp"
 #include "sourcery/runtime/application.hpp"
-#include "sourcery/runtime/http_gateway.hpp"
+#include "sourcery/runtime/http/gateway.hpp"
 
 using namespace std::chrono_literals;
 using sourcery::test::http_client;

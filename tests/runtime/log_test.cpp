@@ -11,7 +11,7 @@
 #include "../../examples/bank/routes.hpp"
 #include "../support/temp_dir.hpp"
 #include "sourcery/runtime/application.hpp"
-#include "sourcery/runtime/log.hpp"
+#include "sourcery/runtime/observability/log.hpp"
 
 using namespace sourcery;
 using namespace std::chrono_literals;

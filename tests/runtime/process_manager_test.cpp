@@ -35,6 +35,7 @@ struct lost_saga {
 struct nap {
   std::string id;
   int ms = 0;
+  SOURCERY_FIELDS(id, ms)
 };
 struct napped {
   static constexpr const char* type_name = "test.napped";

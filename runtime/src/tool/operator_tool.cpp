@@ -1,7 +1,7 @@
 // The operator tool's command line: the commands, their options and help,
 // and the rebuild of registered projections.
 
-#include "sourcery/runtime/operator_tool.hpp"
+#include "sourcery/runtime/tool/operator_tool.hpp"
 
 #include <cctype>
 #include <cerrno>

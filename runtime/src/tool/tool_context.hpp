@@ -12,7 +12,7 @@
 
 #include "sourcery/persistence/lmdb_store.hpp"
 #include "sourcery/persistence/store_uri.hpp"
-#include "sourcery/runtime/operator_tool.hpp"
+#include "sourcery/runtime/tool/operator_tool.hpp"
 
 namespace sourcery::tool {
 

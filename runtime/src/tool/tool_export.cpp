@@ -31,7 +31,7 @@
 
 #include "progress_meter.hpp"
 #include "sourcery/persistence/postgres_store.hpp"
-#include "sourcery/runtime/http_message.hpp"
+#include "sourcery/runtime/http/message.hpp"
 #include "tool_context.hpp"
 #include "tool_output.hpp"
 

@@ -13,17 +13,19 @@
 
 #include <caf/all.hpp>
 
-#include "sourcery/actors/event_handler.hpp"
-#include "sourcery/actors/projector.hpp"
+#include "sourcery/actors/events/event_handler.hpp"
+#include "sourcery/actors/events/projector.hpp"
 #include "sourcery/persistence/projection_store.hpp"
 #include "sourcery/persistence/event_store.hpp"
 #include "sourcery/persistence/lmdb_store.hpp"
 #include "sourcery/persistence/store_uri.hpp"
-#include "sourcery/runtime/log.hpp"
-#include "sourcery/runtime/metrics.hpp"
-#include "sourcery/runtime/middleware.hpp"
-#include "sourcery/runtime/process_manager.hpp"
-#include "sourcery/runtime/router.hpp"
+#include "sourcery/runtime/observability/log.hpp"
+#include "sourcery/runtime/observability/metrics.hpp"
+#include "sourcery/runtime/commands/dispatcher.hpp"
+#include "sourcery/runtime/commands/middleware.hpp"
+#include "sourcery/runtime/commands/router.hpp"
+#include "sourcery/runtime/process_managers/detail/process_manager_actors.hpp"
+#include "sourcery/runtime/registration/registration.hpp"
 
 namespace sourcery {
 
@@ -61,58 +63,36 @@ struct application_config {
   /// thread of the dying actor: hand the news over, do not block or stop
   /// the application from here. A host program may instead `await_failure`.
   std::function<void(const caf::error&)> on_failure;
+  /// Adjusts the actor system's configuration before it starts: e.g. CAF's
+  /// deterministic scheduler for tests (`scheduler.policy` = `testing`).
+  std::function<void(caf::actor_system_config&)> configure_actors;
 };
 
 /// A running Sourcery application: the actor system, the event store, the
 /// root supervision tree (one simple_one_for_one supervisor per aggregate
 /// type below it), the router and middleware. Start it from `main` or from a
 /// host program; `stop` (or the destructor) shuts it down in order.
-class application {
+class application : public dispatcher {
 public:
-  /// Errors: the store's open errors; dispatch_errc::invalid_route.
+  /// Errors: the store's open errors; dispatch_errc::invalid_route (a
+  /// command routed twice, an aggregate declared twice).
   static caf::expected<std::unique_ptr<application>> start(application_config config, router routes,
-                                                           std::vector<std::shared_ptr<middleware>> middleware = {},
-                                                           std::unordered_map<std::type_index, aggregate_settings> settings = {});
+                                                           std::vector<std::shared_ptr<middleware>> middleware = {});
 
   ~application();
   application(const application&) = delete;
   application& operator=(const application&) = delete;
 
-  /// Dispatches from any thread, blocking until the answer or the timeout.
-  /// A rejection is a result (`accepted == false`), not an error.
-  /// Errors: unregistered_command, halted, invalid_aggregate_identity,
-  /// timeout, consistency_timeout, stopped, unavailable, store errors.
-  template <class C>
-  caf::expected<dispatch_result> dispatch(const C& cmd, dispatch_options options = {}) {
-    auto promise = std::make_shared<std::promise<caf::expected<dispatch_result>>>();
-    auto future = promise->get_future();
-    auto timeout = options.timeout;
-    if (options.consistency_level == consistency::strong)
-      timeout += options.consistency_timeout;
-    dispatch_async(cmd, std::move(options),
-                   [promise](caf::expected<dispatch_result> r) { promise->set_value(std::move(r)); });
-    // The deadline answers first; this is a backstop should it not.
-    if (future.wait_for(timeout + std::chrono::seconds{1}) != std::future_status::ready)
-      return late_timeout(timeout);
-    return future.get();
-  }
-
-  /// Dispatches without blocking (from inside actors too): `done` is called
-  /// exactly once, on some thread of the application, within the options'
-  /// timeout (plus the consistency timeout for a strong dispatch). An
-  /// exception thrown by `done` is logged and dropped.
-  template <class C>
-  void dispatch_async(const C& cmd, dispatch_options options, std::function<void(caf::expected<dispatch_result>)> done) {
-    dispatch_erased(std::type_index{typeid(C)}, &cmd, std::move(options), std::move(done));
-  }
+  // dispatch and dispatch_async: see dispatcher.
 
   /// An aggregate's current state, rebuilt from the store (every answered
   /// command's events are in it), for queries and tests. `A` must be routed.
   template <aggregate A>
   caf::expected<A> aggregate_state(const std::string& id) {
-    if (core_.aggregates.count(std::type_index{typeid(A)}) == 0)
-      return make_error(dispatch_errc::invalid_route, "no route leads to aggregate " + name_of_type<A>());
-    auto loaded = detail::runtime_of<A>(core_).repo->load(id);
+    auto host = hosts_.find(type_name_of<A>());
+    if (host == hosts_.end())
+      return make_error(dispatch_errc::invalid_route, "no route leads to aggregate " + type_name_of<A>());
+    auto loaded = static_cast<const detail::aggregate_host_of<A>&>(*host->second).repo().load(id);
     if (!loaded)
       return loaded.error();
     return std::move(loaded->state);
@@ -134,7 +114,7 @@ public:
     watch_failures(options.on_error);
     from_now_on(options);
     return start_consumer(H::handler_name, strong, [&](auto status, auto started) {
-      return handler_child_spec<H>(std::move(make), store_.get(), &core_.types, status, options, started);
+      return handler_child_spec<H>(std::move(make), store_.get(), &types_, status, options, started, &prefixes_);
     });
   }
 
@@ -154,7 +134,8 @@ public:
     if (!models)
       return models.error();
     auto status = start_consumer(P::projection_name, strong, [&](auto status, auto started) {
-      return projector_child_spec<P>(std::move(make), store_.get(), *models, &core_.types, status, options, started);
+      return projector_child_spec<P>(std::move(make), store_.get(), *models, &types_, status, options, started,
+                                     &prefixes_);
     });
     if (status) {
       std::lock_guard guard{handlers_mtx_};
@@ -201,7 +182,9 @@ public:
 
   persistence::event_store& store() noexcept { return *store_; }
   /// The event types of every routed aggregate (for `project_as_of`, tools).
-  const persistence::event_registry& event_types() const noexcept { return core_.types; }
+  const persistence::event_registry& event_types() const noexcept { return types_; }
+  /// Where commands go: the local registration, or a cluster's.
+  sourcery::registration& registration() noexcept { return *registration_; }
   caf::actor_system& system() noexcept { return *system_; }
   supervision::supervisor& root() noexcept { return *root_; }
 
@@ -216,7 +199,7 @@ private:
     caf::error err;
     [&]<class... Es>(std::type_identity<std::variant<Es...>>) {
       auto check = [&]<class E>(std::type_identity<E>) {
-        if (!err && !core_.types.knows(E::type_name))
+        if (!err && !types_.knows(E::type_name))
           err = make_error(dispatch_errc::invalid_route, std::string{"handler "} + handler + " handles "
                                                            + E::type_name + ", which no routed aggregate produces");
       };
@@ -239,13 +222,16 @@ private:
     }
     return status;
   }
+  /// Builds each routed aggregate type's host and hosts it with the registration.
+  caf::error host_aggregates();
   caf::error reserve_handler(std::shared_ptr<handler_status> status, bool strong);
   void forget_handler(const std::string& name);
   void handler_started(const std::string& name, const caf::actor& actor);
   void watch_head(uint64_t seen);
   /// The root supervisor has terminated (from its cleanup).
   void tree_down(const caf::error& reason);
-  caf::error late_timeout(std::chrono::milliseconds waited);
+  caf::error late_timeout(std::chrono::milliseconds waited) override;
+  std::chrono::milliseconds submit(const typed_command& cmd, dispatch_options options, reply done) override;
   void complete_strong(const std::shared_ptr<dispatch_options>& opts, caf::expected<dispatch_result> r,
                        std::function<void(caf::expected<dispatch_result>)> done, std::chrono::steady_clock::time_point t0,
                        std::shared_ptr<const dispatch_context> ctx);
@@ -286,16 +272,25 @@ private:
   struct strong_wait;
   std::mutex strong_mtx_;
   std::vector<std::shared_ptr<strong_wait>> strong_waits_;
-  void dispatch_erased(std::type_index type, const void* cmd, dispatch_options options,
-                       std::function<void(caf::expected<dispatch_result>)> done);
 
   caf::actor_system_config cfg_;
   std::unique_ptr<caf::actor_system> system_;
   std::shared_ptr<persistence::event_store> store_;
   std::optional<supervision::supervisor> root_;
   router router_;
+  /// A command route with its aggregate's settings, by command name.
+  struct resolved_route {
+    const detail::command_route* route = nullptr;
+    const aggregate_settings* settings = nullptr;
+  };
+  std::map<std::string, resolved_route, std::less<>> routes_;
   std::vector<std::shared_ptr<middleware>> middleware_;
-  detail::app_core core_;
+  persistence::event_registry types_;
+  stream_prefixes prefixes_; ///< of the routed aggregates, for handlers' `aggregate_id()`
+  std::map<std::string, std::unique_ptr<detail::aggregate_host>, std::less<>> hosts_;
+  std::unique_ptr<sourcery::registration> registration_;
+  /// Receives the reports of every supervisor of the application.
+  std::function<void(const supervision::supervisor_report&)> observer_;
   std::atomic<bool> stopped_{false};
   std::atomic<bool> failed_{false};
   mutable std::mutex failure_mtx_;
@@ -308,6 +303,18 @@ private:
   std::chrono::milliseconds slow_command_{250};
 };
 
-} // namespace sourcery
+template <process_manager P>
+caf::expected<std::shared_ptr<handler_status>> application::add_process_manager(process_options options) {
+  if (auto err = check_handler_events<typename P::event>(P::process_name))
+    return err;
+  auto models = read_models();
+  if (!models)
+    return models.error();
+  watch_failures(options.on_error);
+  from_now_on(options);
+  return start_consumer(P::process_name, false, [&](auto status, auto started) {
+    return process_child_spec<P>(store_.get(), *models, &types_, &prefixes_, this, status, options, started);
+  });
+}
 
-#include "sourcery/runtime/process_manager_actors.hpp"
+} // namespace sourcery

@@ -1,0 +1,67 @@
+#include "sourcery/runtime/application.hpp"
+#include "sourcery/runtime/http/gateway.hpp"
+
+namespace sourcery::http {
+
+error dispatch_failure(const caf::error& err) {
+  using persistence::store_errc;
+  auto message = describe_error(err);
+  switch (code_of_dispatch(err)) {
+    case dispatch_errc::timeout:
+      return {504, "timeout", message};
+    case dispatch_errc::consistency_timeout:
+      return {503, "consistency_timeout", message};
+    case dispatch_errc::stopped:
+      return {503, "stopped", message};
+    case dispatch_errc::halted:
+      return {403, "halted", message};
+    case dispatch_errc::invalid_identity:
+      return {422, "invalid_aggregate_identity", message};
+    case dispatch_errc::unavailable:
+      return {503, "unavailable", message};
+    case dispatch_errc::malformed_command: // a command our own route encoded: a bug, not the client's
+    case dispatch_errc::unregistered_command:
+    case dispatch_errc::invalid_route:
+      return {500, "internal_error", message};
+    case dispatch_errc::none:
+      break;
+  }
+  switch (persistence::code_of(err)) {
+    case store_errc::wrong_expected_version:
+      return {409, "conflict", message};
+    case store_errc::store_full:
+      return {507, "store_full", message};
+    case store_errc::store_closed:
+      return {503, "stopped", message};
+    case store_errc::unavailable:           // the database server is out of reach
+    case store_errc::authentication_failed: // ... or refuses us: either way, not the client's fault
+      return {503, "store_unavailable", message};
+    case store_errc::timeout:
+      return {504, "store_timeout", message};
+    default:
+      return {500, "internal_error", message};
+  }
+}
+
+error rejected(const rejection& why, unsigned status) {
+  return {status, why.reason, why.message.empty() ? why.reason : why.message};
+}
+
+void add_operations_routes(gateway& gw, application& app) {
+  gw.route("GET", "/health", [&app](request&, responder answer) {
+    if (auto why = app.failure())
+      answer(json_response(503, json{{"status", "failed"}, {"reason", describe_error(why)}}));
+    else if (app.running())
+      answer(json_response(200, json{{"status", "ok"}, {"head_position", app.store().head_position()}}));
+    else
+      answer(json_response(503, json{{"status", "stopping"}}));
+  });
+  gw.route("GET", "/metrics", [&app](request&, responder answer) {
+    response r;
+    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    r.body = app.metrics_text();
+    answer(std::move(r));
+  });
+}
+
+} // namespace sourcery::http
