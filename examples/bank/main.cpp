@@ -120,7 +120,7 @@ sourcery::supervision::child_info child(application& app, const std::string& id)
 int main(int argc, char** argv) {
   if (argc > 1 && std::strcmp(argv[1], "admin") == 0) {
     sourcery::operator_tool tool{"bank-demo admin"};
-    tool.add_projection<bank::balances>("account balances");
+    tool.add_routes(bank::routes()).add_projection<bank::balances>("account balances");
     return tool.run(argc - 1, argv + 1);
   }
   // Accounts snapshot every 4 events: a reopened account reads its latest

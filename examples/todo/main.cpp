@@ -20,7 +20,8 @@
 int main(int argc, char** argv) {
   if (argc > 1 && std::strcmp(argv[1], "admin") == 0) {
     sourcery::operator_tool tool{"todo-server admin"};
-    tool.default_data_dir("todo-data").add_projection<todo::todo_list>("the todo list served at /todos");
+    tool.default_data_dir("todo-data").add_routes(todo::routes());
+    tool.add_projection<todo::todo_list>("the todo list served at /todos");
     return tool.run(argc - 1, argv + 1);
   }
   sourcery::application_config config;

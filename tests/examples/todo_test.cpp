@@ -515,6 +515,9 @@ TEST(todo_server_process, on_postgres_the_list_is_a_sql_table_that_admin_rebuild
   auto list = client.get("/todos").json();
   ASSERT_EQ(list.size(), 2u);
   EXPECT_EQ(list[1]["title"], "walk the dog");
+  // The rebuild keyed the rows by the todos' ids, not their stream ids.
+  EXPECT_EQ(list[0]["id"], first_id);
+  EXPECT_EQ(client.get("/todos/" + first_id).json()["title"], "buy milk");
   again->signal(SIGTERM);
   EXPECT_EQ(again->wait(), 0);
 }

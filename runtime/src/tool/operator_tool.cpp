@@ -328,6 +328,18 @@ int run_rebuild(const context& ctx) {
 
 operator_tool::operator_tool(std::string program) : program_(std::move(program)) {}
 
+operator_tool& operator_tool::add_routes(const router& routes) {
+  for (const auto& [name, decl] : routes.aggregates()) {
+    if (auto err = decl.register_events(*types_))
+      throw std::logic_error("operator_tool: the events of aggregate " + name
+                             + " clash with those registered before: " + persistence::describe(err));
+    prefix_list_.push_back(decl.prefix);
+  }
+  // The same object the projections' rebuilds hold, so the order of the calls does not matter.
+  *prefixes_ = stream_prefixes{prefix_list_};
+  return *this;
+}
+
 operator_tool& operator_tool::default_data_dir(std::string dir) {
   data_dir_ = std::move(dir);
   return *this;

@@ -7,7 +7,7 @@
 //     int main(int argc, char** argv) {
 //       if (argc > 1 && std::string_view{argv[1]} == "admin") {
 //         sourcery::operator_tool tool{"bank-demo admin"};
-//         tool.add_projection<balances_view>("account balances");
+//         tool.add_routes(bank::routes()).add_projection<balances_view>("account balances");
 //         return tool.run(argc - 1, argv + 1);
 //       }
 //       ...
@@ -27,6 +27,7 @@
 #include "sourcery/persistence/event_store.hpp"
 #include "sourcery/persistence/projection_store.hpp"
 #include "sourcery/persistence/store_inspection.hpp"
+#include "sourcery/runtime/commands/router.hpp"
 
 namespace sourcery {
 
@@ -49,6 +50,11 @@ public:
 
   operator_tool& add_projection(tool_projection projection);
 
+  /// The application's routes: their aggregates' event types (to upcast)
+  /// and stream prefixes (a rebuilt projection's `aggregate_id()`).
+  /// Errors: throws std::logic_error for event types that clash.
+  operator_tool& add_routes(const router& routes);
+
   /// The store `--data-dir` defaults to (the application's own; "sourcery-data").
   operator_tool& default_data_dir(std::string dir);
 
@@ -61,9 +67,10 @@ public:
                              + " clash with those registered before: " + persistence::describe(err));
     return add_projection(tool_projection{
       P::projection_name, std::move(description),
-      [types = types_.get()](const persistence::event_store& store, persistence::projection_store& models,
+      [types = types_.get(), prefixes = prefixes_](const persistence::event_store& store, persistence::projection_store& models,
                              const persistence::progress_callback& progress) {
-        return project_as_of<P>(store, *types, models, P::projection_name, as_of{}, std::make_unique<P>(), progress);
+        return project_as_of<P>(store, *types, models, P::projection_name, as_of{}, std::make_unique<P>(), progress,
+                                prefixes.get());
       }});
   }
 
@@ -80,6 +87,8 @@ private:
   std::string data_dir_ = "sourcery-data";
   std::vector<tool_projection> projections_;
   std::unique_ptr<persistence::event_registry> types_ = std::make_unique<persistence::event_registry>();
+  std::vector<std::string> prefix_list_;
+  std::shared_ptr<stream_prefixes> prefixes_ = std::make_shared<stream_prefixes>();
 };
 
 } // namespace sourcery
