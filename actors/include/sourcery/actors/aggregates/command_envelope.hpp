@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 
+#include <caf/error.hpp>
 #include <caf/meta/load_callback.hpp>
 #include <caf/meta/type_name.hpp>
 
@@ -57,10 +58,12 @@ typename Inspector::result_type inspect(Inspector& f, command_envelope& x) {
   auto returns = static_cast<uint8_t>(x.returns);
   int64_t left = x.time_left_ms();
   return f(caf::meta::type_name("sourcery.command_envelope"), x.aggregate_type, x.stream_id, x.command_type,
-           x.payload, x.metadata, x.causation_id, x.correlation_id, returns, left, caf::meta::load_callback([&] {
+           x.payload, x.metadata, x.causation_id, x.correlation_id, returns, left,
+           caf::meta::load_callback([&]() -> caf::error {
              x.returns = static_cast<returning>(returns);
              x.deadline = left < 0 ? std::chrono::steady_clock::time_point::max()
                                    : std::chrono::steady_clock::now() + std::chrono::milliseconds{left};
+             return {};
            }));
 }
 
