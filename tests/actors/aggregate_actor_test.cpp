@@ -1,6 +1,7 @@
 // Aggregates as actors on the real scheduler and a real LMDB store: strictly
 // serial commands under concurrency, many live aggregates, passivation and
 // reopening, a crash inside execute, and envelopes that do not decode.
+// (Lifespans to the millisecond: aggregate_clock_test.cpp, on the test clock.)
 
 #include <atomic>
 #include <future>
@@ -25,15 +26,6 @@ struct explode { SOURCERY_FIELDS() };
 struct fragile_account : account {
   using account::execute;
   outcome<event> execute(const explode&) const { throw std::runtime_error("bug in execute"); }
-};
-
-/// An account that chooses its own lifespan: stays after opening, leaves at
-/// once after a withdrawal, and lingers briefly after a deposit command.
-struct moody_account : account {
-  using account::execute;
-  sourcery::lifespan after_event(const account_opened&) const { return sourcery::lifespan::infinite(); }
-  sourcery::lifespan after_event(const money_withdrawn&) const { return sourcery::lifespan::stop(); }
-  sourcery::lifespan after_command(const deposit&) const { return sourcery::lifespan::timeout(20ms); }
 };
 
 using reply = std::function<void(caf::expected<dispatch_result>)>;
@@ -213,29 +205,6 @@ TEST_F(accounts, idle_aggregates_passivate_and_reopen_from_the_store) {
   ASSERT_TRUE(r);
   EXPECT_TRUE(r->accepted) << "the reopened aggregate lost its state: " << r->why.reason;
   EXPECT_EQ(r->version, 3u);
-}
-
-using moody_accounts = aggregate_world<moody_account>;
-
-TEST_F(moody_accounts, events_and_commands_choose_the_lifespan) {
-  open(); // no default lifespan: aggregates stay unless they choose otherwise
-  auto wait_until_live = [&](size_t n, int max_ms = 2000) {
-    size_t live = live_aggregates();
-    for (int i = 0; i < max_ms && live != n; ++i) {
-      std::this_thread::sleep_for(1ms);
-      live = live_aggregates();
-    }
-    return live;
-  };
-  ASSERT_TRUE(dispatch("acc", open_account{"acc", "ida"}));
-  EXPECT_EQ(wait_until_live(0, 100), 1u) << "after_event(account_opened) is infinite";
-  ASSERT_TRUE(dispatch("acc", deposit{"acc", 10}));
-  EXPECT_EQ(wait_until_live(0), 0u) << "after_command(deposit) is 20 ms";
-  ASSERT_TRUE(dispatch("acc", withdraw{"acc", 5}));
-  EXPECT_EQ(wait_until_live(0), 0u) << "after_event(money_withdrawn) stops at once";
-  auto r = dispatch("acc", withdraw{"acc", 5});
-  ASSERT_TRUE(r && r->accepted) << "reopened with its state";
-  EXPECT_EQ(r->version, 4u);
 }
 
 using fragile_accounts = aggregate_world<fragile_account>;

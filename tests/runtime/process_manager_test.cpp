@@ -6,6 +6,9 @@
 #include <optional>
 #include <thread>
 
+#include <future>
+#include <limits>
+
 #include <gtest/gtest.h>
 
 #include "../../examples/bank/routes.hpp"
@@ -18,6 +21,21 @@ using namespace sourcery;
 using namespace std::chrono_literals;
 
 namespace {
+
+/// Waits, without polling, until `status` reaches `position` or stops;
+/// true when it reached it within `limit`.
+bool reaches(handler_status& status, uint64_t position, std::chrono::milliseconds limit = 5s) {
+  auto done = std::make_shared<std::promise<void>>();
+  auto f = done->get_future();
+  status.when_reached(position, [done](caf::error) { done->set_value(); });
+  return f.wait_for(limit) == std::future_status::ready && status.position() >= position;
+}
+
+/// Waits, without polling, until `status` stops; true if it did within `limit`.
+bool stops(handler_status& status, std::chrono::milliseconds limit = 5s) {
+  reaches(status, std::numeric_limits<uint64_t>::max(), limit);
+  return static_cast<bool>(status.stopped());
+}
 
 struct unrouted { std::string why; };
 
@@ -105,22 +123,19 @@ protected:
     return t ? t->at : transfer::stage::none;
   }
 
-  /// Waits (bounded) for the transfer to settle.
+  /// Waits (bounded) for the transfer to settle: each new event of the
+  /// log wakes it, no polling.
   transfer::stage settled(const std::string& id) {
-    for (int i = 0; i < 1000; ++i) {
+    auto until = std::chrono::steady_clock::now() + 5s;
+    for (;;) {
       auto s = stage_of(id);
-      if (s == transfer::stage::completed || s == transfer::stage::failed)
+      if (s == transfer::stage::completed || s == transfer::stage::failed || std::chrono::steady_clock::now() > until)
         return s;
-      std::this_thread::sleep_for(5ms);
+      app_->store().wait_for_position(app_->store().head_position() + 1, 100ms);
     }
-    return stage_of(id);
   }
 
-  bool caught_up() {
-    for (int i = 0; i < 1000 && status_->position() < app_->store().head_position(); ++i)
-      std::this_thread::sleep_for(5ms);
-    return status_->position() == app_->store().head_position();
-  }
+  bool caught_up() { return reaches(*status_, app_->store().head_position()); }
 
   sourcery::testing::temp_dir dir_;
   std::unique_ptr<application> app_;
@@ -239,9 +254,7 @@ TEST(process_errors, a_failing_command_is_retried_then_stops_the_process_manager
   auto status = (*app)->add_process_manager<lost_saga>(opts);
   ASSERT_TRUE(status);
   ASSERT_TRUE((*app)->dispatch(open_account{"z", "zed"}));
-  for (int i = 0; i < 400 && !(*status)->stopped(); ++i)
-    std::this_thread::sleep_for(5ms);
-  ASSERT_TRUE((*status)->stopped());
+  ASSERT_TRUE(stops(**status));
   EXPECT_NE(describe_error((*status)->stopped()).find("no route"), std::string::npos)
     << describe_error((*status)->stopped());
   // The status says stopped before the actor has exited and its supervisor
@@ -310,9 +323,7 @@ process_options timing_out(error_action::kind then) {
 TEST(process_timeouts, an_event_past_its_timeout_fails_and_the_policy_stops_the_saga) {
   slow_run run{timing_out(error_action::kind::stop)};
   ASSERT_TRUE(run.app->dispatch(open_account{"n", "nap"}));
-  for (int i = 0; i < 400 && !run.status->stopped(); ++i)
-    std::this_thread::sleep_for(5ms);
-  ASSERT_TRUE(run.status->stopped());
+  ASSERT_TRUE(stops(*run.status));
   EXPECT_NE(describe_error(run.status->stopped()).find("event timeout of 40 ms"), std::string::npos)
     << describe_error(run.status->stopped());
   ASSERT_EQ(run.failed(), 2u) << "the first try and one retry, each timed out";
@@ -325,8 +336,7 @@ TEST(process_timeouts, a_skipped_event_lets_the_saga_go_on_and_late_answers_are_
   ASSERT_TRUE(run.app->dispatch(open_account{"a", "ann"}));
   ASSERT_TRUE(run.app->dispatch(open_account{"b", "bob"}));
   auto head = run.app->store().head_position();
-  for (int i = 0; i < 400 && run.status->position() < head; ++i)
-    std::this_thread::sleep_for(5ms);
+  reaches(*run.status, head);
   EXPECT_FALSE(run.status->stopped());
   EXPECT_GE(run.status->position(), head) << "both events skipped after their timeouts";
   std::this_thread::sleep_for(400ms); // the naps end and answer, late
@@ -346,14 +356,12 @@ TEST(process_idle, an_idle_instance_is_passivated_after_its_idle_timeout) {
   ASSERT_TRUE(status);
   auto& actors = (*app)->system().registry();
   ASSERT_TRUE((*app)->dispatch(open_account{"g", "gus"}));
-  for (int i = 0; i < 200 && (*status)->position() < (*app)->store().head_position(); ++i)
-    std::this_thread::sleep_for(5ms);
+  ASSERT_TRUE(reaches(**status, (*app)->store().head_position()));
   auto with_instance = actors.running();
   std::this_thread::sleep_for(400ms); // past the idle timeout and the next tick
   EXPECT_EQ(actors.running(), with_instance - 1) << "the instance ended";
   // Its saved state reopens it for the next event of its id.
   ASSERT_TRUE((*app)->dispatch(open_account{"h", "hal"}));
-  for (int i = 0; i < 200 && (*status)->position() < (*app)->store().head_position(); ++i)
-    std::this_thread::sleep_for(5ms);
+  ASSERT_TRUE(reaches(**status, (*app)->store().head_position()));
   EXPECT_EQ(actors.running(), with_instance + 1) << "hal's instance, and hal's account";
 }

@@ -196,7 +196,7 @@ void arm_idle_timer(aggregate_self<A>* self) {
     case lifespan::kind::timeout:
       if (chosen.time.count() <= 0)
         return; // a zero timeout means none (the old `lifespan = 0`)
-      st.idle_deadline = std::chrono::steady_clock::now() + chosen.time;
+      st.idle_deadline = self->clock().now() + chosen.time; // the actor clock: a test may drive it
       if (st.timer_due > st.idle_deadline) { // none armed, or one due too late
         st.timer_due = st.idle_deadline;
         self->delayed_send(self, chosen.time, idle_atom::value, uint64_t{0});
@@ -263,7 +263,7 @@ void on_idle(aggregate_self<A>* self) {
   // Idle past the deadline: ask the registry to stop routing here; it
   // answers with stop. Idle, but not yet that long: wait for the rest.
   auto& st = self->state;
-  auto now = std::chrono::steady_clock::now();
+  auto now = self->clock().now();
   st.timer_due = std::chrono::steady_clock::time_point::max();
   if (st.busy || !st.queue.empty() || st.stopping || st.idle_deadline == std::chrono::steady_clock::time_point::max())
     return; // armed again when idle
