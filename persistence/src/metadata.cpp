@@ -122,3 +122,11 @@ void metadata::merge(const metadata& other) {
 }
 
 } // namespace sourcery
+
+namespace sourcery::persistence {
+
+sourcery::metadata recorded_event::meta() const {
+  return sourcery::metadata::decode_or_empty(metadata);
+}
+
+} // namespace sourcery::persistence

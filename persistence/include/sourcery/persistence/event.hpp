@@ -2,9 +2,14 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "sourcery/persistence/uuid.hpp"
+
+namespace sourcery {
+class metadata;
+}
 
 namespace sourcery::persistence {
 
@@ -39,6 +44,18 @@ struct recorded_event {
   std::string correlation_id;
   /// Commit time, microseconds since the Unix epoch (UTC).
   int64_t created_at = 0;
+  /// How much of `stream_id` is its aggregate's prefix ("todo-" of
+  /// "todo-42"): set by readers that know the prefixes (handlers'
+  /// consumers), 0 otherwise. Not stored.
+  uint32_t prefix_length = 0;
+
+  /// The stream id without its aggregate's prefix: "42" of "todo-42" (the
+  /// whole stream id when no prefix is known).
+  std::string_view aggregate_id() const noexcept {
+    return std::string_view{stream_id}.substr(prefix_length <= stream_id.size() ? prefix_length : 0);
+  }
+  /// The metadata, typed (empty when it does not decode); see metadata.hpp.
+  sourcery::metadata meta() const;
 
   friend bool operator==(const recorded_event&, const recorded_event&) = default;
 };

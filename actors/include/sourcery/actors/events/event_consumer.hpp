@@ -263,26 +263,34 @@ struct consumer_state {
   bool pulling = false;
   bool waiting_retry = false;
   std::vector<persistence::recorded_event> read;  ///< reused from batch to batch
-  std::vector<event_context> batch;               ///< what the subscription takes of `read`
+  std::vector<event_context> subscribed;          ///< what a narrower subscription takes of `read`
   static inline const char* name = "event_consumer";
 };
 
-/// Moves the events of `st.read` its subscription includes into `st.batch`,
-/// each with the length of its aggregate's prefix.
+/// The events of `st.read` its subscription includes, each knowing its
+/// aggregate's prefix: `st.read` itself when it subscribes to all, else
+/// those events moved to `st.subscribed` (`give_back` returns them).
 template <class State>
-void take_subscribed(State& st) {
+const std::vector<event_context>& take_subscribed(State& st) {
+  for (auto& rec : st.read)
+    rec.prefix_length = st.prefixes != nullptr ? st.prefixes->prefix_length(rec.stream_id) : 0;
   const auto& sub = st.options.subscribe_to;
-  size_t n = 0;
-  for (auto& rec : st.read) {
-    if (!sub.includes(rec.stream_id))
-      continue;
-    if (n == st.batch.size())
-      st.batch.emplace_back();
-    auto& ctx = st.batch[n++];
-    static_cast<persistence::recorded_event&>(ctx) = std::move(rec);
-    ctx.prefix_length = st.prefixes != nullptr ? st.prefixes->prefix_length(ctx.stream_id) : 0;
-  }
-  st.batch.resize(n);
+  if (sub.what == subscription::kind::all)
+    return st.read;
+  st.subscribed.clear();
+  for (auto& rec : st.read)
+    if (sub.includes(rec.stream_id))
+      st.subscribed.push_back(std::move(rec));
+  return st.subscribed;
+}
+
+/// Moves the events of the last narrower subscription back into `st.read`,
+/// so the next read reuses their buffers.
+template <class State>
+void give_back(State& st) {
+  for (size_t i = 0; i < st.subscribed.size() && i < st.read.size(); ++i)
+    st.read[i] = std::move(st.subscribed[i]);
+  st.subscribed.clear();
 }
 
 template <class Consumer>
@@ -346,19 +354,15 @@ caf::behavior consumer_actor(caf::stateful_actor<consumer_state<Consumer>>* self
     st.pulling = false;
     if (st.waiting_retry)
       return;
-    // The events of the last batch go back to `read` first, so both
-    // vectors keep their buffers from batch to batch.
-    for (size_t i = 0; i < st.batch.size() && i < st.read.size(); ++i)
-      st.read[i] = std::move(static_cast<persistence::recorded_event&>(st.batch[i]));
+    give_back(st);
     if (auto err = st.store->read_all_into(st.position + 1, st.options.batch_size, st.read))
       return storage_failed(err);
     if (st.read.empty())
       return storage_ok();
     const uint64_t through = st.read.back().position;
     const size_t read = st.read.size();
-    take_subscribed(st);
-    auto* batch = &st.batch;
-    auto out = st.consumer->consume(*batch, st.position, through);
+    const auto& batch = take_subscribed(st);
+    auto out = st.consumer->consume(batch, st.position, through);
     if (!out.storage)
       storage_ok(); // before `committed` wakes anyone who looks
     committed(out.committed);

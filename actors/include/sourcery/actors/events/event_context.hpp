@@ -14,17 +14,11 @@
 
 namespace sourcery {
 
-/// The recorded event (stream, version, position, ids, time), the identity
-/// of its aggregate, and its metadata, typed.
-struct event_context : persistence::recorded_event {
-  /// The stream id without its aggregate's prefix: "todo-42" gives "42".
-  /// The whole stream id when no routed aggregate's prefix matches.
-  std::string_view aggregate_id() const noexcept { return std::string_view{stream_id}.substr(prefix_length); }
-  /// The metadata its command carried (empty when it does not decode).
-  sourcery::metadata meta() const { return sourcery::metadata::decode_or_empty(metadata); }
-
-  uint32_t prefix_length = 0;
-};
+/// What a handler sees of an event besides its data: the recorded event
+/// (stream, version, position, ids, time), the identity of its aggregate
+/// (`aggregate_id()`: the stream id without its prefix) and its metadata,
+/// typed (`meta()`).
+using event_context = persistence::recorded_event;
 
 /// The stream-id prefixes of the routed aggregates: which part of a stream
 /// id is the aggregate's identity (the longest matching prefix wins).

@@ -213,9 +213,8 @@ caf::expected<uint64_t> project_as_of(const persistence::event_store& store, con
         done = true;
         break;
       }
-      auto& ctx = batch.emplace_back();
-      static_cast<persistence::recorded_event&>(ctx) = std::move(ev);
-      ctx.prefix_length = prefixes != nullptr ? prefixes->prefix_length(ctx.stream_id) : 0;
+      ev.prefix_length = prefixes != nullptr ? prefixes->prefix_length(ev.stream_id) : 0;
+      batch.push_back(std::move(ev));
     }
     if (read->size() < 1024)
       done = true;

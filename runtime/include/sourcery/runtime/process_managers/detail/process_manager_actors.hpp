@@ -463,10 +463,8 @@ void pm_read(pm_router_self<P>* self) {
     st.read_upto = rec.position;
     if (want.what == interest::kind::none)
       continue;
-    auto ctx = std::make_shared<event_context>();
-    static_cast<persistence::recorded_event&>(*ctx) = std::move(rec);
-    ctx->prefix_length = st.prefixes != nullptr ? st.prefixes->prefix_length(ctx->stream_id) : 0;
-    std::shared_ptr<const event_context> shared = std::move(ctx);
+    rec.prefix_length = st.prefixes != nullptr ? st.prefixes->prefix_length(rec.stream_id) : 0;
+    auto shared = std::make_shared<const event_context>(std::move(rec));
     for (auto& id : want.ids) {
       if (st.instances.count(id) == 0 && st.draining.count(id) == 0) {
         auto state = pm_state_of(self, id);
