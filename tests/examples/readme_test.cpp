@@ -1,16 +1,25 @@
-// The README's code, compiled and run: each block between `// README:`
-// markers is the text of a README example (keep the two the same).
+// The README's code, compiled and run: every ```cpp block of README.md is
+// here, line for line (the last test checks it), around the code that
+// makes it a program.
 
 #include <atomic>
+#include <fstream>
 #include <future>
 #include <iostream>
+#include <sstream>
 
 #include <gtest/gtest.h>
 
+#include "../../examples/bank/balances.hpp"
+#include "../../examples/bank/routes.hpp"
+#include "../../examples/todo/todo.hpp"
 #include "../support/temp_dir.hpp"
 #include "sourcery/actors/aggregates/aggregate_testing.hpp"
+#include "sourcery/persistence/lmdb_store.hpp"
 #include "sourcery/persistence/read_model_table.hpp"
 #include "sourcery/runtime/application.hpp"
+#include "sourcery/runtime/http/gateway.hpp"
+#include "sourcery/runtime/tool/operator_tool.hpp"
 
 namespace readme {
 
@@ -112,13 +121,197 @@ struct tag_user : sourcery::middleware {
 
 } // namespace readme
 
+// The event store's example.
+namespace store_example {
+struct money_deposited {
+  int64_t amount = 0;
+  std::string currency;
+  MSGPACK_DEFINE_MAP(amount, currency);
+};
+
+void run(const std::string& dir) {
+  using namespace sourcery::persistence;
+  const std::string data = dir + "/data";
+  // README: store
+auto store = sourcery::persistence::lmdb_store::open({.path = data});      // caf::expected<…>
+event_registry types;
+types.add<money_deposited>("bank.money_deposited", 2);                     // MSGPACK_DEFINE_MAP struct
+auto r = (*store)->append("account-42", expected_version::exact(0), {*types.encode(money_deposited{50, "EUR"})});
+if (!r) std::cerr << describe(r.error());                                // e.g. "wrong_expected_version: …"
+  // README: end
+  ASSERT_TRUE(r) << describe(r.error());
+  EXPECT_EQ(r->stream_version, 1u);
+}
+} // namespace store_example
+
+// The handler options' example, on the bank domain.
+void handler_options_example(sourcery::application* app) {
+  using bank::deposit;
+  using balances = readme::balances;
+  // README: handler options
+sourcery::handler_options opts;               // start: origin | current | position; batch_size; subscribe_to
+opts.on_error.max_retries = 5;                // retry with exponential backoff, then...
+opts.on_error.then = sourcery::error_action::kind::skip;   // ...skip the event (or stop the handler)
+auto status = app->add_handler<balances>(opts, /*strong=*/true);
+sourcery::dispatch_options strong;
+strong.consistency_level = sourcery::consistency::strong;  // answer once strong handlers have the events
+auto r = app->dispatch(deposit{"42", 5}, strong);
+  // README: end
+  ASSERT_TRUE(status) << sourcery::describe_error(status.error());
+  ASSERT_TRUE(r) << sourcery::describe_error(r.error());
+  EXPECT_GE((*status)->position(), r->last_position);
+}
+
+// The projection example (the bank's `balances`), its rebuild and time travel.
+void projection_example(sourcery::application* app) {
+  using namespace bank;
+  auto& store = app->store();
+  auto& types = app->event_types();
+  auto& models = **app->read_models();
+  // README: projection
+app->add_projection<balances>();                    // "projection:bank.balances" under the root
+auto row = (*app->read_models())->get("bank.balances", "balances", "account-42");
+app->rebuild_projection("bank.balances");          // drop and replay from the log
+sourcery::project_as_of<balances>(store, types, models, "balances@noon", {.position = 1234});
+  // README: end
+  ASSERT_TRUE(row);
+  auto noon = models.checkpoint("balances@noon");
+  ASSERT_TRUE(noon && *noon);
+  EXPECT_EQ(**noon, store.head_position());
+}
+
+// The HTTP route's example: the todo server's POST, dispatching without blocking.
+void http_example(sourcery::http::gateway& gw, sourcery::dispatcher& app) {
+  namespace http = sourcery::http;
+  using sourcery::dispatch_result;
+  using todo::create_todo;
+  auto new_id = [] { return sourcery::persistence::uuid::random().to_string(); };
+  sourcery::dispatch_options strong;
+  strong.consistency_level = sourcery::consistency::strong;
+  // README: http
+gw.route("POST", "/todos", [&app, strong, new_id](http::request& req, http::responder answer) {
+  auto body = http::json_object_body(req);                   // 400 malformed_json
+  if (!body) return answer(body.err());
+  auto title = http::required_field<std::string>(*body, "title"); // 422 missing_field / invalid_field
+  if (!title) return answer(title.err());
+  app.dispatch_async(create_todo{new_id(), *title}, strong, [answer](caf::expected<dispatch_result> r) {
+    if (!r) return answer(http::dispatch_failure(r.error())); // 504 timeout, 503, 409, 507, …
+    if (!r->accepted) return answer(http::rejected(r->why));  // 422 with the rejection's reason
+    answer(http::json_response(201, {{"version", r->version}}));
+  });
+});
+  // README: end
+}
+
+// The operator tool inside an application's `main`.
+int admin_main(int argc, char** argv) {
+  // README: admin
+if (argc > 1 && std::string_view{argv[1]} == "admin") {
+  sourcery::operator_tool tool{"bank-demo admin"};
+  tool.add_routes(bank::routes())                             // its aggregates' events and stream prefixes
+    .add_projection<bank::balances>("account balances");      // its events and upcasters come along
+  return tool.run(argc - 1, argv + 1);
+}
+  // README: end
+  return 0;
+}
+
+// The supervision tree's example.
+void supervision_example(caf::actor_system& system) {
+  auto store_actor = [] { return caf::behavior{[](int x) { return x; }}; };
+  sourcery::supervision::supervisor_flags dyn_flags;
+  dyn_flags.name = "accounts";
+  dyn_flags.how = sourcery::supervision::strategy::simple_one_for_one;
+  sourcery::supervision::child_spec account_template;
+  account_template.id = "account";
+  account_template.start = sourcery::supervision::spawn_fun(store_actor);
+  // README: supervision
+using namespace sourcery::supervision;
+supervisor_flags flags;                       // one_for_one, intensity 1 in 5 s: OTP's defaults
+flags.name = "app";
+child_spec store;                             // a permanent worker
+store.id = "store";
+store.start = spawn_fun(store_actor);
+child_spec accounts;                          // a child supervisor of dynamic children
+accounts.id = "accounts";
+accounts.start = supervisor_start(dyn_flags, {account_template});
+accounts.type = child_type::supervisor;
+auto app = supervisor::start(system, flags, {store, accounts});          // waits for every child
+std::cout << *app->tree();                    // names, ids, restart counts
+app->stop();                                  // reverse order, each child by its shutdown policy
+  // README: end
+}
+
 namespace {
+
+TEST(readme, the_event_store_example_appends) {
+  sourcery::testing::temp_dir dir;
+  store_example::run(dir.str());
+}
+
+TEST(readme, the_bank_examples_run) {
+  sourcery::testing::temp_dir dir;
+  sourcery::application_config config;
+  config.data_dir = dir.str();
+  auto app = sourcery::application::start(config, bank::routes());
+  ASSERT_TRUE(app);
+  ASSERT_TRUE((*app)->dispatch(bank::open_account{"42", "ann"}));
+  handler_options_example(app->get());
+  projection_example(app->get());
+  sourcery::http::gateway gw;
+  http_example(gw, **app);
+  char name[] = "bank-demo";
+  char* argv[] = {name};
+  EXPECT_EQ(admin_main(1, argv), 0);
+}
+
+TEST(readme, the_supervision_example_runs) {
+  caf::actor_system_config cfg;
+  cfg.set("logger.verbosity", caf::atom("quiet"));
+  caf::actor_system system{cfg};
+  supervision_example(system);
+}
+
+/// The lines of `text` with their leading and trailing blanks cut.
+std::vector<std::string> trimmed_lines(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in{text};
+  for (std::string line; std::getline(in, line);) {
+    auto a = line.find_first_not_of(" \t");
+    auto b = line.find_last_not_of(" \t\r");
+    out.push_back(a == std::string::npos ? std::string{} : line.substr(a, b - a + 1));
+  }
+  return out;
+}
+
+TEST(readme, every_cpp_block_of_the_readme_is_compiled_here) {
+  std::ifstream readme_file{README_PATH};
+  ASSERT_TRUE(readme_file) << README_PATH;
+  std::stringstream readme, self;
+  readme << readme_file.rdbuf();
+  std::ifstream self_file{__FILE__};
+  ASSERT_TRUE(self_file) << __FILE__;
+  self << self_file.rdbuf();
+  auto here = trimmed_lines(self.str());
+  auto lines = trimmed_lines(readme.str());
+  int blocks = 0;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    if (lines[i] != "```cpp")
+      continue;
+    std::vector<std::string> block;
+    for (++i; i < lines.size() && lines[i] != "```"; ++i)
+      block.push_back(lines[i]);
+    ++blocks;
+    auto at = std::search(here.begin(), here.end(), block.begin(), block.end());
+    EXPECT_NE(at, here.end()) << "README block " << blocks << " is not in " << __FILE__ << ":\n" << block.front();
+  }
+  EXPECT_GE(blocks, 10);
+}
 
 TEST(readme, the_aggregate_example_decides_as_documented) {
   using namespace readme;
-  EXPECT_TRUE(sourcery::testing::given<account>(account_opened{"alice"}, money_deposited{100})
-                .when(withdraw{"a", 150})
-                .rejects("insufficient_funds"));
+  using sourcery::testing::given;
+EXPECT_TRUE(given<account>(account_opened{"alice"}, money_deposited{100}).when(withdraw{"a", 150}).rejects("insufficient_funds"));
 }
 
 TEST(readme, the_dispatch_example_runs) {
