@@ -30,6 +30,20 @@ caf::expected<nlohmann::json> parse_row(const sql_value& text) {
   }
 }
 
+using maybe_row = caf::expected<std::optional<nlohmann::json>>;
+
+/// The row a `SELECT to_jsonb(t) ...` answered, if any.
+maybe_row first_row(const caf::expected<sql_rows>& r) {
+  if (!r)
+    return r.error();
+  if (r->rows.empty())
+    return std::optional<nlohmann::json>(std::nullopt);
+  auto row = parse_row(r->rows[0][0]);
+  if (!row)
+    return row.error();
+  return std::optional<nlohmann::json>{std::move(*row)};
+}
+
 /// The key field of an LMDB row is its key (rows written before it had
 /// the field lack it).
 caf::expected<nlohmann::json> lmdb_row(const std::string& key_field, const std::string& key, const std::string& value) {
@@ -37,6 +51,16 @@ caf::expected<nlohmann::json> lmdb_row(const std::string& key_field, const std::
   if (row && row->is_object())
     (*row)[key_field] = key;
   return row;
+}
+
+/// An LMDB row, if there is one.
+maybe_row stored_row(const std::string& key_field, std::string_view key, const std::optional<std::string>& value) {
+  if (!value)
+    return std::optional<nlohmann::json>(std::nullopt);
+  auto row = lmdb_row(key_field, std::string{key}, *value);
+  if (!row)
+    return row.error();
+  return std::optional<nlohmann::json>{std::move(*row)};
 }
 
 } // namespace
@@ -78,26 +102,14 @@ caf::error json_table::put(projection_store::writer& w, const nlohmann::json& ro
   return {};
 }
 
+std::string json_table::select_by_key(const std::string& schema) const {
+  return "SELECT to_jsonb(t) FROM " + qualified(schema) + " t WHERE t." + sql_identifier(key_) + " = $1";
+}
+
 caf::expected<std::optional<nlohmann::json>> json_table::get(projection_store::writer& w, std::string_view key) const {
-  if (auto* sql = w.sql()) {
-    auto r = sql->exec("SELECT to_jsonb(t) FROM " + qualified(sql->schema()) + " t WHERE t." + sql_identifier(key_) + " = $1",
-                       {std::string{key}});
-    if (!r)
-      return r.error();
-    if (r->rows.empty())
-      return std::optional<nlohmann::json>(std::nullopt);
-    auto row = parse_row(r->rows[0][0]);
-    if (!row)
-      return row.error();
-    return std::optional<nlohmann::json>{std::move(*row)};
-  }
-  auto value = w.get(name_, key);
-  if (!value)
-    return std::optional<nlohmann::json>(std::nullopt);
-  auto row = lmdb_row(key_, std::string{key}, *value);
-  if (!row)
-    return row.error();
-  return std::optional<nlohmann::json>{std::move(*row)};
+  if (auto* sql = w.sql())
+    return first_row(sql->exec(select_by_key(sql->schema()), {std::string{key}}));
+  return stored_row(key_, key, w.get(name_, key));
 }
 
 caf::error json_table::erase(projection_store::writer& w, std::string_view key) const {
@@ -122,27 +134,12 @@ caf::error json_table::clear(projection_store::writer& w) const {
 
 caf::expected<std::optional<nlohmann::json>> json_table::find(const projection_store& models,
                                                               std::string_view projection, std::string_view key) const {
-  if (auto* schema = models.sql_schema()) {
-    auto r = models.query("SELECT to_jsonb(t) FROM " + qualified(*schema) + " t WHERE t." + sql_identifier(key_) + " = $1",
-                          {std::string{key}});
-    if (!r)
-      return r.error();
-    if (r->rows.empty())
-      return std::optional<nlohmann::json>(std::nullopt);
-    auto row = parse_row(r->rows[0][0]);
-    if (!row)
-      return row.error();
-    return std::optional<nlohmann::json>{std::move(*row)};
-  }
+  if (auto* schema = models.sql_schema())
+    return first_row(models.query(select_by_key(*schema), {std::string{key}}));
   auto value = models.get(projection, name_, key);
   if (!value)
     return value.error();
-  if (!*value)
-    return std::optional<nlohmann::json>(std::nullopt);
-  auto row = lmdb_row(key_, std::string{key}, **value);
-  if (!row)
-    return row.error();
-  return std::optional<nlohmann::json>{std::move(*row)};
+  return stored_row(key_, key, *value);
 }
 
 caf::expected<std::vector<nlohmann::json>> json_table::all(const projection_store& models, std::string_view projection,

@@ -15,6 +15,7 @@
 #include "../../examples/bank/balances.hpp"
 #include "../../examples/bank/routes.hpp"
 #include "../../examples/bank/transfer_saga.hpp"
+#include "../support/status_wait.hpp"
 #include "../support/temp_dir.hpp"
 #include "sourcery/persistence/faulty_store.hpp"
 #include "sourcery/persistence/memory_store.hpp"
@@ -26,13 +27,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-/// Waits until `status` reaches `position` (or stops); false after `limit`.
-bool reaches(handler_status& status, uint64_t position, std::chrono::milliseconds limit = 10s) {
-  auto reached = std::make_shared<std::promise<void>>();
-  auto f = reached->get_future();
-  status.when_reached(position, [reached](caf::error) { reached->set_value(); });
-  return f.wait_for(limit) == std::future_status::ready && status.position() >= position;
-}
+using sourcery::testing::reaches;
 
 std::unique_ptr<application> start(const std::string& dir, router routes,
                                    std::vector<std::shared_ptr<middleware>> mw = {},

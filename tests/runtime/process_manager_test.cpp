@@ -13,6 +13,7 @@
 
 #include "../../examples/bank/routes.hpp"
 #include "../../examples/bank/transfer_saga.hpp"
+#include "../support/status_wait.hpp"
 #include "../support/temp_dir.hpp"
 #include "sourcery/runtime/application.hpp"
 
@@ -22,20 +23,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
-/// Waits, without polling, until `status` reaches `position` or stops;
-/// true when it reached it within `limit`.
-bool reaches(handler_status& status, uint64_t position, std::chrono::milliseconds limit = 5s) {
-  auto done = std::make_shared<std::promise<void>>();
-  auto f = done->get_future();
-  status.when_reached(position, [done](caf::error) { done->set_value(); });
-  return f.wait_for(limit) == std::future_status::ready && status.position() >= position;
-}
-
-/// Waits, without polling, until `status` stops; true if it did within `limit`.
-bool stops(handler_status& status, std::chrono::milliseconds limit = 5s) {
-  reaches(status, std::numeric_limits<uint64_t>::max(), limit);
-  return static_cast<bool>(status.stopped());
-}
+using sourcery::testing::reaches;
+using sourcery::testing::stops;
 
 struct unrouted { std::string why; };
 

@@ -57,6 +57,7 @@ public:
 
 private:
   std::string qualified(const std::string& schema) const;
+  std::string select_by_key(const std::string& schema) const;
 
   std::string name_;
   std::string key_;

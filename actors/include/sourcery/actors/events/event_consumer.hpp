@@ -267,6 +267,15 @@ struct consumer_state {
   static inline const char* name = "event_consumer";
 };
 
+/// The subscription of consumer type `T`: the options', unless they
+/// subscribe to all and `T` names its own (`static subscription subscribe_to()`).
+template <class T>
+void subscribe_as_declared(handler_options& options) {
+  if constexpr (requires { { T::subscribe_to() } -> std::convertible_to<subscription>; })
+    if (options.subscribe_to.what == subscription::kind::all)
+      options.subscribe_to = T::subscribe_to();
+}
+
 /// The events of `st.read` its subscription includes, each knowing its
 /// aggregate's prefix: `st.read` itself when it subscribes to all, else
 /// those events moved to `st.subscribed` (`give_back` returns them).

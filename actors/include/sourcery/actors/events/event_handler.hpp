@@ -269,9 +269,7 @@ supervision::child_spec handler_child_spec(std::function<std::unique_ptr<H>()> m
                                            std::function<void(const caf::actor&)> started = {},
                                            const stream_prefixes* prefixes = nullptr) {
   using consumer = detail::handler_consumer<H>;
-  if constexpr (requires { { H::subscribe_to() } -> std::convertible_to<subscription>; })
-    if (options.subscribe_to.what == subscription::kind::all)
-      options.subscribe_to = H::subscribe_to();
+  detail::subscribe_as_declared<H>(options);
   std::function<std::unique_ptr<consumer>()> make_consumer = [make, store, types, policy = options.on_error,
                                                                n = options.concurrency] {
     return std::make_unique<consumer>(make, store, types, policy, n);

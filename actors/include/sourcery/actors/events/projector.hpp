@@ -174,9 +174,7 @@ supervision::child_spec projector_child_spec(std::function<std::unique_ptr<P>()>
                                              std::function<void(const caf::actor&)> started = {},
                                              const stream_prefixes* prefixes = nullptr) {
   using consumer = detail::projector_consumer<P>;
-  if constexpr (requires { { P::subscribe_to() } -> std::convertible_to<subscription>; })
-    if (options.subscribe_to.what == subscription::kind::all)
-      options.subscribe_to = P::subscribe_to();
+  detail::subscribe_as_declared<P>(options);
   std::function<std::unique_ptr<consumer>()> make_consumer = [make, models, types, policy = options.on_error] {
     return std::make_unique<consumer>(make(), models, types, policy, P::projection_name);
   };
