@@ -528,7 +528,10 @@ std::chrono::milliseconds application::submit(const typed_command& cmd, dispatch
   }
   auto found = routes_.find(cmd.name);
   if (found == routes_.end() || found->second.route->type != cmd.type) {
-    finish(t0, make_error(dispatch_errc::unregistered_command, "no route for command " + cmd.name), done);
+    finish(t0, make_error(dispatch_errc::unregistered_command,
+                          found == routes_.end() ? "no route for command " + cmd.name
+                                                 : "the route named " + cmd.name + " is another C++ type's"),
+           done);
     return budget;
   }
   const auto& route = *found->second.route;
