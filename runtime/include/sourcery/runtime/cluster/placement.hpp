@@ -1,0 +1,34 @@
+#pragma once
+
+// Where an aggregate lives in a cluster: its stream id hashes to one of a
+// fixed number of shards, and each shard is placed on one live member by
+// rendezvous (highest-random-weight) hashing. Both are pure functions,
+// the same on every node and every build (never `std::hash`), so every
+// node computes the same placement from the same member list; the lease
+// table in the store, not this computation, has the last word on who
+// serves a shard.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sourcery::cluster {
+
+/// FNV-1a, 64 bits: a stable hash of bytes.
+uint64_t stable_hash(std::string_view bytes) noexcept;
+
+/// The shard of a stream: `stable_hash(stream_id) % shards` (shards > 0).
+uint32_t shard_of(std::string_view stream_id, uint32_t shards) noexcept;
+
+/// The member that should own `shard`: the one with the highest weight
+/// `hash(member, shard)`. Removing a member moves only its own shards;
+/// adding one takes about 1/n of the shards from the others. nullopt
+/// without members.
+std::optional<std::string> owner_of(uint32_t shard, const std::vector<std::string>& members);
+
+/// The shards `member` should own among `members` (0 .. shards-1).
+std::vector<uint32_t> shards_of(const std::string& member, const std::vector<std::string>& members, uint32_t shards);
+
+} // namespace sourcery::cluster
