@@ -1,0 +1,223 @@
+#include "sourcery/persistence/postgres_coordination.hpp"
+
+#include "pg_connection.hpp"
+#include "pg_pool.hpp"
+#include "pg_schema.hpp"
+#include "sourcery/persistence/error.hpp"
+
+namespace sourcery::persistence {
+
+namespace detail {
+
+constexpr std::string_view cluster_sql = R"(
+CREATE TABLE @.cluster_members (
+  cluster text NOT NULL,
+  node text NOT NULL,
+  incarnation bigint NOT NULL,
+  state text NOT NULL,
+  renewed_at timestamptz NOT NULL,
+  PRIMARY KEY (cluster, node));
+CREATE TABLE @.cluster_leases (
+  cluster text NOT NULL,
+  name text NOT NULL,
+  owner text NOT NULL,
+  epoch bigint NOT NULL,
+  expires_at timestamptz NOT NULL,
+  PRIMARY KEY (cluster, name));
+CREATE SEQUENCE @.cluster_incarnations;
+)";
+
+const pg_component cluster_component{"cluster", 1, {"cluster_members", "cluster_leases"}, cluster_sql};
+
+} // namespace detail
+
+struct postgres_coordination::impl {
+  coordination_options options;
+  std::string members;  // quoted, schema-qualified table names
+  std::string leases;
+  std::string incarnations;
+  std::unique_ptr<pg::pool> pool;
+
+  pg::deadline until() const { return pg::clock::now() + options.operation_timeout; }
+
+  template <class F>
+  auto run(F&& f) {
+    return pool->with(until(), [&](pg::connection& c) { return f(c, until()); });
+  }
+};
+
+postgres_coordination::postgres_coordination(std::unique_ptr<impl> st) : st_(std::move(st)) {}
+
+postgres_coordination::~postgres_coordination() {
+  if (st_ && st_->pool)
+    st_->pool->close();
+}
+
+caf::expected<std::unique_ptr<postgres_coordination>> postgres_coordination::open(coordination_options options) {
+  if (!detail::valid_schema_name(options.schema))
+    return make_error(store_errc::invalid_argument, "bad PostgreSQL schema name '" + options.schema + "'");
+  auto st = std::make_unique<impl>();
+  st->options = std::move(options);
+  auto schema = pg::quote_ident(st->options.schema);
+  st->members = schema + ".cluster_members";
+  st->leases = schema + ".cluster_leases";
+  st->incarnations = schema + ".cluster_incarnations";
+  // Membership and leases decide who may write: they commit durably.
+  st->pool = std::make_unique<pg::pool>(st->options.conninfo, 2, st->options.connect_timeout,
+                                        [schema = st->options.schema](pg::connection& c, pg::deadline until) {
+                                          return c.exec_script("SET application_name = 'sourcery cluster " + schema
+                                                                 + "'; SET synchronous_commit = on",
+                                                               until);
+                                        });
+  auto created = st->run([&](pg::connection& c, pg::deadline until) {
+    return detail::ensure_component(c, st->options.schema, detail::cluster_component, until);
+  });
+  if (created)
+    return created;
+  return std::unique_ptr<postgres_coordination>{new postgres_coordination{std::move(st)}};
+}
+
+caf::expected<int64_t> postgres_coordination::join(const std::string& cluster, const std::string& node) {
+  auto sql = "INSERT INTO " + st_->members + " VALUES ($1, $2, nextval('" + st_->incarnations
+             + "'), 'up', now()) ON CONFLICT (cluster, node) DO UPDATE SET incarnation = EXCLUDED.incarnation,"
+               " state = 'up', renewed_at = now() RETURNING incarnation";
+  return st_->run([&](pg::connection& c, pg::deadline until) -> caf::expected<int64_t> {
+    pg::params p;
+    p.add_text(cluster).add_text(node);
+    auto r = c.exec(sql, p, until);
+    if (!r)
+      return r.error();
+    return r->int8(0, 0);
+  });
+}
+
+caf::expected<bool> postgres_coordination::renew(const std::string& cluster, const std::string& node,
+                                                 int64_t incarnation) {
+  auto sql = "UPDATE " + st_->members
+             + " SET renewed_at = now() WHERE cluster = $1 AND node = $2 AND incarnation = $3 AND state = 'up'"
+               " RETURNING 1";
+  return st_->run([&](pg::connection& c, pg::deadline until) -> caf::expected<bool> {
+    pg::params p;
+    p.add_text(cluster).add_text(node).add(incarnation);
+    auto r = c.exec(sql, p, until);
+    if (!r)
+      return r.error();
+    return r->rows() == 1;
+  });
+}
+
+caf::expected<std::vector<std::string>> postgres_coordination::declare_down(const std::string& cluster,
+                                                                            std::chrono::milliseconds ttl) {
+  auto sql = "UPDATE " + st_->members
+             + " SET state = 'down' WHERE cluster = $1 AND state = 'up'"
+               " AND renewed_at < now() - $2::bigint * interval '1 millisecond' RETURNING node";
+  return st_->run([&](pg::connection& c, pg::deadline until) -> caf::expected<std::vector<std::string>> {
+    pg::params p;
+    p.add_text(cluster).add(static_cast<int64_t>(ttl.count()));
+    auto r = c.exec(sql, p, until);
+    if (!r)
+      return r.error();
+    std::vector<std::string> out;
+    for (int i = 0; i < r->rows(); ++i)
+      out.push_back(r->text(i, 0));
+    return out;
+  });
+}
+
+caf::expected<void> postgres_coordination::leave(const std::string& cluster, const std::string& node,
+                                                 int64_t incarnation) {
+  auto sql = "UPDATE " + st_->members + " SET state = 'left' WHERE cluster = $1 AND node = $2 AND incarnation = $3";
+  return st_->run([&](pg::connection& c, pg::deadline until) -> caf::expected<void> {
+    pg::params p;
+    p.add_text(cluster).add_text(node).add(incarnation);
+    if (auto r = c.exec(sql, p, until); !r)
+      return r.error();
+    return {};
+  });
+}
+
+caf::expected<std::vector<member_info>> postgres_coordination::members(const std::string& cluster) {
+  auto sql = "SELECT node, incarnation, state, (extract(epoch FROM now() - renewed_at) * 1000)::bigint FROM "
+             + st_->members + " WHERE cluster = $1 ORDER BY node";
+  return st_->run([&](pg::connection& c, pg::deadline until) -> caf::expected<std::vector<member_info>> {
+    pg::params p;
+    p.add_text(cluster);
+    auto r = c.exec(sql, p, until);
+    if (!r)
+      return r.error();
+    std::vector<member_info> out;
+    for (int i = 0; i < r->rows(); ++i)
+      out.push_back({r->text(i, 0), r->int8(i, 1), r->text(i, 2), std::chrono::milliseconds{r->int8(i, 3)}});
+    return out;
+  });
+}
+
+caf::expected<std::optional<int64_t>> postgres_coordination::acquire(const std::string& cluster,
+                                                                     const std::string& name, const std::string& node,
+                                                                     std::chrono::milliseconds ttl) {
+  // One statement: a concurrent taker waits for the row lock, then finds
+  // the lease held (the WHERE no longer holds) and gets no row.
+  auto sql = "INSERT INTO " + st_->leases
+             + " AS x VALUES ($1, $2, $3, 1, now() + $4::bigint * interval '1 millisecond')"
+               " ON CONFLICT (cluster, name) DO UPDATE SET owner = EXCLUDED.owner,"
+               " epoch = CASE WHEN x.owner = EXCLUDED.owner AND x.expires_at > now() THEN x.epoch ELSE x.epoch + 1 END,"
+               " expires_at = EXCLUDED.expires_at"
+               " WHERE x.owner = EXCLUDED.owner OR x.expires_at <= now() RETURNING epoch";
+  return st_->run([&](pg::connection& c, pg::deadline until) -> caf::expected<std::optional<int64_t>> {
+    pg::params p;
+    p.add_text(cluster).add_text(name).add_text(node).add(static_cast<int64_t>(ttl.count()));
+    auto r = c.exec(sql, p, until);
+    if (!r)
+      return r.error();
+    if (r->rows() == 0)
+      return std::optional<int64_t>{};
+    return std::optional<int64_t>{r->int8(0, 0)};
+  });
+}
+
+caf::expected<bool> postgres_coordination::renew_lease(const std::string& cluster, const std::string& name,
+                                                       const std::string& node, int64_t epoch,
+                                                       std::chrono::milliseconds ttl) {
+  auto sql = "UPDATE " + st_->leases
+             + " SET expires_at = now() + $5::bigint * interval '1 millisecond' WHERE cluster = $1 AND name = $2"
+               " AND owner = $3 AND epoch = $4 AND expires_at > now() RETURNING 1";
+  return st_->run([&](pg::connection& c, pg::deadline until) -> caf::expected<bool> {
+    pg::params p;
+    p.add_text(cluster).add_text(name).add_text(node).add(epoch).add(static_cast<int64_t>(ttl.count()));
+    auto r = c.exec(sql, p, until);
+    if (!r)
+      return r.error();
+    return r->rows() == 1;
+  });
+}
+
+caf::expected<void> postgres_coordination::release(const std::string& cluster, const std::string& name,
+                                                   const std::string& node, int64_t epoch) {
+  auto sql = "UPDATE " + st_->leases
+             + " SET expires_at = now() WHERE cluster = $1 AND name = $2 AND owner = $3 AND epoch = $4";
+  return st_->run([&](pg::connection& c, pg::deadline until) -> caf::expected<void> {
+    pg::params p;
+    p.add_text(cluster).add_text(name).add_text(node).add(epoch);
+    if (auto r = c.exec(sql, p, until); !r)
+      return r.error();
+    return {};
+  });
+}
+
+caf::expected<std::vector<lease_info>> postgres_coordination::leases(const std::string& cluster) {
+  auto sql = "SELECT name, owner, epoch, greatest(0, (extract(epoch FROM expires_at - now()) * 1000)::bigint) FROM "
+             + st_->leases + " WHERE cluster = $1 ORDER BY name";
+  return st_->run([&](pg::connection& c, pg::deadline until) -> caf::expected<std::vector<lease_info>> {
+    pg::params p;
+    p.add_text(cluster);
+    auto r = c.exec(sql, p, until);
+    if (!r)
+      return r.error();
+    std::vector<lease_info> out;
+    for (int i = 0; i < r->rows(); ++i)
+      out.push_back({r->text(i, 0), r->text(i, 1), r->int8(i, 2), std::chrono::milliseconds{r->int8(i, 3)}});
+    return out;
+  });
+}
+
+} // namespace sourcery::persistence

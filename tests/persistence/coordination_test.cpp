@@ -1,0 +1,158 @@
+// A cluster's membership and leases in a real PostgreSQL server: new
+// incarnations, members declared down by the database's clock, and leases
+// held by one node at a time with an epoch that grows when they change
+// hands -- also when several nodes race for one.
+
+#include <atomic>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "../support/postgres.hpp"
+#include "../support/temp_dir.hpp"
+#include "sourcery/persistence/error.hpp"
+#include "sourcery/persistence/postgres_coordination.hpp"
+
+using namespace sourcery::persistence;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::unique_ptr<postgres_coordination> open_coordination(const sourcery::testing::temp_dir& dir) {
+  coordination_options opts;
+  opts.conninfo = sourcery::testing::test_pg_uri();
+  opts.schema = sourcery::testing::test_schema(dir);
+  auto c = postgres_coordination::open(opts);
+  EXPECT_TRUE(c) << describe(c.error());
+  return c ? std::move(*c) : nullptr;
+}
+
+TEST(coordination, a_restarted_node_is_a_new_incarnation_and_the_old_one_may_not_renew) {
+  sourcery::testing::temp_dir dir;
+  auto c = open_coordination(dir);
+  ASSERT_TRUE(c);
+  auto first = c->join("bank", "127.0.0.1:4001");
+  ASSERT_TRUE(first);
+  EXPECT_EQ(c->renew("bank", "127.0.0.1:4001", *first).value(), true);
+  auto second = c->join("bank", "127.0.0.1:4001"); // the same address, restarted
+  ASSERT_TRUE(second);
+  EXPECT_GT(*second, *first);
+  EXPECT_EQ(c->renew("bank", "127.0.0.1:4001", *first).value(), false) << "the old incarnation must stop serving";
+  EXPECT_EQ(c->renew("bank", "127.0.0.1:4001", *second).value(), true);
+  ASSERT_TRUE(c->join("other-cluster", "127.0.0.1:4001"));
+  auto members = c->members("bank");
+  ASSERT_TRUE(members);
+  ASSERT_EQ(members->size(), 1u) << "clusters are apart";
+  EXPECT_EQ((*members)[0].state, "up");
+  EXPECT_EQ((*members)[0].incarnation, *second);
+}
+
+TEST(coordination, members_that_stop_renewing_are_declared_down_and_learn_it) {
+  sourcery::testing::temp_dir dir;
+  auto c = open_coordination(dir);
+  ASSERT_TRUE(c);
+  auto a = c->join("bank", "a:1");
+  auto b = c->join("bank", "b:1");
+  ASSERT_TRUE(a && b);
+  std::this_thread::sleep_for(300ms);
+  ASSERT_TRUE(c->renew("bank", "b:1", *b).value());
+  auto down = c->declare_down("bank", 200ms);
+  ASSERT_TRUE(down);
+  EXPECT_EQ(*down, std::vector<std::string>{"a:1"});
+  EXPECT_EQ(c->renew("bank", "a:1", *a).value(), false) << "a finds itself down: it must stop serving";
+  auto members = c->members("bank");
+  ASSERT_TRUE(members);
+  ASSERT_EQ(members->size(), 2u);
+  EXPECT_EQ((*members)[0].state, "down");
+  EXPECT_EQ((*members)[1].state, "up");
+  EXPECT_LT((*members)[1].since_renewal, 200ms);
+  ASSERT_TRUE(c->leave("bank", "b:1", *b));
+  EXPECT_EQ(c->members("bank")->at(1).state, "left");
+  EXPECT_TRUE(c->declare_down("bank", 0ms)->empty()) << "a member that left is not declared down";
+}
+
+TEST(coordination, a_lease_has_one_owner_and_its_epoch_grows_when_it_changes_hands) {
+  sourcery::testing::temp_dir dir;
+  auto c = open_coordination(dir);
+  ASSERT_TRUE(c);
+  auto a = c->acquire("bank", "shard-7", "a:1", 10s);
+  ASSERT_TRUE(a && *a);
+  EXPECT_EQ(**a, 1);
+  EXPECT_EQ(c->acquire("bank", "shard-7", "b:1", 10s).value(), std::nullopt) << "held by a";
+  EXPECT_EQ(c->acquire("bank", "shard-7", "a:1", 10s).value(), std::optional<int64_t>{1}) << "a keeps its epoch";
+  EXPECT_EQ(c->renew_lease("bank", "shard-7", "a:1", 1, 10s).value(), true);
+  ASSERT_TRUE(c->release("bank", "shard-7", "a:1", 1));
+  auto b = c->acquire("bank", "shard-7", "b:1", 10s);
+  ASSERT_TRUE(b && *b);
+  EXPECT_EQ(**b, 2) << "a new owner, a greater epoch";
+  EXPECT_EQ(c->renew_lease("bank", "shard-7", "a:1", 1, 10s).value(), false) << "a lost it";
+  auto leases = c->leases("bank");
+  ASSERT_TRUE(leases);
+  ASSERT_EQ(leases->size(), 1u);
+  EXPECT_EQ((*leases)[0].owner, "b:1");
+  EXPECT_EQ((*leases)[0].epoch, 2);
+  EXPECT_GT((*leases)[0].left, 5s);
+}
+
+TEST(coordination, an_expired_lease_goes_to_the_next_taker_and_the_old_owner_cannot_renew) {
+  sourcery::testing::temp_dir dir;
+  auto c = open_coordination(dir);
+  ASSERT_TRUE(c);
+  ASSERT_EQ(c->acquire("bank", "handler:balances", "a:1", 100ms).value(), std::optional<int64_t>{1});
+  EXPECT_EQ(c->acquire("bank", "handler:balances", "b:1", 10s).value(), std::nullopt);
+  std::this_thread::sleep_for(200ms); // a paused past its lease
+  EXPECT_EQ(c->acquire("bank", "handler:balances", "b:1", 10s).value(), std::optional<int64_t>{2});
+  EXPECT_EQ(c->renew_lease("bank", "handler:balances", "a:1", 1, 10s).value(), false);
+  EXPECT_EQ(c->acquire("bank", "handler:balances", "a:1", 10s).value(), std::nullopt);
+}
+
+TEST(coordination, of_nodes_racing_for_one_lease_exactly_one_wins) {
+  sourcery::testing::temp_dir dir;
+  auto first = open_coordination(dir); // creates the tables
+  ASSERT_TRUE(first);
+  constexpr int nodes = 8;
+  std::vector<std::unique_ptr<postgres_coordination>> cs;
+  coordination_options opts;
+  opts.conninfo = sourcery::testing::test_pg_uri();
+  opts.schema = sourcery::testing::test_schema(dir);
+  for (int i = 0; i < nodes; ++i) {
+    auto c = postgres_coordination::open(opts);
+    ASSERT_TRUE(c);
+    cs.push_back(std::move(*c));
+  }
+  for (int round = 0; round < 5; ++round) {
+    std::atomic<int> winners{0}, errors{0};
+    std::vector<std::thread> ts;
+    std::string name = "shard-" + std::to_string(round);
+    for (int i = 0; i < nodes; ++i)
+      ts.emplace_back([&, i] {
+        auto r = cs[static_cast<size_t>(i)]->acquire("bank", name, "n" + std::to_string(i) + ":1", 10s);
+        if (!r)
+          ++errors;
+        else if (*r)
+          ++winners;
+      });
+    for (auto& t : ts)
+      t.join();
+    EXPECT_EQ(errors.load(), 0);
+    EXPECT_EQ(winners.load(), 1) << "round " << round;
+  }
+}
+
+TEST(coordination, a_bad_schema_name_or_an_unreachable_server_is_a_clear_error) {
+  sourcery::testing::temp_dir dir;
+  coordination_options opts;
+  opts.conninfo = sourcery::testing::test_pg_uri();
+  opts.schema = "no; DROP";
+  auto bad = postgres_coordination::open(opts);
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(code_of(bad.error()), store_errc::invalid_argument);
+  opts.schema = "sourcery";
+  opts.conninfo = "postgresql:///postgres?host=" + dir.str() + "&port=1";
+  opts.connect_timeout = 1s;
+  auto gone = postgres_coordination::open(opts);
+  ASSERT_FALSE(gone);
+  EXPECT_EQ(code_of(gone.error()), store_errc::unavailable) << describe(gone.error());
+}
+
+} // namespace
