@@ -17,6 +17,7 @@
 #include "../support/read_model_holder.hpp"
 #include "../support/temp_dir.hpp"
 #include "sourcery/persistence/lmdb_store.hpp"
+#include "sourcery/persistence/postgres_coordination.hpp"
 #include "sourcery/persistence/postgres_projection_store.hpp"
 #include "sourcery/persistence/projection_store.hpp"
 
@@ -694,6 +695,53 @@ TEST_F(cli_postgres, rebuild_runs_an_application_projection_into_postgres_read_m
   ASSERT_TRUE(rows);
   ASSERT_EQ(rows->size(), 2u);
   EXPECT_EQ((*rows)[0], (std::pair<std::string, std::string>{"account-1", "5"}));
+}
+
+TEST_F(cli_postgres, cluster_lists_members_their_shards_and_the_handlers_they_run) {
+  int status = -1;
+  auto none = run({"cluster", "--store", uri()}, status);
+  EXPECT_EQ(status, 0) << errors;
+  EXPECT_NE(none.find("no cluster has run"), std::string::npos) << none;
+  // What nodes of a cluster write, written here directly.
+  sourcery::persistence::coordination_options opts;
+  opts.conninfo = sourcery::testing::test_pg_uri();
+  opts.schema = sourcery::testing::test_schema(dir);
+  auto c = sourcery::persistence::postgres_coordination::open(opts);
+  ASSERT_TRUE(c) << sourcery::persistence::describe(c.error());
+  auto a = (*c)->join("bank", "127.0.0.1:4001");
+  auto b = (*c)->join("bank", "127.0.0.1:4002");
+  ASSERT_TRUE(a && b);
+  for (int s = 0; s < 3; ++s)
+    ASSERT_TRUE((*c)->acquire("bank", "shard:" + std::to_string(s), "127.0.0.1:4001", std::chrono::seconds{60}).value());
+  ASSERT_TRUE((*c)->acquire("bank", "shard:3", "127.0.0.1:4002", std::chrono::seconds{60}).value());
+  ASSERT_TRUE((*c)->acquire("bank", "handler:bank.balances", "127.0.0.1:4002", std::chrono::seconds{60}).value());
+  ASSERT_TRUE((*c)->leave("bank", "127.0.0.1:4001", *a));
+  ASSERT_TRUE((*c)->join("todo", "127.0.0.1:5001"));
+
+  auto text = run({"cluster", "--store", uri()}, status);
+  ASSERT_EQ(status, 0) << errors;
+  EXPECT_NE(text.find("cluster bank"), std::string::npos) << text;
+  EXPECT_NE(text.find("cluster todo"), std::string::npos) << text;
+  EXPECT_NE(text.find("handler bank.balances"), std::string::npos) << text;
+  auto one = lines(run({"cluster", "--store", uri(), "--cluster", "bank", "--json"}, status));
+  ASSERT_EQ(status, 0) << errors;
+  ASSERT_EQ(one.size(), 1u);
+  auto& bank = one[0];
+  EXPECT_EQ(bank["cluster"], "bank");
+  ASSERT_EQ(bank["members"].size(), 2u);
+  EXPECT_EQ(bank["members"][0]["node"], "127.0.0.1:4001");
+  EXPECT_EQ(bank["members"][0]["state"], "left");
+  EXPECT_EQ(bank["members"][0]["shards"], 3);
+  EXPECT_EQ(bank["members"][1]["state"], "up");
+  EXPECT_EQ(bank["members"][1]["shards"], 1);
+  ASSERT_EQ(bank["handlers"].size(), 1u);
+  EXPECT_EQ(bank["handlers"][0]["handler"], "bank.balances");
+  EXPECT_EQ(bank["handlers"][0]["node"], "127.0.0.1:4002");
+  EXPECT_EQ(bank["handlers"][0]["epoch"], 1);
+  // A cluster lives in PostgreSQL: an LMDB store has none to show.
+  run({"cluster", "--data-dir", dir.str()}, status);
+  EXPECT_EQ(status, 2);
+  EXPECT_NE(errors.find("PostgreSQL"), std::string::npos) << errors;
 }
 
 } // namespace

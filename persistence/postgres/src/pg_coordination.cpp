@@ -37,6 +37,7 @@ struct postgres_coordination::impl {
   std::string leases;
   std::string incarnations;
   std::unique_ptr<pg::pool> pool;
+  bool absent = false; // opened without `create` on a store where no cluster ran
 
   pg::deadline until() const { return pg::clock::now() + options.operation_timeout; }
 
@@ -69,11 +70,25 @@ caf::expected<std::unique_ptr<postgres_coordination>> postgres_coordination::ope
                                                                  + "'; SET synchronous_commit = on",
                                                                until);
                                         });
-  auto created = st->run([&](pg::connection& c, pg::deadline until) {
-    return detail::ensure_component(c, st->options.schema, detail::cluster_component, until);
-  });
-  if (created)
-    return created;
+  if (st->options.create) {
+    auto created = st->run([&](pg::connection& c, pg::deadline until) {
+      return detail::ensure_component(c, st->options.schema, detail::cluster_component, until);
+    });
+    if (created)
+      return created;
+  } else {
+    auto there = st->run([&](pg::connection& c, pg::deadline until) -> caf::expected<bool> {
+      pg::params p;
+      p.add_text(st->members);
+      auto r = c.exec("SELECT to_regclass($1) IS NOT NULL", p, until);
+      if (!r)
+        return r.error();
+      return r->boolean(0, 0);
+    });
+    if (!there)
+      return there.error();
+    st->absent = !*there;
+  }
   return std::unique_ptr<postgres_coordination>{new postgres_coordination{std::move(st)}};
 }
 
@@ -137,6 +152,8 @@ caf::expected<void> postgres_coordination::leave(const std::string& cluster, con
 }
 
 caf::expected<std::vector<member_info>> postgres_coordination::members(const std::string& cluster) {
+  if (st_->absent)
+    return std::vector<member_info>{};
   auto sql = "SELECT node, incarnation, state, (extract(epoch FROM now() - renewed_at) * 1000)::bigint FROM "
              + st_->members + " WHERE cluster = $1 ORDER BY node";
   return st_->run([&](pg::connection& c, pg::deadline until) -> caf::expected<std::vector<member_info>> {
@@ -205,6 +222,8 @@ caf::expected<void> postgres_coordination::release(const std::string& cluster, c
 }
 
 caf::expected<std::vector<lease_info>> postgres_coordination::leases(const std::string& cluster) {
+  if (st_->absent)
+    return std::vector<lease_info>{};
   auto sql = "SELECT name, owner, epoch, greatest(0, (extract(epoch FROM expires_at - now()) * 1000)::bigint) FROM "
              + st_->leases + " WHERE cluster = $1 ORDER BY name";
   return st_->run([&](pg::connection& c, pg::deadline until) -> caf::expected<std::vector<lease_info>> {
@@ -216,6 +235,21 @@ caf::expected<std::vector<lease_info>> postgres_coordination::leases(const std::
     std::vector<lease_info> out;
     for (int i = 0; i < r->rows(); ++i)
       out.push_back({r->text(i, 0), r->text(i, 1), r->int8(i, 2), std::chrono::milliseconds{r->int8(i, 3)}});
+    return out;
+  });
+}
+
+caf::expected<std::vector<std::string>> postgres_coordination::clusters() {
+  if (st_->absent)
+    return std::vector<std::string>{};
+  auto sql = "SELECT cluster FROM " + st_->members + " UNION SELECT cluster FROM " + st_->leases + " ORDER BY 1";
+  return st_->run([&](pg::connection& c, pg::deadline until) -> caf::expected<std::vector<std::string>> {
+    auto r = c.exec(sql, pg::params{}, until);
+    if (!r)
+      return r.error();
+    std::vector<std::string> out;
+    for (int i = 0; i < r->rows(); ++i)
+      out.push_back(r->text(i, 0));
     return out;
   });
 }

@@ -1,5 +1,7 @@
 #include "sourcery/runtime/cluster/placement.hpp"
 
+#include <string>
+
 namespace sourcery::cluster {
 
 uint64_t stable_hash(std::string_view bytes) noexcept {
@@ -45,6 +47,14 @@ std::optional<std::string> owner_of(uint32_t shard, const std::vector<std::strin
   if (best == nullptr)
     return std::nullopt;
   return *best;
+}
+
+std::string shard_lease(uint32_t shard) {
+  return "shard:" + std::to_string(shard);
+}
+
+std::string handler_lease(std::string_view handler) {
+  return "handler:" + std::string{handler};
 }
 
 std::vector<uint32_t> shards_of(const std::string& member, const std::vector<std::string>& members, uint32_t shards) {

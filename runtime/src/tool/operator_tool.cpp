@@ -60,6 +60,12 @@ const std::vector<command>& commands() {
      "For projections the application registers (operator_tool::add_projection).\n"
      "Stop the application first: the read model is reset, then rebuilt.", {"--read-models", "--json"},
      run_rebuild},
+    {"cluster", "", 0, "lists each cluster's members, their shards and the handlers they run",
+     "From the membership and lease tables of a PostgreSQL store (--store): each\n"
+     "member's state (up, down, left), incarnation and last renewal by the\n"
+     "database's clock, how many shards it holds, and which node runs each event\n"
+     "handler, projection and process manager. --cluster NAME shows one cluster.",
+     {"--json", "--cluster"}, run_cluster},
   };
   return all;
 }
@@ -78,6 +84,7 @@ const std::vector<flag_help>& flag_texts() {
     {"--from N", "read: first version (default 1); all: first position (default 1);\n"
                  "                    tail: first position (default: the next event)"},
     {"--limit N", "at most N items (default: all)"},
+    {"--cluster NAME", "one cluster (default: every cluster on the store)"},
     {"--read-models DIR", "the read models (default: DATA_DIR/read-models)"},
     {"--output FILE", "where to write (default: standard output)"},
     {"--input FILE", "where to read (default: standard input)"},
@@ -112,7 +119,7 @@ std::string command_usage(const std::string& program, const std::string& data_di
   for (auto& f : flag_texts()) {
     std::string name = f.name;
     auto flag = name.substr(0, name.find(' '));
-    if (flag != "--data-dir" && flag != "--help" && c.flags.count(flag) == 0)
+    if (flag != "--data-dir" && flag != "--store" && flag != "--help" && c.flags.count(flag) == 0)
       continue;
     std::string text = f.text;
     if (auto at = text.find("%s"); at != std::string::npos)
@@ -154,7 +161,7 @@ options parse(const std::string& program, const std::string& data_dir, int argc,
       flags.emplace_back(a, nullptr);
     } else if (a.rfind("--", 0) == 0) {
       static const std::set<std::string> with_value = {"--data-dir", "--store", "--from", "--limit",
-                                                       "--read-models", "--output", "--input"};
+                                                       "--read-models", "--output", "--input", "--cluster"};
       if (with_value.count(a) == 0)
         usage_error(program, data_dir, cmd, "unknown option " + a);
       if (i + 1 >= argc)
@@ -204,6 +211,8 @@ options parse(const std::string& program, const std::string& data_dir, int argc,
       o.output = value;
     else if (flag == "--input")
       o.input = value;
+    else if (flag == "--cluster")
+      o.cluster = value;
   }
   if (!o.store.empty()) {
     auto uri = persistence::store_uri::parse(o.store);
@@ -219,6 +228,8 @@ options parse(const std::string& program, const std::string& data_dir, int argc,
     }
   }
   std::error_code ec;
+  if (o.command == "cluster" && o.store.empty())
+    usage_error(program, data_dir, cmd, "a cluster lives in a PostgreSQL store: give --store postgresql://...");
   if (o.store.empty() && o.command != "import" && !std::filesystem::exists(o.data_dir, ec))
     usage_error(program, data_dir, cmd, "no store at " + o.data_dir + " (--data-dir)");
   if (o.args.size() != cmd->positional)

@@ -28,6 +28,7 @@ struct options {
   bool from_given = false;
   uint64_t limit = UINT64_MAX;
   bool json = false;
+  std::string cluster; // --cluster: one cluster's name (empty: all)
 };
 
 struct context {
@@ -71,5 +72,6 @@ int run_verify(const context& ctx);
 int run_export(const context& ctx);
 int run_import(const context& ctx);
 int run_rebuild(const context& ctx);
+int run_cluster(const context& ctx);
 
 } // namespace sourcery::tool

@@ -30,6 +30,9 @@ struct coordination_options {
   std::chrono::milliseconds connect_timeout{5000};
   /// Each call's deadline: past it, `timeout` (a frozen server never answers).
   std::chrono::milliseconds operation_timeout{5000};
+  /// Create the tables when missing. False (an operator's tool): a store
+  /// where no cluster ever ran reads as empty, and nothing is written.
+  bool create = true;
 };
 
 struct member_info {
@@ -79,6 +82,8 @@ public:
   caf::expected<void> release(const std::string& cluster, const std::string& name, const std::string& node,
                               int64_t epoch);
   caf::expected<std::vector<lease_info>> leases(const std::string& cluster);
+  /// The clusters with members or leases, by name.
+  caf::expected<std::vector<std::string>> clusters();
 
   struct impl;
 

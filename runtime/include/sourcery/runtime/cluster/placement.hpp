@@ -28,6 +28,11 @@ uint32_t shard_of(std::string_view stream_id, uint32_t shards) noexcept;
 /// without members.
 std::optional<std::string> owner_of(uint32_t shard, const std::vector<std::string>& members);
 
+/// The names of the leases in the store: a shard's, a handler's (an event
+/// handler, projection or process manager, which runs on one node at a time).
+std::string shard_lease(uint32_t shard);
+std::string handler_lease(std::string_view handler);
+
 /// The shards `member` should own among `members` (0 .. shards-1).
 std::vector<uint32_t> shards_of(const std::string& member, const std::vector<std::string>& members, uint32_t shards);
 
