@@ -1,0 +1,80 @@
+#pragma once
+
+// This node's membership of a cluster, kept in the store's membership
+// table: it joins as a new incarnation, renews on a thread of its own,
+// declares down the members that stopped renewing, and keeps the view of
+// the live members. A node that finds itself declared down -- or that has
+// not renewed for `down_after`, so the others may have declared it down --
+// stops serving at once (`serving()` false, `on_down` called): being
+// declared down is then true, and no two nodes serve as one.
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
+
+#include "sourcery/persistence/postgres_coordination.hpp"
+
+namespace sourcery::cluster {
+
+struct membership_options {
+  std::string cluster;
+  std::string node; ///< how peers reach this node, "host:port"
+  std::chrono::milliseconds renew_every{500};
+  /// A member that has not renewed for this long is declared down, and this
+  /// node stops serving when its own renewals have failed for this long.
+  std::chrono::milliseconds down_after{3000};
+  /// Called on the membership's thread when the live members change.
+  std::function<void(const std::vector<std::string>& live)> on_view;
+  /// Called once, on the membership's thread, when this node must stop serving.
+  std::function<void(const caf::error& why)> on_down;
+};
+
+class membership {
+public:
+  /// Joins (a new incarnation) and starts renewing. Errors: the store's.
+  static caf::expected<std::unique_ptr<membership>>
+  start(std::shared_ptr<persistence::postgres_coordination> store, membership_options options);
+  /// Stops renewing (without leaving: see `leave`).
+  ~membership();
+
+  int64_t incarnation() const noexcept { return incarnation_; }
+  /// False once this node found itself down or could not renew in time.
+  bool serving() const noexcept { return serving_.load(); }
+  /// The live members as last read (this node included while it serves).
+  std::vector<std::string> live() const;
+  /// Leaves cleanly: marks this incarnation left and stops renewing.
+  caf::error leave();
+
+  /// Test seam: renewals fail as if the store were out of reach (a node cut
+  /// off), or go through again.
+  void pause_renewals(bool paused);
+
+private:
+  membership(std::shared_ptr<persistence::postgres_coordination> store, membership_options options, int64_t incarnation);
+  void run();
+  void step();
+  void stop_serving(const caf::error& why);
+
+  std::shared_ptr<persistence::postgres_coordination> store_;
+  membership_options options_;
+  int64_t incarnation_ = 0;
+  std::atomic<bool> serving_{true};
+  std::atomic<bool> paused_{false};
+  std::chrono::steady_clock::time_point last_renewal_;
+  mutable std::mutex mtx_;
+  std::condition_variable wake_;
+  bool stopping_ = false;
+  std::vector<std::string> live_;
+  std::thread thread_;
+};
+
+} // namespace sourcery::cluster

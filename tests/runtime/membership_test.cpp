@@ -1,0 +1,107 @@
+// This node's membership on a real PostgreSQL server: nodes see each
+// other; a node whose renewals stop is declared down by the others and
+// stops serving itself; a clean leave is seen at once; a restarted node is
+// a new incarnation and the old one may not come back.
+
+#include <future>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "../support/postgres.hpp"
+#include "../support/temp_dir.hpp"
+#include "sourcery/runtime/cluster/membership.hpp"
+
+using namespace sourcery;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::shared_ptr<persistence::postgres_coordination> open_store(const sourcery::testing::temp_dir& dir) {
+  persistence::coordination_options opts;
+  opts.conninfo = sourcery::testing::test_pg_uri();
+  opts.schema = sourcery::testing::test_schema(dir);
+  auto c = persistence::postgres_coordination::open(opts);
+  EXPECT_TRUE(c) << persistence::describe(c.error());
+  return c ? std::shared_ptr<persistence::postgres_coordination>{std::move(*c)} : nullptr;
+}
+
+cluster::membership_options node(const std::string& name) {
+  cluster::membership_options o;
+  o.cluster = "bank";
+  o.node = name;
+  o.renew_every = 50ms;
+  o.down_after = 400ms;
+  return o;
+}
+
+/// Waits (bounded) until `ok()`.
+template <class F>
+bool eventually(F ok, std::chrono::milliseconds limit = 5s) {
+  auto until = std::chrono::steady_clock::now() + limit;
+  while (!ok()) {
+    if (std::chrono::steady_clock::now() > until)
+      return false;
+    std::this_thread::sleep_for(10ms);
+  }
+  return true;
+}
+
+using live_list = std::vector<std::string>;
+
+TEST(membership, nodes_see_each_other_and_a_clean_leave_at_once) {
+  sourcery::testing::temp_dir dir;
+  auto store = open_store(dir);
+  ASSERT_TRUE(store);
+  auto a = cluster::membership::start(store, node("a:1"));
+  auto b = cluster::membership::start(store, node("b:1"));
+  ASSERT_TRUE(a && b);
+  EXPECT_TRUE(eventually([&] { return (*a)->live() == live_list{"a:1", "b:1"}; }));
+  EXPECT_TRUE(eventually([&] { return (*b)->live() == live_list{"a:1", "b:1"}; }));
+  ASSERT_FALSE((*a)->leave());
+  EXPECT_FALSE((*a)->serving());
+  EXPECT_TRUE(eventually([&] { return (*b)->live() == live_list{"b:1"}; }, 1s)) << "seen at b's next renewal";
+  EXPECT_TRUE((*b)->serving());
+}
+
+TEST(membership, a_node_cut_off_is_declared_down_by_the_others_and_stops_serving_itself) {
+  sourcery::testing::temp_dir dir;
+  auto store = open_store(dir);
+  ASSERT_TRUE(store);
+  auto downs = std::make_shared<std::atomic<int>>(0);
+  auto a_opts = node("a:1");
+  a_opts.on_down = [downs](const caf::error&) { ++*downs; };
+  auto a = cluster::membership::start(store, a_opts);
+  auto b = cluster::membership::start(store, node("b:1"));
+  ASSERT_TRUE(a && b);
+  ASSERT_TRUE(eventually([&] { return (*b)->live() == live_list{"a:1", "b:1"}; }));
+  (*a)->pause_renewals(true);
+  EXPECT_TRUE(eventually([&] { return (*b)->live() == live_list{"b:1"}; })) << "b declared a down";
+  EXPECT_TRUE(eventually([&] { return !(*a)->serving(); })) << "a stopped serving on its own";
+  (*a)->pause_renewals(false);
+  std::this_thread::sleep_for(200ms);
+  EXPECT_FALSE((*a)->serving()) << "it does not come back: a restart is a new incarnation";
+  EXPECT_EQ(downs->load(), 1);
+  auto members = store->members("bank");
+  ASSERT_TRUE(members);
+  EXPECT_EQ(members->at(0).state, "down");
+}
+
+TEST(membership, a_restarted_node_is_a_new_incarnation_that_ends_the_old_one) {
+  sourcery::testing::temp_dir dir;
+  auto store = open_store(dir);
+  ASSERT_TRUE(store);
+  auto downs = std::make_shared<std::atomic<int>>(0);
+  auto old_opts = node("a:1");
+  old_opts.on_down = [downs](const caf::error&) { ++*downs; };
+  auto old = cluster::membership::start(store, old_opts);
+  ASSERT_TRUE(old);
+  auto fresh = cluster::membership::start(store, node("a:1")); // the same address, started again
+  ASSERT_TRUE(fresh);
+  EXPECT_GT((*fresh)->incarnation(), (*old)->incarnation());
+  EXPECT_TRUE(eventually([&] { return !(*old)->serving(); }, 2s)) << "the old incarnation's renewal fails";
+  EXPECT_EQ(downs->load(), 1);
+  EXPECT_TRUE((*fresh)->serving());
+}
+
+} // namespace
