@@ -45,7 +45,27 @@ struct postgres_coordination::impl {
   auto run(F&& f) {
     return pool->with(until(), [&](pg::connection& c) { return f(c, until()); });
   }
+
+  /// One statement on a pooled connection, within the operation timeout.
+  caf::expected<pg::result> query(const std::string& sql, const pg::params& p) {
+    return run([&](pg::connection& c, pg::deadline d) { return c.exec(sql, p, d); });
+  }
 };
+
+namespace {
+
+pg::params texts(std::initializer_list<std::string_view> values) {
+  pg::params p;
+  for (auto v : values)
+    p.add_text(v);
+  return p;
+}
+
+int64_t millis(std::chrono::milliseconds t) {
+  return static_cast<int64_t>(t.count());
+}
+
+} // namespace
 
 postgres_coordination::postgres_coordination(std::unique_ptr<impl> st) : st_(std::move(st)) {}
 
@@ -77,17 +97,10 @@ caf::expected<std::unique_ptr<postgres_coordination>> postgres_coordination::ope
     if (created)
       return created;
   } else {
-    auto there = st->run([&](pg::connection& c, pg::deadline until) -> caf::expected<bool> {
-      pg::params p;
-      p.add_text(st->members);
-      auto r = c.exec("SELECT to_regclass($1) IS NOT NULL", p, until);
-      if (!r)
-        return r.error();
-      return r->boolean(0, 0);
-    });
+    auto there = st->query("SELECT to_regclass($1) IS NOT NULL", texts({st->members}));
     if (!there)
       return there.error();
-    st->absent = !*there;
+    st->absent = !there->boolean(0, 0);
   }
   return std::unique_ptr<postgres_coordination>{new postgres_coordination{std::move(st)}};
 }
@@ -96,14 +109,10 @@ caf::expected<int64_t> postgres_coordination::join(const std::string& cluster, c
   auto sql = "INSERT INTO " + st_->members + " VALUES ($1, $2, nextval('" + st_->incarnations
              + "'), 'up', now()) ON CONFLICT (cluster, node) DO UPDATE SET incarnation = EXCLUDED.incarnation,"
                " state = 'up', renewed_at = now() RETURNING incarnation";
-  return st_->run([&](pg::connection& c, pg::deadline until) -> caf::expected<int64_t> {
-    pg::params p;
-    p.add_text(cluster).add_text(node);
-    auto r = c.exec(sql, p, until);
-    if (!r)
-      return r.error();
-    return r->int8(0, 0);
-  });
+  auto r = st_->query(sql, texts({cluster, node}));
+  if (!r)
+    return r.error();
+  return r->int8(0, 0);
 }
 
 caf::expected<bool> postgres_coordination::renew(const std::string& cluster, const std::string& node,
@@ -111,14 +120,10 @@ caf::expected<bool> postgres_coordination::renew(const std::string& cluster, con
   auto sql = "UPDATE " + st_->members
              + " SET renewed_at = now() WHERE cluster = $1 AND node = $2 AND incarnation = $3 AND state = 'up'"
                " RETURNING 1";
-  return st_->run([&](pg::connection& c, pg::deadline until) -> caf::expected<bool> {
-    pg::params p;
-    p.add_text(cluster).add_text(node).add(incarnation);
-    auto r = c.exec(sql, p, until);
-    if (!r)
-      return r.error();
-    return r->rows() == 1;
-  });
+  auto r = st_->query(sql, texts({cluster, node}).add(incarnation));
+  if (!r)
+    return r.error();
+  return r->rows() == 1;
 }
 
 caf::expected<std::vector<std::string>> postgres_coordination::declare_down(const std::string& cluster,
@@ -126,29 +131,21 @@ caf::expected<std::vector<std::string>> postgres_coordination::declare_down(cons
   auto sql = "UPDATE " + st_->members
              + " SET state = 'down' WHERE cluster = $1 AND state = 'up'"
                " AND renewed_at < now() - $2::bigint * interval '1 millisecond' RETURNING node";
-  return st_->run([&](pg::connection& c, pg::deadline until) -> caf::expected<std::vector<std::string>> {
-    pg::params p;
-    p.add_text(cluster).add(static_cast<int64_t>(ttl.count()));
-    auto r = c.exec(sql, p, until);
-    if (!r)
-      return r.error();
-    std::vector<std::string> out;
-    for (int i = 0; i < r->rows(); ++i)
-      out.push_back(r->text(i, 0));
-    return out;
-  });
+  auto r = st_->query(sql, texts({cluster}).add(millis(ttl)));
+  if (!r)
+    return r.error();
+  std::vector<std::string> out;
+  for (int i = 0; i < r->rows(); ++i)
+    out.push_back(r->text(i, 0));
+  return out;
 }
 
 caf::expected<void> postgres_coordination::leave(const std::string& cluster, const std::string& node,
                                                  int64_t incarnation) {
   auto sql = "UPDATE " + st_->members + " SET state = 'left' WHERE cluster = $1 AND node = $2 AND incarnation = $3";
-  return st_->run([&](pg::connection& c, pg::deadline until) -> caf::expected<void> {
-    pg::params p;
-    p.add_text(cluster).add_text(node).add(incarnation);
-    if (auto r = c.exec(sql, p, until); !r)
-      return r.error();
-    return {};
-  });
+  if (auto r = st_->query(sql, texts({cluster, node}).add(incarnation)); !r)
+    return r.error();
+  return {};
 }
 
 caf::expected<std::vector<member_info>> postgres_coordination::members(const std::string& cluster) {
@@ -156,17 +153,13 @@ caf::expected<std::vector<member_info>> postgres_coordination::members(const std
     return std::vector<member_info>{};
   auto sql = "SELECT node, incarnation, state, (extract(epoch FROM now() - renewed_at) * 1000)::bigint FROM "
              + st_->members + " WHERE cluster = $1 ORDER BY node";
-  return st_->run([&](pg::connection& c, pg::deadline until) -> caf::expected<std::vector<member_info>> {
-    pg::params p;
-    p.add_text(cluster);
-    auto r = c.exec(sql, p, until);
-    if (!r)
-      return r.error();
-    std::vector<member_info> out;
-    for (int i = 0; i < r->rows(); ++i)
-      out.push_back({r->text(i, 0), r->int8(i, 1), r->text(i, 2), std::chrono::milliseconds{r->int8(i, 3)}});
-    return out;
-  });
+  auto r = st_->query(sql, texts({cluster}));
+  if (!r)
+    return r.error();
+  std::vector<member_info> out;
+  for (int i = 0; i < r->rows(); ++i)
+    out.push_back({r->text(i, 0), r->int8(i, 1), r->text(i, 2), std::chrono::milliseconds{r->int8(i, 3)}});
+  return out;
 }
 
 caf::expected<std::optional<int64_t>> postgres_coordination::acquire(const std::string& cluster,
@@ -180,16 +173,12 @@ caf::expected<std::optional<int64_t>> postgres_coordination::acquire(const std::
                " epoch = CASE WHEN x.owner = EXCLUDED.owner AND x.expires_at > now() THEN x.epoch ELSE x.epoch + 1 END,"
                " expires_at = EXCLUDED.expires_at"
                " WHERE x.owner = EXCLUDED.owner OR x.expires_at <= now() RETURNING epoch";
-  return st_->run([&](pg::connection& c, pg::deadline until) -> caf::expected<std::optional<int64_t>> {
-    pg::params p;
-    p.add_text(cluster).add_text(name).add_text(node).add(static_cast<int64_t>(ttl.count()));
-    auto r = c.exec(sql, p, until);
-    if (!r)
-      return r.error();
-    if (r->rows() == 0)
-      return std::optional<int64_t>{};
-    return std::optional<int64_t>{r->int8(0, 0)};
-  });
+  auto r = st_->query(sql, texts({cluster, name, node}).add(millis(ttl)));
+  if (!r)
+    return r.error();
+  if (r->rows() == 0)
+    return std::optional<int64_t>{};
+  return std::optional<int64_t>{r->int8(0, 0)};
 }
 
 caf::expected<bool> postgres_coordination::renew_lease(const std::string& cluster, const std::string& name,
@@ -198,27 +187,19 @@ caf::expected<bool> postgres_coordination::renew_lease(const std::string& cluste
   auto sql = "UPDATE " + st_->leases
              + " SET expires_at = now() + $5::bigint * interval '1 millisecond' WHERE cluster = $1 AND name = $2"
                " AND owner = $3 AND epoch = $4 AND expires_at > now() RETURNING 1";
-  return st_->run([&](pg::connection& c, pg::deadline until) -> caf::expected<bool> {
-    pg::params p;
-    p.add_text(cluster).add_text(name).add_text(node).add(epoch).add(static_cast<int64_t>(ttl.count()));
-    auto r = c.exec(sql, p, until);
-    if (!r)
-      return r.error();
-    return r->rows() == 1;
-  });
+  auto r = st_->query(sql, texts({cluster, name, node}).add(epoch).add(millis(ttl)));
+  if (!r)
+    return r.error();
+  return r->rows() == 1;
 }
 
 caf::expected<void> postgres_coordination::release(const std::string& cluster, const std::string& name,
                                                    const std::string& node, int64_t epoch) {
   auto sql = "UPDATE " + st_->leases
              + " SET expires_at = now() WHERE cluster = $1 AND name = $2 AND owner = $3 AND epoch = $4";
-  return st_->run([&](pg::connection& c, pg::deadline until) -> caf::expected<void> {
-    pg::params p;
-    p.add_text(cluster).add_text(name).add_text(node).add(epoch);
-    if (auto r = c.exec(sql, p, until); !r)
-      return r.error();
-    return {};
-  });
+  if (auto r = st_->query(sql, texts({cluster, name, node}).add(epoch)); !r)
+    return r.error();
+  return {};
 }
 
 caf::expected<std::vector<lease_info>> postgres_coordination::leases(const std::string& cluster) {
@@ -226,32 +207,26 @@ caf::expected<std::vector<lease_info>> postgres_coordination::leases(const std::
     return std::vector<lease_info>{};
   auto sql = "SELECT name, owner, epoch, greatest(0, (extract(epoch FROM expires_at - now()) * 1000)::bigint) FROM "
              + st_->leases + " WHERE cluster = $1 ORDER BY name";
-  return st_->run([&](pg::connection& c, pg::deadline until) -> caf::expected<std::vector<lease_info>> {
-    pg::params p;
-    p.add_text(cluster);
-    auto r = c.exec(sql, p, until);
-    if (!r)
-      return r.error();
-    std::vector<lease_info> out;
-    for (int i = 0; i < r->rows(); ++i)
-      out.push_back({r->text(i, 0), r->text(i, 1), r->int8(i, 2), std::chrono::milliseconds{r->int8(i, 3)}});
-    return out;
-  });
+  auto r = st_->query(sql, texts({cluster}));
+  if (!r)
+    return r.error();
+  std::vector<lease_info> out;
+  for (int i = 0; i < r->rows(); ++i)
+    out.push_back({r->text(i, 0), r->text(i, 1), r->int8(i, 2), std::chrono::milliseconds{r->int8(i, 3)}});
+  return out;
 }
 
 caf::expected<std::vector<std::string>> postgres_coordination::clusters() {
   if (st_->absent)
     return std::vector<std::string>{};
   auto sql = "SELECT cluster FROM " + st_->members + " UNION SELECT cluster FROM " + st_->leases + " ORDER BY 1";
-  return st_->run([&](pg::connection& c, pg::deadline until) -> caf::expected<std::vector<std::string>> {
-    auto r = c.exec(sql, pg::params{}, until);
-    if (!r)
-      return r.error();
-    std::vector<std::string> out;
-    for (int i = 0; i < r->rows(); ++i)
-      out.push_back(r->text(i, 0));
-    return out;
-  });
+  auto r = st_->query(sql, pg::params{});
+  if (!r)
+    return r.error();
+  std::vector<std::string> out;
+  for (int i = 0; i < r->rows(); ++i)
+    out.push_back(r->text(i, 0));
+  return out;
 }
 
 } // namespace sourcery::persistence
