@@ -63,8 +63,27 @@ sourcery::dispatch_result run(sourcery::application& app, const std::string& wha
   return *r;
 }
 
-/// `--store URI`, its shorthands `--data-dir DIR` and `--in-memory` (and
-/// `--help`); exits on anything else, and with status 1 on a bad URI.
+/// `--cluster NAME` and `--node HOST:PORT` go together, on a PostgreSQL
+/// store: exits with status 2 otherwise.
+inline void check_cluster_options(const sourcery::application_config& config, const char* program) {
+  if (config.cluster.name.empty() && config.cluster.node.empty())
+    return;
+  const char* why = nullptr;
+  if (config.cluster.name.empty() || config.cluster.node.empty())
+    why = "--cluster NAME and --node HOST:PORT go together";
+  else if (auto uri = sourcery::persistence::store_uri::parse(config.store_uri); !uri || !uri->is_postgres())
+    why = "the nodes of a cluster share a PostgreSQL store: give --store postgresql://...";
+  else if (auto address = sourcery::cluster::split_node_address(config.cluster.node); !address)
+    why = "--node takes HOST:PORT with a port from 1 to 65535";
+  if (why) {
+    std::fprintf(stderr, "%s: %s\n", program, why);
+    std::exit(2);
+  }
+}
+
+/// `--store URI`, its shorthands `--data-dir DIR` and `--in-memory`,
+/// `--cluster NAME --node HOST:PORT` (and `--help`); exits on anything
+/// else, and with status 1 on a bad URI.
 inline sourcery::application_config parse_options(int argc, char** argv, const char* program,
                                                   const char* default_dir) {
   sourcery::application_config config;
@@ -80,12 +99,19 @@ inline sourcery::application_config parse_options(int argc, char** argv, const c
       config.data_dir = argv[++i];
     } else if (std::strcmp(argv[i], "--in-memory") == 0) {
       config.in_memory = true;
+    } else if (std::strcmp(argv[i], "--cluster") == 0 && i + 1 < argc) {
+      config.cluster.name = argv[++i];
+    } else if (std::strcmp(argv[i], "--node") == 0 && i + 1 < argc) {
+      config.cluster.node = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: %s [--store lmdb:DIR|memory:|postgresql://...] [--data-dir DIR] [--in-memory]\n",
+      std::fprintf(stderr,
+                   "usage: %s [--store lmdb:DIR|memory:|postgresql://...] [--data-dir DIR] [--in-memory]"
+                   " [--cluster NAME --node HOST:PORT]\n",
                    program);
       std::exit(std::strcmp(argv[i], "--help") == 0 ? 0 : 2);
     }
   }
+  check_cluster_options(config, program);
   return config;
 }
 

@@ -1,17 +1,22 @@
 // todo-server — the Todo-Backend API (todobackend.com), event-sourced.
 //
 //   todo-server [--port N] [--address A] [--store URI] [--data-dir DIR] [--in-memory]
+//               [--cluster NAME --node HOST:PORT]
 //   todo-server admin COMMAND ...   the operator tool, with the todo list projection
 //
 // Serves /todos on LMDB in DIR (default ./todo-data) until SIGINT or SIGTERM,
 // then drains the requests in flight and stops. Restarted on the same
 // directory, it serves the same todos. /health and /metrics are for operators.
+// With --cluster, several servers on one PostgreSQL store serve one todo
+// list: each todo's commands run on the node owning it, the list's
+// projection on one node of the cluster.
 
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 
+#include "../common/narrate.hpp"
 #include "sourcery/runtime/application.hpp"
 #include "sourcery/runtime/http/gateway.hpp"
 #include "sourcery/runtime/tool/operator_tool.hpp"
@@ -50,14 +55,21 @@ int main(int argc, char** argv) {
       config.data_dir = argv[++i];
     } else if (a == "--in-memory") {
       config.in_memory = true;
+    } else if (a == "--cluster" && has_value) {
+      config.cluster.name = argv[++i];
+    } else if (a == "--node" && has_value) {
+      config.cluster.node = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: todo-server [--port N] [--address A] [--store URI] [--data-dir DIR] [--in-memory]\n");
+      std::fprintf(stderr, "usage: todo-server [--port N] [--address A] [--store URI] [--data-dir DIR] [--in-memory]"
+                           " [--cluster NAME --node HOST:PORT]\n");
       return a == "--help" || a == "-h" ? 0 : 2;
     }
   }
 
+  demo::check_cluster_options(config, "todo-server");
+
   sourcery::http::gateway gw;
-  // A tree that gave up: stop serving and exit non-zero, so the process
+  // Declared down by its cluster, or a tree that gave up: stop serving and exit non-zero, so the process
   // supervisor (systemd, Kubernetes) starts a fresh one.
   config.on_failure = [&gw](const caf::error&) { gw.request_stop(); };
   auto app = sourcery::application::start(config, todo::routes());

@@ -27,6 +27,7 @@ std::string_view to_string(store_errc code) noexcept {
     case store_errc::store_in_use: return "store_in_use";
     case store_errc::unavailable: return "unavailable";
     case store_errc::authentication_failed: return "authentication_failed";
+    case store_errc::fenced: return "fenced";
   }
   return "unknown";
 }

@@ -6,6 +6,7 @@
 
 
 #include "record_codec.hpp"
+#include "sourcery/persistence/append_fence.hpp"
 #include "sourcery/persistence/event_registry.hpp"
 #include "subscription_state.hpp"
 
@@ -59,6 +60,11 @@ void event_store::close_base() {
 
 void event_store::use_registry(const event_registry* registry) noexcept {
   registry_ = registry;
+}
+
+caf::error event_store::fence_appends(std::shared_ptr<const append_fence>) {
+  return make_error(store_errc::invalid_argument,
+                    "this store cannot be shared by a cluster's nodes: use a database server's (PostgreSQL)");
 }
 
 caf::error event_store::upcast(std::vector<recorded_event>& events) const {

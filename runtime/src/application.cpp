@@ -3,6 +3,9 @@
 #include <filesystem>
 #include <thread>
 
+#include <caf/io/middleman.hpp>
+
+#include "cluster/cluster_registration.hpp"
 #include "commands/dispatch_deadlines.hpp"
 #include "sourcery/persistence/memory_store.hpp"
 #include "sourcery/persistence/store_uri.hpp"
@@ -84,6 +87,25 @@ caf::expected<std::unique_ptr<application>> application::start(application_confi
   int threads = config.scheduler_threads > 0 ? config.scheduler_threads
                                              : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   app->cfg_.set("scheduler.max-threads", threads);
+  if (!config.cluster.name.empty()) {
+    if (!app->store_uri_)
+      return persistence::make_error(persistence::store_errc::invalid_argument,
+                                     "the nodes of a cluster share one PostgreSQL store: give store_uri postgresql://...");
+    app->cluster_settings_ = config.cluster;
+    app->coordination_.conninfo = app->store_uri_->location;
+    app->coordination_.schema = app->store_uri_->schema;
+    app->coordination_.connect_timeout = app->store_uri_->connect_timeout;
+    // A frozen database must not hold a renewal past the point where this
+    // node stops serving.
+    app->coordination_.operation_timeout = config.cluster.down_after / 2;
+    app->cfg_.load<caf::io::middleman>();
+    app->cfg_.add_message_type<command_envelope>("sourcery.command_envelope");
+    app->cfg_.add_message_type<dispatch_result>("sourcery.dispatch_result");
+    // Peers probe each other: a silent link is closed, and its commands
+    // routed again, instead of waiting on a dead TCP connection.
+    app->cfg_.set("middleman.heartbeat-interval", caf::timespan{config.cluster.renew_every});
+    app->cfg_.set("middleman.connection-timeout", caf::timespan{config.cluster.down_after});
+  }
   if (config.configure_actors)
     config.configure_actors(app->cfg_);
   app->system_ = std::make_unique<caf::actor_system>(app->cfg_);
@@ -296,9 +318,13 @@ void application::watch_head(uint64_t seen) {
 void application::tree_down(const caf::error& reason) {
   if (stopped_.load())
     return; // our own stop
-  auto why = make_error(dispatch_errc::unavailable,
-                        "the application's supervision tree gave up after repeated failures ("
-                          + (reason ? describe_error(reason) : std::string{"normal exit"}) + ")");
+  fail(make_error(dispatch_errc::unavailable,
+                  "the application's supervision tree gave up after repeated failures ("
+                    + (reason ? describe_error(reason) : std::string{"normal exit"}) + ")"),
+       "supervision tree died; the application is down until restarted");
+}
+
+void application::fail(caf::error why, std::string_view log_message) {
   {
     std::lock_guard guard{failure_mtx_};
     if (failed_.exchange(true))
@@ -306,8 +332,7 @@ void application::tree_down(const caf::error& reason) {
     failure_ = why;
   }
   failure_cv_.notify_all();
-  logger_->error("application", "supervision tree died; the application is down until restarted",
-                 {{"reason", describe_error(reason)}});
+  logger_->error("application", log_message, {{"reason", describe_error(why)}});
   if (on_failure_) {
     try {
       on_failure_(why);
@@ -449,7 +474,17 @@ void application::complete_strong(const std::shared_ptr<dispatch_options>& opts,
 }
 
 caf::error application::host_aggregates() {
-  registration_ = make_local_registration(*system_, *root_, observer_);
+  if (cluster_settings_.name.empty()) {
+    registration_ = make_local_registration(*system_, *root_, observer_);
+  } else {
+    auto on_down = [this](const caf::error& why) { fail(why, "declared down by the cluster; restart this node"); };
+    auto created = cluster::detail::cluster_registration::create(
+      {*system_, *root_, observer_, *logger_, *store_, coordination_, cluster_settings_, std::move(on_down)});
+    if (!created)
+      return created.error();
+    cluster_ = created->get();
+    registration_ = std::move(*created);
+  }
   std::vector<std::string> prefixes;
   for (const auto& [name, decl] : router_.aggregates())
     prefixes.push_back(decl.prefix);
@@ -467,6 +502,8 @@ caf::error application::host_aggregates() {
   }
   for (const auto& [command, route] : router_.commands())
     routes_.emplace(command, resolved_route{&route, &router_.aggregates().at(route.aggregate_name).settings});
+  if (cluster_)
+    return cluster_->join(); // every type is hosted: peers may send commands now
   return {};
 }
 
@@ -477,6 +514,8 @@ application::~application() {
 void application::stop() {
   if (stopped_.exchange(true))
     return;
+  if (cluster_)
+    cluster_->leave(); // hand the shards over while everything still runs
   {
     std::lock_guard guard{failure_mtx_}; // wakes await_failure
   }
@@ -501,6 +540,7 @@ void application::stop() {
       h.actor = nullptr;
   }
   // The hosts after their actors (the tree), which point to them.
+  cluster_ = nullptr;
   registration_.reset();
   hosts_.clear();
   // The store before the actor system: its writer answers what is still in
@@ -603,9 +643,41 @@ std::chrono::milliseconds application::submit(const typed_command& cmd, dispatch
   return budget;
 }
 
+std::string application::cluster_node() const {
+  return cluster_ ? cluster_->node() : std::string{};
+}
+
+size_t application::cluster_members() const {
+  return cluster_ ? cluster_->members() : 0;
+}
+
+size_t application::shards_owned() const {
+  return cluster_ ? cluster_->shards_owned() : 0;
+}
+
 std::string application::metrics_text() const {
   std::string out;
   metrics_.render(out);
+  if (cluster_) {
+    auto& c = cluster_->counters();
+    auto gauge = [&](const char* name, const char* help, const char* type, uint64_t v) {
+      out += std::string{"# HELP "} + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + name + " "
+             + std::to_string(v) + "\n";
+    };
+    gauge("sourcery_cluster_members", "Live members of the cluster, as this node sees them.", "gauge",
+          cluster_->members());
+    gauge("sourcery_cluster_shards_owned", "Shards this node serves now.", "gauge", cluster_->shards_owned());
+    gauge("sourcery_cluster_commands_forwarded_total", "Commands sent to the node owning their aggregate.",
+          "counter", c.forwarded.load());
+    gauge("sourcery_cluster_commands_served_total", "Commands other nodes sent here.", "counter", c.served.load());
+    gauge("sourcery_cluster_commands_rerouted_total", "Commands routed again (shard moving, moved, fenced).",
+          "counter", c.rerouted.load());
+    gauge("sourcery_cluster_shards_acquired_total", "Shards this node took.", "counter", c.acquired.load());
+    gauge("sourcery_cluster_handoffs_total", "Shards this node handed over cleanly.", "counter",
+          c.handed_over.load());
+    gauge("sourcery_cluster_shards_lost_total", "Shards whose lease ran out under this node.", "counter",
+          c.lost.load());
+  }
   auto head = store_ ? store_->head_position() : 0; // none once stopped
   out += "# HELP sourcery_head_position The last position of $all.\n# TYPE sourcery_head_position gauge\n";
   out += "sourcery_head_position " + std::to_string(head) + "\n";

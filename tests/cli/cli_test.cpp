@@ -711,10 +711,13 @@ TEST_F(cli_postgres, cluster_lists_members_their_shards_and_the_handlers_they_ru
   auto a = (*c)->join("bank", "127.0.0.1:4001");
   auto b = (*c)->join("bank", "127.0.0.1:4002");
   ASSERT_TRUE(a && b);
+  // Leases are owned by an incarnation of a node.
+  auto owner_a = sourcery::persistence::lease_owner("127.0.0.1:4001", *a);
+  auto owner_b = sourcery::persistence::lease_owner("127.0.0.1:4002", *b);
   for (int s = 0; s < 3; ++s)
-    ASSERT_TRUE((*c)->acquire("bank", "shard:" + std::to_string(s), "127.0.0.1:4001", std::chrono::seconds{60}).value());
-  ASSERT_TRUE((*c)->acquire("bank", "shard:3", "127.0.0.1:4002", std::chrono::seconds{60}).value());
-  ASSERT_TRUE((*c)->acquire("bank", "handler:bank.balances", "127.0.0.1:4002", std::chrono::seconds{60}).value());
+    ASSERT_TRUE((*c)->acquire("bank", "shard:" + std::to_string(s), owner_a, std::chrono::seconds{60}).value());
+  ASSERT_TRUE((*c)->acquire("bank", "shard:3", owner_b, std::chrono::seconds{60}).value());
+  ASSERT_TRUE((*c)->acquire("bank", "handler:bank.balances", owner_b, std::chrono::seconds{60}).value());
   ASSERT_TRUE((*c)->leave("bank", "127.0.0.1:4001", *a));
   ASSERT_TRUE((*c)->join("todo", "127.0.0.1:5001"));
 

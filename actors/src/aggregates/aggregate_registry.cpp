@@ -3,6 +3,7 @@
 #include <deque>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include <caf/all.hpp>
 
@@ -87,6 +88,18 @@ caf::behavior registry(registry_actor* self, caf::actor aggregates) {
       if (auto o = st.open.find(stream); o != st.open.end() && o->second.address() == self->current_sender()) {
         st.stream_of.erase(o->second.address());
         st.open.erase(o);
+      }
+    },
+    [self](release_atom, const std::vector<std::string>& streams) {
+      // Their shard moved to another node: the state here is stale from now
+      // on. Each actor stops after the commands it has queued.
+      auto& st = self->state;
+      for (auto& stream : streams) {
+        auto o = st.open.find(stream);
+        if (o == st.open.end() || st.draining.count(stream))
+          continue;
+        st.draining[stream] = true;
+        self->send(o->second, stop_atom::value);
       }
     },
     [self](passivate_atom, const std::string& stream) {

@@ -20,6 +20,7 @@ std::string_view to_string(dispatch_errc code) noexcept {
     case dispatch_errc::invalid_identity: return "invalid_aggregate_identity";
     case dispatch_errc::unavailable: return "unavailable";
     case dispatch_errc::malformed_command: return "malformed_command";
+    case dispatch_errc::moved: return "moved";
   }
   return "unknown";
 }

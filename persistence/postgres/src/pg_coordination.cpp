@@ -202,6 +202,38 @@ caf::expected<void> postgres_coordination::release(const std::string& cluster, c
   return {};
 }
 
+caf::expected<std::vector<lease_info>> postgres_coordination::renew_leases(const std::string& cluster,
+                                                                         const std::string& node,
+                                                                         std::chrono::milliseconds ttl) {
+  auto sql = "UPDATE " + st_->leases
+             + " SET expires_at = now() + $3::bigint * interval '1 millisecond' WHERE cluster = $1 AND owner = $2"
+               " AND expires_at > now() RETURNING name, owner, epoch, $3::bigint";
+  auto r = st_->query(sql, texts({cluster, node}).add(millis(ttl)));
+  if (!r)
+    return r.error();
+  std::vector<lease_info> out;
+  for (int i = 0; i < r->rows(); ++i)
+    out.push_back({r->text(i, 0), r->text(i, 1), r->int8(i, 2), std::chrono::milliseconds{r->int8(i, 3)}});
+  return out;
+}
+
+caf::expected<void> postgres_coordination::release_all(const std::string& cluster, const std::string& node) {
+  auto sql = "UPDATE " + st_->leases + " SET expires_at = now() WHERE cluster = $1 AND owner = $2 AND expires_at > now()";
+  if (auto r = st_->query(sql, texts({cluster, node})); !r)
+    return r.error();
+  return {};
+}
+
+caf::expected<int64_t> postgres_coordination::expire_orphaned(const std::string& cluster) {
+  auto sql = "UPDATE " + st_->leases + " l SET expires_at = now() WHERE l.cluster = $1 AND l.expires_at > now()"
+             " AND NOT EXISTS (SELECT 1 FROM " + st_->members + " m WHERE m.cluster = l.cluster AND m.state = 'up'"
+             " AND l.owner = m.node || '#' || m.incarnation::text) RETURNING 1";
+  auto r = st_->query(sql, texts({cluster}));
+  if (!r)
+    return r.error();
+  return static_cast<int64_t>(r->rows());
+}
+
 caf::expected<std::vector<lease_info>> postgres_coordination::leases(const std::string& cluster) {
   if (st_->absent)
     return std::vector<lease_info>{};

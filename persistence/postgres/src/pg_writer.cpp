@@ -164,6 +164,38 @@ void postgres_state::run_task(pg_task& task) {
   }
 }
 
+caf::expected<std::unordered_set<std::string>>
+postgres_state::held_leases(const append_fence& fence, const std::vector<pg_append>& batch, pg::deadline until) {
+  std::map<std::string, int64_t> wanted; // sorted: rows are locked in one order
+  for (auto& a : batch)
+    if (auto lease = fence.lease_for(a.stream); lease.epoch > 0)
+      wanted.emplace(std::move(lease.name), lease.epoch);
+  std::unordered_set<std::string> held;
+  if (wanted.empty())
+    return held;
+  pg::params p;
+  pg::params::array names{pg::oid::text}, epochs{pg::oid::int8};
+  for (auto& [name, epoch] : wanted) {
+    names.add_bytes(name);
+    epochs.add(epoch);
+  }
+  p.add_text(fence.cluster()).add_text(fence.owner()).add(std::move(names)).add(std::move(epochs));
+  // The database's clock decides expiry; FOR SHARE keeps another node's
+  // acquire (an UPDATE of the row) waiting until this batch has committed.
+  auto rows = writer_conn.exec_prepared(
+    "fence_check",
+    sql("SELECT l.name FROM @.cluster_leases l JOIN unnest($3::text[], $4::int8[]) AS w(name, epoch)"
+        " ON l.name = w.name AND l.epoch = w.epoch"
+        " WHERE l.cluster = $1 AND l.owner = $2 AND l.expires_at > clock_timestamp()"
+        " ORDER BY l.name FOR SHARE OF l"),
+    p, until);
+  if (!rows)
+    return rows.error();
+  for (int i = 0; i < rows->rows(); ++i)
+    held.insert(rows->text(i, 0));
+  return held;
+}
+
 void postgres_state::write_appends(std::vector<pg_append>& batch) {
   auto& c = writer_conn;
   int conflicts = 0;
@@ -271,6 +303,20 @@ void postgres_state::write_appends(std::vector<pg_append>& batch) {
                                        static_cast<uint64_t>(found->int8(i, 3))};
       }
 
+      // In a cluster: the leases this node holds, confirmed and locked.
+      std::shared_ptr<const append_fence> fence_now;
+      {
+        std::lock_guard guard{queue_mtx};
+        fence_now = fence;
+      }
+      std::unordered_set<std::string> leases_held;
+      if (fence_now) {
+        auto held = held_leases(*fence_now, batch, until);
+        if (!held)
+          return step_failed(held.error());
+        leases_held = std::move(*held);
+      }
+
       // Decide each append in queue order against the rows as they will be.
       std::vector<caf::expected<append_result>> answers;
       answers.reserve(batch.size());
@@ -306,6 +352,15 @@ void postgres_state::write_appends(std::vector<pg_append>& batch) {
                                             "an event id of this append is already stored (in another stream, or"
                                             " with other events)"));
           continue;
+        }
+        if (fence_now) {
+          auto lease = fence_now->lease_for(a.stream);
+          if (!leases_held.count(lease.name)) {
+            answers.emplace_back(make_error(store_errc::fenced,
+                                            "this node (" + fence_now->owner() + ") does not hold lease " + lease.name
+                                              + " of " + stream_text(a.stream) + ": it moved to another node"));
+            continue;
+          }
         }
         bool reused = false;
         for (auto& ev : a.events)

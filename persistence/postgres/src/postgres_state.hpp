@@ -10,6 +10,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <variant>
 
 #include "pg_connection.hpp"
@@ -80,6 +81,7 @@ struct postgres_state {
 
   // -- guarded by queue_mtx ----------------------------------------------------
   std::mutex queue_mtx;
+  std::shared_ptr<const append_fence> fence; ///< read by the writer once per batch
   std::condition_variable queue_cv;
   std::deque<std::variant<pg_append, pg_task>> queue;
   bool stopping = false;
@@ -101,6 +103,10 @@ struct postgres_state {
   std::thread writer;
   void run_writer();
   void write_appends(std::vector<pg_append>& batch);
+  /// The leases of `batch`'s streams that `fence` says this node holds and
+  /// the table confirms (locked FOR SHARE until the transaction ends).
+  caf::expected<std::unordered_set<std::string>> held_leases(const append_fence& fence,
+                                                             const std::vector<pg_append>& batch, pg::deadline until);
   void run_task(pg_task& task);
   /// (Re)connects the writer before `until`, backing off between attempts.
   caf::error ensure_writer(pg::deadline until);

@@ -162,6 +162,12 @@ postgres_store::~postgres_store() {
     st.readers->close();
 }
 
+caf::error postgres_store::fence_appends(std::shared_ptr<const append_fence> fence) {
+  std::lock_guard guard{state_->queue_mtx};
+  state_->fence = std::move(fence);
+  return {};
+}
+
 uint64_t postgres_store::head_position() const {
   return state_->head.load(std::memory_order_acquire);
 }

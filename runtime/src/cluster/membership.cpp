@@ -35,6 +35,19 @@ std::vector<std::string> membership::live() const {
   return live_;
 }
 
+std::vector<std::string> membership::suspected() const {
+  std::lock_guard guard{mtx_};
+  return suspected_;
+}
+
+void membership::wake() {
+  {
+    std::lock_guard guard{mtx_};
+    woken_ = true;
+  }
+  wake_.notify_all();
+}
+
 void membership::pause_renewals(bool paused) {
   paused_ = paused;
 }
@@ -55,9 +68,10 @@ caf::error membership::leave() {
 void membership::run() {
   std::unique_lock guard{mtx_};
   while (!stopping_ && serving_.load()) {
-    wake_.wait_for(guard, options_.renew_every, [this] { return stopping_; });
+    wake_.wait_for(guard, options_.renew_every, [this] { return stopping_ || woken_; });
     if (stopping_)
       return;
+    woken_ = false;
     guard.unlock();
     step();
     guard.lock();
@@ -96,16 +110,20 @@ void membership::step() {
   auto members = store_->members(options_.cluster);
   if (!members)
     return;
-  std::vector<std::string> live;
+  std::vector<std::string> live, suspected;
   for (auto& m : *members)
-    if (m.state == "up")
+    if (m.state == "up") {
       live.push_back(m.node);
+      if (m.node != options_.node && m.since_renewal > 2 * options_.renew_every)
+        suspected.push_back(m.node);
+    }
   bool changed;
   {
     std::lock_guard guard{mtx_};
     changed = live != live_;
     if (changed)
       live_ = live;
+    suspected_ = std::move(suspected);
   }
   if (changed && options_.on_view)
     options_.on_view(live);

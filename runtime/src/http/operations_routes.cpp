@@ -18,6 +18,7 @@ error dispatch_failure(const caf::error& err) {
     case dispatch_errc::invalid_identity:
       return {422, "invalid_aggregate_identity", message};
     case dispatch_errc::unavailable:
+    case dispatch_errc::moved: // retried by the cluster until the deadline: not seen here
       return {503, "unavailable", message};
     case dispatch_errc::malformed_command: // a command our own route encoded: a bug, not the client's
     case dispatch_errc::unregistered_command:
@@ -35,6 +36,7 @@ error dispatch_failure(const caf::error& err) {
       return {503, "stopped", message};
     case store_errc::unavailable:           // the database server is out of reach
     case store_errc::authentication_failed: // ... or refuses us: either way, not the client's fault
+    case store_errc::fenced:                // this node lost the aggregate's shard to another
       return {503, "store_unavailable", message};
     case store_errc::timeout:
       return {504, "store_timeout", message};

@@ -1,4 +1,4 @@
-#include "sourcery/runtime/registration/registration.hpp"
+#include "local_registration.hpp"
 
 #include <map>
 #include <mutex>
@@ -14,96 +14,87 @@ namespace sourcery {
 
 registration::~registration() = default;
 
-namespace {
+namespace detail {
 
-/// The current actors of an aggregate type's subtree; restarts replace them.
-struct aggregate_slots {
-  std::mutex mtx;
-  caf::actor aggregates; // the simple_one_for_one supervisor
-  caf::actor registry;
-};
+local_registration::local_registration(caf::actor_system& system, supervision::supervisor& root,
+                                       std::function<void(const supervision::supervisor_report&)> observer)
+  : system_(system), root_(root), observer_(std::move(observer)) {}
 
-class local_registration final : public registration {
-public:
-  local_registration(caf::actor_system& system, supervision::supervisor& root,
-                     std::function<void(const supervision::supervisor_report&)> observer)
-    : system_(system), root_(root), observer_(std::move(observer)) {}
-
-  caf::error host(const detail::aggregate_host& host) override {
-    if (types_.count(host.name()) != 0)
-      return {};
-    auto slots = std::make_shared<aggregate_slots>();
-    supervision::supervisor_flags dyn;
-    dyn.name = "aggregates";
-    dyn.how = supervision::strategy::simple_one_for_one;
-    dyn.intensity = 1'000'000; // temporary children: nothing is restarted
-    dyn.observer = observer_;
-    supervision::child_spec aggregates;
-    aggregates.id = "aggregates";
-    aggregates.type = supervision::child_type::supervisor;
-    aggregates.start = [slots, dyn, tmpl = host.actor_template()](caf::actor_system& sys,
-                                                                 const caf::message&) -> caf::expected<caf::actor> {
-      auto sup = supervision::spawn_supervisor(sys, dyn, {tmpl});
-      std::lock_guard guard{slots->mtx};
-      slots->aggregates = sup;
-      return sup;
-    };
-    supervision::child_spec registry;
-    registry.id = "registry";
-    registry.start = [slots](caf::actor_system& sys, const caf::message&) -> caf::expected<caf::actor> {
-      std::lock_guard guard{slots->mtx};
-      slots->registry = detail::spawn_aggregate_registry(sys, slots->aggregates);
-      return slots->registry;
-    };
-    supervision::supervisor_flags subtree;
-    subtree.name = "aggregate:" + host.name();
-    subtree.how = supervision::strategy::one_for_all;
-    subtree.intensity = 5;
-    subtree.period = std::chrono::seconds{10};
-    subtree.observer = observer_;
-    supervision::child_spec sub;
-    sub.id = subtree.name;
-    sub.type = supervision::child_type::supervisor;
-    sub.start = supervision::supervisor_start(subtree, {aggregates, registry});
-    auto started = root_.start_child(sub);
-    if (!started)
-      return started.error();
-    // The subtree starts its children when it first runs; its first answer
-    // comes after that, so the registry is in its slot once this returns.
-    if (auto kids = supervision::supervisor{system_, *started}.which_children(); !kids)
-      return kids.error();
-    types_.emplace(host.name(), std::move(slots));
+caf::error local_registration::host(const detail::aggregate_host& host) {
+  if (types_.count(host.name()) != 0)
     return {};
-  }
+  auto slots = std::make_shared<aggregate_slots>();
+  supervision::supervisor_flags dyn;
+  dyn.name = "aggregates";
+  dyn.how = supervision::strategy::simple_one_for_one;
+  dyn.intensity = 1'000'000; // temporary children: nothing is restarted
+  dyn.observer = observer_;
+  supervision::child_spec aggregates;
+  aggregates.id = "aggregates";
+  aggregates.type = supervision::child_type::supervisor;
+  aggregates.start = [slots, dyn, tmpl = host.actor_template()](caf::actor_system& sys,
+                                                               const caf::message&) -> caf::expected<caf::actor> {
+    auto sup = supervision::spawn_supervisor(sys, dyn, {tmpl});
+    std::lock_guard guard{slots->mtx};
+    slots->aggregates = sup;
+    return sup;
+  };
+  supervision::child_spec registry;
+  registry.id = "registry";
+  registry.start = [slots](caf::actor_system& sys, const caf::message&) -> caf::expected<caf::actor> {
+    std::lock_guard guard{slots->mtx};
+    slots->registry = detail::spawn_aggregate_registry(sys, slots->aggregates);
+    return slots->registry;
+  };
+  supervision::supervisor_flags subtree;
+  subtree.name = "aggregate:" + host.name();
+  subtree.how = supervision::strategy::one_for_all;
+  subtree.intensity = 5;
+  subtree.period = std::chrono::seconds{10};
+  subtree.observer = observer_;
+  supervision::child_spec sub;
+  sub.id = subtree.name;
+  sub.type = supervision::child_type::supervisor;
+  sub.start = supervision::supervisor_start(subtree, {aggregates, registry});
+  auto started = root_.start_child(sub);
+  if (!started)
+    return started.error();
+  // The subtree starts its children when it first runs; its first answer
+  // comes after that, so the registry is in its slot once this returns.
+  if (auto kids = supervision::supervisor{system_, *started}.which_children(); !kids)
+    return kids.error();
+  types_.emplace(host.name(), std::move(slots));
+  return {};
+}
 
-  void route(command_envelope cmd, reply done) override {
-    auto i = types_.find(cmd.aggregate_type);
-    if (i == types_.end())
-      return done(make_error(dispatch_errc::unregistered_command,
-                             "no aggregate type " + cmd.aggregate_type + " is hosted here"));
-    caf::actor registry;
-    {
-      std::lock_guard guard{i->second->mtx};
-      registry = i->second->registry;
-    }
-    caf::anon_send(registry, detail::dispatch_atom::value,
-                   detail::command_delivery{std::move(cmd), std::make_shared<detail::reply_slot>(std::move(done))});
-  }
+void local_registration::route(command_envelope cmd, reply done) {
+  auto registry = registry_of(cmd.aggregate_type);
+  if (!registry)
+    return done(make_error(dispatch_errc::unregistered_command,
+                           "no aggregate type " + cmd.aggregate_type + " is hosted here"));
+  caf::anon_send(registry, detail::dispatch_atom::value,
+                 detail::command_delivery{std::move(cmd), std::make_shared<detail::reply_slot>(std::move(done))});
+}
 
-private:
-  caf::actor_system& system_;
-  supervision::supervisor& root_;
-  std::function<void(const supervision::supervisor_report&)> observer_;
-  // Written only while the application starts, read-only afterwards.
-  std::map<std::string, std::shared_ptr<aggregate_slots>, std::less<>> types_;
-};
+caf::actor local_registration::registry_of(const std::string& type) const {
+  auto i = types_.find(type);
+  if (i == types_.end())
+    return {};
+  std::lock_guard guard{i->second->mtx};
+  return i->second->registry;
+}
 
-} // namespace
+void local_registration::release_streams(const std::string& type, std::vector<std::string> streams) {
+  if (auto registry = registry_of(type))
+    caf::anon_send(registry, release_atom::value, std::move(streams));
+}
+
+} // namespace detail
 
 std::unique_ptr<registration>
 make_local_registration(caf::actor_system& system, supervision::supervisor& root,
                         std::function<void(const supervision::supervisor_report&)> observer) {
-  return std::make_unique<local_registration>(system, root, std::move(observer));
+  return std::make_unique<detail::local_registration>(system, root, std::move(observer));
 }
 
 } // namespace sourcery

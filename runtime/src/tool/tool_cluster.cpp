@@ -21,7 +21,7 @@ using json = nlohmann::json;
 struct cluster_view {
   std::string name;
   std::vector<persistence::member_info> members;
-  std::map<std::string, size_t> shards_of;        // node -> live shard leases
+  std::map<std::string, size_t> shards_of;        // owner (node#incarnation) -> live shard leases
   std::vector<persistence::lease_info> handlers;  // live handler leases
   size_t expired = 0;                             // leases past their time
 };
@@ -49,6 +49,13 @@ caf::expected<cluster_view> view_of(persistence::postgres_coordination& c, const
   return v;
 }
 
+/// The shards a member's current incarnation holds (leases are owned by
+/// `node#incarnation`).
+size_t shards_of(const cluster_view& v, const persistence::member_info& m) {
+  auto i = v.shards_of.find(persistence::lease_owner(m.node, m.incarnation));
+  return i == v.shards_of.end() ? 0 : i->second;
+}
+
 json to_json(const cluster_view& v) {
   json members = json::array();
   for (auto& m : v.members)
@@ -56,10 +63,10 @@ json to_json(const cluster_view& v) {
                        {"state", m.state},
                        {"incarnation", m.incarnation},
                        {"since_renewal_ms", m.since_renewal.count()},
-                       {"shards", v.shards_of.count(m.node) ? v.shards_of.at(m.node) : 0}});
+                       {"shards", shards_of(v, m)}});
   json handlers = json::array();
   for (auto& h : v.handlers)
-    handlers.push_back({{"handler", h.name.substr(8)}, {"node", h.owner}, {"epoch", h.epoch}, {"lease_left_ms", h.left.count()}});
+    handlers.push_back({{"handler", h.name.substr(8)}, {"node", persistence::node_of_owner(h.owner)}, {"epoch", h.epoch}, {"lease_left_ms", h.left.count()}});
   return {{"cluster", v.name}, {"members", members}, {"handlers", handlers}, {"expired_leases", v.expired}};
 }
 
@@ -67,14 +74,15 @@ void print_text(const cluster_view& v) {
   std::printf("cluster %s\n", v.name.c_str());
   std::printf("  %-24s %-6s %11s %12s %7s\n", "member", "state", "incarnation", "renewed", "shards");
   for (auto& m : v.members) {
-    auto shards = v.shards_of.count(m.node) ? v.shards_of.at(m.node) : 0;
+    auto shards = shards_of(v, m);
     std::printf("  %-24s %-6s %11lld %9lld ms %7zu\n", m.node.c_str(), m.state.c_str(),
                 static_cast<long long>(m.incarnation), static_cast<long long>(m.since_renewal.count()), shards);
   }
   if (v.handlers.empty())
     std::printf("  handlers: none running\n");
   for (auto& h : v.handlers)
-    std::printf("  handler %-28s on %s (epoch %lld, lease %lld ms left)\n", h.name.substr(8).c_str(), h.owner.c_str(),
+    std::printf("  handler %-28s on %s (epoch %lld, lease %lld ms left)\n", h.name.substr(8).c_str(),
+                persistence::node_of_owner(h.owner).c_str(),
                 static_cast<long long>(h.epoch), static_cast<long long>(h.left.count()));
   if (v.expired > 0)
     std::printf("  %zu expired leases (waiting for a new owner)\n", v.expired);

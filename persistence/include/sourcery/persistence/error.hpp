@@ -61,6 +61,9 @@ enum class store_errc : uint8_t {
   /// The database server refused the login (wrong password, no such role,
   /// no pg_hba.conf entry). Carries the server's message.
   authentication_failed,
+  /// The appending node does not hold the lease of the stream's shard (it
+  /// lost it, or never had it): nothing was written (append_fence.hpp).
+  fenced,
 };
 
 /// The category atom of `store_errc` errors.

@@ -23,6 +23,7 @@
 namespace sourcery::persistence {
 
 class event_registry;
+class append_fence;
 
 /// The event-store contract shared by every implementation (LMDB, in-memory).
 ///
@@ -144,6 +145,15 @@ public:
   /// schema version of their type. The registry must outlive the store and
   /// must not change after this call.
   void use_registry(const event_registry* registry) noexcept;
+
+  // -- clusters ---------------------------------------------------------------
+
+  /// From now on every append is checked against `fence` inside its
+  /// transaction, and refused with `fenced` when this node does not hold the
+  /// lease of its stream (append_fence.hpp); null ends the checks.
+  /// Errors: invalid_argument for a store several nodes cannot share (only
+  /// a database server's can).
+  virtual caf::error fence_appends(std::shared_ptr<const append_fence> fence);
 
 protected:
   event_store();

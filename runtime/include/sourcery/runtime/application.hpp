@@ -21,6 +21,8 @@
 #include "sourcery/persistence/store_uri.hpp"
 #include "sourcery/runtime/observability/log.hpp"
 #include "sourcery/runtime/observability/metrics.hpp"
+#include "sourcery/persistence/postgres_coordination.hpp"
+#include "sourcery/runtime/cluster/cluster_settings.hpp"
 #include "sourcery/runtime/commands/dispatcher.hpp"
 #include "sourcery/runtime/commands/middleware.hpp"
 #include "sourcery/runtime/commands/router.hpp"
@@ -32,6 +34,9 @@ namespace sourcery {
 namespace detail {
 class dispatch_deadlines;
 } // namespace detail
+namespace cluster::detail {
+class cluster_registration;
+} // namespace cluster::detail
 
 struct application_config {
   /// Where the events live, as `--store` names it (persistence/store_uri.hpp):
@@ -66,6 +71,9 @@ struct application_config {
   /// Adjusts the actor system's configuration before it starts: e.g. CAF's
   /// deterministic scheduler for tests (`scheduler.policy` = `testing`).
   std::function<void(caf::actor_system_config&)> configure_actors;
+  /// Joins a cluster when `cluster.name` is set (cluster_settings.hpp): the
+  /// store must then be PostgreSQL's (`store_uri`), shared by every node.
+  cluster::cluster_settings cluster;
 };
 
 /// A running Sourcery application: the actor system, the event store, the
@@ -185,10 +193,16 @@ public:
   const persistence::event_registry& event_types() const noexcept { return types_; }
   /// Where commands go: the local registration, or a cluster's.
   sourcery::registration& registration() noexcept { return *registration_; }
+  /// In a cluster: this node's address, the live members it sees and the
+  /// shards it serves now (empty, 0, 0 when alone).
+  std::string cluster_node() const;
+  size_t cluster_members() const;
+  size_t shards_owned() const;
   caf::actor_system& system() noexcept { return *system_; }
   supervision::supervisor& root() noexcept { return *root_; }
 
-  /// Stops the tree in order and closes the store. Idempotent.
+  /// Stops the tree in order and closes the store. Idempotent. In a
+  /// cluster the node hands its shards over and leaves first.
   void stop();
 
 private:
@@ -230,6 +244,9 @@ private:
   void watch_head(uint64_t seen);
   /// The root supervisor has terminated (from its cleanup).
   void tree_down(const caf::error& reason);
+  /// The application is down for good (`failure()`): logs, wakes waiters,
+  /// tells `on_failure`. Once.
+  void fail(caf::error why, std::string_view log_message);
   caf::error late_timeout(std::chrono::milliseconds waited) override;
   std::chrono::milliseconds submit(const typed_command& cmd, dispatch_options options, reply done) override;
   void complete_strong(const std::shared_ptr<dispatch_options>& opts, caf::expected<dispatch_result> r,
@@ -289,6 +306,9 @@ private:
   stream_prefixes prefixes_; ///< of the routed aggregates, for handlers' `aggregate_id()`
   std::map<std::string, std::unique_ptr<detail::aggregate_host>, std::less<>> hosts_;
   std::unique_ptr<sourcery::registration> registration_;
+  cluster::detail::cluster_registration* cluster_ = nullptr; ///< registration_, in a cluster
+  cluster::cluster_settings cluster_settings_;
+  persistence::coordination_options coordination_;
   /// Receives the reports of every supervisor of the application.
   std::function<void(const supervision::supervisor_report&)> observer_;
   std::atomic<bool> stopped_{false};

@@ -102,11 +102,19 @@ enum class dispatch_errc : uint8_t {
   /// `invalid_aggregate_identity`); nothing was executed.
   invalid_identity,
   /// The application's supervision tree gave up after repeated failures
-  /// (see `application::failure`): nothing runs until it is restarted.
+  /// (see `application::failure`): nothing runs until it is restarted. In a
+  /// cluster also: this node was declared down, or the link to the node
+  /// running the command broke before it answered (the message says whether
+  /// the command may have run).
   unavailable,
   /// The envelope's payload does not decode as its command type (a peer
   /// built from other code, or corrupt bytes); nothing was executed.
   malformed_command,
+  /// Between a cluster's nodes: this node does not (or no longer) serve the
+  /// aggregate's shard, and nothing was executed; the sender refreshes its
+  /// view and sends the command again until its deadline. A caller only
+  /// sees `unavailable` or `timeout`.
+  moved,
 };
 
 constexpr caf::atom_value dispatch_error_category = caf::atom("dispatch");

@@ -49,6 +49,16 @@ struct lease_info {
   std::chrono::milliseconds left{0}; ///< until it expires (0: expired)
 };
 
+/// The owner name of leases taken by incarnation `incarnation` of `node`:
+/// a restarted node is another owner, so leases of its past life move.
+inline std::string lease_owner(const std::string& node, int64_t incarnation) {
+  return node + "#" + std::to_string(incarnation);
+}
+/// The node of a lease owner name (the name itself when it has no '#').
+inline std::string node_of_owner(const std::string& owner) {
+  return owner.substr(0, owner.rfind('#'));
+}
+
 class postgres_coordination {
 public:
   /// Connects and creates the tables when missing (component "cluster").
@@ -81,6 +91,17 @@ public:
   /// Gives a lease up at once (the next owner gets a greater epoch).
   caf::expected<void> release(const std::string& cluster, const std::string& name, const std::string& node,
                               int64_t epoch);
+  /// Extends every unexpired lease `node` holds; returns them (name, epoch).
+  /// A lease missing from the answer was lost.
+  caf::expected<std::vector<lease_info>> renew_leases(const std::string& cluster, const std::string& node,
+                                                      std::chrono::milliseconds ttl);
+  /// Gives up every lease `node` holds (a clean leave).
+  caf::expected<void> release_all(const std::string& cluster, const std::string& node);
+  /// Expires at once the leases whose owner is not an up member's
+  /// incarnation (`node#incarnation`, see `lease_owner`): a member declared
+  /// down, left or restarted holds none, and its shards move now instead of
+  /// when its leases run out. Returns how many it expired.
+  caf::expected<int64_t> expire_orphaned(const std::string& cluster);
   caf::expected<std::vector<lease_info>> leases(const std::string& cluster);
   /// The clusters with members or leases, by name.
   caf::expected<std::vector<std::string>> clusters();

@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "sourcery/persistence/append_fence.hpp"
 #include "sourcery/persistence/event_store.hpp"
 #include "sourcery/persistence/durability.hpp"
 #include "sourcery/persistence/store_inspection.hpp"
@@ -85,6 +86,13 @@ public:
   ~postgres_store() override;
 
   uint64_t head_position() const override;
+
+  /// Checks each append's lease in its transaction, against the table
+  /// `cluster_leases` of this schema (postgres_coordination.hpp); an append
+  /// whose lease this node does not hold at that epoch, unexpired, is
+  /// answered `fenced`. The lease rows are locked FOR SHARE until COMMIT,
+  /// so a lease cannot change hands while a batch it covers commits.
+  caf::error fence_appends(std::shared_ptr<const append_fence> fence) override;
 
   postgres_stats stats() const;
 

@@ -51,6 +51,12 @@ public:
   bool serving() const noexcept { return serving_.load(); }
   /// The live members as last read (this node included while it serves).
   std::vector<std::string> live() const;
+  /// Live members that missed two renewals or more: perhaps going down.
+  /// Shards are not rebalanced while anyone is suspected.
+  std::vector<std::string> suspected() const;
+  /// Renews and reads the members now instead of at the next period (a
+  /// peer said the membership changed).
+  void wake();
   /// Leaves cleanly: marks this incarnation left and stops renewing.
   caf::error leave();
 
@@ -73,7 +79,9 @@ private:
   mutable std::mutex mtx_;
   std::condition_variable wake_;
   bool stopping_ = false;
+  bool woken_ = false;
   std::vector<std::string> live_;
+  std::vector<std::string> suspected_;
   std::thread thread_;
 };
 

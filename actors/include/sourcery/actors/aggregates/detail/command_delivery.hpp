@@ -64,6 +64,8 @@ using idle_atom = caf::atom_constant<caf::atom("ag_idle")>;
 using passivate_atom = caf::atom_constant<caf::atom("ag_passiv")>;
 using stop_atom = caf::atom_constant<caf::atom("ag_stop")>;
 using gone_atom = caf::atom_constant<caf::atom("ag_gone")>;
+/// To a registry: stop these streams' actors (their shard moved away).
+using release_atom = caf::atom_constant<caf::atom("ag_releas")>;
 
 } // namespace sourcery::detail
 

@@ -1,0 +1,194 @@
+// bank-node — the bank as a long-running service, one node of a cluster or alone.
+//
+//   bank-node [--store URI] [--cluster NAME --node HOST:PORT] [--http PORT] [--address A]
+//
+// Serves the bank's commands over HTTP until SIGINT or SIGTERM, then hands
+// its shards over and stops. Started several times with the same
+// PostgreSQL store and cluster name, the nodes form a cluster: a command
+// sent to any node runs on the node owning its account.
+//
+//   POST /accounts                {"account", "owner"}            201 | 422
+//   POST /accounts/{id}/deposits  {"amount", "transfer"?}         200 {"version"} | 422
+//   POST /accounts/{id}/withdrawals {"amount"}                    200 {"version"} | 422
+//   POST /transfers               {"transfer", "from", "to", "amount"}  201 | 422
+//   GET  /accounts/{id}           {"account", "open", "balance"}
+//   GET  /transfers/{id}          {"transfer", "stage"}
+//   GET  /cluster                 {"node", "members", "shards"}
+//   GET  /health, /metrics
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "../common/narrate.hpp"
+#include "balances.hpp"
+#include "routes.hpp"
+#include "sourcery/runtime/http/gateway.hpp"
+#include "transfer_saga.hpp"
+
+namespace {
+
+namespace http = sourcery::http;
+using json = nlohmann::json;
+
+
+void reply(const http::responder& answer, unsigned status, caf::expected<sourcery::dispatch_result> r) {
+  if (!r)
+    return answer(http::dispatch_failure(r.error()));
+  if (!r->accepted)
+    return answer(http::rejected(r->why));
+  answer(http::json_response(status, json{{"version", r->version}, {"position", r->last_position}}));
+}
+
+template <class C>
+void run(sourcery::application& app, C cmd, unsigned status, const http::responder& answer) {
+  sourcery::dispatch_options opts;
+  opts.returns = sourcery::returning::version;
+  app.dispatch_async(std::move(cmd), opts,
+                     [answer, status](caf::expected<sourcery::dispatch_result> r) { reply(answer, status, std::move(r)); });
+}
+
+void add_routes(http::gateway& gw, sourcery::application& app) {
+  gw.route("POST", "/accounts", [&app](http::request& req, http::responder answer) {
+    auto body = http::json_object_body(req);
+    if (!body)
+      return answer(body.err());
+    auto id = http::required_field<std::string>(*body, "account");
+    auto owner = http::optional_field<std::string>(*body, "owner");
+    if (auto e = http::first_error(id, owner))
+      return answer(*e);
+    run(app, bank::open_account{*id, owner->value_or(*id)}, 201, answer);
+  });
+  gw.route("POST", "/accounts/{id}/deposits", [&app](http::request& req, http::responder answer) {
+    auto body = http::json_object_body(req);
+    if (!body)
+      return answer(body.err());
+    auto amount = http::required_field<int64_t>(*body, "amount");
+    auto transfer = http::optional_field<std::string>(*body, "transfer");
+    if (auto e = http::first_error(amount, transfer))
+      return answer(*e);
+    run(app, bank::deposit{req.param("id"), *amount, transfer->value_or("")}, 200, answer);
+  });
+  gw.route("POST", "/accounts/{id}/withdrawals", [&app](http::request& req, http::responder answer) {
+    auto body = http::json_object_body(req);
+    if (!body)
+      return answer(body.err());
+    auto amount = http::required_field<int64_t>(*body, "amount");
+    if (!amount)
+      return answer(amount.err());
+    run(app, bank::withdraw{req.param("id"), *amount}, 200, answer);
+  });
+  gw.route("POST", "/transfers", [&app](http::request& req, http::responder answer) {
+    auto body = http::json_object_body(req);
+    if (!body)
+      return answer(body.err());
+    auto id = http::required_field<std::string>(*body, "transfer");
+    auto from = http::required_field<std::string>(*body, "from");
+    auto to = http::required_field<std::string>(*body, "to");
+    auto amount = http::required_field<int64_t>(*body, "amount");
+    if (auto e = http::first_error(id, from, to, amount))
+      return answer(*e);
+    run(app, bank::request_transfer{*id, *from, *to, *amount}, 201, answer);
+  });
+  gw.route("GET", "/accounts/{id}", [&app](http::request& req, http::responder answer) {
+    auto a = app.aggregate_state<bank::account>("account-" + req.param("id"));
+    if (!a)
+      return answer(http::dispatch_failure(a.error()));
+    answer(http::json_response(200, json{{"account", req.param("id")}, {"open", a->open}, {"balance", a->balance}}));
+  });
+  gw.route("GET", "/transfers/{id}", [&app](http::request& req, http::responder answer) {
+    auto t = app.aggregate_state<bank::transfer>("transfer-" + req.param("id"));
+    if (!t)
+      return answer(http::dispatch_failure(t.error()));
+    static constexpr const char* stages[] = {"none", "requested", "completed", "failed"};
+    answer(http::json_response(200, json{{"transfer", req.param("id")}, {"stage", stages[static_cast<int>(t->at)]}}));
+  });
+  gw.route("GET", "/cluster", [&app](http::request&, http::responder answer) {
+    answer(http::json_response(200, json{{"node", app.cluster_node()},
+                                         {"members", app.cluster_members()},
+                                         {"shards", app.shards_owned()}}));
+  });
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  sourcery::application_config config;
+  config.data_dir = "bank-data";
+  http::gateway_config web;
+  web.port = 8080;
+  web.address = "127.0.0.1";
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    bool has_value = i + 1 < argc;
+    if (a == "--store" && has_value) {
+      config.store_uri = argv[++i];
+    } else if (a == "--cluster" && has_value) {
+      config.cluster.name = argv[++i];
+    } else if (a == "--node" && has_value) {
+      config.cluster.node = argv[++i];
+    } else if (a == "--http" && has_value) {
+      char* end = nullptr;
+      long port = std::strtol(argv[++i], &end, 10);
+      if (*end != '\0' || port < 0 || port > 65535) {
+        std::fprintf(stderr, "bank-node: --http takes a port from 0 to 65535\n");
+        return 2;
+      }
+      web.port = static_cast<uint16_t>(port);
+    } else if (a == "--address" && has_value) {
+      web.address = argv[++i];
+    } else {
+      std::fprintf(stderr, "usage: bank-node [--store URI] [--cluster NAME --node HOST:PORT] [--http PORT]"
+                           " [--address A]\n");
+      return a == "--help" || a == "-h" ? 0 : 2;
+    }
+  }
+  if (!config.store_uri.empty())
+    if (auto uri = sourcery::persistence::store_uri::parse(config.store_uri); !uri) {
+      std::fprintf(stderr, "bank-node: %s\n", sourcery::persistence::describe(uri.error()).c_str());
+      return 1;
+    }
+  demo::check_cluster_options(config, "bank-node");
+
+  http::gateway gw;
+  // Declared down by the cluster, or a tree that gave up: stop and exit
+  // non-zero, so that the process supervisor starts a fresh node.
+  config.on_failure = [&gw](const caf::error&) { gw.request_stop(); };
+  auto app = sourcery::application::start(config, bank::routes());
+  if (!app) {
+    std::fprintf(stderr, "bank-node: cannot start: %s\n", sourcery::describe_error(app.error()).c_str());
+    return 1;
+  }
+  if (auto p = (*app)->add_projection<bank::balances>(); !p) {
+    std::fprintf(stderr, "bank-node: cannot start the balances: %s\n", sourcery::describe_error(p.error()).c_str());
+    return 1;
+  }
+  if (auto s = (*app)->add_process_manager<bank::transfer_saga>(); !s) {
+    std::fprintf(stderr, "bank-node: cannot start the transfer saga: %s\n", sourcery::describe_error(s.error()).c_str());
+    return 1;
+  }
+  add_routes(gw, **app);
+  sourcery::http::add_operations_routes(gw, **app);
+  web.metrics = &(*app)->metrics();
+  if (auto err = gw.start(web)) {
+    std::fprintf(stderr, "bank-node: %s\n", sourcery::describe_error(err).c_str());
+    return 1;
+  }
+  gw.stop_on_signals();
+  if (config.cluster.name.empty())
+    std::printf("bank-node: listening on http://%s:%u (%s)\n", web.address.c_str(), gw.port(),
+                demo::store_location(config).c_str());
+  else
+    std::printf("bank-node: listening on http://%s:%u, node %s of cluster %s (%zu members)\n", web.address.c_str(),
+                gw.port(), config.cluster.node.c_str(), config.cluster.name.c_str(), (*app)->cluster_members());
+  std::fflush(stdout);
+  gw.wait();
+  auto why = (*app)->failure();
+  (*app)->stop();
+  if (why) {
+    std::fprintf(stderr, "bank-node: %s\n", sourcery::describe_error(why).c_str());
+    return 1;
+  }
+  std::printf("bank-node: stopped\n");
+  return 0;
+}

@@ -1,0 +1,33 @@
+#pragma once
+
+// Fencing appends with a lease (Kleppmann's fencing token): in a cluster a
+// node appends to a stream only while it holds the lease of that stream's
+// shard, and the store checks the lease -- owner, epoch, not expired, by the
+// database's clock -- inside the append's own transaction. A node paused or
+// cut off past its lease therefore cannot commit, whatever it believes.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace sourcery::persistence {
+
+/// A lease as the appending node holds it.
+struct fence_lease {
+  std::string name;  ///< e.g. "shard:17"
+  int64_t epoch = 0; ///< 0: not held (appends to the stream are refused)
+};
+
+/// Tells the store which lease covers each stream. Called on the store's
+/// writer thread for every append: keep it short and thread-safe.
+class append_fence {
+public:
+  virtual ~append_fence() = default;
+  /// The cluster whose lease table is checked.
+  virtual const std::string& cluster() const = 0;
+  /// This node's name as the lease table records it.
+  virtual const std::string& owner() const = 0;
+  virtual fence_lease lease_for(std::string_view stream) const = 0;
+};
+
+} // namespace sourcery::persistence

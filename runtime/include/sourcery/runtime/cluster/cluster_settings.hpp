@@ -1,0 +1,41 @@
+#pragma once
+
+// How an application joins a cluster (application_config::cluster). Nodes
+// of one cluster share a PostgreSQL store and a cluster name: they find
+// each other in the store's membership table and talk over CAF's
+// middleman at the `node` address each registers.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include <caf/expected.hpp>
+
+namespace sourcery::cluster {
+
+struct cluster_settings {
+  /// The cluster's name; empty: the application runs alone.
+  std::string name;
+  /// "host:port" this node listens on for its peers, as they reach it
+  /// (port 0 is refused: the address is this node's name).
+  std::string node;
+  /// Aggregates hash to this many shards, the unit of placement and
+  /// handoff. Every node of a cluster must agree on it.
+  uint32_t shards = 64;
+  /// How often membership and leases are renewed.
+  std::chrono::milliseconds renew_every{400};
+  /// A member silent this long is declared down (and a node that could not
+  /// renew this long stops serving). Also each lease's time to live.
+  std::chrono::milliseconds down_after{2500};
+  /// A shard handed over waits this long at most for its commands in
+  /// flight before its lease is released anyway (fencing keeps it safe).
+  std::chrono::milliseconds drain_timeout{2000};
+  /// Shards given up per renewal for rebalancing (a join): moves are paced.
+  size_t moves_per_round = 16;
+};
+
+/// Splits "host:port". Errors: invalid_argument (no port, port 0 or > 65535).
+caf::expected<std::pair<std::string, uint16_t>> split_node_address(const std::string& node);
+
+} // namespace sourcery::cluster

@@ -1,0 +1,332 @@
+#include "cluster_registration.hpp"
+
+#include <set>
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+
+#include "node_link.hpp"
+#include "sourcery/persistence/error.hpp"
+#include "sourcery/runtime/cluster/placement.hpp"
+
+namespace sourcery::cluster::detail {
+
+using sourcery::detail::command_delivery;
+using sourcery::detail::reply_slot;
+
+namespace {
+
+caf::error moved(const std::string& node, const std::string& stream) {
+  return make_error(dispatch_errc::moved, "node " + node + " does not serve the shard of " + stream + " now");
+}
+
+/// "shard:17" -> 17, or nullopt for another lease.
+std::optional<uint32_t> shard_number(const std::string& lease) {
+  if (lease.rfind("shard:", 0) != 0)
+    return std::nullopt;
+  try {
+    return static_cast<uint32_t>(std::stoul(lease.substr(6)));
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+} // namespace
+
+cluster_registration::cluster_registration(context ctx, std::shared_ptr<persistence::postgres_coordination> coordination)
+  : ctx_(std::move(ctx)), coordination_(std::move(coordination)),
+    fence_(std::make_shared<shard_table>(ctx_.settings.name, "", ctx_.settings.shards, ctx_.settings.down_after)),
+    table_(*fence_), local_(ctx_.system, ctx_.root, ctx_.observer) {}
+
+caf::expected<std::unique_ptr<cluster_registration>> cluster_registration::create(context ctx) {
+  if (ctx.settings.shards == 0)
+    return persistence::make_error(persistence::store_errc::invalid_argument, "a cluster needs at least one shard");
+  if (auto address = split_node_address(ctx.settings.node); !address)
+    return address.error();
+  auto coordination = persistence::postgres_coordination::open(ctx.coordination);
+  if (!coordination)
+    return coordination.error();
+  std::unique_ptr<cluster_registration> r{
+    new cluster_registration{std::move(ctx), std::shared_ptr<persistence::postgres_coordination>{std::move(*coordination)}}};
+  auto* self = r.get();
+  node_link_hooks hooks;
+  hooks.serve = [self](command_envelope cmd, reply done) { self->serve(std::move(cmd), std::move(done)); };
+  hooks.reroute = [self](command_delivery cmd) { self->attempt(std::move(cmd)); };
+  hooks.nudged = [self] {
+    if (self->joined_.load())
+      self->membership_->wake();
+    self->wake_keeper();
+  };
+  hooks.forwarded = &r->counters_.forwarded;
+  hooks.connect_timeout = r->ctx_.settings.down_after / 2;
+  r->link_ = spawn_node_link(r->ctx_.system, std::move(hooks));
+  return r;
+}
+
+caf::error cluster_registration::join() {
+  const auto& s = ctx_.settings;
+  auto address = split_node_address(s.node);
+  if (!address)
+    return address.error();
+  // Peers reach this node here before it joins: none routes to it sooner.
+  auto port = ctx_.system.middleman().publish(link_, address->second, address->first.c_str(), true);
+  if (!port)
+    return make_error(dispatch_errc::unavailable, "cannot listen for peers at " + s.node + ": "
+                                                    + describe_error(port.error()));
+  membership_options m;
+  m.cluster = s.name;
+  m.node = s.node;
+  m.renew_every = s.renew_every;
+  m.down_after = s.down_after;
+  m.on_view = [this](const std::vector<std::string>&) { wake_keeper(); };
+  m.on_down = [this](const caf::error& why) { went_down(why); };
+  auto joined = membership::start(coordination_, std::move(m));
+  if (!joined)
+    return joined.error();
+  membership_ = std::move(*joined);
+  joined_ = true;
+  owner_ = persistence::lease_owner(s.node, membership_->incarnation());
+  table_.set_owner(owner_);
+  if (auto err = ctx_.store.fence_appends(fence_))
+    return err;
+  ctx_.log.info("cluster", "joined", {{"cluster", s.name}, {"node", s.node},
+                                      {"incarnation", membership_->incarnation()},
+                                      {"members", membership_->live().size()}});
+  // Take this node's shards before the first command; tell the others,
+  // who hand over what placement now gives this node.
+  tick();
+  for (auto& peer : membership_->live())
+    if (peer != s.node)
+      caf::anon_send(link_, nudge_atom::value, peer);
+  keeper_ = std::thread{[this] { keep(); }};
+  return {};
+}
+
+cluster_registration::~cluster_registration() {
+  {
+    std::lock_guard guard{keeper_mtx_};
+    keeper_stop_ = true;
+  }
+  keeper_cv_.notify_all();
+  if (keeper_.joinable())
+    keeper_.join();
+  membership_.reset(); // stops renewing (a clean leave has left already)
+  (void) ctx_.store.fence_appends(nullptr);
+  if (link_) {
+    caf::anon_send_exit(link_, caf::exit_reason::user_shutdown);
+    link_ = nullptr;
+  }
+}
+
+caf::error cluster_registration::host(const sourcery::detail::aggregate_host& host) {
+  return local_.host(host);
+}
+
+void cluster_registration::route(command_envelope cmd, reply done) {
+  attempt(command_delivery{std::move(cmd), std::make_shared<reply_slot>(std::move(done))});
+}
+
+std::string cluster_registration::placed(uint32_t shard) const {
+  std::lock_guard guard{placement_mtx_};
+  return shard < placement_.size() ? placement_[shard] : std::string{};
+}
+
+void cluster_registration::place(const std::vector<std::string>& live) {
+  std::vector<std::string> owners(ctx_.settings.shards);
+  for (uint32_t s = 0; s < owners.size(); ++s)
+    owners[s] = owner_of(s, live).value_or("");
+  std::lock_guard guard{placement_mtx_};
+  placement_ = std::move(owners);
+}
+
+void cluster_registration::attempt(command_delivery cmd) {
+  auto& env = cmd.envelope;
+  if (env.deadline != std::chrono::steady_clock::time_point::max() && std::chrono::steady_clock::now() >= env.deadline)
+    return cmd.answer(make_error(dispatch_errc::timeout, "no node of cluster " + ctx_.settings.name + " served "
+                                                           + env.stream_id + " before the command's deadline"));
+  if (down_.load())
+    return cmd.answer(make_error(dispatch_errc::unavailable, "node " + ctx_.settings.node
+                                                               + " was declared down by its cluster: restart it"));
+  auto shard = table_.shard_of(env.stream_id);
+  auto owner = placed(shard);
+  if (owner.empty())
+    return later(std::move(cmd));
+  if (owner != ctx_.settings.node) {
+    caf::anon_send(link_, forward_atom::value, owner, std::move(cmd));
+    return;
+  }
+  if (!table_.enter(shard, env.stream_id, env.aggregate_type))
+    return later(std::move(cmd)); // ours by placement, lease not (yet) held
+  run_here(shard, std::move(cmd), false);
+}
+
+void cluster_registration::serve(command_envelope cmd, reply done) {
+  counters_.served.fetch_add(1, std::memory_order_relaxed);
+  auto shard = table_.shard_of(cmd.stream_id);
+  if (down_.load() || !table_.enter(shard, cmd.stream_id, cmd.aggregate_type))
+    return done(moved(ctx_.settings.node, cmd.stream_id));
+  run_here(shard, command_delivery{std::move(cmd), std::make_shared<reply_slot>(std::move(done))}, true);
+}
+
+void cluster_registration::run_here(uint32_t shard, command_delivery cmd, bool from_peer) {
+  // Kept to route it again if the append turns out fenced (nothing ran).
+  auto again = std::make_shared<command_envelope>(cmd.envelope);
+  local_.route(std::move(cmd.envelope), [this, shard, again, from_peer,
+                                         reply = std::move(cmd.reply_to)](caf::expected<dispatch_result> r) {
+    table_.leave(shard);
+    if (!r && persistence::code_of(r.error()) == persistence::store_errc::fenced) {
+      if (from_peer)
+        return (*reply)(moved(ctx_.settings.node, again->stream_id));
+      return later(command_delivery{std::move(*again), reply});
+    }
+    (*reply)(std::move(r));
+  });
+}
+
+void cluster_registration::later(command_delivery cmd) {
+  counters_.rerouted.fetch_add(1, std::memory_order_relaxed);
+  caf::delayed_anon_send(link_, std::chrono::milliseconds{20}, retry_atom::value, std::move(cmd));
+}
+
+void cluster_registration::went_down(const caf::error& why) {
+  if (down_.exchange(true))
+    return;
+  for (auto s : table_.held_shards())
+    table_.lost(s);
+  ctx_.log.error("cluster", "declared down: serving no more", {{"node", ctx_.settings.node},
+                                                                 {"reason", describe_error(why)}});
+  if (ctx_.on_down)
+    ctx_.on_down(make_error(dispatch_errc::unavailable, "node " + ctx_.settings.node
+                                                          + " was declared down by its cluster (" + describe_error(why)
+                                                          + "): restart it"));
+}
+
+void cluster_registration::wake_keeper() {
+  {
+    std::lock_guard guard{keeper_mtx_};
+    keeper_woken_ = true;
+  }
+  keeper_cv_.notify_all();
+}
+
+void cluster_registration::keep() {
+  std::unique_lock guard{keeper_mtx_};
+  while (!keeper_stop_) {
+    keeper_cv_.wait_for(guard, ctx_.settings.renew_every, [this] { return keeper_stop_ || keeper_woken_; });
+    if (keeper_stop_)
+      return;
+    keeper_woken_ = false;
+    guard.unlock();
+    tick();
+    guard.lock();
+  }
+}
+
+void cluster_registration::tick() {
+  const auto& s = ctx_.settings;
+  if (down_.load())
+    return;
+  auto t0 = std::chrono::steady_clock::now();
+  auto renewed = coordination_->renew_leases(s.name, owner_, s.down_after);
+  if (!renewed) {
+    // Out of reach of the store: the leases lapse here (the table stops
+    // trusting them) as they do there.
+    ctx_.log.warn("cluster", "cannot renew leases", {{"node", s.node}, {"error", describe_error(renewed.error())}});
+    return;
+  }
+  std::set<uint32_t> confirmed;
+  for (auto& l : *renewed)
+    if (auto n = shard_number(l.name); n && *n < s.shards) {
+      table_.held(*n, l.epoch, t0);
+      confirmed.insert(*n);
+    }
+  for (auto n : table_.held_shards())
+    if (!confirmed.count(n)) {
+      table_.lost(n);
+      counters_.lost.fetch_add(1, std::memory_order_relaxed);
+      ctx_.log.warn("cluster", "shard lease lost", {{"node", s.node}, {"shard", n}});
+    }
+  if (auto expired = coordination_->expire_orphaned(s.name); expired && *expired > 0)
+    ctx_.log.info("cluster", "expired the leases of members gone", {{"node", s.node}, {"leases", *expired}});
+  auto live = membership_->live();
+  if (leaving_.load())
+    std::erase(live, s.node);
+  place(live);
+  std::vector<uint32_t> give;
+  for (auto n : table_.held_shards())
+    if (placed(n) != s.node)
+      give.push_back(n);
+  for (auto n : shards_of(s.node, live, s.shards)) {
+    if (table_.epoch(n) != 0)
+      continue;
+    auto t = std::chrono::steady_clock::now();
+    auto epoch = coordination_->acquire(s.name, shard_lease(n), owner_, s.down_after);
+    if (!epoch || !*epoch)
+      continue; // held by its previous owner until it hands over or expires
+    table_.held(n, **epoch, t);
+    counters_.acquired.fetch_add(1, std::memory_order_relaxed);
+    ctx_.log.info("cluster", "shard acquired", {{"node", s.node}, {"shard", n}, {"epoch", **epoch}});
+  }
+  // No rebalancing while a member may be going down, and a few moves a round.
+  if (give.empty() || !membership_->suspected().empty())
+    return;
+  if (give.size() > s.moves_per_round)
+    give.resize(s.moves_per_round);
+  hand_over(give, live);
+}
+
+void cluster_registration::hand_over(const std::vector<uint32_t>& shards, const std::vector<std::string>& live) {
+  const auto& s = ctx_.settings;
+  for (auto n : shards)
+    table_.release(n);
+  // The commands admitted before are answered before the lease goes.
+  auto until = std::chrono::steady_clock::now() + s.drain_timeout;
+  for (auto n : shards)
+    while (table_.in_flight(n) > 0 && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds{1});
+  std::set<std::string> told;
+  for (auto n : shards) {
+    std::map<std::string, std::vector<std::string>> by_type;
+    for (auto& [type, stream] : table_.take_streams(n))
+      by_type[type].push_back(stream);
+    for (auto& [type, streams] : by_type)
+      local_.release_streams(type, std::move(streams));
+    auto epoch = table_.epoch(n);
+    table_.lost(n);
+    if (auto r = coordination_->release(s.name, shard_lease(n), owner_, epoch); !r)
+      ctx_.log.warn("cluster", "cannot release a shard (it expires instead)",
+                    {{"node", s.node}, {"shard", n}, {"error", describe_error(r.error())}});
+    counters_.handed_over.fetch_add(1, std::memory_order_relaxed);
+    auto next = owner_of(n, live).value_or("");
+    ctx_.log.info("cluster", "shard handed over", {{"node", s.node}, {"shard", n}, {"to", next}});
+    if (!next.empty() && next != s.node)
+      told.insert(next);
+  }
+  for (auto& node : told)
+    caf::anon_send(link_, nudge_atom::value, node);
+}
+
+void cluster_registration::leave() {
+  if (leaving_.exchange(true) || !membership_)
+    return;
+  {
+    std::lock_guard guard{keeper_mtx_};
+    keeper_stop_ = true;
+  }
+  keeper_cv_.notify_all();
+  if (keeper_.joinable())
+    keeper_.join();
+  auto live = membership_->live();
+  std::erase(live, ctx_.settings.node);
+  place(live); // commands dispatched here from now on go to the others
+  if (!down_.load())
+    hand_over(table_.held_shards(), live);
+  if (auto err = membership_->leave())
+    ctx_.log.warn("cluster", "cannot record the leave (the others will declare this node down)",
+                  {{"node", ctx_.settings.node}, {"error", describe_error(err)}});
+  for (auto& peer : live)
+    caf::anon_send(link_, nudge_atom::value, peer);
+  ctx_.log.info("cluster", "left", {{"node", ctx_.settings.node}});
+}
+
+} // namespace sourcery::cluster::detail

@@ -1,0 +1,131 @@
+#pragma once
+
+// The cluster's registration (registration.hpp): each aggregate runs on the
+// node that holds its shard's lease, and a command dispatched anywhere is
+// sent there and answered where it was dispatched.
+//
+// A command to stream s: shard = shard_of(s); the owner by placement over
+// the live members. This node, if it holds the lease: run it here (the
+// local registration). Another node: send it over the node link; that node
+// runs it if it holds the lease, else answers `moved`. A command that finds
+// no server yet (a shard between owners, a peer out of reach before it was
+// sent, `moved`, an append `fenced`) is routed again after a pause until its
+// deadline: it runs once, or fails with timeout or unavailable.
+//
+// The keeper (a thread) follows the membership: it renews the leases held,
+// expires those of members gone, takes the shards placement gives this node
+// and hands over those it gives to others -- no commands admitted, those in
+// flight drained, the aggregates stopped, the lease released, the new owner
+// nudged -- paced, and never while a member is suspected.
+
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include <caf/actor.hpp>
+
+#include "../registration/local_registration.hpp"
+#include "sourcery/actors/aggregates/detail/command_delivery.hpp"
+#include "shard_table.hpp"
+#include "sourcery/persistence/event_store.hpp"
+#include "sourcery/persistence/postgres_coordination.hpp"
+#include "sourcery/runtime/cluster/cluster_settings.hpp"
+#include "sourcery/runtime/cluster/membership.hpp"
+#include "sourcery/runtime/observability/log.hpp"
+
+namespace sourcery::cluster::detail {
+
+struct cluster_counters {
+  std::atomic<uint64_t> forwarded{0};    ///< commands sent to other nodes
+  std::atomic<uint64_t> served{0};       ///< commands other nodes sent here
+  std::atomic<uint64_t> rerouted{0};     ///< commands routed again (moved, between owners)
+  std::atomic<uint64_t> acquired{0};     ///< shards taken
+  std::atomic<uint64_t> handed_over{0};  ///< shards given up cleanly
+  std::atomic<uint64_t> lost{0};         ///< shards whose lease ran out under us
+};
+
+class cluster_registration final : public registration {
+public:
+  struct context {
+    caf::actor_system& system;
+    supervision::supervisor& root;
+    std::function<void(const supervision::supervisor_report&)> observer;
+    const sourcery::logger& log;
+    persistence::event_store& store;
+    persistence::coordination_options coordination;
+    cluster_settings settings;
+    /// Called once when this node was declared down (it serves no more).
+    std::function<void(const caf::error&)> on_down;
+  };
+
+  /// Connects to the store's cluster tables. Errors: invalid_argument (a
+  /// bad node address, no shards), the store's.
+  static caf::expected<std::unique_ptr<cluster_registration>> create(context ctx);
+  /// Joins, once every aggregate type is hosted: listens for peers at
+  /// `settings.node`, joins the membership, fences the store's appends,
+  /// takes this node's shards and starts the keeper. Errors: unavailable
+  /// (the address cannot be listened on), invalid_argument (a store that
+  /// cannot be shared), the store's.
+  caf::error join();
+  ~cluster_registration() override;
+
+  caf::error host(const sourcery::detail::aggregate_host& host) override;
+  void route(command_envelope cmd, reply done) override;
+
+  /// Hands every shard over (drained, released) and leaves the membership,
+  /// so that nothing waits for a lease to run out. Idempotent.
+  void leave();
+
+  const cluster_counters& counters() const noexcept { return counters_; }
+  size_t members() const { return membership_ ? membership_->live().size() : 0; }
+  size_t shards_owned() const { return table_.held_shards().size(); }
+  const std::string& node() const noexcept { return ctx_.settings.node; }
+  bool serving() const noexcept { return membership_ && membership_->serving() && !leaving_.load(); }
+
+private:
+  cluster_registration(context ctx, std::shared_ptr<persistence::postgres_coordination> coordination);
+
+  /// Routes `cmd`: here, to its owner, or again later.
+  void attempt(sourcery::detail::command_delivery cmd);
+  /// A peer's command: run here if this node serves its shard, else `moved`.
+  void serve(command_envelope cmd, reply done);
+  /// Runs an admitted command here; a `fenced` answer routes it again.
+  void run_here(uint32_t shard, sourcery::detail::command_delivery cmd, bool from_peer);
+  void later(sourcery::detail::command_delivery cmd);
+
+  /// The owner of `shard` by placement over the live members ("" if none).
+  std::string placed(uint32_t shard) const;
+  void place(const std::vector<std::string>& live);
+  void went_down(const caf::error& why);
+
+  void keep();   ///< the keeper's loop
+  void tick();   ///< one round: renew, expire, take, hand over
+  void hand_over(const std::vector<uint32_t>& shards, const std::vector<std::string>& live);
+  void wake_keeper();
+
+  context ctx_;
+  std::shared_ptr<persistence::postgres_coordination> coordination_;
+  std::string owner_; ///< node#incarnation, the leases' owner
+  std::shared_ptr<shard_table> fence_;
+  shard_table& table_;
+  sourcery::detail::local_registration local_;
+  std::unique_ptr<membership> membership_;
+  caf::actor link_;
+  uint16_t port_ = 0;
+  cluster_counters counters_;
+  std::atomic<bool> leaving_{false};
+  std::atomic<bool> down_{false};
+  std::atomic<bool> joined_{false};
+  mutable std::mutex placement_mtx_;
+  std::vector<std::string> placement_; ///< owner by shard
+
+  std::mutex keeper_mtx_;
+  std::condition_variable keeper_cv_;
+  bool keeper_woken_ = false;
+  bool keeper_stop_ = false;
+  std::thread keeper_;
+};
+
+} // namespace sourcery::cluster::detail

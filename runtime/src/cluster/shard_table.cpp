@@ -1,0 +1,91 @@
+#include "shard_table.hpp"
+
+#include "sourcery/runtime/cluster/placement.hpp"
+
+namespace sourcery::cluster::detail {
+
+shard_table::shard_table(std::string cluster, std::string owner, uint32_t shards, std::chrono::milliseconds lease_ttl)
+  // A fifth of the ttl covers the renewal's own round trip and clock drift.
+  : cluster_(std::move(cluster)), owner_(std::move(owner)), trust_(lease_ttl - lease_ttl / 5), slots_(shards) {}
+
+uint32_t shard_table::shard_of(std::string_view stream) const noexcept {
+  return cluster::shard_of(stream, shards());
+}
+
+persistence::fence_lease shard_table::lease_for(std::string_view stream) const {
+  auto shard = shard_of(stream);
+  std::lock_guard guard{mtx_};
+  return {shard_lease(shard), slots_[shard].epoch};
+}
+
+bool shard_table::enter(uint32_t shard, const std::string& stream, const std::string& type) {
+  std::lock_guard guard{mtx_};
+  auto& s = slots_[shard];
+  if (s.epoch == 0 || s.releasing || clock::now() >= s.trusted_until)
+    return false;
+  ++s.in_flight;
+  if (auto i = s.streams.find(stream); i == s.streams.end())
+    s.streams.emplace(stream, type);
+  return true;
+}
+
+void shard_table::leave(uint32_t shard) {
+  std::lock_guard guard{mtx_};
+  --slots_[shard].in_flight;
+}
+
+void shard_table::held(uint32_t shard, int64_t epoch, clock::time_point renewed) {
+  std::lock_guard guard{mtx_};
+  auto& s = slots_[shard];
+  if (s.epoch != epoch)
+    s.releasing = false; // (re)acquired
+  s.epoch = epoch;
+  s.trusted_until = renewed + trust_;
+}
+
+void shard_table::lost(uint32_t shard) {
+  std::lock_guard guard{mtx_};
+  auto& s = slots_[shard];
+  s.epoch = 0;
+  s.releasing = false;
+  s.trusted_until = {};
+}
+
+int64_t shard_table::epoch(uint32_t shard) const {
+  std::lock_guard guard{mtx_};
+  return slots_[shard].epoch;
+}
+
+std::vector<uint32_t> shard_table::held_shards() const {
+  std::lock_guard guard{mtx_};
+  std::vector<uint32_t> out;
+  for (uint32_t i = 0; i < slots_.size(); ++i)
+    if (slots_[i].epoch != 0)
+      out.push_back(i);
+  return out;
+}
+
+void shard_table::release(uint32_t shard) {
+  std::lock_guard guard{mtx_};
+  slots_[shard].releasing = true;
+}
+
+size_t shard_table::in_flight(uint32_t shard) const {
+  std::lock_guard guard{mtx_};
+  return slots_[shard].in_flight;
+}
+
+std::vector<std::pair<std::string, std::string>> shard_table::take_streams(uint32_t shard) {
+  std::map<std::string, std::string> streams;
+  {
+    std::lock_guard guard{mtx_};
+    streams.swap(slots_[shard].streams);
+  }
+  std::vector<std::pair<std::string, std::string>> out;
+  out.reserve(streams.size());
+  for (auto& [stream, type] : streams)
+    out.emplace_back(type, stream);
+  return out;
+}
+
+} // namespace sourcery::cluster::detail

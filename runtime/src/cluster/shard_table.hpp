@@ -1,0 +1,70 @@
+#pragma once
+
+// The shards this node serves, as the lease table last confirmed them, and
+// the commands running on each: the one place routing, fencing and handoff
+// agree on what this node owns.
+
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "sourcery/persistence/append_fence.hpp"
+
+namespace sourcery::cluster::detail {
+
+class shard_table final : public persistence::append_fence {
+public:
+  using clock = std::chrono::steady_clock;
+
+  /// `lease_ttl`: a lease renewed at t is trusted here until t + ttl less a
+  /// margin (the database's clock decides; fencing catches the rest).
+  shard_table(std::string cluster, std::string owner, uint32_t shards, std::chrono::milliseconds lease_ttl);
+
+  /// Names the leases' owner (once, before the table is used).
+  void set_owner(std::string owner) { owner_ = std::move(owner); }
+  uint32_t shards() const noexcept { return static_cast<uint32_t>(slots_.size()); }
+  uint32_t shard_of(std::string_view stream) const noexcept;
+
+  // -- append_fence -------------------------------------------------------------
+  const std::string& cluster() const override { return cluster_; }
+  const std::string& owner() const override { return owner_; }
+  persistence::fence_lease lease_for(std::string_view stream) const override;
+
+  // -- routing ------------------------------------------------------------------
+  /// Admits a command to `stream` (of aggregate type `type`) when this node
+  /// serves its shard: lease held and trusted, not being handed over. An
+  /// admitted command is in flight until `leave`.
+  bool enter(uint32_t shard, const std::string& stream, const std::string& type);
+  void leave(uint32_t shard);
+
+  // -- the keeper ---------------------------------------------------------------
+  /// The lease of `shard` is held at `epoch`, renewed as of `renewed`.
+  void held(uint32_t shard, int64_t epoch, clock::time_point renewed);
+  /// The lease is gone (released, lost, expired): nothing is admitted.
+  void lost(uint32_t shard);
+  int64_t epoch(uint32_t shard) const;
+  std::vector<uint32_t> held_shards() const;
+  /// Admits nothing more to `shard` (it is being handed over).
+  void release(uint32_t shard);
+  size_t in_flight(uint32_t shard) const;
+  /// The (aggregate type, stream) pairs admitted to `shard` since it was
+  /// last taken, forgotten here.
+  std::vector<std::pair<std::string, std::string>> take_streams(uint32_t shard);
+
+private:
+  struct slot {
+    int64_t epoch = 0; ///< 0: not held
+    bool releasing = false;
+    clock::time_point trusted_until{};
+    size_t in_flight = 0;
+    std::map<std::string, std::string> streams; ///< stream -> aggregate type
+  };
+  std::string cluster_, owner_;
+  std::chrono::milliseconds trust_;
+  mutable std::mutex mtx_;
+  std::vector<slot> slots_;
+};
+
+} // namespace sourcery::cluster::detail
