@@ -201,13 +201,44 @@ struct application::strong_wait {
   }
 };
 
-caf::error application::reserve_handler(std::shared_ptr<handler_status> status, bool strong) {
+caf::error application::reserve_handler(std::shared_ptr<handler_status> status, bool strong,
+                                        checkpoint_reader checkpoint) {
   std::lock_guard guard{handlers_mtx_};
   if (handlers_.count(status->name()) != 0)
     return make_error(dispatch_errc::invalid_route, "a handler named " + status->name() + " is already running");
   auto name = status->name();
-  handlers_[name] = handler_entry{std::move(status), strong, {}, {}};
+  handlers_[name] = handler_entry{std::move(status), strong, {}, {}, std::move(checkpoint)};
   return {};
+}
+
+void application::run_once(const std::string& name, supervision::child_spec spec) {
+  auto id = spec.id;
+  cluster_->add_consumer(
+    name,
+    [this, spec = std::move(spec)]() -> caf::error {
+      auto r = root_->start_child(spec);
+      return r ? caf::error{} : r.error();
+    },
+    [this, name, id] {
+      (void) root_->terminate_child(id);
+      (void) root_->delete_child(id);
+      std::lock_guard guard{handlers_mtx_};
+      if (auto i = handlers_.find(name); i != handlers_.end())
+        i->second.actor = nullptr;
+    });
+}
+
+void application::follow_remote_handlers() {
+  std::vector<std::pair<std::shared_ptr<handler_status>, checkpoint_reader>> remote;
+  {
+    std::lock_guard guard{handlers_mtx_};
+    for (auto& [name, h] : handlers_)
+      if (h.strong && h.checkpoint && !cluster_->runs_here(name))
+        remote.emplace_back(h.status, h.checkpoint);
+  }
+  for (auto& [status, read] : remote)
+    if (auto pos = read(); pos && *pos)
+      status->advance(**pos);
 }
 
 void application::forget_handler(const std::string& name) {
@@ -232,6 +263,9 @@ caf::expected<persistence::projection_store*> application::read_models() {
     auto models = persistence::open_read_models(*store_uri_, opts);
     if (!models)
       return models.error();
+    if (cluster_)
+      if (auto err = (*models)->fence_writes(cluster_->fence()))
+        return err;
     read_models_ = std::move(*models);
     return read_models_.get();
   }
@@ -287,11 +321,21 @@ void application::watch_head(uint64_t seen) {
       std::scoped_lock guard{handlers_mtx_, strong_mtx_};
       anyone = !handlers_.empty() || !strong_waits_.empty();
     }
+    bool waiting = false;
+    if (cluster_) {
+      std::lock_guard guard{strong_mtx_};
+      waiting = !strong_waits_.empty();
+    }
     // Without handlers nobody needs waking: do not wake up on every commit.
+    // Strong dispatches waiting for handlers on other nodes: their
+    // checkpoints are read every few milliseconds.
+    auto period = std::chrono::milliseconds{waiting ? 3 : 20};
     if (anyone)
-      store_->wait_for_position(seen + 1, std::chrono::milliseconds{20});
+      store_->wait_for_position(seen + 1, period);
     else
-      std::this_thread::sleep_for(std::chrono::milliseconds{20});
+      std::this_thread::sleep_for(period);
+    if (waiting)
+      follow_remote_handlers();
     uint64_t head = store_->head_position();
     if (head > seen) {
       seen = head;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <mutex>
 
 #include "pg_pool.hpp"
 #include "pg_schema.hpp"
@@ -49,6 +50,8 @@ struct postgres_projection_store::impl {
   std::string rows_table, checkpoints_table;
   // -- any thread
   std::unique_ptr<pg::pool> pool;
+  mutable std::mutex fence_mtx;
+  std::shared_ptr<const append_fence> fence;
 
   pg::deadline op_deadline() const { return pg::clock::now() + options.operation_timeout; }
 };
@@ -254,6 +257,42 @@ caf::error postgres_projection_store::reset(std::string_view projection, const s
   return commit(projection, nullptr, also, true);
 }
 
+namespace {
+
+/// In a cluster: the consumer writing `projection` must hold its lease;
+/// locked FOR SHARE, it cannot change hands before this transaction ends.
+caf::error check_fence(const postgres_projection_store::impl& st, pg::connection& c, std::string_view projection,
+                       pg::deadline until) {
+  std::shared_ptr<const append_fence> fence;
+  {
+    std::lock_guard guard{st.fence_mtx};
+    fence = st.fence;
+  }
+  if (!fence)
+    return {};
+  auto lease = fence->lease_for_checkpoint(projection);
+  pg::params p;
+  p.add_text(fence->cluster()).add_text(lease.name).add_text(fence->owner()).add(lease.epoch);
+  auto r = c.exec_prepared("rm_fence", "SELECT 1 FROM " + st.schema + ".cluster_leases WHERE cluster = $1"
+                                         " AND name = $2 AND owner = $3 AND epoch = $4"
+                                         " AND expires_at > clock_timestamp() FOR SHARE",
+                           p, until);
+  if (!r)
+    return r.error();
+  if (r->rows() == 0)
+    return make_error(store_errc::fenced, "this node (" + fence->owner() + ") does not hold lease " + lease.name
+                                            + ": " + std::string{projection} + " is another node's to write");
+  return {};
+}
+
+} // namespace
+
+caf::error postgres_projection_store::fence_writes(std::shared_ptr<const append_fence> fence) {
+  std::lock_guard guard{impl_->fence_mtx};
+  impl_->fence = std::move(fence);
+  return {};
+}
+
 caf::error postgres_projection_store::commit(std::string_view projection, const uint64_t* checkpoint,
                                              const std::function<caf::error(writer&)>& f, bool reset,
                                              const uint64_t* after) {
@@ -292,6 +331,9 @@ caf::error postgres_projection_store::commit(std::string_view projection, const 
                                                             + std::to_string(stored) + ", not "
                                                             + std::to_string(after ? *after : *checkpoint));
       }
+      if (checkpoint)
+        if (auto e = check_fence(st, c, projection, until))
+          return e;
       if (reset) {
         if (auto r = c.exec("DELETE FROM " + st.rows_table + " WHERE projection = $1", p, until); !r)
           return r.error();

@@ -360,12 +360,31 @@ caf::expected<void> postgres_store::do_delete_snapshot(std::string_view stream) 
 
 caf::expected<void> postgres_store::do_save_checkpoint(std::string_view name, uint64_t position) {
   auto& st = *state_;
+  std::shared_ptr<const append_fence> fence;
+  {
+    std::lock_guard guard{st.queue_mtx};
+    fence = st.fence;
+  }
   pg::params p;
   p.add_bytea(name).add(clamp(position));
-  auto r = st.read("INSERT INTO @.checkpoints VALUES ($1, $2)"
-                         " ON CONFLICT (name) DO UPDATE SET position = excluded.position", p);
+  if (!fence) {
+    auto r = st.read("INSERT INTO @.checkpoints VALUES ($1, $2)"
+                     " ON CONFLICT (name) DO UPDATE SET position = excluded.position", p);
+    return r ? caf::expected<void>{} : caf::expected<void>{r.error()};
+  }
+  // In a cluster: only while this node holds the handler's lease (locked
+  // until the statement commits, so it cannot change hands meanwhile).
+  auto lease = fence->lease_for_checkpoint(name);
+  p.add_text(fence->cluster()).add_text(lease.name).add_text(fence->owner()).add(lease.epoch);
+  auto r = st.read("WITH held AS (SELECT 1 FROM @.cluster_leases WHERE cluster = $3 AND name = $4 AND owner = $5"
+                   " AND epoch = $6 AND expires_at > clock_timestamp() FOR SHARE)"
+                   " INSERT INTO @.checkpoints SELECT $1, $2 FROM held"
+                   " ON CONFLICT (name) DO UPDATE SET position = excluded.position RETURNING 1", p);
   if (!r)
     return r.error();
+  if (r->rows() == 0)
+    return make_error(store_errc::fenced, "this node (" + fence->owner() + ") does not hold lease " + lease.name
+                                            + ": checkpoint " + std::string{name} + " is another node's to move");
   return {};
 }
 

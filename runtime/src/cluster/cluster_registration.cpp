@@ -244,8 +244,9 @@ void cluster_registration::tick() {
     if (!confirmed.count(n)) {
       table_.lost(n);
       counters_.lost.fetch_add(1, std::memory_order_relaxed);
-      ctx_.log.warn("cluster", "shard lease lost", {{"node", s.node}, {"shard", n}});
+      ctx_.log.warn("cluster", "shard lease lost (not renewed in time)", {{"node", s.node}, {"shard", n}});
     }
+  bool may_move = membership_->suspected().empty();
   if (auto expired = coordination_->expire_orphaned(s.name); expired && *expired > 0)
     ctx_.log.info("cluster", "expired the leases of members gone", {{"node", s.node}, {"leases", *expired}});
   auto live = membership_->live();
@@ -256,6 +257,7 @@ void cluster_registration::tick() {
   for (auto n : table_.held_shards())
     if (placed(n) != s.node)
       give.push_back(n);
+  std::string taken;
   for (auto n : shards_of(s.node, live, s.shards)) {
     if (table_.epoch(n) != 0)
       continue;
@@ -265,10 +267,13 @@ void cluster_registration::tick() {
       continue; // held by its previous owner until it hands over or expires
     table_.held(n, **epoch, t);
     counters_.acquired.fetch_add(1, std::memory_order_relaxed);
-    ctx_.log.info("cluster", "shard acquired", {{"node", s.node}, {"shard", n}, {"epoch", **epoch}});
+    taken += (taken.empty() ? "" : ",") + std::to_string(n) + "@" + std::to_string(**epoch);
   }
+  if (!taken.empty())
+    ctx_.log.info("cluster", "shards acquired", {{"node", s.node}, {"shards", taken}});
+  keep_consumers(*renewed, live, may_move);
   // No rebalancing while a member may be going down, and a few moves a round.
-  if (give.empty() || !membership_->suspected().empty())
+  if (give.empty() || !may_move)
     return;
   if (give.size() > s.moves_per_round)
     give.resize(s.moves_per_round);
@@ -285,6 +290,7 @@ void cluster_registration::hand_over(const std::vector<uint32_t>& shards, const 
     while (table_.in_flight(n) > 0 && std::chrono::steady_clock::now() < until)
       std::this_thread::sleep_for(std::chrono::milliseconds{1});
   std::set<std::string> told;
+  std::string moved_to;
   for (auto n : shards) {
     std::map<std::string, std::vector<std::string>> by_type;
     for (auto& [type, stream] : table_.take_streams(n))
@@ -298,12 +304,102 @@ void cluster_registration::hand_over(const std::vector<uint32_t>& shards, const 
                     {{"node", s.node}, {"shard", n}, {"error", describe_error(r.error())}});
     counters_.handed_over.fetch_add(1, std::memory_order_relaxed);
     auto next = owner_of(n, live).value_or("");
-    ctx_.log.info("cluster", "shard handed over", {{"node", s.node}, {"shard", n}, {"to", next}});
+    moved_to += (moved_to.empty() ? "" : ",") + std::to_string(n) + "->" + (next.empty() ? "?" : next);
     if (!next.empty() && next != s.node)
       told.insert(next);
   }
+  if (!moved_to.empty())
+    ctx_.log.info("cluster", "shards handed over", {{"node", s.node}, {"shards", moved_to}});
   for (auto& node : told)
     caf::anon_send(link_, nudge_atom::value, node);
+}
+
+void cluster_registration::add_consumer(const std::string& name, std::function<caf::error()> start,
+                                        std::function<void()> stop) {
+  {
+    std::lock_guard guard{consumers_mtx_};
+    consumers_[name] = consumer{std::move(start), std::move(stop), false};
+  }
+  wake_keeper(); // placed here? it starts within a round trip, not a period
+}
+
+bool cluster_registration::runs_here(const std::string& name) const {
+  std::lock_guard guard{consumers_mtx_};
+  auto i = consumers_.find(name);
+  return i != consumers_.end() && i->second.running;
+}
+
+void cluster_registration::keep_consumers(const std::vector<persistence::lease_info>& renewed,
+                                          const std::vector<std::string>& live, bool may_move) {
+  const auto& s = ctx_.settings;
+  std::map<std::string, int64_t> held;
+  for (auto& l : renewed)
+    if (l.name.rfind("handler:", 0) == 0)
+      held[l.name] = l.epoch;
+  std::vector<std::pair<std::string, bool>> all; // name, running
+  {
+    std::lock_guard guard{consumers_mtx_};
+    for (auto& [name, c] : consumers_)
+      all.emplace_back(name, c.running);
+  }
+  for (auto& [name, running] : all) {
+    auto lease = handler_lease(name);
+    auto placed_on = owner_of(static_cast<uint32_t>(stable_hash(lease)), live).value_or("");
+    if (running && !held.count(lease)) {
+      stop_consumer(name, "handler lock lost");
+      continue;
+    }
+    if (running) {
+      table_.held_named(lease, held[lease]);
+      if (placed_on != s.node && may_move)
+        stop_consumer(name, "handler handed over");
+      if (placed_on != s.node && may_move && !placed_on.empty())
+        caf::anon_send(link_, nudge_atom::value, placed_on);
+      continue;
+    }
+    if (placed_on != s.node)
+      continue;
+    auto epoch = coordination_->acquire(s.name, lease, owner_, s.down_after);
+    if (!epoch || !*epoch)
+      continue; // its previous node still has it: until it hands over or expires
+    table_.held_named(lease, **epoch);
+    std::function<caf::error()> start;
+    {
+      std::lock_guard guard{consumers_mtx_};
+      start = consumers_[name].start;
+    }
+    if (auto err = start()) {
+      ctx_.log.error("cluster", "cannot start a handler", {{"node", s.node}, {"handler", name},
+                                                            {"error", describe_error(err)}});
+      table_.lost_named(lease);
+      (void) coordination_->release(s.name, lease, owner_, **epoch);
+      continue;
+    }
+    {
+      std::lock_guard guard{consumers_mtx_};
+      consumers_[name].running = true;
+    }
+    ctx_.log.info("cluster", "handler lock acquired", {{"node", s.node}, {"handler", name}, {"epoch", **epoch}});
+  }
+}
+
+void cluster_registration::stop_consumer(const std::string& name, const char* why) {
+  std::function<void()> stop;
+  {
+    std::lock_guard guard{consumers_mtx_};
+    auto& c = consumers_[name];
+    if (!c.running)
+      return;
+    c.running = false;
+    stop = c.stop;
+  }
+  stop(); // before the lease goes: never two running at once
+  auto lease = handler_lease(name);
+  auto epoch = table_.epoch_named(lease);
+  table_.lost_named(lease);
+  if (epoch != 0)
+    (void) coordination_->release(ctx_.settings.name, lease, owner_, epoch);
+  ctx_.log.info("cluster", why, {{"node", ctx_.settings.node}, {"handler", name}});
 }
 
 void cluster_registration::leave() {
@@ -321,6 +417,14 @@ void cluster_registration::leave() {
   place(live); // commands dispatched here from now on go to the others
   if (!down_.load())
     hand_over(table_.held_shards(), live);
+  std::vector<std::string> names;
+  {
+    std::lock_guard guard{consumers_mtx_};
+    for (auto& [name, c] : consumers_)
+      names.push_back(name);
+  }
+  for (auto& name : names)
+    stop_consumer(name, "handler handed over");
   if (auto err = membership_->leave())
     ctx_.log.warn("cluster", "cannot record the leave (the others will declare this node down)",
                   {{"node", ctx_.settings.node}, {"error", describe_error(err)}});

@@ -19,6 +19,7 @@
 // nudged -- paced, and never while a member is suspected.
 
 #include <atomic>
+#include <map>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -74,11 +75,22 @@ public:
   caf::error host(const sourcery::detail::aggregate_host& host) override;
   void route(command_envelope cmd, reply done) override;
 
+  /// A handler, projection or process manager that runs on one node of the
+  /// cluster at a time, placed like a shard under lease handler_lease(name):
+  /// `start` runs (on the keeper's thread) once this node holds the lease,
+  /// `stop` when it loses it or hands it over. Its checkpoint writes are
+  /// fenced with the lease.
+  void add_consumer(const std::string& name, std::function<caf::error()> start, std::function<void()> stop);
+  /// Whether consumer `name` runs on this node now.
+  bool runs_here(const std::string& name) const;
+
   /// Hands every shard over (drained, released) and leaves the membership,
   /// so that nothing waits for a lease to run out. Idempotent.
   void leave();
 
   const cluster_counters& counters() const noexcept { return counters_; }
+  /// The leases this node holds, for fencing writes (the read models').
+  std::shared_ptr<const persistence::append_fence> fence() const { return fence_; }
   size_t members() const { return membership_ ? membership_->live().size() : 0; }
   size_t shards_owned() const { return table_.held_shards().size(); }
   const std::string& node() const noexcept { return ctx_.settings.node; }
@@ -103,6 +115,12 @@ private:
   void keep();   ///< the keeper's loop
   void tick();   ///< one round: renew, expire, take, hand over
   void hand_over(const std::vector<uint32_t>& shards, const std::vector<std::string>& live);
+  /// Starts, keeps, stops the consumers by their leases (`renewed`: the
+  /// leases this node still holds).
+  void keep_consumers(const std::vector<persistence::lease_info>& renewed, const std::vector<std::string>& live,
+                      bool may_move);
+  /// Stops a consumer running here and releases its lease.
+  void stop_consumer(const std::string& name, const char* why);
   void wake_keeper();
 
   context ctx_;
@@ -118,6 +136,13 @@ private:
   std::atomic<bool> leaving_{false};
   std::atomic<bool> down_{false};
   std::atomic<bool> joined_{false};
+  struct consumer {
+    std::function<caf::error()> start;
+    std::function<void()> stop;
+    bool running = false;
+  };
+  mutable std::mutex consumers_mtx_; // the map; start and stop run outside it
+  std::map<std::string, consumer> consumers_;
   mutable std::mutex placement_mtx_;
   std::vector<std::string> placement_; ///< owner by shard
 

@@ -18,6 +18,33 @@ persistence::fence_lease shard_table::lease_for(std::string_view stream) const {
   return {shard_lease(shard), slots_[shard].epoch};
 }
 
+persistence::fence_lease shard_table::lease_for_checkpoint(std::string_view name) const {
+  auto consumer = name;
+  for (std::string_view kind : {"handler:", "process:"})
+    if (consumer.substr(0, kind.size()) == kind)
+      consumer.remove_prefix(kind.size());
+  auto lease = handler_lease(consumer);
+  std::lock_guard guard{mtx_};
+  auto i = named_.find(lease);
+  return {lease, i == named_.end() ? 0 : i->second};
+}
+
+void shard_table::held_named(const std::string& lease, int64_t epoch) {
+  std::lock_guard guard{mtx_};
+  named_[lease] = epoch;
+}
+
+void shard_table::lost_named(const std::string& lease) {
+  std::lock_guard guard{mtx_};
+  named_.erase(lease);
+}
+
+int64_t shard_table::epoch_named(const std::string& lease) const {
+  std::lock_guard guard{mtx_};
+  auto i = named_.find(lease);
+  return i == named_.end() ? 0 : i->second;
+}
+
 bool shard_table::enter(uint32_t shard, const std::string& stream, const std::string& type) {
   std::lock_guard guard{mtx_};
   auto& s = slots_[shard];

@@ -31,6 +31,14 @@ public:
   const std::string& cluster() const override { return cluster_; }
   const std::string& owner() const override { return owner_; }
   persistence::fence_lease lease_for(std::string_view stream) const override;
+  /// "handler:N" (an event handler's), "process:N" (a process manager's) or
+  /// N (a projection's) -> the consumer's lease, handler_lease(N).
+  persistence::fence_lease lease_for_checkpoint(std::string_view name) const override;
+
+  // -- consumers' leases (handlers, projections, process managers) ------------
+  void held_named(const std::string& lease, int64_t epoch);
+  void lost_named(const std::string& lease);
+  int64_t epoch_named(const std::string& lease) const;
 
   // -- routing ------------------------------------------------------------------
   /// Admits a command to `stream` (of aggregate type `type`) when this node
@@ -65,6 +73,7 @@ private:
   std::chrono::milliseconds trust_;
   mutable std::mutex mtx_;
   std::vector<slot> slots_;
+  std::map<std::string, int64_t, std::less<>> named_;
 };
 
 } // namespace sourcery::cluster::detail

@@ -1,10 +1,11 @@
 #pragma once
 
-// Fencing appends with a lease (Kleppmann's fencing token): in a cluster a
+// Fencing writes with a lease (Kleppmann's fencing token): in a cluster a
 // node appends to a stream only while it holds the lease of that stream's
 // shard, and the store checks the lease -- owner, epoch, not expired, by the
 // database's clock -- inside the append's own transaction. A node paused or
-// cut off past its lease therefore cannot commit, whatever it believes.
+// cut off past its lease therefore cannot commit, whatever it believes. The
+// checkpoints of handlers that run once cluster-wide are fenced the same way.
 
 #include <cstdint>
 #include <string>
@@ -28,6 +29,10 @@ public:
   /// This node's name as the lease table records it.
   virtual const std::string& owner() const = 0;
   virtual fence_lease lease_for(std::string_view stream) const = 0;
+  /// The lease that lets this node move checkpoint `name` (an event
+  /// handler's in the event store, a projection's or process manager's in
+  /// the read models): such consumers run on one node of a cluster at a time.
+  virtual fence_lease lease_for_checkpoint(std::string_view name) const = 0;
 };
 
 } // namespace sourcery::persistence

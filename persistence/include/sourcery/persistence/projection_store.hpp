@@ -19,6 +19,8 @@
 
 namespace sourcery::persistence {
 
+class append_fence;
+
 /// Options of the LMDB read models (`projection_store::open`).
 struct projection_store_options {
   /// Directory of the read models; created if missing.
@@ -114,6 +116,12 @@ public:
   /// The schema of the store's tables, quoted for SQL text, when it speaks
   /// SQL (as `writer::sql()->schema()`); null for LMDB.
   virtual const std::string* sql_schema() const { return nullptr; }
+
+  /// From now on a write that moves a checkpoint commits only while this
+  /// node holds that consumer's lease (append_fence.hpp), else `fenced`;
+  /// null ends the checks. Errors: invalid_argument for a store a
+  /// cluster's nodes cannot share (only a database server's can).
+  virtual caf::error fence_writes(std::shared_ptr<const append_fence> fence);
 
 protected:
   projection_store() = default;

@@ -121,9 +121,12 @@ public:
       return err;
     watch_failures(options.on_error);
     from_now_on(options);
-    return start_consumer(H::handler_name, strong, [&](auto status, auto started) {
-      return handler_child_spec<H>(std::move(make), store_.get(), &types_, status, options, started, &prefixes_);
-    });
+    return start_consumer(
+      H::handler_name, strong,
+      [&](auto status, auto started) {
+        return handler_child_spec<H>(std::move(make), store_.get(), &types_, status, options, started, &prefixes_);
+      },
+      [store = store_.get()] { return store->load_checkpoint(std::string{"handler:"} + H::handler_name); });
   }
 
   /// Starts LMDB projection `P` under the root supervisor (a transient child
@@ -141,10 +144,13 @@ public:
     auto models = read_models();
     if (!models)
       return models.error();
-    auto status = start_consumer(P::projection_name, strong, [&](auto status, auto started) {
-      return projector_child_spec<P>(std::move(make), store_.get(), *models, &types_, status, options, started,
-                                     &prefixes_);
-    });
+    auto status = start_consumer(
+      P::projection_name, strong,
+      [&](auto status, auto started) {
+        return projector_child_spec<P>(std::move(make), store_.get(), *models, &types_, status, options, started,
+                                       &prefixes_);
+      },
+      [models = *models] { return models->checkpoint(P::projection_name); });
     if (status) {
       std::lock_guard guard{handlers_mtx_};
       handlers_[P::projection_name].reset = projection_reset<P>();
@@ -207,6 +213,8 @@ public:
 
 private:
   application();
+  /// Reads a consumer's stored position.
+  using checkpoint_reader = std::function<caf::expected<std::optional<uint64_t>>()>;
 
   template <class Variant>
   caf::error check_handler_events(const char* handler) const {
@@ -223,13 +231,19 @@ private:
   }
   /// Registers a handler, projection or process manager called `name` and
   /// starts the child spec `make_spec(status, started)` returns under the root.
+  /// In a cluster it runs on one node at a time (run_once); `checkpoint`
+  /// reads its stored position, for strong dispatches on the other nodes.
   template <class MakeSpec>
   caf::expected<std::shared_ptr<handler_status>> start_consumer(const std::string& name, bool strong,
-                                                                MakeSpec make_spec) {
+                                                                MakeSpec make_spec, checkpoint_reader checkpoint = {}) {
     auto status = std::make_shared<handler_status>(name);
-    if (auto err = reserve_handler(status, strong))
+    if (auto err = reserve_handler(status, strong, std::move(checkpoint)))
       return err;
     std::function<void(const caf::actor&)> started = [this, name](const caf::actor& a) { handler_started(name, a); };
+    if (cluster_) {
+      run_once(name, make_spec(status, started));
+      return status;
+    }
     if (auto r = root_->start_child(make_spec(status, started)); !r) {
       forget_handler(name);
       return r.error();
@@ -238,7 +252,13 @@ private:
   }
   /// Builds each routed aggregate type's host and hosts it with the registration.
   caf::error host_aggregates();
-  caf::error reserve_handler(std::shared_ptr<handler_status> status, bool strong);
+  caf::error reserve_handler(std::shared_ptr<handler_status> status, bool strong, checkpoint_reader checkpoint);
+  /// In a cluster: runs `spec` under the root while this node holds the
+  /// consumer's lease.
+  void run_once(const std::string& name, supervision::child_spec spec);
+  /// In a cluster: the positions of strong handlers running on other nodes,
+  /// read from the store, for the strong dispatches waiting here.
+  void follow_remote_handlers();
   void forget_handler(const std::string& name);
   void handler_started(const std::string& name, const caf::actor& actor);
   void watch_head(uint64_t seen);
@@ -275,6 +295,7 @@ private:
     caf::actor actor;
     /// A projection's own tables to empty on a rebuild (projection_reset).
     std::function<caf::error(persistence::projection_store::writer&)> reset;
+    checkpoint_reader checkpoint;
   };
   mutable std::mutex handlers_mtx_;
   std::map<std::string, handler_entry> handlers_;

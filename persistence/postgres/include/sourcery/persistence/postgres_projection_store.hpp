@@ -5,6 +5,7 @@
 #include <string>
 
 #include "sourcery/persistence/durability.hpp"
+#include "sourcery/persistence/append_fence.hpp"
 #include "sourcery/persistence/projection_store.hpp"
 
 namespace sourcery::persistence {
@@ -34,6 +35,9 @@ public:
   /// Errors: as postgres_store::open.
   static caf::expected<std::unique_ptr<postgres_projection_store>> open(postgres_read_model_options options);
   ~postgres_projection_store() override;
+  /// The lease is checked (and locked FOR SHARE) in the write's
+  /// transaction, against `cluster_leases` of this schema.
+  caf::error fence_writes(std::shared_ptr<const append_fence> fence) override;
 
   caf::error write(std::string_view projection, uint64_t position,
                    const std::function<caf::error(writer&)>& f) override;
