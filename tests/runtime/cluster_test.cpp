@@ -1,0 +1,313 @@
+// Applications as nodes of one cluster, in this process, on a real
+// PostgreSQL server and CAF's middleman on loopback: commands dispatched on
+// any node run once on the node owning their aggregate and are answered
+// where they were dispatched; every shard has one owner; a clean leave
+// hands the shards over without waiting for leases to run out; handlers,
+// projections and process managers run on one node, and strong dispatches
+// on every node wait for them. (Crashes, pauses and cut links, which need
+// separate processes, are in tests/examples/cluster_test.cpp.)
+
+#include <atomic>
+#include <random>
+#include <set>
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "../../examples/bank/balances.hpp"
+#include "../../examples/bank/routes.hpp"
+#include "../../examples/bank/transfer_saga.hpp"
+#include "../support/postgres.hpp"
+#include "../support/temp_dir.hpp"
+#include "sourcery/persistence/postgres_coordination.hpp"
+#include "sourcery/runtime/application.hpp"
+
+using namespace bank;
+using namespace sourcery;
+using namespace std::chrono_literals;
+
+namespace {
+
+/// A TCP port nobody listens on now (bound and released).
+uint16_t free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+struct cluster_of_nodes : ::testing::Test {
+  sourcery::testing::temp_dir dir;
+  std::vector<std::unique_ptr<application>> nodes;
+
+  std::string uri() const {
+    return sourcery::testing::test_pg_uri() + "&schema=" + sourcery::testing::test_schema(dir);
+  }
+
+  application& add_node() {
+    application_config cfg;
+    cfg.store_uri = uri();
+    cfg.cluster.name = "bank";
+    cfg.cluster.node = "127.0.0.1:" + std::to_string(free_port());
+    cfg.scheduler_threads = 2;
+    auto app = application::start(cfg, routes());
+    EXPECT_TRUE(app) << describe_error(app.error());
+    nodes.push_back(std::move(*app));
+    return *nodes.back();
+  }
+
+  size_t shards_owned() const {
+    size_t n = 0;
+    for (auto& a : nodes)
+      if (a)
+        n += a->shards_owned();
+    return n;
+  }
+
+  /// Waits until the live nodes own every shard between them.
+  bool settled(std::chrono::milliseconds limit = 5s) {
+    auto until = std::chrono::steady_clock::now() + limit;
+    while (shards_owned() != 64 && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(5ms);
+    return shards_owned() == 64;
+  }
+
+  std::unique_ptr<persistence::postgres_coordination> coordination() {
+    persistence::coordination_options c;
+    c.conninfo = sourcery::testing::test_pg_uri();
+    c.schema = sourcery::testing::test_schema(dir);
+    auto opened = persistence::postgres_coordination::open(c);
+    EXPECT_TRUE(opened);
+    return opened ? std::move(*opened) : nullptr;
+  }
+
+  void TearDown() override {
+    for (auto& n : nodes)
+      if (n)
+        n->stop();
+  }
+};
+
+/// A sample's value in Prometheus text (0 when absent).
+uint64_t metric(const std::string& text, const std::string& name) {
+  auto at = text.find("\n" + name + " ");
+  return at == std::string::npos ? 0 : std::stoull(text.substr(at + name.size() + 2));
+}
+
+/// Every stream's versions 1..n, each event once.
+void expect_contiguous(persistence::event_store& store, const std::string& stream, size_t n) {
+  auto events = store.read_stream(stream, 1, 100'000);
+  ASSERT_TRUE(events);
+  ASSERT_EQ(events->size(), n) << stream;
+  for (size_t i = 0; i < events->size(); ++i)
+    EXPECT_EQ((*events)[i].stream_version, i + 1) << stream;
+}
+
+TEST_F(cluster_of_nodes, commands_run_once_on_their_owner_and_are_answered_where_dispatched) {
+  for (int i = 0; i < 3; ++i)
+    add_node();
+  ASSERT_TRUE(settled()) << shards_owned();
+  for (auto& n : nodes)
+    EXPECT_EQ(n->cluster_members(), 3u);
+  constexpr int accounts = 24, rounds = 5;
+  for (int a = 0; a < accounts; ++a) {
+    auto r = nodes[static_cast<size_t>(a) % 3]->dispatch(open_account{"a" + std::to_string(a), "x"});
+    ASSERT_TRUE(r) << describe_error(r.error());
+    ASSERT_TRUE(r->accepted);
+  }
+  // Every node dispatches deposits to every account at once: commands to
+  // one aggregate stay serial wherever they come from.
+  std::atomic<int> accepted{0};
+  std::vector<std::thread> threads;
+  for (size_t n = 0; n < 3; ++n)
+    threads.emplace_back([&, n] {
+      for (int r = 0; r < rounds; ++r)
+        for (int a = 0; a < accounts; ++a) {
+          dispatch_options o;
+          o.returns = returning::version;
+          auto d = nodes[n]->dispatch(deposit{"a" + std::to_string(a), 1}, o);
+          if (d && d->accepted && d->version > 1)
+            ++accepted;
+          else
+            ADD_FAILURE() << (d ? d->why.reason : describe_error(d.error()));
+        }
+    });
+  for (auto& t : threads)
+    t.join();
+  EXPECT_EQ(accepted.load(), 3 * rounds * accounts);
+  for (int a = 0; a < accounts; ++a) {
+    auto id = "a" + std::to_string(a);
+    expect_contiguous(nodes[0]->store(), "account-" + id, 1 + 3 * rounds);
+    auto state = nodes[1]->aggregate_state<account>("account-" + id);
+    ASSERT_TRUE(state);
+    EXPECT_EQ(state->balance, 3 * rounds);
+  }
+  uint64_t forwarded = 0, served = 0;
+  for (auto& n : nodes) {
+    auto text = n->metrics_text();
+    EXPECT_NE(text.find("sourcery_cluster_members 3"), std::string::npos);
+    forwarded += metric(text, "sourcery_cluster_commands_forwarded_total");
+    served += metric(text, "sourcery_cluster_commands_served_total");
+  }
+  EXPECT_GT(forwarded, 0u) << "a third of the commands belong to each node";
+  EXPECT_EQ(forwarded, served);
+  // The lease table agrees: every shard held, by a live member.
+  auto c = coordination();
+  ASSERT_TRUE(c);
+  auto leases = c->leases("bank");
+  ASSERT_TRUE(leases);
+  std::set<std::string> owners;
+  size_t shards = 0;
+  for (auto& l : *leases)
+    if (l.name.rfind("shard:", 0) == 0 && l.left.count() > 0) {
+      ++shards;
+      owners.insert(persistence::node_of_owner(l.owner));
+    }
+  EXPECT_EQ(shards, 64u);
+  EXPECT_EQ(owners.size(), 3u);
+}
+
+TEST_F(cluster_of_nodes, a_clean_leave_hands_every_shard_over_at_once) {
+  for (int i = 0; i < 3; ++i)
+    add_node();
+  ASSERT_TRUE(settled());
+  for (int a = 0; a < 12; ++a)
+    ASSERT_TRUE(nodes[0]->dispatch(open_account{"l" + std::to_string(a), "x"}));
+  auto leaving = nodes[2]->shards_owned();
+  ASSERT_GT(leaving, 0u);
+  auto t0 = std::chrono::steady_clock::now();
+  nodes[2]->stop();
+  nodes[2].reset();
+  ASSERT_TRUE(settled(3s));
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_LT(took, 1s) << "the leases were released, not left to expire";
+  for (int a = 0; a < 12; ++a) {
+    auto r = nodes[a % 2]->dispatch(deposit{"l" + std::to_string(a), 5});
+    ASSERT_TRUE(r) << describe_error(r.error());
+    EXPECT_TRUE(r->accepted);
+  }
+  for (auto& n : nodes)
+    if (n) {
+      EXPECT_EQ(n->cluster_members(), 2u);
+    }
+  // And a join takes its share back while commands keep being answered.
+  add_node();
+  ASSERT_TRUE(settled());
+  for (int a = 0; a < 12; ++a) {
+    auto r = nodes[3]->dispatch(deposit{"l" + std::to_string(a), 1});
+    ASSERT_TRUE(r) << describe_error(r.error());
+    EXPECT_TRUE(r->accepted);
+    expect_contiguous(nodes[0]->store(), "account-l" + std::to_string(a), 3);
+  }
+}
+
+TEST_F(cluster_of_nodes, handlers_run_on_one_node_and_strong_dispatches_wait_for_them_on_every_node) {
+  for (int i = 0; i < 3; ++i) {
+    auto& n = add_node();
+    ASSERT_TRUE(n.add_projection<balances>({}, /*strong*/ true));
+    ASSERT_TRUE(n.add_process_manager<transfer_saga>());
+  }
+  ASSERT_TRUE(settled());
+  for (int a = 0; a < 6; ++a)
+    ASSERT_TRUE(nodes[0]->dispatch(open_account{"h" + std::to_string(a), "x"}));
+  auto models = nodes[0]->read_models();
+  ASSERT_TRUE(models);
+  for (size_t n = 0; n < 3; ++n)
+    for (int a = 0; a < 6; ++a) {
+      dispatch_options o;
+      o.consistency_level = consistency::strong;
+      auto r = nodes[n]->dispatch(deposit{"h" + std::to_string(a), 10}, o);
+      ASSERT_TRUE(r) << describe_error(r.error());
+      ASSERT_TRUE(r->accepted);
+      // Answered once the projection, wherever it runs, has handled it.
+      auto cp = (*models)->checkpoint(balances::projection_name);
+      ASSERT_TRUE(cp && *cp);
+      EXPECT_GE(**cp, r->last_position);
+      auto row = (*models)->get(balances::projection_name, "balances", "account-h" + std::to_string(a));
+      ASSERT_TRUE(row && *row);
+      EXPECT_EQ(**row, std::to_string(10 * (n + 1)));
+    }
+  // Each consumer holds one lease, on one node.
+  auto c = coordination();
+  ASSERT_TRUE(c);
+  auto leases = c->leases("bank");
+  ASSERT_TRUE(leases);
+  std::set<std::string> consumers;
+  for (auto& l : *leases)
+    if (l.name.rfind("handler:", 0) == 0 && l.left.count() > 0)
+      consumers.insert(l.name);
+  EXPECT_EQ(consumers, (std::set<std::string>{"handler:bank.balances", "handler:bank.transfers"}));
+  // Transfers between accounts of different nodes: the saga, on one node,
+  // moves the money once.
+  for (int t = 0; t < 6; ++t)
+    ASSERT_TRUE(nodes[static_cast<size_t>(t) % 3]->dispatch(
+      request_transfer{"t" + std::to_string(t), "h" + std::to_string(t), "h" + std::to_string((t + 1) % 6), 7}));
+  auto until = std::chrono::steady_clock::now() + 10s;
+  int64_t total = 0;
+  bool done = false;
+  while (!done && std::chrono::steady_clock::now() < until) {
+    done = true;
+    for (int t = 0; t < 6; ++t) {
+      auto s = nodes[0]->aggregate_state<transfer>("transfer-t" + std::to_string(t));
+      done = done && s && s->at == transfer::stage::completed;
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  ASSERT_TRUE(done) << "every transfer completes";
+  for (int a = 0; a < 6; ++a) {
+    auto s = nodes[1]->aggregate_state<account>("account-h" + std::to_string(a));
+    ASSERT_TRUE(s);
+    EXPECT_EQ(s->balance, 30) << "each account sent 7 and received 7, once";
+    total += s->balance;
+  }
+  EXPECT_EQ(total, 180);
+  // The node running the projection leaves: another takes it over and
+  // strong dispatches still wait for it.
+  std::string runs_on;
+  auto now = c->leases("bank");
+  ASSERT_TRUE(now);
+  for (auto& l : *now)
+    if (l.name == "handler:bank.balances")
+      runs_on = persistence::node_of_owner(l.owner);
+  for (auto& n : nodes)
+    if (n && n->cluster_node() == runs_on) {
+      n->stop();
+      n.reset();
+    }
+  for (auto& n : nodes) {
+    if (!n)
+      continue;
+    dispatch_options o;
+    o.consistency_level = consistency::strong;
+    auto r = n->dispatch(deposit{"h0", 1}, o);
+    ASSERT_TRUE(r) << describe_error(r.error());
+    auto cp = (*models)->checkpoint(balances::projection_name);
+    ASSERT_TRUE(cp && *cp);
+    EXPECT_GE(**cp, r->last_position);
+  }
+}
+
+TEST_F(cluster_of_nodes, refuses_a_store_nodes_cannot_share_and_a_bad_address) {
+  application_config cfg;
+  cfg.data_dir = dir.str();
+  cfg.cluster.name = "bank";
+  cfg.cluster.node = "127.0.0.1:" + std::to_string(free_port());
+  auto lmdb = application::start(cfg, routes());
+  ASSERT_FALSE(lmdb);
+  EXPECT_NE(describe_error(lmdb.error()).find("PostgreSQL"), std::string::npos);
+  cfg.store_uri = uri();
+  cfg.cluster.node = "127.0.0.1";
+  auto bad = application::start(cfg, routes());
+  ASSERT_FALSE(bad);
+  EXPECT_NE(describe_error(bad.error()).find("HOST:PORT"), std::string::npos);
+}
+
+} // namespace
