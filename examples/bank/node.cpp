@@ -1,6 +1,9 @@
 // bank-node — the bank as a long-running service, one node of a cluster or alone.
 //
-//   bank-node [--store URI] [--cluster NAME --node HOST:PORT] [--http PORT] [--address A]
+//   bank-node [--store URI] [--cluster NAME --node HOST:PORT [--listen HOST:PORT]] [--http PORT] [--address A]
+//
+// --node is where peers reach this node; --listen where it listens, when
+// that differs (behind a proxy).
 //
 // Serves the bank's commands over HTTP until SIGINT or SIGTERM, then hands
 // its shards over and stops. Started several times with the same
@@ -127,6 +130,8 @@ int main(int argc, char** argv) {
       config.cluster.name = argv[++i];
     } else if (a == "--node" && has_value) {
       config.cluster.node = argv[++i];
+    } else if (a == "--listen" && has_value) {
+      config.cluster.listen = argv[++i];
     } else if (a == "--http" && has_value) {
       char* end = nullptr;
       long port = std::strtol(argv[++i], &end, 10);
@@ -138,8 +143,8 @@ int main(int argc, char** argv) {
     } else if (a == "--address" && has_value) {
       web.address = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: bank-node [--store URI] [--cluster NAME --node HOST:PORT] [--http PORT]"
-                           " [--address A]\n");
+      std::fprintf(stderr, "usage: bank-node [--store URI] [--cluster NAME --node HOST:PORT [--listen HOST:PORT]]"
+                           " [--http PORT] [--address A]\n");
       return a == "--help" || a == "-h" ? 0 : 2;
     }
   }

@@ -3,7 +3,10 @@
 // A program run as a child process, for tests that need a real second
 // process: its stdout is read line by line, and it can be killed.
 
+#include <chrono>
 #include <csignal>
+#include <optional>
+#include <thread>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -82,6 +85,21 @@ public:
     ::waitpid(pid_, &status, 0);
     reaped_ = true;
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+
+  /// Its exit status if it ends within `limit` (reaped), else nullopt.
+  std::optional<int> wait_for(std::chrono::milliseconds limit) {
+    auto until = std::chrono::steady_clock::now() + limit;
+    for (;;) {
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        reaped_ = true;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+      if (std::chrono::steady_clock::now() >= until)
+        return std::nullopt;
+      std::this_thread::sleep_for(std::chrono::milliseconds{10});
+    }
   }
 
   pid_t pid() const { return pid_; }

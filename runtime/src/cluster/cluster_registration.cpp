@@ -43,6 +43,9 @@ caf::expected<std::unique_ptr<cluster_registration>> cluster_registration::creat
     return persistence::make_error(persistence::store_errc::invalid_argument, "a cluster needs at least one shard");
   if (auto address = split_node_address(ctx.settings.node); !address)
     return address.error();
+  if (!ctx.settings.listen.empty())
+    if (auto address = split_node_address(ctx.settings.listen); !address)
+      return address.error();
   auto coordination = persistence::postgres_coordination::open(ctx.coordination);
   if (!coordination)
     return coordination.error();
@@ -65,13 +68,13 @@ caf::expected<std::unique_ptr<cluster_registration>> cluster_registration::creat
 
 caf::error cluster_registration::join() {
   const auto& s = ctx_.settings;
-  auto address = split_node_address(s.node);
+  auto address = split_node_address(s.listen.empty() ? s.node : s.listen);
   if (!address)
     return address.error();
   // Peers reach this node here before it joins: none routes to it sooner.
   auto port = ctx_.system.middleman().publish(link_, address->second, address->first.c_str(), true);
   if (!port)
-    return make_error(dispatch_errc::unavailable, "cannot listen for peers at " + s.node + ": "
+    return make_error(dispatch_errc::unavailable, "cannot listen for peers at " + (s.listen.empty() ? s.node : s.listen) + ": "
                                                     + describe_error(port.error()));
   membership_options m;
   m.cluster = s.name;

@@ -20,6 +20,9 @@ struct cluster_settings {
   /// "host:port" this node listens on for its peers, as they reach it
   /// (port 0 is refused: the address is this node's name).
   std::string node;
+  /// "host:port" to listen on when peers reach this node elsewhere than at
+  /// `node` (a proxy, NAT); empty: `node`.
+  std::string listen;
   /// Aggregates hash to this many shards, the unit of placement and
   /// handoff. Every node of a cluster must agree on it.
   uint32_t shards = 64;
