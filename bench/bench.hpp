@@ -60,5 +60,6 @@ int run_supervision_suite(const options& opts);
 int run_dispatch_suite(const options& opts);
 int run_handlers_suite(const options& opts);
 int run_http_suite(const options& opts);
+int run_cluster_suite(const options& opts);
 
 } // namespace sourcery::bench

@@ -2,7 +2,8 @@
 // Prints one JSON object per line: {"suite","name","value","unit"}.
 // BENCH_ONLY=NAME runs one workload alone, for profiling: append_1, append_16 or
 // append_256 (or reads) of the store suite, w1, w4 or w5 of the dispatch suite, w2, w3 or
-// catchup of the handlers suite;
+// catchup of the handlers suite; w1, failover or handoff of the cluster suite
+// (which needs --store postgresql://...);
 // BENCH_NOSYNC=1 runs the store suite without flushes, to see its CPU path alone.
 
 #include <cstring>
@@ -20,6 +21,7 @@ int main(int argc, char** argv) {
     {"dispatch", run_dispatch_suite},
     {"handlers", run_handlers_suite},
     {"http", run_http_suite},
+    {"cluster", run_cluster_suite},
   };
   auto usage = [&] {
     std::fprintf(stderr, "usage: sourcery-bench SUITE [--dir DIR] [--store URI] [--scale X]\nsuites:");
@@ -53,9 +55,10 @@ int main(int argc, char** argv) {
   } else if (!opts.store.empty() && opts.store.rfind("postgres", 0) != 0) {
     std::fprintf(stderr, "sourcery-bench: --store takes lmdb:DIR or postgresql://...\n");
     return 1;
-  } else if (!opts.store.empty() && suite->first != "store" && suite->first != "dispatch") {
-    std::fprintf(stderr, "sourcery-bench: the %s suite runs on LMDB only; --store postgresql:// is for the store"
-                         " and dispatch suites\n", suite->first.c_str());
+  } else if (!opts.store.empty() && suite->first != "store" && suite->first != "dispatch"
+             && suite->first != "cluster") {
+    std::fprintf(stderr, "sourcery-bench: the %s suite runs on LMDB only; --store postgresql:// is for the store,"
+                         " dispatch and cluster suites\n", suite->first.c_str());
     return 2;
   }
   return suite->second(opts);

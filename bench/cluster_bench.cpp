@@ -1,0 +1,295 @@
+// The cluster suite: bank W1 deposits over a 3-node cluster (this process
+// and two forked node processes, on the same cores and PostgreSQL) against
+// the same on one node; failover after an owner's SIGKILL and handoff after
+// a clean leave, each measured until every aggregate of the node that went
+// answers commands again on another node.
+//
+//   cluster_w1_3nodes, cluster_single_node (commands/s), cluster_w1_3nodes_p99 (µs),
+//   failover_seconds, handoff_seconds, cluster_commands_lost (commands)
+
+#include <csignal>
+#include <cstring>
+#include <random>
+#include <sstream>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+#include "bank_load.hpp"
+#include "sourcery/persistence/postgres_coordination.hpp"
+#include "sourcery/persistence/store_uri.hpp"
+#include "sourcery/runtime/cluster/placement.hpp"
+
+namespace sourcery::bench {
+
+namespace {
+
+constexpr int accounts = 1000;
+
+uint16_t free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+application_config node_config(const std::string& uri, const std::string& node) {
+  application_config cfg;
+  cfg.store_uri = uri;
+  cfg.cluster.name = "bench";
+  cfg.cluster.node = node;
+  cfg.log.level = log_level::warn;
+  return cfg;
+}
+
+/// A node in a process of its own, forked before this process starts any
+/// thread; it takes line commands on a pipe and answers on another.
+struct node_process {
+  pid_t pid = -1;
+  FILE* to = nullptr;
+  FILE* from = nullptr;
+  std::string address;
+
+  void say(const std::string& line) {
+    std::fprintf(to, "%s\n", line.c_str());
+    std::fflush(to);
+  }
+  std::string hear() {
+    std::string line;
+    int c;
+    while ((c = std::fgetc(from)) != EOF && c != '\n')
+      line += static_cast<char>(c);
+    return line;
+  }
+};
+
+/// The child's side: "join" -> "ready"; "w1 N D" -> "done SECONDS LAT..."; "leave" -> exits.
+[[noreturn]] void serve_node(const std::string& uri, const std::string& address, FILE* in, FILE* out) {
+  std::unique_ptr<application> app;
+  char buf[256];
+  while (std::fgets(buf, sizeof buf, in) != nullptr) {
+    std::string cmd{buf};
+    if (cmd.rfind("join", 0) == 0) {
+      auto started = application::start(node_config(uri, address), bank::routes());
+      if (!started) {
+        std::fprintf(stderr, "node %s: %s\n", address.c_str(), describe_error(started.error()).c_str());
+        std::_Exit(1);
+      }
+      app = std::move(*started);
+      std::fprintf(out, "ready\n");
+    } else if (cmd.rfind("w1", 0) == 0) {
+      int n = 0, d = 0;
+      std::sscanf(buf, "w1 %d %d", &n, &d);
+      std::vector<double> lat;
+      std::mt19937 rng{static_cast<unsigned>(::getpid())};
+      auto start = std::chrono::steady_clock::now();
+      closed_loop(*app, d, n, [&](int) { return deposit{std::to_string(rng() % accounts), 1}; }, lat);
+      std::fprintf(out, "done %.6f", seconds_since(start));
+      for (auto l : lat)
+        std::fprintf(out, " %.1f", l);
+      std::fprintf(out, "\n");
+    } else if (cmd.rfind("leave", 0) == 0) {
+      app->stop();
+      app.reset();
+      std::_Exit(0);
+    }
+    std::fflush(out);
+  }
+  std::_Exit(0);
+}
+
+node_process fork_node(const std::string& uri) {
+  int down[2], up[2];
+  if (::pipe(down) != 0 || ::pipe(up) != 0)
+    std::exit(1);
+  node_process n;
+  n.address = "127.0.0.1:" + std::to_string(free_port());
+  n.pid = ::fork();
+  if (n.pid == 0) {
+    ::close(down[1]);
+    ::close(up[0]);
+    serve_node(uri, n.address, ::fdopen(down[0], "r"), ::fdopen(up[1], "w"));
+  }
+  ::close(down[0]);
+  ::close(up[1]);
+  n.to = ::fdopen(down[1], "w");
+  n.from = ::fdopen(up[0], "r");
+  return n;
+}
+
+/// The node owning `account` now, as the lease table says.
+std::string owner_of_account(persistence::postgres_coordination& c, int account) {
+  auto shard = cluster::shard_of("account-" + std::to_string(account), 64);
+  auto leases = c.leases("bench");
+  if (leases)
+    for (auto& l : *leases)
+      if (l.name == cluster::shard_lease(shard) && l.left.count() > 0)
+        return persistence::node_of_owner(l.owner);
+  return {};
+}
+
+/// Deposits to each of `probes` from `app` until every one is accepted;
+/// returns the seconds since `since`, and counts the acknowledged ones.
+double until_served(application& app, const std::vector<int>& probes, std::chrono::steady_clock::time_point since,
+                    std::map<int, int>& acked) {
+  for (auto a : probes) {
+    for (;;) {
+      dispatch_options o;
+      o.timeout = std::chrono::seconds{10};
+      auto r = app.dispatch(deposit{std::to_string(a), 1}, o);
+      if (r && r->accepted) {
+        ++acked[a];
+        break;
+      }
+    }
+  }
+  return seconds_since(since);
+}
+
+} // namespace
+
+int run_cluster_suite(const options& opts) {
+  auto uri = persistence::store_uri::parse(opts.store);
+  if (!uri || !uri->is_postgres()) {
+    std::fprintf(stderr, "sourcery-bench: the cluster suite needs --store postgresql://...\n");
+    return 2;
+  }
+  const int commands = static_cast<int>(30'000 * opts.scale);
+  const std::string base = "bench_cluster_" + std::to_string(::getpid());
+  auto single_uri = *uri;
+  single_uri.schema = base + "_single";
+  auto cluster_uri = *uri;
+  cluster_uri.schema = base;
+  // The other nodes first: forked before this process has any thread.
+  auto b = fork_node(cluster_uri.to_string());
+  auto c = fork_node(cluster_uri.to_string());
+
+  if (wanted("w1")) { // the baseline: one node on the same PostgreSQL
+    application_config cfg;
+    cfg.store_uri = single_uri.to_string();
+    cfg.log.level = log_level::warn;
+    auto app = application::start(cfg, bank::routes());
+    if (!app) {
+      std::fprintf(stderr, "sourcery-bench: %s\n", describe_error(app.error()).c_str());
+      return 1;
+    }
+    open_accounts(**app, accounts);
+    std::vector<double> lat;
+    std::mt19937 rng{1};
+    double rate = closed_loop(**app, 256, commands, [&](int) { return deposit{std::to_string(rng() % accounts), 1}; }, lat);
+    report("cluster", "cluster_single_node", rate, "commands/s");
+  }
+
+  b.say("join");
+  c.say("join");
+  if (b.hear() != "ready" || c.hear() != "ready") {
+    std::fprintf(stderr, "sourcery-bench: a node did not start\n");
+    return 1;
+  }
+  auto a = application::start(node_config(cluster_uri.to_string(), "127.0.0.1:" + std::to_string(free_port())),
+                              bank::routes());
+  if (!a) {
+    std::fprintf(stderr, "sourcery-bench: %s\n", describe_error(a.error()).c_str());
+    return 1;
+  }
+  auto& app = **a;
+  for (int i = 0; i < 500 && app.shards_owned() == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds{10});
+  std::this_thread::sleep_for(std::chrono::milliseconds{1000}); // the handover to this node settles
+  open_accounts(app, accounts);
+
+  if (wanted("w1")) {
+    // Each node dispatches a third, to accounts anywhere in the cluster.
+    int share = commands / 3;
+    auto cmd = "w1 " + std::to_string(share) + " 85";
+    b.say(cmd);
+    c.say(cmd);
+    std::vector<double> lat;
+    std::mt19937 rng{2};
+    auto start = std::chrono::steady_clock::now();
+    closed_loop(app, 86, share, [&](int) { return deposit{std::to_string(rng() % accounts), 1}; }, lat);
+    double longest = seconds_since(start);
+    for (auto* n : {&b, &c}) {
+      std::istringstream in{n->hear()};
+      std::string word;
+      double secs = 0;
+      in >> word >> secs;
+      longest = std::max(longest, secs);
+      double l;
+      while (in >> l)
+        lat.push_back(l);
+    }
+    report("cluster", "cluster_w1_3nodes", 3.0 * share / longest, "commands/s");
+    report("cluster", "cluster_w1_3nodes_p99", percentile(lat, 0.99), "us");
+  }
+
+  persistence::coordination_options co;
+  co.conninfo = cluster_uri.location;
+  co.schema = cluster_uri.schema;
+  auto coordination = persistence::postgres_coordination::open(co);
+  if (!coordination) {
+    std::fprintf(stderr, "sourcery-bench: %s\n", describe_error(coordination.error()).c_str());
+    return 1;
+  }
+  auto probes_on = [&](const std::string& node) {
+    std::vector<int> out;
+    for (int i = 0; i < accounts && out.size() < 50; ++i)
+      if (owner_of_account(**coordination, i) == node)
+        out.push_back(i);
+    return out;
+  };
+  auto version_of = [&](int account) -> uint64_t {
+    auto info = app.store().stream_info("account-" + std::to_string(account));
+    return info ? info->version : 0;
+  };
+  // Probes `node`'s accounts after `go` until each answers; counts the
+  // acknowledged deposits that are not stored.
+  int lost = 0;
+  auto measure = [&](const std::string& node, const std::function<void()>& go) {
+    auto probes = probes_on(node);
+    std::map<int, uint64_t> before;
+    for (auto p : probes)
+      before[p] = version_of(p);
+    std::map<int, int> acked;
+    auto t0 = std::chrono::steady_clock::now();
+    go();
+    auto took = until_served(app, probes, t0, acked);
+    for (auto& [account, n] : acked)
+      if (auto now = version_of(account); now < before[account] + static_cast<uint64_t>(n))
+        lost += static_cast<int>(before[account] + static_cast<uint64_t>(n) - now);
+    return took;
+  };
+  if (wanted("failover"))
+    report("cluster", "failover_seconds", measure(b.address, [&] {
+             ::kill(b.pid, SIGKILL);
+             ::waitpid(b.pid, nullptr, 0);
+           }), "s");
+  if (wanted("handoff"))
+    report("cluster", "handoff_seconds", measure(c.address, [&] { c.say("leave"); }), "s"); // hands over first
+  if (wanted("failover") || wanted("handoff"))
+    report("cluster", "cluster_commands_lost", lost, "commands");
+  app.stop();
+  if (!wanted("failover")) {
+    b.say("leave");
+    ::waitpid(b.pid, nullptr, 0);
+  }
+  if (!wanted("handoff"))
+    c.say("leave");
+  ::waitpid(c.pid, nullptr, 0);
+  PGconn* pg = PQconnectdb(uri->location.c_str());
+  PQsetNoticeProcessor(pg, [](void*, const char*) {}, nullptr);
+  for (auto& s : {base, base + "_single"})
+    PQclear(PQexec(pg, ("DROP SCHEMA IF EXISTS \"" + s + "\" CASCADE").c_str()));
+  PQfinish(pg);
+  return 0;
+}
+
+} // namespace sourcery::bench
