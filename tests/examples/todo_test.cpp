@@ -9,6 +9,9 @@
 #include <thread>
 
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "../../examples/todo/todo_api.hpp"
 #include "../support/child_process.hpp"
@@ -573,4 +576,70 @@ TEST(todo_server_process, a_frozen_database_is_a_bounded_5xx_and_the_server_reco
   EXPECT_EQ(status, 201);
   server.signal(SIGTERM);
   EXPECT_EQ(server.wait(), 0);
+}
+
+namespace {
+
+uint16_t unused_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+} // namespace
+
+// Three todo-servers as one cluster on one PostgreSQL store serve one todo
+// list: a todo created through one node reads through any other right
+// after its 201 (strong consistency across nodes: the projection runs on
+// one of them), and the list stays one SQL table.
+TEST(todo_server_process, three_nodes_serve_one_list_and_read_their_writes_through_any_node) {
+  sourcery::testing::temp_dir dir;
+  auto schema = sourcery::testing::test_schema(dir);
+  auto uri = sourcery::testing::test_pg_uri() + "&schema=" + schema;
+  std::vector<std::unique_ptr<sourcery::testing::child_process>> nodes;
+  std::vector<uint16_t> ports;
+  for (int i = 0; i < 3; ++i) {
+    nodes.push_back(std::make_unique<sourcery::testing::child_process>(
+      TODO_SERVER_PATH,
+      std::vector<std::string>{"--port", "0", "--address", "127.0.0.1", "--store", uri, "--cluster", "todo", "--node",
+                               "127.0.0.1:" + std::to_string(unused_port())},
+      dir.str() + "/node" + std::to_string(i) + ".log"));
+    auto line = nodes.back()->read_line();
+    auto at = line.find("127.0.0.1:");
+    ASSERT_NE(at, std::string::npos) << line;
+    ports.push_back(static_cast<uint16_t>(std::stoi(line.substr(at + 10))));
+  }
+  std::vector<std::unique_ptr<http_client>> clients;
+  for (auto p : ports)
+    clients.push_back(std::make_unique<http_client>(p));
+  std::vector<std::string> ids;
+  for (int i = 0; i < 9; ++i) {
+    auto& writer = *clients[static_cast<size_t>(i) % 3];
+    auto& reader = *clients[static_cast<size_t>(i + 1) % 3];
+    auto created = writer.post("/todos", {{"title", "todo " + std::to_string(i)}});
+    ASSERT_EQ(created.status, 201) << created.body;
+    std::string id = created.json()["id"];
+    ids.push_back(id);
+    auto read = reader.get("/todos/" + id);
+    ASSERT_EQ(read.status, 200) << "created through node " << i % 3 << ", read through node " << (i + 1) % 3;
+    EXPECT_EQ(read.json()["title"], "todo " + std::to_string(i));
+    auto patched = reader.patch("/todos/" + id, {{"completed", true}});
+    ASSERT_EQ(patched.status, 200) << patched.body;
+    EXPECT_EQ((*clients[static_cast<size_t>(i + 2) % 3]).get("/todos/" + id).json()["completed"], true);
+  }
+  for (auto& c : clients)
+    EXPECT_EQ(c->get("/todos").json().size(), 9u);
+  EXPECT_EQ(sourcery::testing::run_sql(sourcery::testing::test_pg_uri(),
+                                       "SELECT count(*) FROM " + schema + ".todos WHERE completed"),
+            "9");
+  for (auto& n : nodes)
+    n->signal(SIGTERM);
+  for (auto& n : nodes)
+    EXPECT_EQ(n->wait(), 0);
 }
