@@ -23,6 +23,7 @@
 #include "../support/postgres.hpp"
 #include "../support/temp_dir.hpp"
 #include "sourcery/persistence/postgres_coordination.hpp"
+#include "sourcery/persistence/postgres_projection_store.hpp"
 #include "sourcery/runtime/application.hpp"
 
 using namespace bank;
@@ -72,12 +73,23 @@ struct cluster_of_nodes : ::testing::Test {
     return n;
   }
 
-  /// Waits until the live nodes own every shard between them.
+  /// Whether every live node sees them all, owns a share, and they own every shard between them.
+  bool balanced() const {
+    size_t live = 0;
+    for (auto& a : nodes)
+      live += a != nullptr;
+    for (auto& a : nodes)
+      if (a && (a->cluster_members() != live || a->shards_owned() == 0))
+        return false;
+    return shards_owned() == 64;
+  }
+
+  /// Waits until the cluster is balanced.
   bool settled(std::chrono::milliseconds limit = 5s) {
     auto until = std::chrono::steady_clock::now() + limit;
-    while (shards_owned() != 64 && std::chrono::steady_clock::now() < until)
+    while (!balanced() && std::chrono::steady_clock::now() < until)
       std::this_thread::sleep_for(5ms);
-    return shards_owned() == 64;
+    return balanced();
   }
 
   std::unique_ptr<persistence::postgres_coordination> coordination() {
@@ -218,7 +230,11 @@ TEST_F(cluster_of_nodes, handlers_run_on_one_node_and_strong_dispatches_wait_for
   ASSERT_TRUE(settled());
   for (int a = 0; a < 6; ++a)
     ASSERT_TRUE(nodes[0]->dispatch(open_account{"h" + std::to_string(a), "x"}));
-  auto models = nodes[0]->read_models();
+  // The read models as any client reads them (not a node's: nodes go).
+  persistence::postgres_read_model_options ro;
+  ro.conninfo = sourcery::testing::test_pg_uri();
+  ro.schema = sourcery::testing::test_schema(dir);
+  auto models = persistence::postgres_projection_store::open(ro);
   ASSERT_TRUE(models);
   for (size_t n = 0; n < 3; ++n)
     for (int a = 0; a < 6; ++a) {
