@@ -18,6 +18,7 @@
 
 #include <libpq-fe.h>
 
+#include "../tests/support/free_port.hpp"
 #include "bank_load.hpp"
 #include "sourcery/persistence/postgres_coordination.hpp"
 #include "sourcery/persistence/store_uri.hpp"
@@ -28,18 +29,8 @@ namespace sourcery::bench {
 namespace {
 
 constexpr int accounts = 1000;
+using sourcery::testing::free_port;
 
-uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
 
 application_config node_config(const std::string& uri, const std::string& node) {
   application_config cfg;

@@ -133,13 +133,12 @@ int main(int argc, char** argv) {
     } else if (a == "--listen" && has_value) {
       config.cluster.listen = argv[++i];
     } else if (a == "--http" && has_value) {
-      char* end = nullptr;
-      long port = std::strtol(argv[++i], &end, 10);
-      if (*end != '\0' || port < 0 || port > 65535) {
+      auto port = demo::parse_port(argv[++i]);
+      if (!port) {
         std::fprintf(stderr, "bank-node: --http takes a port from 0 to 65535\n");
         return 2;
       }
-      web.port = static_cast<uint16_t>(port);
+      web.port = *port;
     } else if (a == "--address" && has_value) {
       web.address = argv[++i];
     } else {

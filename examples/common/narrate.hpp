@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "sourcery/persistence/event_registry.hpp"
@@ -61,6 +62,15 @@ sourcery::dispatch_result run(sourcery::application& app, const std::string& wha
           e.stream_id.c_str(), static_cast<unsigned long long>(e.stream_version), e.type.c_str(), data_of(e).c_str());
   }
   return *r;
+}
+
+/// A port given on the command line: 0 to 65535, nothing else.
+inline std::optional<uint16_t> parse_port(const char* text) {
+  char* end = nullptr;
+  long port = std::strtol(text, &end, 10);
+  if (end == text || *end != '\0' || port < 0 || port > 65535)
+    return std::nullopt;
+  return static_cast<uint16_t>(port);
 }
 
 /// `--cluster NAME` and `--node HOST:PORT` go together, on a PostgreSQL

@@ -36,13 +36,12 @@ int main(int argc, char** argv) {
     std::string a = argv[i];
     bool has_value = i + 1 < argc;
     if (a == "--port" && has_value) {
-      char* end = nullptr;
-      long port = std::strtol(argv[++i], &end, 10);
-      if (*end != '\0' || port < 0 || port > 65535) {
+      auto port = demo::parse_port(argv[++i]);
+      if (!port) {
         std::fprintf(stderr, "todo-server: --port takes a number from 0 to 65535\n");
         return 2;
       }
-      http.port = static_cast<uint16_t>(port);
+      http.port = *port;
     } else if (a == "--address" && has_value) {
       http.address = argv[++i];
     } else if (a == "--store" && has_value) {

@@ -103,7 +103,7 @@ caf::expected<std::unique_ptr<application>> application::start(application_confi
     app->cfg_.add_message_type<dispatch_result>("sourcery.dispatch_result");
     // Peers probe each other: a silent link is closed, and its commands
     // routed again, instead of waiting on a dead TCP connection.
-    app->cfg_.set("middleman.heartbeat-interval", caf::timespan{config.cluster.renew_every});
+    app->cfg_.set("middleman.heartbeat-interval", caf::timespan{config.cluster.probe_every});
     app->cfg_.set("middleman.connection-timeout", caf::timespan{config.cluster.down_after});
   }
   if (config.configure_actors)

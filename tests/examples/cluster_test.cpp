@@ -15,10 +15,8 @@
 #include <thread>
 
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
+#include "../support/free_port.hpp"
 #include "../support/child_process.hpp"
 #include "../support/http_client.hpp"
 #include "../support/postgres.hpp"
@@ -34,17 +32,8 @@ using sourcery::testing::tcp_proxy;
 
 namespace {
 
-uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
+using sourcery::testing::free_port;
+
 
 struct node {
   uint16_t http = 0, peer = 0, listen = 0;
@@ -258,6 +247,15 @@ protected:
     EXPECT_TRUE(agree) << "the projection caught up with every event";
   }
 
+  /// Three nodes serving the accounts, the checkpoint watched, the load on.
+  void begin(bool proxied = false) {
+    for (size_t i = 0; i < 3; ++i)
+      start(i, proxied);
+    open_accounts();
+    watch_checkpoints();
+    start_load();
+  }
+
   uint16_t live_http() {
     for (auto& n : nodes)
       if (n.usable.load())
@@ -280,11 +278,7 @@ protected:
 };
 
 TEST_F(bank_cluster, an_owner_killed_a_clean_leave_and_a_join_under_load) {
-  for (size_t i = 0; i < 3; ++i)
-    start(i);
-  open_accounts();
-  watch_checkpoints();
-  start_load();
+  begin();
   std::this_thread::sleep_for(1500ms);
   nodes[0].usable = false;
   nodes[0].process->signal(SIGKILL);
@@ -304,11 +298,7 @@ TEST_F(bank_cluster, an_owner_killed_a_clean_leave_and_a_join_under_load) {
 }
 
 TEST_F(bank_cluster, a_node_paused_past_its_lease_stops_serving_when_it_wakes_and_commits_nothing_late) {
-  for (size_t i = 0; i < 3; ++i)
-    start(i);
-  open_accounts();
-  watch_checkpoints();
-  start_load();
+  begin();
   std::this_thread::sleep_for(1s);
   nodes[0].usable = false;
   std::this_thread::sleep_for(200ms); // the load's requests to it are answered
@@ -325,11 +315,7 @@ TEST_F(bank_cluster, a_node_paused_past_its_lease_stops_serving_when_it_wakes_an
 }
 
 TEST_F(bank_cluster, links_cut_both_ways_and_one_way_lose_nothing_and_heal) {
-  for (size_t i = 0; i < 3; ++i)
-    start(i, /*proxied*/ true);
-  open_accounts();
-  watch_checkpoints();
-  start_load();
+  begin(/*proxied*/ true);
   std::this_thread::sleep_for(1s);
   nodes[2].proxy->set(tcp_proxy::mode::drop_both); // nobody reaches node 2
   std::this_thread::sleep_for(2s);
@@ -346,11 +332,7 @@ TEST_F(bank_cluster, links_cut_both_ways_and_one_way_lose_nothing_and_heal) {
 }
 
 TEST_F(bank_cluster, the_stores_sessions_terminated_under_load) {
-  for (size_t i = 0; i < 3; ++i)
-    start(i);
-  open_accounts();
-  watch_checkpoints();
-  start_load();
+  begin();
   std::this_thread::sleep_for(1s);
   auto schema = sourcery::testing::test_schema(dir);
   int ended = 0;

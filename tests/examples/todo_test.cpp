@@ -9,11 +9,9 @@
 #include <thread>
 
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include "../../examples/todo/todo_api.hpp"
+#include "../support/free_port.hpp"
 #include "../support/child_process.hpp"
 #include "../support/http_client.hpp"
 #include "../support/postgres.hpp"
@@ -578,22 +576,6 @@ TEST(todo_server_process, a_frozen_database_is_a_bounded_5xx_and_the_server_reco
   EXPECT_EQ(server.wait(), 0);
 }
 
-namespace {
-
-uint16_t unused_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
-} // namespace
-
 // Three todo-servers as one cluster on one PostgreSQL store serve one todo
 // list: a todo created through one node reads through any other right
 // after its 201 (strong consistency across nodes: the projection runs on
@@ -608,7 +590,7 @@ TEST(todo_server_process, three_nodes_serve_one_list_and_read_their_writes_throu
     nodes.push_back(std::make_unique<sourcery::testing::child_process>(
       TODO_SERVER_PATH,
       std::vector<std::string>{"--port", "0", "--address", "127.0.0.1", "--store", uri, "--cluster", "todo", "--node",
-                               "127.0.0.1:" + std::to_string(unused_port())},
+                               "127.0.0.1:" + std::to_string(sourcery::testing::free_port())},
       dir.str() + "/node" + std::to_string(i) + ".log"));
     auto line = nodes.back()->read_line();
     auto at = line.find("127.0.0.1:");

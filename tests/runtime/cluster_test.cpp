@@ -13,13 +13,11 @@
 #include <thread>
 
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include "../../examples/bank/balances.hpp"
 #include "../../examples/bank/routes.hpp"
 #include "../../examples/bank/transfer_saga.hpp"
+#include "../support/free_port.hpp"
 #include "../support/postgres.hpp"
 #include "../support/temp_dir.hpp"
 #include "sourcery/persistence/postgres_coordination.hpp"
@@ -32,18 +30,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
-/// A TCP port nobody listens on now (bound and released).
-uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
+using sourcery::testing::free_port;
+
 
 struct cluster_of_nodes : ::testing::Test {
   sourcery::testing::temp_dir dir;

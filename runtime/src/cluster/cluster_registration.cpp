@@ -81,7 +81,18 @@ caf::error cluster_registration::join() {
   m.node = s.node;
   m.renew_every = s.renew_every;
   m.down_after = s.down_after;
-  m.on_view = [this](const std::vector<std::string>&) { wake_keeper(); };
+  m.on_view = [this](const std::vector<std::string>& live) {
+    std::string members;
+    for (auto& n : live)
+      members += (members.empty() ? "" : ",") + n;
+    ctx_.log.info("cluster", "members changed", {{"node", ctx_.settings.node}, {"members", members}});
+    wake_keeper();
+  };
+  m.on_declared_down = [this](const std::vector<std::string>& nodes) {
+    for (auto& n : nodes)
+      ctx_.log.warn("cluster", "member declared down (silent past down_after)",
+                    {{"node", ctx_.settings.node}, {"member", n}});
+  };
   m.on_down = [this](const caf::error& why) { went_down(why); };
   auto joined = membership::start(coordination_, std::move(m));
   if (!joined)
@@ -196,6 +207,11 @@ void cluster_registration::went_down(const caf::error& why) {
     return;
   for (auto s : table_.held_shards())
     table_.lost(s);
+  {
+    std::lock_guard guard{consumers_mtx_};
+    for (auto& [name, c] : consumers_)
+      table_.lost_named(handler_lease(name)); // their writes are refused from now on
+  }
   ctx_.log.error("cluster", "declared down: serving no more", {{"node", ctx_.settings.node},
                                                                  {"reason", describe_error(why)}});
   if (ctx_.on_down)

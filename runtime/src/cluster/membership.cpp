@@ -106,7 +106,9 @@ void membership::step() {
   }
   if (!renewed)
     return; // the store is out of reach: nobody is declared down from here
-  (void)store_->declare_down(options_.cluster, options_.down_after);
+  if (auto down = store_->declare_down(options_.cluster, options_.down_after);
+      down && !down->empty() && options_.on_declared_down)
+    options_.on_declared_down(*down);
   auto members = store_->members(options_.cluster);
   if (!members)
     return;

@@ -28,6 +28,9 @@ struct cluster_settings {
   uint32_t shards = 64;
   /// How often membership and leases are renewed.
   std::chrono::milliseconds renew_every{400};
+  /// How often the middleman probes each link to a peer (heartbeats); a
+  /// link silent for `down_after` is closed and its commands routed again.
+  std::chrono::milliseconds probe_every{400};
   /// A member silent this long is declared down (and a node that could not
   /// renew this long stops serving). Also each lease's time to live.
   std::chrono::milliseconds down_after{2500};

@@ -34,6 +34,9 @@ struct membership_options {
   std::chrono::milliseconds down_after{3000};
   /// Called on the membership's thread when the live members change.
   std::function<void(const std::vector<std::string>& live)> on_view;
+  /// Called on the membership's thread with the members this node has just
+  /// declared down.
+  std::function<void(const std::vector<std::string>& nodes)> on_declared_down;
   /// Called once, on the membership's thread, when this node must stop serving.
   std::function<void(const caf::error& why)> on_down;
 };
