@@ -156,3 +156,27 @@ TEST(coordination, a_bad_schema_name_or_an_unreachable_server_is_a_clear_error) 
 }
 
 } // namespace
+
+namespace {
+
+TEST(coordination, a_member_found_gone_is_declared_down_once_it_has_been_silent_a_while) {
+  sourcery::testing::temp_dir dir;
+  auto c = open_coordination(dir);
+  ASSERT_TRUE(c);
+  auto a = c->join("bank", "a:1");
+  ASSERT_TRUE(a);
+  ASSERT_TRUE(c->acquire("bank", "shard:1", lease_owner("a:1", *a), 10s).value());
+  // Just renewed: a refused probe alone is not enough.
+  EXPECT_EQ(c->declare_gone("bank", "a:1", 200ms).value(), false);
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(c->declare_gone("bank", "a:1", 200ms).value(), true);
+  EXPECT_EQ(c->declare_gone("bank", "a:1", 200ms).value(), false) << "once";
+  EXPECT_EQ(c->renew("bank", "a:1", *a).value(), false) << "it learns it is down";
+  // Its lease goes at once, not when it runs out.
+  EXPECT_EQ(c->expire_orphaned("bank").value(), 1);
+  auto b = c->acquire("bank", "shard:1", "b:1#9", 10s);
+  ASSERT_TRUE(b && *b);
+  EXPECT_EQ(**b, 2);
+}
+
+} // namespace

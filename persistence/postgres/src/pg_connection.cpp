@@ -361,6 +361,21 @@ caf::error connection::exec_script(std::string_view sql, deadline until) {
   return r ? caf::error{} : r.error();
 }
 
+caf::expected<result> connection::exec_statements(std::string_view sql, deadline until) {
+  if (!begin_statement())
+    return closed_error();
+  std::string text{sql};
+  return await(PQsendQuery(conn_.get(), text.c_str()), until);
+}
+
+std::string connection::literal(std::string_view value) const {
+  std::unique_ptr<char, void (*)(void*)> quoted{PQescapeLiteral(conn_.get(), value.data(), value.size()), PQfreemem};
+  if (quoted)
+    return quoted.get();
+  // Out of memory, or an encoding the server rejects: a literal that matches nothing.
+  return "NULL";
+}
+
 caf::error error_of(std::string_view state, std::string message) {
   auto code = store_errc::io_error;
   auto cls = state.substr(0, 2);

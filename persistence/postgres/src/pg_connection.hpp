@@ -138,6 +138,11 @@ public:
 
   /// Runs statements separated by ';' (text protocol, no parameters).
   caf::error exec_script(std::string_view sql, deadline until);
+  /// Runs `sql`, several statements in one round trip (no parameters:
+  /// quote values with `literal`); the last statement's result, in text.
+  caf::expected<result> exec_statements(std::string_view sql, deadline until);
+  /// `value` as an SQL string literal, quoted for this connection.
+  std::string literal(std::string_view value) const;
 
   bool ok() const { return conn_ && PQstatus(conn_.get()) == CONNECTION_OK; }
   /// Drops the connection (after an error that leaves its state unknown).

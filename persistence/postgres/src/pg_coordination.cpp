@@ -140,6 +140,17 @@ caf::expected<std::vector<std::string>> postgres_coordination::declare_down(cons
   return out;
 }
 
+caf::expected<bool> postgres_coordination::declare_gone(const std::string& cluster, const std::string& node,
+                                                        std::chrono::milliseconds silent_for) {
+  auto sql = "UPDATE " + st_->members
+             + " SET state = 'down' WHERE cluster = $1 AND node = $2 AND state = 'up'"
+               " AND renewed_at < now() - $3::bigint * interval '1 millisecond' RETURNING 1";
+  auto r = st_->query(sql, texts({cluster, node}).add(millis(silent_for)));
+  if (!r)
+    return r.error();
+  return r->rows() == 1;
+}
+
 caf::expected<void> postgres_coordination::leave(const std::string& cluster, const std::string& node,
                                                  int64_t incarnation) {
   auto sql = "UPDATE " + st_->members + " SET state = 'left' WHERE cluster = $1 AND node = $2 AND incarnation = $3";

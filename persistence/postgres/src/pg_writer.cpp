@@ -165,30 +165,31 @@ void postgres_state::run_task(pg_task& task) {
 }
 
 caf::expected<std::unordered_set<std::string>>
-postgres_state::held_leases(const append_fence& fence, const std::vector<pg_append>& batch, pg::deadline until) {
+postgres_state::begin_fenced(const append_fence& fence, const std::vector<pg_append>& batch, pg::deadline until) {
+  auto& c = writer_conn;
   std::map<std::string, int64_t> wanted; // sorted: rows are locked in one order
   for (auto& a : batch)
     if (auto lease = fence.lease_for(a.stream); lease.epoch > 0)
       wanted.emplace(std::move(lease.name), lease.epoch);
   std::unordered_set<std::string> held;
-  if (wanted.empty())
+  if (wanted.empty()) {
+    if (auto r = c.exec("BEGIN", until); !r)
+      return r.error();
     return held;
-  pg::params p;
-  pg::params::array names{pg::oid::text}, epochs{pg::oid::int8};
-  for (auto& [name, epoch] : wanted) {
-    names.add_bytes(name);
-    epochs.add(epoch);
   }
-  p.add_text(fence.cluster()).add_text(fence.owner()).add(std::move(names)).add(std::move(epochs));
-  // The database's clock decides expiry; FOR SHARE keeps another node's
-  // acquire (an UPDATE of the row) waiting until this batch has committed.
-  auto rows = writer_conn.exec_prepared(
-    "fence_check",
-    sql("SELECT l.name FROM @.cluster_leases l JOIN unnest($3::text[], $4::int8[]) AS w(name, epoch)"
-        " ON l.name = w.name AND l.epoch = w.epoch"
-        " WHERE l.cluster = $1 AND l.owner = $2 AND l.expires_at > clock_timestamp()"
-        " ORDER BY l.name FOR SHARE OF l"),
-    p, until);
+  // One round trip: BEGIN and the check. The database's clock decides
+  // expiry; FOR SHARE keeps another node's acquire (an UPDATE of the row)
+  // waiting until this batch has committed.
+  std::string text = "BEGIN; SELECT l.name FROM " + sql("@.cluster_leases") + " l WHERE l.cluster = "
+                     + c.literal(fence.cluster()) + " AND l.owner = " + c.literal(fence.owner())
+                     + " AND l.expires_at > clock_timestamp() AND (l.name, l.epoch) IN (";
+  bool first = true;
+  for (auto& [name, epoch] : wanted) {
+    text += (first ? "(" : ", (") + c.literal(name) + ", " + std::to_string(epoch) + "::int8)";
+    first = false;
+  }
+  text += ") ORDER BY l.name FOR SHARE OF l";
+  auto rows = c.exec_statements(text, until);
   if (!rows)
     return rows.error();
   for (int i = 0; i < rows->rows(); ++i)
@@ -248,8 +249,22 @@ void postgres_state::write_appends(std::vector<pg_append>& batch) {
       outcome = transient_conflict(state) ? attempt_outcome::conflict : attempt_outcome::failed;
     };
     [&] {
-      if (auto r = c.exec("BEGIN", until); !r)
+      // In a cluster: the leases this node holds, confirmed and locked in
+      // the same round trip as the BEGIN.
+      std::shared_ptr<const append_fence> fence_now;
+      {
+        std::lock_guard guard{queue_mtx};
+        fence_now = fence;
+      }
+      std::unordered_set<std::string> leases_held;
+      if (fence_now) {
+        auto held = begin_fenced(*fence_now, batch, until);
+        if (!held)
+          return step_failed(held.error());
+        leases_held = std::move(*held);
+      } else if (auto r = c.exec("BEGIN", until); !r) {
         return step_failed(r.error());
+      }
       // The streams' rows as last seen: from the writer's cache, else read
       // now. No lock: the batch statement checks they did not change.
       std::vector<std::string> unknown;
@@ -301,20 +316,6 @@ void postgres_state::write_appends(std::vector<pg_append>& batch) {
         for (int i = 0; i < found->rows(); ++i)
           stored[found->uuid(i, 0)] = {found->text(i, 1), static_cast<uint64_t>(found->int8(i, 2)),
                                        static_cast<uint64_t>(found->int8(i, 3))};
-      }
-
-      // In a cluster: the leases this node holds, confirmed and locked.
-      std::shared_ptr<const append_fence> fence_now;
-      {
-        std::lock_guard guard{queue_mtx};
-        fence_now = fence;
-      }
-      std::unordered_set<std::string> leases_held;
-      if (fence_now) {
-        auto held = held_leases(*fence_now, batch, until);
-        if (!held)
-          return step_failed(held.error());
-        leases_held = std::move(*held);
       }
 
       // Decide each append in queue order against the rows as they will be.

@@ -103,10 +103,11 @@ struct postgres_state {
   std::thread writer;
   void run_writer();
   void write_appends(std::vector<pg_append>& batch);
-  /// The leases of `batch`'s streams that `fence` says this node holds and
+  /// Begins the batch's transaction and returns, in the same round trip,
+  /// the leases of `batch`'s streams that `fence` says this node holds and
   /// the table confirms (locked FOR SHARE until the transaction ends).
-  caf::expected<std::unordered_set<std::string>> held_leases(const append_fence& fence,
-                                                             const std::vector<pg_append>& batch, pg::deadline until);
+  caf::expected<std::unordered_set<std::string>> begin_fenced(const append_fence& fence,
+                                                              const std::vector<pg_append>& batch, pg::deadline until);
   void run_task(pg_task& task);
   /// (Re)connects the writer before `until`, backing off between attempts.
   caf::error ensure_writer(pg::deadline until);

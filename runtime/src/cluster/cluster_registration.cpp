@@ -6,6 +6,7 @@
 #include <caf/io/all.hpp>
 
 #include "node_link.hpp"
+#include "probe.hpp"
 #include "sourcery/persistence/error.hpp"
 #include "sourcery/runtime/cluster/placement.hpp"
 
@@ -265,10 +266,22 @@ void cluster_registration::tick() {
       counters_.lost.fetch_add(1, std::memory_order_relaxed);
       ctx_.log.warn("cluster", "shard lease lost (not renewed in time)", {{"node", s.node}, {"shard", n}});
     }
-  bool may_move = membership_->suspected().empty();
+  auto live = membership_->live();
+  auto suspected = membership_->suspected();
+  // A suspect whose address refuses connections is gone (killed, crashed):
+  // declared down now, not after its whole silence.
+  for (auto& suspect : std::vector<std::string>{suspected})
+    if (probe(suspect, s.renew_every / 2) == probe_result::refused)
+      if (auto gone = coordination_->declare_gone(s.name, suspect, 2 * s.renew_every); gone && *gone) {
+        ctx_.log.warn("cluster", "member declared down (nothing listens at its address)",
+                      {{"node", s.node}, {"member", suspect}});
+        std::erase(live, suspect);
+        std::erase(suspected, suspect);
+        membership_->wake();
+      }
+  bool may_move = suspected.empty();
   if (auto expired = coordination_->expire_orphaned(s.name); expired && *expired > 0)
     ctx_.log.info("cluster", "expired the leases of members gone", {{"node", s.node}, {"leases", *expired}});
-  auto live = membership_->live();
   if (leaving_.load())
     std::erase(live, s.node);
   place(live);

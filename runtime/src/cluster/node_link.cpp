@@ -20,6 +20,9 @@ struct peer {
   bool connecting = false;
   bool nudge = false; ///< a nudge waits for the connection
   std::vector<command_delivery> waiting;
+  /// Commands sent and not yet answered: a link that goes down answers them
+  /// at once (a message lost with the connection never would be).
+  std::unordered_map<uint64_t, std::shared_ptr<sourcery::detail::reply_slot>> out;
 };
 
 struct link_state {
@@ -28,6 +31,7 @@ struct link_state {
   std::unordered_map<caf::actor_addr, std::string> node_of;
   std::unordered_map<uint64_t, caf::response_promise> promises;
   uint64_t next_token = 0;
+  uint64_t next_sent = 0;
   static inline const char* name = "node_link";
 };
 
@@ -46,9 +50,19 @@ void send_to(link_actor* self, const std::string& node, const caf::actor& handle
   auto timeout = left < 0 ? std::chrono::milliseconds{60'000} : std::chrono::milliseconds{left + 250};
   auto envelope = std::make_shared<command_envelope>(cmd.envelope);
   auto reply = std::move(cmd.reply_to);
+  auto id = ++self->state.next_sent;
+  self->state.peers[node].out.emplace(id, reply);
+  auto done = [self, node, id] {
+    if (auto p = self->state.peers.find(node); p != self->state.peers.end())
+      p->second.out.erase(id);
+  };
   self->request(handle, timeout, forward_atom::value, std::move(cmd.envelope))
-    .then([reply](dispatch_result& r) { (*reply)(std::move(r)); },
-          [self, node, envelope, reply](caf::error& err) {
+    .then([reply, done](dispatch_result& r) {
+            done();
+            (*reply)(std::move(r));
+          },
+          [self, node, envelope, reply, done](caf::error& err) {
+            done();
             if (code_of_dispatch(err) == dispatch_errc::moved)
               return later(self, command_delivery{std::move(*envelope), reply});
             if (err == caf::sec::request_timeout)
@@ -106,8 +120,12 @@ caf::behavior node_link(link_actor* self, node_link_hooks hooks) {
     auto i = st.node_of.find(msg.source);
     if (i == st.node_of.end())
       return;
-    if (auto p = st.peers.find(i->second); p != st.peers.end() && p->second.handle.address() == msg.source)
+    if (auto p = st.peers.find(i->second); p != st.peers.end() && p->second.handle.address() == msg.source) {
       p->second.handle = nullptr; // connect again on the next command
+      for (auto& [id, reply] : std::exchange(p->second.out, {}))
+        (*reply)(make_error(dispatch_errc::unavailable, "the link to node " + i->second
+                                                          + " went down before it answered (the command may have run)"));
+    }
     st.node_of.erase(i);
   });
   return {

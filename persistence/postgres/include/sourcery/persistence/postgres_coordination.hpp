@@ -74,6 +74,11 @@ public:
   caf::expected<bool> renew(const std::string& cluster, const std::string& node, int64_t incarnation);
   /// Declares down the members that have not renewed for `ttl`; returns them.
   caf::expected<std::vector<std::string>> declare_down(const std::string& cluster, std::chrono::milliseconds ttl);
+  /// Declares `node` down if it has not renewed for `silent_for`: a peer
+  /// found it gone (nothing listens at its address) and need not wait for
+  /// the full `ttl`. True if it was up and is now down.
+  caf::expected<bool> declare_gone(const std::string& cluster, const std::string& node,
+                                   std::chrono::milliseconds silent_for);
   /// Leaves cleanly (after handing its leases over).
   caf::expected<void> leave(const std::string& cluster, const std::string& node, int64_t incarnation);
   /// Every member ever registered in `cluster`, by node.
