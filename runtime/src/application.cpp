@@ -6,6 +6,7 @@
 #include <caf/io/middleman.hpp>
 
 #include "cluster/cluster_registration.hpp"
+#include "cluster/node_link.hpp"
 #include "commands/dispatch_deadlines.hpp"
 #include "sourcery/persistence/memory_store.hpp"
 #include "sourcery/persistence/store_uri.hpp"
@@ -101,6 +102,7 @@ caf::expected<std::unique_ptr<application>> application::start(application_confi
     app->cfg_.load<caf::io::middleman>();
     app->cfg_.add_message_type<command_envelope>("sourcery.command_envelope");
     app->cfg_.add_message_type<dispatch_result>("sourcery.dispatch_result");
+    cluster::detail::add_link_message_types(app->cfg_);
     // Peers probe each other: a silent link is closed, and its commands
     // routed again, instead of waiting on a dead TCP connection.
     app->cfg_.set("middleman.heartbeat-interval", caf::timespan{config.cluster.probe_every});

@@ -11,6 +11,11 @@
 
 namespace sourcery::cluster::detail {
 
+void add_link_message_types(caf::actor_system_config& cfg) {
+  cfg.add_message_type<forward_batch>("sourcery.forward_batch");
+  cfg.add_message_type<answer_batch>("sourcery.answer_batch");
+}
+
 namespace {
 
 using sourcery::detail::command_delivery;
@@ -18,20 +23,28 @@ using sourcery::detail::command_delivery;
 struct peer {
   caf::actor handle;
   bool connecting = false;
-  bool nudge = false; ///< a nudge waits for the connection
-  std::vector<command_delivery> waiting;
-  /// Commands sent and not yet answered: a link that goes down answers them
-  /// at once (a message lost with the connection never would be).
-  std::unordered_map<uint64_t, std::shared_ptr<sourcery::detail::reply_slot>> out;
+  bool nudge = false;    ///< a nudge waits for the connection
+  bool flushing = false; ///< a flush is on its way through the mailbox
+  std::vector<command_delivery> waiting; ///< for the connection
+  std::vector<command_delivery> queued;  ///< for the next flush
+  /// Sent and not yet answered (the envelope kept: `moved` sends it again).
+  /// A link that goes down answers them at once.
+  std::unordered_map<uint64_t, command_delivery> out;
+};
+
+/// Answers to a peer's commands, on their way back.
+struct returning {
+  caf::actor to;
+  bool flushing = false;
+  std::vector<forward_answer> answers;
 };
 
 struct link_state {
   node_link_hooks hooks;
   std::unordered_map<std::string, peer> peers;
   std::unordered_map<caf::actor_addr, std::string> node_of;
-  std::unordered_map<uint64_t, caf::response_promise> promises;
-  uint64_t next_token = 0;
-  uint64_t next_sent = 0;
+  std::unordered_map<caf::actor_addr, returning> back;
+  uint64_t next_id = 0;
   static inline const char* name = "node_link";
 };
 
@@ -41,40 +54,38 @@ void later(link_actor* self, command_delivery cmd) {
   self->delayed_send(self, self->state.hooks.retry_after, retry_atom::value, std::move(cmd));
 }
 
-void send_to(link_actor* self, const std::string& node, const caf::actor& handle, command_delivery cmd) {
+/// Sends what is queued for `node` in one message.
+void flush(link_actor* self, const std::string& node) {
+  auto& p = self->state.peers[node];
+  p.flushing = false;
+  if (p.queued.empty())
+    return;
+  if (!p.handle) {
+    for (auto& cmd : std::exchange(p.queued, {}))
+      later(self, std::move(cmd)); // nothing was sent
+    return;
+  }
+  forward_batch batch;
+  batch.ids.reserve(p.queued.size());
+  batch.envelopes.reserve(p.queued.size());
+  for (auto& cmd : std::exchange(p.queued, {})) {
+    auto id = ++self->state.next_id;
+    batch.ids.push_back(id);
+    batch.envelopes.push_back(cmd.envelope);
+    p.out.emplace(id, std::move(cmd));
+  }
+  self->send(p.handle, forward_atom::value, std::move(batch));
+}
+
+void enqueue(link_actor* self, const std::string& node, command_delivery cmd) {
   if (auto* n = self->state.hooks.forwarded)
     n->fetch_add(1, std::memory_order_relaxed);
-  auto left = cmd.envelope.time_left_ms();
-  // The owner skips the command past its deadline; a little longer here so
-  // that its answer, not our timer, says what happened.
-  auto timeout = left < 0 ? std::chrono::milliseconds{60'000} : std::chrono::milliseconds{left + 250};
-  auto envelope = std::make_shared<command_envelope>(cmd.envelope);
-  auto reply = std::move(cmd.reply_to);
-  auto id = ++self->state.next_sent;
-  self->state.peers[node].out.emplace(id, reply);
-  auto done = [self, node, id] {
-    if (auto p = self->state.peers.find(node); p != self->state.peers.end())
-      p->second.out.erase(id);
-  };
-  self->request(handle, timeout, forward_atom::value, std::move(cmd.envelope))
-    .then([reply, done](dispatch_result& r) {
-            done();
-            (*reply)(std::move(r));
-          },
-          [self, node, envelope, reply, done](caf::error& err) {
-            done();
-            if (code_of_dispatch(err) == dispatch_errc::moved)
-              return later(self, command_delivery{std::move(*envelope), reply});
-            if (err == caf::sec::request_timeout)
-              return (*reply)(make_error(dispatch_errc::timeout, "node " + node + " did not answer "
-                                                                   + envelope->command_type
-                                                                   + " in time (it may still complete)"));
-            if (err.category() == dispatch_error_category || err.category() == persistence::store_error_category)
-              return (*reply)(std::move(err)); // the command's own outcome
-            (*reply)(make_error(dispatch_errc::unavailable, "the link to node " + node + " broke before it answered "
-                                                              + envelope->command_type + " (it may have run): "
-                                                              + describe_error(err)));
-          });
+  auto& p = self->state.peers[node];
+  p.queued.push_back(std::move(cmd));
+  if (!p.flushing) {
+    p.flushing = true;
+    self->send(self, flush_atom::value, node); // after what the mailbox holds now
+  }
 }
 
 void connect(link_actor* self, const std::string& node) {
@@ -108,35 +119,52 @@ void connect(link_actor* self, const std::string& node) {
         if (std::exchange(q.nudge, false))
           self->send(handle, nudge_atom::value);
         for (auto& cmd : std::exchange(q.waiting, {}))
-          send_to(self, node, handle, std::move(cmd));
+          enqueue(self, node, std::move(cmd));
       },
       [give_up](caf::error& err) { give_up(describe_error(err)); });
+}
+
+/// A peer's answer to one of our commands.
+void answered(link_actor* self, peer& p, forward_answer& a) {
+  auto i = p.out.find(a.id);
+  if (i == p.out.end())
+    return; // answered already (its link went down, or it timed out here)
+  auto cmd = std::move(i->second);
+  p.out.erase(i);
+  if (a.ok)
+    return cmd.answer(std::move(a.result));
+  if (code_of_dispatch(a.error) == dispatch_errc::moved)
+    return later(self, std::move(cmd));
+  cmd.answer(std::move(a.error));
 }
 
 caf::behavior node_link(link_actor* self, node_link_hooks hooks) {
   self->state.hooks = std::move(hooks);
   self->set_down_handler([self](caf::down_msg& msg) {
     auto& st = self->state;
+    st.back.erase(msg.source);
     auto i = st.node_of.find(msg.source);
     if (i == st.node_of.end())
       return;
     if (auto p = st.peers.find(i->second); p != st.peers.end() && p->second.handle.address() == msg.source) {
       p->second.handle = nullptr; // connect again on the next command
-      for (auto& [id, reply] : std::exchange(p->second.out, {}))
-        (*reply)(make_error(dispatch_errc::unavailable, "the link to node " + i->second
-                                                          + " went down before it answered (the command may have run)"));
+      for (auto& [id, cmd] : std::exchange(p->second.out, {}))
+        cmd.answer(make_error(dispatch_errc::unavailable, "the link to node " + i->second
+                                                            + " went down before it answered (the command may have run)"));
     }
     st.node_of.erase(i);
   });
+  self->delayed_send(self, std::chrono::seconds{1}, sweep_atom::value);
   return {
     // -- to peers ---------------------------------------------------------------
     [self](forward_atom, const std::string& node, command_delivery& cmd) {
       auto& p = self->state.peers[node];
       if (p.handle)
-        return send_to(self, node, p.handle, std::move(cmd));
+        return enqueue(self, node, std::move(cmd));
       p.waiting.push_back(std::move(cmd));
       connect(self, node);
     },
+    [self](flush_atom, const std::string& node) { flush(self, node); },
     [self](retry_atom, command_delivery& cmd) { self->state.hooks.reroute(std::move(cmd)); },
     [self](nudge_atom, const std::string& node) {
       auto& p = self->state.peers[node];
@@ -145,31 +173,69 @@ caf::behavior node_link(link_actor* self, node_link_hooks hooks) {
       p.nudge = true;
       connect(self, node);
     },
+    [self](answer_atom, answer_batch& batch) {
+      auto& st = self->state;
+      auto from = st.node_of.find(caf::actor_cast<caf::actor_addr>(self->current_sender()));
+      if (from == st.node_of.end())
+        return;
+      auto& p = st.peers[from->second];
+      for (auto& a : batch.answers)
+        answered(self, p, a);
+    },
+    [self](sweep_atom) {
+      // A command whose answer never came on a link that never closed.
+      auto now = std::chrono::steady_clock::now();
+      for (auto& [node, p] : self->state.peers)
+        for (auto i = p.out.begin(); i != p.out.end();) {
+          auto& env = i->second.envelope;
+          if (env.deadline != std::chrono::steady_clock::time_point::max()
+              && now > env.deadline + self->state.hooks.answer_grace) {
+            i->second.answer(make_error(dispatch_errc::timeout, "node " + node + " did not answer "
+                                                                  + env.command_type + " in time (it may have run)"));
+            i = p.out.erase(i);
+          } else {
+            ++i;
+          }
+        }
+      self->delayed_send(self, std::chrono::seconds{1}, sweep_atom::value);
+    },
     // -- from peers ---------------------------------------------------------------
-    [self](forward_atom, command_envelope& envelope) {
-      auto promise = self->make_response_promise();
-      auto token = ++self->state.next_token;
-      self->state.promises.emplace(token, promise);
-      self->state.hooks.serve(std::move(envelope),
-                              [link = caf::actor_cast<caf::actor>(self), token](caf::expected<dispatch_result> r) {
-                                if (r)
-                                  caf::anon_send(link, answer_atom::value, token, std::move(*r));
-                                else
-                                  caf::anon_send(link, answer_atom::value, token, std::move(r.error()));
-                              });
-      return promise;
+    [self](forward_atom, forward_batch& batch) {
+      auto from = caf::actor_cast<caf::actor>(self->current_sender());
+      if (!from)
+        return;
+      auto link = caf::actor_cast<caf::actor>(self);
+      for (size_t i = 0; i < batch.envelopes.size() && i < batch.ids.size(); ++i)
+        self->state.hooks.serve(std::move(batch.envelopes[i]),
+                                [link, from, id = batch.ids[i]](caf::expected<dispatch_result> r) {
+                                  forward_answer a;
+                                  a.id = id;
+                                  a.ok = static_cast<bool>(r);
+                                  if (r)
+                                    a.result = std::move(*r);
+                                  else
+                                    a.error = std::move(r.error());
+                                  caf::anon_send(link, answer_atom::value, from, std::move(a));
+                                });
     },
-    [self](answer_atom, uint64_t token, dispatch_result& r) {
-      if (auto i = self->state.promises.find(token); i != self->state.promises.end()) {
-        i->second.deliver(std::move(r));
-        self->state.promises.erase(i);
+    [self](answer_atom, const caf::actor& to, forward_answer& a) {
+      auto& r = self->state.back[to.address()];
+      if (!r.to)
+        self->monitor(to); // forgotten when it goes
+      r.to = to;
+      r.answers.push_back(std::move(a));
+      if (!r.flushing) {
+        r.flushing = true;
+        self->send(self, flush_atom::value, to);
       }
     },
-    [self](answer_atom, uint64_t token, caf::error& err) {
-      if (auto i = self->state.promises.find(token); i != self->state.promises.end()) {
-        i->second.deliver(std::move(err));
-        self->state.promises.erase(i);
-      }
+    [self](flush_atom, const caf::actor& to) {
+      auto i = self->state.back.find(to.address());
+      if (i == self->state.back.end())
+        return;
+      i->second.flushing = false;
+      if (!i->second.answers.empty())
+        self->send(to, answer_atom::value, answer_batch{std::exchange(i->second.answers, {})});
     },
     [self](nudge_atom) { self->state.hooks.nudged(); },
   };

@@ -11,25 +11,67 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
 #include <caf/atom.hpp>
+#include <caf/meta/type_name.hpp>
 
 #include "sourcery/actors/aggregates/detail/command_delivery.hpp"
 #include "sourcery/runtime/registration/registration.hpp"
 
 namespace sourcery::cluster::detail {
 
+/// Commands between two nodes travel in batches: whatever the link has
+/// queued for a peer when it gets to it goes in one message, and the
+/// answers come back the same way -- one message (and one serialization
+/// pass, one wake-up) for many commands under load, one for one otherwise.
+struct forward_batch {
+  std::vector<uint64_t> ids; ///< the sender's, to match the answers
+  std::vector<command_envelope> envelopes;
+};
+
+struct forward_answer {
+  uint64_t id = 0;
+  bool ok = false;
+  dispatch_result result; ///< when ok
+  caf::error error;       ///< otherwise (`moved`: nothing ran)
+};
+
+struct answer_batch {
+  std::vector<forward_answer> answers;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, forward_batch& x) {
+  return f(caf::meta::type_name("sourcery.forward_batch"), x.ids, x.envelopes);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, forward_answer& x) {
+  return f(caf::meta::type_name("sourcery.forward_answer"), x.id, x.ok, x.result, x.error);
+}
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, answer_batch& x) {
+  return f(caf::meta::type_name("sourcery.answer_batch"), x.answers);
+}
+
 /// (forward_atom, node, command_delivery): send a command to `node`.
-/// (forward_atom, command_envelope) -> dispatch_result: a peer's command.
+/// (forward_atom, forward_batch): a peer's commands.
 using forward_atom = caf::atom_constant<caf::atom("cl_forward")>;
 /// (retry_atom, command_delivery): route a command again (after a pause).
 using retry_atom = caf::atom_constant<caf::atom("cl_retry")>;
 /// (nudge_atom, node): tell `node` the membership changed; (nudge_atom): told so.
 using nudge_atom = caf::atom_constant<caf::atom("cl_nudge")>;
-/// (answer_atom, token, dispatch_result | error): a served command's answer.
+/// (answer_atom, answer_batch): a peer's answers; (answer_atom, link, forward_answer): one of ours, to send back.
 using answer_atom = caf::atom_constant<caf::atom("cl_answer")>;
+/// (flush_atom, node) / (flush_atom, link): send what is queued for a peer.
+using flush_atom = caf::atom_constant<caf::atom("cl_flush")>;
+/// (sweep_atom): answer `timeout` for commands whose peer never answered.
+using sweep_atom = caf::atom_constant<caf::atom("cl_sweep")>;
+
+/// Registers the messages that cross nodes (on every node, with the same names).
+void add_link_message_types(caf::actor_system_config& cfg);
 
 struct node_link_hooks {
   /// A peer's command: run it here, or answer `moved`. Called on the link's
@@ -43,6 +85,10 @@ struct node_link_hooks {
   std::chrono::milliseconds connect_timeout{1000};
   /// Pause before a command is routed again.
   std::chrono::milliseconds retry_after{20};
+  /// How long past its deadline a command waits for its peer's answer
+  /// before it is answered `timeout` here (a message lost on a link that
+  /// never closed).
+  std::chrono::milliseconds answer_grace{1000};
   /// Counts commands sent to peers.
   std::atomic<uint64_t>* forwarded = nullptr;
 };
