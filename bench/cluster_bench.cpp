@@ -192,9 +192,30 @@ int run_cluster_suite(const options& opts) {
     return 1;
   }
   auto& app = **a;
-  for (int i = 0; i < 500 && app.shards_owned() == 0; ++i)
+  persistence::coordination_options co;
+  co.conninfo = cluster_uri.location;
+  co.schema = cluster_uri.schema;
+  auto coordination = persistence::postgres_coordination::open(co);
+  if (!coordination) {
+    std::fprintf(stderr, "sourcery-bench: %s\n", describe_error(coordination.error()).c_str());
+    return 1;
+  }
+  // Measured once the cluster has settled: every shard held by the node
+  // placement gives it to (no move under way).
+  std::vector<std::string> members{app.cluster_node(), b.address, c.address};
+  auto settled = [&] {
+    auto leases = (*coordination)->leases("bench");
+    if (!leases)
+      return false;
+    size_t placed = 0;
+    for (auto& l : *leases)
+      if (l.name.rfind("shard:", 0) == 0 && l.left.count() > 0
+          && persistence::node_of_owner(l.owner) == cluster::owner_of(std::stoul(l.name.substr(6)), members))
+        ++placed;
+    return placed == 64;
+  };
+  for (int i = 0; i < 1000 && !settled(); ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds{10});
-  std::this_thread::sleep_for(std::chrono::milliseconds{1000}); // the handover to this node settles
   open_accounts(app, accounts);
 
   if (wanted("w1")) {
@@ -222,14 +243,6 @@ int run_cluster_suite(const options& opts) {
     report("cluster", "cluster_w1_3nodes_p99", percentile(lat, 0.99), "us");
   }
 
-  persistence::coordination_options co;
-  co.conninfo = cluster_uri.location;
-  co.schema = cluster_uri.schema;
-  auto coordination = persistence::postgres_coordination::open(co);
-  if (!coordination) {
-    std::fprintf(stderr, "sourcery-bench: %s\n", describe_error(coordination.error()).c_str());
-    return 1;
-  }
   auto probes_on = [&](const std::string& node) {
     std::vector<int> out;
     for (int i = 0; i < accounts && out.size() < 50; ++i)
