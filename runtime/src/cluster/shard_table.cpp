@@ -51,8 +51,7 @@ bool shard_table::enter(uint32_t shard, const std::string& stream, const std::st
   if (s.epoch == 0 || s.releasing || clock::now() >= s.trusted_until)
     return false;
   ++s.in_flight;
-  if (auto i = s.streams.find(stream); i == s.streams.end())
-    s.streams.emplace(stream, type);
+  s.streams.try_emplace(stream, type);
   return true;
 }
 
