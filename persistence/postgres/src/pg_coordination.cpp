@@ -29,6 +29,14 @@ CREATE SEQUENCE @.cluster_incarnations;
 
 const pg_component cluster_component{"cluster", 1, {"cluster_members", "cluster_leases"}, cluster_sql};
 
+/// Rows of (name, owner, epoch, milliseconds left) as leases.
+std::vector<lease_info> leases_of(const pg::result& r) {
+  std::vector<lease_info> out;
+  for (int i = 0; i < r.rows(); ++i)
+    out.push_back({r.text(i, 0), r.text(i, 1), r.int8(i, 2), std::chrono::milliseconds{r.int8(i, 3)}});
+  return out;
+}
+
 } // namespace detail
 
 struct postgres_coordination::impl {
@@ -222,10 +230,7 @@ caf::expected<std::vector<lease_info>> postgres_coordination::renew_leases(const
   auto r = st_->query(sql, texts({cluster, node}).add(millis(ttl)));
   if (!r)
     return r.error();
-  std::vector<lease_info> out;
-  for (int i = 0; i < r->rows(); ++i)
-    out.push_back({r->text(i, 0), r->text(i, 1), r->int8(i, 2), std::chrono::milliseconds{r->int8(i, 3)}});
-  return out;
+  return detail::leases_of(*r);
 }
 
 caf::expected<void> postgres_coordination::release_all(const std::string& cluster, const std::string& node) {
@@ -253,10 +258,7 @@ caf::expected<std::vector<lease_info>> postgres_coordination::leases(const std::
   auto r = st_->query(sql, texts({cluster}));
   if (!r)
     return r.error();
-  std::vector<lease_info> out;
-  for (int i = 0; i < r->rows(); ++i)
-    out.push_back({r->text(i, 0), r->text(i, 1), r->int8(i, 2), std::chrono::milliseconds{r->int8(i, 3)}});
-  return out;
+  return detail::leases_of(*r);
 }
 
 caf::expected<std::vector<std::string>> postgres_coordination::clusters() {
