@@ -27,6 +27,14 @@ std::unique_ptr<postgres_coordination> open_coordination(const sourcery::testing
   return c ? std::move(*c) : nullptr;
 }
 
+/// Joins `node` to "bank" and returns its lease owner name: only an up
+/// member's incarnation takes a lease.
+std::string up(postgres_coordination& c, const std::string& node) {
+  auto incarnation = c.join("bank", node);
+  EXPECT_TRUE(incarnation) << describe(incarnation.error());
+  return lease_owner(node, incarnation ? *incarnation : 0);
+}
+
 TEST(coordination, a_restarted_node_is_a_new_incarnation_and_the_old_one_may_not_renew) {
   sourcery::testing::temp_dir dir;
   auto c = open_coordination(dir);
@@ -75,21 +83,22 @@ TEST(coordination, a_lease_has_one_owner_and_its_epoch_grows_when_it_changes_han
   sourcery::testing::temp_dir dir;
   auto c = open_coordination(dir);
   ASSERT_TRUE(c);
-  auto a = c->acquire("bank", "shard-7", "a:1", 10s);
+  auto a1 = up(*c, "a:1"), b1 = up(*c, "b:1");
+  auto a = c->acquire("bank", "shard-7", a1, 10s);
   ASSERT_TRUE(a && *a);
   EXPECT_EQ(**a, 1);
-  EXPECT_EQ(c->acquire("bank", "shard-7", "b:1", 10s).value(), std::nullopt) << "held by a";
-  EXPECT_EQ(c->acquire("bank", "shard-7", "a:1", 10s).value(), std::optional<int64_t>{1}) << "a keeps its epoch";
-  EXPECT_EQ(c->renew_lease("bank", "shard-7", "a:1", 1, 10s).value(), true);
-  ASSERT_TRUE(c->release("bank", "shard-7", "a:1", 1));
-  auto b = c->acquire("bank", "shard-7", "b:1", 10s);
+  EXPECT_EQ(c->acquire("bank", "shard-7", b1, 10s).value(), std::nullopt) << "held by a";
+  EXPECT_EQ(c->acquire("bank", "shard-7", a1, 10s).value(), std::optional<int64_t>{1}) << "a keeps its epoch";
+  EXPECT_EQ(c->renew_lease("bank", "shard-7", a1, 1, 10s).value(), true);
+  ASSERT_TRUE(c->release("bank", "shard-7", a1, 1));
+  auto b = c->acquire("bank", "shard-7", b1, 10s);
   ASSERT_TRUE(b && *b);
   EXPECT_EQ(**b, 2) << "a new owner, a greater epoch";
-  EXPECT_EQ(c->renew_lease("bank", "shard-7", "a:1", 1, 10s).value(), false) << "a lost it";
+  EXPECT_EQ(c->renew_lease("bank", "shard-7", a1, 1, 10s).value(), false) << "a lost it";
   auto leases = c->leases("bank");
   ASSERT_TRUE(leases);
   ASSERT_EQ(leases->size(), 1u);
-  EXPECT_EQ((*leases)[0].owner, "b:1");
+  EXPECT_EQ((*leases)[0].owner, b1);
   EXPECT_EQ((*leases)[0].epoch, 2);
   EXPECT_GT((*leases)[0].left, 5s);
 }
@@ -98,12 +107,48 @@ TEST(coordination, an_expired_lease_goes_to_the_next_taker_and_the_old_owner_can
   sourcery::testing::temp_dir dir;
   auto c = open_coordination(dir);
   ASSERT_TRUE(c);
-  ASSERT_EQ(c->acquire("bank", "handler:balances", "a:1", 100ms).value(), std::optional<int64_t>{1});
-  EXPECT_EQ(c->acquire("bank", "handler:balances", "b:1", 10s).value(), std::nullopt);
+  auto a1 = up(*c, "a:1"), b1 = up(*c, "b:1");
+  ASSERT_EQ(c->acquire("bank", "handler:balances", a1, 100ms).value(), std::optional<int64_t>{1});
+  EXPECT_EQ(c->acquire("bank", "handler:balances", b1, 10s).value(), std::nullopt);
   std::this_thread::sleep_for(200ms); // a paused past its lease
-  EXPECT_EQ(c->acquire("bank", "handler:balances", "b:1", 10s).value(), std::optional<int64_t>{2});
-  EXPECT_EQ(c->renew_lease("bank", "handler:balances", "a:1", 1, 10s).value(), false);
-  EXPECT_EQ(c->acquire("bank", "handler:balances", "a:1", 10s).value(), std::nullopt);
+  EXPECT_EQ(c->acquire("bank", "handler:balances", b1, 10s).value(), std::optional<int64_t>{2});
+  EXPECT_EQ(c->renew_lease("bank", "handler:balances", a1, 1, 10s).value(), false);
+  EXPECT_EQ(c->acquire("bank", "handler:balances", a1, 10s).value(), std::nullopt);
+}
+
+TEST(coordination, a_node_renews_only_the_leases_it_names_and_never_one_it_released) {
+  sourcery::testing::temp_dir dir;
+  auto c = open_coordination(dir);
+  ASSERT_TRUE(c);
+  auto a1 = up(*c, "a:1");
+  ASSERT_TRUE(c->acquire("bank", "shard:1", a1, 10s).value());
+  ASSERT_TRUE(c->acquire("bank", "shard:2", a1, 300ms).value());
+  auto r = c->renew_leases("bank", a1, 10s, {"shard:1"});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->size(), 1u);
+  EXPECT_EQ((*r)[0].name, "shard:1");
+  std::this_thread::sleep_for(400ms); // shard:2, not named, ran out
+  EXPECT_TRUE(c->renew_leases("bank", a1, 10s, {"shard:2"})->empty());
+  ASSERT_TRUE(c->release("bank", "shard:1", a1, 1));
+  EXPECT_TRUE(c->renew_leases("bank", a1, 10s, {"shard:1", "shard:2"})->empty()) << "released: not renewed";
+  EXPECT_EQ(c->acquire("bank", "shard:1", up(*c, "b:1"), 10s).value(), std::optional<int64_t>{2});
+}
+
+TEST(coordination, only_an_up_members_incarnation_takes_a_lease) {
+  sourcery::testing::temp_dir dir;
+  auto c = open_coordination(dir);
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->acquire("bank", "shard:1", "stranger:1#1", 10s).value(), std::nullopt) << "never joined";
+  auto a1 = up(*c, "a:1");
+  auto a2 = up(*c, "a:1"); // restarted: the old incarnation is no member any more
+  EXPECT_EQ(c->acquire("bank", "shard:1", a1, 10s).value(), std::nullopt) << "a past incarnation";
+  auto held = c->acquire("bank", "shard:1", a2, 10s);
+  ASSERT_TRUE(held && *held);
+  auto b1 = up(*c, "b:1");
+  ASSERT_TRUE(c->release("bank", "shard:1", a2, **held));
+  ASSERT_TRUE(c->leave("bank", "b:1", std::stoll(b1.substr(b1.rfind('#') + 1))));
+  EXPECT_EQ(c->acquire("bank", "handler:x", b1, 10s).value(), std::nullopt) << "a member that left";
+  EXPECT_EQ(c->acquire("bank", "shard:1", a2, 10s).value(), std::optional<int64_t>{**held + 1});
 }
 
 TEST(coordination, of_nodes_racing_for_one_lease_exactly_one_wins) {
@@ -124,9 +169,12 @@ TEST(coordination, of_nodes_racing_for_one_lease_exactly_one_wins) {
     std::atomic<int> winners{0}, errors{0};
     std::vector<std::thread> ts;
     std::string name = "shard-" + std::to_string(round);
+    std::vector<std::string> owners;
+    for (int i = 0; i < nodes; ++i)
+      owners.push_back(up(*first, "n" + std::to_string(i) + ":1"));
     for (int i = 0; i < nodes; ++i)
       ts.emplace_back([&, i] {
-        auto r = cs[static_cast<size_t>(i)]->acquire("bank", name, "n" + std::to_string(i) + ":1", 10s);
+        auto r = cs[static_cast<size_t>(i)]->acquire("bank", name, owners[static_cast<size_t>(i)], 10s);
         if (!r)
           ++errors;
         else if (*r)
@@ -174,7 +222,7 @@ TEST(coordination, a_member_found_gone_is_declared_down_once_it_has_been_silent_
   EXPECT_EQ(c->renew("bank", "a:1", *a).value(), false) << "it learns it is down";
   // Its lease goes at once, not when it runs out.
   EXPECT_EQ(c->expire_orphaned("bank").value(), 1);
-  auto b = c->acquire("bank", "shard:1", "b:1#9", 10s);
+  auto b = c->acquire("bank", "shard:1", up(*c, "b:1"), 10s);
   ASSERT_TRUE(b && *b);
   EXPECT_EQ(**b, 2);
 }

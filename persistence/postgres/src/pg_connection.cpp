@@ -2,8 +2,11 @@
 
 #include <poll.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <system_error>
+#include <thread>
 
 #include "sourcery/persistence/error.hpp"
 
@@ -266,6 +269,7 @@ caf::expected<PGresult*> connection::collect(deadline until) {
       if (!wait_readable(until)) {
         if (kept)
           PQclear(kept);
+        cancel_on_server();
         drop();
         return make_error(store_errc::timeout, "the database server did not answer in time");
       }
@@ -295,6 +299,7 @@ caf::expected<result> connection::await(int sent, deadline until) {
     return make_error(store_errc::unavailable, "lost the connection to the database: " + msg);
   }
   if (!flush(until)) {
+    cancel_on_server();
     drop();
     return make_error(store_errc::timeout, "the database server did not take the statement in time");
   }
@@ -315,6 +320,32 @@ caf::expected<result> connection::await(int sent, deadline until) {
   const char* constraint = PQresultErrorField(*got, PG_DIAG_CONSTRAINT_NAME);
   constraint_ = constraint ? constraint : "";
   return error_of(sqlstate_, trimmed(PQresultErrorMessage(*got)));
+}
+
+void connection::cancel_on_server() {
+  // Dropping the connection alone leaves the statement running on the
+  // server, holding its locks until it next notices the client gone. A
+  // cancel request goes on a connection of its own; PQcancel blocks until
+  // the server answers (a frozen one: until it thaws), so it runs on a
+  // thread of its own, and a few at most are outstanding at once.
+  static std::atomic<int> outstanding{0};
+  if (!conn_ || outstanding.load() >= 4)
+    return;
+  PGcancel* cancel = PQgetCancel(conn_.get());
+  if (cancel == nullptr)
+    return;
+  ++outstanding;
+  try {
+    std::thread{[cancel] {
+      char why[256];
+      (void) PQcancel(cancel, why, sizeof why);
+      PQfreeCancel(cancel);
+      --outstanding;
+    }}.detach();
+  } catch (const std::system_error&) {
+    PQfreeCancel(cancel);
+    --outstanding;
+  }
 }
 
 bool connection::begin_statement() {

@@ -118,8 +118,8 @@ public:
   static caf::expected<connection> open(const std::string& conninfo, deadline until);
 
   /// Runs one statement; answers its (last) result or the error it raised.
-  /// A deadline that passes drops the connection (its state is unknown) and
-  /// answers timeout. Errors: see `error_of`.
+  /// A deadline that passes cancels the statement on the server, drops the
+  /// connection (its state is unknown) and answers timeout. Errors: see `error_of`.
   caf::expected<result> exec(std::string_view sql, const params& p, deadline until,
                              format results = format::binary);
   caf::expected<result> exec(std::string_view sql, deadline until) { return exec(sql, params{}, until); }
@@ -161,6 +161,9 @@ private:
   /// turns a failure into an error (the connection dropped when its state
   /// is unknown). `sent` is the PQsend* call's return.
   caf::expected<result> await(int sent, deadline until);
+  /// Asks the server to cancel what this connection runs (a statement past
+  /// its deadline), without waiting for the answer.
+  void cancel_on_server();
   /// Clears the last error; false when the connection is closed.
   bool begin_statement();
   static caf::error closed_error();

@@ -25,9 +25,34 @@ CREATE TABLE @.cluster_leases (
   expires_at timestamptz NOT NULL,
   PRIMARY KEY (cluster, name));
 CREATE SEQUENCE @.cluster_incarnations;
+CREATE TABLE @.cluster_votes (
+  cluster text NOT NULL,
+  suspect text NOT NULL,
+  voter text NOT NULL,
+  voted_at timestamptz NOT NULL,
+  PRIMARY KEY (cluster, suspect, voter));
+CREATE TABLE @.cluster_config (
+  cluster text PRIMARY KEY,
+  shards int NOT NULL);
 )";
 
-const pg_component cluster_component{"cluster", 1, {"cluster_members", "cluster_leases"}, cluster_sql};
+// Version 2: members' votes on who they cannot reach, and each cluster's
+// shard count.
+constexpr std::string_view cluster_v1_to_v2 = R"(
+CREATE TABLE @.cluster_votes (
+  cluster text NOT NULL,
+  suspect text NOT NULL,
+  voter text NOT NULL,
+  voted_at timestamptz NOT NULL,
+  PRIMARY KEY (cluster, suspect, voter));
+CREATE TABLE @.cluster_config (
+  cluster text PRIMARY KEY,
+  shards int NOT NULL);
+)";
+
+const pg_component cluster_component{
+  "cluster", 2, {"cluster_members", "cluster_leases", "cluster_votes", "cluster_config"}, cluster_sql,
+  {cluster_v1_to_v2}};
 
 /// Rows of (name, owner, epoch, milliseconds left) as leases.
 std::vector<lease_info> leases_of(const pg::result& r) {
@@ -44,6 +69,8 @@ struct postgres_coordination::impl {
   std::string members;  // quoted, schema-qualified table names
   std::string leases;
   std::string incarnations;
+  std::string votes;
+  std::string config;
   std::unique_ptr<pg::pool> pool;
   bool absent = false; // opened without `create` on a store where no cluster ran
 
@@ -91,13 +118,20 @@ caf::expected<std::unique_ptr<postgres_coordination>> postgres_coordination::ope
   st->members = schema + ".cluster_members";
   st->leases = schema + ".cluster_leases";
   st->incarnations = schema + ".cluster_incarnations";
-  // Membership and leases decide who may write: they commit durably.
-  st->pool = std::make_unique<pg::pool>(st->options.conninfo, 2, st->options.connect_timeout,
-                                        [schema = st->options.schema](pg::connection& c, pg::deadline until) {
-                                          return c.exec_script("SET application_name = 'sourcery cluster " + schema
-                                                                 + "'; SET synchronous_commit = on",
-                                                               until);
-                                        });
+  st->votes = schema + ".cluster_votes";
+  st->config = schema + ".cluster_config";
+  // Membership and leases decide who may write: they commit durably. A
+  // lease statement waits for a row lock at most `lock_timeout` (then it
+  // fails, and the keeper tries again next round) instead of queueing
+  // behind whatever holds it.
+  st->pool = std::make_unique<pg::pool>(
+    st->options.conninfo, 2, st->options.connect_timeout,
+    [schema = st->options.schema, lock = st->options.lock_timeout](pg::connection& c, pg::deadline until) {
+      return c.exec_script("SET application_name = 'sourcery cluster " + schema
+                             + "'; SET synchronous_commit = on; SET lock_timeout = " + std::to_string(lock.count())
+                             + "; SET client_connection_check_interval = 1000",
+                           until);
+    });
   if (st->options.create) {
     auto created = st->run([&](pg::connection& c, pg::deadline until) {
       return detail::ensure_component(c, st->options.schema, detail::cluster_component, until);
@@ -123,15 +157,26 @@ caf::expected<int64_t> postgres_coordination::join(const std::string& cluster, c
   return r->int8(0, 0);
 }
 
-caf::expected<bool> postgres_coordination::renew(const std::string& cluster, const std::string& node,
-                                                 int64_t incarnation) {
-  auto sql = "UPDATE " + st_->members
+caf::expected<member_renewal> postgres_coordination::renew_member(const std::string& cluster,
+                                                                  const std::string& node, int64_t incarnation) {
+  auto sql = "WITH u AS (UPDATE " + st_->members
              + " SET renewed_at = now() WHERE cluster = $1 AND node = $2 AND incarnation = $3 AND state = 'up'"
-               " RETURNING 1";
+               " RETURNING 1) SELECT (SELECT count(*) FROM u), coalesce((SELECT incarnation FROM " + st_->members
+             + " WHERE cluster = $1 AND node = $2), 0)";
   auto r = st_->query(sql, texts({cluster, node}).add(incarnation));
   if (!r)
     return r.error();
-  return r->rows() == 1;
+  if (r->int8(0, 0) == 1)
+    return member_renewal::renewed;
+  return r->int8(0, 1) == incarnation ? member_renewal::declared_down : member_renewal::replaced;
+}
+
+caf::expected<bool> postgres_coordination::renew(const std::string& cluster, const std::string& node,
+                                                 int64_t incarnation) {
+  auto r = renew_member(cluster, node, incarnation);
+  if (!r)
+    return r.error();
+  return *r == member_renewal::renewed;
 }
 
 caf::expected<std::vector<std::string>> postgres_coordination::declare_down(const std::string& cluster,
@@ -184,14 +229,28 @@ caf::expected<std::vector<member_info>> postgres_coordination::members(const std
 caf::expected<std::optional<int64_t>> postgres_coordination::acquire(const std::string& cluster,
                                                                      const std::string& name, const std::string& node,
                                                                      std::chrono::milliseconds ttl) {
-  // One statement: a concurrent taker waits for the row lock, then finds
-  // the lease held (the WHERE no longer holds) and gets no row.
-  auto sql = "INSERT INTO " + st_->leases
-             + " AS x VALUES ($1, $2, $3, 1, now() + $4::bigint * interval '1 millisecond')"
-               " ON CONFLICT (cluster, name) DO UPDATE SET owner = EXCLUDED.owner,"
-               " epoch = CASE WHEN x.owner = EXCLUDED.owner AND x.expires_at > now() THEN x.epoch ELSE x.epoch + 1 END,"
-               " expires_at = EXCLUDED.expires_at"
-               " WHERE x.owner = EXCLUDED.owner OR x.expires_at <= now() RETURNING epoch";
+  // One statement. A lease that is free (expired, or already `node`'s) is
+  // locked FOR UPDATE: that waits for every write fenced with it (they
+  // hold FOR KEY SHARE until they commit), so nothing of the old owner can
+  // commit after the lease changed hands. A lease held by another is not
+  // locked at all: its owner's renewals never queue behind this. A
+  // concurrent taker waits for the row lock, then finds the lease held
+  // (the WHERE is checked again on the row as it is) and gets no row.
+  // Only an up member's incarnation takes a lease.
+  const std::string up = "EXISTS (SELECT 1 FROM " + st_->members
+                         + " m WHERE m.cluster = $1 AND m.state = 'up' AND m.node || '#' || m.incarnation::text = $3)";
+  auto sql = "WITH cur AS (SELECT owner, epoch, expires_at FROM " + st_->leases
+             + " WHERE cluster = $1 AND name = $2 AND (owner = $3 OR expires_at <= clock_timestamp()) AND " + up
+             + " FOR UPDATE),"
+               " taken AS (UPDATE " + st_->leases + " x SET owner = $3,"
+               " epoch = CASE WHEN cur.owner = $3 AND cur.expires_at > clock_timestamp() THEN cur.epoch ELSE cur.epoch + 1 END,"
+               " expires_at = clock_timestamp() + $4::bigint * interval '1 millisecond'"
+               " FROM cur WHERE x.cluster = $1 AND x.name = $2 RETURNING x.epoch),"
+               " created AS (INSERT INTO " + st_->leases
+             + " SELECT $1, $2, $3, 1, clock_timestamp() + $4::bigint * interval '1 millisecond' WHERE " + up
+             + " AND NOT EXISTS (SELECT 1 FROM " + st_->leases + " WHERE cluster = $1 AND name = $2)"
+               " ON CONFLICT (cluster, name) DO NOTHING RETURNING epoch)"
+               " SELECT epoch FROM taken UNION ALL SELECT epoch FROM created";
   auto r = st_->query(sql, texts({cluster, name, node}).add(millis(ttl)));
   if (!r)
     return r.error();
@@ -223,27 +282,51 @@ caf::expected<void> postgres_coordination::release(const std::string& cluster, c
 
 caf::expected<std::vector<lease_info>> postgres_coordination::renew_leases(const std::string& cluster,
                                                                          const std::string& node,
-                                                                         std::chrono::milliseconds ttl) {
+                                                                         std::chrono::milliseconds ttl,
+                                                                         const std::vector<std::string>& names) {
+  if (names.empty())
+    return std::vector<lease_info>{};
+  // Only the leases the caller runs the work of, so that a lease given up
+  // (or whose release failed) is never kept alive by renewals. Rows are
+  // locked in name order, as every statement that locks several leases
+  // does (no deadlock between them), and FOR NO KEY UPDATE: data writes
+  // fenced with these leases (FOR KEY SHARE) do not hold it up. Expiry is
+  // checked on the row as locked, by the clock at that moment.
+  pg::params p = texts({cluster, node});
+  p.add(millis(ttl));
+  pg::params::array wanted{pg::oid::text};
+  for (auto& n : names)
+    wanted.add_bytes(n);
+  p.add(std::move(wanted));
   auto sql = "UPDATE " + st_->leases
-             + " SET expires_at = now() + $3::bigint * interval '1 millisecond' WHERE cluster = $1 AND owner = $2"
-               " AND expires_at > now() RETURNING name, owner, epoch, $3::bigint";
-  auto r = st_->query(sql, texts({cluster, node}).add(millis(ttl)));
+             + " l SET expires_at = clock_timestamp() + $3::bigint * interval '1 millisecond' FROM (SELECT name FROM "
+             + st_->leases
+             + " WHERE cluster = $1 AND owner = $2 AND name = ANY($4::text[]) AND expires_at > clock_timestamp()"
+               " ORDER BY name FOR NO KEY UPDATE) k"
+               " WHERE l.cluster = $1 AND l.name = k.name AND l.owner = $2 AND l.expires_at > clock_timestamp()"
+               " AND EXISTS (SELECT 1 FROM " + st_->members
+             + " m WHERE m.cluster = $1 AND m.state = 'up' AND m.node || '#' || m.incarnation::text = $2)"
+               " RETURNING l.name, l.owner, l.epoch, $3::bigint";
+  auto r = st_->query(sql, p);
   if (!r)
     return r.error();
   return detail::leases_of(*r);
 }
 
 caf::expected<void> postgres_coordination::release_all(const std::string& cluster, const std::string& node) {
-  auto sql = "UPDATE " + st_->leases + " SET expires_at = now() WHERE cluster = $1 AND owner = $2 AND expires_at > now()";
+  auto sql = "UPDATE " + st_->leases + " l SET expires_at = now() FROM (SELECT name FROM " + st_->leases
+             + " WHERE cluster = $1 AND owner = $2 AND expires_at > now() ORDER BY name FOR NO KEY UPDATE) k"
+               " WHERE l.cluster = $1 AND l.name = k.name";
   if (auto r = st_->query(sql, texts({cluster, node})); !r)
     return r.error();
   return {};
 }
 
 caf::expected<int64_t> postgres_coordination::expire_orphaned(const std::string& cluster) {
-  auto sql = "UPDATE " + st_->leases + " l SET expires_at = now() WHERE l.cluster = $1 AND l.expires_at > now()"
-             " AND NOT EXISTS (SELECT 1 FROM " + st_->members + " m WHERE m.cluster = l.cluster AND m.state = 'up'"
-             " AND l.owner = m.node || '#' || m.incarnation::text) RETURNING 1";
+  auto sql = "UPDATE " + st_->leases + " l SET expires_at = now() FROM (SELECT o.name FROM " + st_->leases
+             + " o WHERE o.cluster = $1 AND o.expires_at > now() AND NOT EXISTS (SELECT 1 FROM " + st_->members
+             + " m WHERE m.cluster = o.cluster AND m.state = 'up' AND o.owner = m.node || '#' || m.incarnation::text)"
+               " ORDER BY o.name FOR NO KEY UPDATE OF o) k WHERE l.cluster = $1 AND l.name = k.name RETURNING 1";
   auto r = st_->query(sql, texts({cluster}));
   if (!r)
     return r.error();
@@ -259,6 +342,78 @@ caf::expected<std::vector<lease_info>> postgres_coordination::leases(const std::
   if (!r)
     return r.error();
   return detail::leases_of(*r);
+}
+
+caf::expected<uint32_t> postgres_coordination::agree_shards(const std::string& cluster, uint32_t shards,
+                                                           std::chrono::milliseconds ttl) {
+  // The count is the cluster's while any member runs; with none running,
+  // the next to start sets it anew.
+  auto r = st_->run([&](pg::connection& c, pg::deadline until) -> caf::expected<pg::result> {
+    auto set = c.exec("INSERT INTO " + st_->config + " AS x VALUES ($1, $2::int4) ON CONFLICT (cluster) DO UPDATE SET"
+                      " shards = $2::int4 WHERE NOT EXISTS (SELECT 1 FROM " + st_->members
+                        + " m WHERE m.cluster = $1 AND m.state = 'up'"
+                          " AND m.renewed_at > now() - $3::bigint * interval '1 millisecond')",
+                      texts({cluster}).add(static_cast<int32_t>(shards)).add(millis(ttl)), until);
+    if (!set)
+      return set.error();
+    return c.exec("SELECT shards FROM " + st_->config + " WHERE cluster = $1", texts({cluster}), until);
+  });
+  if (!r)
+    return r.error();
+  if (r->rows() != 1)
+    return make_error(store_errc::io_error, "the cluster's shard count was not stored");
+  return static_cast<uint32_t>(r->int4(0, 0));
+}
+
+caf::expected<void> postgres_coordination::vote(const std::string& cluster, const std::string& suspect,
+                                                const std::string& voter, bool reachable) {
+  auto sql = reachable ? "DELETE FROM " + st_->votes + " WHERE cluster = $1 AND suspect = $2 AND voter = $3"
+                       : "INSERT INTO " + st_->votes + " VALUES ($1, $2, $3, now()) ON CONFLICT (cluster, suspect, voter)"
+                                                       " DO UPDATE SET voted_at = now()";
+  if (auto r = st_->query(sql, texts({cluster, suspect, voter})); !r)
+    return r.error();
+  return {};
+}
+
+namespace {
+
+/// SQL: the up members of $1 other than `node` (a column or a parameter).
+std::string others_up(const std::string& members, const std::string& node) {
+  return "(SELECT count(*) FROM " + members + " o WHERE o.cluster = $1 AND o.state = 'up' AND o.node <> " + node + ")";
+}
+
+/// SQL: the votes against `node` cast within $2 ms by up members.
+std::string fresh_votes(const std::string& votes, const std::string& members, const std::string& node) {
+  return "(SELECT count(*) FROM " + votes + " v JOIN " + members
+         + " o ON o.cluster = v.cluster AND o.node = v.voter AND o.state = 'up' WHERE v.cluster = $1 AND v.suspect = "
+         + node + " AND v.voter <> " + node + " AND v.voted_at > now() - $2::bigint * interval '1 millisecond')";
+}
+
+} // namespace
+
+caf::expected<std::vector<std::string>> postgres_coordination::declare_unreachable(const std::string& cluster,
+                                                                                 std::chrono::milliseconds window) {
+  // With two members or more besides it, a majority of them must vote.
+  auto sql = "UPDATE " + st_->members + " m SET state = 'down' WHERE m.cluster = $1 AND m.state = 'up' AND "
+             + others_up(st_->members, "m.node") + " >= 2 AND 2 * " + fresh_votes(st_->votes, st_->members, "m.node")
+             + " > " + others_up(st_->members, "m.node") + " RETURNING m.node";
+  auto r = st_->query(sql, texts({cluster}).add(millis(window)));
+  if (!r)
+    return r.error();
+  std::vector<std::string> out;
+  for (int i = 0; i < r->rows(); ++i)
+    out.push_back(r->text(i, 0));
+  return out;
+}
+
+caf::expected<bool> postgres_coordination::shunned(const std::string& cluster, const std::string& node,
+                                                   std::chrono::milliseconds window) {
+  auto sql = "SELECT " + others_up(st_->members, "$3") + " >= 2 AND 2 * " + fresh_votes(st_->votes, st_->members, "$3")
+             + " > " + others_up(st_->members, "$3");
+  auto r = st_->query(sql, texts({cluster}).add(millis(window)).add_text(node));
+  if (!r)
+    return r.error();
+  return r->boolean(0, 0);
 }
 
 caf::expected<std::vector<std::string>> postgres_coordination::clusters() {

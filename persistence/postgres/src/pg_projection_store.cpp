@@ -223,9 +223,13 @@ postgres_projection_store::open(postgres_read_model_options options) {
   auto sync = st->options.mode == durability::durable ? "on" : "off";
   st->pool = std::make_unique<pg::pool>(
     st->options.conninfo, st->options.pool_size, st->options.connect_timeout,
-    [sync, schema = st->options.schema](pg::connection& c, pg::deadline until) {
-      return c.exec_script("SET application_name = 'sourcery read-models " + schema
-                             + "'; SET synchronous_commit = " + sync,
+    [sync, schema = st->options.schema, idle = st->options.idle_in_transaction_timeout](pg::connection& c,
+                                                                                          pg::deadline until) {
+      // A paused process must not hold a handler's lease row (which another
+      // node's acquire waits for) longer than the lease lives.
+      return c.exec_script("SET application_name = 'sourcery read-models " + schema + "'; SET synchronous_commit = "
+                             + sync + "; SET idle_in_transaction_session_timeout = " + std::to_string(idle.count())
+                             + "; SET client_connection_check_interval = 1000",
                            until);
     });
   auto until = st->op_deadline();
@@ -260,7 +264,8 @@ caf::error postgres_projection_store::reset(std::string_view projection, const s
 namespace {
 
 /// In a cluster: the consumer writing `projection` must hold its lease;
-/// locked FOR SHARE, it cannot change hands before this transaction ends.
+/// locked FOR KEY SHARE, it cannot change hands (an acquire takes FOR
+/// UPDATE) before this transaction ends, while its renewals go on.
 caf::error check_fence(const postgres_projection_store::impl& st, pg::connection& c, std::string_view projection,
                        pg::deadline until) {
   std::shared_ptr<const append_fence> fence;
@@ -275,7 +280,7 @@ caf::error check_fence(const postgres_projection_store::impl& st, pg::connection
   p.add_text(fence->cluster()).add_text(lease.name).add_text(fence->owner()).add(lease.epoch);
   auto r = c.exec_prepared("rm_fence", "SELECT 1 FROM " + st.schema + ".cluster_leases WHERE cluster = $1"
                                          " AND name = $2 AND owner = $3 AND epoch = $4"
-                                         " AND expires_at > clock_timestamp() FOR SHARE",
+                                         " AND expires_at > clock_timestamp() FOR KEY SHARE",
                            p, until);
   if (!r)
     return r.error();

@@ -128,7 +128,10 @@ caf::error ensure_component(pg::connection& c, const std::string& schema, const 
       if (row->rows() == 1)
         version = row->int4(0, 0);
     }
-    const std::string what = std::string{component.name} == "event_store" ? "event store" : "read models";
+    const std::string what = component.name == "event_store" ? "event store"
+                             : component.name == "cluster"   ? "cluster tables"
+                                                             : "read models";
+    const auto upgradable = static_cast<int32_t>(component.upgrades.size());
     if (!version) {
       if (ours > 0)
         return make_error(store_errc::foreign_store,
@@ -140,6 +143,14 @@ caf::error ensure_component(pg::connection& c, const std::string& schema, const 
       script += replace_all(std::string{component.create_sql}, "@", quoted);
       script += "INSERT INTO " + quoted + ".schema_version VALUES ('" + std::string{component.name} + "', "
                 + std::to_string(component.version) + ");";
+      if (auto err = c.exec_script(script, until))
+        return err;
+    } else if (*version < component.version && *version >= component.version - upgradable && *version >= 1) {
+      std::string script;
+      for (int32_t v = *version; v < component.version; ++v)
+        script += replace_all(std::string{component.upgrades.begin()[v - 1]}, "@", quoted);
+      script += "UPDATE " + quoted + ".schema_version SET version = " + std::to_string(component.version)
+                + " WHERE component = '" + std::string{component.name} + "';";
       if (auto err = c.exec_script(script, until))
         return err;
     } else if (*version != component.version) {

@@ -8,20 +8,22 @@
 
 namespace sourcery::persistence::detail {
 
-/// One versioned part of a schema (the event store, the read models): its
-/// tables, the SQL that creates them ('@' stands for the quoted schema),
-/// and the version that SQL creates.
+/// One versioned part of a schema (the event store, the read models, a
+/// cluster's tables): its tables, the SQL that creates them ('@' stands for
+/// the quoted schema), the version that SQL creates, and the SQL that
+/// upgrades each older version in place (upgrades[v - 1]: from v to v + 1).
 struct pg_component {
   std::string_view name;
   int32_t version;
   std::initializer_list<const char*> tables;
   std::string_view create_sql;
+  std::initializer_list<std::string_view> upgrades = {};
 };
 
 /// Creates `component`'s tables in `schema` when none exist (and the schema
 /// and its `schema_version` table when missing), or checks the ones there:
-/// the component's row in `schema_version` at `version`, and all of its
-/// tables. Runs under a transaction-level advisory lock so that processes
+/// the component's row in `schema_version` at `version` (an older one is
+/// upgraded in place when the component knows how), and all of its tables. Runs under a transaction-level advisory lock so that processes
 /// opening one database at once do not race.
 /// Errors: foreign_store (tables with our names that are not ours),
 /// unsupported_format_version, and the connection's.

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -42,27 +43,50 @@ bool transient_conflict(std::string_view state) {
   return state == "23505" || state == "40P01" || state == "40001";
 }
 
-// One statement writes a batch: positions from the counter row (held until
-// COMMIT: `$all` stays gapless and in commit order), the events, and each
-// stream's row moved from the version the batch was decided on ($15) to its
-// new one. The count it answers tells whether every stream row was still
-// as read: if another process wrote or deleted one meanwhile, the batch is
-// rolled back and decided again. (UNIQUE (stream_id, stream_version) on the
-// events is the backstop.)
-constexpr const char* insert_batch_sql = R"(
-WITH h AS (UPDATE @.log_head SET position = position + $1 WHERE id = 1 RETURNING position),
+// One statement writes a batch, in a transaction of its own (autocommit):
+// the server commits it without waiting on this client, so a writer
+// frozen at any instant holds `log_head` only for the server's own commit.
+//
+// Rows are locked in one order everywhere: the batch's leases (FOR KEY
+// SHARE, by name: only an acquire, which takes FOR UPDATE, waits for it --
+// never a renewal), its streams' rows (by id), then `log_head`. `ok` holds
+// when every lease is held at its epoch and unexpired by the database's
+// clock, and every stream row is as the batch was decided on ($15: the
+// version read, 0 for a new stream); otherwise nothing is written and the
+// answer says which leases were held. Positions come from the counter row
+// (held until the commit: `$all` stays gapless and in commit order).
+// UNIQUE (stream_id, stream_version) on the events is the backstop for a
+// stream created meanwhile by another process.
+std::string insert_batch_sql(bool fenced) {
+  std::string text = "WITH v AS (SELECT * FROM unnest($11::bytea[], $12::int8[], $15::int8[]) AS v(sid, ver, prev)),\n";
+  if (fenced)
+    text += "f AS (SELECT l.name FROM @.cluster_leases l WHERE l.cluster = $16 AND l.owner = $17"
+            " AND l.expires_at > clock_timestamp() AND (l.name, l.epoch) IN (SELECT * FROM unnest($18::text[], $19::int8[]))"
+            " ORDER BY l.name FOR KEY SHARE OF l),\n";
+  else
+    text += "f AS (SELECT NULL::text AS name WHERE false),\n";
+  text += R"(s AS (SELECT s.stream_id FROM @.streams s JOIN v ON s.stream_id = v.sid
+  WHERE v.prev > 0 AND s.version = v.prev AND NOT s.deleted ORDER BY s.stream_id FOR NO KEY UPDATE OF s),
+ok AS (SELECT (SELECT count(*) FROM f) = )";
+  text += fenced ? "cardinality($18::text[])" : "0";
+  text += R"( AND (SELECT count(*) FROM s) = (SELECT count(*) FROM v WHERE prev > 0)
+  AND NOT EXISTS (SELECT 1 FROM @.streams x JOIN v ON x.stream_id = v.sid WHERE v.prev = 0) AS ok),
+h AS (UPDATE @.log_head SET position = position + $1 WHERE id = 1 AND (SELECT ok FROM ok) RETURNING position),
 e AS (INSERT INTO @.events (position, event_id, stream_id, stream_version, type, schema_version, data, metadata,
                            causation_id, correlation_id, created_at)
   SELECT h.position - $1 + u.ord, u.id, u.sid, u.ver, u.type, u.sv, u.data, u.meta, u.cau, u.cor, $13
   FROM h, unnest($2::uuid[], $3::bytea[], $4::int8[], $5::text[], $6::int4[], $7::bytea[], $8::bytea[],
                  $9::text[], $10::text[]) WITH ORDINALITY AS u(id, sid, ver, type, sv, data, meta, cau, cor, ord)),
-v AS (SELECT * FROM unnest($11::bytea[], $12::int8[], $15::int8[]) AS v(sid, ver, prev)),
-upd AS (UPDATE @.streams s SET version = v.ver, updated_at = $13 FROM v
-  WHERE v.prev > 0 AND s.stream_id = v.sid AND s.version = v.prev AND NOT s.deleted RETURNING 1),
+upd AS (UPDATE @.streams s SET version = v.ver, updated_at = $13 FROM v, h
+  WHERE v.prev > 0 AND s.stream_id = v.sid RETURNING 1),
 ins AS (INSERT INTO @.streams (stream_id, version, deleted, created_at, updated_at)
-  SELECT v.sid, v.ver, false, $13, $13 FROM v WHERE v.prev = 0 ON CONFLICT (stream_id) DO NOTHING RETURNING 1)
-SELECT h.position, (SELECT count(*) FROM upd) + (SELECT count(*) FROM ins), pg_notify($14, h.position::text) FROM h
+  SELECT v.sid, v.ver, false, $13, $13 FROM v, h WHERE v.prev = 0 ON CONFLICT (stream_id) DO NOTHING RETURNING 1),
+n AS (SELECT pg_notify($14, position::text) FROM h)
+SELECT (SELECT position FROM h), (SELECT count(*) FROM upd) + (SELECT count(*) FROM ins), (SELECT count(*) FROM n),
+  coalesce((SELECT string_agg(name, E'\n') FROM f), '')
 )";
+  return text;
+}
 
 } // namespace
 
@@ -164,43 +188,13 @@ void postgres_state::run_task(pg_task& task) {
   }
 }
 
-caf::expected<std::unordered_set<std::string>>
-postgres_state::begin_fenced(const append_fence& fence, const std::vector<pg_append>& batch, pg::deadline until) {
-  auto& c = writer_conn;
-  std::map<std::string, int64_t> wanted; // sorted: rows are locked in one order
-  for (auto& a : batch)
-    if (auto lease = fence.lease_for(a.stream); lease.epoch > 0)
-      wanted.emplace(std::move(lease.name), lease.epoch);
-  std::unordered_set<std::string> held;
-  if (wanted.empty()) {
-    if (auto r = c.exec("BEGIN", until); !r)
-      return r.error();
-    return held;
-  }
-  // One round trip: BEGIN and the check. The database's clock decides
-  // expiry; FOR SHARE keeps another node's acquire (an UPDATE of the row)
-  // waiting until this batch has committed.
-  std::string text = "BEGIN; SELECT l.name FROM " + sql("@.cluster_leases") + " l WHERE l.cluster = "
-                     + c.literal(fence.cluster()) + " AND l.owner = " + c.literal(fence.owner())
-                     + " AND l.expires_at > clock_timestamp() AND (l.name, l.epoch) IN (";
-  bool first = true;
-  for (auto& [name, epoch] : wanted) {
-    text += (first ? "(" : ", (") + c.literal(name) + ", " + std::to_string(epoch) + "::int8)";
-    first = false;
-  }
-  text += ") ORDER BY l.name FOR SHARE OF l";
-  auto rows = c.exec_statements(text, until);
-  if (!rows)
-    return rows.error();
-  for (int i = 0; i < rows->rows(); ++i)
-    held.insert(rows->text(i, 0));
-  return held;
-}
-
 void postgres_state::write_appends(std::vector<pg_append>& batch) {
   auto& c = writer_conn;
   int conflicts = 0;
   bool check_ids = false;
+  // Leases the lease table did not confirm at the last attempt: their
+  // appends are answered `fenced` at the next.
+  std::unordered_set<std::string> not_held;
   caf::error last_error;
   auto fail_all = [&](const caf::error& err) {
     for (auto& a : batch)
@@ -245,28 +239,19 @@ void postgres_state::write_appends(std::vector<pg_append>& batch) {
       auto state = c.last_sqlstate();
       if (state == "23505" && c.last_constraint().find("event_id") != std::string::npos)
         check_ids = true; // an append carries an id stored already
-      (void) c.exec("ROLLBACK", until);
       outcome = transient_conflict(state) ? attempt_outcome::conflict : attempt_outcome::failed;
     };
     [&] {
-      // In a cluster: the leases this node holds, confirmed and locked in
-      // the same round trip as the BEGIN.
+      // In a cluster: the leases this node believes it holds; the batch's
+      // statement confirms them.
       std::shared_ptr<const append_fence> fence_now;
       {
         std::lock_guard guard{queue_mtx};
         fence_now = fence;
       }
-      std::unordered_set<std::string> leases_held;
-      if (fence_now) {
-        auto held = begin_fenced(*fence_now, batch, until);
-        if (!held)
-          return step_failed(held.error());
-        leases_held = std::move(*held);
-      } else if (auto r = c.exec("BEGIN", until); !r) {
-        return step_failed(r.error());
-      }
       // The streams' rows as last seen: from the writer's cache, else read
-      // now. No lock: the batch statement checks they did not change.
+      // now. No transaction, no lock: the batch statement checks they did
+      // not change.
       std::vector<std::string> unknown;
       for (auto& a : batch)
         if (!known_streams.count(a.stream))
@@ -328,6 +313,7 @@ void postgres_state::write_appends(std::vector<pg_append>& batch) {
         a_svs{pg::oid::int4}, a_data{pg::oid::bytea}, a_meta{pg::oid::bytea}, a_cau{pg::oid::text},
         a_cor{pg::oid::text};
       std::map<std::string, std::pair<uint64_t, uint64_t>> touched; // stream -> (read version, new version)
+      std::set<std::pair<std::string, int64_t>> wanted;              // the leases the written streams need
       for (size_t k = 0; k < batch.size(); ++k) {
         auto& a = batch[k];
         size_t already = 0;
@@ -356,7 +342,7 @@ void postgres_state::write_appends(std::vector<pg_append>& batch) {
         }
         if (fence_now) {
           auto lease = fence_now->lease_for(a.stream);
-          if (!leases_held.count(lease.name)) {
+          if (lease.epoch <= 0 || not_held.count(lease.name)) {
             answers.emplace_back(make_error(store_errc::fenced,
                                             "this node (" + fence_now->owner() + ") does not hold lease " + lease.name
                                               + " of " + stream_text(a.stream) + ": it moved to another node"));
@@ -374,7 +360,6 @@ void postgres_state::write_appends(std::vector<pg_append>& batch) {
         if ((row.deleted || !a.expected.admits(row.version)) && !fresh.count(a.stream)) {
           // A refusal must rest on the row as stored, not as cached: another
           // process may have written the stream.
-          (void) c.exec("ROLLBACK", until);
           for (auto& b : batch)
             known_streams.erase(b.stream);
           outcome = attempt_outcome::again;
@@ -388,7 +373,6 @@ void postgres_state::write_appends(std::vector<pg_append>& batch) {
           if (!look && !a.events.empty()) {
             // Perhaps these very events were stored by an earlier try
             // whose answer was lost: that is an answer, not a conflict.
-            (void) c.exec("ROLLBACK", until);
             check_ids = true;
             outcome = attempt_outcome::again;
             return;
@@ -419,6 +403,10 @@ void postgres_state::write_appends(std::vector<pg_append>& batch) {
           ++n;
         }
         touched[a.stream].second = row.version;
+        if (fence_now) {
+          auto lease = fence_now->lease_for(a.stream);
+          wanted.emplace(std::move(lease.name), lease.epoch);
+        }
         answers.emplace_back(append_result{row.version, 0, 0}); // positions once the counter answered
       }
 
@@ -446,14 +434,47 @@ void postgres_state::write_appends(std::vector<pg_append>& batch) {
           .add(now_micros())
           .add_text(channel)
           .add(std::move(t_prev));
-        auto inserted = c.exec_prepared("insert_batch", sql(insert_batch_sql), p, until);
+        if (fence_now) {
+          pg::params::array names{pg::oid::text}, epochs{pg::oid::int8};
+          for (auto& [name, epoch] : wanted) {
+            names.add_bytes(name);
+            epochs.add(epoch);
+          }
+          p.add_text(fence_now->cluster()).add_text(fence_now->owner()).add(std::move(names)).add(std::move(epochs));
+        }
+        // From here until the answer, the batch may commit without us
+        // hearing of it.
+        for (size_t k = 0; k < batch.size(); ++k)
+          if (offsets[k] != 0)
+            batch[k].outcome_unknown = true;
+        auto inserted = fence_now ? c.exec_prepared("insert_batch_fenced", sql(insert_batch_sql(true)), p, until)
+                                  : c.exec_prepared("insert_batch", sql(insert_batch_sql(false)), p, until);
         if (!inserted)
           return step_failed(inserted.error());
-        if (inserted->int8(0, 1) != static_cast<int64_t>(touched.size())) {
-          // Another process wrote (or deleted) one of these streams since
-          // they were read: decide the batch again.
-          (void) c.exec("ROLLBACK", until);
-          outcome = attempt_outcome::conflict;
+        for (auto& a : batch)
+          a.outcome_unknown = false; // answered: committed, or nothing written
+        if (inserted->is_null(0, 0)) {
+          // Nothing written. A lease not confirmed: its appends are fenced
+          // at the next attempt. Otherwise another process wrote (or
+          // deleted) one of these streams since they were read: decide the
+          // batch again on the rows as stored.
+          std::unordered_set<std::string> confirmed;
+          auto names = inserted->raw(0, 3);
+          for (size_t at = 0; at < names.size();) {
+            auto end = std::min(names.find('\n', at), names.size());
+            confirmed.emplace(names.substr(at, end - at));
+            at = end + 1;
+          }
+          bool fenced_some = false;
+          for (auto& [name, epoch] : wanted)
+            if (!confirmed.count(name)) {
+              not_held.insert(name);
+              fenced_some = true;
+            }
+          if (!fenced_some)
+            error = make_error(store_errc::unavailable, "other processes kept writing these streams: the batch was"
+                                                        " decided again 50 times without committing");
+          outcome = fenced_some ? attempt_outcome::again : attempt_outcome::conflict;
           return;
         }
         last = static_cast<uint64_t>(inserted->int8(0, 0));
@@ -462,18 +483,10 @@ void postgres_state::write_appends(std::vector<pg_append>& batch) {
           if (offsets[k] != 0) {
             answers[k]->first_position = base + offsets[k];
             answers[k]->last_position = base + offsets[k] + batch[k].events.size() - 1;
-            batch[k].outcome_unknown = true; // until the COMMIT's answer arrives
           }
-        auto committed = c.exec("COMMIT", until);
-        if (!committed)
-          return step_failed(committed.error());
-        for (auto& a : batch)
-          a.outcome_unknown = false;
         ++commits;
         for (auto& [stream, v] : touched)
           known_streams[stream] = {v.second, false};
-      } else {
-        (void) c.exec("ROLLBACK", until);
       }
       size_t accepted = 0;
       for (auto& off : offsets)

@@ -36,8 +36,8 @@ struct pg_append {
   std::vector<event_data> events;
   event_store::append_callback done;
   pg::deadline until;
-  /// A COMMIT carrying it was sent and its answer lost: the events may be
-  /// stored. The next attempt's event-id check tells.
+  /// A batch statement carrying it was sent and its answer lost: the
+  /// events may be stored. The next attempt's event-id check tells.
   bool outcome_unknown = false;
 };
 
@@ -103,11 +103,6 @@ struct postgres_state {
   std::thread writer;
   void run_writer();
   void write_appends(std::vector<pg_append>& batch);
-  /// Begins the batch's transaction and returns, in the same round trip,
-  /// the leases of `batch`'s streams that `fence` says this node holds and
-  /// the table confirms (locked FOR SHARE until the transaction ends).
-  caf::expected<std::unordered_set<std::string>> begin_fenced(const append_fence& fence,
-                                                              const std::vector<pg_append>& batch, pg::deadline until);
   void run_task(pg_task& task);
   /// (Re)connects the writer before `until`, backing off between attempts.
   caf::error ensure_writer(pg::deadline until);

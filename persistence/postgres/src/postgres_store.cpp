@@ -373,11 +373,12 @@ caf::expected<void> postgres_store::do_save_checkpoint(std::string_view name, ui
     return r ? caf::expected<void>{} : caf::expected<void>{r.error()};
   }
   // In a cluster: only while this node holds the handler's lease (locked
-  // until the statement commits, so it cannot change hands meanwhile).
+  // FOR KEY SHARE until the statement commits: an acquire, FOR UPDATE,
+  // waits for it; a renewal does not).
   auto lease = fence->lease_for_checkpoint(name);
   p.add_text(fence->cluster()).add_text(lease.name).add_text(fence->owner()).add(lease.epoch);
   auto r = st.read("WITH held AS (SELECT 1 FROM @.cluster_leases WHERE cluster = $3 AND name = $4 AND owner = $5"
-                   " AND epoch = $6 AND expires_at > clock_timestamp() FOR SHARE)"
+                   " AND epoch = $6 AND expires_at > clock_timestamp() FOR KEY SHARE)"
                    " INSERT INTO @.checkpoints SELECT $1, $2 FROM held"
                    " ON CONFLICT (name) DO UPDATE SET position = excluded.position RETURNING 1", p);
   if (!r)

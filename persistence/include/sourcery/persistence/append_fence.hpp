@@ -26,8 +26,9 @@ public:
   virtual ~append_fence() = default;
   /// The cluster whose lease table is checked.
   virtual const std::string& cluster() const = 0;
-  /// This node's name as the lease table records it.
-  virtual const std::string& owner() const = 0;
+  /// This node's name as the lease table records it (it changes when the
+  /// node re-joins as a new incarnation: a copy, read once per write).
+  virtual std::string owner() const = 0;
   virtual fence_lease lease_for(std::string_view stream) const = 0;
   /// The lease that lets this node move checkpoint `name` (an event
   /// handler's in the event store, a projection's or process manager's in

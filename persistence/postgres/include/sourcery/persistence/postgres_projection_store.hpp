@@ -22,6 +22,10 @@ struct postgres_read_model_options {
   std::chrono::milliseconds operation_timeout{10000};
   /// Connections, opened on demand.
   size_t pool_size = 4;
+  /// The server ends a write's transaction left idle this long (a paused
+  /// process): below the cluster's `down_after`, since a fenced write holds
+  /// its handler's lease row until it ends.
+  std::chrono::milliseconds idle_in_transaction_timeout{1500};
 };
 
 /// Read models in PostgreSQL: rows of the row API in `read_model_rows`,
@@ -35,7 +39,8 @@ public:
   /// Errors: as postgres_store::open.
   static caf::expected<std::unique_ptr<postgres_projection_store>> open(postgres_read_model_options options);
   ~postgres_projection_store() override;
-  /// The lease is checked (and locked FOR SHARE) in the write's
+  /// The lease is checked (and locked FOR KEY SHARE, which holds off an
+  /// acquire by another node but not a renewal) in the write's
   /// transaction, against `cluster_leases` of this schema.
   caf::error fence_writes(std::shared_ptr<const append_fence> fence) override;
 

@@ -42,9 +42,12 @@ struct postgres_options {
   /// How often a silent listener connection is checked (and the head read):
   /// NOTIFY is only a hint.
   std::chrono::milliseconds poll_interval{1000};
-  /// The server ends a transaction of ours left idle this long (a paused
-  /// process must not hold the log's lock for the whole cluster).
-  std::chrono::milliseconds idle_in_transaction_timeout{5000};
+  /// The server ends a transaction of ours left idle this long. Appends
+  /// never leave one open across a round trip (a batch is one statement);
+  /// a read model's transaction may, and must not hold a lease row that
+  /// another node waits for longer than the lease lives: keep it below
+  /// the cluster's `down_after`.
+  std::chrono::milliseconds idle_in_transaction_timeout{1500};
 };
 
 /// Counters of the group-commit writer, for benchmarks and metrics.
@@ -87,11 +90,13 @@ public:
 
   uint64_t head_position() const override;
 
-  /// Checks each append's lease in its transaction, against the table
-  /// `cluster_leases` of this schema (postgres_coordination.hpp); an append
-  /// whose lease this node does not hold at that epoch, unexpired, is
-  /// answered `fenced`. The lease rows are locked FOR SHARE until COMMIT,
-  /// so a lease cannot change hands while a batch it covers commits.
+  /// Checks each append's lease in its batch's statement, against the
+  /// table `cluster_leases` of this schema (postgres_coordination.hpp); an
+  /// append whose lease this node does not hold at that epoch, unexpired,
+  /// is answered `fenced`. The lease rows are locked FOR KEY SHARE until
+  /// the statement commits: an acquire (FOR UPDATE) waits for it, so a
+  /// lease cannot change hands while a batch it covers commits, and a
+  /// renewal does not, so renewals never wait behind data writes.
   caf::error fence_appends(std::shared_ptr<const append_fence> fence) override;
 
   postgres_stats stats() const;
