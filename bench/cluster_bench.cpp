@@ -206,6 +206,7 @@ int run_cluster_suite(const options& opts) {
   // Measured once the cluster has settled: every shard held by the node
   // placement gives it to (no move under way).
   std::vector<std::string> members{app.cluster_node(), b.address, c.address};
+  auto placement = cluster::place_shards(members, 64);
   auto settled = [&] {
     auto leases = (*coordination)->leases("bench");
     if (!leases)
@@ -213,7 +214,7 @@ int run_cluster_suite(const options& opts) {
     size_t placed = 0;
     for (auto& l : *leases)
       if (l.name.rfind("shard:", 0) == 0 && l.left.count() > 0
-          && persistence::node_of_owner(l.owner) == cluster::owner_of(std::stoul(l.name.substr(6)), members))
+          && persistence::node_of_owner(l.owner) == placement[std::stoul(l.name.substr(6)) % placement.size()])
         ++placed;
     return placed == 64;
   };

@@ -393,6 +393,11 @@ caf::error application::failure() const {
   return failure_;
 }
 
+caf::error application::outage() const {
+  std::lock_guard guard{failure_mtx_};
+  return outage_;
+}
+
 caf::error application::await_failure(std::chrono::milliseconds timeout) {
   std::unique_lock guard{failure_mtx_};
   auto done = [this] { return failed_.load() || stopped_.load(); };
@@ -523,9 +528,21 @@ caf::error application::host_aggregates() {
   if (cluster_settings_.name.empty()) {
     registration_ = make_local_registration(*system_, *root_, observer_);
   } else {
-    auto on_down = [this](const caf::error& why) { fail(why, "declared down by the cluster; restart this node"); };
-    auto created = cluster::detail::cluster_registration::create(
-      {*system_, *root_, observer_, *logger_, *store_, coordination_, cluster_settings_, std::move(on_down)});
+    // Out of the cluster is an outage, not a failure: the node joins again.
+    auto on_down = [this](const caf::error& why) {
+      std::lock_guard guard{failure_mtx_};
+      outage_ = why;
+    };
+    auto on_rejoined = [this] {
+      std::lock_guard guard{failure_mtx_};
+      outage_ = caf::error{};
+    };
+    auto on_replaced = [this](const caf::error& why) {
+      fail(why, "another process joined the cluster as this node; this one stops");
+    };
+    auto created = cluster::detail::cluster_registration::create({*system_, *root_, observer_, *logger_, *store_,
+                                                                  coordination_, cluster_settings_, std::move(on_down),
+                                                                  std::move(on_rejoined), std::move(on_replaced)});
     if (!created)
       return created.error();
     cluster_ = created->get();

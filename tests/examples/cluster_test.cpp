@@ -47,10 +47,21 @@ constexpr int accounts = 12;
 class bank_cluster : public ::testing::Test {
 protected:
   sourcery::testing::temp_dir dir;
-  std::string uri;
+  std::unique_ptr<sourcery::testing::private_server> own_server; // for faults of the server itself
+  std::string server; ///< the PostgreSQL server's URI
+  std::string uri;    ///< the store's: the server's, with the test's schema
   node nodes[3];
 
-  void SetUp() override { uri = sourcery::testing::test_pg_uri() + "&schema=" + sourcery::testing::test_schema(dir); }
+  void SetUp() override { use_server(sourcery::testing::test_pg_uri()); }
+  void use_server(std::string at) {
+    server = std::move(at);
+    uri = server + "&schema=" + sourcery::testing::test_schema(dir);
+  }
+  /// A server of the test's own: it will be frozen or restarted.
+  void use_own_server() {
+    own_server = std::make_unique<sourcery::testing::private_server>(SOURCERY_PG_SCRIPT);
+    use_server(own_server->uri());
+  }
   void TearDown() override {
     stop_load();
     for (auto& n : nodes)
@@ -153,21 +164,25 @@ protected:
   std::atomic<bool> watching{false};
   std::thread watcher;
   std::atomic<int> backwards{0};
+  std::atomic<int> watch_failed{0}, watched{0};
 
   void watch_checkpoints() {
     watching = true;
     watcher = std::thread{[this] {
       sourcery::persistence::postgres_read_model_options o;
-      o.conninfo = sourcery::testing::test_pg_uri();
+      o.conninfo = server;
       o.schema = sourcery::testing::test_schema(dir);
       auto models = sourcery::persistence::postgres_projection_store::open(o);
-      if (!models)
+      if (!models) {
+        ++watch_failed;
         return;
+      }
       uint64_t last = 0;
       while (watching.load()) {
         if (auto cp = (*models)->checkpoint("bank.balances"); cp && *cp) {
           if (**cp < last)
             ++backwards;
+          ++watched;
           last = std::max(last, **cp);
         }
         std::this_thread::sleep_for(20ms);
@@ -183,7 +198,11 @@ protected:
     if (watcher.joinable())
       watcher.join();
     EXPECT_EQ(backwards.load(), 0) << "a checkpoint moved backwards";
-    auto store = sourcery::testing::open_test_pg(sourcery::testing::test_pg_options(dir));
+    EXPECT_EQ(watch_failed.load(), 0) << "the checkpoint watcher could not open the read models";
+    EXPECT_GT(watched.load(), 0) << "the checkpoint was never seen: nothing was checked";
+    auto options = sourcery::testing::test_pg_options(dir);
+    options.conninfo = server;
+    auto store = sourcery::testing::open_test_pg(options);
     ASSERT_TRUE(store);
     // Transfers settle (the saga runs on one node, moved as nodes go).
     http_client c{live_http()};
@@ -229,7 +248,7 @@ protected:
     EXPECT_EQ(total, deposited) << "money is conserved across transfers";
     // The projection handled every event: its rows match the aggregates.
     sourcery::persistence::postgres_read_model_options o;
-    o.conninfo = sourcery::testing::test_pg_uri();
+    o.conninfo = server;
     o.schema = sourcery::testing::test_schema(dir);
     auto models = sourcery::persistence::postgres_projection_store::open(o);
     ASSERT_TRUE(models);
@@ -275,6 +294,44 @@ protected:
       }
     }
   }
+
+  /// Waits until every account answers a deposit through node `i` (each
+  /// within `per_request`), for at most `limit`; returns how long it took.
+  std::chrono::milliseconds serves_all_within(size_t i, std::chrono::milliseconds limit,
+                                              std::chrono::milliseconds per_request = 5s) {
+    auto t0 = std::chrono::steady_clock::now();
+    http_client c{nodes[i].http};
+    c.set_timeout(per_request);
+    int a = 0, attempt = 0;
+    while (a < accounts && std::chrono::steady_clock::now() - t0 < limit) {
+      auto id = "dw" + std::to_string(i) + "-" + std::to_string(a) + "-" + std::to_string(attempt++);
+      try {
+        auto r = c.post("/accounts/a" + std::to_string(a) + "/deposits", {{"amount", 1}, {"transfer", id}});
+        if (r.status == 200) {
+          std::lock_guard guard{ledger_mtx};
+          acked.insert(id);
+          ++a;
+          continue;
+        }
+      } catch (const std::exception&) {
+        c.reconnect();
+      }
+      std::this_thread::sleep_for(50ms);
+    }
+    EXPECT_EQ(a, accounts) << "node " << i << " did not serve every account within " << limit.count() << " ms";
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+  }
+
+  /// The shards whose lease node `i` holds now (unexpired), by the table.
+  size_t shards_held_by(size_t i) {
+    auto n = sourcery::testing::run_sql(
+      server, "SELECT count(*) FROM " + sourcery::testing::test_schema(dir)
+                + ".cluster_leases l JOIN " + sourcery::testing::test_schema(dir)
+                + ".cluster_members m ON l.cluster = m.cluster AND l.owner = m.node || '#' || m.incarnation"
+                  " WHERE m.state = 'up' AND m.node = '127.0.0.1:" + std::to_string(nodes[i].peer)
+                + "' AND l.name LIKE 'shard:%' AND l.expires_at > now()");
+    return static_cast<size_t>(std::stoul(n.empty() ? "0" : n));
+  }
 };
 
 TEST_F(bank_cluster, an_owner_killed_a_clean_leave_and_a_join_under_load) {
@@ -297,7 +354,7 @@ TEST_F(bank_cluster, an_owner_killed_a_clean_leave_and_a_join_under_load) {
   EXPECT_GT(answered.load(), 100);
 }
 
-TEST_F(bank_cluster, a_node_paused_past_its_lease_stops_serving_when_it_wakes_and_commits_nothing_late) {
+TEST_F(bank_cluster, a_node_paused_past_its_lease_commits_nothing_late_and_joins_again_by_itself) {
   begin();
   std::this_thread::sleep_for(1s);
   nodes[0].usable = false;
@@ -305,13 +362,50 @@ TEST_F(bank_cluster, a_node_paused_past_its_lease_stops_serving_when_it_wakes_an
   nodes[0].process->signal(SIGSTOP);
   std::this_thread::sleep_for(4500ms); // past its lease: the others serve its shards
   serves_all(1);
+  auto woke = std::chrono::steady_clock::now();
   nodes[0].process->signal(SIGCONT);
-  // It finds itself declared down: it stops, and exits non-zero for its
-  // supervisor to start a fresh one.
-  EXPECT_EQ(nodes[0].process->wait_for(10s), std::optional<int>{1});
-  std::this_thread::sleep_for(500ms);
+  // It finds itself declared down: it stops serving, joins again as a new
+  // incarnation and takes its share back -- it does not exit.
+  auto until = woke + 10s;
+  while (shards_held_by(0) == 0 && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(50ms);
+  EXPECT_GT(shards_held_by(0), 0u) << "the node did not take shards back within 10 s of waking";
+  std::printf("node_rejoin_seconds: %.2f\n",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - woke).count());
+  EXPECT_EQ(nodes[0].process->wait_for(10ms), std::nullopt) << "the node exited";
+  nodes[0].usable = true;
+  serves_all_within(0, 10s);
   stop_load();
   check_invariants();
+  EXPECT_EQ(nodes[0].process->wait_for(10ms), std::nullopt) << "the node exited";
+}
+
+TEST_F(bank_cluster, the_store_frozen_for_6_s_stops_no_node_and_every_account_answers_soon_after) {
+  use_own_server();
+  begin();
+  std::this_thread::sleep_for(1s);
+  own_server->pause(); // SIGSTOP of every server process: a frozen store
+  std::this_thread::sleep_for(6s);
+  // Meanwhile every node still answers /health -- with 503 and a reason.
+  for (size_t i = 0; i < 3; ++i) {
+    http_client c{nodes[i].http};
+    c.set_timeout(2s);
+    auto h = c.get("/health");
+    EXPECT_EQ(h.status, 503u) << "node " << i << ": " << h.body;
+  }
+  auto thawed = std::chrono::steady_clock::now();
+  own_server->resume();
+  for (size_t i = 0; i < 3; ++i) {
+    serves_all_within(i, 10s);
+    EXPECT_EQ(nodes[i].process->wait_for(10ms), std::nullopt) << "node " << i << " exited";
+  }
+  auto recovered = std::chrono::duration<double>(std::chrono::steady_clock::now() - thawed).count();
+  std::printf("store_freeze_recovery_seconds: %.2f\n", recovered);
+  EXPECT_LE(recovered, 5.0 * 3) << "every node serves every account within 5 s of the thaw (each checked in turn)";
+  stop_load();
+  check_invariants();
+  for (size_t i = 0; i < 3; ++i)
+    EXPECT_EQ(nodes[i].process->wait_for(10ms), std::nullopt) << "node " << i << " exited";
 }
 
 TEST_F(bank_cluster, links_cut_both_ways_and_one_way_lose_nothing_and_heal) {

@@ -209,6 +209,41 @@ TEST_F(cluster_of_nodes, a_clean_leave_hands_every_shard_over_at_once) {
   }
 }
 
+TEST_F(cluster_of_nodes, a_node_declared_down_stops_serving_and_joins_again_by_itself) {
+  for (int i = 0; i < 2; ++i)
+    add_node();
+  ASSERT_TRUE(settled());
+  for (int a = 0; a < 8; ++a)
+    ASSERT_TRUE(nodes[1]->dispatch(open_account{"r" + std::to_string(a), "x"}));
+  auto schema = sourcery::testing::test_schema(dir);
+  auto incarnation = [&] {
+    return sourcery::testing::run_sql(sourcery::testing::test_pg_uri(),
+                                      "SELECT incarnation FROM " + schema + ".cluster_members WHERE node = '"
+                                        + nodes[0]->cluster_node() + "'");
+  };
+  auto before = incarnation();
+  // The others declare node 0 down (as they would after its silence).
+  sourcery::testing::run_sql(sourcery::testing::test_pg_uri(), "UPDATE " + schema
+                                                                  + ".cluster_members SET state = 'down' WHERE node = '"
+                                                                  + nodes[0]->cluster_node() + "'");
+  // It learns it at its next renewal, stops serving, joins again as a new
+  // incarnation and takes its share back: no failure, no restart.
+  auto until = std::chrono::steady_clock::now() + 10s;
+  while (incarnation() == before && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(20ms);
+  EXPECT_NE(incarnation(), before) << "it did not join again";
+  ASSERT_TRUE(settled(10s)) << "node 0 holds " << nodes[0]->shards_owned() << " shards";
+  EXPECT_FALSE(nodes[0]->failure()) << describe_error(nodes[0]->failure());
+  EXPECT_FALSE(nodes[0]->outage()) << describe_error(nodes[0]->outage());
+  EXPECT_TRUE(nodes[0]->running());
+  for (int a = 0; a < 8; ++a) {
+    auto r = nodes[0]->dispatch(deposit{"r" + std::to_string(a), 3});
+    ASSERT_TRUE(r) << describe_error(r.error());
+    EXPECT_TRUE(r->accepted);
+    expect_contiguous(nodes[1]->store(), "account-r" + std::to_string(a), 2);
+  }
+}
+
 TEST_F(cluster_of_nodes, handlers_run_on_one_node_and_strong_dispatches_wait_for_them_on_every_node) {
   for (int i = 0; i < 3; ++i) {
     auto& n = add_node();

@@ -3,6 +3,9 @@
 // A real HTTP/1.1 client for tests (Beast, blocking, over loopback), and a
 // raw socket for the requests no well-behaved client sends.
 
+#include <sys/socket.h>
+#include <sys/time.h>
+
 #include <chrono>
 #include <map>
 #include <optional>
@@ -80,12 +83,30 @@ public:
   }
   http_reply del(const std::string& target) { return request("DELETE", target); }
 
+  /// Every read and write gives up after `limit` (an exception), so a
+  /// server that never answers cannot hold a test. 0: no limit.
+  void set_timeout(std::chrono::milliseconds limit) {
+    timeout_ = limit;
+    stream_.reset();
+  }
+  /// Drops the connection: the next request opens another.
+  void reconnect() { stream_.reset(); }
+
 private:
   void connect() {
     stream_.emplace(io_);
     stream_->connect({boost::asio::ip::make_address(host_), port_});
+    if (timeout_.count() > 0) {
+      timeval tv{};
+      tv.tv_sec = static_cast<time_t>(timeout_.count() / 1000);
+      tv.tv_usec = static_cast<suseconds_t>((timeout_.count() % 1000) * 1000);
+      auto fd = stream_->socket().native_handle();
+      ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    }
   }
 
+  std::chrono::milliseconds timeout_{0};
   uint16_t port_;
   std::string host_;
   boost::asio::io_context io_;

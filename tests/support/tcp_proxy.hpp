@@ -51,6 +51,8 @@ public:
 
   uint16_t port() const { return port_; }
   void set(mode m) { mode_ = m; }
+  /// Bytes swallowed so far (proof that a cut really dropped traffic).
+  uint64_t dropped() const { return dropped_.load(); }
 
 private:
   static sockaddr_in loopback(uint16_t port) {
@@ -104,8 +106,10 @@ private:
       if (n <= 0)
         break;
       auto m = mode_.load();
-      if (m == mode::drop_both || (m == mode::drop_replies && reply))
+      if (m == mode::drop_both || (m == mode::drop_replies && reply)) {
+        dropped_ += static_cast<uint64_t>(n);
         continue;
+      }
       for (ssize_t off = 0; off < n;) {
         auto w = ::send(to, buf + off, static_cast<size_t>(n - off), MSG_NOSIGNAL);
         if (w <= 0)
@@ -127,6 +131,7 @@ private:
   int listener_ = -1;
   std::atomic<bool> stop_{false};
   std::atomic<mode> mode_{mode::relay};
+  std::atomic<uint64_t> dropped_{0};
   std::thread acceptor_;
   std::mutex mtx_;
   std::vector<std::thread> pumps_;

@@ -1,5 +1,6 @@
 #include "cluster_registration.hpp"
 
+#include <algorithm>
 #include <set>
 
 #include <caf/all.hpp>
@@ -62,6 +63,8 @@ caf::expected<std::unique_ptr<cluster_registration>> cluster_registration::creat
     self->wake_keeper();
   };
   hooks.forwarded = &r->counters_.forwarded;
+  hooks.reachable = [self](const std::string& node, bool answered) { self->pinged(node, answered); };
+  hooks.ping_timeout = r->ctx_.settings.unreachable_after / 2;
   hooks.connect_timeout = r->ctx_.settings.down_after / 2;
   r->link_ = spawn_node_link(r->ctx_.system, std::move(hooks));
   return r;
@@ -95,12 +98,23 @@ caf::error cluster_registration::join() {
                     {{"node", ctx_.settings.node}, {"member", n}});
   };
   m.on_down = [this](const caf::error& why) { went_down(why); };
+  m.vote_window = s.down_after;
+  m.may_join = [this] { return !isolated_.load(); };
+  m.on_renewed = [this] {
+    if (joined_.load())
+      renew_leases();
+  };
+  m.on_rejoined = [this](int64_t incarnation) {
+    ctx_.log.info("cluster", "joined again", {{"node", ctx_.settings.node}, {"incarnation", incarnation}});
+    wake_keeper(); // it takes this node's share back under the new incarnation
+  };
   auto joined = membership::start(coordination_, std::move(m));
   if (!joined)
     return joined.error();
   membership_ = std::move(*joined);
   joined_ = true;
-  owner_ = persistence::lease_owner(s.node, membership_->incarnation());
+  incarnation_ = membership_->incarnation();
+  owner_ = persistence::lease_owner(s.node, incarnation_);
   table_.set_owner(owner_);
   if (auto err = ctx_.store.fence_appends(fence_))
     return err;
@@ -138,6 +152,10 @@ caf::error cluster_registration::host(const sourcery::detail::aggregate_host& ho
 }
 
 void cluster_registration::route(command_envelope cmd, reply done) {
+  // Every command has a deadline: one without is routed again (a shard
+  // between owners, a node down) until this one, not forever.
+  if (cmd.deadline == std::chrono::steady_clock::time_point::max())
+    cmd.deadline = std::chrono::steady_clock::now() + default_command_deadline;
   attempt(command_delivery{std::move(cmd), std::make_shared<reply_slot>(std::move(done))});
 }
 
@@ -147,9 +165,7 @@ std::string cluster_registration::placed(uint32_t shard) const {
 }
 
 void cluster_registration::place(const std::vector<std::string>& live) {
-  std::vector<std::string> owners(ctx_.settings.shards);
-  for (uint32_t s = 0; s < owners.size(); ++s)
-    owners[s] = owner_of(s, live).value_or("");
+  auto owners = place_shards(live, ctx_.settings.shards);
   std::lock_guard guard{placement_mtx_};
   placement_ = std::move(owners);
 }
@@ -159,9 +175,14 @@ void cluster_registration::attempt(command_delivery cmd) {
   if (env.deadline != std::chrono::steady_clock::time_point::max() && std::chrono::steady_clock::now() >= env.deadline)
     return cmd.answer(make_error(dispatch_errc::timeout, "no node of cluster " + ctx_.settings.name + " served "
                                                            + env.stream_id + " before the command's deadline"));
-  if (down_.load())
-    return cmd.answer(make_error(dispatch_errc::unavailable, "node " + ctx_.settings.node
-                                                               + " was declared down by its cluster: restart it"));
+  if (down_.load()) {
+    if (membership_ && membership_->serving())
+      return later(std::move(cmd)); // joined again: serving within a keeper round
+    return cmd.answer(make_error(dispatch_errc::unavailable,
+                                 "node " + ctx_.settings.node
+                                   + " is not serving: it is out of its cluster (declared down, or cut off from the"
+                                     " store) and joins again as soon as the store takes it"));
+  }
   auto shard = table_.shard_of(env.stream_id);
   auto owner = placed(shard);
   if (owner.empty())
@@ -200,25 +221,74 @@ void cluster_registration::run_here(uint32_t shard, command_delivery cmd, bool f
 
 void cluster_registration::later(command_delivery cmd) {
   counters_.rerouted.fetch_add(1, std::memory_order_relaxed);
-  caf::delayed_anon_send(link_, std::chrono::milliseconds{20}, retry_atom::value, std::move(cmd));
+  // Backs off, 10 ms doubling to 160 ms: a shard between owners is served
+  // again within a keeper round, and a long outage costs few retries.
+  auto pause = std::chrono::milliseconds{10} * (1u << std::min<uint32_t>(cmd.reroutes, 4));
+  ++cmd.reroutes;
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(cmd.envelope.deadline - std::chrono::steady_clock::now());
+  pause = std::max(std::chrono::milliseconds{1}, std::min(pause, left));
+  caf::delayed_anon_send(link_, pause, retry_atom::value, std::move(cmd));
 }
 
 void cluster_registration::went_down(const caf::error& why) {
-  if (down_.exchange(true))
+  // Once per time the membership stops serving. Nothing is admitted and no
+  // write passes the fence from now on; the keeper stops what ran here
+  // (consumers, aggregates opened since) at its next round.
+  std::lock_guard guard{serving_mtx_};
+  down_ = true;
+  stop_all_here();
+  if (membership_->replaced()) {
+    ctx_.log.error("cluster", "replaced by a newer incarnation of this node: serving no more",
+                   {{"node", ctx_.settings.node}, {"reason", describe_error(why)}});
+    if (ctx_.on_replaced)
+      ctx_.on_replaced(make_error(dispatch_errc::unavailable, describe_error(why)));
     return;
-  for (auto s : table_.held_shards())
-    table_.lost(s);
+  }
+  ctx_.log.error("cluster", "out of the cluster: serving no more until joined again",
+                 {{"node", ctx_.settings.node}, {"reason", describe_error(why)}});
+  if (ctx_.on_down)
+    ctx_.on_down(make_error(dispatch_errc::unavailable, "node " + ctx_.settings.node
+                                                          + " is out of its cluster (" + describe_error(why)
+                                                          + "); it joins again as soon as the store takes it"));
+  wake_keeper();
+}
+
+void cluster_registration::stop_all_here() {
+  release_streams(table_.lose_all());
+  std::lock_guard guard{renewed_mtx_};
+  renewed_.clear();
+}
+
+bool cluster_registration::settle_down() {
+  // The consumers that ran here stop (their leases are orphaned: the
+  // others expire them), and so do aggregates opened since.
+  std::vector<std::string> running;
   {
     std::lock_guard guard{consumers_mtx_};
     for (auto& [name, c] : consumers_)
-      table_.lost_named(handler_lease(name)); // their writes are refused from now on
+      if (c.running)
+        running.push_back(name);
   }
-  ctx_.log.error("cluster", "declared down: serving no more", {{"node", ctx_.settings.node},
-                                                                 {"reason", describe_error(why)}});
-  if (ctx_.on_down)
-    ctx_.on_down(make_error(dispatch_errc::unavailable, "node " + ctx_.settings.node
-                                                          + " was declared down by its cluster (" + describe_error(why)
-                                                          + "): restart it"));
+  for (auto& name : running)
+    stop_consumer(name, "handler stopped (this node is out of its cluster)", false);
+  stop_all_here();
+  std::lock_guard guard{serving_mtx_};
+  if (!membership_->serving())
+    return false;
+  auto incarnation = membership_->incarnation();
+  if (incarnation == incarnation_)
+    return false; // not joined again yet
+  incarnation_ = incarnation;
+  owner_ = persistence::lease_owner(ctx_.settings.node, incarnation);
+  table_.set_owner(owner_);
+  down_ = false;
+  ctx_.log.info("cluster", "serving again", {{"node", ctx_.settings.node}, {"incarnation", incarnation}});
+  if (ctx_.on_rejoined)
+    ctx_.on_rejoined();
+  for (auto& peer : membership_->live())
+    if (peer != ctx_.settings.node)
+      caf::anon_send(link_, nudge_atom::value, peer);
+  return true;
 }
 
 void cluster_registration::wake_keeper() {
@@ -242,30 +312,114 @@ void cluster_registration::keep() {
   }
 }
 
-void cluster_registration::tick() {
+void cluster_registration::renew_leases() {
+  // On the membership's thread, right after its own renewal: nothing slow
+  // (drains, consumers starting or stopping, probes) runs there.
   const auto& s = ctx_.settings;
   if (down_.load())
     return;
   auto t0 = std::chrono::steady_clock::now();
-  auto renewed = coordination_->renew_leases(s.name, owner_, s.down_after);
+  auto renewed = coordination_->renew_leases(s.name, table_.owner(), s.down_after, table_.held_leases());
   if (!renewed) {
     // Out of reach of the store: the leases lapse here (the table stops
     // trusting them) as they do there.
     ctx_.log.warn("cluster", "cannot renew leases", {{"node", s.node}, {"error", describe_error(renewed.error())}});
     return;
   }
+  if (last_lease_renewal_ != std::chrono::steady_clock::time_point{}) {
+    auto gap = std::chrono::duration_cast<std::chrono::milliseconds>(t0 - last_lease_renewal_);
+    if (gap > 3 * s.renew_every)
+      ctx_.log.warn("cluster", "late lease renewal", {{"node", s.node}, {"since_last_ms", gap.count()}});
+  }
+  last_lease_renewal_ = t0;
   std::set<uint32_t> confirmed;
   for (auto& l : *renewed)
     if (auto n = shard_number(l.name); n && *n < s.shards) {
-      table_.held(*n, l.epoch, t0);
+      table_.renewed(*n, l.epoch, t0);
       confirmed.insert(*n);
     }
   for (auto n : table_.held_shards())
-    if (!confirmed.count(n)) {
-      table_.lost(n);
+    if (!confirmed.count(n) && table_.lost_if_confirmed_before(n, t0)) {
+      // Its aggregates stop now: their state may be changed elsewhere.
+      release_streams(table_.take_streams(n));
       counters_.lost.fetch_add(1, std::memory_order_relaxed);
       ctx_.log.warn("cluster", "shard lease lost (not renewed in time)", {{"node", s.node}, {"shard", n}});
     }
+  std::lock_guard guard{renewed_mtx_};
+  renewed_ = std::move(*renewed);
+}
+
+void cluster_registration::release_streams(const std::vector<std::pair<std::string, std::string>>& open) {
+  std::map<std::string, std::vector<std::string>> by_type;
+  for (auto& [type, stream] : open)
+    by_type[type].push_back(stream);
+  for (auto& [type, streams] : by_type)
+    local_.release_streams(type, std::move(streams));
+}
+
+void cluster_registration::pinged(const std::string& node, bool answered) {
+  std::lock_guard guard{reach_mtx_};
+  auto& r = reach_[node];
+  if (answered) {
+    r.last_pong = std::chrono::steady_clock::now();
+    r.first_ping = {};
+  }
+}
+
+size_t cluster_registration::check_reachability(const std::vector<std::string>& peers) {
+  const auto& s = ctx_.settings;
+  auto now = std::chrono::steady_clock::now();
+  std::vector<std::string> ask = peers;
+  for (auto& v : voted_)
+    if (std::find(ask.begin(), ask.end(), v) == ask.end())
+      ask.push_back(v); // until it answers again (or is gone for good)
+  if (ask.empty())
+    return 0;
+  std::vector<std::pair<std::string, bool>> verdicts;
+  {
+    std::lock_guard guard{reach_mtx_};
+    for (auto& p : ask) {
+      auto& r = reach_[p];
+      if (r.first_ping == std::chrono::steady_clock::time_point{})
+        r.first_ping = now;
+      auto heard = std::max(r.last_pong, r.first_ping);
+      verdicts.emplace_back(p, now - heard > s.unreachable_after);
+    }
+  }
+  caf::anon_send(link_, ping_atom::value, ask);
+  size_t unreachable = 0;
+  for (auto& [p, silent] : verdicts) {
+    bool member = std::find(peers.begin(), peers.end(), p) != peers.end();
+    if (silent) {
+      unreachable += member;
+      if (!voted_.count(p))
+        ctx_.log.warn("cluster", "peer unreachable: voted", {{"node", s.node}, {"peer", p}});
+      if (coordination_->vote(s.name, p, s.node, false))
+        voted_.insert(p);
+    } else if (voted_.count(p)) {
+      if (coordination_->vote(s.name, p, s.node, true)) {
+        voted_.erase(p);
+        ctx_.log.info("cluster", "peer reachable again: vote withdrawn", {{"node", s.node}, {"peer", p}});
+      }
+    }
+  }
+  return unreachable;
+}
+
+void cluster_registration::tick() {
+  const auto& s = ctx_.settings;
+  if (down_.load() && !settle_down()) {
+    // Out of the cluster: whether this node can reach the others decides
+    // whether it may join again.
+    auto unreachable = check_reachability(last_peers_);
+    isolated_ = last_peers_.size() >= 2 && 2 * unreachable > last_peers_.size();
+    return;
+  }
+  std::vector<persistence::lease_info> renewed;
+  {
+    std::lock_guard guard{renewed_mtx_};
+    renewed = renewed_;
+  }
   auto live = membership_->live();
   auto suspected = membership_->suspected();
   // A suspect whose address refuses connections is gone (killed, crashed):
@@ -279,6 +433,32 @@ void cluster_registration::tick() {
         std::erase(suspected, suspect);
         membership_->wake();
       }
+  // Reachability: votes on the peers that do not answer over their links;
+  // a member a majority cannot reach is declared down (even if it reaches
+  // the store), and this node steps down if it cannot reach a majority.
+  std::vector<std::string> peers;
+  for (auto& m : live)
+    if (m != s.node)
+      peers.push_back(m);
+  last_peers_ = peers;
+  auto unreachable = check_reachability(peers);
+  if (auto down = coordination_->declare_unreachable(s.name, s.down_after); down && !down->empty()) {
+    for (auto& n : *down) {
+      ctx_.log.warn("cluster", "member declared down (a majority cannot reach it)", {{"node", s.node}, {"member", n}});
+      std::erase(live, n);
+      std::erase(suspected, n);
+    }
+    membership_->wake();
+  }
+  if (peers.size() >= 2 && 2 * unreachable > peers.size() && !leaving_.load()) {
+    isolated_ = true;
+    ctx_.log.error("cluster", "cannot reach a majority of the other members: stepping down",
+                   {{"node", s.node}, {"unreachable", unreachable}, {"others", peers.size()}});
+    (void) coordination_->declare_gone(s.name, s.node, std::chrono::milliseconds{0});
+    membership_->wake(); // it learns it is down at once, and stops serving
+    return;
+  }
+  isolated_ = false;
   bool may_move = suspected.empty();
   if (auto expired = coordination_->expire_orphaned(s.name); expired && *expired > 0)
     ctx_.log.info("cluster", "expired the leases of members gone", {{"node", s.node}, {"leases", *expired}});
@@ -290,12 +470,19 @@ void cluster_registration::tick() {
     if (placed(n) != s.node)
       give.push_back(n);
   std::string taken;
-  for (auto n : shards_of(s.node, live, s.shards)) {
-    if (table_.epoch(n) != 0)
+  size_t acquire_failed = 0;
+  for (uint32_t n = 0; n < s.shards; ++n) {
+    if (placed(n) != s.node || table_.epoch(n) != 0)
       continue;
     auto t = std::chrono::steady_clock::now();
     auto epoch = coordination_->acquire(s.name, shard_lease(n), owner_, s.down_after);
-    if (!epoch || !*epoch)
+    if (!epoch) {
+      if (!acquire_failed++)
+        ctx_.log.warn("cluster", "cannot take shards now (next round)",
+                      {{"node", s.node}, {"shard", n}, {"error", describe_error(epoch.error())}});
+      continue;
+    }
+    if (!*epoch)
       continue; // held by its previous owner until it hands over or expires
     table_.held(n, **epoch, t);
     counters_.acquired.fetch_add(1, std::memory_order_relaxed);
@@ -303,16 +490,16 @@ void cluster_registration::tick() {
   }
   if (!taken.empty())
     ctx_.log.info("cluster", "shards acquired", {{"node", s.node}, {"shards", taken}});
-  keep_consumers(*renewed, live, may_move);
+  keep_consumers(renewed, live, may_move);
   // No rebalancing while a member may be going down, and a few moves a round.
   if (give.empty() || !may_move)
     return;
   if (give.size() > s.moves_per_round)
     give.resize(s.moves_per_round);
-  hand_over(give, live);
+  hand_over(give);
 }
 
-void cluster_registration::hand_over(const std::vector<uint32_t>& shards, const std::vector<std::string>& live) {
+void cluster_registration::hand_over(const std::vector<uint32_t>& shards) {
   const auto& s = ctx_.settings;
   for (auto n : shards)
     table_.release(n);
@@ -324,18 +511,14 @@ void cluster_registration::hand_over(const std::vector<uint32_t>& shards, const 
   std::set<std::string> told;
   std::string moved_to;
   for (auto n : shards) {
-    std::map<std::string, std::vector<std::string>> by_type;
-    for (auto& [type, stream] : table_.take_streams(n))
-      by_type[type].push_back(stream);
-    for (auto& [type, streams] : by_type)
-      local_.release_streams(type, std::move(streams));
+    release_streams(table_.take_streams(n));
     auto epoch = table_.epoch(n);
     table_.lost(n);
     if (auto r = coordination_->release(s.name, shard_lease(n), owner_, epoch); !r)
       ctx_.log.warn("cluster", "cannot release a shard (it expires instead)",
                     {{"node", s.node}, {"shard", n}, {"error", describe_error(r.error())}});
     counters_.handed_over.fetch_add(1, std::memory_order_relaxed);
-    auto next = owner_of(n, live).value_or("");
+    auto next = placed(n);
     moved_to += (moved_to.empty() ? "" : ",") + std::to_string(n) + "->" + (next.empty() ? "?" : next);
     if (!next.empty() && next != s.node)
       told.insert(next);
@@ -415,7 +598,7 @@ void cluster_registration::keep_consumers(const std::vector<persistence::lease_i
   }
 }
 
-void cluster_registration::stop_consumer(const std::string& name, const char* why) {
+void cluster_registration::stop_consumer(const std::string& name, const char* why, bool release) {
   std::function<void()> stop;
   {
     std::lock_guard guard{consumers_mtx_};
@@ -429,8 +612,10 @@ void cluster_registration::stop_consumer(const std::string& name, const char* wh
   auto lease = handler_lease(name);
   auto epoch = table_.epoch_named(lease);
   table_.lost_named(lease);
-  if (epoch != 0)
-    (void) coordination_->release(ctx_.settings.name, lease, owner_, epoch);
+  if (epoch != 0 && release)
+    if (auto r = coordination_->release(ctx_.settings.name, lease, owner_, epoch); !r)
+      ctx_.log.warn("cluster", "cannot release a handler lease (it expires instead)",
+                    {{"node", ctx_.settings.node}, {"lease", lease}, {"error", describe_error(r.error())}});
   ctx_.log.info("cluster", why, {{"node", ctx_.settings.node}, {"handler", name}});
 }
 
@@ -448,7 +633,7 @@ void cluster_registration::leave() {
   std::erase(live, ctx_.settings.node);
   place(live); // commands dispatched here from now on go to the others
   if (!down_.load())
-    hand_over(table_.held_shards(), live);
+    hand_over(table_.held_shards());
   std::vector<std::string> names;
   {
     std::lock_guard guard{consumers_mtx_};

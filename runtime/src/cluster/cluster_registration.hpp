@@ -20,6 +20,7 @@
 
 #include <atomic>
 #include <map>
+#include <set>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -47,6 +48,9 @@ struct cluster_counters {
   std::atomic<uint64_t> lost{0};         ///< shards whose lease ran out under us
 };
 
+/// The deadline of a command dispatched without one.
+inline constexpr std::chrono::seconds default_command_deadline{30};
+
 class cluster_registration final : public registration {
 public:
   struct context {
@@ -57,8 +61,14 @@ public:
     persistence::event_store& store;
     persistence::coordination_options coordination;
     cluster_settings settings;
-    /// Called once when this node was declared down (it serves no more).
+    /// Called when this node stops serving: declared down, or cut off from
+    /// the store past `down_after`. It joins again by itself.
     std::function<void(const caf::error&)> on_down;
+    /// Called when it serves again after `on_down` (a new incarnation).
+    std::function<void()> on_rejoined;
+    /// Called instead of `on_down` when another process joined as this node:
+    /// this one stops for good.
+    std::function<void(const caf::error&)> on_replaced;
   };
 
   /// Connects to the store's cluster tables. Errors: invalid_argument (a
@@ -111,21 +121,32 @@ private:
   std::string placed(uint32_t shard) const;
   void place(const std::vector<std::string>& live);
   void went_down(const caf::error& why);
+  /// Stops admitting and fencing everything, and the aggregates open here.
+  void stop_all_here();
+  /// On the keeper, while down: stops what ran here; once the membership
+  /// joined again, serves as the new incarnation. True: serving again.
+  bool settle_down();
 
   void keep();   ///< the keeper's loop
-  void tick();   ///< one round: renew, expire, take, hand over
-  void hand_over(const std::vector<uint32_t>& shards, const std::vector<std::string>& live);
+  void tick();   ///< one round: expire, take, hand over, consumers
+  /// Renews this node's leases (on the membership's thread, after its own
+  /// renewal); a shard lease not renewed is lost, its aggregates stopped.
+  void renew_leases();
+  /// Stops the aggregates of these (type, stream) pairs on this node.
+  void release_streams(const std::vector<std::pair<std::string, std::string>>& open);
+  void hand_over(const std::vector<uint32_t>& shards); /// to their placed owners (`place` first)
   /// Starts, keeps, stops the consumers by their leases (`renewed`: the
   /// leases this node still holds).
   void keep_consumers(const std::vector<persistence::lease_info>& renewed, const std::vector<std::string>& live,
                       bool may_move);
   /// Stops a consumer running here and releases its lease.
-  void stop_consumer(const std::string& name, const char* why);
+  void stop_consumer(const std::string& name, const char* why, bool release = true);
   void wake_keeper();
 
   context ctx_;
   std::shared_ptr<persistence::postgres_coordination> coordination_;
-  std::string owner_; ///< node#incarnation, the leases' owner
+  std::string owner_; ///< node#incarnation, the leases' owner (the keeper's)
+  int64_t incarnation_ = 0; ///< the incarnation served as (the keeper's)
   std::shared_ptr<shard_table> fence_;
   shard_table& table_;
   sourcery::detail::local_registration local_;
@@ -135,6 +156,7 @@ private:
   cluster_counters counters_;
   std::atomic<bool> leaving_{false};
   std::atomic<bool> down_{false};
+  std::mutex serving_mtx_; ///< orders going down and serving again (and their callbacks)
   std::atomic<bool> joined_{false};
   struct consumer {
     std::function<caf::error()> start;
@@ -145,6 +167,25 @@ private:
   std::map<std::string, consumer> consumers_;
   mutable std::mutex placement_mtx_;
   std::vector<std::string> placement_; ///< owner by shard
+
+  std::chrono::steady_clock::time_point last_lease_renewal_{}; ///< the membership thread's
+  mutable std::mutex renewed_mtx_;
+  std::vector<persistence::lease_info> renewed_; ///< the leases last renewed (for the keeper)
+
+  // -- reachability: pings over the links, votes in the store ------------------
+  struct reach {
+    std::chrono::steady_clock::time_point first_ping{}; ///< of the current silence
+    std::chrono::steady_clock::time_point last_pong{};
+  };
+  std::mutex reach_mtx_;
+  std::map<std::string, reach> reach_;
+  std::set<std::string> voted_;           ///< peers this node voted unreachable (the keeper's)
+  std::vector<std::string> last_peers_;   ///< the other members when last serving (the keeper's)
+  std::atomic<bool> isolated_{false};     ///< cannot reach a majority of the others
+  /// Pings `peers` and votes on those silent past `unreachable_after`;
+  /// returns how many of `peers` are unreachable.
+  size_t check_reachability(const std::vector<std::string>& peers);
+  void pinged(const std::string& node, bool answered);
 
   std::mutex keeper_mtx_;
   std::condition_variable keeper_cv_;

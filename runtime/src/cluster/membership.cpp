@@ -67,13 +67,16 @@ caf::error membership::leave() {
 
 void membership::run() {
   std::unique_lock guard{mtx_};
-  while (!stopping_ && serving_.load()) {
+  while (!stopping_) {
     wake_.wait_for(guard, options_.renew_every, [this] { return stopping_ || woken_; });
     if (stopping_)
       return;
     woken_ = false;
     guard.unlock();
-    step();
+    if (serving_.load())
+      step();
+    else if (!replaced_.load())
+      rejoin();
     guard.lock();
   }
 }
@@ -81,20 +84,52 @@ void membership::run() {
 void membership::stop_serving(const caf::error& why) {
   if (!serving_.exchange(false))
     return;
+  {
+    std::lock_guard guard{mtx_};
+    live_.clear();
+    suspected_.clear();
+  }
   if (options_.on_down)
     options_.on_down(why);
+}
+
+void membership::rejoin() {
+  if (paused_.load())
+    return; // the store is out of reach (the test seam)
+  if (options_.may_join && !options_.may_join())
+    return; // cannot reach the others: it would be voted out again
+  if (auto shunned = store_->shunned(options_.cluster, options_.node, options_.vote_window); !shunned || *shunned)
+    return; // the others cannot reach it yet (or the store cannot say)
+  auto incarnation = store_->join(options_.cluster, options_.node);
+  if (!incarnation)
+    return; // the store is still out of reach: next period
+  incarnation_ = *incarnation;
+  last_renewal_ = std::chrono::steady_clock::now();
+  serving_ = true;
+  if (options_.on_rejoined)
+    options_.on_rejoined(*incarnation);
+  read_view();
 }
 
 void membership::step() {
   // Paused (a test's stand-in for a process stopped or cut off from the
   // store): the renewal does not reach the store.
-  auto renewed = paused_.load() ? caf::expected<bool>{persistence::make_error(persistence::store_errc::unavailable,
-                                                                               "renewals paused")}
-                                : store_->renew(options_.cluster, options_.node, incarnation_);
+  using persistence::member_renewal;
+  auto renewed = paused_.load()
+                   ? caf::expected<member_renewal>{persistence::make_error(persistence::store_errc::unavailable,
+                                                                           "renewals paused")}
+                   : store_->renew_member(options_.cluster, options_.node, incarnation_.load());
   auto now = std::chrono::steady_clock::now();
-  if (renewed && !*renewed)
+  if (renewed && *renewed == member_renewal::replaced) {
+    // Another process joined as this node: it is that one's address now.
+    replaced_ = true;
     return stop_serving(persistence::make_error(persistence::store_errc::invalid_argument,
-                                                options_.node + " was declared down (or restarted elsewhere)"));
+                                                options_.node + " joined again elsewhere (a newer incarnation): this"
+                                                                " process serves no more"));
+  }
+  if (renewed && *renewed == member_renewal::declared_down)
+    return stop_serving(persistence::make_error(persistence::store_errc::invalid_argument,
+                                                options_.node + " was declared down by its cluster"));
   if (renewed) {
     last_renewal_ = now;
   } else if (now - last_renewal_ >= options_.down_after) {
@@ -106,9 +141,15 @@ void membership::step() {
   }
   if (!renewed)
     return; // the store is out of reach: nobody is declared down from here
+  if (options_.on_renewed)
+    options_.on_renewed();
   if (auto down = store_->declare_down(options_.cluster, options_.down_after);
       down && !down->empty() && options_.on_declared_down)
     options_.on_declared_down(*down);
+  read_view();
+}
+
+void membership::read_view() {
   auto members = store_->members(options_.cluster);
   if (!members)
     return;

@@ -25,6 +25,7 @@ struct peer {
   bool connecting = false;
   bool nudge = false;    ///< a nudge waits for the connection
   bool flushing = false; ///< a flush is on its way through the mailbox
+  bool ping = false;     ///< a ping waits for the connection
   std::vector<command_delivery> waiting; ///< for the connection
   std::vector<command_delivery> queued;  ///< for the next flush
   /// Sent and not yet answered (the envelope kept: `moved` sends it again).
@@ -49,6 +50,13 @@ struct link_state {
 };
 
 using link_actor = caf::stateful_actor<link_state>;
+
+/// Pings `node` over its link (connected).
+void ping(link_actor* self, const std::string& node, const caf::actor& handle) {
+  self->request(handle, self->state.hooks.ping_timeout, ping_atom::value)
+    .then([self, node](pong_atom) { self->state.hooks.reachable(node, true); },
+          [self, node](caf::error&) { self->state.hooks.reachable(node, false); });
+}
 
 void later(link_actor* self, command_delivery cmd) {
   self->delayed_send(self, self->state.hooks.retry_after, retry_atom::value, std::move(cmd));
@@ -97,6 +105,8 @@ void connect(link_actor* self, const std::string& node) {
     auto& q = self->state.peers[node];
     q.connecting = false;
     q.nudge = false;
+    if (std::exchange(q.ping, false) && self->state.hooks.reachable)
+      self->state.hooks.reachable(node, false);
     // Nothing was sent: route them again (the owner may change meanwhile).
     for (auto& cmd : std::exchange(q.waiting, {}))
       later(self, std::move(cmd));
@@ -118,6 +128,8 @@ void connect(link_actor* self, const std::string& node) {
         self->state.node_of[handle.address()] = node;
         if (std::exchange(q.nudge, false))
           self->send(handle, nudge_atom::value);
+        if (std::exchange(q.ping, false))
+          ping(self, node, handle);
         for (auto& cmd : std::exchange(q.waiting, {}))
           enqueue(self, node, std::move(cmd));
       },
@@ -238,6 +250,18 @@ caf::behavior node_link(link_actor* self, node_link_hooks hooks) {
         self->send(to, answer_atom::value, answer_batch{std::exchange(i->second.answers, {})});
     },
     [self](nudge_atom) { self->state.hooks.nudged(); },
+    [self](ping_atom, const std::vector<std::string>& nodes) {
+      for (auto& node : nodes) {
+        auto& p = self->state.peers[node];
+        if (p.handle) {
+          ping(self, node, p.handle);
+        } else {
+          p.ping = true;
+          connect(self, node);
+        }
+      }
+    },
+    [](ping_atom) { return pong_atom::value; },
   };
 }
 

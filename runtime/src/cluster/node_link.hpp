@@ -69,6 +69,11 @@ using answer_atom = caf::atom_constant<caf::atom("cl_answer")>;
 using flush_atom = caf::atom_constant<caf::atom("cl_flush")>;
 /// (sweep_atom): answer `timeout` for commands whose peer never answered.
 using sweep_atom = caf::atom_constant<caf::atom("cl_sweep")>;
+/// (ping_atom, nodes): ask each of `nodes` for a pong over its link, each
+/// answer (or silence past `ping_timeout`) reported to `hooks.reachable`.
+/// (ping_atom) from a peer: answered with pong_atom.
+using ping_atom = caf::atom_constant<caf::atom("cl_ping")>;
+using pong_atom = caf::atom_constant<caf::atom("cl_pong")>;
 
 /// Registers the messages that cross nodes (on every node, with the same names).
 void add_link_message_types(caf::actor_system_config& cfg);
@@ -89,6 +94,11 @@ struct node_link_hooks {
   /// before it is answered `timeout` here (a message lost on a link that
   /// never closed).
   std::chrono::milliseconds answer_grace{1000};
+  /// A ping's outcome: `node` answered over its link (true), or not
+  /// within `ping_timeout` / could not be connected to (false). Called on
+  /// the link's thread.
+  std::function<void(const std::string& node, bool answered)> reachable;
+  std::chrono::milliseconds ping_timeout{1000};
   /// Counts commands sent to peers.
   std::atomic<uint64_t>* forwarded = nullptr;
 };

@@ -1,6 +1,8 @@
 #include "sourcery/runtime/cluster/placement.hpp"
 
+#include <algorithm>
 #include <string>
+#include <tuple>
 
 namespace sourcery::cluster {
 
@@ -57,10 +59,47 @@ std::string handler_lease(std::string_view handler) {
   return "handler:" + std::string{handler};
 }
 
+std::vector<std::string> place_shards(const std::vector<std::string>& members, uint32_t shards) {
+  std::vector<std::string> out(shards);
+  std::vector<std::string> ms = members;
+  std::sort(ms.begin(), ms.end());
+  ms.erase(std::unique(ms.begin(), ms.end()), ms.end());
+  if (ms.empty())
+    return out;
+  // Every (member, shard) pair by weight, the heaviest first; a pair
+  // places its shard when the shard is still free and the member below
+  // its cap. Ties go to the smaller shard, then the smaller name.
+  const size_t cap = (shards + ms.size() - 1) / ms.size();
+  std::vector<std::tuple<uint64_t, uint32_t, uint32_t>> pairs; // weight, shard, member index
+  pairs.reserve(static_cast<size_t>(shards) * ms.size());
+  for (uint32_t s = 0; s < shards; ++s)
+    for (uint32_t m = 0; m < ms.size(); ++m)
+      pairs.emplace_back(weight(ms[m], s), s, m);
+  std::sort(pairs.begin(), pairs.end(), [](const auto& a, const auto& b) {
+    if (std::get<0>(a) != std::get<0>(b))
+      return std::get<0>(a) > std::get<0>(b);
+    if (std::get<1>(a) != std::get<1>(b))
+      return std::get<1>(a) < std::get<1>(b);
+    return std::get<2>(a) < std::get<2>(b);
+  });
+  std::vector<size_t> load(ms.size(), 0);
+  uint32_t left = shards;
+  for (auto& [w, s, m] : pairs) {
+    if (!out[s].empty() || load[m] >= cap)
+      continue;
+    out[s] = ms[m];
+    ++load[m];
+    if (--left == 0)
+      break;
+  }
+  return out;
+}
+
 std::vector<uint32_t> shards_of(const std::string& member, const std::vector<std::string>& members, uint32_t shards) {
   std::vector<uint32_t> out;
+  auto owners = place_shards(members, shards);
   for (uint32_t s = 0; s < shards; ++s)
-    if (auto o = owner_of(s, members); o && *o == member)
+    if (owners[s] == member)
       out.push_back(s);
   return out;
 }

@@ -13,7 +13,9 @@ namespace sourcery::cluster::detail {
 
 enum class probe_result { listening, refused, no_answer };
 
-/// Connects to `node` ("host:port") within `timeout`, and closes at once.
+/// Connects to every address of `node` ("host:port") within `timeout` in
+/// all (name resolution included), and closes at once. `refused` only when
+/// every address refuses; `listening` when one accepts.
 probe_result probe(const std::string& node, std::chrono::milliseconds timeout);
 
 } // namespace sourcery::cluster::detail

@@ -8,6 +8,16 @@ shard_table::shard_table(std::string cluster, std::string owner, uint32_t shards
   // A fifth of the ttl covers the renewal's own round trip and clock drift.
   : cluster_(std::move(cluster)), owner_(std::move(owner)), trust_(lease_ttl - lease_ttl / 5), slots_(shards) {}
 
+void shard_table::set_owner(std::string owner) {
+  std::lock_guard guard{mtx_};
+  owner_ = std::move(owner);
+}
+
+std::string shard_table::owner() const {
+  std::lock_guard guard{mtx_};
+  return owner_;
+}
+
 uint32_t shard_table::shard_of(std::string_view stream) const noexcept {
   return cluster::shard_of(stream, shards());
 }
@@ -66,7 +76,30 @@ void shard_table::held(uint32_t shard, int64_t epoch, clock::time_point renewed)
   if (s.epoch != epoch)
     s.releasing = false; // (re)acquired
   s.epoch = epoch;
+  // Confirmed once the acquire answered (now): a renewal that began after
+  // this saw the lease, one that began before may not have.
+  s.confirmed = clock::now();
   s.trusted_until = renewed + trust_;
+}
+
+void shard_table::renewed(uint32_t shard, int64_t epoch, clock::time_point at) {
+  std::lock_guard guard{mtx_};
+  auto& s = slots_[shard];
+  if (s.epoch != epoch || at <= s.confirmed)
+    return;
+  s.confirmed = at;
+  s.trusted_until = at + trust_;
+}
+
+bool shard_table::lost_if_confirmed_before(uint32_t shard, clock::time_point since) {
+  std::lock_guard guard{mtx_};
+  auto& s = slots_[shard];
+  if (s.epoch == 0 || s.confirmed >= since)
+    return false;
+  s.epoch = 0;
+  s.releasing = false;
+  s.trusted_until = {};
+  return true;
 }
 
 void shard_table::lost(uint32_t shard) {
@@ -75,6 +108,21 @@ void shard_table::lost(uint32_t shard) {
   s.epoch = 0;
   s.releasing = false;
   s.trusted_until = {};
+}
+
+std::vector<std::pair<std::string, std::string>> shard_table::lose_all() {
+  std::vector<std::pair<std::string, std::string>> out;
+  std::lock_guard guard{mtx_};
+  for (auto& s : slots_) {
+    s.epoch = 0;
+    s.releasing = false;
+    s.trusted_until = {};
+    for (auto& [stream, type] : s.streams)
+      out.emplace_back(type, stream);
+    s.streams.clear();
+  }
+  named_.clear();
+  return out;
 }
 
 int64_t shard_table::epoch(uint32_t shard) const {
@@ -88,6 +136,17 @@ std::vector<uint32_t> shard_table::held_shards() const {
   for (uint32_t i = 0; i < slots_.size(); ++i)
     if (slots_[i].epoch != 0)
       out.push_back(i);
+  return out;
+}
+
+std::vector<std::string> shard_table::held_leases() const {
+  std::lock_guard guard{mtx_};
+  std::vector<std::string> out;
+  for (uint32_t i = 0; i < slots_.size(); ++i)
+    if (slots_[i].epoch != 0)
+      out.push_back(shard_lease(i));
+  for (auto& [name, epoch] : named_)
+    out.push_back(name);
   return out;
 }
 

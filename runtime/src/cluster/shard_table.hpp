@@ -22,14 +22,15 @@ public:
   /// margin (the database's clock decides; fencing catches the rest).
   shard_table(std::string cluster, std::string owner, uint32_t shards, std::chrono::milliseconds lease_ttl);
 
-  /// Names the leases' owner (once, before the table is used).
-  void set_owner(std::string owner) { owner_ = std::move(owner); }
+  /// Names the leases' owner: at join, and again at each re-join as a new
+  /// incarnation (after `lose_all`).
+  void set_owner(std::string owner);
   uint32_t shards() const noexcept { return static_cast<uint32_t>(slots_.size()); }
   uint32_t shard_of(std::string_view stream) const noexcept;
 
   // -- append_fence -------------------------------------------------------------
   const std::string& cluster() const override { return cluster_; }
-  const std::string& owner() const override { return owner_; }
+  std::string owner() const override;
   persistence::fence_lease lease_for(std::string_view stream) const override;
   /// "handler:N" (an event handler's), "process:N" (a process manager's) or
   /// N (a projection's) -> the consumer's lease, handler_lease(N).
@@ -48,12 +49,26 @@ public:
   void leave(uint32_t shard);
 
   // -- the keeper ---------------------------------------------------------------
-  /// The lease of `shard` is held at `epoch`, renewed as of `renewed`.
+  /// The lease of `shard` is held at `epoch` (just acquired), as of `renewed`.
   void held(uint32_t shard, int64_t epoch, clock::time_point renewed);
+  /// A renewal confirmed the lease of `shard` at `epoch` as of `at`: trusted
+  /// longer if the table holds it at that epoch (a renewal never brings
+  /// back a shard given up meanwhile).
+  void renewed(uint32_t shard, int64_t epoch, clock::time_point at);
+  /// The lease was not renewed: lost, unless it was (re)confirmed at or
+  /// after `since` (acquired while the renewal ran). True if lost.
+  bool lost_if_confirmed_before(uint32_t shard, clock::time_point since);
   /// The lease is gone (released, lost, expired): nothing is admitted.
   void lost(uint32_t shard);
+  /// Every lease is gone (this node stopped serving): nothing is admitted
+  /// and no write passes the fence. Returns the (aggregate type, stream)
+  /// pairs that were open, to be stopped.
+  std::vector<std::pair<std::string, std::string>> lose_all();
   int64_t epoch(uint32_t shard) const;
   std::vector<uint32_t> held_shards() const;
+  /// The names of every lease held here (shards and consumers): what this
+  /// node renews.
+  std::vector<std::string> held_leases() const;
   /// Admits nothing more to `shard` (it is being handed over).
   void release(uint32_t shard);
   size_t in_flight(uint32_t shard) const;
@@ -66,6 +81,7 @@ private:
     int64_t epoch = 0; ///< 0: not held
     bool releasing = false;
     clock::time_point trusted_until{};
+    clock::time_point confirmed{}; ///< when the store last confirmed it
     size_t in_flight = 0;
     std::map<std::string, std::string> streams; ///< stream -> aggregate type
   };

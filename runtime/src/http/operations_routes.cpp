@@ -53,6 +53,8 @@ void add_operations_routes(gateway& gw, application& app) {
   gw.route("GET", "/health", [&app](request&, responder answer) {
     if (auto why = app.failure())
       answer(json_response(503, json{{"status", "failed"}, {"reason", describe_error(why)}}));
+    else if (auto out = app.outage())
+      answer(json_response(503, json{{"status", "unavailable"}, {"reason", describe_error(out)}}));
     else if (app.running())
       answer(json_response(200, json{{"status", "ok"}, {"head_position", app.store().head_position()}}));
     else

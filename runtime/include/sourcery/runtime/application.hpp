@@ -190,6 +190,11 @@ public:
   /// none while it runs. A failed application answers every dispatch with
   /// `unavailable` and /health with 503: restart the process.
   caf::error failure() const;
+  /// Why this node does not serve now, for a while (in a cluster: it is
+  /// out of its cluster -- declared down, or cut off from the store -- and
+  /// joins again by itself), or none. Unlike `failure`, it heals: /health
+  /// answers 503 with it meanwhile.
+  caf::error outage() const;
   /// Blocks until the tree fails (returns why), `stop` is called or
   /// `timeout` passes (return none).
   caf::error await_failure(std::chrono::milliseconds timeout = std::chrono::milliseconds::max());
@@ -337,6 +342,7 @@ private:
   mutable std::mutex failure_mtx_;
   std::condition_variable failure_cv_;
   caf::error failure_;
+  caf::error outage_; ///< guarded by failure_mtx_
   std::function<void(const caf::error&)> on_failure_;
   std::unique_ptr<detail::dispatch_deadlines> deadlines_;
   sourcery::metrics metrics_;

@@ -34,6 +34,12 @@ struct cluster_settings {
   /// A member silent this long is declared down (and a node that could not
   /// renew this long stops serving). Also each lease's time to live.
   std::chrono::milliseconds down_after{2500};
+  /// A peer that has not answered a ping over its link for this long is
+  /// voted unreachable; a member that a majority of the others (two at
+  /// least) votes unreachable is declared down, even if it reaches the
+  /// store, and a node that cannot reach a majority of the others stops
+  /// serving until it can. A slow peer that answers is never voted.
+  std::chrono::milliseconds unreachable_after{2000};
   /// A shard handed over waits this long at most for its commands in
   /// flight before its lease is released anyway (fencing keeps it safe).
   std::chrono::milliseconds drain_timeout{2000};

@@ -6,7 +6,13 @@
 // the live members. A node that finds itself declared down -- or that has
 // not renewed for `down_after`, so the others may have declared it down --
 // stops serving at once (`serving()` false, `on_down` called): being
-// declared down is then true, and no two nodes serve as one.
+// declared down is then true, and no two nodes serve as one. It then tries
+// to join again, every renewal period, as a new incarnation (a store
+// frozen, restarting or failing over; a node paused): once the store
+// takes it, it serves again (`on_rejoined`). Being declared down means
+// "stop serving and re-join", never "exit". Only a node replaced by a
+// newer incarnation of itself (the same address started again elsewhere)
+// stops for good (`replaced()`).
 
 #include <atomic>
 #include <chrono>
@@ -37,8 +43,21 @@ struct membership_options {
   /// Called on the membership's thread with the members this node has just
   /// declared down.
   std::function<void(const std::vector<std::string>& nodes)> on_declared_down;
-  /// Called once, on the membership's thread, when this node must stop serving.
+  /// While down: whether this node may join again now (it can reach the
+  /// others); unset: always.
+  std::function<bool()> may_join;
+  /// While down, it does not join while a majority of the others voted it
+  /// unreachable within this window (see postgres_coordination::shunned).
+  std::chrono::milliseconds vote_window{3000};
+  /// Called on the membership's thread after each renewal that went
+  /// through (the leases are renewed there, where nothing slow runs).
+  std::function<void()> on_renewed;
+  /// Called on the membership's thread when this node must stop serving
+  /// (each time it does).
   std::function<void(const caf::error& why)> on_down;
+  /// Called on the membership's thread when this node joined again, as
+  /// incarnation `incarnation`, after `on_down`.
+  std::function<void(int64_t incarnation)> on_rejoined;
 };
 
 class membership {
@@ -49,9 +68,14 @@ public:
   /// Stops renewing (without leaving: see `leave`).
   ~membership();
 
-  int64_t incarnation() const noexcept { return incarnation_; }
-  /// False once this node found itself down or could not renew in time.
+  /// The incarnation this node serves as (a greater one after each re-join).
+  int64_t incarnation() const noexcept { return incarnation_.load(); }
+  /// False while this node is down (found itself declared down, or could
+  /// not renew in time) and has not joined again.
   bool serving() const noexcept { return serving_.load(); }
+  /// True once another process joined as this node (a newer incarnation
+  /// at the same address): this one stopped serving for good.
+  bool replaced() const noexcept { return replaced_.load(); }
   /// The live members as last read (this node included while it serves).
   std::vector<std::string> live() const;
   /// Live members that missed two renewals or more: perhaps going down.
@@ -72,12 +96,17 @@ private:
   void run();
   void step();
   void stop_serving(const caf::error& why);
+  /// While down: joins again as a new incarnation if the store takes it.
+  void rejoin();
+  /// Reads the members and updates the view.
+  void read_view();
 
   std::shared_ptr<persistence::postgres_coordination> store_;
   membership_options options_;
-  int64_t incarnation_ = 0;
+  std::atomic<int64_t> incarnation_{0};
   std::atomic<bool> serving_{true};
   std::atomic<bool> paused_{false};
+  std::atomic<bool> replaced_{false};
   std::chrono::steady_clock::time_point last_renewal_;
   mutable std::mutex mtx_;
   std::condition_variable wake_;

@@ -51,6 +51,8 @@ private:
 struct command_delivery {
   command_envelope envelope;
   std::shared_ptr<reply_slot> reply_to;
+  /// How often it was routed again (a cluster backs off by it).
+  uint32_t reroutes = 0;
 
   void answer(caf::expected<dispatch_result> r) {
     if (auto slot = std::exchange(reply_to, nullptr))
