@@ -244,6 +244,21 @@ TEST_F(cluster_of_nodes, a_node_declared_down_stops_serving_and_joins_again_by_i
   }
 }
 
+TEST_F(cluster_of_nodes, a_node_with_another_shard_count_is_refused_while_the_cluster_runs) {
+  add_node();
+  ASSERT_TRUE(settled());
+  application_config cfg;
+  cfg.store_uri = uri();
+  cfg.cluster.name = "bank";
+  cfg.cluster.node = "127.0.0.1:" + std::to_string(free_port());
+  cfg.cluster.shards = 32;
+  cfg.scheduler_threads = 2;
+  auto odd = application::start(cfg, routes());
+  ASSERT_FALSE(odd);
+  EXPECT_NE(describe_error(odd.error()).find("runs with 64 shards"), std::string::npos) << describe_error(odd.error());
+  EXPECT_TRUE(settled()) << "the running node is untouched";
+}
+
 TEST_F(cluster_of_nodes, handlers_run_on_one_node_and_strong_dispatches_wait_for_them_on_every_node) {
   for (int i = 0; i < 3; ++i) {
     auto& n = add_node();

@@ -75,6 +75,16 @@ caf::error cluster_registration::join() {
   auto address = split_node_address(s.listen.empty() ? s.node : s.listen);
   if (!address)
     return address.error();
+  // Every node of a cluster places by the same shard count, stored with
+  // the cluster while it runs.
+  auto agreed = coordination_->agree_shards(s.name, s.shards, s.down_after);
+  if (!agreed)
+    return agreed.error();
+  if (*agreed != s.shards)
+    return persistence::make_error(persistence::store_errc::invalid_argument,
+                                   "cluster " + s.name + " runs with " + std::to_string(*agreed)
+                                     + " shards and this node is set for " + std::to_string(s.shards)
+                                     + ": every node of a cluster must use the same count");
   // Peers reach this node here before it joins: none routes to it sooner.
   auto port = ctx_.system.middleman().publish(link_, address->second, address->first.c_str(), true);
   if (!port)
