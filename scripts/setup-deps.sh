@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Installs the Debian packages Sourcery builds with, when any is missing.
+# Installs the Debian packages Sourcery builds and tests with, when any is
+# missing (iproute2 and iptables: the fault tests cut links between hosts
+# of their own, network namespaces on this machine).
 set -euo pipefail
 
 packages=(g++ cmake make pkg-config libcaf-dev liblmdb-dev libmsgpack-cxx-dev libboost-dev
           nlohmann-json3-dev libgtest-dev libtcmalloc-minimal4 libpq-dev
-          postgresql postgresql-client)
+          postgresql postgresql-client iproute2 iptables)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -19,6 +19,7 @@
 #include "../support/free_port.hpp"
 #include "../support/child_process.hpp"
 #include "../support/http_client.hpp"
+#include "../support/netns_lab.hpp"
 #include "../support/postgres.hpp"
 #include "../support/tcp_proxy.hpp"
 #include "../support/temp_dir.hpp"
@@ -50,7 +51,11 @@ protected:
   std::unique_ptr<sourcery::testing::private_server> own_server; // for faults of the server itself
   std::string server; ///< the PostgreSQL server's URI
   std::string uri;    ///< the store's: the server's, with the test's schema
+  std::unique_ptr<sourcery::testing::netns_lab> lab; // hosts of their own, for cutting links
   node nodes[3];
+
+  /// Where node i is reached: loopback, or its host in the lab.
+  std::string host(size_t i) const { return lab ? lab->address(i) : "127.0.0.1"; }
 
   void SetUp() override { use_server(sourcery::testing::test_pg_uri()); }
   void use_server(std::string at) {
@@ -78,10 +83,18 @@ protected:
         n.proxy = std::make_unique<tcp_proxy>(n.listen);
       n.peer = proxied ? n.proxy->port() : n.listen;
     }
-    std::vector<std::string> args{"--store", uri, "--cluster", "bank", "--node", "127.0.0.1:" + std::to_string(n.peer),
-                                  "--listen", "127.0.0.1:" + std::to_string(n.listen), "--http",
-                                  std::to_string(n.http)};
-    n.process = std::make_unique<child_process>(BANK_NODE_PATH, args, dir.str() + "/node" + std::to_string(i) + ".log");
+    std::vector<std::string> args{"--store", uri, "--cluster", "bank", "--node", host(i) + ":" + std::to_string(n.peer),
+                                  "--listen", host(i) + ":" + std::to_string(n.listen), "--http",
+                                  std::to_string(n.http), "--address", host(i)};
+    std::string program = BANK_NODE_PATH;
+    if (lab) { // on its own host: `ip netns exec NS bank-node ...`
+      auto prefixed = lab->exec_prefix(i);
+      prefixed.push_back(program);
+      prefixed.insert(prefixed.end(), args.begin(), args.end());
+      args = std::move(prefixed);
+      program = sourcery::testing::netns_lab::ip_program();
+    }
+    n.process = std::make_unique<child_process>(program, args, dir.str() + "/node" + std::to_string(i) + ".log");
     auto line = n.process->read_line();
     ASSERT_NE(line.find("listening"), std::string::npos) << line;
     n.usable = true;
@@ -113,7 +126,7 @@ protected:
           auto at = live[rng() % live.size()];
           auto& c = clients[at];
           if (!c)
-            c = std::make_unique<http_client>(nodes[at].http);
+            c = std::make_unique<http_client>(nodes[at].http, host(at));
           auto from = "a" + std::to_string(rng() % accounts);
           try {
             if (seq % 10 == 9) {
@@ -150,7 +163,7 @@ protected:
   }
 
   void open_accounts() {
-    http_client c{nodes[0].http};
+    http_client c{nodes[0].http, host(0)};
     for (int a = 0; a < accounts; ++a) {
       auto r = c.post("/accounts", {{"account", "a" + std::to_string(a)}});
       ASSERT_EQ(r.status, 201u) << r.body;
@@ -205,7 +218,8 @@ protected:
     auto store = sourcery::testing::open_test_pg(options);
     ASSERT_TRUE(store);
     // Transfers settle (the saga runs on one node, moved as nodes go).
-    http_client c{live_http()};
+    auto live = live_node();
+    http_client c{nodes[live].http, host(live)};
     int64_t deposited = 0, total = 0;
     std::set<std::string> stored;
     for (int a = 0; a < accounts; ++a) {
@@ -275,16 +289,16 @@ protected:
     start_load();
   }
 
-  uint16_t live_http() {
-    for (auto& n : nodes)
-      if (n.usable.load())
-        return n.http;
-    return nodes[0].http;
+  size_t live_node() {
+    for (size_t i = 0; i < 3; ++i)
+      if (nodes[i].usable.load())
+        return i;
+    return 0;
   }
 
   /// A deposit to every account through node `i` is answered 200.
   void serves_all(size_t i) {
-    http_client c{nodes[i].http};
+    http_client c{nodes[i].http, host(i)};
     for (int a = 0; a < accounts; ++a) {
       auto r = c.post("/accounts/a" + std::to_string(a) + "/deposits", {{"amount", 1}, {"transfer", "dcheck" + std::to_string(i) + "-" + std::to_string(a)}});
       EXPECT_EQ(r.status, 200u) << r.body;
@@ -300,7 +314,7 @@ protected:
   std::chrono::milliseconds serves_all_within(size_t i, std::chrono::milliseconds limit,
                                               std::chrono::milliseconds per_request = 5s) {
     auto t0 = std::chrono::steady_clock::now();
-    http_client c{nodes[i].http};
+    http_client c{nodes[i].http, host(i)};
     c.set_timeout(per_request);
     int a = 0, attempt = 0;
     while (a < accounts && std::chrono::steady_clock::now() - t0 < limit) {
@@ -328,7 +342,7 @@ protected:
       server, "SELECT count(*) FROM " + sourcery::testing::test_schema(dir)
                 + ".cluster_leases l JOIN " + sourcery::testing::test_schema(dir)
                 + ".cluster_members m ON l.cluster = m.cluster AND l.owner = m.node || '#' || m.incarnation"
-                  " WHERE m.state = 'up' AND m.node = '127.0.0.1:" + std::to_string(nodes[i].peer)
+                  " WHERE m.state = 'up' AND m.node = '" + host(i) + ":" + std::to_string(nodes[i].peer)
                 + "' AND l.name LIKE 'shard:%' AND l.expires_at > now()");
     return static_cast<size_t>(std::stoul(n.empty() ? "0" : n));
   }
@@ -388,7 +402,7 @@ TEST_F(bank_cluster, the_store_frozen_for_6_s_stops_no_node_and_every_account_an
   std::this_thread::sleep_for(6s);
   // Meanwhile every node still answers /health -- with 503 and a reason.
   for (size_t i = 0; i < 3; ++i) {
-    http_client c{nodes[i].http};
+    http_client c{nodes[i].http, host(i)};
     c.set_timeout(2s);
     auto h = c.get("/health");
     EXPECT_EQ(h.status, 503u) << "node " << i << ": " << h.body;
@@ -423,6 +437,58 @@ TEST_F(bank_cluster, links_cut_both_ways_and_one_way_lose_nothing_and_heal) {
   for (size_t i = 0; i < 3; ++i)
     serves_all(i);
   check_invariants();
+}
+
+TEST_F(bank_cluster, a_node_its_peers_cannot_reach_loses_its_shards_though_it_reaches_the_store) {
+  // Each node on a host of its own; PostgreSQL on this one's unix socket,
+  // which a cut does not touch.
+  lab = std::make_unique<sourcery::testing::netns_lab>(3);
+  begin();
+  std::this_thread::sleep_for(1s);
+  ASSERT_GT(shards_held_by(2), 0u);
+
+  // Both ways, 20 s: node 2 reaches nobody and nobody reaches it; it still
+  // reaches PostgreSQL, and keeps renewing there.
+  nodes[2].usable = false;
+  lab->cut(2);
+  auto cut = std::chrono::steady_clock::now();
+  auto took = serves_all_within(0, 15s);
+  std::printf("cut both ways: every account served through node 0 %.2f s after the cut\n", took.count() / 1000.0);
+  EXPECT_LE(took, 5s) << "node 2's accounts answer through the others within 5 s of the cut";
+  auto until = std::chrono::steady_clock::now() + 5s;
+  while (shards_held_by(2) > 0 && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(shards_held_by(2), 0u) << "node 2 kept shards nobody can reach";
+  std::this_thread::sleep_for(20s - (std::chrono::steady_clock::now() - cut));
+  EXPECT_GT(lab->dropped(2), 0u) << "the cut dropped nothing";
+  EXPECT_EQ(nodes[2].process->wait_for(10ms), std::nullopt) << "node 2 exited";
+  lab->heal(2);
+  auto healed = std::chrono::steady_clock::now();
+  while (shards_held_by(2) == 0 && std::chrono::steady_clock::now() - healed < 15s)
+    std::this_thread::sleep_for(50ms);
+  std::printf("node 2 holds shards again %.2f s after the link healed\n",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - healed).count());
+  EXPECT_GT(shards_held_by(2), 0u) << "node 2 did not join again within 15 s of the link healing";
+  nodes[2].usable = true;
+
+  // One way, 10 s: node 1 hears the others, but nothing it sends leaves.
+  auto dropped_before = lab->dropped(1);
+  nodes[1].usable = false;
+  lab->cut_sends(1);
+  took = serves_all_within(2, 15s);
+  std::printf("cut one way: every account served through node 2 %.2f s after the cut\n", took.count() / 1000.0);
+  EXPECT_LE(took, 5s) << "node 1's accounts answer through the others within 5 s of the cut";
+  if (took < 10s)
+    std::this_thread::sleep_for(10s - took);
+  EXPECT_GT(lab->dropped(1), dropped_before) << "the one-way cut dropped nothing";
+  lab->heal(1);
+  nodes[1].usable = true;
+  stop_load();
+  for (size_t i = 0; i < 3; ++i)
+    serves_all_within(i, 15s);
+  check_invariants();
+  for (size_t i = 0; i < 3; ++i)
+    EXPECT_EQ(nodes[i].process->wait_for(10ms), std::nullopt) << "node " << i << " exited";
 }
 
 TEST_F(bank_cluster, the_stores_sessions_terminated_under_load) {
