@@ -25,6 +25,7 @@
 #include "../support/temp_dir.hpp"
 #include "sourcery/persistence/event_registry.hpp"
 #include "sourcery/persistence/postgres_projection_store.hpp"
+#include "sourcery/runtime/cluster/placement.hpp"
 
 using namespace std::chrono_literals;
 using sourcery::test::http_client;
@@ -139,6 +140,7 @@ protected:
               continue;
             }
             auto id = "d" + std::to_string(t) + "-" + std::to_string(seq);
+            auto t0 = std::chrono::steady_clock::now();
             auto r = c->post("/accounts/" + from + "/deposits", {{"amount", 1}, {"transfer", id}});
             ++answered;
             if (r.status == 200) {
@@ -147,12 +149,40 @@ protected:
             } else {
               ++refused; // timeout or unavailable: it may or may not have run
             }
+            observe(from, r.status == 200, std::chrono::steady_clock::now() - t0);
           } catch (const std::exception&) {
             ++no_answer; // the node died with the request: unknown outcome
             c.reset();
           }
         }
       });
+  }
+
+  // -- what the clients of the healthy nodes' accounts see during a fault ----------
+  std::mutex watch_mtx;
+  std::set<std::string> watched_accounts; // accounts owned by nodes that are not faulted
+  std::chrono::nanoseconds worst_latency{0};
+  int watched_failures = 0, watched_answers = 0;
+
+  void observe(const std::string& account, bool ok, std::chrono::nanoseconds took) {
+    std::lock_guard guard{watch_mtx};
+    if (!watched_accounts.count(account))
+      return;
+    ++watched_answers;
+    watched_failures += !ok;
+    worst_latency = std::max(worst_latency, took);
+  }
+
+  /// The node (index) whose shard lease covers account `a`, or -1.
+  int owner_of_account(int a) {
+    auto shard = sourcery::cluster::shard_of("account-a" + std::to_string(a), 64);
+    auto owner = sourcery::testing::run_sql(server, "SELECT owner FROM " + sourcery::testing::test_schema(dir)
+                                                      + ".cluster_leases WHERE name = 'shard:" + std::to_string(shard)
+                                                      + "' AND expires_at > now()");
+    for (size_t i = 0; i < 3; ++i)
+      if (owner.rfind(host(i) + ":" + std::to_string(nodes[i].peer) + "#", 0) == 0)
+        return static_cast<int>(i);
+    return -1;
   }
 
   void stop_load() {
@@ -392,6 +422,56 @@ TEST_F(bank_cluster, a_node_paused_past_its_lease_commits_nothing_late_and_joins
   stop_load();
   check_invariants();
   EXPECT_EQ(nodes[0].process->wait_for(10ms), std::nullopt) << "the node exited";
+}
+
+TEST_F(bank_cluster, a_node_frozen_8_s_costs_only_its_own_accounts_and_joins_again) {
+  begin();
+  std::this_thread::sleep_for(1s);
+  std::mt19937 rng{std::random_device{}()};
+  for (int round = 0; round < 2; ++round) {
+    size_t frozen = round == 0 ? 0 : 2;
+    {
+      std::lock_guard guard{watch_mtx};
+      watched_accounts.clear();
+      for (int a = 0; a < accounts; ++a)
+        if (auto o = owner_of_account(a); o >= 0 && static_cast<size_t>(o) != frozen)
+          watched_accounts.insert("a" + std::to_string(a));
+      worst_latency = {};
+      watched_failures = watched_answers = 0;
+    }
+    ASSERT_FALSE(watched_accounts.empty());
+    nodes[frozen].usable = false;
+    std::this_thread::sleep_for(std::chrono::milliseconds{100 + rng() % 400}); // a random moment under load
+    nodes[frozen].process->signal(SIGSTOP);
+    auto stopped = std::chrono::steady_clock::now();
+    // Its accounts answer elsewhere within 5 s.
+    auto other = (frozen + 1) % 3;
+    auto took = serves_all_within(other, 15s);
+    std::printf("round %d: node %zu frozen; every account served through node %zu %.2f s later\n", round, frozen,
+                other, took.count() / 1000.0);
+    EXPECT_LE(took, 5s);
+    std::this_thread::sleep_for(8s - (std::chrono::steady_clock::now() - stopped));
+    {
+      std::lock_guard guard{watch_mtx};
+      std::printf("round %d: the other nodes' accounts: %d answers, %d failures, worst latency %.0f ms\n", round,
+                  watched_answers, watched_failures, std::chrono::duration<double, std::milli>(worst_latency).count());
+      EXPECT_GT(watched_answers, 20) << "the load reached the healthy nodes' accounts";
+      EXPECT_EQ(watched_failures, 0) << "an account of a healthy node failed while node " << frozen << " was frozen";
+      EXPECT_LE(worst_latency, 1s) << "an account of a healthy node waited while node " << frozen << " was frozen";
+      watched_accounts.clear();
+    }
+    auto woke = std::chrono::steady_clock::now();
+    nodes[frozen].process->signal(SIGCONT);
+    while (shards_held_by(frozen) == 0 && std::chrono::steady_clock::now() - woke < 10s)
+      std::this_thread::sleep_for(50ms);
+    std::printf("node_rejoin_seconds: %.2f\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - woke).count());
+    EXPECT_GT(shards_held_by(frozen), 0u) << "node " << frozen << " did not take its share back within 10 s";
+    EXPECT_EQ(nodes[frozen].process->wait_for(10ms), std::nullopt) << "the node exited";
+    nodes[frozen].usable = true;
+    serves_all_within(frozen, 10s);
+  }
+  stop_load();
+  check_invariants();
 }
 
 TEST_F(bank_cluster, the_store_frozen_for_6_s_stops_no_node_and_every_account_answers_soon_after) {
