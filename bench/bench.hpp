@@ -30,10 +30,22 @@ inline void report(const std::string& suite, const std::string& name, double val
   std::fflush(stdout);
 }
 
-/// Whether BENCH_ONLY (one workload's name, for profiling) leaves `workload` to run.
+/// Whether BENCH_ONLY (workload names, comma-separated: to profile or
+/// measure a few) leaves `workload` to run.
 inline bool wanted(std::string_view workload) {
   const char* only = std::getenv("BENCH_ONLY");
-  return only == nullptr || workload == only;
+  if (only == nullptr)
+    return true;
+  std::string_view list{only};
+  while (!list.empty()) {
+    auto comma = list.find(',');
+    if (list.substr(0, comma) == workload)
+      return true;
+    if (comma == std::string_view::npos)
+      break;
+    list.remove_prefix(comma + 1);
+  }
+  return false;
 }
 
 inline double seconds_since(std::chrono::steady_clock::time_point start) {

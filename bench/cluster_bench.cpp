@@ -5,10 +5,21 @@
 // answers commands again on another node.
 //
 //   cluster_w1_3nodes, cluster_single_node (commands/s), cluster_w1_3nodes_p99 (µs),
-//   failover_seconds, handoff_seconds, cluster_commands_lost (commands)
+//   cluster_w1_ratio (3 nodes / 1 node, each phase at least 10 s at --scale 1),
+//   placement_max_over_mean (the busiest of 2-10 members against the mean),
+//   node_freeze_others_max_latency_ms (one node frozen 8 s: the worst
+//   latency on the other nodes' accounts), node_rejoin_seconds (from its
+//   SIGCONT until it holds shards again), store_freeze_recovery_seconds
+//   (PostgreSQL frozen 6 s under load -- SIGSTOP of its processes, so run
+//   it as the server's owner or root: from SIGCONT until every account
+//   answers), failover_seconds, handoff_seconds, cluster_commands_lost (commands)
 
 #include <csignal>
 #include <cstring>
+#include <dirent.h>
+#include <fstream>
+#include <map>
+#include <thread>
 #include <random>
 #include <sstream>
 #include <sys/socket.h>
@@ -127,6 +138,51 @@ std::string owner_of_account(persistence::postgres_coordination& c, int account)
   return {};
 }
 
+/// The PostgreSQL server's postmaster behind `pg` (its data directory's
+/// postmaster.pid names it), or 0 when it cannot be read.
+pid_t postmaster_of(PGconn* pg) {
+  PGresult* r = PQexec(pg, "SHOW data_directory");
+  if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+    PQclear(r);
+    return 0;
+  }
+  std::string dir = PQgetvalue(r, 0, 0);
+  PQclear(r);
+  std::ifstream pidfile{dir + "/postmaster.pid"};
+  pid_t master = 0;
+  if (!(pidfile >> master))
+    return 0;
+  return master;
+}
+
+/// Sends `sig` to `master` and every process it started. False when it
+/// cannot (not the server's machine, owner or root).
+bool signal_server(pid_t master, int sig) {
+  if (master <= 0 || ::kill(master, sig) != 0)
+    return false;
+  if (DIR* d = ::opendir("/proc")) {
+    while (auto* e = ::readdir(d)) {
+      pid_t pid = std::atoi(e->d_name);
+      if (pid <= 0)
+        continue;
+      std::ifstream stat{std::string{"/proc/"} + e->d_name + "/stat"};
+      std::string all;
+      std::getline(stat, all);
+      auto close = all.rfind(')');
+      if (close == std::string::npos)
+        continue;
+      std::istringstream rest{all.substr(close + 2)};
+      char state;
+      pid_t parent = 0;
+      rest >> state >> parent;
+      if (parent == master)
+        ::kill(pid, sig);
+    }
+    ::closedir(d);
+  }
+  return true;
+}
+
 /// Deposits to each of `probes` from `app` until every one is accepted (60 s
 /// at most: a cluster that never serves them again is reported, not waited
 /// for); returns the seconds since `since`, and counts the acknowledged ones.
@@ -141,6 +197,7 @@ double until_served(application& app, const std::vector<int>& probes, std::chron
         ++acked[a];
         break;
       }
+      std::this_thread::sleep_for(std::chrono::milliseconds{10}); // refused at once while the node rejoins
     }
   }
   if (seconds_since(since) >= 60)
@@ -156,7 +213,8 @@ int run_cluster_suite(const options& opts) {
     std::fprintf(stderr, "sourcery-bench: the cluster suite needs --store postgresql://...\n");
     return 2;
   }
-  const int commands = static_cast<int>(30'000 * opts.scale);
+  // At --scale 1 each W1 phase runs 10 s or more on these 2 cores.
+  const int commands = static_cast<int>(480'000 * opts.scale);
   const std::string base = "bench_cluster_" + std::to_string(::getpid());
   auto single_uri = *uri;
   single_uri.schema = base + "_single";
@@ -166,6 +224,24 @@ int run_cluster_suite(const options& opts) {
   auto b = fork_node(cluster_uri.to_string());
   auto c = fork_node(cluster_uri.to_string());
 
+  if (wanted("placement")) {
+    double worst = 0;
+    for (size_t n = 2; n <= 10; ++n) {
+      std::vector<std::string> members;
+      for (size_t i = 0; i < n; ++i)
+        members.push_back("127.0.0.1:" + std::to_string(7101 + i));
+      std::map<std::string, int> load;
+      for (auto& o : cluster::place_shards(members, 64))
+        ++load[o];
+      int busiest = 0;
+      for (auto& [m, k] : load)
+        busiest = std::max(busiest, k);
+      worst = std::max(worst, busiest / (64.0 / static_cast<double>(n)));
+    }
+    report("cluster", "placement_max_over_mean", worst, "ratio");
+  }
+
+  double single_rate = 0;
   if (wanted("w1")) { // the baseline: one node on the same PostgreSQL
     application_config cfg;
     cfg.store_uri = single_uri.to_string();
@@ -179,6 +255,7 @@ int run_cluster_suite(const options& opts) {
     std::vector<double> lat;
     std::mt19937 rng{1};
     double rate = closed_loop(**app, 256, commands, [&](int) { return deposit{std::to_string(rng() % accounts), 1}; }, lat);
+    single_rate = rate;
     report("cluster", "cluster_single_node", rate, "commands/s");
   }
 
@@ -245,6 +322,8 @@ int run_cluster_suite(const options& opts) {
     }
     report("cluster", "cluster_w1_3nodes", 3.0 * share / longest, "commands/s");
     report("cluster", "cluster_w1_3nodes_p99", percentile(lat, 0.99), "us");
+    if (single_rate > 0)
+      report("cluster", "cluster_w1_ratio", 3.0 * share / longest / single_rate, "ratio");
   }
 
   auto probes_on = [&](const std::string& node) {
@@ -275,6 +354,78 @@ int run_cluster_suite(const options& opts) {
         lost += static_cast<int>(before[account] + static_cast<uint64_t>(n) - now);
     return took;
   };
+  // Deposits from this node to `probes` until `stop`, one at a time: the
+  // worst latency and the failures.
+  auto watch = [&](const std::vector<int>& probes, std::atomic<bool>& stop, double& worst_ms, int& failures) {
+    std::mt19937 rng{3};
+    while (!stop.load()) {
+      auto t0 = std::chrono::steady_clock::now();
+      dispatch_options o;
+      o.timeout = std::chrono::seconds{5};
+      auto r = app.dispatch(deposit{std::to_string(probes[rng() % probes.size()]), 1}, o);
+      failures += !(r && r->accepted);
+      worst_ms = std::max(worst_ms, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    }
+  };
+  if (wanted("freeze")) {
+    // Node b frozen 8 s: what the accounts of the other two see, and how
+    // soon b serves again once it wakes.
+    std::vector<int> others;
+    for (int i = 0; i < accounts && others.size() < 50; ++i)
+      if (auto o = owner_of_account(**coordination, i); !o.empty() && o != b.address)
+        others.push_back(i);
+    std::atomic<bool> stop{false};
+    double worst_ms = 0;
+    int failures = 0;
+    std::thread watcher{[&] { watch(others, stop, worst_ms, failures); }};
+    ::kill(b.pid, SIGSTOP);
+    std::this_thread::sleep_for(std::chrono::seconds{8});
+    stop = true;
+    watcher.join();
+    report("cluster", "node_freeze_others_max_latency_ms", worst_ms, "ms");
+    report("cluster", "node_freeze_others_failures", failures, "commands");
+    auto woke = std::chrono::steady_clock::now();
+    ::kill(b.pid, SIGCONT);
+    auto holds = [&] {
+      auto leases = (*coordination)->leases("bench");
+      if (leases)
+        for (auto& l : *leases)
+          if (l.name.rfind("shard:", 0) == 0 && l.left.count() > 0 && persistence::node_of_owner(l.owner) == b.address)
+            return true;
+      return false;
+    };
+    while (!holds() && seconds_since(woke) < 60)
+      std::this_thread::sleep_for(std::chrono::milliseconds{20});
+    report("cluster", "node_rejoin_seconds", seconds_since(woke), "s");
+  }
+  if (wanted("store_freeze")) {
+    // PostgreSQL frozen 6 s under load: from SIGCONT until every probed
+    // account (on every node) answers again.
+    PGconn* pg = PQconnectdb(uri->location.c_str());
+    auto master = PQstatus(pg) == CONNECTION_OK ? postmaster_of(pg) : 0;
+    PQfinish(pg); // a frozen server would hold it
+    std::vector<int> probes;
+    for (int i = 0; i < accounts; i += accounts / 50)
+      probes.push_back(i);
+    std::atomic<bool> stop{false};
+    double worst_ms = 0;
+    int failures = 0;
+    std::thread load{[&] { watch(probes, stop, worst_ms, failures); }};
+    if (signal_server(master, SIGSTOP)) {
+      std::this_thread::sleep_for(std::chrono::seconds{6});
+      signal_server(master, SIGCONT);
+      auto thawed = std::chrono::steady_clock::now();
+      stop = true;
+      load.join();
+      std::map<int, int> acked;
+      report("cluster", "store_freeze_recovery_seconds", until_served(app, probes, thawed, acked), "s");
+    } else {
+      stop = true;
+      load.join();
+      std::fprintf(stderr, "sourcery-bench: cannot freeze the PostgreSQL server (run on its machine as its owner or"
+                           " root); store_freeze_recovery_seconds not measured\n");
+    }
+  }
   if (wanted("failover"))
     report("cluster", "failover_seconds", measure(b.address, [&] {
              ::kill(b.pid, SIGKILL);

@@ -247,6 +247,7 @@ void cluster_registration::went_down(const caf::error& why) {
   std::lock_guard guard{serving_mtx_};
   down_ = true;
   stop_all_here();
+  last_lease_renewal_ = {}; // the next renewal is a new incarnation's first
   if (membership_->replaced()) {
     ctx_.log.error("cluster", "replaced by a newer incarnation of this node: serving no more",
                    {{"node", ctx_.settings.node}, {"reason", describe_error(why)}});
