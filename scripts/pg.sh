@@ -7,12 +7,20 @@
 #   scripts/pg.sh stop DIR    stops it (the folder stays; remove it yourself)
 #   scripts/pg.sh uri DIR     prints the URI
 #   scripts/pg.sh destroy DIR stops it and removes the folder
+#   scripts/pg.sh standby DIR PRIMARY_DIR
+#                             creates (first time) and starts a streaming replica of the
+#                             server in PRIMARY_DIR, and makes the primary synchronous
+#                             (every commit is on both before it is acknowledged); prints
+#                             the URI of both, primary first: libpq connects to whichever
+#                             is writable (target_session_attrs=read-write)
+#   scripts/pg.sh promote DIR makes the standby in DIR the primary
+#   scripts/pg.sh kill DIR    stops the server at once (pg_ctl -m immediate: a crash)
 # Durable settings (fsync, synchronous_commit) stay on.
 set -euo pipefail
 cmd="${1:-}"
 dir="${2:-}"
 if [ -z "$cmd" ] || [ -z "$dir" ]; then
-  echo "usage: scripts/pg.sh start|stop|uri|destroy DIR" >&2
+  echo "usage: scripts/pg.sh start|stop|uri|destroy|kill|promote DIR, scripts/pg.sh standby DIR PRIMARY_DIR" >&2
   exit 2
 fi
 port=5432
@@ -49,9 +57,53 @@ as_owner() {
   fi
 }
 
+pair_uri() { # primary dir, standby dir
+  echo "postgresql:///postgres?host=$1,$2&port=${port},${port}&user=postgres&target_session_attrs=read-write"
+}
+
 case "$cmd" in
   uri)
     echo "$uri"
+    ;;
+  standby)
+    primary="${3:-}"
+    [ -n "$primary" ] || { echo "usage: scripts/pg.sh standby DIR PRIMARY_DIR" >&2; exit 2; }
+    bin="$(find_bin)" || { echo "PostgreSQL is not installed (scripts/pg.sh start installs it)" >&2; exit 1; }
+    mkdir -p "$dir"
+    [ "$(id -u)" -eq 0 ] && chown postgres: "$dir"
+    if [ ! -f "$dir/data/PG_VERSION" ]; then
+      # A copy of the primary that follows its WAL (-R writes primary_conninfo
+      # and standby.signal).
+      as_owner "$bin/pg_basebackup" -h "$primary" -p "$port" -U postgres -D "$dir/data" -R -X stream \
+        >"$dir/basebackup.log" 2>&1 || { echo "pg_basebackup failed:" >&2; cat "$dir/basebackup.log" >&2; exit 1; }
+    fi
+    if ! as_owner "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+      as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+        -o "-k $dir -c listen_addresses='' -p $port -c max_connections=500 -c shared_buffers=128MB" start >/dev/null ||
+        { echo "the standby did not start:" >&2; tail -20 "$dir/server.log" >&2; exit 1; }
+    fi
+    # Synchronous from now on: a commit is acknowledged once the standby has
+    # it too (set on the primary only, after the copy, so that a promoted
+    # standby does not wait for a standby of its own).
+    psql -qAt "postgresql:///postgres?host=${primary}&port=${port}&user=postgres" \
+      -c "ALTER SYSTEM SET synchronous_standby_names = '*'" -c "SELECT pg_reload_conf()" >/dev/null
+    # Wait until the standby streams synchronously.
+    for _ in $(seq 1 100); do
+      state=$(psql -qAt "postgresql:///postgres?host=${primary}&port=${port}&user=postgres" \
+        -c "SELECT sync_state FROM pg_stat_replication LIMIT 1")
+      [ "$state" = "sync" ] && break
+      sleep 0.1
+    done
+    [ "$state" = "sync" ] || { echo "the standby does not stream synchronously (state: '$state')" >&2; exit 1; }
+    pair_uri "$primary" "$dir"
+    ;;
+  promote)
+    bin="$(find_bin)" || exit 1
+    as_owner "$bin/pg_ctl" -D "$dir/data" -w -t 60 promote >/dev/null
+    ;;
+  kill)
+    bin="$(find_bin)" || exit 0
+    as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate -w -t 60 stop >/dev/null 2>&1 || true
     ;;
   start)
     bin="$(find_bin)" || { install_server; bin="$(find_bin)"; } || { echo "PostgreSQL is not installed and could not be installed" >&2; exit 1; }
@@ -79,7 +131,7 @@ case "$cmd" in
     rm -rf "$dir"
     ;;
   *)
-    echo "usage: scripts/pg.sh start|stop|uri|destroy DIR" >&2
+    echo "usage: scripts/pg.sh start|stop|uri|destroy|kill|promote DIR, scripts/pg.sh standby DIR PRIMARY_DIR" >&2
     exit 2
     ;;
 esac

@@ -398,6 +398,48 @@ TEST_F(bank_cluster, an_owner_killed_a_clean_leave_and_a_join_under_load) {
   EXPECT_GT(answered.load(), 100);
 }
 
+TEST_F(bank_cluster, the_store_fails_over_to_its_synchronous_standby_and_nothing_acknowledged_is_lost) {
+  // A primary and a synchronous standby, reached through one two-host URI
+  // (libpq connects to whichever is writable).
+  use_own_server();
+  sourcery::testing::private_server standby{SOURCERY_PG_SCRIPT, *own_server};
+  use_server(standby.uri());
+  begin();
+  std::this_thread::sleep_for(1500ms);
+  own_server->kill(); // the primary crashes under load
+  std::this_thread::sleep_for(6s); // a failover manager takes its time: every node is out of the cluster meanwhile
+  auto promoted = std::chrono::steady_clock::now();
+  standby.promote();
+  for (size_t i = 0; i < 3; ++i)
+    serves_all_within(i, 15s);
+  auto took = std::chrono::duration<double>(std::chrono::steady_clock::now() - promoted).count();
+  std::printf("every node served every account %.2f s after the promotion\n", took);
+  EXPECT_LE(took, 10.0) << "the cluster serves again within 10 s of the promotion";
+  for (size_t i = 0; i < 3; ++i)
+    EXPECT_EQ(nodes[i].process->wait_for(10ms), std::nullopt) << "node " << i << " exited";
+  stop_load();
+  check_invariants(); // on the new primary: every acknowledged deposit is there
+}
+
+TEST_F(bank_cluster, the_store_crashes_and_restarts_and_every_node_serves_again_by_itself) {
+  use_own_server();
+  begin();
+  std::this_thread::sleep_for(1s);
+  own_server->kill(); // pg_ctl -m immediate: a crash, recovery from the WAL at the next start
+  std::this_thread::sleep_for(4s);
+  auto restarted = std::chrono::steady_clock::now();
+  own_server->start();
+  for (size_t i = 0; i < 3; ++i)
+    serves_all_within(i, 15s);
+  auto took = std::chrono::duration<double>(std::chrono::steady_clock::now() - restarted).count();
+  std::printf("every node served every account %.2f s after the restart\n", took);
+  EXPECT_LE(took, 5.0 * 3) << "each node serves every account within 5 s of the restart (checked in turn)";
+  for (size_t i = 0; i < 3; ++i)
+    EXPECT_EQ(nodes[i].process->wait_for(10ms), std::nullopt) << "node " << i << " exited";
+  stop_load();
+  check_invariants();
+}
+
 TEST_F(bank_cluster, a_node_paused_past_its_lease_commits_nothing_late_and_joins_again_by_itself) {
   begin();
   std::this_thread::sleep_for(1s);

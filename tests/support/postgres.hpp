@@ -123,11 +123,28 @@ public:
     if (uri_.rfind("postgresql://", 0) != 0)
       throw std::runtime_error("could not start a private PostgreSQL server: " + uri_);
   }
+  /// A streaming replica of `primary`, which becomes synchronous (every
+  /// commit on both before it is acknowledged); `uri()` then names both,
+  /// primary first, for whichever is writable (target_session_attrs).
+  private_server(std::string script, const private_server& primary)
+    : script_(std::move(script)), dir_("/tmp/sourcery-pgs-" + std::to_string(std::random_device{}() % 100000000)) {
+    uri_ = run("standby", primary.dir_);
+    while (!uri_.empty() && uri_.back() == '\n')
+      uri_.pop_back();
+    if (uri_.rfind("postgresql://", 0) != 0)
+      throw std::runtime_error("could not start a standby PostgreSQL server: " + uri_);
+  }
   ~private_server() {
     resume();
     run("destroy");
   }
   const std::string& uri() const { return uri_; }
+  /// Stops the server at once, as a crash would (pg_ctl -m immediate).
+  void kill() { run("kill"); }
+  /// Makes this standby the primary.
+  void promote() { run("promote"); }
+  /// Starts it again (after `kill`).
+  void start() { run("start"); }
 
   void pause() { signal_all(SIGSTOP); }
   void resume() { signal_all(SIGCONT); }
@@ -137,8 +154,8 @@ public:
   }
 
 private:
-  std::string run(const std::string& cmd) {
-    std::string line = "bash " + script_ + " " + cmd + " " + dir_ + " 2>&1";
+  std::string run(const std::string& cmd, const std::string& extra = {}) {
+    std::string line = "bash " + script_ + " " + cmd + " " + dir_ + (extra.empty() ? "" : " " + extra) + " 2>&1";
     std::string out;
     if (FILE* p = ::popen(line.c_str(), "r")) {
       char buf[512];
