@@ -90,16 +90,15 @@ caf::behavior registry(registry_actor* self, caf::actor aggregates) {
         st.open.erase(o);
       }
     },
-    [self](release_atom, const std::vector<std::string>& streams) {
+    [self](release_atom, const stream_filter& filter) {
       // Their shard moved to another node: the state here is stale from now
       // on. Each actor stops after the commands it has queued.
       auto& st = self->state;
-      for (auto& stream : streams) {
-        auto o = st.open.find(stream);
-        if (o == st.open.end() || st.draining.count(stream))
+      for (auto& [stream, actor] : st.open) {
+        if (st.draining.count(stream) || !filter.selects(stream))
           continue;
         st.draining[stream] = true;
-        self->send(o->second, stop_atom::value);
+        self->send(actor, stop_atom::value);
       }
     },
     [self](passivate_atom, const std::string& stream) {

@@ -201,7 +201,7 @@ void cluster_registration::attempt(command_delivery cmd) {
     caf::anon_send(link_, forward_atom::value, owner, std::move(cmd));
     return;
   }
-  if (!table_.enter(shard, env.stream_id, env.aggregate_type))
+  if (!table_.enter(shard))
     return later(std::move(cmd)); // ours by placement, lease not (yet) held
   run_here(shard, std::move(cmd), false);
 }
@@ -209,7 +209,7 @@ void cluster_registration::attempt(command_delivery cmd) {
 void cluster_registration::serve(command_envelope cmd, reply done) {
   counters_.served.fetch_add(1, std::memory_order_relaxed);
   auto shard = table_.shard_of(cmd.stream_id);
-  if (down_.load() || !table_.enter(shard, cmd.stream_id, cmd.aggregate_type))
+  if (down_.load() || !table_.enter(shard))
     return done(moved(ctx_.settings.node, cmd.stream_id));
   run_here(shard, command_delivery{std::move(cmd), std::make_shared<reply_slot>(std::move(done))}, true);
 }
@@ -265,7 +265,8 @@ void cluster_registration::went_down(const caf::error& why) {
 }
 
 void cluster_registration::stop_all_here() {
-  release_streams(table_.lose_all());
+  table_.lose_all();
+  local_.release_matching([](const std::string&) { return true; });
   std::lock_guard guard{renewed_mtx_};
   renewed_.clear();
 }
@@ -352,7 +353,7 @@ void cluster_registration::renew_leases() {
   for (auto n : table_.held_shards())
     if (!confirmed.count(n) && table_.lost_if_confirmed_before(n, t0)) {
       // Its aggregates stop now: their state may be changed elsewhere.
-      release_streams(table_.take_streams(n));
+      release_shard(n);
       counters_.lost.fetch_add(1, std::memory_order_relaxed);
       ctx_.log.warn("cluster", "shard lease lost (not renewed in time)", {{"node", s.node}, {"shard", n}});
     }
@@ -360,12 +361,8 @@ void cluster_registration::renew_leases() {
   renewed_ = std::move(*renewed);
 }
 
-void cluster_registration::release_streams(const std::vector<std::pair<std::string, std::string>>& open) {
-  std::map<std::string, std::vector<std::string>> by_type;
-  for (auto& [type, stream] : open)
-    by_type[type].push_back(stream);
-  for (auto& [type, streams] : by_type)
-    local_.release_streams(type, std::move(streams));
+void cluster_registration::release_shard(uint32_t shard) {
+  local_.release_matching([table = fence_, shard](const std::string& stream) { return table->shard_of(stream) == shard; });
 }
 
 void cluster_registration::pinged(const std::string& node, bool answered) {
@@ -522,7 +519,7 @@ void cluster_registration::hand_over(const std::vector<uint32_t>& shards) {
   std::set<std::string> told;
   std::string moved_to;
   for (auto n : shards) {
-    release_streams(table_.take_streams(n));
+    release_shard(n);
     auto epoch = table_.epoch(n);
     table_.lost(n);
     if (auto r = coordination_->release(s.name, shard_lease(n), owner_, epoch); !r)

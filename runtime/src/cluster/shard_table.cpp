@@ -55,13 +55,12 @@ int64_t shard_table::epoch_named(const std::string& lease) const {
   return i == named_.end() ? 0 : i->second;
 }
 
-bool shard_table::enter(uint32_t shard, const std::string& stream, const std::string& type) {
+bool shard_table::enter(uint32_t shard) {
   std::lock_guard guard{mtx_};
   auto& s = slots_[shard];
   if (s.epoch == 0 || s.releasing || clock::now() >= s.trusted_until)
     return false;
   ++s.in_flight;
-  s.streams.try_emplace(stream, type);
   return true;
 }
 
@@ -110,19 +109,14 @@ void shard_table::lost(uint32_t shard) {
   s.trusted_until = {};
 }
 
-std::vector<std::pair<std::string, std::string>> shard_table::lose_all() {
-  std::vector<std::pair<std::string, std::string>> out;
+void shard_table::lose_all() {
   std::lock_guard guard{mtx_};
   for (auto& s : slots_) {
     s.epoch = 0;
     s.releasing = false;
     s.trusted_until = {};
-    for (auto& [stream, type] : s.streams)
-      out.emplace_back(type, stream);
-    s.streams.clear();
   }
   named_.clear();
-  return out;
 }
 
 int64_t shard_table::epoch(uint32_t shard) const {
@@ -158,19 +152,6 @@ void shard_table::release(uint32_t shard) {
 size_t shard_table::in_flight(uint32_t shard) const {
   std::lock_guard guard{mtx_};
   return slots_[shard].in_flight;
-}
-
-std::vector<std::pair<std::string, std::string>> shard_table::take_streams(uint32_t shard) {
-  std::map<std::string, std::string> streams;
-  {
-    std::lock_guard guard{mtx_};
-    streams.swap(slots_[shard].streams);
-  }
-  std::vector<std::pair<std::string, std::string>> out;
-  out.reserve(streams.size());
-  for (auto& [stream, type] : streams)
-    out.emplace_back(type, stream);
-  return out;
 }
 
 } // namespace sourcery::cluster::detail

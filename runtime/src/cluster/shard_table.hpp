@@ -2,7 +2,8 @@
 
 // The shards this node serves, as the lease table last confirmed them, and
 // the commands running on each: the one place routing, fencing and handoff
-// agree on what this node owns.
+// agree on what this node owns. (Which aggregates are open is the
+// registries' to know: a shard that moves stops those its streams select.)
 
 #include <chrono>
 #include <map>
@@ -42,10 +43,10 @@ public:
   int64_t epoch_named(const std::string& lease) const;
 
   // -- routing ------------------------------------------------------------------
-  /// Admits a command to `stream` (of aggregate type `type`) when this node
-  /// serves its shard: lease held and trusted, not being handed over. An
-  /// admitted command is in flight until `leave`.
-  bool enter(uint32_t shard, const std::string& stream, const std::string& type);
+  /// Admits a command to `shard` when this node serves it: lease held and
+  /// trusted, not being handed over. An admitted command is in flight until
+  /// `leave`.
+  bool enter(uint32_t shard);
   void leave(uint32_t shard);
 
   // -- the keeper ---------------------------------------------------------------
@@ -61,9 +62,8 @@ public:
   /// The lease is gone (released, lost, expired): nothing is admitted.
   void lost(uint32_t shard);
   /// Every lease is gone (this node stopped serving): nothing is admitted
-  /// and no write passes the fence. Returns the (aggregate type, stream)
-  /// pairs that were open, to be stopped.
-  std::vector<std::pair<std::string, std::string>> lose_all();
+  /// and no write passes the fence.
+  void lose_all();
   int64_t epoch(uint32_t shard) const;
   std::vector<uint32_t> held_shards() const;
   /// The names of every lease held here (shards and consumers): what this
@@ -72,9 +72,6 @@ public:
   /// Admits nothing more to `shard` (it is being handed over).
   void release(uint32_t shard);
   size_t in_flight(uint32_t shard) const;
-  /// The (aggregate type, stream) pairs admitted to `shard` since it was
-  /// last taken, forgotten here.
-  std::vector<std::pair<std::string, std::string>> take_streams(uint32_t shard);
 
 private:
   struct slot {
@@ -83,7 +80,6 @@ private:
     clock::time_point trusted_until{};
     clock::time_point confirmed{}; ///< when the store last confirmed it
     size_t in_flight = 0;
-    std::map<std::string, std::string> streams; ///< stream -> aggregate type
   };
   std::string cluster_, owner_;
   std::chrono::milliseconds trust_;

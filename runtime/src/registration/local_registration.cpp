@@ -84,9 +84,15 @@ caf::actor local_registration::registry_of(const std::string& type) const {
   return i->second->registry;
 }
 
-void local_registration::release_streams(const std::string& type, std::vector<std::string> streams) {
-  if (auto registry = registry_of(type))
-    caf::anon_send(registry, release_atom::value, std::move(streams));
+void local_registration::release_matching(std::function<bool(const std::string& stream)> selects) {
+  std::vector<caf::actor> registries;
+  for (auto& [type, slots] : types_) {
+    std::lock_guard guard{slots->mtx};
+    if (slots->registry)
+      registries.push_back(slots->registry);
+  }
+  for (auto& registry : registries)
+    caf::anon_send(registry, release_atom::value, stream_filter{selects});
 }
 
 } // namespace detail

@@ -32,7 +32,9 @@ public:
 
   /// Stops the actors of `streams` of aggregate type `type` after their
   /// queued commands (their shard moved to another node).
-  void release_streams(const std::string& type, std::vector<std::string> streams);
+  /// Stops, in every aggregate type, the actors of the open streams
+  /// `selects` picks (called on each registry's thread).
+  void release_matching(std::function<bool(const std::string& stream)> selects);
 
 private:
   caf::actor registry_of(const std::string& type) const;

@@ -66,9 +66,16 @@ using idle_atom = caf::atom_constant<caf::atom("ag_idle")>;
 using passivate_atom = caf::atom_constant<caf::atom("ag_passiv")>;
 using stop_atom = caf::atom_constant<caf::atom("ag_stop")>;
 using gone_atom = caf::atom_constant<caf::atom("ag_gone")>;
-/// To a registry: stop these streams' actors (their shard moved away).
+/// To a registry: stop the actors of the streams a `stream_filter` selects
+/// (their shard moved away, or this node stopped serving).
 using release_atom = caf::atom_constant<caf::atom("ag_releas")>;
+
+/// Which open streams a registry stops: a local message, never serialized.
+struct stream_filter {
+  std::function<bool(const std::string& stream)> selects;
+};
 
 } // namespace sourcery::detail
 
 CAF_ALLOW_UNSAFE_MESSAGE_TYPE(sourcery::detail::command_delivery)
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(sourcery::detail::stream_filter)
