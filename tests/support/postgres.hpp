@@ -145,6 +145,14 @@ public:
   void promote() { run("promote"); }
   /// Starts it again (after `kill`).
   void start() { run("start"); }
+  /// How many lines of the server's log hold `text` (e.g. "deadlock detected").
+  int log_count(const std::string& text) const {
+    std::ifstream log{dir_ + "/server.log"};
+    int n = 0;
+    for (std::string line; std::getline(log, line);)
+      n += line.find(text) != std::string::npos;
+    return n;
+  }
 
   void pause() { signal_all(SIGSTOP); }
   void resume() { signal_all(SIGCONT); }

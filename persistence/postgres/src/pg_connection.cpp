@@ -219,29 +219,44 @@ caf::expected<connection> connection::open(const std::string& conninfo, deadline
       PQfreemem(parse_error);
     return make_error(store_errc::invalid_argument, "bad PostgreSQL connection string: " + msg);
   }
+  auto c = start(conninfo);
+  if (!c)
+    return c.error();
+  if (auto err = c->carry_on(until))
+    return err;
+  return c;
+}
+
+caf::expected<connection> connection::start(const std::string& conninfo) {
   connection c;
   c.conn_.reset(PQconnectStart(conninfo.c_str()));
   if (!c.conn_)
     return make_error(store_errc::unavailable, "cannot connect to the database: out of memory");
   if (PQstatus(c.conn_.get()) == CONNECTION_BAD)
     return connect_error(trimmed(PQerrorMessage(c.conn_.get())));
-  auto state = PGRES_POLLING_WRITING;
+  c.polling_ = PGRES_POLLING_WRITING;
+  return c;
+}
+
+caf::error connection::carry_on(deadline until) {
+  if (!conn_)
+    return closed_error();
   for (;;) {
-    if (state == PGRES_POLLING_OK)
+    if (polling_ == PGRES_POLLING_OK)
       break;
-    if (state == PGRES_POLLING_FAILED)
-      return connect_error(trimmed(PQerrorMessage(c.conn_.get())));
-    short events = state == PGRES_POLLING_READING ? POLLIN : POLLOUT;
-    if (!wait_fd(PQsocket(c.conn_.get()), events, until))
+    if (polling_ == PGRES_POLLING_FAILED)
+      return connect_error(trimmed(PQerrorMessage(conn_.get())));
+    short events = polling_ == PGRES_POLLING_READING ? POLLIN : POLLOUT;
+    if (!wait_fd(PQsocket(conn_.get()), events, until))
       return make_error(store_errc::unavailable, "cannot connect to the database: no answer in time");
-    state = PQconnectPoll(c.conn_.get());
+    polling_ = PQconnectPoll(conn_.get());
   }
   // Server notices ("already exists, skipping") are not errors: libpq would
   // print them on stderr.
-  PQsetNoticeProcessor(c.conn_.get(), [](void*, const char*) {}, nullptr);
-  if (PQsetnonblocking(c.conn_.get(), 1) != 0)
-    return make_error(store_errc::unavailable, "cannot connect to the database: " + trimmed(PQerrorMessage(c.conn_.get())));
-  return c;
+  PQsetNoticeProcessor(conn_.get(), [](void*, const char*) {}, nullptr);
+  if (PQsetnonblocking(conn_.get(), 1) != 0)
+    return make_error(store_errc::unavailable, "cannot connect to the database: " + trimmed(PQerrorMessage(conn_.get())));
+  return {};
 }
 
 bool connection::wait_readable(deadline until) const {

@@ -116,6 +116,18 @@ public:
   /// `until`. Errors: unavailable (refused, unreachable, too slow),
   /// authentication_failed, invalid_argument (a malformed conninfo).
   static caf::expected<connection> open(const std::string& conninfo, deadline until);
+  /// Starts connecting without waiting; `carry_on` goes on with it. Errors:
+  /// as `open`'s, for what is known at once.
+  static caf::expected<connection> start(const std::string& conninfo);
+  /// Goes on connecting until connected or `until`. A connection not made
+  /// by then (`connecting()` still true) may be carried on later: a server
+  /// that was frozen then answers this attempt instead of a pile of new
+  /// ones. Errors: as `open`'s.
+  caf::error carry_on(deadline until);
+  /// Started, neither connected nor failed yet.
+  bool connecting() const {
+    return conn_ && polling_ != PGRES_POLLING_OK && polling_ != PGRES_POLLING_FAILED;
+  }
 
   /// Runs one statement; answers its (last) result or the error it raised.
   /// A deadline that passes cancels the statement on the server, drops the
@@ -173,6 +185,7 @@ private:
   std::string sqlstate_;
   std::string constraint_;
   std::set<std::string> prepared_;
+  PostgresPollingStatusType polling_ = PGRES_POLLING_OK;
 };
 
 /// The store error for a failed statement: its SQLSTATE class decides the

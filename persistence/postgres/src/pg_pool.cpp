@@ -31,16 +31,36 @@ caf::expected<pool::lease> pool::take(deadline until) {
     }
     ++open_;
   }
-  auto connect_until = std::min(until, clock::now() + connect_timeout_);
-  auto c = connection::open(conninfo_, connect_until);
+  std::optional<connection> c;
+  auto since = clock::now();
+  {
+    std::lock_guard guard{mtx_};
+    if (pending_) {
+      c = std::move(*pending_);
+      pending_.reset();
+      since = pending_since_;
+    }
+  }
   caf::error err;
-  if (!c)
-    err = c.error();
-  else if (setup_)
-    err = setup_(*c, connect_until);
+  if (!c) {
+    auto started = connection::start(conninfo_);
+    if (started)
+      c = std::move(*started);
+    else
+      err = started.error();
+  }
+  auto connect_until = std::min(until, since + connect_timeout_);
+  if (!err)
+    err = c->carry_on(connect_until);
+  if (!err && setup_)
+    err = setup_(*c, std::min(until, clock::now() + connect_timeout_));
   if (err) {
     std::lock_guard guard{mtx_};
     --open_;
+    if (c && c->connecting() && clock::now() < since + connect_timeout_ && !pending_ && !closed_) {
+      pending_ = std::move(*c);
+      pending_since_ = since;
+    }
     cv_.notify_one();
     return err;
   }
@@ -50,6 +70,7 @@ caf::expected<pool::lease> pool::take(deadline until) {
   }
   return lease{this, std::move(*c)};
 }
+
 
 void pool::give_back(connection c) {
   std::lock_guard guard{mtx_};
@@ -67,6 +88,7 @@ void pool::close() {
     closed_ = true;
     dropped.swap(idle_);
     open_ -= dropped.size();
+    pending_.reset();
   }
   cv_.notify_all();
 }

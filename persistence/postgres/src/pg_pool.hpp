@@ -3,6 +3,7 @@
 #include <condition_variable>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -73,6 +74,11 @@ private:
   size_t open_ = 0; // idle and lent
   uint64_t opened_ = 0;
   bool closed_ = false;
+  /// A connection attempt that did not finish in its caller's time: the
+  /// next caller carries it on (until `connect_timeout` after it began)
+  /// rather than leaving it to the server's queue and starting another.
+  std::optional<connection> pending_;
+  clock::time_point pending_since_{};
 };
 
 } // namespace sourcery::persistence::pg

@@ -90,6 +90,7 @@ caf::error cluster_registration::join() {
   if (!port)
     return make_error(dispatch_errc::unavailable, "cannot listen for peers at " + (s.listen.empty() ? s.node : s.listen) + ": "
                                                     + describe_error(port.error()));
+  port_ = *port;
   membership_options m;
   m.cluster = s.name;
   m.node = s.node;
@@ -151,8 +152,15 @@ cluster_registration::~cluster_registration() {
     keeper_.join();
   membership_.reset(); // stops renewing (a clean leave has left already)
   (void) ctx_.store.fence_appends(nullptr);
+  if (link_ && port_ != 0) // no peer connects while the system shuts down
+    (void) ctx_.system.middleman().unpublish(link_, port_);
   if (link_) {
-    caf::anon_send_exit(link_, caf::exit_reason::user_shutdown);
+    // Stopped before this object goes: its hooks (a ping's answer or
+    // timeout, a peer's command) call into it.
+    caf::scoped_actor self{ctx_.system};
+    self->monitor(link_);
+    self->send_exit(link_, caf::exit_reason::user_shutdown);
+    self->receive([](const caf::down_msg&) {}, caf::after(std::chrono::seconds{10}) >> [] {});
     link_ = nullptr;
   }
 }
@@ -267,8 +275,6 @@ void cluster_registration::went_down(const caf::error& why) {
 void cluster_registration::stop_all_here() {
   table_.lose_all();
   local_.release_matching([](const std::string&) { return true; });
-  std::lock_guard guard{renewed_mtx_};
-  renewed_.clear();
 }
 
 bool cluster_registration::settle_down() {
@@ -345,11 +351,18 @@ void cluster_registration::renew_leases() {
   }
   last_lease_renewal_ = t0;
   std::set<uint32_t> confirmed;
+  std::set<std::string> confirmed_named;
   for (auto& l : *renewed)
     if (auto n = shard_number(l.name); n && *n < s.shards) {
       table_.renewed(*n, l.epoch, t0);
       confirmed.insert(*n);
+    } else {
+      table_.renewed_named(l.name, l.epoch, t0);
+      confirmed_named.insert(l.name);
     }
+  for (auto& name : table_.named_leases())
+    if (!confirmed_named.count(name) && table_.lost_named_if_confirmed_before(name, t0))
+      ctx_.log.warn("cluster", "handler lease lost (not renewed in time)", {{"node", s.node}, {"lease", name}});
   for (auto n : table_.held_shards())
     if (!confirmed.count(n) && table_.lost_if_confirmed_before(n, t0)) {
       // Its aggregates stop now: their state may be changed elsewhere.
@@ -357,8 +370,6 @@ void cluster_registration::renew_leases() {
       counters_.lost.fetch_add(1, std::memory_order_relaxed);
       ctx_.log.warn("cluster", "shard lease lost (not renewed in time)", {{"node", s.node}, {"shard", n}});
     }
-  std::lock_guard guard{renewed_mtx_};
-  renewed_ = std::move(*renewed);
 }
 
 void cluster_registration::release_shard(uint32_t shard) {
@@ -422,11 +433,6 @@ void cluster_registration::tick() {
     auto unreachable = check_reachability(last_peers_);
     isolated_ = last_peers_.size() >= 2 && 2 * unreachable > last_peers_.size();
     return;
-  }
-  std::vector<persistence::lease_info> renewed;
-  {
-    std::lock_guard guard{renewed_mtx_};
-    renewed = renewed_;
   }
   auto live = membership_->live();
   auto suspected = membership_->suspected();
@@ -498,7 +504,7 @@ void cluster_registration::tick() {
   }
   if (!taken.empty())
     ctx_.log.info("cluster", "shards acquired", {{"node", s.node}, {"shards", taken}});
-  keep_consumers(renewed, live, may_move);
+  keep_consumers(live, may_move);
   // No rebalancing while a member may be going down, and a few moves a round.
   if (give.empty() || !may_move)
     return;
@@ -552,13 +558,8 @@ bool cluster_registration::runs_here(const std::string& name) const {
   return i != consumers_.end() && i->second.running;
 }
 
-void cluster_registration::keep_consumers(const std::vector<persistence::lease_info>& renewed,
-                                          const std::vector<std::string>& live, bool may_move) {
+void cluster_registration::keep_consumers(const std::vector<std::string>& live, bool may_move) {
   const auto& s = ctx_.settings;
-  std::map<std::string, int64_t> held;
-  for (auto& l : renewed)
-    if (l.name.rfind("handler:", 0) == 0)
-      held[l.name] = l.epoch;
   std::vector<std::pair<std::string, bool>> all; // name, running
   {
     std::lock_guard guard{consumers_mtx_};
@@ -568,12 +569,11 @@ void cluster_registration::keep_consumers(const std::vector<persistence::lease_i
   for (auto& [name, running] : all) {
     auto lease = handler_lease(name);
     auto placed_on = owner_of(static_cast<uint32_t>(stable_hash(lease)), live).value_or("");
-    if (running && !held.count(lease)) {
+    if (running && table_.epoch_named(lease) == 0) { // its renewal did not go through
       stop_consumer(name, "handler lock lost");
       continue;
     }
     if (running) {
-      table_.held_named(lease, held[lease]);
       if (placed_on != s.node && may_move)
         stop_consumer(name, "handler handed over");
       if (placed_on != s.node && may_move && !placed_on.empty())

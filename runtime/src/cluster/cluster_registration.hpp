@@ -137,8 +137,7 @@ private:
   void hand_over(const std::vector<uint32_t>& shards); /// to their placed owners (`place` first)
   /// Starts, keeps, stops the consumers by their leases (`renewed`: the
   /// leases this node still holds).
-  void keep_consumers(const std::vector<persistence::lease_info>& renewed, const std::vector<std::string>& live,
-                      bool may_move);
+  void keep_consumers(const std::vector<std::string>& live, bool may_move);
   /// Stops a consumer running here and releases its lease.
   void stop_consumer(const std::string& name, const char* why, bool release = true);
   void wake_keeper();
@@ -169,8 +168,6 @@ private:
   std::vector<std::string> placement_; ///< owner by shard
 
   std::chrono::steady_clock::time_point last_lease_renewal_{}; ///< the membership thread's
-  mutable std::mutex renewed_mtx_;
-  std::vector<persistence::lease_info> renewed_; ///< the leases last renewed (for the keeper)
 
   // -- reachability: pings over the links, votes in the store ------------------
   struct reach {

@@ -36,12 +36,36 @@ persistence::fence_lease shard_table::lease_for_checkpoint(std::string_view name
   auto lease = handler_lease(consumer);
   std::lock_guard guard{mtx_};
   auto i = named_.find(lease);
-  return {lease, i == named_.end() ? 0 : i->second};
+  return {lease, i == named_.end() ? 0 : i->second.epoch};
 }
 
 void shard_table::held_named(const std::string& lease, int64_t epoch) {
   std::lock_guard guard{mtx_};
-  named_[lease] = epoch;
+  named_[lease] = named_lease{epoch, clock::now()};
+}
+
+void shard_table::renewed_named(const std::string& lease, int64_t epoch, clock::time_point at) {
+  std::lock_guard guard{mtx_};
+  auto i = named_.find(lease);
+  if (i != named_.end() && i->second.epoch == epoch && at > i->second.confirmed)
+    i->second.confirmed = at;
+}
+
+bool shard_table::lost_named_if_confirmed_before(const std::string& lease, clock::time_point since) {
+  std::lock_guard guard{mtx_};
+  auto i = named_.find(lease);
+  if (i == named_.end() || i->second.confirmed >= since)
+    return false;
+  named_.erase(i);
+  return true;
+}
+
+std::vector<std::string> shard_table::named_leases() const {
+  std::lock_guard guard{mtx_};
+  std::vector<std::string> out;
+  for (auto& [name, lease] : named_)
+    out.push_back(name);
+  return out;
 }
 
 void shard_table::lost_named(const std::string& lease) {
@@ -52,7 +76,7 @@ void shard_table::lost_named(const std::string& lease) {
 int64_t shard_table::epoch_named(const std::string& lease) const {
   std::lock_guard guard{mtx_};
   auto i = named_.find(lease);
-  return i == named_.end() ? 0 : i->second;
+  return i == named_.end() ? 0 : i->second.epoch;
 }
 
 bool shard_table::enter(uint32_t shard) {
@@ -139,7 +163,7 @@ std::vector<std::string> shard_table::held_leases() const {
   for (uint32_t i = 0; i < slots_.size(); ++i)
     if (slots_[i].epoch != 0)
       out.push_back(shard_lease(i));
-  for (auto& [name, epoch] : named_)
+  for (auto& [name, lease] : named_)
     out.push_back(name);
   return out;
 }

@@ -38,7 +38,14 @@ public:
   persistence::fence_lease lease_for_checkpoint(std::string_view name) const override;
 
   // -- consumers' leases (handlers, projections, process managers) ------------
+  /// A consumer's lease just acquired at `epoch`.
   void held_named(const std::string& lease, int64_t epoch);
+  /// A renewal confirmed it as of `at` (if held at that epoch).
+  void renewed_named(const std::string& lease, int64_t epoch, clock::time_point at);
+  /// Not renewed: lost, unless (re)confirmed at or after `since`. True if lost.
+  bool lost_named_if_confirmed_before(const std::string& lease, clock::time_point since);
+  /// The consumers' leases held here.
+  std::vector<std::string> named_leases() const;
   void lost_named(const std::string& lease);
   int64_t epoch_named(const std::string& lease) const;
 
@@ -85,7 +92,11 @@ private:
   std::chrono::milliseconds trust_;
   mutable std::mutex mtx_;
   std::vector<slot> slots_;
-  std::map<std::string, int64_t, std::less<>> named_;
+  struct named_lease {
+    int64_t epoch = 0;
+    clock::time_point confirmed{}; ///< when the store last confirmed it
+  };
+  std::map<std::string, named_lease, std::less<>> named_;
 };
 
 } // namespace sourcery::cluster::detail

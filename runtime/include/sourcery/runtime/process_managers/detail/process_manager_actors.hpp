@@ -87,6 +87,18 @@ caf::error pm_stopped_at(pm_instance_self<P>* self, const caf::error& err) {
 template <process_manager P>
 void pm_send_next(pm_instance_self<P>* self);
 
+/// Whether a command failed because something was out of reach for a while
+/// (the store, the node owning the aggregate), not because of the event. A
+/// timeout is not: a command's deadline is its event's, and an event past
+/// its timeout is the policy's to judge.
+inline bool pm_outage(const caf::error& err) {
+  auto d = code_of_dispatch(err);
+  if (d == dispatch_errc::unavailable || d == dispatch_errc::moved)
+    return true;
+  auto s = persistence::code_of(err);
+  return s == persistence::store_errc::unavailable || s == persistence::store_errc::fenced;
+}
+
 /// The event failed (`handle` threw, a command failed, the event timed
 /// out): the process's `on_error`, else its policy, decides. `in_command`:
 /// a command failed (it is still first in `pending`), so a retry resumes
@@ -98,6 +110,11 @@ void pm_fail(pm_instance_self<P>* self, const caf::error& err, bool in_command =
   error_action action;
   if constexpr (requires(P& p) { { p.on_error(err, rec, uint32_t{}) } -> std::convertible_to<error_action>; })
     action = st.process.on_error(err, rec, ++st.failures);
+  else if (pm_outage(err))
+    // Not the event's fault: the store or the node running the command is
+    // out of reach for a while (a failover, a node rejoining its cluster).
+    // Retried with the policy's backoff without end, as storage failures are.
+    action = error_action::retry(st.options.on_error.backoff(++st.failures));
   else
     action = st.options.on_error.decide(++st.failures);
   if (st.options.on_error.observer)
