@@ -16,7 +16,6 @@
 
 #include <csignal>
 #include <cstring>
-#include <dirent.h>
 #include <fstream>
 #include <map>
 #include <thread>
@@ -30,6 +29,7 @@
 #include <libpq-fe.h>
 
 #include "../tests/support/free_port.hpp"
+#include "../tests/support/process_tree.hpp"
 #include "bank_load.hpp"
 #include "sourcery/persistence/postgres_coordination.hpp"
 #include "sourcery/persistence/store_uri.hpp"
@@ -158,29 +158,7 @@ pid_t postmaster_of(PGconn* pg) {
 /// Sends `sig` to `master` and every process it started. False when it
 /// cannot (not the server's machine, owner or root).
 bool signal_server(pid_t master, int sig) {
-  if (master <= 0 || ::kill(master, sig) != 0)
-    return false;
-  if (DIR* d = ::opendir("/proc")) {
-    while (auto* e = ::readdir(d)) {
-      pid_t pid = std::atoi(e->d_name);
-      if (pid <= 0)
-        continue;
-      std::ifstream stat{std::string{"/proc/"} + e->d_name + "/stat"};
-      std::string all;
-      std::getline(stat, all);
-      auto close = all.rfind(')');
-      if (close == std::string::npos)
-        continue;
-      std::istringstream rest{all.substr(close + 2)};
-      char state;
-      pid_t parent = 0;
-      rest >> state >> parent;
-      if (parent == master)
-        ::kill(pid, sig);
-    }
-    ::closedir(d);
-  }
-  return true;
+  return sourcery::testing::signal_process_tree(master, sig);
 }
 
 /// Deposits to each of `probes` from `app` until every one is accepted (60 s

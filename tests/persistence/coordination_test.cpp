@@ -187,6 +187,38 @@ TEST(coordination, of_nodes_racing_for_one_lease_exactly_one_wins) {
   }
 }
 
+TEST(coordination, a_store_of_the_first_cluster_version_is_upgraded_in_place_and_keeps_its_members) {
+  sourcery::testing::temp_dir dir;
+  auto schema = sourcery::testing::test_schema(dir);
+  // What a node of the previous release left: cluster tables version 1.
+  sourcery::testing::run_sql(sourcery::testing::test_pg_uri(),
+                             "CREATE SCHEMA " + schema + "; CREATE TABLE " + schema
+                               + ".schema_version (component text PRIMARY KEY, version int NOT NULL);"
+                                 " CREATE TABLE " + schema + ".cluster_members (cluster text NOT NULL, node text NOT NULL,"
+                                 " incarnation bigint NOT NULL, state text NOT NULL, renewed_at timestamptz NOT NULL,"
+                                 " PRIMARY KEY (cluster, node)); CREATE TABLE " + schema + ".cluster_leases (cluster text"
+                                 " NOT NULL, name text NOT NULL, owner text NOT NULL, epoch bigint NOT NULL, expires_at"
+                                 " timestamptz NOT NULL, PRIMARY KEY (cluster, name)); CREATE SEQUENCE " + schema
+                               + ".cluster_incarnations; INSERT INTO " + schema + ".schema_version VALUES ('cluster', 1);"
+                                 " INSERT INTO " + schema + ".cluster_members VALUES ('bank', 'old:1', 1, 'left', now())");
+  auto c = open_coordination(dir);
+  ASSERT_TRUE(c);
+  EXPECT_EQ(sourcery::testing::run_sql(sourcery::testing::test_pg_uri(),
+                                       "SELECT version FROM " + schema + ".schema_version WHERE component = 'cluster'"),
+            "2");
+  auto members = c->members("bank");
+  ASSERT_TRUE(members);
+  ASSERT_EQ(members->size(), 1u) << "the members it had are kept";
+  EXPECT_EQ(c->agree_shards("bank", 64, 2500ms).value(), 64u);
+  EXPECT_EQ(c->agree_shards("bank", 32, 2500ms).value(), 32u) << "no member runs: the next to start sets it";
+  auto a1 = up(*c, "a:1");
+  EXPECT_EQ(c->agree_shards("bank", 64, 2500ms).value(), 32u) << "a member runs with 32";
+  EXPECT_FALSE(c->shunned("bank", "a:1", 2500ms).value());
+  ASSERT_TRUE(c->vote("bank", "c:1", "a:1", false));
+  EXPECT_TRUE(c->declare_unreachable("bank", 2500ms)->empty()) << "one voter among fewer than two others decides nothing";
+  (void) a1;
+}
+
 TEST(coordination, a_bad_schema_name_or_an_unreachable_server_is_a_clear_error) {
   sourcery::testing::temp_dir dir;
   coordination_options opts;

@@ -5,7 +5,6 @@
 #include <fstream>
 #include <sstream>
 
-#include <dirent.h>
 #include <signal.h>
 #include <functional>
 #include <memory>
@@ -17,6 +16,7 @@
 #include <libpq-fe.h>
 
 #include "sourcery/persistence/postgres_store.hpp"
+#include "process_tree.hpp"
 #include "temp_dir.hpp"
 
 namespace sourcery::testing {
@@ -177,29 +177,8 @@ private:
   void signal_all(int sig) {
     std::ifstream pidfile{dir_ + "/data/postmaster.pid"};
     pid_t master = 0;
-    if (!(pidfile >> master) || master <= 0)
-      return;
-    ::kill(master, sig);
-    if (DIR* d = ::opendir("/proc")) {
-      while (auto* e = ::readdir(d)) {
-        pid_t pid = std::atoi(e->d_name);
-        if (pid <= 0)
-          continue;
-        std::ifstream stat{std::string{"/proc/"} + e->d_name + "/stat"};
-        std::string all;
-        std::getline(stat, all);
-        auto close = all.rfind(')');
-        if (close == std::string::npos)
-          continue;
-        std::istringstream rest{all.substr(close + 2)};
-        char state;
-        pid_t parent = 0;
-        rest >> state >> parent;
-        if (parent == master)
-          ::kill(pid, sig);
-      }
-      ::closedir(d);
-    }
+    if (pidfile >> master)
+      signal_process_tree(master, sig);
   }
   std::string script_;
   std::string dir_;

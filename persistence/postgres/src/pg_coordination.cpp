@@ -9,7 +9,8 @@ namespace sourcery::persistence {
 
 namespace detail {
 
-constexpr std::string_view cluster_sql = R"(
+// Version 1: members, leases, incarnations.
+constexpr std::string_view cluster_v1 = R"(
 CREATE TABLE @.cluster_members (
   cluster text NOT NULL,
   node text NOT NULL,
@@ -25,15 +26,6 @@ CREATE TABLE @.cluster_leases (
   expires_at timestamptz NOT NULL,
   PRIMARY KEY (cluster, name));
 CREATE SEQUENCE @.cluster_incarnations;
-CREATE TABLE @.cluster_votes (
-  cluster text NOT NULL,
-  suspect text NOT NULL,
-  voter text NOT NULL,
-  voted_at timestamptz NOT NULL,
-  PRIMARY KEY (cluster, suspect, voter));
-CREATE TABLE @.cluster_config (
-  cluster text PRIMARY KEY,
-  shards int NOT NULL);
 )";
 
 // Version 2: members' votes on who they cannot reach, and each cluster's
@@ -50,6 +42,9 @@ CREATE TABLE @.cluster_config (
   shards int NOT NULL);
 )";
 
+// A new store gets version 1 and each upgrade since, in one script.
+const std::string cluster_sql = std::string{cluster_v1} + std::string{cluster_v1_to_v2};
+
 const pg_component cluster_component{
   "cluster", 2, {"cluster_members", "cluster_leases", "cluster_votes", "cluster_config"}, cluster_sql,
   {cluster_v1_to_v2}};
@@ -59,6 +54,14 @@ std::vector<lease_info> leases_of(const pg::result& r) {
   std::vector<lease_info> out;
   for (int i = 0; i < r.rows(); ++i)
     out.push_back({r.text(i, 0), r.text(i, 1), r.int8(i, 2), std::chrono::milliseconds{r.int8(i, 3)}});
+  return out;
+}
+
+/// The first column of every row, as text.
+std::vector<std::string> first_column(const pg::result& r) {
+  std::vector<std::string> out;
+  for (int i = 0; i < r.rows(); ++i)
+    out.push_back(r.text(i, 0));
   return out;
 }
 
@@ -187,10 +190,7 @@ caf::expected<std::vector<std::string>> postgres_coordination::declare_down(cons
   auto r = st_->query(sql, texts({cluster}).add(millis(ttl)));
   if (!r)
     return r.error();
-  std::vector<std::string> out;
-  for (int i = 0; i < r->rows(); ++i)
-    out.push_back(r->text(i, 0));
-  return out;
+  return detail::first_column(*r);
 }
 
 caf::expected<bool> postgres_coordination::declare_gone(const std::string& cluster, const std::string& node,
@@ -400,10 +400,7 @@ caf::expected<std::vector<std::string>> postgres_coordination::declare_unreachab
   auto r = st_->query(sql, texts({cluster}).add(millis(window)));
   if (!r)
     return r.error();
-  std::vector<std::string> out;
-  for (int i = 0; i < r->rows(); ++i)
-    out.push_back(r->text(i, 0));
-  return out;
+  return detail::first_column(*r);
 }
 
 caf::expected<bool> postgres_coordination::shunned(const std::string& cluster, const std::string& node,
@@ -423,10 +420,7 @@ caf::expected<std::vector<std::string>> postgres_coordination::clusters() {
   auto r = st_->query(sql, pg::params{});
   if (!r)
     return r.error();
-  std::vector<std::string> out;
-  for (int i = 0; i < r->rows(); ++i)
-    out.push_back(r->text(i, 0));
-  return out;
+  return detail::first_column(*r);
 }
 
 } // namespace sourcery::persistence
