@@ -31,27 +31,34 @@ caf::expected<pool::lease> pool::take(deadline until) {
     }
     ++open_;
   }
+  // The attempt a caller before gave up on, if it is still young enough;
+  // else (or if it fails) a fresh one.
   std::optional<connection> c;
   auto since = clock::now();
   {
     std::lock_guard guard{mtx_};
-    if (pending_) {
+    if (pending_ && clock::now() < pending_since_ + connect_timeout_) {
       c = std::move(*pending_);
-      pending_.reset();
       since = pending_since_;
     }
+    pending_.reset();
   }
   caf::error err;
-  if (!c) {
-    auto started = connection::start(conninfo_);
-    if (started)
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    if (!c) {
+      since = clock::now();
+      auto started = connection::start(conninfo_);
+      if (!started) {
+        err = started.error();
+        break;
+      }
       c = std::move(*started);
-    else
-      err = started.error();
+    }
+    err = c->carry_on(std::min(until, since + connect_timeout_));
+    if (!err || clock::now() >= until)
+      break; // connected, or out of the caller's time (the attempt may be carried on)
+    c.reset(); // the carried attempt failed or aged out (a server restarted meanwhile): a fresh one
   }
-  auto connect_until = std::min(until, since + connect_timeout_);
-  if (!err)
-    err = c->carry_on(connect_until);
   if (!err && setup_)
     err = setup_(*c, std::min(until, clock::now() + connect_timeout_));
   if (err) {
