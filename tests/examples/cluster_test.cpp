@@ -312,6 +312,26 @@ protected:
     EXPECT_TRUE(agree) << "the projection caught up with every event";
   }
 
+  /// Waits until the load has had `n` more deposits acknowledged (30 s at
+  /// most): the cluster is serving under load.
+  void load_acknowledged(size_t n = 100) {
+    size_t from;
+    {
+      std::lock_guard guard{ledger_mtx};
+      from = acked.size();
+    }
+    auto until = std::chrono::steady_clock::now() + 30s;
+    for (;;) {
+      {
+        std::lock_guard guard{ledger_mtx};
+        if (acked.size() >= from + n)
+          return;
+      }
+      ASSERT_LT(std::chrono::steady_clock::now(), until) << "the load got no " << n << " deposits acknowledged in 30 s";
+      std::this_thread::sleep_for(10ms);
+    }
+  }
+
   /// Three nodes serving the accounts, the checkpoint watched, the load on.
   void begin(bool proxied = false) {
     for (size_t i = 0; i < 3; ++i)
@@ -394,7 +414,7 @@ protected:
 
 TEST_F(bank_cluster, an_owner_killed_a_clean_leave_and_a_join_under_load) {
   begin();
-  std::this_thread::sleep_for(1500ms);
+  load_acknowledged();
   nodes[0].usable = false;
   nodes[0].process->signal(SIGKILL);
   EXPECT_EQ(nodes[0].process->wait(), 128 + SIGKILL);
@@ -419,7 +439,7 @@ TEST_F(bank_cluster, the_store_fails_over_to_its_synchronous_standby_and_nothing
   sourcery::testing::private_server standby{SOURCERY_PG_SCRIPT, *own_server};
   use_server(standby.uri());
   begin();
-  std::this_thread::sleep_for(1500ms);
+  load_acknowledged();
   own_server->kill(); // the primary crashes under load
   std::this_thread::sleep_for(6s); // a failover manager takes its time: every node is out of the cluster meanwhile
   auto promoted = std::chrono::steady_clock::now();
@@ -439,7 +459,7 @@ TEST_F(bank_cluster, the_store_fails_over_to_its_synchronous_standby_and_nothing
 TEST_F(bank_cluster, the_store_crashes_and_restarts_and_every_node_serves_again_by_itself) {
   use_own_server();
   begin();
-  std::this_thread::sleep_for(1s);
+  load_acknowledged();
   own_server->kill(); // pg_ctl -m immediate: a crash, recovery from the WAL at the next start
   std::this_thread::sleep_for(4s);
   auto restarted = std::chrono::steady_clock::now();
@@ -458,7 +478,7 @@ TEST_F(bank_cluster, the_store_crashes_and_restarts_and_every_node_serves_again_
 
 TEST_F(bank_cluster, a_node_paused_past_its_lease_commits_nothing_late_and_joins_again_by_itself) {
   begin();
-  std::this_thread::sleep_for(1s);
+  load_acknowledged();
   nodes[0].usable = false;
   std::this_thread::sleep_for(200ms); // the load's requests to it are answered
   nodes[0].process->signal(SIGSTOP);
@@ -485,7 +505,7 @@ TEST_F(bank_cluster, a_node_paused_past_its_lease_commits_nothing_late_and_joins
 TEST_F(bank_cluster, a_node_frozen_8_s_costs_only_its_own_accounts_and_joins_again) {
   use_own_server(); // its log is checked for deadlocks
   begin();
-  std::this_thread::sleep_for(1s);
+  load_acknowledged();
   std::mt19937 rng{std::random_device{}()};
   for (int round = 0; round < 2; ++round) {
     size_t frozen = round == 0 ? 0 : 2;
@@ -570,7 +590,7 @@ TEST_F(bank_cluster, the_store_frozen_2_and_6_s_stops_no_node_and_every_account_
 
 TEST_F(bank_cluster, links_cut_both_ways_and_one_way_lose_nothing_and_heal) {
   begin(/*proxied*/ true);
-  std::this_thread::sleep_for(1s);
+  load_acknowledged();
   nodes[2].proxy->set(tcp_proxy::mode::drop_both); // nobody reaches node 2
   std::this_thread::sleep_for(2s);
   nodes[2].proxy->set(tcp_proxy::mode::relay);
@@ -591,7 +611,7 @@ TEST_F(bank_cluster, a_node_its_peers_cannot_reach_loses_its_shards_though_it_re
   lab = std::make_unique<sourcery::testing::netns_lab>(3);
   use_own_server();
   begin();
-  std::this_thread::sleep_for(1s);
+  load_acknowledged();
   ASSERT_GT(shards_held_by(2), 0u);
 
   // Both ways, 20 s: node 2 reaches nobody and nobody reaches it; it still
@@ -641,7 +661,7 @@ TEST_F(bank_cluster, a_node_its_peers_cannot_reach_loses_its_shards_though_it_re
 
 TEST_F(bank_cluster, the_stores_sessions_terminated_under_load) {
   begin();
-  std::this_thread::sleep_for(1s);
+  load_acknowledged();
   auto schema = sourcery::testing::test_schema(dir);
   int ended = 0;
   for (auto role : {"writer", "reader", "listener"})

@@ -363,17 +363,25 @@ void cluster_registration::renew_leases() {
   for (auto& name : table_.named_leases())
     if (!confirmed_named.count(name) && table_.lost_named_if_confirmed_before(name, t0))
       ctx_.log.warn("cluster", "handler lease lost (not renewed in time)", {{"node", s.node}, {"lease", name}});
+  std::vector<uint32_t> lost;
   for (auto n : table_.held_shards())
     if (!confirmed.count(n) && table_.lost_if_confirmed_before(n, t0)) {
-      // Its aggregates stop now: their state may be changed elsewhere.
-      release_shard(n);
+      lost.push_back(n);
       counters_.lost.fetch_add(1, std::memory_order_relaxed);
       ctx_.log.warn("cluster", "shard lease lost (not renewed in time)", {{"node", s.node}, {"shard", n}});
     }
+  release_shards(lost); // their aggregates stop now: their state may be changed elsewhere
 }
 
-void cluster_registration::release_shard(uint32_t shard) {
-  local_.release_matching([table = fence_, shard](const std::string& stream) { return table->shard_of(stream) == shard; });
+void cluster_registration::release_shards(const std::vector<uint32_t>& shards) {
+  if (shards.empty())
+    return;
+  std::vector<bool> wanted(table_.shards(), false);
+  for (auto n : shards)
+    wanted[n] = true;
+  local_.release_matching([table = fence_, wanted = std::move(wanted)](const std::string& stream) {
+    return wanted[table->shard_of(stream)];
+  });
 }
 
 void cluster_registration::pinged(const std::string& node, bool answered) {
@@ -522,10 +530,10 @@ void cluster_registration::hand_over(const std::vector<uint32_t>& shards) {
   for (auto n : shards)
     while (table_.in_flight(n) > 0 && std::chrono::steady_clock::now() < until)
       std::this_thread::sleep_for(std::chrono::milliseconds{1});
+  release_shards(shards); // their aggregates stop before their leases go
   std::set<std::string> told;
   std::string moved_to;
   for (auto n : shards) {
-    release_shard(n);
     auto epoch = table_.epoch(n);
     table_.lost(n);
     if (auto r = coordination_->release(s.name, shard_lease(n), owner_, epoch); !r)

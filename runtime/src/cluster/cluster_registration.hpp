@@ -132,8 +132,9 @@ private:
   /// Renews this node's leases (on the membership's thread, after its own
   /// renewal); a shard lease not renewed is lost, its aggregates stopped.
   void renew_leases();
-  /// Stops the aggregates of `shard` open on this node.
-  void release_shard(uint32_t shard);
+  /// Stops the aggregates of `shards` open on this node (one pass of each
+  /// registry over what it has open).
+  void release_shards(const std::vector<uint32_t>& shards);
   void hand_over(const std::vector<uint32_t>& shards); /// to their placed owners (`place` first)
   /// Starts, keeps, stops the consumers by their leases (`renewed`: the
   /// leases this node still holds).
