@@ -199,8 +199,8 @@ int run_cluster_suite(const options& opts) {
   auto cluster_uri = *uri;
   cluster_uri.schema = base;
   // The other nodes first: forked before this process has any thread.
-  auto b = fork_node(cluster_uri.to_string());
-  auto c = fork_node(cluster_uri.to_string());
+  auto b = fork_node(cluster_uri.text());
+  auto c = fork_node(cluster_uri.text());
 
   if (wanted("placement")) {
     double worst = 0;
@@ -222,7 +222,7 @@ int run_cluster_suite(const options& opts) {
   double single_rate = 0;
   if (wanted("w1")) { // the baseline: one node on the same PostgreSQL
     application_config cfg;
-    cfg.store_uri = single_uri.to_string();
+    cfg.store_uri = single_uri.text();
     cfg.log.level = log_level::warn;
     auto app = application::start(cfg, bank::routes());
     if (!app) {
@@ -243,7 +243,7 @@ int run_cluster_suite(const options& opts) {
     std::fprintf(stderr, "sourcery-bench: a node did not start\n");
     return 1;
   }
-  auto a = application::start(node_config(cluster_uri.to_string(), "127.0.0.1:" + std::to_string(free_port())),
+  auto a = application::start(node_config(cluster_uri.text(), "127.0.0.1:" + std::to_string(free_port())),
                               bank::routes());
   if (!a) {
     std::fprintf(stderr, "sourcery-bench: %s\n", describe_error(a.error()).c_str());

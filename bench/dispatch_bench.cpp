@@ -128,10 +128,10 @@ int pg_dispatch(const options& opts, int commands) {
   uri->schema = schema;
   {
     application_config cfg;
-    cfg.store_uri = uri->to_string();
+    cfg.store_uri = uri->text();
     auto app = application::start(cfg, bank::routes());
     if (!app) {
-      std::fprintf(stderr, "sourcery-bench: cannot start on %s: %s\n", cfg.store_uri.c_str(),
+      std::fprintf(stderr, "sourcery-bench: cannot start on %s: %s\n", uri->to_string().c_str(),
                    describe_error(app.error()).c_str());
       return 1;
     }

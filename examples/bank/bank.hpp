@@ -50,12 +50,12 @@ struct account {
 
   sourcery::outcome<event> execute(const open_account& c) const {
     if (open)
-      return sourcery::reject("already_open");
+      return sourcery::reject("already_open", "this account is open already");
     return account_opened{c.owner};
   }
   sourcery::outcome<event> execute(const deposit& c) const {
     if (!open)
-      return sourcery::reject("not_open");
+      return sourcery::reject("not_open", "no account is open under this id: open it first");
     if (c.amount <= 0)
       return sourcery::reject("invalid_amount", "deposits are positive");
     if (!c.transfer.empty() && transfers.count(c.transfer + "+") != 0)
@@ -64,11 +64,12 @@ struct account {
   }
   sourcery::outcome<event> execute(const withdraw& c) const {
     if (!open)
-      return sourcery::reject("not_open");
+      return sourcery::reject("not_open", "no account is open under this id: open it first");
     if (!c.transfer.empty() && transfers.count(c.transfer + "-") != 0)
       return sourcery::no_events;
     if (c.amount > balance)
-      return sourcery::reject("insufficient_funds", "balance " + std::to_string(balance));
+      return sourcery::reject("insufficient_funds", "the balance is " + std::to_string(balance) + ", less than the "
+                                                      + std::to_string(c.amount) + " asked");
     return money_withdrawn{c.amount, c.transfer};
   }
 
@@ -113,23 +114,24 @@ struct transfer {
 
   sourcery::outcome<event> execute(const request_transfer& c) const {
     if (at != stage::none)
-      return sourcery::reject("already_requested");
+      return sourcery::reject("already_requested", "a transfer with this id was requested already");
     if (c.amount <= 0 || c.from == c.to)
-      return sourcery::reject("invalid_transfer");
+      return sourcery::reject("invalid_transfer", c.amount <= 0 ? "a transfer moves a positive amount"
+                                                                : "a transfer goes between two accounts");
     return transfer_requested{c.transfer, c.from, c.to, c.amount};
   }
   sourcery::outcome<event> execute(const complete_transfer& c) const {
     if (at == stage::completed)
       return sourcery::no_events; // a redelivered command: already done
     if (at != stage::requested)
-      return sourcery::reject("not_pending");
+      return sourcery::reject("not_pending", "this transfer is not waiting to complete");
     return transfer_completed{c.transfer};
   }
   sourcery::outcome<event> execute(const fail_transfer& c) const {
     if (at == stage::failed)
       return sourcery::no_events;
     if (at != stage::requested)
-      return sourcery::reject("not_pending");
+      return sourcery::reject("not_pending", "this transfer is not waiting to complete");
     return transfer_failed{c.transfer, c.reason};
   }
 

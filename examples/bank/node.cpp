@@ -97,12 +97,16 @@ void add_routes(http::gateway& gw, sourcery::application& app) {
     auto a = app.aggregate_state<bank::account>("account-" + req.param("id"));
     if (!a)
       return answer(http::dispatch_failure(a.error()));
+    if (!a->open)
+      return answer(http::error{404, "not_found", "no account " + req.param("id")});
     answer(http::json_response(200, json{{"account", req.param("id")}, {"open", a->open}, {"balance", a->balance}}));
   });
   gw.route("GET", "/transfers/{id}", [&app](http::request& req, http::responder answer) {
     auto t = app.aggregate_state<bank::transfer>("transfer-" + req.param("id"));
     if (!t)
       return answer(http::dispatch_failure(t.error()));
+    if (t->at == bank::transfer::stage::none)
+      return answer(http::error{404, "not_found", "no transfer " + req.param("id")});
     static constexpr const char* stages[] = {"none", "requested", "completed", "failed"};
     answer(http::json_response(200, json{{"transfer", req.param("id")}, {"stage", stages[static_cast<int>(t->at)]}}));
   });
@@ -115,17 +119,38 @@ void add_routes(http::gateway& gw, sourcery::application& app) {
 
 } // namespace
 
+const char* const usage =
+  "usage: bank-node [--store URI] [--cluster NAME --node HOST:PORT [--listen HOST:PORT]] [--http PORT] [--address A]\n"
+  "\n"
+  "  --store URI        where the events live (default: lmdb:bank-data, or SOURCERY_STORE);\n"
+  "                     --data-dir DIR and --in-memory are short for lmdb:DIR and memory:\n"
+  "  --cluster NAME     run as a node of cluster NAME (a PostgreSQL store)\n"
+  "  --node HOST:PORT   where the other nodes reach this one\n"
+  "  --listen HOST:PORT where it listens for them, when that differs (behind a proxy)\n"
+  "  --http PORT        the HTTP port (default 8080; 0: any free port)\n"
+  "  --address A        the HTTP address (default 127.0.0.1: this machine only)\n"
+  "\n"
+  "routes (JSON bodies, Content-Type: application/json):\n"
+  "  POST /accounts                   {\"account\", \"owner\"?}                      201 | 422\n"
+  "  POST /accounts/{id}/deposits     {\"amount\", \"transfer\"?}                    200 | 422\n"
+  "  POST /accounts/{id}/withdrawals  {\"amount\"}                                 200 | 422\n"
+  "  POST /transfers                  {\"transfer\", \"from\", \"to\", \"amount\"}     201 | 422\n"
+  "  GET  /accounts/{id}              {\"account\", \"open\", \"balance\"}           200 | 404\n"
+  "  GET  /transfers/{id}             {\"transfer\", \"stage\"}                      200 | 404\n"
+  "  GET  /cluster                    {\"node\", \"members\", \"shards\"}\n"
+  "  GET  /health, /metrics           the node's state; Prometheus metrics\n";
+
 int main(int argc, char** argv) {
   sourcery::application_config config;
   config.data_dir = "bank-data";
   http::gateway_config web;
   web.port = 8080;
   web.address = "127.0.0.1";
+  demo::store_options store{"bank-node"};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     bool has_value = i + 1 < argc;
-    if (a == "--store" && has_value) {
-      config.store_uri = argv[++i];
+    if (store.take(argc, argv, i, config)) {
     } else if (a == "--cluster" && has_value) {
       config.cluster.name = argv[++i];
     } else if (a == "--node" && has_value) {
@@ -142,16 +167,12 @@ int main(int argc, char** argv) {
     } else if (a == "--address" && has_value) {
       web.address = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: bank-node [--store URI] [--cluster NAME --node HOST:PORT [--listen HOST:PORT]]"
-                           " [--http PORT] [--address A]\n");
-      return a == "--help" || a == "-h" ? 0 : 2;
+      bool help = a == "--help" || a == "-h";
+      std::fprintf(help ? stdout : stderr, "%s", usage);
+      return help ? 0 : 2;
     }
   }
-  if (!config.store_uri.empty())
-    if (auto uri = sourcery::persistence::store_uri::parse(config.store_uri); !uri) {
-      std::fprintf(stderr, "bank-node: %s\n", sourcery::persistence::describe(uri.error()).c_str());
-      return 1;
-    }
+  store.finish(config);
   demo::check_cluster_options(config, "bank-node");
 
   http::gateway gw;
@@ -160,7 +181,8 @@ int main(int argc, char** argv) {
   config.on_failure = [&gw](const caf::error&) { gw.request_stop(); };
   auto app = sourcery::application::start(config, bank::routes());
   if (!app) {
-    std::fprintf(stderr, "bank-node: cannot start: %s\n", sourcery::describe_error(app.error()).c_str());
+    std::fprintf(stderr, "bank-node: cannot start on %s: %s\n", demo::store_location(config).c_str(),
+                 sourcery::describe_error(app.error()).c_str());
     return 1;
   }
   if (auto p = (*app)->add_projection<bank::balances>(); !p) {

@@ -91,6 +91,66 @@ inline void check_cluster_options(const sourcery::application_config& config, co
   }
 }
 
+/// The options that name a program's store: `--store URI` and its
+/// shorthands `--data-dir DIR` and `--in-memory`. One of them at most
+/// (`--store lmdb:a --in-memory` is refused: which one did you mean?);
+/// none, and SOURCERY_STORE names it, else the program's default directory.
+class store_options {
+public:
+  explicit store_options(const char* program) : program_(program) {}
+
+  /// Takes argv[i] (and its value) when it names the store; exits with
+  /// status 2 on a second one, 1 on a bad URI.
+  bool take(int argc, char** argv, int& i, sourcery::application_config& config) {
+    std::string flag = argv[i];
+    bool valued = flag == "--store" || flag == "--data-dir";
+    if (!valued && flag != "--in-memory")
+      return false;
+    if (valued && i + 1 >= argc)
+      return false; // the usage text says what is missing
+    if (!named_by_.empty()) {
+      std::fprintf(stderr, "%s: %s and %s both name the store: give one\n", program_, named_by_.c_str(),
+                   flag.c_str());
+      std::exit(2);
+    }
+    named_by_ = flag;
+    if (flag == "--store")
+      set_uri(argv[++i], config);
+    else if (flag == "--data-dir")
+      config.data_dir = argv[++i];
+    else
+      config.in_memory = true;
+    return true;
+  }
+
+  /// After the options: the store from SOURCERY_STORE when none was named.
+  void finish(sourcery::application_config& config) {
+    if (named_by_.empty())
+      if (auto env = sourcery::persistence::store_from_environment())
+        set_uri(*env, config, " (from SOURCERY_STORE)");
+  }
+
+private:
+  void set_uri(const std::string& text, sourcery::application_config& config, const char* from = "") {
+    auto uri = sourcery::persistence::store_uri::parse(text);
+    if (!uri) {
+      std::fprintf(stderr, "%s: %s%s\n", program_, sourcery::persistence::describe(uri.error()).c_str(), from);
+      std::exit(1);
+    }
+    // lmdb:DIR is the directory itself, as --data-dir: what the program
+    // says and where it writes are the same.
+    if (uri->type == sourcery::persistence::store_uri::kind::lmdb)
+      config.data_dir = uri->location;
+    else if (uri->type == sourcery::persistence::store_uri::kind::memory)
+      config.in_memory = true;
+    else
+      config.store_uri = text;
+  }
+
+  const char* program_;
+  std::string named_by_;
+};
+
 /// `--store URI`, its shorthands `--data-dir DIR` and `--in-memory`,
 /// `--cluster NAME --node HOST:PORT` (and `--help`); exits on anything
 /// else, and with status 1 on a bad URI.
@@ -98,29 +158,28 @@ inline sourcery::application_config parse_options(int argc, char** argv, const c
                                                   const char* default_dir) {
   sourcery::application_config config;
   config.data_dir = default_dir;
+  store_options store{program};
   for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--store") == 0 && i + 1 < argc) {
-      config.store_uri = argv[++i];
-      if (auto uri = sourcery::persistence::store_uri::parse(config.store_uri); !uri) {
-        std::fprintf(stderr, "%s: %s\n", program, sourcery::persistence::describe(uri.error()).c_str());
-        std::exit(1);
-      }
-    } else if (std::strcmp(argv[i], "--data-dir") == 0 && i + 1 < argc) {
-      config.data_dir = argv[++i];
-    } else if (std::strcmp(argv[i], "--in-memory") == 0) {
-      config.in_memory = true;
+    if (store.take(argc, argv, i, config)) {
     } else if (std::strcmp(argv[i], "--cluster") == 0 && i + 1 < argc) {
       config.cluster.name = argv[++i];
     } else if (std::strcmp(argv[i], "--node") == 0 && i + 1 < argc) {
       config.cluster.node = argv[++i];
     } else {
-      std::fprintf(stderr,
+      bool help = std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0;
+      std::fprintf(help ? stdout : stderr,
                    "usage: %s [--store lmdb:DIR|memory:|postgresql://...] [--data-dir DIR] [--in-memory]"
-                   " [--cluster NAME --node HOST:PORT]\n",
-                   program);
-      std::exit(std::strcmp(argv[i], "--help") == 0 ? 0 : 2);
+                   " [--cluster NAME --node HOST:PORT]\n\n"
+                   "  --store URI        where the events live (default: lmdb:%s, or SOURCERY_STORE)\n"
+                   "  --data-dir DIR     short for --store lmdb:DIR\n"
+                   "  --in-memory        short for --store memory: (nothing survives the run)\n"
+                   "  --cluster NAME     run as a node of cluster NAME (PostgreSQL store)\n"
+                   "  --node HOST:PORT   this node's address in the cluster\n",
+                   program, default_dir);
+      std::exit(help ? 0 : 2);
     }
   }
+  store.finish(config);
   check_cluster_options(config, program);
   return config;
 }
@@ -144,7 +203,7 @@ inline void tell_store(sourcery::application& app, const sourcery::application_c
         " %llu events%s", where.c_str(), static_cast<unsigned long long>(head),
         head > 0 ? " (continuing an earlier run)" : "");
   else
-    say("store: LMDB in %s, every acknowledged event fsynced; the log holds %llu events%s", config.data_dir.c_str(),
+    say("store: LMDB in %s, every acknowledged event fsynced; the log holds %llu events%s", where.substr(5).c_str(),
         static_cast<unsigned long long>(head), head > 0 ? " (continuing an earlier run)" : "");
 }
 

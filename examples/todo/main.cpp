@@ -22,6 +22,30 @@
 #include "sourcery/runtime/tool/operator_tool.hpp"
 #include "todo_api.hpp"
 
+namespace {
+
+const char* const usage =
+  "usage: todo-server [--port N] [--address A] [--store URI] [--cluster NAME --node HOST:PORT]\n"
+  "       todo-server admin COMMAND ...   the operator tool (`todo-server admin --help`)\n"
+  "\n"
+  "  --port N           the HTTP port (default 8080; 0: any free port)\n"
+  "  --address A        the HTTP address (default 127.0.0.1: this machine only; 0.0.0.0: every interface)\n"
+  "  --store URI        where the events live (default: lmdb:todo-data, or SOURCERY_STORE);\n"
+  "                     --data-dir DIR and --in-memory are short for lmdb:DIR and memory:\n"
+  "  --cluster NAME     run as a node of cluster NAME (a PostgreSQL store)\n"
+  "  --node HOST:PORT   this node's address in the cluster\n"
+  "\n"
+  "routes (the Todo-Backend API, todobackend.com; JSON bodies, Content-Type: application/json):\n"
+  "  GET    /todos          every todo, in creation order                 200\n"
+  "  POST   /todos          {\"title\", \"completed\"?, \"order\"?}           201 | 400 | 415 | 422\n"
+  "  DELETE /todos          deletes every todo                            204\n"
+  "  GET    /todos/{id}     one todo                                      200 | 404\n"
+  "  PATCH  /todos/{id}     {\"title\"?, \"completed\"?, \"order\"?}          200 | 404 | 415 | 422\n"
+  "  DELETE /todos/{id}     deletes one todo                              204 | 404\n"
+  "  GET    /health         the server's state (503 while it cannot write); GET /metrics: Prometheus\n";
+
+} // namespace
+
 int main(int argc, char** argv) {
   if (argc > 1 && std::strcmp(argv[1], "admin") == 0) {
     sourcery::operator_tool tool{"todo-server admin"};
@@ -32,6 +56,7 @@ int main(int argc, char** argv) {
   sourcery::application_config config;
   config.data_dir = "todo-data";
   sourcery::http::gateway_config http;
+  demo::store_options store{"todo-server"};
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     bool has_value = i + 1 < argc;
@@ -44,27 +69,19 @@ int main(int argc, char** argv) {
       http.port = *port;
     } else if (a == "--address" && has_value) {
       http.address = argv[++i];
-    } else if (a == "--store" && has_value) {
-      config.store_uri = argv[++i];
-      if (auto uri = sourcery::persistence::store_uri::parse(config.store_uri); !uri) {
-        std::fprintf(stderr, "todo-server: %s\n", sourcery::persistence::describe(uri.error()).c_str());
-        return 1;
-      }
-    } else if (a == "--data-dir" && has_value) {
-      config.data_dir = argv[++i];
-    } else if (a == "--in-memory") {
-      config.in_memory = true;
+    } else if (store.take(argc, argv, i, config)) {
     } else if (a == "--cluster" && has_value) {
       config.cluster.name = argv[++i];
     } else if (a == "--node" && has_value) {
       config.cluster.node = argv[++i];
     } else {
-      std::fprintf(stderr, "usage: todo-server [--port N] [--address A] [--store URI] [--data-dir DIR] [--in-memory]"
-                           " [--cluster NAME --node HOST:PORT]\n");
-      return a == "--help" || a == "-h" ? 0 : 2;
+      bool help = a == "--help" || a == "-h";
+      std::fprintf(help ? stdout : stderr, "%s", usage);
+      return help ? 0 : 2;
     }
   }
 
+  store.finish(config);
   demo::check_cluster_options(config, "todo-server");
 
   sourcery::http::gateway gw;
@@ -73,7 +90,8 @@ int main(int argc, char** argv) {
   config.on_failure = [&gw](const caf::error&) { gw.request_stop(); };
   auto app = sourcery::application::start(config, todo::routes());
   if (!app) {
-    std::fprintf(stderr, "todo-server: cannot start: %s\n", sourcery::describe_error(app.error()).c_str());
+    std::fprintf(stderr, "todo-server: cannot start on %s: %s\n", demo::store_location(config).c_str(),
+                 sourcery::describe_error(app.error()).c_str());
     return 1;
   }
   auto models = todo::start_read_model(**app);
@@ -91,9 +109,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   gw.stop_on_signals();
-  std::string where = !config.store_uri.empty() ? sourcery::persistence::store_uri::parse(config.store_uri)->to_string()
-                      : config.in_memory           ? "in memory"
-                                                   : "LMDB in " + config.data_dir;
+  auto where = demo::store_location(config);
   std::printf("todo-server: listening on http://%s:%u/todos (%s)\n", http.address.c_str(), gw.port(),
               where.c_str());
   std::fflush(stdout);

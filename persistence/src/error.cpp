@@ -28,6 +28,7 @@ std::string_view to_string(store_errc code) noexcept {
     case store_errc::unavailable: return "unavailable";
     case store_errc::authentication_failed: return "authentication_failed";
     case store_errc::fenced: return "fenced";
+    case store_errc::no_store: return "no_store";
   }
   return "unknown";
 }

@@ -146,6 +146,7 @@ caf::expected<std::unique_ptr<application>> application::start(application_confi
   // The head as of now, read here rather than in the thread: an event
   // committed before the thread runs must still count as new.
   app->head_watcher_ = std::thread{[a = app.get(), seen = app->store_->head_position()] { a->watch_head(seen); }};
+  app->health_watcher_ = std::thread{[a = app.get()] { a->watch_store_health(); }};
   return app;
 }
 
@@ -209,7 +210,7 @@ caf::error application::reserve_handler(std::shared_ptr<handler_status> status, 
   if (handlers_.count(status->name()) != 0)
     return make_error(dispatch_errc::invalid_route, "a handler named " + status->name() + " is already running");
   auto name = status->name();
-  handlers_[name] = handler_entry{std::move(status), strong, {}, {}, std::move(checkpoint)};
+  handlers_[name] = handler_entry{std::move(status), strong, {}, {}, std::move(checkpoint), {}};
   return {};
 }
 
@@ -246,6 +247,40 @@ void application::follow_remote_handlers() {
 void application::forget_handler(const std::string& name) {
   std::lock_guard guard{handlers_mtx_};
   handlers_.erase(name);
+}
+
+void application::set_handler_kind(const std::string& name, std::string kind) {
+  std::lock_guard guard{handlers_mtx_};
+  if (auto i = handlers_.find(name); i != handlers_.end())
+    i->second.kind = kind == "process" ? "process manager" : std::move(kind);
+}
+
+std::vector<application::handler_report> application::handler_reports() const {
+  std::vector<handler_report> out;
+  std::lock_guard guard{handlers_mtx_};
+  for (auto& [name, entry] : handlers_) {
+    handler_report r;
+    r.name = name;
+    r.kind = entry.kind;
+    r.position = entry.status->position();
+    if (auto why = entry.status->stopped()) {
+      r.state = "stopped";
+      r.reason = describe_error(why);
+    } else if (auto trouble = entry.status->storage_trouble()) {
+      r.state = "retrying";
+      r.reason = describe_error(trouble);
+    } else if (cluster_ && !entry.actor) {
+      r.state = "elsewhere";
+    } else {
+      r.state = "running";
+    }
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+caf::error application::store_health() const {
+  return store_ ? store_->health() : caf::error{};
 }
 
 void application::handler_started(const std::string& name, const caf::actor& actor) {
@@ -358,6 +393,27 @@ void application::watch_head(uint64_t seen) {
     }
     for (auto& w : expired)
       w->fail("the handlers did not handle them within the consistency timeout");
+  }
+}
+
+void application::watch_store_health() {
+  // A thread of its own: the head watcher may wait on the store itself.
+  // Said once when the store goes, once when it is back.
+  std::optional<std::chrono::steady_clock::time_point> down_since;
+  std::unique_lock guard{health_mtx_};
+  while (watching_.load()) {
+    health_cv_.wait_for(guard, std::chrono::milliseconds{200});
+    auto trouble = store_->health(); // never blocks
+    auto now = std::chrono::steady_clock::now();
+    if (trouble && !down_since) {
+      down_since = now;
+      logger_->error("store", "the store is unavailable: commands fail until it is back",
+                     {{"reason", describe_error(trouble)}});
+    } else if (!trouble && down_since) {
+      auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - *down_since).count();
+      down_since.reset();
+      logger_->info("store", "the store is back", {{"unavailable_ms", std::to_string(ms)}});
+    }
   }
 }
 
@@ -583,9 +639,15 @@ void application::stop() {
     std::lock_guard guard{failure_mtx_}; // wakes await_failure
   }
   failure_cv_.notify_all();
-  watching_ = false;
+  {
+    std::lock_guard guard{health_mtx_};
+    watching_ = false;
+  }
+  health_cv_.notify_all();
   if (head_watcher_.joinable())
     head_watcher_.join();
+  if (health_watcher_.joinable())
+    health_watcher_.join();
   std::vector<std::shared_ptr<strong_wait>> waits;
   {
     std::lock_guard guard{strong_mtx_};
@@ -746,11 +808,27 @@ std::string application::metrics_text() const {
   out += "sourcery_head_position " + std::to_string(head) + "\n";
   out += "# HELP sourcery_handler_lag_events Events of $all past a handler's checkpoint.\n"
          "# TYPE sourcery_handler_lag_events gauge\n";
-  std::lock_guard guard{handlers_mtx_};
-  for (auto& [name, entry] : handlers_) {
-    auto pos = entry.status->position();
-    out += "sourcery_handler_lag_events{handler=\"" + name + "\"} " + std::to_string(head > pos ? head - pos : 0) + "\n";
-  }
+  // A label value escapes backslash, double quote and newline (the text
+  // format's rule); handler names are the application's.
+  auto label = [](const std::string& v) {
+    std::string e;
+    for (char c : v)
+      e += c == '\\' ? "\\\\" : c == '"' ? "\\\"" : c == '\n' ? "\\n" : std::string(1, c);
+    return e;
+  };
+  auto reports = handler_reports();
+  for (auto& r : reports)
+    out += "sourcery_handler_lag_events{handler=\"" + label(r.name) + "\"} "
+           + std::to_string(head > r.position ? head - r.position : 0) + "\n";
+  out += "# HELP sourcery_handler_up Whether a handler runs (1), or has stopped on an event or retries its"
+         " storage (0).\n# TYPE sourcery_handler_up gauge\n";
+  for (auto& r : reports)
+    out += "sourcery_handler_up{handler=\"" + label(r.name) + "\",state=\"" + r.state + "\"} "
+           + (r.state == "running" || r.state == "elsewhere" ? "1" : "0") + "\n";
+  auto trouble = store_health();
+  out += "# HELP sourcery_store_up Whether the store answers (0 while it cannot be reached or does not"
+         " answer).\n# TYPE sourcery_store_up gauge\nsourcery_store_up ";
+  out += trouble ? "0\n" : "1\n";
   return out;
 }
 

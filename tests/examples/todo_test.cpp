@@ -523,6 +523,72 @@ TEST(todo_server_process, on_postgres_the_list_is_a_sql_table_that_admin_rebuild
   EXPECT_EQ(again->wait(), 0);
 }
 
+// A rebuild while the server writes (the operator's `admin rebuild` beside
+// a running application on PostgreSQL) replaces the read model in one
+// transaction: every round, once the writes stop, the table holds one row
+// per todo stream, and the projection's checkpoint is the head.
+TEST(todo_server_process, rebuilds_during_writes_lose_no_row_on_postgres) {
+  sourcery::testing::temp_dir dir;
+  auto schema = sourcery::testing::test_schema(dir);
+  auto uri = sourcery::testing::test_pg_uri() + "&schema=" + schema;
+  sourcery::testing::child_process server{TODO_SERVER_PATH,
+                                          {"--port", "0", "--address", "127.0.0.1", "--store", uri}};
+  auto line = server.read_line();
+  auto at = line.find("127.0.0.1:");
+  ASSERT_NE(at, std::string::npos) << line;
+  auto port = static_cast<uint16_t>(std::stoi(line.substr(at + 10)));
+  auto sql = [&](const std::string& q) { return sourcery::testing::run_sql(sourcery::testing::test_pg_uri(), q); };
+  int created = 0;
+  for (int round = 0; round < 3; ++round) {
+    std::atomic<int> posted{0};
+    std::atomic<bool> failed{false}, written{false};
+    std::thread writer{[&] {
+      http_client client{port};
+      for (int i = 0; i < 100; ++i) {
+        auto r = client.post("/todos", {{"title", "todo " + std::to_string(round) + "." + std::to_string(i)}});
+        if (r.status != 201)
+          failed = true;
+        else
+          ++posted;
+      }
+      written = true;
+    }};
+    // Rebuilds one after another for as long as the writes go on (at least three).
+    std::atomic<bool> writing{true};
+    for (int k = 0; k < 3 || writing.load(); ++k) {
+      sourcery::testing::child_process rebuild{TODO_SERVER_PATH, {"admin", "rebuild", "todos", "--store", uri}};
+      auto out = rebuild.read_all();
+      EXPECT_EQ(rebuild.wait(), 0) << out; // not ASSERT: the writer thread is still to be joined
+      EXPECT_NE(out.find("rebuilt todos up to position"), std::string::npos) << out;
+      writing = !written.load();
+    }
+    writer.join();
+    ASSERT_FALSE(failed.load());
+    created += posted.load();
+    auto streams = [&] {
+      return std::stoi(sql("SELECT count(*) FROM " + schema + ".streams WHERE encode(stream_id, 'escape') LIKE 'todo-%'"));
+    };
+    ASSERT_EQ(streams(), created);
+    // The projection catches up; then the table and the list hold every todo.
+    auto deadline = std::chrono::steady_clock::now() + 30s;
+    std::string rows, checkpoint, head;
+    while (std::chrono::steady_clock::now() < deadline) {
+      rows = sql("SELECT count(*) FROM " + schema + ".todos");
+      checkpoint = sql("SELECT position FROM " + schema + ".read_model_checkpoints WHERE projection = convert_to('todos', 'UTF8')");
+      head = sql("SELECT position FROM " + schema + ".log_head");
+      if (checkpoint == head)
+        break;
+      std::this_thread::sleep_for(20ms);
+    }
+    ASSERT_EQ(checkpoint, head) << "round " << round;
+    EXPECT_EQ(std::stoi(rows), created) << "round " << round << ": the read model lost rows";
+    http_client client{port};
+    EXPECT_EQ(client.get("/todos").json().size(), static_cast<size_t>(created));
+  }
+  server.signal(SIGTERM);
+  EXPECT_EQ(server.wait(), 0);
+}
+
 // A database frozen under the server (SIGSTOP): requests are answered 503
 // or 504 within the store's operation timeout, never hang; after SIGCONT the
 // server serves again, with nothing lost.

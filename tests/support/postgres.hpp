@@ -143,8 +143,10 @@ public:
   void kill() { run("kill"); }
   /// Makes this standby the primary.
   void promote() { run("promote"); }
-  /// Starts it again (after `kill`).
+  /// Starts it again (after `kill` or `stop`).
   void start() { run("start"); }
+  /// Stops it cleanly, as an operator would (pg_ctl stop).
+  void stop() { run("stop"); }
   /// How many lines of the server's log hold `text` (e.g. "deadlock detected").
   int log_count(const std::string& text) const {
     std::ifstream log{dir_ + "/server.log"};

@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <regex>
 
 #include "sourcery/persistence/lmdb_store.hpp"
 #include "sourcery/persistence/memory_store.hpp"
@@ -61,7 +62,7 @@ bool take_parameters(store_uri& u) {
 caf::expected<store_uri> store_uri::parse(std::string_view text) {
   auto bad = [&](std::string why) {
     return make_error(store_errc::invalid_argument,
-                      "bad store URI '" + std::string{text} + "': " + why
+                      "bad store URI '" + redact_password(text) + "': " + why
                         + " (use lmdb:DIR, memory: or postgresql://...)");
   };
   if (starts_with(text, "lmdb:")) {
@@ -87,34 +88,55 @@ caf::expected<store_uri> store_uri::parse(std::string_view text) {
   return bad("unknown scheme");
 }
 
-std::string store_uri::to_string() const {
+std::string redact_password(std::string_view text) {
+  std::string out{text};
+  // postgresql://user:password@host/... -> postgresql://user@host/...
+  if (auto scheme_end = out.find("://"); scheme_end != std::string::npos) {
+    auto at = out.find('@', scheme_end + 3);
+    auto slash = out.find_first_of("/?", scheme_end + 3);
+    if (at != std::string::npos && (slash == std::string::npos || at < slash)) {
+      auto colon = out.find(':', scheme_end + 3);
+      if (colon != std::string::npos && colon < at)
+        out.erase(colon, at - colon);
+    }
+  }
+  // A `password=` parameter of a URI's query or of a key=value connection
+  // string (quoted or not): its value becomes "***".
+  static const std::regex parameter{R"((^|[?&\s])(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s]*))",
+                                    std::regex::icase};
+  return std::regex_replace(out, parameter, "$1$2***");
+}
+
+std::optional<std::string> store_from_environment() {
+  const char* v = std::getenv("SOURCERY_STORE");
+  if (v == nullptr || *v == '\0')
+    return std::nullopt;
+  return std::string{v};
+}
+
+std::string store_uri::text() const {
   switch (type) {
     case kind::lmdb: return "lmdb:" + location;
     case kind::memory: return "memory:";
     case kind::postgres: {
-      // postgresql://user:password@host/... -> postgresql://user@host/...
       auto out = location;
-      auto scheme_end = out.find("://");
-      auto at = out.find('@', scheme_end + 3);
-      auto slash = out.find('/', scheme_end + 3);
-      if (at != std::string::npos && (slash == std::string::npos || at < slash)) {
-        auto colon = out.find(':', scheme_end + 3);
-        if (colon != std::string::npos && colon < at)
-          out.erase(colon, at - colon);
-      }
       auto add = [&](const std::string& kv) { out += (out.find('?') == std::string::npos ? "?" : "&") + kv; };
       if (schema != "sourcery")
         add("schema=" + schema);
-      if (operation_timeout != std::chrono::milliseconds{10000})
-      {
-        char text[32];
-        std::snprintf(text, sizeof text, "operation_timeout=%g", static_cast<double>(operation_timeout.count()) / 1000.0);
-        add(text);
+      if (operation_timeout != std::chrono::milliseconds{10000}) {
+        char seconds[32];
+        std::snprintf(seconds, sizeof seconds, "operation_timeout=%g",
+                      static_cast<double>(operation_timeout.count()) / 1000.0);
+        add(seconds);
       }
       return out;
     }
   }
   return {};
+}
+
+std::string store_uri::to_string() const {
+  return redact_password(text());
 }
 
 namespace {
@@ -136,6 +158,7 @@ Options postgres_like(const store_uri& uri, const store_open_options& options) {
   Options o;
   o.conninfo = uri.location;
   o.schema = uri.schema;
+  o.create = !options.read_only;
   o.mode = options.mode;
   o.connect_timeout = uri.connect_timeout;
   o.operation_timeout = uri.operation_timeout;

@@ -27,6 +27,16 @@ int wait_two(int sock, int wake, std::chrono::milliseconds timeout) {
 
 } // namespace
 
+void postgres_state::probe_started() {
+  probe_since = std::chrono::steady_clock::now().time_since_epoch().count();
+}
+
+void postgres_state::probe_ended(caf::error outcome) {
+  probe_since = 0;
+  std::lock_guard guard{health_mtx};
+  unreachable = std::move(outcome);
+}
+
 void postgres_state::run_listener() {
   auto backoff = std::chrono::milliseconds{100};
   bool first = true;
@@ -35,13 +45,16 @@ void postgres_state::run_listener() {
     ::poll(&p, 1, static_cast<int>(d.count()));
   };
   while (!listener_stop) {
+    probe_started();
     auto c = pg::connection::open(options.conninfo, pg::clock::now() + options.connect_timeout);
     if (!c) {
+      probe_ended(c.error());
       pause(backoff);
       backoff = std::min(backoff * 2, std::chrono::milliseconds{2000});
       continue;
     }
-    if (setup(*c, op_deadline(), "listener")) {
+    if (auto err = setup(*c, op_deadline(), "listener")) {
+      probe_ended(err);
       pause(backoff);
       continue;
     }
@@ -51,7 +64,9 @@ void postgres_state::run_listener() {
     backoff = std::chrono::milliseconds{100};
     auto head_query = sql("SELECT position FROM @.log_head");
     auto read_head = [&]() -> bool {
+      probe_started();
       auto r = c->exec(head_query, op_deadline());
+      probe_ended(r ? caf::error{} : r.error());
       if (!r)
         return false;
       if (r->rows() == 1 && raise_head(static_cast<uint64_t>(r->int8(0, 0))))
@@ -75,8 +90,11 @@ void postgres_state::run_listener() {
           break;
         continue;
       }
-      if (PQconsumeInput(c->raw()) == 0)
+      if (PQconsumeInput(c->raw()) == 0) {
+        probe_ended(make_error(store_errc::unavailable,
+                               std::string{"the listener's connection broke: "} + PQerrorMessage(c->raw())));
         break;
+      }
       bool rose = false;
       while (PGnotify* n = PQnotifies(c->raw())) {
         ++notifications;

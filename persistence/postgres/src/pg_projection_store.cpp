@@ -236,7 +236,8 @@ postgres_projection_store::open(postgres_read_model_options options) {
   auto c = st->pool->take(until);
   if (!c)
     return c.error();
-  if (auto err = detail::ensure_component(**c, st->options.schema, detail::read_models_component, until))
+  if (auto err = detail::ensure_component(**c, st->options.schema, detail::read_models_component, until,
+                                            st->options.create))
     return err;
   return std::unique_ptr<postgres_projection_store>{new postgres_projection_store{std::move(st)}};
 }
@@ -385,6 +386,91 @@ caf::error postgres_projection_store::commit(std::string_view projection, const 
     if (pg::clock::now() >= until || attempt >= 5)
       return err;
   }
+}
+
+caf::error postgres_projection_store::replace(std::string_view projection,
+                                              const std::function<caf::error(writer&)>& also,
+                                              const std::function<caf::error(batches&)>& build) {
+  if (!detail::valid_read_model_name(projection))
+    return detail::bad_read_model_name("projection");
+  auto& st = *impl_;
+  auto lease = st.pool->take(st.op_deadline());
+  if (!lease)
+    return lease.error();
+  auto& c = **lease;
+  // Each step waits at most the operation timeout; the whole may take as
+  // long as the log is long.
+  struct one_transaction final : batches {
+    postgres_projection_store::impl& st;
+    pg::connection& c;
+    std::string_view projection;
+    std::optional<uint64_t> last;
+    one_transaction(postgres_projection_store::impl& s, pg::connection& conn, std::string_view p)
+      : st(s), c(conn), projection(p) {}
+    caf::error write(uint64_t position, const std::function<caf::error(writer&)>& f) override {
+      if (last && position <= *last)
+        return make_error(store_errc::invalid_argument, "a rebuild's batches must move forward: "
+                                                          + std::to_string(position) + " after "
+                                                          + std::to_string(*last));
+      pg_row_writer w{st, c, projection, st.op_deadline()};
+      if (f)
+        if (auto err = f(w))
+          return err;
+      if (auto err = w.flush())
+        return err;
+      last = position;
+      return {};
+    }
+  } sink{st, c, projection};
+  auto err = [&]() -> caf::error {
+    if (auto r = c.exec("BEGIN", st.op_deadline()); !r)
+      return r.error();
+    // The events are read from the store between batches: allow that much
+    // idleness (this transaction holds no lease row another node waits on).
+    if (auto r = c.exec("SET LOCAL idle_in_transaction_session_timeout = "
+                          + std::to_string(std::max<int64_t>(st.options.operation_timeout.count(), 1000)),
+                        st.op_deadline());
+        !r)
+      return r.error();
+    pg::params p;
+    p.add_bytea(projection);
+    if (auto r = c.exec_prepared("rm_claim", "INSERT INTO " + st.checkpoints_table
+                                               + " VALUES ($1, -1) ON CONFLICT (projection) DO NOTHING",
+                                 p, st.op_deadline());
+        !r)
+      return r.error();
+    // Held to the end: the live writer of the projection queues here
+    // (its write times out and is retried), and resumes from the new
+    // checkpoint, which is at least where it was.
+    if (auto r = c.exec_prepared("rm_lock", "SELECT position FROM " + st.checkpoints_table
+                                              + " WHERE projection = $1 FOR UPDATE",
+                                 p, st.op_deadline());
+        !r)
+      return r.error();
+    if (auto r = c.exec("DELETE FROM " + st.rows_table + " WHERE projection = $1", p, st.op_deadline()); !r)
+      return r.error();
+    if (also) {
+      pg_row_writer w{st, c, projection, st.op_deadline()};
+      if (auto e = also(w))
+        return e;
+      if (auto e = w.flush())
+        return e;
+    }
+    if (auto e = build(sink))
+      return e;
+    pg::params q;
+    q.add_bytea(projection).add(sink.last ? static_cast<int64_t>(*sink.last) : int64_t{-1});
+    if (auto r = c.exec("UPDATE " + st.checkpoints_table + " SET position = $2 WHERE projection = $1", q,
+                        st.op_deadline());
+        !r)
+      return r.error();
+    if (auto r = c.exec("COMMIT", st.op_deadline()); !r)
+      return r.error();
+    return {};
+  }();
+  if (err && c.ok())
+    (void) c.exec("ROLLBACK", st.op_deadline());
+  return err;
 }
 
 // -- reading ------------------------------------------------------------------------

@@ -89,7 +89,7 @@ bool valid_schema_name(std::string_view name) {
 }
 
 caf::error ensure_component(pg::connection& c, const std::string& schema, const pg_component& component,
-                            pg::deadline until) {
+                            pg::deadline until, bool create) {
   auto quoted = pg::quote_ident(schema);
   auto run = [&]() -> caf::error {
     if (auto r = c.exec("BEGIN", until); !r)
@@ -137,6 +137,8 @@ caf::error ensure_component(pg::connection& c, const std::string& schema, const 
         return make_error(store_errc::foreign_store,
                           "schema '" + schema + "' holds tables with the " + what
                             + "'s names that are not a Sourcery store's; choose another schema");
+      if (!create)
+        return make_error(store_errc::no_store, "no Sourcery " + what + " in schema " + schema);
       std::string script = "CREATE SCHEMA IF NOT EXISTS " + quoted + ";";
       if (!has_version_table)
         script += "CREATE TABLE " + quoted + ".schema_version (component text PRIMARY KEY, version int NOT NULL);";
@@ -145,6 +147,11 @@ caf::error ensure_component(pg::connection& c, const std::string& schema, const 
                 + std::to_string(component.version) + ");";
       if (auto err = c.exec_script(script, until))
         return err;
+    } else if (*version < component.version && !create) {
+      return make_error(store_errc::unsupported_format_version,
+                        "schema '" + schema + "' holds " + what + " schema version " + std::to_string(*version)
+                          + ", older than this build's " + std::to_string(component.version)
+                          + ": start the application (or run `sourcery init`) once to upgrade it");
     } else if (*version < component.version && *version >= component.version - upgradable && *version >= 1) {
       std::string script;
       for (int32_t v = *version; v < component.version; ++v)

@@ -25,10 +25,12 @@ struct pg_component {
 /// the component's row in `schema_version` at `version` (an older one is
 /// upgraded in place when the component knows how), and all of its tables. Runs under a transaction-level advisory lock so that processes
 /// opening one database at once do not race.
+/// `create` false: nothing is created or upgraded (a caller that only
+/// reads), and a missing component is no_store.
 /// Errors: foreign_store (tables with our names that are not ours),
-/// unsupported_format_version, and the connection's.
+/// unsupported_format_version, no_store, and the connection's.
 caf::error ensure_component(pg::connection& c, const std::string& schema, const pg_component& component,
-                            pg::deadline until);
+                            pg::deadline until, bool create = true);
 
 /// The event store's tables.
 extern const pg_component event_store_component;

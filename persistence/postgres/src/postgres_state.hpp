@@ -76,6 +76,15 @@ struct postgres_state {
   /// Wakes every waiter on the head (event_store::notify_appended).
   void owner_notify() const;
   std::unique_ptr<pg::pool> readers;
+  /// What the listener knows of the server, for `health`: when its probe
+  /// in flight (a connect or a head read) began, in steady-clock
+  /// nanoseconds (0: none), and why the last one failed (none once one
+  /// succeeds; guarded by health_mtx).
+  std::atomic<int64_t> probe_since{0};
+  mutable std::mutex health_mtx;
+  caf::error unreachable;
+  void probe_started();
+  void probe_ended(caf::error outcome);
   /// Runs statement `tmpl` (see `sql`) on a pooled connection.
   caf::expected<pg::result> read(std::string_view tmpl, const pg::params& p) const;
 

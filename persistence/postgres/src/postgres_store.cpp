@@ -97,6 +97,24 @@ void detail::postgres_state::owner_notify() const {
   owner->notify_appended();
 }
 
+caf::error postgres_store::health() const {
+  auto& st = *state_;
+  {
+    std::lock_guard guard{st.health_mtx};
+    if (st.unreachable)
+      return make_error(store_errc::unavailable, "the database cannot be reached: " + describe(st.unreachable));
+  }
+  int64_t since = st.probe_since.load();
+  if (since == 0)
+    return {};
+  auto waited = std::chrono::steady_clock::now().time_since_epoch() - std::chrono::steady_clock::duration{since};
+  if (waited < std::chrono::seconds{2})
+    return {};
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(waited).count();
+  return make_error(store_errc::unavailable, "the database has not answered for " + std::to_string(ms / 1000) + "."
+                                               + std::to_string(ms % 1000 / 100) + " s");
+}
+
 // -- opening and closing ----------------------------------------------------------
 
 postgres_store::postgres_store(std::unique_ptr<postgres_state> state) : state_(std::move(state)) {
@@ -120,7 +138,8 @@ caf::expected<std::unique_ptr<postgres_store>> postgres_store::open(postgres_opt
     return conn.error();
   if (auto err = st.setup(*conn, st.op_deadline(), "writer"))
     return err;
-  if (auto err = detail::ensure_component(*conn, st.options.schema, detail::event_store_component, st.op_deadline()))
+  if (auto err = detail::ensure_component(*conn, st.options.schema, detail::event_store_component, st.op_deadline(),
+                                            st.options.create))
     return err;
   auto head = conn->exec(st.sql("SELECT position FROM @.log_head"), st.op_deadline());
   if (!head)

@@ -83,6 +83,7 @@ struct route_entry {
   std::string method;
   std::vector<std::string> segments; // "{name}" for a parameter
   handler h;
+  route_thread where = route_thread::workers;
 };
 
 bool is_param(const std::string& seg) {
@@ -131,6 +132,7 @@ struct gateway::impl {
   std::optional<net::steady_timer> accept_backoff; // on the acceptor's strand
   std::optional<net::signal_set> signals;
   std::vector<std::thread> threads;
+  std::optional<net::thread_pool> workers; // the routes that may block
   std::atomic<bool> draining{false};
   uint16_t bound_port = 0;
 
@@ -446,7 +448,19 @@ void gateway::impl::serve(request& req, responder answer) {
   for (auto& r : routes) {
     if (r.method != method || !match(r, segs, &req.params))
       continue;
-    r.h(req, answer); // exceptions: caught by the session
+    if (r.where == route_thread::io || !workers) {
+      r.h(req, answer); // exceptions: caught by the session
+      return;
+    }
+    net::post(*workers, [&h = r.h, req = std::move(req), answer]() mutable {
+      try {
+        h(req, answer);
+      } catch (const std::exception& e) { // a route's bug must not end the process
+        answer(error{500, "internal_error", e.what()});
+      } catch (...) {
+        answer(error{500, "internal_error", "the route threw"});
+      }
+    });
     return;
   }
   auto r = error_response({405, "method_not_allowed", req.method + " is not allowed on " + req.path});
@@ -462,8 +476,8 @@ gateway::~gateway() {
   stop();
 }
 
-void gateway::route(std::string method, std::string pattern, handler h) {
-  impl_->routes.push_back({std::move(method), split_path(pattern), std::move(h)});
+void gateway::route(std::string method, std::string pattern, handler h, route_thread where) {
+  impl_->routes.push_back({std::move(method), split_path(pattern), std::move(h), where});
 }
 
 caf::error gateway::start(gateway_config config) {
@@ -491,6 +505,7 @@ caf::error gateway::start(gateway_config config) {
     return fail("listen");
   g.bound_port = g.acceptor->local_endpoint().port();
   g.open->second = true;
+  g.workers.emplace(static_cast<size_t>(std::max(1, g.cfg.workers)));
   g.accept();
   g.work.emplace(g.io.get_executor());
   for (int i = 0; i < std::max(1, g.cfg.threads); ++i)
@@ -569,6 +584,12 @@ void gateway::stop() {
   for (auto& t : g.threads)
     t.join();
   g.threads.clear();
+  // Routes still running finish (each wait of theirs has a deadline);
+  // queued ones are dropped: their connections are closed.
+  if (g.workers) {
+    g.workers->stop();
+    g.workers->join();
+  }
 }
 
 void gateway::stop_on_signals() {

@@ -45,6 +45,18 @@ response error_response(const error& e) {
 }
 
 expected<json> json_object_body(const request& req) {
+  // RFC 9110 §15.5.16: content in a format the route does not take is 415.
+  auto type = req.header("content-type");
+  auto media = type.substr(0, type.find(';'));
+  while (!media.empty() && media.back() == ' ')
+    media.pop_back();
+  for (auto& c : media)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  bool is_json = media == "application/json" || (media.size() > 5 && media.ends_with("+json"));
+  if (!is_json && !(media.empty() && req.body.empty()))
+    return error{415, "unsupported_media_type",
+                 media.empty() ? "the body has no Content-Type; send it as application/json"
+                               : "the body is " + media + "; send it as application/json"};
   auto body = json::parse(req.body, nullptr, false);
   if (body.is_discarded())
     return error{400, "malformed_json", req.body.empty() ? "the request has no body; a JSON object is expected"

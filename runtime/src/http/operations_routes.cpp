@@ -46,26 +46,59 @@ error dispatch_failure(const caf::error& err) {
 }
 
 error rejected(const rejection& why, unsigned status) {
-  return {status, why.reason, why.message.empty() ? why.reason : why.message};
+  if (!why.message.empty())
+    return {status, why.reason, why.message};
+  // No message of the domain's: say in words what the code says.
+  std::string words = why.reason;
+  for (auto& c : words)
+    if (c == '_')
+      c = ' ';
+  return {status, why.reason, "the command was rejected: " + words};
 }
 
 void add_operations_routes(gateway& gw, application& app) {
-  gw.route("GET", "/health", [&app](request&, responder answer) {
-    if (auto why = app.failure())
-      answer(json_response(503, json{{"status", "failed"}, {"reason", describe_error(why)}}));
-    else if (auto out = app.outage())
-      answer(json_response(503, json{{"status", "unavailable"}, {"reason", describe_error(out)}}));
-    else if (app.running())
-      answer(json_response(200, json{{"status", "ok"}, {"head_position", app.store().head_position()}}));
-    else
-      answer(json_response(503, json{{"status", "stopping"}}));
-  });
-  gw.route("GET", "/metrics", [&app](request&, responder answer) {
-    response r;
-    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-    r.body = app.metrics_text();
-    answer(std::move(r));
-  });
+  gw.route(
+    "GET", "/health",
+    [&app](request&, responder answer) {
+      // From memory only: answered at once whatever the store does.
+      json handlers = json::array();
+      bool degraded = false;
+      for (auto& h : app.handler_reports()) {
+        json j{{"name", h.name}, {"kind", h.kind}, {"state", h.state}, {"position", h.position}};
+        if (!h.reason.empty())
+          j["reason"] = h.reason;
+        degraded |= h.state == "stopped";
+        handlers.push_back(std::move(j));
+      }
+      auto with = [&](unsigned status, json body) {
+        body["handlers"] = std::move(handlers);
+        answer(json_response(status, body));
+      };
+      if (auto why = app.failure())
+        with(503, json{{"status", "failed"}, {"reason", describe_error(why)}});
+      else if (!app.running())
+        with(503, json{{"status", "stopping"}});
+      else if (auto out = app.outage())
+        with(503, json{{"status", "unavailable"}, {"reason", describe_error(out)}});
+      else if (auto store = app.store_health())
+        with(503, json{{"status", "unavailable"}, {"reason", "store: " + describe_error(store)}});
+      else if (degraded)
+        with(200, json{{"status", "degraded"},
+                       {"reason", "a handler has stopped on an event; commands are served"},
+                       {"head_position", app.store().head_position()}});
+      else
+        with(200, json{{"status", "ok"}, {"head_position", app.store().head_position()}});
+    },
+    route_thread::io);
+  gw.route(
+    "GET", "/metrics",
+    [&app](request&, responder answer) {
+      response r;
+      r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+      r.body = app.metrics_text();
+      answer(std::move(r));
+    },
+    route_thread::io);
 }
 
 } // namespace sourcery::http

@@ -2,6 +2,8 @@
 
 #include <cstdio>
 
+#include "sourcery/persistence/error.hpp"
+
 namespace sourcery {
 
 namespace {
@@ -109,6 +111,23 @@ void metrics::command_done(const caf::expected<dispatch_result>& r, std::chrono:
     i = 2 + static_cast<size_t>(code);
     if (i >= outcome_count - 1)
       i = outcome_count - 1;
+  } else {
+    // The store's outages are the node's unavailability, not a bug: counted
+    // as such, so that an alert on "error" means something is wrong.
+    using persistence::store_errc;
+    switch (persistence::code_of(r.error())) {
+      case store_errc::unavailable:
+      case store_errc::authentication_failed:
+      case store_errc::fenced:
+      case store_errc::store_closed:
+        i = 2 + static_cast<size_t>(dispatch_errc::unavailable);
+        break;
+      case store_errc::timeout:
+        i = 2 + static_cast<size_t>(dispatch_errc::timeout);
+        break;
+      default:
+        break;
+    }
   }
   outcomes_[i].fetch_add(1, std::memory_order_relaxed);
   dispatch_latency_.observe(took);

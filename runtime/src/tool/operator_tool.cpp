@@ -55,7 +55,12 @@ const std::vector<command>& commands() {
     {"import", "", 0, "creates a store from an export",
      "--data-dir names the new store's directory, which must be new or empty.\n"
      "The import is written beside it and moved into place only once complete and\n"
-     "verified: a failed import leaves nothing behind.", {"--input", "--json"}, run_import},
+     "verified: a failed import leaves nothing behind. Checkpoints come along, and\n"
+     "process managers' states with their positions, so nothing runs twice; the\n"
+     "projections this program registers are rebuilt, others copied between LMDB\n"
+     "stores. What cannot be carried is listed, and starts at the head (or, with\n"
+     "--handlers-from start, from the origin).",
+     {"--input", "--json", "--handlers-from"}, run_import},
     {"rebuild", "PROJECTION", 1, "rebuilds a projection's read model from the log",
      "For projections the application registers (operator_tool::add_projection).\n"
      "Stop the application first: the read model is reset, then rebuilt.", {"--read-models", "--json"},
@@ -78,7 +83,8 @@ struct flag_help {
 const std::vector<flag_help>& flag_texts() {
   static const std::vector<flag_help> all = {
     {"--store URI", "the store: lmdb:DIR, or postgresql://... (a libpq URI;\n"
-                    "                    schema=NAME picks the schema, default sourcery)"},
+                    "                    schema=NAME picks the schema, default sourcery);\n"
+                    "                    default: SOURCERY_STORE when set"},
     {"--data-dir DIR", "the store's directory (default: %s); short for --store lmdb:DIR"},
     {"--json", "JSON instead of text (one object per line for events and streams)"},
     {"--from N", "read: first version (default 1); all: first position (default 1);\n"
@@ -88,6 +94,7 @@ const std::vector<flag_help>& flag_texts() {
     {"--read-models DIR", "the read models (default: DATA_DIR/read-models)"},
     {"--output FILE", "where to write (default: standard output)"},
     {"--input FILE", "where to read (default: standard input)"},
+    {"--handlers-from head|start", "where a read model the import cannot carry starts (default: head)"},
     {"--help", "this text"},
   };
   return all;
@@ -161,7 +168,8 @@ options parse(const std::string& program, const std::string& data_dir, int argc,
       flags.emplace_back(a, nullptr);
     } else if (a.rfind("--", 0) == 0) {
       static const std::set<std::string> with_value = {"--data-dir", "--store", "--from", "--limit",
-                                                       "--read-models", "--output", "--input", "--cluster"};
+                                                       "--read-models", "--output", "--input", "--cluster",
+                                                       "--handlers-from"};
       if (with_value.count(a) == 0)
         usage_error(program, data_dir, cmd, "unknown option " + a);
       if (i + 1 >= argc)
@@ -213,11 +221,26 @@ options parse(const std::string& program, const std::string& data_dir, int argc,
       o.input = value;
     else if (flag == "--cluster")
       o.cluster = value;
+    else if (flag == "--handlers-from") {
+      o.handlers_from = value;
+      if (o.handlers_from != "head" && o.handlers_from != "start")
+        usage_error(program, data_dir, cmd, "--handlers-from takes head or start, not '" + o.handlers_from + "'");
+    }
   }
+  bool named = false;
+  for (auto& [flag, value] : flags)
+    named |= flag == "--store" || flag == "--data-dir";
+  std::string from_env;
+  if (!named)
+    if (auto env = persistence::store_from_environment()) {
+      o.store = *env;
+      from_env = " (from SOURCERY_STORE)";
+    }
   if (!o.store.empty()) {
     auto uri = persistence::store_uri::parse(o.store);
     if (!uri) {
-      std::fprintf(stderr, "%s: %s\n", program.c_str(), persistence::describe(uri.error()).c_str());
+      std::fprintf(stderr, "%s: %s%s\n", program.c_str(), persistence::describe(uri.error()).c_str(),
+                   from_env.c_str());
       std::exit(1);
     }
     if (uri->type == persistence::store_uri::kind::memory)
@@ -257,6 +280,16 @@ int store_failure(const context& ctx, const std::string& what, const caf::error&
   return 1;
 }
 
+void no_store(const context& ctx, const caf::error& err) {
+  // As a missing LMDB directory: the arguments name nothing to work on.
+  auto ctx_msg = err.context();
+  std::string why = ctx_msg.size() == 1 && ctx_msg.match_element<std::string>(0) ? ctx_msg.get_as<std::string>(0)
+                                                                                 : persistence::describe(err);
+  std::fprintf(stderr, "%s: %s (%s; `%s init` creates one)\n", ctx.program.c_str(), why.c_str(),
+               ctx.where().c_str(), ctx.program.c_str());
+  std::exit(2);
+}
+
 int failure(const context& ctx, const std::string& what) {
   std::fprintf(stderr, "%s: %s\n", ctx.program.c_str(), what.c_str());
   return 1;
@@ -274,10 +307,10 @@ std::string context::where() const {
 
 caf::expected<std::unique_ptr<persistence::projection_store>> context::open_read_models(bool read_only) const {
   auto u = uri();
-  if (u.is_postgres())
-    return persistence::open_read_models(u);
   persistence::store_open_options opts;
   opts.read_only = read_only;
+  if (u.is_postgres())
+    return persistence::open_read_models(u, opts);
   return persistence::open_read_models(persistence::store_uri::lmdb(read_model_dir()), opts);
 }
 
@@ -289,6 +322,8 @@ std::unique_ptr<persistence::event_store> open_read_only(const context& ctx, boo
   opts.check_pages = check_pages;
   auto store = persistence::open_store(ctx.uri(), opts);
   if (!store) {
+    if (persistence::code_of(store.error()) == persistence::store_errc::no_store)
+      no_store(ctx, store.error());
     store_failure(ctx, "cannot open " + ctx.where(), store.error());
     return nullptr;
   }

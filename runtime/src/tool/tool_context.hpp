@@ -29,6 +29,7 @@ struct options {
   uint64_t limit = UINT64_MAX;
   bool json = false;
   std::string cluster; // --cluster: one cluster's name (empty: all)
+  std::string handlers_from = "head"; // import: where what cannot be carried starts (head, start)
 };
 
 struct context {
@@ -49,6 +50,9 @@ struct context {
 
 /// Reports a store error on stderr; returns exit status 1.
 int store_failure(const context& ctx, const std::string& what, const caf::error& err);
+/// Reports that the store named holds no Sourcery store (no_store) and
+/// exits with status 2, as for a missing LMDB directory.
+[[noreturn]] void no_store(const context& ctx, const caf::error& err);
 /// Reports a failure with no store error behind it; returns 1.
 int failure(const context& ctx, const std::string& what);
 

@@ -10,7 +10,15 @@
 //   {"kind":"snapshot", stream, stream_version, snapshot_version, type,
 //    created_at_us, data_msgpack}
 //   {"kind":"checkpoint", name, position}
+//   {"kind":"read_model", name, position}   each read model's checkpoint (a
+//                                           projection's, a process manager's)
+//   {"kind":"read_model_row", name, table, key, value_base64}  its rows
 //   {"kind":"end","events":N}                           so a cut file is caught
+// The header says where the read models were ("read_models": "lmdb",
+// "postgresql", or null). An import carries process managers' states and
+// positions; it rebuilds the projections the tool has registered, copies
+// the others between LMDB stores, and says which it could not carry
+// (those start at the head, or with --handlers-from start from the origin).
 // A string that is not valid UTF-8 goes as "<field>_base64" instead.
 // Importing an export reproduces the store exactly: ids, positions, versions,
 // times and payload bytes; exporting the copy gives the same file.
@@ -168,7 +176,21 @@ int run_export(const context& ctx) {
   // A store being written keeps growing: export what the log held when the
   // export began, and what agrees with it.
   const uint64_t head = store->head_position();
-  write({{"kind", "sourcery.export"}, {"format", export_format}, {"head", head}});
+  // The read models beside the store, if any (none yet on a store no
+  // projection or process manager has written).
+  std::unique_ptr<persistence::projection_store> models;
+  std::error_code ec;
+  if (ctx.uri().is_postgres() || fs::exists(ctx.read_model_dir() + "/data.mdb", ec)) {
+    auto opened = ctx.open_read_models(true);
+    if (opened)
+      models = std::move(*opened);
+    else if (persistence::code_of(opened.error()) != persistence::store_errc::no_store)
+      return store_failure(ctx, "open the read models of " + ctx.where(), opened.error());
+  }
+  write({{"kind", "sourcery.export"},
+         {"format", export_format},
+         {"head", head},
+         {"read_models", models ? line_json(ctx.uri().is_postgres() ? "postgresql" : "lmdb") : line_json()}});
   progress_meter meter{"export", "events"};
   std::unordered_map<std::string, uint64_t> versions; // exported version per stream
   uint64_t events = 0;
@@ -235,6 +257,31 @@ int run_export(const context& ctx) {
       }
     }
   }
+  if (!err && models) {
+    auto cps = models->checkpoints();
+    if (!cps)
+      err = cps.error();
+    for (size_t i = 0; !err && i < cps->size(); ++i) {
+      auto& [name, pos] = (*cps)[i];
+      line_json j{{"kind", "read_model"}};
+      put_text(j, "name", name);
+      j["position"] = std::min(pos, head);
+      write(j);
+      auto rows = models->dump(name);
+      if (!rows) {
+        err = rows.error();
+        break;
+      }
+      for (auto& [table, key, value] : *rows) {
+        line_json r{{"kind", "read_model_row"}};
+        put_text(r, "name", name);
+        put_text(r, "table", table);
+        put_text(r, "key", key);
+        r["value_base64"] = base64(persistence::bytes{value.begin(), value.end()});
+        write(r);
+      }
+    }
+  }
   if (err) {
     if (to_file)
       std::fclose(out);
@@ -296,6 +343,9 @@ namespace {
 struct import_target {
   std::string name;                               // for messages
   std::unique_ptr<persistence::event_store> store; // the staging store
+  /// Opens the staging store's read models (on first use).
+  std::function<caf::expected<std::unique_ptr<persistence::projection_store>>()> open_models;
+  std::unique_ptr<persistence::projection_store> models;
   std::function<void()> discard;                  // drops the staging store
   std::function<caf::error()> commit;             // moves it into place
 };
@@ -322,6 +372,11 @@ caf::expected<import_target> lmdb_target(const context& ctx, std::unique_ptr<imp
   import_target t;
   t.name = target.string();
   t.store = std::move(*opened);
+  t.open_models = [staging] {
+    persistence::projection_store_options po;
+    po.path = (staging / "read-models").string();
+    return persistence::projection_store::open(po);
+  };
   t.discard = [staging] {
     std::error_code e;
     fs::remove_all(staging, e);
@@ -362,6 +417,7 @@ caf::expected<import_target> postgres_target(const context& ctx) {
   import_target t;
   t.name = uri.to_string();
   t.store = std::move(*opened);
+  t.open_models = [staging_uri] { return persistence::open_read_models(staging_uri); };
   t.discard = [conninfo = uri.location, staging = staging_uri.schema] {
     (void) postgres_store::drop_schema(conninfo, staging);
   };
@@ -372,6 +428,101 @@ caf::expected<import_target> postgres_target(const context& ctx) {
 }
 
 } // namespace
+
+/// A read model as the export holds it.
+struct exported_model {
+  std::string name;
+  uint64_t position = 0;
+  std::vector<std::tuple<std::string, std::string, std::string>> rows; // table, key, value
+};
+
+/// What became of one exported read model.
+struct model_outcome {
+  std::string name;
+  std::string outcome; // carried, rebuilt, copied, not carried
+  uint64_t position = 0;
+  std::string note;
+};
+
+/// Brings the exported read models into the staging store's: process
+/// managers' states with their positions (else a migrated saga would send
+/// its history's commands again), the tool's projections rebuilt from the
+/// imported log, the others copied between LMDB stores (whose rows are all
+/// there is to them) or, where a copy cannot be faithful (a PostgreSQL
+/// projection may keep SQL tables of its own; an LMDB one's rows are not
+/// PostgreSQL's tables), left at the head or the origin (--handlers-from).
+caf::expected<std::vector<model_outcome>> import_read_models(const context& ctx, import_target& target,
+                                                             const std::string& source_models,
+                                                             const std::vector<exported_model>& exported,
+                                                             uint64_t head) {
+  std::vector<model_outcome> out;
+  const bool from_start = ctx.opts.handlers_from == "start";
+  const std::string target_models = ctx.uri().is_postgres() ? "postgresql" : "lmdb";
+  auto models = [&]() -> caf::expected<persistence::projection_store*> {
+    if (!target.models) {
+      auto opened = target.open_models();
+      if (!opened)
+        return opened.error();
+      target.models = std::move(*opened);
+    }
+    return target.models.get();
+  };
+  auto copy = [&](const exported_model& m) -> caf::error {
+    auto into = models();
+    if (!into)
+      return into.error();
+    return (*into)->write(m.name, m.position, [&](persistence::projection_store::writer& w) {
+      for (auto& [table, key, value] : m.rows)
+        w.put(table, key, value);
+      return caf::error{};
+    });
+  };
+  target.store->use_registry(&ctx.types);
+  for (auto& m : exported) {
+    const tool_projection* registered = nullptr;
+    for (auto& p : ctx.projections)
+      if (p.name == m.name)
+        registered = &p;
+    model_outcome o{m.name, "", m.position, ""};
+    if (m.name.rfind("process:", 0) == 0) {
+      if (auto err = copy(m))
+        return err;
+      o.outcome = "carried";
+      o.note = std::to_string(m.rows.size()) + " instance rows";
+    } else if (registered != nullptr) {
+      auto into = models();
+      if (!into)
+        return into.error();
+      auto reached = registered->rebuild(*target.store, **into, {});
+      if (!reached)
+        return reached.error();
+      o.outcome = "rebuilt";
+      o.position = *reached;
+    } else if (source_models == "lmdb" && target_models == "lmdb") {
+      if (auto err = copy(m))
+        return err;
+      o.outcome = "copied";
+      o.note = std::to_string(m.rows.size()) + " rows";
+    } else {
+      o.outcome = "not carried";
+      if (from_start) {
+        o.position = 0;
+        o.note = "it rebuilds from the origin when the application starts (--handlers-from start)";
+      } else {
+        auto into = models();
+        if (!into)
+          return into.error();
+        if (auto err = (*into)->write(m.name, head, [](auto&) { return caf::error{}; }))
+          return err;
+        o.position = head;
+        o.note = "its read model starts empty at the head; rebuild it with the application's `admin rebuild "
+                 + m.name + "` (or import with --handlers-from start)";
+      }
+    }
+    out.push_back(std::move(o));
+  }
+  return out;
+}
 
 int run_import(const context& ctx) {
   std::unique_ptr<import_lock> lock;
@@ -400,6 +551,8 @@ int run_import(const context& ctx) {
   bool header = false, end = false;
   std::vector<persistence::recorded_event> batch;
   std::set<persistence::uuid> event_ids;
+  std::string source_models; // where the exported read models were: "lmdb", "postgresql", ""
+  std::vector<exported_model> exported_models;
   auto flush = [&]() -> caf::error {
     if (batch.empty())
       return {};
@@ -427,6 +580,8 @@ int run_import(const context& ctx) {
           throw bad_line{"export format " + std::to_string(number_field(j, "format")) + "; this build reads format "
                          + std::to_string(export_format)};
         head = number_field(j, "head");
+        if (auto rm = j.find("read_models"); rm != j.end() && rm->is_string())
+          source_models = rm->get<std::string>();
         header = true;
         continue;
       }
@@ -465,6 +620,15 @@ int run_import(const context& ctx) {
       } else if (kind == "checkpoint") {
         if (auto r = store.save_checkpoint(text_field(j, "name"), number_field(j, "position")); !r)
           return abandon(where + ": " + persistence::describe(r.error()));
+      } else if (kind == "read_model") {
+        exported_models.push_back({text_field(j, "name"), number_field(j, "position"), {}});
+      } else if (kind == "read_model_row") {
+        auto name = text_field(j, "name");
+        if (exported_models.empty() || exported_models.back().name != name)
+          throw bad_line{"a row of read model \"" + name + "\" outside its read_model line"};
+        auto value = bytes_field(j, "value_base64");
+        exported_models.back().rows.emplace_back(text_field(j, "table"), text_field(j, "key"),
+                                                 std::string{value.begin(), value.end()});
       } else if (kind == "end") {
         if (number_field(j, "events") != events)
           throw bad_line{"the export announces " + std::to_string(number_field(j, "events")) + " events; "
@@ -490,14 +654,25 @@ int run_import(const context& ctx) {
   if (!report || !report->ok())
     return abandon(report ? "the imported store does not verify: " + report->problems.front().message
                           : persistence::describe(report.error()));
+  auto models_said = import_read_models(ctx, *prepared, source_models, exported_models, head);
+  if (!models_said)
+    return abandon("read models: " + persistence::describe(models_said.error()));
   prepared->store.reset();
+  prepared->models.reset();
   if (auto err = prepared->commit())
     return failure(ctx, "import: " + persistence::describe(err));
   meter.finish(events);
-  if (ctx.opts.json)
-    std::printf("%s\n", json{{"imported", events}, {"store", prepared->name}}.dump().c_str());
-  else
+  if (ctx.opts.json) {
+    json handlers = json::array();
+    for (auto& m : *models_said)
+      handlers.push_back({{"name", m.name}, {"outcome", m.outcome}, {"position", m.position}, {"note", m.note}});
+    std::printf("%s\n", json{{"imported", events}, {"store", prepared->name}, {"read_models", handlers}}.dump().c_str());
+  } else {
     std::printf("imported %s events into %s\n", grouped(events).c_str(), prepared->name.c_str());
+    for (auto& m : *models_said)
+      std::printf("  %-32s %-12s at %s%s%s\n", m.name.c_str(), m.outcome.c_str(), grouped(m.position).c_str(),
+                  m.note.empty() ? "" : ": ", m.note.c_str());
+  }
   return 0;
 }
 

@@ -55,7 +55,9 @@ int run_stats(const context& ctx) {
     auto models = ctx.open_read_models(true);
     auto listed = models ? (*models)->checkpoints() : caf::expected<std::vector<std::pair<std::string, uint64_t>>>{
                                                         models.error()};
-    if (!listed)
+    if (!listed && persistence::code_of(listed.error()) == persistence::store_errc::no_store)
+      ; // no projection has run on this store
+    else if (!listed)
       models_note = "read models of " + ctx.where() + ": " + persistence::describe(listed.error());
     else
       for (auto& [name, pos] : *listed)

@@ -64,6 +64,10 @@ enum class store_errc : uint8_t {
   /// The appending node does not hold the lease of the stream's shard (it
   /// lost it, or never had it): nothing was written (append_fence.hpp).
   fenced,
+  /// There is no Sourcery store where one was to be read: a PostgreSQL
+  /// schema without our tables, opened by a caller that may not create
+  /// them (a tool that only reads). Nothing was created.
+  no_store,
 };
 
 /// The category atom of `store_errc` errors.

@@ -155,6 +155,15 @@ public:
   /// a database server's can).
   virtual caf::error fence_appends(std::shared_ptr<const append_fence> fence);
 
+  /// Why appends cannot succeed now, as far as this process knows, or
+  /// none: for /health, which must not wait on the store to say so. An
+  /// embedded store has none to report (its failures are each call's);
+  /// PostgreSQL's says `unavailable` while its server cannot be reached or
+  /// has not answered a probe for two seconds (a frozen server), from the
+  /// listener's connection, which probes it every `poll_interval`. Never
+  /// blocks.
+  virtual caf::error health() const { return {}; }
+
 protected:
   event_store();
 

@@ -108,6 +108,31 @@ public:
   /// (a projection's own SQL tables to empty), in one transaction.
   virtual caf::error reset(std::string_view projection, const std::function<caf::error(writer&)>& also = {}) = 0;
 
+  /// The batches of a `replace`, written in order.
+  class batches {
+  public:
+    virtual ~batches() = default;
+    /// Writes one batch of the new read model; `position` is its
+    /// checkpoint once the replacement commits, past the batch before.
+    virtual caf::error write(uint64_t position, const std::function<caf::error(writer&)>& f) = 0;
+  };
+
+  /// Replaces the read model of `projection` with one built anew (a
+  /// rebuild): drops its rows and checkpoint, runs `also` (as `reset`),
+  /// then `build`, which writes the new rows in batches; the checkpoint
+  /// ends at the last batch's position.
+  ///
+  /// On PostgreSQL it is all one transaction that holds the projection's
+  /// checkpoint row: readers see the old read model until the new one is
+  /// complete, and the live projection's writer (in this process or
+  /// another) waits, then goes on from the new checkpoint, so no event's
+  /// effect is lost or applied twice however the two interleave. On LMDB,
+  /// whose read models one process writes (store_in_use keeps others
+  /// out), it is `reset`, then one transaction per batch: stop the
+  /// projection first. Errors: `build`'s, then those of `reset` and `write`.
+  virtual caf::error replace(std::string_view projection, const std::function<caf::error(writer&)>& also,
+                             const std::function<caf::error(batches&)>& build);
+
   /// A read-only query outside any write (serving a projection's SQL
   /// tables). Errors: invalid_argument where the store speaks no SQL, and
   /// the server's.

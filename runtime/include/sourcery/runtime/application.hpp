@@ -176,6 +176,25 @@ public:
   /// A handler's or projection's status by name, or nullptr.
   std::shared_ptr<handler_status> handler(const std::string& name) const;
 
+  /// What an operator sees of one event handler, projection or process
+  /// manager (/health, tools).
+  struct handler_report {
+    std::string name;
+    std::string kind;  ///< "handler", "projection" or "process manager"
+    /// "running"; "retrying" (its own storage fails: it tries again with
+    /// backoff); "stopped" (its error policy stopped it on an event: an
+    /// operator's turn); "elsewhere" (in a cluster, another node runs it).
+    std::string state;
+    uint64_t position = 0; ///< every event up to here is handled
+    std::string reason;    ///< why it is retrying or stopped
+  };
+  /// Every handler, projection and process manager, by name. Never blocks
+  /// on the store.
+  std::vector<handler_report> handler_reports() const;
+  /// Why the store cannot take writes now, as far as this process knows
+  /// (persistence::event_store::health), or none.
+  caf::error store_health() const;
+
   /// The runtime's logger; applications may log through it too.
   const sourcery::logger& logger() const noexcept { return *logger_; }
 
@@ -245,11 +264,13 @@ private:
     if (auto err = reserve_handler(status, strong, std::move(checkpoint)))
       return err;
     std::function<void(const caf::actor&)> started = [this, name](const caf::actor& a) { handler_started(name, a); };
+    supervision::child_spec spec = make_spec(status, started);
+    set_handler_kind(name, spec.id.substr(0, spec.id.find(':')));
     if (cluster_) {
-      run_once(name, make_spec(status, started));
+      run_once(name, std::move(spec));
       return status;
     }
-    if (auto r = root_->start_child(make_spec(status, started)); !r) {
+    if (auto r = root_->start_child(spec); !r) {
       forget_handler(name);
       return r.error();
     }
@@ -265,8 +286,15 @@ private:
   /// read from the store, for the strong dispatches waiting here.
   void follow_remote_handlers();
   void forget_handler(const std::string& name);
+  void set_handler_kind(const std::string& name, std::string kind);
   void handler_started(const std::string& name, const caf::actor& actor);
   void watch_head(uint64_t seen);
+  /// Logs the store's outages (persistence::event_store::health) as they
+  /// begin and end, until `watching_` ends.
+  void watch_store_health();
+  std::thread health_watcher_;
+  std::mutex health_mtx_;
+  std::condition_variable health_cv_;
   /// The root supervisor has terminated (from its cleanup).
   void tree_down(const caf::error& reason);
   /// The application is down for good (`failure()`): logs, wakes waiters,
@@ -301,6 +329,7 @@ private:
     /// A projection's own tables to empty on a rebuild (projection_reset).
     std::function<caf::error(persistence::projection_store::writer&)> reset;
     checkpoint_reader checkpoint;
+    std::string kind; // its child spec's prefix: handler, projection, process
   };
   mutable std::mutex handlers_mtx_;
   std::map<std::string, handler_entry> handlers_;

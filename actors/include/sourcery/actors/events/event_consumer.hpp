@@ -164,10 +164,11 @@ public:
       w.f(why);
   }
 
-  /// The handler starts over from the origin (a rebuild): its position goes back to 0.
-  void rewind() {
+  /// The handler starts over from `to` (a rebuild: the origin): its
+  /// position goes back.
+  void rewind(uint64_t to = 0) {
     std::lock_guard guard{mtx_};
-    position_ = 0;
+    position_ = to;
   }
 
   /// A restarted handler (operator action) is running again.
@@ -242,6 +243,10 @@ struct batch_outcome {
   /// The consumer's own storage failed (read model, checkpoint): not the
   /// event's fault; retried with backoff from `committed`.
   caf::error storage;
+  /// `committed` is behind the position the batch started from: the
+  /// consumer's checkpoint was moved back under it (a rebuild as of an
+  /// earlier moment, an operator's reset); it goes on from there.
+  bool rewound = false;
 };
 
 // A consumer provides:
@@ -374,6 +379,11 @@ caf::behavior consumer_actor(caf::stateful_actor<consumer_state<Consumer>>* self
     auto out = st.consumer->consume(batch, st.position, through);
     if (!out.storage)
       storage_ok(); // before `committed` wakes anyone who looks
+    if (out.rewound) {
+      st.position = out.committed;
+      st.failures = 0;
+      st.status->rewind(out.committed);
+    }
     committed(out.committed);
     if (out.storage)
       return storage_failed(out.storage);

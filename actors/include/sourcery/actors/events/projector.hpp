@@ -103,20 +103,7 @@ public:
     size_t failed_at = batch.size();
     caf::error failure;
     auto project_first = [&](size_t n) {
-      return [&, n](persistence::projection_store::writer& w) -> caf::error {
-        for (size_t i = 0; i < n; ++i) {
-          caf::error err;
-          visit_event<typename P::event>(*types_, batch[i], err, [&](const auto& ev) -> caf::error {
-            return projector_->project(ev, batch[i], w);
-          });
-          if (err) {
-            failed_at = i;
-            failure = err;
-            return err;
-          }
-        }
-        return {};
-      };
+      return [&, n](persistence::projection_store::writer& w) { return project(batch, n, w, failed_at, failure); };
     };
     auto err = models_->write_after(instance_, position, through, project_first(batch.size()));
     if (!err) {
@@ -124,12 +111,15 @@ public:
       return out;
     }
     if (failed_at == batch.size()) { // storage, not the projector
-      // Another process running this projection on a shared store (two
-      // applications on one PostgreSQL database) got there first: its
-      // writes hold these events' effects, once. Go on from its checkpoint.
       if (persistence::code_of(err) == persistence::store_errc::invalid_argument)
-        if (auto ck = models_->checkpoint(instance_); ck && *ck && **ck > position) {
+        if (auto ck = models_->checkpoint(instance_); ck && *ck && **ck != position) {
+          // Another process running this projection on a shared store (two
+          // applications on one PostgreSQL database, or a rebuild) got
+          // there first: its writes hold these events' effects, once. Go
+          // on from its checkpoint -- back to it, after a rebuild "as of"
+          // an earlier moment.
           out.committed = **ck;
+          out.rewound = **ck < position;
           return out;
         }
       out.storage = err; // retried later
@@ -146,6 +136,24 @@ public:
     out.failed = &batch[failed_at];
     out.error = failure;
     return out;
+  }
+
+  /// Projects the first `n` events of `batch` into `w`; on a failure, the
+  /// event's index and error.
+  caf::error project(const std::vector<event_context>& batch, size_t n, persistence::projection_store::writer& w,
+                     size_t& failed_at, caf::error& failure) {
+    for (size_t i = 0; i < n; ++i) {
+      caf::error err;
+      visit_event<typename P::event>(*types_, batch[i], err, [&](const auto& ev) -> caf::error {
+        return projector_->project(ev, batch[i], w);
+      });
+      if (err) {
+        failed_at = i;
+        failure = err;
+        return err;
+      }
+    }
+    return {};
   }
 
   error_action decide(const caf::error& err, const event_context& rec, uint32_t failures) {
@@ -182,51 +190,60 @@ supervision::child_spec projector_child_spec(std::function<std::unique_ptr<P>()>
                                        store, std::move(status), options, std::move(started), prefixes);
 }
 
-/// Builds projection `P` from the log into `instance` (its tables and
-/// checkpoint are reset first), with the events `limit` includes: the read
-/// model as it was at a past position or time ("time travel"), or a fresh
-/// copy to compare with the live one. Runs on the caller's thread. Returns
-/// the last position projected. `progress` gets (position reached, head)
-/// after each batch; `prefixes` give the events their aggregate's identity. Errors: the first failing event's error, store errors.
+/// Builds projection `P` from the log into `instance`, replacing what it
+/// held (projection_store::replace: on PostgreSQL in one transaction, so
+/// readers see the old read model until the new one is complete and a live
+/// writer of `instance` neither loses nor doubles an event), with the
+/// events `limit` includes: the read model as it was at a past position or
+/// time ("time travel"), or a fresh copy to compare with the live one.
+/// Runs on the caller's thread. Returns the last position projected.
+/// `progress` gets (position reached, head) after each batch; `prefixes`
+/// give the events their aggregate's identity. Errors: the first failing
+/// event's error (nothing is replaced then), store errors.
 template <projector P>
 caf::expected<uint64_t> project_as_of(const persistence::event_store& store, const persistence::event_registry& types,
                                       persistence::projection_store& models, const std::string& instance,
                                       as_of limit = {}, std::unique_ptr<P> fresh = std::make_unique<P>(),
                                       const persistence::progress_callback& progress = {},
                                       const stream_prefixes* prefixes = nullptr) {
-  if (auto err = models.reset(instance, projection_reset<P>()))
-    return err;
   detail::projector_consumer<P> consumer{std::move(fresh), &models, &types, error_policy{}, instance};
   if (auto err = consumer.init())
     return err;
   uint64_t position = 0;
-  std::vector<event_context> batch;
-  for (bool done = false; !done;) {
-    auto read = store.read_all(position + 1, 1024);
-    if (!read)
-      return read.error();
-    batch.clear();
-    for (auto& ev : *read) {
-      if (!limit.includes(ev)) {
-        done = true;
-        break;
+  auto build = [&](persistence::projection_store::batches& out) -> caf::error {
+    position = 0;
+    std::vector<event_context> batch;
+    for (bool done = false; !done;) {
+      auto read = store.read_all(position + 1, 1024);
+      if (!read)
+        return read.error();
+      batch.clear();
+      for (auto& ev : *read) {
+        if (!limit.includes(ev)) {
+          done = true;
+          break;
+        }
+        ev.prefix_length = prefixes != nullptr ? prefixes->prefix_length(ev.stream_id) : 0;
+        batch.push_back(std::move(ev));
       }
-      ev.prefix_length = prefixes != nullptr ? prefixes->prefix_length(ev.stream_id) : 0;
-      batch.push_back(std::move(ev));
+      if (read->size() < 1024)
+        done = true;
+      if (batch.empty())
+        break;
+      size_t failed_at = batch.size();
+      caf::error failure;
+      if (auto err = out.write(batch.back().position, [&](persistence::projection_store::writer& w) {
+            return consumer.project(batch, batch.size(), w, failed_at, failure);
+          }))
+        return err;
+      position = batch.back().position;
+      if (progress)
+        progress(position, store.head_position());
     }
-    if (read->size() < 1024)
-      done = true;
-    if (batch.empty())
-      break;
-    auto out = consumer.consume(batch, position, batch.back().position);
-    if (out.storage)
-      return out.storage;
-    if (out.failed != nullptr)
-      return out.error;
-    position = out.committed;
-    if (progress)
-      progress(position, store.head_position());
-  }
+    return {};
+  };
+  if (auto err = models.replace(instance, projection_reset<P>(), build))
+    return err;
   if (progress)
     progress(position, position);
   return position;

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -48,13 +49,29 @@ struct store_uri {
   }
 
   bool is_postgres() const { return type == kind::postgres; }
-  /// The URI again (without a password, for logs).
+  /// The URI again, without its password: for logs and messages.
   std::string to_string() const;
+  /// The URI again, password included: to hand on to another program or
+  /// `application_config::store_uri`, never to print.
+  std::string text() const;
 };
+
+/// `text` (a store URI, a libpq URI or key=value connection string, or a
+/// message quoting one) without its password, in either form: the
+/// `:password` of `user:password@` and a `password=` parameter.
+std::string redact_password(std::string_view text);
+
+/// The store named by the environment variable SOURCERY_STORE, when set and
+/// not empty: programs take it when no `--store` (nor a shorthand for one)
+/// is given, so that no secret need sit in their argv. (libpq's own
+/// PGPASSWORD and ~/.pgpass keep the password out of the URI altogether.)
+std::optional<std::string> store_from_environment();
 
 struct store_open_options {
   durability mode = durability::durable;
-  /// LMDB: open for reading only (tools beside a running application).
+  /// Open for reading only (tools beside a running application): LMDB
+  /// opens its environment read-only; PostgreSQL creates nothing, and a
+  /// schema without a store is no_store.
   bool read_only = false;
   /// LMDB: check every page at open.
   bool check_pages = true;

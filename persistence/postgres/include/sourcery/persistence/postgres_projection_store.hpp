@@ -16,6 +16,9 @@ struct postgres_read_model_options {
   /// The schema of the tables (`read_model_rows`, `read_model_checkpoints`,
   /// and the projections' own); created when missing.
   std::string schema = "sourcery";
+  /// As postgres_options::create: false opens existing read models only
+  /// (no_store otherwise).
+  bool create = true;
   durability mode = durability::durable;
   std::chrono::milliseconds connect_timeout{5000};
   /// Every call waits at most this long for the server.
@@ -58,6 +61,9 @@ public:
   caf::expected<std::vector<std::tuple<std::string, std::string, std::string>>>
   dump(std::string_view projection) const override;
   caf::error reset(std::string_view projection, const std::function<caf::error(writer&)>& also) override;
+  /// One transaction, holding the checkpoint row (see projection_store).
+  caf::error replace(std::string_view projection, const std::function<caf::error(writer&)>& also,
+                     const std::function<caf::error(batches&)>& build) override;
   caf::expected<sql_rows> query(std::string_view sql, const std::vector<sql_value>& params) const override;
   const std::string* sql_schema() const override;
 

@@ -25,6 +25,10 @@ struct postgres_options {
   /// missing): several applications can share one database. Letters,
   /// digits and '_', at most 48 bytes, not starting with a digit.
   std::string schema = "sourcery";
+  /// Create the schema and tables when they are missing (and upgrade older
+  /// ones in place). False for a caller that only reads: a missing store
+  /// is then no_store, and nothing is ever written.
+  bool create = true;
   /// `durable` (the default): an append is answered after its COMMIT
   /// returned with synchronous_commit = on. Any other mode commits with
   /// synchronous_commit = off: a server crash may lose the last commits.
@@ -98,6 +102,10 @@ public:
   /// lease cannot change hands while a batch it covers commits, and a
   /// renewal does not, so renewals never wait behind data writes.
   caf::error fence_appends(std::shared_ptr<const append_fence> fence) override;
+
+  /// unavailable while the listener cannot reach the server, or its probe
+  /// (every poll_interval) has waited two seconds for an answer.
+  caf::error health() const override;
 
   postgres_stats stats() const;
 

@@ -25,9 +25,15 @@ struct rejection;
 namespace sourcery::http {
 
 struct gateway_config {
-  std::string address = "0.0.0.0";
+  /// The address to listen on: this machine only unless told otherwise
+  /// ("0.0.0.0" or "::" for every interface).
+  std::string address = "127.0.0.1";
   uint16_t port = 8080; ///< 0: any free port (see `gateway::port`)
-  int threads = 1;      ///< I/O threads; routes should not block them
+  int threads = 1;      ///< I/O threads: parse, write, and run `on_io_thread` routes
+  /// Threads that run the routes (`route_thread::workers`): a route that
+  /// waits (a read-model query on a frozen database) holds one of these,
+  /// never the I/O thread, so /health and the other connections go on.
+  int workers = 4;
   std::size_t body_limit = 1 << 20;  ///< larger bodies: 413
   std::size_t header_limit = 8 << 10; ///< larger headers: 431
   /// A request must arrive whole within this; a connection idle this long
@@ -41,6 +47,17 @@ struct gateway_config {
   sourcery::metrics* metrics = nullptr;
 };
 
+/// Where a route's handler runs.
+enum class route_thread {
+  /// On the gateway's worker threads (the default): the handler may block
+  /// (a query) without delaying anyone else's request.
+  workers,
+  /// On the I/O thread, at once: for handlers that never block (they
+  /// answer from memory, or dispatch asynchronously), such as /health,
+  /// which must answer within a second whatever the store does.
+  io,
+};
+
 class gateway {
 public:
   gateway();
@@ -51,7 +68,7 @@ public:
   /// Adds a route before `start`. `pattern` is a path whose segments are
   /// literals or `{name}` parameters, e.g. "/todos/{id}". HEAD is served by
   /// the GET route; OPTIONS is answered for every path.
-  void route(std::string method, std::string pattern, handler h);
+  void route(std::string method, std::string pattern, handler h, route_thread where = route_thread::workers);
 
   /// Binds and serves on background threads. Errors: the bind's (a
   /// `caf::sec::runtime_error` whose message says address and cause).
@@ -93,8 +110,15 @@ error dispatch_failure(const caf::error& err);
 /// (422 by default; 404 for "not_found" and 409 for conflicts are the route's choice).
 error rejected(const rejection& why, unsigned status = 422);
 
-/// Adds `GET /health` (200 `{"status":"ok"}` while the application runs,
-/// 503 once it stops) and `GET /metrics` (Prometheus text format).
+/// Adds `GET /health` and `GET /metrics` (Prometheus text format), both
+/// answered on the I/O thread from memory, whatever the store does.
+/// /health: 200 `{"status":"ok"}` while commands can succeed; 200
+/// `"degraded"` while they can but a handler has stopped on an event (see
+/// `handlers`); 503 with `"status"` `"unavailable"` (the store does not
+/// answer, or the node is out of its cluster: it heals), `"failed"` (the
+/// application gave up: restart it) or `"stopping"`, and a `"reason"`.
+/// Each handler is listed with its state (running, retrying, stopped), its
+/// position and why it does not run.
 void add_operations_routes(gateway& gw, application& app);
 
 } // namespace sourcery::http
