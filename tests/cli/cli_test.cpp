@@ -748,3 +748,126 @@ TEST_F(cli_postgres, cluster_lists_members_their_shards_and_the_handlers_they_ru
 }
 
 } // namespace
+
+// `all` finds things: by type, category (stream prefix), correlation and
+// causation, newest first; text lines show event ids.
+TEST_F(cli, all_filters_by_type_category_correlation_and_causation_and_reads_backward) {
+  event_data tagged = event("shop.ordered", 3);
+  tagged.correlation_id = "corr-9";
+  tagged.causation_id = "cause-9";
+  ASSERT_TRUE(store->append("order-1", expected_version::any(), {tagged}));
+  ASSERT_TRUE(store->append("accounting-1", expected_version::any(), {event("bank.deposited", 2)}));
+  int status = -1;
+  auto positions = [&](const std::string& out) {
+    std::vector<uint64_t> v;
+    for (auto& j : lines(out))
+      v.push_back(j["position"].get<uint64_t>());
+    return v;
+  };
+  EXPECT_EQ(positions(run({"all", "--data-dir", dir.str(), "--json", "--type", "bank.deposited"}, status)),
+            (std::vector<uint64_t>{2, 3, 6}));
+  EXPECT_EQ(positions(run({"all", "--data-dir", dir.str(), "--json", "--category", "account"}, status)),
+            (std::vector<uint64_t>{1, 2, 3, 4})) << "account-... only, not accounting-...";
+  EXPECT_EQ(positions(run({"all", "--data-dir", dir.str(), "--json", "--correlation", "corr-9"}, status)),
+            (std::vector<uint64_t>{5}));
+  EXPECT_EQ(positions(run({"all", "--data-dir", dir.str(), "--json", "--causation", "cmd-7"}, status)),
+            (std::vector<uint64_t>{3}));
+  EXPECT_EQ(positions(run({"all", "--data-dir", dir.str(), "--json", "--backward", "--limit", "2"}, status)),
+            (std::vector<uint64_t>{6, 5}));
+  EXPECT_EQ(positions(run({"all", "--data-dir", dir.str(), "--json", "--backward", "--from", "3", "--type",
+                           "bank.deposited"}, status)),
+            (std::vector<uint64_t>{3, 2}));
+  auto text = run({"all", "--data-dir", dir.str(), "--limit", "1"}, status);
+  auto first = store->read_all(1, 1);
+  ASSERT_TRUE(first);
+  EXPECT_NE(text.find("id " + first->front().event_id.to_string()), std::string::npos) << text;
+}
+
+// `trace` prints what one event caused, across streams: the events whose
+// causation is it, or an event caused by it.
+TEST_F(cli, trace_prints_the_tree_of_what_an_event_caused) {
+  auto root = store->read_all(1, 1);
+  ASSERT_TRUE(root);
+  auto root_id = root->front().event_id.to_string();
+  event_data child = event("saga.step", 1);
+  child.causation_id = root_id;
+  ASSERT_TRUE(store->append("saga-1", expected_version::any(), {child}));
+  auto child_id = store->read_all(5, 1)->front().event_id.to_string();
+  event_data grandchild = event("saga.done", 2);
+  grandchild.causation_id = child_id;
+  ASSERT_TRUE(store->append("other-1", expected_version::any(), {grandchild, event("unrelated", 3)}));
+  int status = -1;
+  auto j = json::parse(run({"trace", root_id, "--data-dir", dir.str(), "--json"}, status));
+  ASSERT_EQ(status, 0) << errors;
+  EXPECT_EQ(j["position"], 1);
+  ASSERT_EQ(j["caused"].size(), 1u);
+  EXPECT_EQ(j["caused"][0]["stream"], "saga-1");
+  ASSERT_EQ(j["caused"][0]["caused"].size(), 1u);
+  EXPECT_EQ(j["caused"][0]["caused"][0]["type"], "saga.done");
+  auto text = run({"trace", root_id, "--data-dir", dir.str()}, status);
+  EXPECT_NE(text.find("3 events in the tree"), std::string::npos) << text;
+  run({"trace", "not-a-uuid", "--data-dir", dir.str()}, status);
+  EXPECT_EQ(status, 2);
+  run({"trace", "00000000-0000-4000-8000-000000000000", "--data-dir", dir.str()}, status);
+  EXPECT_EQ(status, 1);
+}
+
+// init creates a store explicitly (nothing else does), delete soft-deletes
+// a stream through the store's API, drop removes a store -- only with --yes.
+TEST_F(cli, init_delete_and_drop_manage_a_store) {
+  int status = -1;
+  auto fresh = dir.str() + "-fresh";
+  run({"streams", "--data-dir", fresh}, status);
+  EXPECT_EQ(status, 2) << "no store there, and none created";
+  EXPECT_FALSE(std::filesystem::exists(fresh));
+  auto out = run({"init", "--data-dir", fresh}, status);
+  EXPECT_EQ(status, 0) << errors;
+  EXPECT_NE(out.find("created a Sourcery store"), std::string::npos) << out;
+  out = run({"init", "--data-dir", fresh}, status);
+  EXPECT_EQ(status, 0) << errors;
+  EXPECT_NE(out.find("already holds a Sourcery store"), std::string::npos) << out;
+
+  store.reset(); // the tool writes: the fixture lets go of the store
+  run({"delete", "account-1", "--data-dir", dir.str(), "--expected-version", "1"}, status);
+  EXPECT_EQ(status, 1);
+  EXPECT_NE(errors.find("wrong_expected_version"), std::string::npos) << errors;
+  run({"delete", "account-1", "--data-dir", dir.str(), "--expected-version", "3"}, status);
+  EXPECT_EQ(status, 0) << errors;
+  auto s = lmdb_store::open({.path = dir.str()});
+  ASSERT_TRUE(s);
+  auto info = (*s)->stream_info("account-1");
+  ASSERT_TRUE(info);
+  EXPECT_TRUE(info->deleted);
+  s->reset();
+  run({"delete", "nobody", "--data-dir", dir.str()}, status);
+  EXPECT_EQ(status, 1);
+
+  run({"drop", "--data-dir", fresh}, status);
+  EXPECT_EQ(status, 2) << "not without --yes";
+  EXPECT_TRUE(std::filesystem::exists(fresh + "/data.mdb"));
+  run({"drop", "--data-dir", fresh, "--yes"}, status);
+  EXPECT_EQ(status, 0) << errors;
+  EXPECT_FALSE(std::filesystem::exists(fresh));
+}
+
+TEST_F(cli_postgres, init_and_drop_a_schema_and_drop_refuses_one_in_use) {
+  int status = -1;
+  run({"stats", "--store", uri()}, status);
+  EXPECT_EQ(status, 2);
+  run({"init", "--store", uri()}, status);
+  ASSERT_EQ(status, 0) << errors;
+  run({"stats", "--store", uri()}, status);
+  EXPECT_EQ(status, 0) << errors;
+  {
+    // An application's store open on it: drop refuses.
+    auto opts = sourcery::testing::test_pg_options(dir);
+    auto app = sourcery::testing::open_test_pg(opts);
+    run({"drop", "--store", uri(), "--yes"}, status);
+    EXPECT_EQ(status, 1);
+    EXPECT_NE(errors.find("store_in_use"), std::string::npos) << errors;
+  }
+  run({"drop", "--store", uri(), "--yes"}, status);
+  EXPECT_EQ(status, 0) << errors;
+  run({"stats", "--store", uri()}, status);
+  EXPECT_EQ(status, 2) << "dropped";
+}

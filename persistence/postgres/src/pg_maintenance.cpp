@@ -209,6 +209,25 @@ caf::expected<uint64_t> postgres_store::head_of(const std::string& conninfo, con
   return head_in(*c, schema, until);
 }
 
+caf::expected<int64_t> postgres_store::sessions_on(const std::string& conninfo, const std::string& schema,
+                                                   std::chrono::milliseconds timeout) {
+  auto until = pg::clock::now() + timeout;
+  auto c = admin_connection(conninfo, until);
+  if (!c)
+    return c.error();
+  // Our sessions name themselves "sourcery <role> <schema>" (setup).
+  pg::params p;
+  std::string literal; // '_' is LIKE's any-character: escaped
+  for (char ch : schema)
+    literal += ch == '_' ? std::string{"\\_"} : std::string(1, ch);
+  p.add_text("sourcery % " + literal);
+  auto r = c->exec("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE $1 AND pid <> pg_backend_pid()",
+                   p, until);
+  if (!r)
+    return r.error();
+  return r->int8(0, 0);
+}
+
 caf::error postgres_store::drop_schema(const std::string& conninfo, const std::string& schema,
                                        std::chrono::milliseconds timeout) {
   auto until = pg::clock::now() + timeout;

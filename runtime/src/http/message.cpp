@@ -53,10 +53,10 @@ expected<json> json_object_body(const request& req) {
   for (auto& c : media)
     c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   bool is_json = media == "application/json" || (media.size() > 5 && media.ends_with("+json"));
-  if (!is_json && !(media.empty() && req.body.empty()))
-    return error{415, "unsupported_media_type",
-                 media.empty() ? "the body has no Content-Type; send it as application/json"
-                               : "the body is " + media + "; send it as application/json"};
+  // Without a Content-Type the body is taken for what it says it is
+  // (RFC 9110 §8.3 lets the recipient look): JSON, or 400.
+  if (!is_json && !media.empty())
+    return error{415, "unsupported_media_type", "the body is " + media + "; send it as application/json"};
   auto body = json::parse(req.body, nullptr, false);
   if (body.is_discarded())
     return error{400, "malformed_json", req.body.empty() ? "the request has no body; a JSON object is expected"

@@ -37,7 +37,15 @@ const std::vector<command>& commands() {
     {"read", "STREAM", 1, "prints the events of one stream, oldest first",
      "Each event with its metadata; payloads decoded as JSON, bytes that are not a\n"
      "msgpack map shown as {\"$hex\": ...}.", {"--json", "--from", "--limit"}, run_read},
-    {"all", "", 0, "prints the global log ($all) from a position", "", {"--json", "--from", "--limit"}, run_all},
+    {"all", "", 0, "prints the global log ($all) from a position",
+     "Filters: --type, --category (the stream id's prefix before '-'), --correlation\n"
+     "and --causation (ids, as events carry them); --backward reads newest first\n"
+     "(from --from, default the head). --limit counts the events shown.",
+     {"--json", "--from", "--limit", "--type", "--category", "--correlation", "--causation", "--backward"}, run_all},
+    {"trace", "EVENT_ID", 1, "prints the tree of events one event caused, across streams",
+     "Every event whose causation is the event, or an event of the tree (a process\n"
+     "manager's commands carry the event that caused them), grouped by the command\n"
+     "that appended them. --json: one nested object.", {"--json"}, run_trace},
     {"tail", "", 0, "follows the global log: prints events as they are committed",
      "Runs until interrupted (Ctrl-C, SIGTERM). Sees appends of other processes.", {"--json", "--from"}, run_tail},
     {"stats", "", 0, "counts, sizes, map usage, and how far behind each checkpoint is",
@@ -65,6 +73,16 @@ const std::vector<command>& commands() {
      "For projections the application registers (operator_tool::add_projection).\n"
      "Stop the application first: the read model is reset, then rebuilt.", {"--read-models", "--json"},
      run_rebuild},
+    {"init", "", 0, "creates a store (and its read models), or checks the one there",
+     "The one command besides import that creates anything: every other command\n"
+     "only reads, and refuses a place without a store (status 2).", {"--json"}, run_init},
+    {"drop", "", 0, "removes a store and its read models for good",
+     "Only a Sourcery store, only while no application uses it (store_in_use), and\n"
+     "only with --yes.", {"--yes"}, run_drop},
+    {"delete", "STREAM", 1, "soft-deletes a stream: it takes no more events",
+     "Its events stay in $all (handlers have seen them). --expected-version N\n"
+     "deletes only while the stream is at version N (wrong_expected_version).",
+     {"--expected-version"}, run_delete},
     {"cluster", "", 0, "lists each cluster's members, their shards and the handlers they run",
      "From the membership and lease tables of a PostgreSQL store (--store): each\n"
      "member's state (up, down, left), incarnation and last renewal by the\n"
@@ -95,6 +113,13 @@ const std::vector<flag_help>& flag_texts() {
     {"--output FILE", "where to write (default: standard output)"},
     {"--input FILE", "where to read (default: standard input)"},
     {"--handlers-from head|start", "where a read model the import cannot carry starts (default: head)"},
+    {"--type TYPE", "only events of this type"},
+    {"--category NAME", "only events of streams NAME-... (and NAME)"},
+    {"--correlation ID", "only events with this correlation id"},
+    {"--causation ID", "only events with this causation id"},
+    {"--backward", "newest first"},
+    {"--yes", "yes, remove it"},
+    {"--expected-version N", "the version the stream must be at"},
     {"--help", "this text"},
   };
   return all;
@@ -109,8 +134,10 @@ std::string general_usage(const std::string& program) {
     out += line;
   }
   out += "\nRun '" + program + " COMMAND --help' for a command's options. The store is opened\n"
-         "read-only except by import and rebuild, so a running application is not\n"
-         "disturbed. Exit status: 0 done, 1 the store failed or is damaged, 2 bad arguments.\n";
+         "read-only except by init, import, rebuild, drop and delete, so a running\n"
+         "application is not disturbed, and nothing is created where no store is.\n"
+         "The store: --store URI, else SOURCERY_STORE, else --data-dir's default.\n"
+         "Exit status: 0 done, 1 the store failed or is damaged, 2 bad arguments or no store.\n";
   return out;
 }
 
@@ -164,12 +191,13 @@ options parse(const std::string& program, const std::string& data_dir, int argc,
     std::string a = argv[i];
     if (a == "--help" || a == "-h") {
       help = true;
-    } else if (a == "--json") {
+    } else if (a == "--json" || a == "--yes" || a == "--backward") {
       flags.emplace_back(a, nullptr);
     } else if (a.rfind("--", 0) == 0) {
       static const std::set<std::string> with_value = {"--data-dir", "--store", "--from", "--limit",
                                                        "--read-models", "--output", "--input", "--cluster",
-                                                       "--handlers-from"};
+                                                       "--handlers-from", "--type", "--category",
+                                                       "--correlation", "--causation", "--expected-version"};
       if (with_value.count(a) == 0)
         usage_error(program, data_dir, cmd, "unknown option " + a);
       if (i + 1 >= argc)
@@ -209,6 +237,20 @@ options parse(const std::string& program, const std::string& data_dir, int argc,
       o.store = value;
     else if (flag == "--json")
       o.json = true;
+    else if (flag == "--yes")
+      o.yes = true;
+    else if (flag == "--backward")
+      o.backward = true;
+    else if (flag == "--type")
+      o.type = value;
+    else if (flag == "--category")
+      o.category = value;
+    else if (flag == "--correlation")
+      o.correlation = value;
+    else if (flag == "--causation")
+      o.causation = value;
+    else if (flag == "--expected-version")
+      o.expected_version = number(program, data_dir, cmd, flag, value);
     else if (flag == "--from")
       o.from = number(program, data_dir, cmd, flag, value), o.from_given = true;
     else if (flag == "--limit")
@@ -253,7 +295,7 @@ options parse(const std::string& program, const std::string& data_dir, int argc,
   std::error_code ec;
   if (o.command == "cluster" && o.store.empty())
     usage_error(program, data_dir, cmd, "a cluster lives in a PostgreSQL store: give --store postgresql://...");
-  if (o.store.empty() && o.command != "import" && !std::filesystem::exists(o.data_dir, ec))
+  if (o.store.empty() && o.command != "import" && o.command != "init" && !std::filesystem::exists(o.data_dir, ec))
     usage_error(program, data_dir, cmd, "no store at " + o.data_dir + " (--data-dir)");
   if (o.args.size() != cmd->positional)
     usage_error(program, data_dir, cmd,

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,11 @@ struct options {
   bool json = false;
   std::string cluster; // --cluster: one cluster's name (empty: all)
   std::string handlers_from = "head"; // import: where what cannot be carried starts (head, start)
+  bool yes = false;                   // drop: confirmed
+  std::optional<uint64_t> expected_version; // delete: the stream's version, checked
+  // all: filters
+  std::string type, category, correlation, causation;
+  bool backward = false;
 };
 
 struct context {
@@ -77,5 +83,9 @@ int run_export(const context& ctx);
 int run_import(const context& ctx);
 int run_rebuild(const context& ctx);
 int run_cluster(const context& ctx);
+int run_init(const context& ctx);
+int run_drop(const context& ctx);
+int run_delete(const context& ctx);
+int run_trace(const context& ctx);
 
 } // namespace sourcery::tool

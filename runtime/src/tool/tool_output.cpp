@@ -121,9 +121,10 @@ void print_event(const persistence::recorded_event& e, bool as_json) {
     std::printf("%s\n", event_json(e).dump(-1, ' ', false, json::error_handler_t::replace).c_str());
   } else {
     auto dump = [](const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); };
-    std::printf("#%-8llu %s v%llu  %s (v%u)  %s\n  data: %s\n", static_cast<unsigned long long>(e.position),
+    std::printf("#%-8llu %s v%llu  %s (v%u)  %s  id %s\n  data: %s\n", static_cast<unsigned long long>(e.position),
                 e.stream_id.c_str(), static_cast<unsigned long long>(e.stream_version), e.type.c_str(),
-                e.schema_version, time_of(e.created_at).c_str(), dump(payload(e.data)).c_str());
+                e.schema_version, time_of(e.created_at).c_str(), e.event_id.to_string().c_str(),
+                dump(payload(e.data)).c_str());
     if (auto meta = payload(e.metadata); !meta.empty())
       std::printf("  metadata: %s\n", dump(meta).c_str());
     if (!e.causation_id.empty() || !e.correlation_id.empty())

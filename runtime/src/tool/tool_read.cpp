@@ -3,6 +3,8 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <functional>
+#include <map>
 
 #include "tool_context.hpp"
 #include "tool_output.hpp"
@@ -57,10 +59,122 @@ int run_read(const context& ctx) {
   return rc;
 }
 
+namespace {
+
+/// Whether `e` passes `all`'s filters.
+bool wanted(const options& o, const persistence::recorded_event& e) {
+  if (!o.type.empty() && e.type != o.type)
+    return false;
+  if (!o.category.empty()) {
+    // The category is the stream id's prefix: "account" takes
+    // "account-alice" (and "account"); "account-" says it outright.
+    const auto& c = o.category;
+    bool in = e.stream_id == c || (e.stream_id.rfind(c, 0) == 0 && (c.back() == '-' || e.stream_id[c.size()] == '-'));
+    if (!in)
+      return false;
+  }
+  if (!o.correlation.empty() && e.correlation_id != o.correlation)
+    return false;
+  if (!o.causation.empty() && e.causation_id != o.causation)
+    return false;
+  return true;
+}
+
+} // namespace
+
 int run_all(const context& ctx) {
-  return print_events(ctx, "read $all", [](auto& store, uint64_t from, auto visit) {
-    return store.for_each_in_all(from, visit);
+  const auto& o = ctx.opts;
+  return print_events(ctx, "read $all", [&o](auto& store, uint64_t from, auto visit) -> caf::error {
+    auto filtered = [&](const persistence::recorded_event& e) { return !wanted(o, e) || visit(e); };
+    if (!o.backward)
+      return store.for_each_in_all(from, filtered);
+    // Newest first, from --from (default: the head).
+    uint64_t at = o.from_given ? std::min(o.from, store.head_position()) : store.head_position();
+    while (at > 0) {
+      auto batch = store.read_all(at, 512, persistence::read_direction::backward);
+      if (!batch)
+        return batch.error();
+      if (batch->empty())
+        break;
+      for (auto& e : *batch)
+        if (!filtered(e))
+          return {};
+      at = batch->back().position - 1;
+    }
+    return {};
   });
+}
+
+int run_trace(const context& ctx) {
+  auto id = persistence::uuid::parse(ctx.opts.args.at(0));
+  if (!id)
+    return std::fprintf(stderr, "%s: trace takes an event id (a UUID, as `all` prints), not '%s'\n",
+                        ctx.program.c_str(), ctx.opts.args.at(0).c_str()),
+           2;
+  auto store = open_read_only(ctx);
+  if (!store)
+    return 1;
+  // What an event caused comes after it in $all: one pass finds the root,
+  // then every event whose causation is in the tree (a process manager's
+  // command carries the event's id as its causation, and the command's
+  // events carry it on).
+  struct node {
+    persistence::recorded_event event;
+    std::vector<size_t> children;
+  };
+  std::vector<node> tree;
+  std::map<std::string, size_t> index; // event id -> node
+  auto err = store->for_each_in_all(1, [&](const persistence::recorded_event& e) {
+    auto me = e.event_id.to_string();
+    if (tree.empty()) {
+      if (e.event_id == *id) {
+        tree.push_back({e, {}});
+        index[me] = 0;
+      }
+      return true;
+    }
+    if (auto parent = index.find(e.causation_id); parent != index.end()) {
+      tree.push_back({e, {}});
+      tree[parent->second].children.push_back(tree.size() - 1);
+      index[me] = tree.size() - 1;
+    }
+    return true;
+  });
+  if (err)
+    return store_failure(ctx, "trace", err);
+  if (tree.empty())
+    return failure(ctx, "trace: no event " + ctx.opts.args.at(0) + " in $all");
+  if (ctx.opts.json) {
+    std::function<nlohmann::json(size_t)> to_json = [&](size_t i) {
+      auto j = event_json(tree[i].event);
+      auto caused = nlohmann::json::array();
+      for (auto c : tree[i].children)
+        caused.push_back(to_json(c));
+      j["caused"] = std::move(caused);
+      return j;
+    };
+    std::printf("%s\n", to_json(0).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    return 0;
+  }
+  // The events one command appended (same causation, same stream) are
+  // shown under that command.
+  std::function<void(size_t, const std::string&)> print = [&](size_t i, const std::string& indent) {
+    auto& e = tree[i].event;
+    std::printf("%s#%llu %s v%llu %s  id %s\n", indent.c_str(), static_cast<unsigned long long>(e.position),
+                e.stream_id.c_str(), static_cast<unsigned long long>(e.stream_version), e.type.c_str(),
+                e.event_id.to_string().c_str());
+    std::string last_stream;
+    for (auto c : tree[i].children) {
+      auto& child = tree[c].event;
+      if (child.stream_id != last_stream)
+        std::printf("%s  -> a command to %s appended:\n", indent.c_str(), child.stream_id.c_str());
+      last_stream = child.stream_id;
+      print(c, indent + "     ");
+    }
+  };
+  print(0, "");
+  std::printf("%zu events in the tree, correlation %s\n", tree.size(), tree[0].event.correlation_id.c_str());
+  return 0;
 }
 
 int run_tail(const context& ctx) {

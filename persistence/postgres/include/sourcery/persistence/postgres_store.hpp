@@ -134,6 +134,10 @@ public:
   /// The head of the store in `schema`; 0 when the schema holds none.
   static caf::expected<uint64_t> head_of(const std::string& conninfo, const std::string& schema,
                                          std::chrono::milliseconds timeout = std::chrono::seconds{10});
+  /// How many server sessions of Sourcery programs other than the caller
+  /// use `schema` (by their application_name): running applications.
+  static caf::expected<int64_t> sessions_on(const std::string& conninfo, const std::string& schema,
+                                            std::chrono::milliseconds timeout = std::chrono::seconds{10});
   /// Drops `schema` and everything in it (a staging copy).
   static caf::error drop_schema(const std::string& conninfo, const std::string& schema,
                                 std::chrono::milliseconds timeout = std::chrono::seconds{10});

@@ -87,8 +87,8 @@ private:
   error error_;
 };
 
-/// The body as a JSON object. Errors: 415 `unsupported_media_type` (its
-/// Content-Type is not application/json or `*/*+json`), 400
+/// The body as a JSON object. Errors: 415 `unsupported_media_type` (it has
+/// a Content-Type, not application/json or `*/*+json`), 400
 /// `malformed_json` (not JSON at all), 422 `invalid_body` (JSON, but not an
 /// object).
 expected<json> json_object_body(const request& req);
