@@ -401,8 +401,14 @@ void application::watch_store_health() {
   // Said once when the store goes, once when it is back.
   std::optional<std::chrono::steady_clock::time_point> down_since;
   std::unique_lock guard{health_mtx_};
-  while (watching_.load()) {
+  for (unsigned round = 1; watching_.load(); ++round) {
     health_cv_.wait_for(guard, std::chrono::milliseconds{200});
+    if (round % 5 == 0 && watching_.load()) {
+      // Operators' requests, once a second (off the lock: they may wait on the store).
+      guard.unlock();
+      operate_handlers();
+      guard.lock();
+    }
     auto trouble = store_->health(); // never blocks
     auto now = std::chrono::steady_clock::now();
     if (trouble && !down_since) {

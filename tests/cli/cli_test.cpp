@@ -871,3 +871,37 @@ TEST_F(cli_postgres, init_and_drop_a_schema_and_drop_refuses_one_in_use) {
   run({"stats", "--store", uri()}, status);
   EXPECT_EQ(status, 2) << "dropped";
 }
+
+// On LMDB the store has one writer: while an application holds it, reset
+// is refused with what to do; stopped, the tool moves the checkpoint itself.
+TEST_F(cli, handlers_lists_and_reset_moves_a_handler_of_a_stopped_application) {
+  ASSERT_TRUE(store->save_checkpoint("handler:mailer", 3));
+  ASSERT_TRUE(store->save_checkpoint("status.stopped:mailer", 3 + 1)); // stopped on #3
+  int status = -1;
+  auto j = json::parse(run({"handlers", "--data-dir", dir.str(), "--json"}, status));
+  ASSERT_EQ(status, 0) << errors;
+  EXPECT_EQ(j["name"], "mailer");
+  EXPECT_EQ(j["kind"], "handler");
+  EXPECT_EQ(j["state"], "stopped");
+  EXPECT_EQ(j["stopped_at"]["position"], 3);
+  EXPECT_EQ(j["stopped_at"]["type"], "bank.deposited");
+  EXPECT_EQ(j["lag"], 1) << "the head is #4";
+  auto stats = run({"stats", "--data-dir", dir.str()}, status);
+  EXPECT_EQ(stats.find("status.stopped"), std::string::npos) << "records are not subscriptions: " << stats;
+
+  run({"reset", "mailer", "--to", "1", "--data-dir", dir.str()}, status);
+  EXPECT_EQ(status, 1) << "the fixture holds the store as an application would";
+  EXPECT_NE(errors.find("one writer"), std::string::npos) << errors;
+  store.reset();
+  auto out = run({"reset", "mailer", "--to", "start", "--data-dir", dir.str()}, status);
+  EXPECT_EQ(status, 0) << errors;
+  out = run({"skip", "mailer", "--data-dir", dir.str()}, status);
+  EXPECT_EQ(status, 0) << errors;
+  EXPECT_NE(out.find("parked"), std::string::npos) << out;
+  j = json::parse(run({"handlers", "--data-dir", dir.str(), "--json"}, status));
+  EXPECT_EQ(j["position"], 3) << "skipped: it goes on after #3";
+  EXPECT_EQ(j["parked"], json::array({3}));
+  EXPECT_NE(j["state"], "stopped");
+  run({"reset", "mailer", "--to", "99", "--data-dir", dir.str()}, status);
+  EXPECT_EQ(status, 2) << "past the head";
+}

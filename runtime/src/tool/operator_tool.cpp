@@ -73,6 +73,16 @@ const std::vector<command>& commands() {
      "For projections the application registers (operator_tool::add_projection).\n"
      "Stop the application first: the read model is reset, then rebuilt.", {"--read-models", "--json"},
      run_rebuild},
+    {"handlers", "", 0, "lists every handler, projection and process manager: state, position, lag",
+     "Stopped on an event (and which), parked events, and in a cluster the node\n"
+     "running each.", {"--json"}, run_handlers},
+    {"reset", "NAME", 1, "moves an event handler or a process manager to a position",
+     "--to POSITION|start|head. A running application carries it out itself (on\n"
+     "PostgreSQL; an LMDB store has one writer: stop the application first). A\n"
+     "projection is rebuilt instead (`rebuild`).", {"--to"}, run_reset},
+    {"skip", "NAME", 1, "a handler stopped on an event goes on after it; the event is parked",
+     "Parked events are listed by `handlers`.", {}, run_skip},
+    {"retry", "NAME", 1, "a handler stopped on an event handles it again", "", {}, run_retry},
     {"init", "", 0, "creates a store (and its read models), or checks the one there",
      "The one command besides import that creates anything: every other command\n"
      "only reads, and refuses a place without a store (status 2).", {"--json"}, run_init},
@@ -119,6 +129,7 @@ const std::vector<flag_help>& flag_texts() {
     {"--causation ID", "only events with this causation id"},
     {"--backward", "newest first"},
     {"--yes", "yes, remove it"},
+    {"--to WHERE", "a position, start or head"},
     {"--expected-version N", "the version the stream must be at"},
     {"--help", "this text"},
   };
@@ -134,7 +145,8 @@ std::string general_usage(const std::string& program) {
     out += line;
   }
   out += "\nRun '" + program + " COMMAND --help' for a command's options. The store is opened\n"
-         "read-only except by init, import, rebuild, drop and delete, so a running\n"
+         "read-only except by init, import, rebuild, drop, delete and the handler\n"
+         "operations (reset, skip, retry), so a running\n"
          "application is not disturbed, and nothing is created where no store is.\n"
          "The store: --store URI, else SOURCERY_STORE, else --data-dir's default.\n"
          "Exit status: 0 done, 1 the store failed or is damaged, 2 bad arguments or no store.\n";
@@ -197,7 +209,8 @@ options parse(const std::string& program, const std::string& data_dir, int argc,
       static const std::set<std::string> with_value = {"--data-dir", "--store", "--from", "--limit",
                                                        "--read-models", "--output", "--input", "--cluster",
                                                        "--handlers-from", "--type", "--category",
-                                                       "--correlation", "--causation", "--expected-version"};
+                                                       "--correlation", "--causation", "--expected-version",
+                                                       "--to"};
       if (with_value.count(a) == 0)
         usage_error(program, data_dir, cmd, "unknown option " + a);
       if (i + 1 >= argc)
@@ -241,6 +254,8 @@ options parse(const std::string& program, const std::string& data_dir, int argc,
       o.yes = true;
     else if (flag == "--backward")
       o.backward = true;
+    else if (flag == "--to")
+      o.to = value;
     else if (flag == "--type")
       o.type = value;
     else if (flag == "--category")

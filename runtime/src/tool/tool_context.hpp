@@ -36,6 +36,7 @@ struct options {
   // all: filters
   std::string type, category, correlation, causation;
   bool backward = false;
+  std::string to; // reset: POSITION, start or head
 };
 
 struct context {
@@ -87,5 +88,9 @@ int run_init(const context& ctx);
 int run_drop(const context& ctx);
 int run_delete(const context& ctx);
 int run_trace(const context& ctx);
+int run_handlers(const context& ctx);
+int run_reset(const context& ctx);
+int run_skip(const context& ctx);
+int run_retry(const context& ctx);
 
 } // namespace sourcery::tool

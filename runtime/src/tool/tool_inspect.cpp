@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "../handler_control.hpp"
 #include "progress_meter.hpp"
 #include "tool_context.hpp"
 #include "tool_output.hpp"
@@ -46,7 +47,8 @@ int run_stats(const context& ctx) {
                                             : otherwise;
   };
   for (auto& [name, pos] : *cps)
-    rows.push_back({name, kind_of(name, "subscription"), pos});
+    if (!detail::control::is_record(name)) // operators' requests and handlers' states (`handlers` shows them)
+      rows.push_back({name, kind_of(name, "subscription"), pos});
   // Projections keep their checkpoints with their read models.
   std::string models_note;
   std::error_code ec;

@@ -292,6 +292,9 @@ private:
   /// Logs the store's outages (persistence::event_store::health) as they
   /// begin and end, until `watching_` ends.
   void watch_store_health();
+  /// Records which handlers stopped on an event, and carries out the
+  /// operator's requests for those running here (handler_control.hpp).
+  void operate_handlers();
   std::thread health_watcher_;
   std::mutex health_mtx_;
   std::condition_variable health_cv_;

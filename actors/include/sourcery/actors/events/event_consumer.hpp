@@ -153,11 +153,14 @@ public:
       w.f({});
   }
 
-  void stop(caf::error why) {
+  /// It stopped for good (`why`), at the event at position `at` when one
+  /// is to blame.
+  void stop(caf::error why, std::optional<uint64_t> at = std::nullopt) {
     std::vector<waiter> all;
     {
       std::lock_guard guard{mtx_};
       stopped_ = why;
+      stopped_at_ = at;
       all.swap(waiters_);
     }
     for (auto& w : all)
@@ -175,6 +178,13 @@ public:
   void resume() {
     std::lock_guard guard{mtx_};
     stopped_ = caf::error{};
+    stopped_at_.reset();
+  }
+
+  /// The position of the event it stopped on, if it stopped on one.
+  std::optional<uint64_t> stopped_at() const {
+    std::lock_guard guard{mtx_};
+    return stopped_at_;
   }
 
   /// The failure of its own storage it is retrying (none once it commits
@@ -197,6 +207,7 @@ private:
   mutable std::mutex mtx_;
   uint64_t position_ = 0;
   caf::error stopped_;
+  std::optional<uint64_t> stopped_at_;
   caf::error trouble_;
   std::vector<waiter> waiters_;
 };
@@ -407,7 +418,7 @@ caf::behavior consumer_actor(caf::stateful_actor<consumer_state<Consumer>>* self
         auto why = caf::make_error(caf::sec::runtime_error, st.consumer->name() + " stopped at event "
                                                               + std::to_string(rec.position) + " (" + rec.type
                                                               + "): " + caf::to_string(out.error));
-        st.status->stop(why);
+        st.status->stop(why, rec.position);
         // Final until an operator restarts it: exit as a shutdown, which a
         // transient child spec does not restart.
         self->quit(caf::exit_reason::user_shutdown);

@@ -445,7 +445,8 @@ bool pm_undecodable(pm_router_self<P>* self, const persistence::recorded_event& 
   if (action.what == error_action::kind::stop) {
     st.status->stop(caf::make_error(caf::sec::runtime_error, st.saved_as + " stopped at event "
                                                                + std::to_string(rec.position) + ": "
-                                                               + describe_error(err)));
+                                                               + describe_error(err)),
+                    rec.position);
     self->quit(caf::exit_reason::user_shutdown);
     return false;
   }
@@ -582,7 +583,7 @@ template <process_manager P>
 void pm_outcome_back(pm_router_self<P>* self, pm_outcome& out) {
   auto& st = self->state;
   if (out.failure) {
-    st.status->stop(out.failure);
+    st.status->stop(out.failure, out.position);
     self->quit(caf::exit_reason::user_shutdown); // the instances go with it (its state's destructor)
     return;
   }
