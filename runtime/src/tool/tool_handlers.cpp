@@ -167,13 +167,13 @@ const handler_row* find_row(const context& ctx, const handler_view& v, const std
 } // namespace
 
 int run_handlers(const context& ctx) {
+  auto runs = application_runs(ctx); // before our own sessions open
   auto store = open_read_only(ctx);
   if (!store)
     return 1;
   auto v = view_of(ctx, *store);
   if (!v)
     return store_failure(ctx, "handlers", v.error());
-  auto runs = application_runs(ctx);
   auto state_of = [&](const handler_row& r) -> std::string {
     if (r.stopped_at)
       return "stopped";
@@ -221,6 +221,9 @@ int run_reset(const context& ctx) {
   const auto& name = ctx.opts.args.at(0);
   if (ctx.opts.to.empty())
     return std::fprintf(stderr, "%s: reset needs --to POSITION|start|head\n", ctx.program.c_str()), 2;
+  auto runs = application_runs(ctx); // before our own sessions open
+  if (!runs)
+    return store_failure(ctx, "reset", runs.error());
   auto store = open_to_operate(ctx);
   if (!store)
     return 1;
@@ -251,9 +254,6 @@ int run_reset(const context& ctx) {
              2;
   }
   auto what = "reset " + name + " to " + std::to_string(to);
-  auto runs = application_runs(ctx);
-  if (!runs)
-    return store_failure(ctx, what, runs.error());
   if (*runs)
     return ask_application(ctx, *store, reset_key(name), to + 1, what);
   // No application runs: the tool moves the checkpoint itself.
@@ -277,6 +277,9 @@ namespace {
 int settle_stopped(const context& ctx, bool skip) {
   using namespace detail::control;
   const auto& name = ctx.opts.args.at(0);
+  auto runs = application_runs(ctx); // before our own sessions open
+  if (!runs)
+    return store_failure(ctx, skip ? "skip" : "retry", runs.error());
   auto store = open_to_operate(ctx);
   if (!store)
     return 1;
@@ -292,9 +295,6 @@ int settle_stopped(const context& ctx, bool skip) {
            1;
   auto at = *row->stopped_at;
   auto what = std::string{skip ? "skip" : "retry"} + " event #" + std::to_string(at) + " of " + name;
-  auto runs = application_runs(ctx);
-  if (!runs)
-    return store_failure(ctx, what, runs.error());
   if (*runs)
     return ask_application(ctx, *store, skip ? skip_key(name) : retry_key(name), 1, what);
   if (skip) {
