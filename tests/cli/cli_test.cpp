@@ -172,6 +172,13 @@ TEST_F(cli, a_directory_without_a_store_is_a_clear_failure) {
   int status = -1;
   run({"all", "--data-dir", other.str()}, status);
   EXPECT_EQ(status, 1);
+  // An empty directory holds no store: said so, as a missing one.
+  sourcery::testing::temp_dir empty;
+  std::filesystem::create_directories(empty.str());
+  run({"streams", "--data-dir", empty.str()}, status);
+  EXPECT_EQ(status, 2);
+  EXPECT_NE(errors.find("no store at " + empty.str()), std::string::npos) << errors;
+  EXPECT_EQ(errors.find("No such file"), std::string::npos) << errors;
 }
 
 // -- streams, stats ------------------------------------------------------------------
@@ -211,6 +218,7 @@ TEST_F(cli, stats_reports_counts_sizes_and_how_far_behind_each_checkpoint_is) {
   auto out = run({"stats", "--data-dir", dir.str(), "--json"}, status);
   ASSERT_EQ(status, 0) << errors;
   auto j = json::parse(out);
+  EXPECT_EQ(j["data_dir"], dir.str()) << "a string, not an array";
   EXPECT_EQ(j["head_position"], 4);
   EXPECT_EQ(j["events"], 4);
   EXPECT_EQ(j["streams"], 2);

@@ -377,7 +377,25 @@ std::unique_ptr<persistence::event_store> open_read_only(const context& ctx, boo
   persistence::store_open_options opts;
   opts.read_only = true;
   opts.check_pages = check_pages;
+  if (!ctx.uri().is_postgres()) {
+    std::error_code ec;
+    auto data = std::filesystem::path{ctx.opts.data_dir} / "data.mdb";
+    if (!std::filesystem::exists(data, ec))
+      no_store(ctx, persistence::make_error(persistence::store_errc::no_store,
+                                            "no store at " + ctx.opts.data_dir + " (no data.mdb in it)"));
+  }
   auto store = persistence::open_store(ctx.uri(), opts);
+  if (!store && !ctx.uri().is_postgres()
+      && persistence::describe(store.error()).find("Permission denied") != std::string::npos) {
+    // LMDB readers register in the lock file: reading needs write access to it.
+    std::fprintf(stderr,
+                 "%s: cannot open %s: permission denied. Readers of an LMDB store register in its lock file, so"
+                 " reading needs write access to %s/lock.mdb; run as the store's owner, or read a copy"
+                 " (cp -r %s /tmp/copy && %s COMMAND --data-dir /tmp/copy)\n",
+                 ctx.program.c_str(), ctx.where().c_str(), ctx.opts.data_dir.c_str(), ctx.opts.data_dir.c_str(),
+                 ctx.program.c_str());
+    return nullptr;
+  }
   if (!store) {
     if (persistence::code_of(store.error()) == persistence::store_errc::no_store)
       no_store(ctx, store.error());

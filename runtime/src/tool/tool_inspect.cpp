@@ -82,7 +82,7 @@ int run_stats(const context& ctx) {
       checkpoints.push_back({{"name", r.name}, {"kind", r.kind}, {"position", r.position},
                              {"behind", head > r.position ? head - r.position : 0}});
     json j{{"store", ctx.where()},
-           {"data_dir", postgres ? json{} : json{ctx.opts.data_dir}},
+           {"data_dir", postgres ? json() : json(ctx.opts.data_dir)},
            {"head_position", head},
            {"events", entries_of("events")},
            {"streams", streams},
