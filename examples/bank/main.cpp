@@ -197,10 +197,11 @@ int main(int argc, char** argv) {
   }
   run(app, "deposit bob 5 (strong consistency)", bank::deposit{"bob", 5}, sourcery::consistency::strong);
 
-  section("7. the read model (LMDB projection), checked against the aggregates");
   auto models = app.read_models();
   if (!models)
     fail("open the read models", models.error());
+  section((*models)->sql_schema() != nullptr ? "7. the read model (a projection in PostgreSQL), checked against the aggregates"
+                                             : "7. the read model (an LMDB projection), checked against the aggregates");
   auto rows = (*models)->scan("bank.balances", "balances");
   if (!rows)
     fail("read the balances", rows.error());

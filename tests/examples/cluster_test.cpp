@@ -8,6 +8,7 @@
 // handled every event.
 
 #include <atomic>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <random>
@@ -72,6 +73,15 @@ protected:
     stop_load();
     for (auto& n : nodes)
       n.process.reset();
+    if (!HasFailure())
+      return;
+    // What the nodes said of their trouble: their logs go with the test's directory.
+    for (size_t i = 0; i < 3; ++i) {
+      std::ifstream log{dir.str() + "/node" + std::to_string(i) + ".log"};
+      for (std::string line; std::getline(log, line);)
+        if (line.find("level=error") != std::string::npos || line.find("bank-node:") != std::string::npos)
+          std::printf("node %zu: %s\n", i, line.c_str());
+    }
   }
 
   /// Starts node `i` (again) and waits until it serves.

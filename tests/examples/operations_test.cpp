@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../support/child_process.hpp"
+#include "../support/eventually.hpp"
 #include "../support/http_client.hpp"
 #include "../support/postgres.hpp"
 #include "../support/temp_dir.hpp"
@@ -22,6 +23,7 @@ using namespace std::chrono_literals;
 using sourcery::test::http_client;
 using sourcery::testing::child_process;
 using json = nlohmann::json;
+using sourcery::testing::eventually;
 
 namespace {
 
@@ -50,16 +52,6 @@ uint16_t port_of(const std::string& line) {
   return static_cast<uint16_t>(std::stoi(line.substr(at + 10)));
 }
 
-template <class F>
-bool eventually(F f, std::chrono::milliseconds limit) {
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (f())
-      return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return f();
-}
 
 int count_of(const std::string& text, const std::string& what) {
   int n = 0;
@@ -326,4 +318,31 @@ TEST(operations, a_migration_runs_no_process_manager_again) {
   EXPECT_NE(plain_out.find("bank.balances"), std::string::npos) << plain_out;
   EXPECT_NE(plain_out.find("not carried"), std::string::npos) << plain_out;
   EXPECT_NE(plain_out.find("process:bank.transfers           carried"), std::string::npos) << plain_out;
+}
+
+// bank-node's HTTP follows HTTP: unknown resources are 404, a body that is
+// not JSON is 415, a rejection explains itself rather than repeat its code;
+// and it listens on loopback unless told otherwise.
+TEST(operations, bank_node_answers_as_http_says) {
+  sourcery::testing::temp_dir dir;
+  child_process node{BANK_NODE_PATH, {"--http", "0", "--data-dir", (dir / "bank").string()}};
+  auto line = node.read_line();
+  auto port = port_of(line);
+  ASSERT_NE(port, 0) << line;
+  http_client client{port};
+  EXPECT_EQ(client.get("/accounts/nobody").status, 404);
+  EXPECT_EQ(client.get("/transfers/nope").status, 404);
+  auto opened = client.post("/accounts", {{"account", "ann"}});
+  ASSERT_EQ(opened.status, 201) << opened.body;
+  EXPECT_EQ(client.get("/accounts/ann").json()["open"], true);
+  auto wrong_type = client.request("POST", "/accounts", "account=bob", {{"content-type", "application/x-www-form-urlencoded"}});
+  EXPECT_EQ(wrong_type.status, 415) << wrong_type.body;
+  auto refused = client.post("/accounts/ghost/withdrawals", {{"amount", 5}});
+  EXPECT_EQ(refused.status, 422);
+  EXPECT_EQ(refused.json()["error"], "not_open");
+  EXPECT_NE(refused.json()["message"], refused.json()["error"]) << refused.body;
+  auto again = client.post("/accounts", {{"account", "ann"}});
+  EXPECT_NE(again.json()["message"], "already_open") << again.body;
+  node.signal(SIGTERM);
+  EXPECT_EQ(node.wait(), 0);
 }

@@ -12,6 +12,7 @@
 
 #include "../../examples/bank/routes.hpp"
 #include "../support/child_process.hpp"
+#include "../support/eventually.hpp"
 #include "../support/postgres.hpp"
 #include "../support/temp_dir.hpp"
 #include "sourcery/runtime/application.hpp"
@@ -20,6 +21,7 @@ using namespace bank;
 using namespace sourcery;
 using namespace std::chrono_literals;
 using json = nlohmann::json;
+using sourcery::testing::eventually;
 
 namespace {
 
@@ -47,16 +49,6 @@ struct deposit_watch {
   }
 };
 
-template <class F>
-bool eventually(F f, std::chrono::milliseconds limit = 15s) {
-  auto deadline = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (f())
-      return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return f();
-}
 
 struct tool_run {
   int status = -1;
