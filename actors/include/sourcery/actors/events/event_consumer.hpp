@@ -244,6 +244,7 @@ private:
 
 using pull_atom = caf::atom_constant<caf::atom("hd_pull")>;
 using head_atom = caf::atom_constant<caf::atom("hd_head")>;
+using start_atom = caf::atom_constant<caf::atom("hd_start")>;
 
 /// What a consumer did with a batch: the position it committed up to, and
 /// the event it failed on (effects before it committed, its own not).
@@ -276,6 +277,7 @@ struct consumer_state {
   uint32_t failures = 0; ///< consecutive, on the event after `position`
   storage_retry storage;
   const stream_prefixes* prefixes = nullptr;
+  bool started = false; ///< its checkpoint is read (a storage failure delays that)
   bool pulling = false;
   bool waiting_retry = false;
   std::vector<persistence::recorded_event> read;  ///< reused from batch to batch
@@ -335,25 +337,41 @@ caf::behavior consumer_actor(caf::stateful_actor<consumer_state<Consumer>>* self
   st.options = options;
   st.prefixes = prefixes;
   // The handler's own start-up, at every (re)start: a failure is a crash
-  // its supervisor answers with a restart.
-  if (auto err = st.consumer->init())
-    consumer_crash(*st.consumer, "failed in init", err);
-  status->resume();
-  auto cp = st.consumer->load_checkpoint();
-  if (!cp)
-    consumer_crash(*st.consumer, "cannot read its checkpoint", cp.error());
-  if (*cp) {
-    st.position = **cp;
-  } else {
-    st.position = options.start == handler_start::current    ? store->head_position()
-                  : options.start == handler_start::position ? options.start_position
-                                                             : 0;
-    if (auto err = st.consumer->save_checkpoint(st.position))
-      consumer_crash(*st.consumer, "cannot save its checkpoint", err);
-  }
-  status->advance(st.position);
-  st.pulling = true;
-  self->send(self, pull_atom::value);
+  // its supervisor answers with a restart -- unless its storage is away (a
+  // database failing over): restarts would fail the same way until the
+  // supervisor gives up, so it waits, with the policy's backoff, instead.
+  auto start = [self] {
+    auto& st = self->state;
+    auto wait_or_crash = [&](const char* what, const caf::error& err) {
+      using persistence::store_errc;
+      auto code = persistence::code_of(err);
+      if (code != store_errc::unavailable && code != store_errc::timeout && code != store_errc::fenced)
+        consumer_crash(*st.consumer, what, err);
+      auto delay = st.storage.failed(err, st.consumer->name(), *st.status, st.options.on_error);
+      self->delayed_send(self, delay, start_atom::value);
+    };
+    if (auto err = st.consumer->init())
+      return wait_or_crash("failed in init", err);
+    st.status->resume();
+    auto cp = st.consumer->load_checkpoint();
+    if (!cp)
+      return wait_or_crash("cannot read its checkpoint", cp.error());
+    if (*cp) {
+      st.position = **cp;
+    } else {
+      st.position = st.options.start == handler_start::current    ? st.store->head_position()
+                    : st.options.start == handler_start::position ? st.options.start_position
+                                                                  : 0;
+      if (auto err = st.consumer->save_checkpoint(st.position))
+        return wait_or_crash("cannot save its checkpoint", err);
+    }
+    st.storage.ok(*st.status);
+    st.started = true;
+    st.status->advance(st.position);
+    st.pulling = true;
+    self->send(self, pull_atom::value);
+  };
+  start();
 
   auto committed = [self](uint64_t pos) {
     auto& st = self->state;
@@ -433,6 +451,7 @@ caf::behavior consumer_actor(caf::stateful_actor<consumer_state<Consumer>>* self
     }
   };
   return {
+    [start](start_atom) { start(); },
     [pull](pull_atom) { pull(); },
     [self, pull](pull_atom, bool) { // a retry's timer
       self->state.waiting_retry = false;
@@ -440,7 +459,7 @@ caf::behavior consumer_actor(caf::stateful_actor<consumer_state<Consumer>>* self
     },
     [self](head_atom, uint64_t head) { // new events in the store
       auto& st = self->state;
-      if (head > st.position && !st.pulling && !st.waiting_retry) {
+      if (st.started && head > st.position && !st.pulling && !st.waiting_retry) {
         st.pulling = true;
         self->send(self, pull_atom::value);
       }

@@ -148,6 +148,7 @@ using pm_flush_atom = caf::atom_constant<caf::atom("pm_flush")>;
 using pm_read_atom = caf::atom_constant<caf::atom("pm_read")>;
 using pm_timeout_atom = caf::atom_constant<caf::atom("pm_timeout")>;
 using pm_tick_atom = caf::atom_constant<caf::atom("pm_tick")>;
+using pm_start_atom = caf::atom_constant<caf::atom("pm_start")>;
 
 /// An event on its way to an instance, and what the instance makes of it.
 struct pm_delivery {

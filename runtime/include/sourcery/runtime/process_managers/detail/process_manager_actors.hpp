@@ -360,6 +360,7 @@ struct pm_router_state {
   std::map<caf::actor_addr, std::string> id_of;
   std::set<std::string> draining;
   std::map<std::string, std::vector<pm_delivery>> waiting; // for draining instances
+  bool started = false; ///< its position is read (a storage failure delays that)
   bool reading = false;
   bool flush_scheduled = false;
   storage_retry storage;         ///< failures to read `$all` or save
@@ -641,9 +642,12 @@ void pm_router_start(pm_router_self<P>* self) {
   auto& st = self->state;
   st.saved_as = std::string{"process:"} + P::process_name;
   st.status->resume();
+  // Its storage away (a database failing over): not a crash to restart --
+  // a restart would fail the same way until the supervisor gives up -- but
+  // a wait, with the policy's backoff, as for any storage failure.
   auto cp = st.models->checkpoint(st.saved_as);
   if (!cp)
-    throw std::runtime_error(st.saved_as + " cannot read its position: " + caf::to_string(cp.error()));
+    return pm_storage_failed(self, cp.error(), pm_start_atom::value);
   if (*cp) {
     st.committed = **cp;
   } else {
@@ -651,8 +655,10 @@ void pm_router_start(pm_router_self<P>* self) {
                    : st.options.start == handler_start::position ? st.options.start_position
                                                                  : 0;
     if (auto err = st.models->write(st.saved_as, st.committed, [](auto&) { return caf::error{}; }))
-      throw std::runtime_error(st.saved_as + " cannot save its position: " + caf::to_string(err));
+      return pm_storage_failed(self, err, pm_start_atom::value);
   }
+  st.storage.ok(*st.status);
+  st.started = true;
   st.read_upto = st.committed;
   st.status->advance(st.committed);
   st.reading = true;
@@ -679,11 +685,12 @@ caf::behavior pm_router(pm_router_self<P>* self, persistence::event_store* store
   pm_router_start(self);
   self->set_down_handler([self](caf::down_msg& msg) { pm_instance_down(self, msg); });
   return {
+    [self](pm_start_atom) { pm_router_start(self); },
     [self](pm_read_atom) { pm_read(self); },
     [self](pm_flush_atom) { pm_flush(self); },
     [self](head_atom, uint64_t head) {
       auto& st = self->state;
-      if (head > st.read_upto && !st.reading) {
+      if (st.started && head > st.read_upto && !st.reading) {
         st.reading = true;
         self->send(self, pm_read_atom::value);
       }
