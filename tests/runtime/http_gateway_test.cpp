@@ -200,11 +200,11 @@ TEST_F(gateway_fixture, expect_100_continue_is_honoured) {
 
 TEST_F(gateway_fixture, a_body_that_is_not_json_is_415) {
   start();
-  auto out = raw_exchange(gw.port(), "POST /items HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+  auto out = raw_exchange(gw.port(), "POST /items HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: text/plain\r\n"
                                      "Content-Length: 15\r\n\r\n{\"name\": \"ok\"}\n");
   EXPECT_EQ(out.rfind("HTTP/1.1 415", 0), 0u) << out;
   EXPECT_NE(out.find("unsupported_media_type"), std::string::npos) << out;
-  out = raw_exchange(gw.port(), "POST /items HTTP/1.1\r\nHost: x\r\nContent-Type: Application/JSON; charset=utf-8\r\n"
+  out = raw_exchange(gw.port(), "POST /items HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: Application/JSON; charset=utf-8\r\n"
                                 "Content-Length: 15\r\n\r\n{\"name\": \"ok\"}\n");
   EXPECT_EQ(out.rfind("HTTP/1.1 201", 0), 0u) << out;
 }
