@@ -210,7 +210,7 @@ caf::error application::reserve_handler(std::shared_ptr<handler_status> status, 
   if (handlers_.count(status->name()) != 0)
     return make_error(dispatch_errc::invalid_route, "a handler named " + status->name() + " is already running");
   auto name = status->name();
-  handlers_[name] = handler_entry{std::move(status), strong, {}, {}, std::move(checkpoint), {}};
+  handlers_[name] = handler_entry{std::move(status), strong, {}, std::move(checkpoint), {}, {}};
   return {};
 }
 
@@ -325,24 +325,22 @@ caf::expected<persistence::projection_store*> application::read_models() {
 
 caf::error application::rebuild_projection(const std::string& name) {
   std::shared_ptr<handler_status> status;
-  std::function<caf::error(persistence::projection_store::writer&)> also;
+  std::function<caf::error()> rebuild;
   {
     std::lock_guard guard{handlers_mtx_};
     auto i = handlers_.find(name);
-    if (i == handlers_.end() || !read_models_)
+    if (i == handlers_.end() || !read_models_ || !i->second.rebuild)
       return make_error(dispatch_errc::invalid_route, "no projection is named " + name);
     status = i->second.status;
-    also = i->second.reset;
+    rebuild = i->second.rebuild;
   }
   auto id = "projection:" + name;
-  if (auto r = root_->terminate_child(id); !r)
-    return r.error();
-  if (auto err = read_models_->reset(name, also))
-    return err;
+  (void) root_->terminate_child(id); // in a cluster it may run elsewhere
+  auto err = rebuild();
   status->rewind();
-  if (auto r = root_->restart_child(id); !r)
+  if (auto r = root_->restart_child(id); !r && !cluster_)
     return r.error();
-  return {};
+  return err;
 }
 
 std::shared_ptr<handler_status> application::handler(const std::string& name) const {

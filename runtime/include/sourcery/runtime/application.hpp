@@ -144,6 +144,7 @@ public:
     auto models = read_models();
     if (!models)
       return models.error();
+    auto fresh = make; // the child spec takes `make`
     auto status = start_consumer(
       P::projection_name, strong,
       [&](auto status, auto started) {
@@ -153,7 +154,12 @@ public:
       [models = *models] { return models->checkpoint(P::projection_name); });
     if (status) {
       std::lock_guard guard{handlers_mtx_};
-      handlers_[P::projection_name].reset = projection_reset<P>();
+      // A rebuild replaces the read model (projection_store::replace): on a
+      // shared database, in one transaction a writer elsewhere waits for.
+      handlers_[P::projection_name].rebuild = [this, models = *models, fresh]() -> caf::error {
+        auto reached = project_as_of<P>(*store_, types_, *models, P::projection_name, as_of{}, fresh(), {}, &prefixes_);
+        return reached ? caf::error{} : reached.error();
+      };
     }
     return status;
   }
@@ -167,10 +173,13 @@ public:
   /// The read models of LMDB projections, opened on first use.
   caf::expected<persistence::projection_store*> read_models();
 
-  /// Rebuilds projection `name` from the log: stops it, drops its read model
-  /// and checkpoint, and starts it again from the origin. Returns once it
-  /// runs; it then catches up like any projection (`handler(name)` tells
-  /// how far). Errors: invalid_route for an unknown projection.
+  /// Rebuilds projection `name` from the log: stops it, builds its read
+  /// model anew up to the head (projection_store::replace: on PostgreSQL
+  /// in one transaction, so readers see the old one until then and a
+  /// writer of it on another node waits), and starts it again from there.
+  /// Returns once it runs; it then goes on like any projection
+  /// (`handler(name)` tells how far). Errors: invalid_route for an unknown
+  /// projection, and the rebuild's.
   caf::error rebuild_projection(const std::string& name);
 
   /// A handler's or projection's status by name, or nullptr.
@@ -329,10 +338,10 @@ private:
     std::shared_ptr<handler_status> status;
     bool strong = false;
     caf::actor actor;
-    /// A projection's own tables to empty on a rebuild (projection_reset).
-    std::function<caf::error(persistence::projection_store::writer&)> reset;
     checkpoint_reader checkpoint;
     std::string kind; // its child spec's prefix: handler, projection, process
+    /// A projection's: builds its read model anew from the log.
+    std::function<caf::error()> rebuild;
   };
   mutable std::mutex handlers_mtx_;
   std::map<std::string, handler_entry> handlers_;
