@@ -150,19 +150,21 @@ cluster_registration::~cluster_registration() {
   keeper_cv_.notify_all();
   if (keeper_.joinable())
     keeper_.join();
-  membership_.reset(); // stops renewing (a clean leave has left already)
-  (void) ctx_.store.fence_appends(nullptr);
   if (link_ && port_ != 0) // no peer connects while the system shuts down
     (void) ctx_.system.middleman().unpublish(link_, port_);
   if (link_) {
-    // Stopped before this object goes: its hooks (a ping's answer or
-    // timeout, a peer's command) call into it.
+    // Stopped before this object goes, and before the membership: its
+    // hooks (a peer's nudge, a ping's answer or timeout, a peer's command)
+    // call into both.
     caf::scoped_actor self{ctx_.system};
     self->monitor(link_);
     self->send_exit(link_, caf::exit_reason::user_shutdown);
     self->receive([](const caf::down_msg&) {}, caf::after(std::chrono::seconds{10}) >> [] {});
     link_ = nullptr;
   }
+  joined_ = false;
+  membership_.reset(); // stops renewing (a clean leave has left already)
+  (void) ctx_.store.fence_appends(nullptr);
 }
 
 caf::error cluster_registration::host(const sourcery::detail::aggregate_host& host) {
