@@ -210,7 +210,7 @@ caf::error application::reserve_handler(std::shared_ptr<handler_status> status, 
   if (handlers_.count(status->name()) != 0)
     return make_error(dispatch_errc::invalid_route, "a handler named " + status->name() + " is already running");
   auto name = status->name();
-  handlers_[name] = handler_entry{std::move(status), strong, {}, std::move(checkpoint), {}, {}};
+  handlers_[name] = handler_entry{std::move(status), strong, {}, std::move(checkpoint), {}, {}, {}};
   return {};
 }
 
@@ -249,10 +249,13 @@ void application::forget_handler(const std::string& name) {
   handlers_.erase(name);
 }
 
-void application::set_handler_kind(const std::string& name, std::string kind) {
+void application::set_handler_child(const std::string& name, const std::string& child_id) {
+  auto kind = child_id.substr(0, child_id.find(':'));
   std::lock_guard guard{handlers_mtx_};
-  if (auto i = handlers_.find(name); i != handlers_.end())
-    i->second.kind = kind == "process" ? "process manager" : std::move(kind);
+  if (auto i = handlers_.find(name); i != handlers_.end()) {
+    i->second.child_id = child_id;
+    i->second.kind = kind == "process" ? "process manager" : kind;
+  }
 }
 
 std::vector<application::handler_report> application::handler_reports() const {
@@ -326,6 +329,7 @@ caf::expected<persistence::projection_store*> application::read_models() {
 caf::error application::rebuild_projection(const std::string& name) {
   std::shared_ptr<handler_status> status;
   std::function<caf::error()> rebuild;
+  std::string id;
   {
     std::lock_guard guard{handlers_mtx_};
     auto i = handlers_.find(name);
@@ -333,8 +337,8 @@ caf::error application::rebuild_projection(const std::string& name) {
       return make_error(dispatch_errc::invalid_route, "no projection is named " + name);
     status = i->second.status;
     rebuild = i->second.rebuild;
+    id = i->second.child_id;
   }
-  auto id = "projection:" + name;
   (void) root_->terminate_child(id); // in a cluster it may run elsewhere
   auto err = rebuild();
   status->rewind();

@@ -13,7 +13,7 @@ namespace sourcery {
 namespace {
 
 struct local_handler {
-  std::string name, kind;
+  std::string name, kind, child_id;
   std::shared_ptr<handler_status> status;
 };
 
@@ -23,6 +23,15 @@ void application::operate_handlers() {
   using namespace detail::control;
   if (failed_.load() || stopped_.load() || !root_)
     return;
+  std::vector<local_handler> here;
+  {
+    std::lock_guard guard{handlers_mtx_};
+    for (auto& [name, entry] : handlers_)
+      if (entry.actor) // in a cluster, the node running it acts
+        here.push_back({name, entry.kind, entry.child_id, entry.status});
+  }
+  if (here.empty())
+    return; // nothing to ask the store about
   auto listed = store_->checkpoints();
   if (!listed)
     return; // the store is away: next time
@@ -31,15 +40,8 @@ void application::operate_handlers() {
     auto i = have.find(key);
     return i == have.end() ? uint64_t{0} : i->second;
   };
-  std::vector<local_handler> here;
-  {
-    std::lock_guard guard{handlers_mtx_};
-    for (auto& [name, entry] : handlers_)
-      if (entry.actor) // in a cluster, the node running it acts
-        here.push_back({name, entry.kind, entry.status});
-  }
   for (auto& h : here) {
-    auto id = (h.kind == "process manager" ? std::string{"process"} : h.kind) + ":" + h.name;
+    const auto& id = h.child_id;
     auto stopped_at = h.status->stopped_at();
     auto restart = [&] {
       (void) root_->terminate_child(id);
@@ -49,14 +51,7 @@ void application::operate_handlers() {
     // Moves its checkpoint (stopped or not: it is terminated first).
     auto move_to = [&](uint64_t position) -> caf::error {
       (void) root_->terminate_child(id);
-      caf::error err;
-      if (h.kind == "handler") {
-        if (auto r = store_->save_checkpoint("handler:" + h.name, position); !r)
-          err = r.error();
-      } else if (read_models_) {
-        err = move_read_model_checkpoint(*read_models_, h.kind == "process manager" ? "process:" + h.name : h.name,
-                                         position);
-      }
+      auto err = move_checkpoint(*store_, read_models_.get(), h.kind, h.name, position);
       h.status->rewind(position);
       return err;
     };

@@ -22,6 +22,7 @@
 
 #include <caf/error.hpp>
 
+#include "sourcery/persistence/event_store.hpp"
 #include "sourcery/persistence/projection_store.hpp"
 
 namespace sourcery::detail::control {
@@ -49,14 +50,24 @@ inline std::string parked_key(std::string_view name, uint64_t position) {
 inline constexpr std::string_view parked_prefix = "status.parked:";
 inline constexpr std::string_view stopped_prefix = "status.stopped:";
 
-/// Moves the checkpoint of read model `name` (a process manager's) to
-/// `position`, backwards too, keeping its rows (its instances' states).
-inline caf::error move_read_model_checkpoint(persistence::projection_store& models, const std::string& name,
-                                             uint64_t position) {
-  auto rows = models.dump(name);
+/// Moves the checkpoint of handler `name` of `kind` ("handler",
+/// "projection", "process manager") to `position`, backwards too: an event
+/// handler's is in the event store; a projection's or process manager's in
+/// the read models, whose rows (its instances' states) stay. Only while it
+/// does not run. Errors: the stores'; invalid_argument without read models.
+inline caf::error move_checkpoint(persistence::event_store& store, persistence::projection_store* models,
+                                  const std::string& kind, const std::string& name, uint64_t position) {
+  if (kind == "handler") {
+    auto r = store.save_checkpoint("handler:" + name, position);
+    return r ? caf::error{} : r.error();
+  }
+  if (models == nullptr)
+    return persistence::make_error(persistence::store_errc::invalid_argument, "no read models hold " + name);
+  auto saved_as = kind == "process manager" ? "process:" + name : name;
+  auto rows = models->dump(saved_as);
   if (!rows)
     return rows.error();
-  return models.replace(name, {}, [&](persistence::projection_store::batches& out) {
+  return models->replace(saved_as, {}, [&](persistence::projection_store::batches& out) {
     return out.write(position, [&](persistence::projection_store::writer& w) {
       for (auto& [table, key, value] : *rows)
         w.put(table, key, value);

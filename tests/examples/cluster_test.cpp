@@ -572,7 +572,7 @@ TEST_F(bank_cluster, the_store_frozen_2_and_6_s_stops_no_node_and_every_account_
   // more than 10 s beside the rest of the suite (issue 22 stays open on it):
   // the suite freezes 2 and 6 s.
   for (auto freeze : {2s, 6s}) {
-    std::this_thread::sleep_for(1s);
+    load_acknowledged(50); // serving under load before each freeze
     own_server->pause(); // SIGSTOP of every server process: a frozen store
     std::this_thread::sleep_for(freeze);
     if (freeze > 3s) {

@@ -216,108 +216,117 @@ int run_handlers(const context& ctx) {
   return 0;
 }
 
-int run_reset(const context& ctx) {
-  using namespace detail::control;
-  const auto& name = ctx.opts.args.at(0);
-  if (ctx.opts.to.empty())
-    return std::fprintf(stderr, "%s: reset needs --to POSITION|start|head\n", ctx.program.c_str()), 2;
+namespace {
+
+/// What reset, skip and retry start from: whether an application runs,
+/// the store opened to write, the handlers, and the one named.
+struct operation {
+  bool runs = false;
+  std::unique_ptr<persistence::event_store> store;
+  handler_view view;
+  const handler_row* row = nullptr;
+};
+
+/// Null after saying why, with the exit status in `status`.
+std::unique_ptr<operation> prepare(const context& ctx, const std::string& what, int& status) {
+  auto op = std::make_unique<operation>();
+  status = 1;
   auto runs = application_runs(ctx); // before our own sessions open
   if (!runs)
-    return store_failure(ctx, "reset", runs.error());
-  auto store = open_to_operate(ctx);
-  if (!store)
-    return 1;
-  auto v = view_of(ctx, *store);
+    return store_failure(ctx, what, runs.error()), nullptr;
+  op->runs = *runs;
+  op->store = open_to_operate(ctx);
+  if (!op->store)
+    return nullptr;
+  auto v = view_of(ctx, *op->store);
   if (!v)
-    return store_failure(ctx, "reset", v.error());
-  auto* row = find_row(ctx, *v, name);
-  if (row == nullptr)
-    return 2;
-  if (row->kind == "projection")
-    return std::fprintf(stderr,
-                        "%s: %s is a projection: it is rebuilt, not reset (the application's `admin rebuild %s`)\n",
-                        ctx.program.c_str(), name.c_str(), name.c_str()),
-           2;
-  uint64_t to = 0;
-  if (ctx.opts.to == "head")
-    to = v->head;
-  else if (ctx.opts.to != "start") {
-    char* end = nullptr;
-    to = std::strtoull(ctx.opts.to.c_str(), &end, 10);
-    if (ctx.opts.to.empty() || *end != '\0' || ctx.opts.to[0] == '-')
-      return std::fprintf(stderr, "%s: --to takes a position, start or head, not '%s'\n", ctx.program.c_str(),
-                          ctx.opts.to.c_str()),
-             2;
-    if (to > v->head)
-      return std::fprintf(stderr, "%s: position %llu is past the head (%llu)\n", ctx.program.c_str(),
-                          static_cast<unsigned long long>(to), static_cast<unsigned long long>(v->head)),
-             2;
-  }
-  auto what = "reset " + name + " to " + std::to_string(to);
-  if (*runs)
-    return ask_application(ctx, *store, reset_key(name), to + 1, what);
-  // No application runs: the tool moves the checkpoint itself.
-  if (row->kind == "handler") {
-    if (auto r = store->save_checkpoint("handler:" + name, to); !r)
-      return store_failure(ctx, what, r.error());
-  } else {
-    auto models = ctx.open_read_models(false);
-    if (!models)
-      return store_failure(ctx, what, models.error());
-    if (auto err = move_read_model_checkpoint(**models, "process:" + name, to))
-      return store_failure(ctx, what, err);
-  }
-  std::printf("%s: done (no application runs; it starts from there)\n", what.c_str());
-  return 0;
+    return store_failure(ctx, what, v.error()), nullptr;
+  op->view = std::move(*v);
+  op->row = find_row(ctx, op->view, ctx.opts.args.at(0));
+  if (op->row == nullptr)
+    return status = 2, nullptr;
+  return op;
 }
 
-namespace {
+/// With no application running, the tool moves the checkpoint itself.
+caf::error move_here(const context& ctx, operation& op, uint64_t position) {
+  std::unique_ptr<persistence::projection_store> models;
+  if (op.row->kind != "handler") {
+    auto opened = ctx.open_read_models(false);
+    if (!opened)
+      return opened.error();
+    models = std::move(*opened);
+  }
+  return detail::control::move_checkpoint(*op.store, models.get(), op.row->kind, op.row->name, position);
+}
 
 /// skip and retry: for a handler stopped on an event.
 int settle_stopped(const context& ctx, bool skip) {
   using namespace detail::control;
   const auto& name = ctx.opts.args.at(0);
-  auto runs = application_runs(ctx); // before our own sessions open
-  if (!runs)
-    return store_failure(ctx, skip ? "skip" : "retry", runs.error());
-  auto store = open_to_operate(ctx);
-  if (!store)
-    return 1;
-  auto v = view_of(ctx, *store);
-  if (!v)
-    return store_failure(ctx, skip ? "skip" : "retry", v.error());
-  auto* row = find_row(ctx, *v, name);
-  if (row == nullptr)
-    return 2;
-  if (!row->stopped_at)
+  int status = 0;
+  auto op = prepare(ctx, skip ? "skip" : "retry", status);
+  if (!op)
+    return status;
+  if (!op->row->stopped_at)
     return std::fprintf(stderr, "%s: %s has not stopped on an event: nothing to %s\n", ctx.program.c_str(),
                         name.c_str(), skip ? "skip" : "retry"),
            1;
-  auto at = *row->stopped_at;
+  auto at = *op->row->stopped_at;
   auto what = std::string{skip ? "skip" : "retry"} + " event #" + std::to_string(at) + " of " + name;
-  if (*runs)
-    return ask_application(ctx, *store, skip ? skip_key(name) : retry_key(name), 1, what);
+  if (op->runs)
+    return ask_application(ctx, *op->store, skip ? skip_key(name) : retry_key(name), 1, what);
   if (skip) {
-    caf::error err;
-    if (row->kind == "handler") {
-      if (auto r = store->save_checkpoint("handler:" + name, at); !r)
-        err = r.error();
-    } else if (auto models = ctx.open_read_models(false); !models) {
-      err = models.error();
-    } else {
-      err = move_read_model_checkpoint(**models, row->kind == "process manager" ? "process:" + name : name, at);
-    }
-    if (err)
+    if (auto err = move_here(ctx, *op, at))
       return store_failure(ctx, what, err);
-    (void) store->save_checkpoint(parked_key(name, at), at);
+    (void) op->store->save_checkpoint(parked_key(name, at), at);
   }
-  (void) store->save_checkpoint(stopped_key(name), 0);
+  (void) op->store->save_checkpoint(stopped_key(name), 0);
   std::printf("%s: done (no application runs; it %s when it starts)\n", what.c_str(),
               skip ? "goes on after the event, which is parked" : "handles the event again");
   return 0;
 }
 
 } // namespace
+
+int run_reset(const context& ctx) {
+  using namespace detail::control;
+  const auto& name = ctx.opts.args.at(0);
+  if (ctx.opts.to.empty())
+    return std::fprintf(stderr, "%s: reset needs --to POSITION|start|head\n", ctx.program.c_str()), 2;
+  int status = 0;
+  auto op = prepare(ctx, "reset", status);
+  if (!op)
+    return status;
+  if (op->row->kind == "projection")
+    return std::fprintf(stderr,
+                        "%s: %s is a projection: it is rebuilt, not reset (the application's `admin rebuild %s`)\n",
+                        ctx.program.c_str(), name.c_str(), name.c_str()),
+           2;
+  const auto head = op->view.head;
+  uint64_t to = 0;
+  if (ctx.opts.to == "head") {
+    to = head;
+  } else if (ctx.opts.to != "start") {
+    char* end = nullptr;
+    to = std::strtoull(ctx.opts.to.c_str(), &end, 10);
+    if (*end != '\0' || ctx.opts.to[0] == '-')
+      return std::fprintf(stderr, "%s: --to takes a position, start or head, not '%s'\n", ctx.program.c_str(),
+                          ctx.opts.to.c_str()),
+             2;
+    if (to > head)
+      return std::fprintf(stderr, "%s: position %llu is past the head (%llu)\n", ctx.program.c_str(),
+                          static_cast<unsigned long long>(to), static_cast<unsigned long long>(head)),
+             2;
+  }
+  auto what = "reset " + name + " to " + std::to_string(to);
+  if (op->runs)
+    return ask_application(ctx, *op->store, reset_key(name), to + 1, what);
+  if (auto err = move_here(ctx, *op, to))
+    return store_failure(ctx, what, err);
+  std::printf("%s: done (no application runs; it starts from there)\n", what.c_str());
+  return 0;
+}
 
 int run_skip(const context& ctx) {
   return settle_stopped(ctx, true);

@@ -274,7 +274,7 @@ private:
       return err;
     std::function<void(const caf::actor&)> started = [this, name](const caf::actor& a) { handler_started(name, a); };
     supervision::child_spec spec = make_spec(status, started);
-    set_handler_kind(name, spec.id.substr(0, spec.id.find(':')));
+    set_handler_child(name, spec.id);
     if (cluster_) {
       run_once(name, std::move(spec));
       return status;
@@ -295,7 +295,8 @@ private:
   /// read from the store, for the strong dispatches waiting here.
   void follow_remote_handlers();
   void forget_handler(const std::string& name);
-  void set_handler_kind(const std::string& name, std::string kind);
+  /// Records the child spec id of handler `name` (and so its kind).
+  void set_handler_child(const std::string& name, const std::string& child_id);
   void handler_started(const std::string& name, const caf::actor& actor);
   void watch_head(uint64_t seen);
   /// Logs the store's outages (persistence::event_store::health) as they
@@ -339,7 +340,8 @@ private:
     bool strong = false;
     caf::actor actor;
     checkpoint_reader checkpoint;
-    std::string kind; // its child spec's prefix: handler, projection, process
+    std::string child_id; // its child spec's: "handler:NAME", "projection:NAME", "process:NAME"
+    std::string kind;     // handler, projection, process manager
     /// A projection's: builds its read model anew from the log.
     std::function<caf::error()> rebuild;
   };

@@ -320,6 +320,15 @@ void give_back(State& st) {
   st.subscribed.clear();
 }
 
+/// Where a consumer with no checkpoint starts, as its options say
+/// (`start`, `start_position`): handlers and process managers alike.
+template <class Options>
+uint64_t initial_position(const Options& options, const persistence::event_store& store) {
+  return options.start == handler_start::current    ? store.head_position()
+         : options.start == handler_start::position ? options.start_position
+                                                    : 0;
+}
+
 template <class Consumer>
 [[noreturn]] void consumer_crash(const Consumer& c, const std::string& what, const caf::error& err) {
   throw std::runtime_error(c.name() + " " + what + ": " + caf::to_string(err));
@@ -359,9 +368,7 @@ caf::behavior consumer_actor(caf::stateful_actor<consumer_state<Consumer>>* self
     if (*cp) {
       st.position = **cp;
     } else {
-      st.position = st.options.start == handler_start::current    ? st.store->head_position()
-                    : st.options.start == handler_start::position ? st.options.start_position
-                                                                  : 0;
+      st.position = initial_position(st.options, *st.store);
       if (auto err = st.consumer->save_checkpoint(st.position))
         return wait_or_crash("cannot save its checkpoint", err);
     }

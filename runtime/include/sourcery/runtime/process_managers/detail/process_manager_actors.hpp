@@ -651,9 +651,7 @@ void pm_router_start(pm_router_self<P>* self) {
   if (*cp) {
     st.committed = **cp;
   } else {
-    st.committed = st.options.start == handler_start::current    ? st.store->head_position()
-                   : st.options.start == handler_start::position ? st.options.start_position
-                                                                 : 0;
+    st.committed = initial_position(st.options, *st.store);
     if (auto err = st.models->write(st.saved_as, st.committed, [](auto&) { return caf::error{}; }))
       return pm_storage_failed(self, err, pm_start_atom::value);
   }
