@@ -62,6 +62,8 @@ struct options {
   /// on PostgreSQL (metrics prefixed pg_), in a schema of their own that is
   /// dropped at the end. Empty: LMDB in `dir`.
   std::string store;
+  /// `--seconds N`: how long the chaos suite runs (0: its default, 60).
+  int seconds = 0;
 };
 
 /// The PostgreSQL store suite (store_bench_pg.cpp).
@@ -73,5 +75,6 @@ int run_dispatch_suite(const options& opts);
 int run_handlers_suite(const options& opts);
 int run_http_suite(const options& opts);
 int run_cluster_suite(const options& opts);
+int run_chaos_suite(const options& opts);
 
 } // namespace sourcery::bench

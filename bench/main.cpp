@@ -1,4 +1,4 @@
-// sourcery-bench SUITE [--dir DIR] [--store URI] [--scale X]
+// sourcery-bench SUITE [--dir DIR] [--store URI] [--scale X] [--seconds N]
 // Prints one JSON object per line: {"suite","name","value","unit"}.
 // BENCH_ONLY=NAME runs one workload alone, for profiling: append_1, append_16 or
 // append_256 (or reads) of the store suite, w1, w4 or w5 of the dispatch suite, w2, w3 or
@@ -22,9 +22,10 @@ int main(int argc, char** argv) {
     {"handlers", run_handlers_suite},
     {"http", run_http_suite},
     {"cluster", run_cluster_suite},
+    {"chaos", run_chaos_suite},
   };
   auto usage = [&] {
-    std::fprintf(stderr, "usage: sourcery-bench SUITE [--dir DIR] [--store URI] [--scale X]\nsuites:");
+    std::fprintf(stderr, "usage: sourcery-bench SUITE [--dir DIR] [--store URI] [--scale X] [--seconds N]\nsuites:");
     for (auto& [name, _] : suites)
       std::fprintf(stderr, " %s", name.c_str());
     std::fprintf(stderr, "\n");
@@ -41,6 +42,8 @@ int main(int argc, char** argv) {
       opts.store = argv[++i];
     else if (std::strcmp(argv[i], "--scale") == 0 && i + 1 < argc)
       opts.scale = std::atof(argv[++i]);
+    else if (std::strcmp(argv[i], "--seconds") == 0 && i + 1 < argc && std::atoi(argv[i + 1]) > 0)
+      opts.seconds = std::atoi(argv[++i]);
     else
       return usage();
   }
@@ -56,9 +59,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "sourcery-bench: --store takes lmdb:DIR or postgresql://...\n");
     return 1;
   } else if (!opts.store.empty() && suite->first != "store" && suite->first != "dispatch"
-             && suite->first != "cluster") {
+             && suite->first != "cluster" && suite->first != "chaos") {
     std::fprintf(stderr, "sourcery-bench: the %s suite runs on LMDB only; --store postgresql:// is for the store,"
-                         " dispatch and cluster suites\n", suite->first.c_str());
+                         " dispatch, cluster and chaos suites\n", suite->first.c_str());
     return 2;
   }
   return suite->second(opts);

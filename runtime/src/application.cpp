@@ -458,8 +458,17 @@ caf::error application::failure() const {
 }
 
 caf::error application::outage() const {
-  std::lock_guard guard{failure_mtx_};
-  return outage_;
+  {
+    std::lock_guard guard{failure_mtx_};
+    if (outage_)
+      return outage_;
+  }
+  // Not yet told, but its last renewal is older than its lease: paused, or
+  // cut off from the store (its membership's thread says so at its next run).
+  if (cluster_ && !cluster_->current() && running())
+    return make_error(dispatch_errc::unavailable, "node " + cluster_->node()
+                                                    + " has not renewed its membership within its lease's life");
+  return {};
 }
 
 caf::error application::await_failure(std::chrono::milliseconds timeout) {

@@ -195,8 +195,9 @@ void cluster_registration::attempt(command_delivery cmd) {
   if (env.deadline != std::chrono::steady_clock::time_point::max() && std::chrono::steady_clock::now() >= env.deadline)
     return cmd.answer(make_error(dispatch_errc::timeout, "no node of cluster " + ctx_.settings.name + " served "
                                                            + env.stream_id + " before the command's deadline"));
-  if (down_.load()) {
-    if (membership_ && membership_->serving())
+  bool current = this->current(); // renewed within its lease's life
+  if (down_.load() || !current) {
+    if (down_.load() && current)
       return later(std::move(cmd)); // joined again: serving within a keeper round
     return cmd.answer(make_error(dispatch_errc::unavailable,
                                  "node " + ctx_.settings.node

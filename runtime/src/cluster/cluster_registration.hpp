@@ -105,6 +105,8 @@ public:
   size_t shards_owned() const { return table_.held_shards().size(); }
   const std::string& node() const noexcept { return ctx_.settings.node; }
   bool serving() const noexcept { return membership_ && membership_->serving() && !leaving_.load(); }
+  /// Renewed within its lease's life (leaving or not).
+  bool current() const noexcept { return membership_ && membership_->serving(); }
 
 private:
   cluster_registration(context ctx, std::shared_ptr<persistence::postgres_coordination> coordination);

@@ -18,7 +18,7 @@ membership::start(std::shared_ptr<persistence::postgres_coordination> store, mem
 membership::membership(std::shared_ptr<persistence::postgres_coordination> store, membership_options options,
                        int64_t incarnation)
   : store_(std::move(store)), options_(std::move(options)), incarnation_(incarnation),
-    last_renewal_(std::chrono::steady_clock::now()) {}
+    last_renewal_(std::chrono::steady_clock::now().time_since_epoch().count()) {}
 
 membership::~membership() {
   {
@@ -104,7 +104,7 @@ void membership::rejoin() {
   if (!incarnation)
     return; // the store is still out of reach: next period
   incarnation_ = *incarnation;
-  last_renewal_ = std::chrono::steady_clock::now();
+  last_renewal_ = std::chrono::steady_clock::now().time_since_epoch().count();
   serving_ = true;
   if (options_.on_rejoined)
     options_.on_rejoined(*incarnation);
@@ -115,6 +115,7 @@ void membership::step() {
   // Paused (a test's stand-in for a process stopped or cut off from the
   // store): the renewal does not reach the store.
   using persistence::member_renewal;
+  auto asked = std::chrono::steady_clock::now(); // the renewal is no younger than this
   auto renewed = paused_.load()
                    ? caf::expected<member_renewal>{persistence::make_error(persistence::store_errc::unavailable,
                                                                            "renewals paused")}
@@ -131,8 +132,9 @@ void membership::step() {
     return stop_serving(persistence::make_error(persistence::store_errc::invalid_argument,
                                                 options_.node + " was declared down by its cluster"));
   if (renewed) {
-    last_renewal_ = now;
-  } else if (now - last_renewal_ >= options_.down_after) {
+    last_renewal_ = asked.time_since_epoch().count();
+  } else if (now - std::chrono::steady_clock::time_point{std::chrono::steady_clock::duration{last_renewal_.load()}}
+             >= options_.down_after) {
     // The others may have declared us down meanwhile: stop before they act on it.
     return stop_serving(persistence::make_error(persistence::code_of(renewed.error()),
                                                 options_.node + " could not renew for "

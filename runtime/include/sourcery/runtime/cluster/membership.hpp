@@ -71,8 +71,15 @@ public:
   /// The incarnation this node serves as (a greater one after each re-join).
   int64_t incarnation() const noexcept { return incarnation_.load(); }
   /// False while this node is down (found itself declared down, or could
-  /// not renew in time) and has not joined again.
-  bool serving() const noexcept { return serving_.load(); }
+  /// not renew in time) and has not joined again -- and from the moment its
+  /// last renewal is `down_after` old, before the membership's thread has
+  /// run: a process thawed after a pause refuses at once instead of
+  /// serving from a membership its peers may have ended meanwhile.
+  bool serving() const noexcept {
+    return serving_.load()
+           && std::chrono::steady_clock::now().time_since_epoch().count() - last_renewal_.load()
+                < std::chrono::duration_cast<std::chrono::steady_clock::duration>(options_.down_after).count();
+  }
   /// True once another process joined as this node (a newer incarnation
   /// at the same address): this one stopped serving for good.
   bool replaced() const noexcept { return replaced_.load(); }
@@ -107,7 +114,8 @@ private:
   std::atomic<bool> serving_{true};
   std::atomic<bool> paused_{false};
   std::atomic<bool> replaced_{false};
-  std::chrono::steady_clock::time_point last_renewal_;
+  /// When the last renewal that succeeded was asked for (steady clock ticks).
+  std::atomic<std::chrono::steady_clock::rep> last_renewal_;
   mutable std::mutex mtx_;
   std::condition_variable wake_;
   bool stopping_ = false;

@@ -1,0 +1,727 @@
+#pragma once
+
+// A chaos run: three bank-node processes as one cluster on a PostgreSQL
+// server, clients depositing and transferring through all of them, and
+// random faults one at a time with gaps between them -- a node killed with
+// SIGKILL (then started again), a node frozen (SIGSTOP), the server frozen,
+// the server crashed and restarted (pg_ctl restart -m immediate), the
+// store's sessions ended (pg_terminate_backend), a node's links cut both
+// ways or one way (network namespaces: needs root, ip and iptables).
+//
+// What it measures, fault by fault: how soon every node serves every
+// account after the fault heals, and the share of deposits answered OK for
+// accounts whose owner was not the faulted node. What it checks at the end:
+// every acknowledged deposit stored exactly once, contiguous stream
+// versions, money conserved across transfers, the projection's checkpoint
+// never moving back and agreeing with the accounts, no node exiting, and
+// no `deadlock detected` in the server's log (when the log can be read).
+//
+// Used by the 60 s chaos test (tests/examples/chaos_test.cpp) and by
+// `sourcery-bench chaos --store URI --seconds N`. Faults on the server need
+// it on this machine, run as its owner or root; those it cannot cause are
+// left out and said so. CHAOS_DEBUG=1 in the environment prints every
+// failed request, and when each fault begins and heals, on stderr;
+// CHAOS_ONLY=KIND,... causes only those kinds of fault.
+
+#include <sys/stat.h>
+
+#include <pwd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <libpq-fe.h>
+
+#include "child_process.hpp"
+#include "free_port.hpp"
+#include "http_client.hpp"
+#include "netns_lab.hpp"
+#include "process_tree.hpp"
+#include "sourcery/persistence/event_registry.hpp"
+#include "sourcery/persistence/postgres_projection_store.hpp"
+#include "sourcery/persistence/postgres_store.hpp"
+#include "sourcery/runtime/cluster/placement.hpp"
+
+namespace sourcery::testing {
+
+struct chaos_settings {
+  std::string server;    ///< the PostgreSQL server's URI (libpq), without a schema
+  std::string schema;    ///< the store's schema (created by the nodes, dropped by nobody)
+  std::string bank_node; ///< path of the bank-node program
+  std::string work_dir;  ///< where the nodes' logs go
+  std::chrono::seconds duration{60};
+  unsigned seed = 1;
+  bool link_faults = true; ///< cut links through network namespaces (root, ip, iptables, a unix-socket server)
+  std::function<void(const std::string&)> say = [](const std::string&) {};
+};
+
+/// One fault, as it went.
+struct chaos_fault {
+  std::string what;             ///< e.g. "node_freeze node=1 seconds=5.0"
+  double recovery_seconds = -1; ///< from its heal until every node served every account; -1: never
+  int unfaulted_ok = 0, unfaulted_total = 0;
+};
+
+struct chaos_report {
+  std::vector<chaos_fault> faults;
+  std::vector<std::string> left_out; ///< fault kinds this run could not cause, and why
+  int unfaulted_ok = 0, unfaulted_total = 0;
+  double worst_recovery_seconds = 0;
+  size_t acknowledged = 0;
+  int lost = 0, duplicated = 0, version_gaps = 0;
+  int64_t money_deposited = 0, money_held = 0;
+  bool projection_agrees = false;
+  int checkpoint_backwards = 0, checkpoint_seen = 0;
+  int node_exits = 0; ///< nodes that exited on their own
+  int deadlocks = -1; ///< "deadlock detected" lines in the server's log; -1: log not readable
+  std::vector<std::string> problems;
+
+  double unfaulted_ok_share() const {
+    return unfaulted_total == 0 ? 1.0 : static_cast<double>(unfaulted_ok) / unfaulted_total;
+  }
+  /// Safety and liveness as the issue asks: ≥ 99 % OK on unfaulted shards,
+  /// full service ≤ 5 s after each heal, nothing lost or doubled.
+  bool passed() const {
+    return problems.empty() && lost == 0 && duplicated == 0 && version_gaps == 0 && money_deposited == money_held
+           && projection_agrees && checkpoint_backwards == 0 && checkpoint_seen > 0 && node_exits == 0
+           && deadlocks <= 0 && unfaulted_ok_share() >= 0.99 && worst_recovery_seconds >= 0
+           && worst_recovery_seconds <= 5.0 && !faults.empty();
+  }
+};
+
+namespace detail {
+
+inline std::string sql_value(const std::string& uri, const std::string& sql) {
+  PGconn* c = PQconnectdb(uri.c_str());
+  std::string out;
+  if (PQstatus(c) == CONNECTION_OK) {
+    PGresult* r = PQexec(c, sql.c_str());
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0)
+      out = PQgetvalue(r, 0, 0);
+    PQclear(r);
+  }
+  PQfinish(c);
+  return out;
+}
+
+/// The server behind a URI, when this process may freeze and restart it:
+/// on this machine, signalled as its owner or root.
+class server_control {
+public:
+  explicit server_control(const std::string& uri) {
+    data_dir_ = sql_value(uri, "SHOW data_directory");
+    auto version = sql_value(uri, "SHOW server_version_num");
+    if (data_dir_.empty() || version.size() < 2) {
+      why_not_ = "the server's data directory cannot be read";
+      return;
+    }
+    std::ifstream pidfile{data_dir_ + "/postmaster.pid"};
+    if (!(pidfile >> master_) || ::kill(master_, 0) != 0) {
+      why_not_ = "the server is not on this machine, or not ours to signal (run as its owner or root)";
+      master_ = 0;
+      return;
+    }
+    pg_ctl_ = "/usr/lib/postgresql/" + std::to_string(std::stoi(version) / 10000) + "/bin/pg_ctl";
+    struct stat st{};
+    if (::stat(data_dir_.c_str(), &st) == 0)
+      if (auto* pw = ::getpwuid(st.st_uid))
+        owner_ = pw->pw_name;
+    auto parent = data_dir_.substr(0, data_dir_.find_last_of('/'));
+    log_ = parent + "/server.log"; // scripts/pg.sh's layout
+  }
+  bool can_signal() const { return master_ > 0; }
+  bool can_restart() const { return master_ > 0 && ::access(pg_ctl_.c_str(), X_OK) == 0 && !owner_.empty(); }
+  const std::string& why_not() const { return why_not_; }
+
+  void freeze() { signal_process_tree(master_, SIGSTOP); }
+  void thaw() { signal_process_tree(master_, SIGCONT); }
+  /// A crash and a restart with the same options (postmaster.opts): true when it runs again.
+  bool crash_and_restart() {
+    std::string as = ::geteuid() == 0 && owner_ != "root" ? "runuser -u " + owner_ + " -- " : "";
+    std::string cmd = as + pg_ctl_ + " restart -m immediate -w -t 60 -D '" + data_dir_ + "' -l '" + log_
+                      + "' >/dev/null 2>&1";
+    bool ok = std::system(cmd.c_str()) == 0;
+    std::ifstream pidfile{data_dir_ + "/postmaster.pid"};
+    pidfile >> master_;
+    return ok;
+  }
+  int log_count(const std::string& text) const {
+    std::ifstream log{log_};
+    if (!log)
+      return -1;
+    int n = 0;
+    for (std::string line; std::getline(log, line);)
+      n += line.find(text) != std::string::npos;
+    return n;
+  }
+
+private:
+  std::string data_dir_, pg_ctl_, owner_, log_, why_not_;
+  pid_t master_ = 0;
+};
+
+/// True when every host of the URI is a unix-socket directory: nodes in
+/// network namespaces still reach it when their links are cut.
+inline bool over_unix_sockets(const std::string& uri) {
+  char* err = nullptr;
+  PQconninfoOption* opts = PQconninfoParse(uri.c_str(), &err);
+  if (!opts) {
+    PQfreemem(err);
+    return false;
+  }
+  bool unix_only = true;
+  for (auto* o = opts; o->keyword; ++o)
+    if (std::string{o->keyword} == "host")
+      unix_only = o->val && o->val[0] == '/';
+  PQconninfoFree(opts);
+  return unix_only;
+}
+
+} // namespace detail
+
+class bank_chaos {
+public:
+  static constexpr int accounts = 12;
+  static constexpr size_t node_count = 3;
+
+  explicit bank_chaos(chaos_settings s) : s_(std::move(s)), server_(s_.server), rng_(s_.seed) {
+    uri_ = s_.server + "&schema=" + s_.schema;
+    deadlocks_before_ = server_.log_count("deadlock detected");
+  }
+  ~bank_chaos() {
+    stop_load();
+    watching_ = false;
+    if (watcher_.joinable())
+      watcher_.join();
+    if (server_.can_signal())
+      server_.thaw();
+    if (lab_)
+      for (size_t i = 0; i < node_count; ++i)
+        lab_->heal(i);
+    for (auto& n : nodes_)
+      n.process.reset();
+  }
+
+  chaos_report run() {
+    using namespace std::chrono_literals;
+    std::vector<std::string> kinds{"node_kill", "node_freeze", "sessions_terminated"};
+    if (server_.can_signal())
+      kinds.push_back("store_freeze");
+    else
+      report_.left_out.push_back("store_freeze: " + server_.why_not());
+    if (server_.can_restart())
+      kinds.push_back("store_restart");
+    else
+      report_.left_out.push_back("store_restart: " + (server_.can_signal() ? "pg_ctl not found" : server_.why_not()));
+    if (s_.link_faults) {
+      if (!detail::over_unix_sockets(s_.server)) {
+        report_.left_out.push_back("link cuts: the server is reached over TCP, which a cut would cut too");
+      } else {
+        try {
+          lab_ = std::make_unique<netns_lab>(node_count);
+          kinds.push_back("link_cut_both");
+          kinds.push_back("link_cut_one_way");
+        } catch (const std::exception& e) {
+          report_.left_out.push_back(std::string{"link cuts: "} + e.what());
+        }
+      }
+    }
+    if (const char* only = std::getenv("CHAOS_ONLY")) // for a closer look: CHAOS_ONLY=node_freeze,store_freeze
+      kinds.erase(std::remove_if(kinds.begin(), kinds.end(),
+                                 [&](const std::string& k) { return std::string{only}.find(k) == std::string::npos; }),
+                  kinds.end());
+    for (auto& l : report_.left_out)
+      s_.say("left out: " + l);
+    for (size_t i = 0; i < node_count; ++i)
+      if (!start(i)) {
+        report_.problems.push_back("node " + std::to_string(i) + " did not start");
+        return report_;
+      }
+    if (!open_accounts())
+      return report_;
+    watch_checkpoints();
+    start_load();
+    if (!load_acknowledged(50))
+      return report_;
+    auto began = std::chrono::steady_clock::now();
+    std::shuffle(kinds.begin(), kinds.end(), rng_);
+    for (size_t k = 0; std::chrono::steady_clock::now() - began < s_.duration; ++k) {
+      inject(kinds[k % kinds.size()]);
+      if (!report_.problems.empty())
+        break;
+      std::this_thread::sleep_for(1s); // a gap between faults
+    }
+    finish();
+    return report_;
+  }
+
+private:
+  struct node {
+    uint16_t http = 0, peer = 0;
+    std::unique_ptr<child_process> process;
+    std::atomic<bool> usable{false}; ///< the load may send here
+    int starts = 0;
+  };
+
+  std::string host(size_t i) const { return lab_ ? lab_->address(i) : "127.0.0.1"; }
+  std::string address(size_t i) const { return host(i) + ":" + std::to_string(nodes_[i].peer); }
+
+  bool start(size_t i) {
+    auto& n = nodes_[i];
+    if (n.http == 0) {
+      n.http = free_port();
+      n.peer = free_port();
+    }
+    std::vector<std::string> args{"--store", uri_, "--cluster", "chaos", "--node", address(i),
+                                  "--http", std::to_string(n.http), "--address", host(i)};
+    std::string program = s_.bank_node;
+    if (lab_) { // on its own host: `ip netns exec NS bank-node ...`
+      auto prefixed = lab_->exec_prefix(i);
+      prefixed.push_back(program);
+      prefixed.insert(prefixed.end(), args.begin(), args.end());
+      args = std::move(prefixed);
+      program = netns_lab::ip_program();
+    }
+    auto log = s_.work_dir + "/node" + std::to_string(i) + "." + std::to_string(n.starts++) + ".log";
+    n.process = std::make_unique<child_process>(program, args, log);
+    auto line = n.process->read_line();
+    if (line.find("listening") == std::string::npos)
+      return false;
+    return healthy_within(i, std::chrono::seconds{15});
+  }
+
+  /// Waits until node `i`'s /health says it serves (200), as a load
+  /// balancer's health check would, then lets the load send there again.
+  bool healthy_within(size_t i, std::chrono::seconds limit) {
+    auto until = std::chrono::steady_clock::now() + limit;
+    test::http_client c{nodes_[i].http, host(i)};
+    c.set_timeout(std::chrono::seconds{2});
+    while (std::chrono::steady_clock::now() < until) {
+      try {
+        if (c.get("/health").status == 200) {
+          nodes_[i].usable = true;
+          return true;
+        }
+      } catch (const std::exception&) {
+        c.reconnect();
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds{50});
+    }
+    return false;
+  }
+
+  // -- the load -----------------------------------------------------------------
+
+  std::atomic<bool> loading_{false};
+  std::vector<std::thread> load_threads_;
+  std::mutex ledger_mtx_;
+  std::set<std::string> acked_;
+  // The fault under way: accounts whose owner it does not touch, and what
+  // their commands came to.
+  std::mutex window_mtx_;
+  std::set<std::string> unfaulted_;
+  int window_ok_ = 0, window_total_ = 0;
+
+  void start_load(int threads = 2) {
+    loading_ = true;
+    for (int t = 0; t < threads; ++t)
+      load_threads_.emplace_back([this, t] {
+        std::mt19937 rng(s_.seed * 31u + static_cast<unsigned>(t));
+        std::map<size_t, std::unique_ptr<test::http_client>> clients;
+        for (int seq = 0; loading_.load(); ++seq) {
+          std::vector<size_t> live;
+          for (size_t i = 0; i < node_count; ++i)
+            if (nodes_[i].usable.load())
+              live.push_back(i);
+          if (live.empty()) {
+            std::this_thread::sleep_for(std::chrono::milliseconds{5});
+            continue;
+          }
+          auto at = live[rng() % live.size()];
+          auto& c = clients[at];
+          if (!c) {
+            c = std::make_unique<test::http_client>(nodes_[at].http, host(at));
+            c->set_timeout(std::chrono::seconds{8});
+          }
+          auto from = "a" + std::to_string(rng() % accounts);
+          bool ok = false;
+          try {
+            if (seq % 10 == 9) {
+              auto to = "a" + std::to_string(rng() % accounts);
+              if (to == from)
+                continue;
+              auto r = c->post("/transfers", {{"transfer", "t" + std::to_string(t) + "-" + std::to_string(seq)},
+                                              {"from", from}, {"to", to}, {"amount", 1}});
+              ok = r.status == 201 || r.status == 422; // started, or refused for what it asks (funds)
+            } else {
+              auto id = "d" + std::to_string(t) + "-" + std::to_string(seq);
+              auto r = c->post("/accounts/" + from + "/deposits", {{"amount", 1}, {"transfer", id}});
+              ok = r.status == 200;
+              if (!ok && std::getenv("CHAOS_DEBUG"))
+                std::fprintf(stderr, "debug %ld: %s via %zu: %u %s\n", (long)time(nullptr), from.c_str(), at, r.status, r.body.c_str());
+              if (ok) {
+                std::lock_guard guard{ledger_mtx_};
+                acked_.insert(id);
+              }
+            }
+          } catch (const std::exception& e) {
+            if (std::getenv("CHAOS_DEBUG"))
+              std::fprintf(stderr, "debug: %s via %zu: %s\n", from.c_str(), at, e.what());
+            c.reset(); // the node went with the request: unknown outcome
+          }
+          if (seq % 10 != 9 && nodes_[at].usable.load()) { // a deposit, sent to a node the fault does not touch
+            std::lock_guard guard{window_mtx_};
+            if (unfaulted_.count(from)) {
+              ++window_total_;
+              window_ok_ += ok;
+            }
+          }
+          if (!ok)
+            std::this_thread::sleep_for(std::chrono::milliseconds{20}); // as a client would
+        }
+      });
+  }
+
+  void stop_load() {
+    loading_ = false;
+    for (auto& t : load_threads_)
+      t.join();
+    load_threads_.clear();
+  }
+
+  bool load_acknowledged(size_t n) {
+    size_t from;
+    {
+      std::lock_guard guard{ledger_mtx_};
+      from = acked_.size();
+    }
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds{30};
+    while (std::chrono::steady_clock::now() < until) {
+      {
+        std::lock_guard guard{ledger_mtx_};
+        if (acked_.size() >= from + n)
+          return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds{10});
+    }
+    report_.problems.push_back("the load got no " + std::to_string(n) + " deposits acknowledged in 30 s");
+    return false;
+  }
+
+  bool open_accounts() {
+    test::http_client c{nodes_[0].http, host(0)};
+    c.set_timeout(std::chrono::seconds{10});
+    for (int a = 0; a < accounts; ++a) {
+      auto id = "a" + std::to_string(a);
+      auto r = c.post("/accounts", {{"account", id}});
+      auto d = c.post("/accounts/" + id + "/deposits", {{"amount", 1000}, {"transfer", "seed" + std::to_string(a)}});
+      if (r.status != 201 || d.status != 200) {
+        report_.problems.push_back("account " + id + " was not opened: " + r.body + d.body);
+        return false;
+      }
+      std::lock_guard guard{ledger_mtx_};
+      acked_.insert("seed" + std::to_string(a));
+    }
+    return true;
+  }
+
+  // -- ownership and service ----------------------------------------------------
+
+  /// The node (index) holding account `a`'s shard lease now, or -1.
+  int owner_of_account(int a) {
+    auto shard = cluster::shard_of("account-a" + std::to_string(a), 64);
+    auto owner = detail::sql_value(s_.server, "SELECT owner FROM " + s_.schema
+                                                + ".cluster_leases WHERE name = 'shard:" + std::to_string(shard)
+                                                + "' AND expires_at > now()");
+    for (size_t i = 0; i < node_count; ++i)
+      if (owner.rfind(address(i) + "#", 0) == 0)
+        return static_cast<int>(i);
+    return -1;
+  }
+
+  /// Seconds until every account answers a deposit through node `i` (each
+  /// request within 5 s), or -1 when not within `limit`.
+  double serves_all_within(size_t i, std::chrono::seconds limit) {
+    auto t0 = std::chrono::steady_clock::now();
+    test::http_client c{nodes_[i].http, host(i)};
+    c.set_timeout(std::chrono::seconds{5});
+    int a = 0, attempt = 0;
+    while (a < accounts && std::chrono::steady_clock::now() - t0 < limit) {
+      auto id = "dw" + std::to_string(i) + "-" + std::to_string(a) + "-" + std::to_string(attempt++) + "-"
+                + std::to_string(probe_round_);
+      try {
+        auto r = c.post("/accounts/a" + std::to_string(a) + "/deposits", {{"amount", 1}, {"transfer", id}});
+        if (r.status == 200) {
+          std::lock_guard guard{ledger_mtx_};
+          acked_.insert(id);
+          ++a;
+          continue;
+        }
+      } catch (const std::exception&) {
+        c.reconnect();
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds{50});
+    }
+    if (a < accounts)
+      return -1;
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+
+  /// Seconds from `since` until every usable node served every account
+  /// (checked on all at once), or -1.
+  double all_serve_after(std::chrono::steady_clock::time_point since) {
+    ++probe_round_;
+    std::vector<std::thread> checks;
+    std::vector<double> took(node_count, 0);
+    for (size_t i = 0; i < node_count; ++i)
+      if (nodes_[i].usable.load())
+        checks.emplace_back([&, i] { took[i] = serves_all_within(i, std::chrono::seconds{15}); });
+    for (auto& t : checks)
+      t.join();
+    if (std::any_of(took.begin(), took.end(), [](double t) { return t < 0; }))
+      return -1;
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
+  }
+
+  // -- faults -------------------------------------------------------------------
+
+  /// Opens the window of a fault touching `faulted` (-1: the store, every account).
+  void open_window(int faulted) {
+    std::set<std::string> keep;
+    if (faulted >= 0)
+      for (int a = 0; a < accounts; ++a)
+        if (auto o = owner_of_account(a); o >= 0 && o != faulted)
+          keep.insert("a" + std::to_string(a));
+    std::lock_guard guard{window_mtx_};
+    unfaulted_ = std::move(keep);
+    window_ok_ = window_total_ = 0;
+  }
+  void close_window(chaos_fault& f) {
+    std::lock_guard guard{window_mtx_};
+    f.unfaulted_ok = window_ok_;
+    f.unfaulted_total = window_total_;
+    report_.unfaulted_ok += window_ok_;
+    report_.unfaulted_total += window_total_;
+    unfaulted_.clear();
+  }
+
+  double uniform(double lo, double hi) { return std::uniform_real_distribution<double>{lo, hi}(rng_); }
+
+  void inject(const std::string& kind) {
+    using namespace std::chrono;
+    chaos_fault f;
+    auto victim = static_cast<int>(rng_() % node_count);
+    auto pause = duration_cast<milliseconds>(duration<double>{uniform(2.0, 8.0)});
+    std::ostringstream what;
+    what << kind;
+    bool node_fault = kind.rfind("node_", 0) == 0 || kind.rfind("link_", 0) == 0;
+    if (node_fault)
+      what << " node=" << victim;
+    open_window(node_fault ? victim : -1);
+    if (std::getenv("CHAOS_DEBUG"))
+      std::fprintf(stderr, "debug %ld: %s begins\n", (long)time(nullptr), what.str().c_str());
+    steady_clock::time_point healed;
+    if (kind == "node_kill") {
+      nodes_[victim].usable = false;
+      nodes_[victim].process->signal(SIGKILL);
+      nodes_[victim].process->wait();
+      std::this_thread::sleep_for(pause);
+      healed = steady_clock::now();
+      if (!start(static_cast<size_t>(victim)))
+        report_.problems.push_back("node " + std::to_string(victim) + " did not start again after SIGKILL");
+    } else if (kind == "node_freeze") {
+      nodes_[victim].usable = false;
+      nodes_[victim].process->signal(SIGSTOP);
+      std::this_thread::sleep_for(pause);
+      healed = steady_clock::now();
+      nodes_[victim].process->signal(SIGCONT);
+    } else if (kind == "link_cut_both" || kind == "link_cut_one_way") {
+      nodes_[victim].usable = false;
+      if (kind == "link_cut_both")
+        lab_->cut(static_cast<size_t>(victim));
+      else
+        lab_->cut_sends(static_cast<size_t>(victim));
+      std::this_thread::sleep_for(pause);
+      healed = steady_clock::now();
+      lab_->heal(static_cast<size_t>(victim));
+    } else if (kind == "store_freeze") {
+      pause = duration_cast<milliseconds>(duration<double>{uniform(2.0, 6.0)});
+      server_.freeze();
+      std::this_thread::sleep_for(pause);
+      healed = steady_clock::now();
+      server_.thaw();
+    } else if (kind == "store_restart") {
+      pause = {};
+      if (!server_.crash_and_restart())
+        report_.problems.push_back("the server did not start again after its crash");
+      healed = steady_clock::now();
+    } else { // sessions_terminated
+      pause = {};
+      auto n = detail::sql_value(s_.server, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE"
+                                            " application_name LIKE 'sourcery % " + s_.schema + "'");
+      what << " sessions=" << (n.empty() ? "0" : n);
+      healed = steady_clock::now();
+    }
+    if (pause.count() > 0)
+      what << " seconds=" << pause.count() / 1000.0;
+    if (node_fault && !nodes_[victim].usable.load() && !healthy_within(static_cast<size_t>(victim), std::chrono::seconds{15}))
+      report_.problems.push_back("node " + std::to_string(victim) + " was not healthy within 15 s of " + what.str()
+                                 + " healing");
+    f.what = what.str();
+    if (std::getenv("CHAOS_DEBUG"))
+      std::fprintf(stderr, "debug %ld: healed\n", (long)time(nullptr));
+    f.recovery_seconds = all_serve_after(healed);
+    close_window(f);
+    for (size_t i = 0; i < node_count; ++i)
+      if (nodes_[i].process && nodes_[i].process->wait_for(std::chrono::milliseconds{1}).has_value()) {
+        ++report_.node_exits;
+        report_.problems.push_back("node " + std::to_string(i) + " exited after " + f.what);
+      }
+    if (f.recovery_seconds < 0)
+      report_.worst_recovery_seconds = -1;
+    else if (report_.worst_recovery_seconds >= 0)
+      report_.worst_recovery_seconds = std::max(report_.worst_recovery_seconds, f.recovery_seconds);
+    char line[512];
+    std::snprintf(line, sizeof line, "fault %s: every node served every account %.2f s after it healed; unfaulted"
+                  " accounts %d/%d OK", f.what.c_str(), f.recovery_seconds, f.unfaulted_ok, f.unfaulted_total);
+    s_.say(line);
+    report_.faults.push_back(std::move(f));
+  }
+
+  // -- the checkers -------------------------------------------------------------
+
+  std::atomic<bool> watching_{false};
+  std::thread watcher_;
+  std::atomic<int> backwards_{0}, seen_{0};
+
+  void watch_checkpoints() {
+    watching_ = true;
+    watcher_ = std::thread{[this] {
+      persistence::postgres_read_model_options o;
+      o.conninfo = s_.server;
+      o.schema = s_.schema;
+      o.connect_timeout = std::chrono::seconds{2};
+      uint64_t last = 0;
+      std::unique_ptr<persistence::postgres_projection_store> models;
+      while (watching_.load()) {
+        if (!models) // opened again after the server's restart
+          if (auto m = persistence::postgres_projection_store::open(o))
+            models = std::move(*m);
+        if (models) {
+          if (auto cp = models->checkpoint("bank.balances"); cp && *cp) {
+            if (**cp < last)
+              ++backwards_;
+            ++seen_;
+            last = std::max(last, **cp);
+          }
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds{20});
+      }
+    }};
+  }
+
+  void finish() {
+    stop_load();
+    if (!report_.problems.empty())
+      return;
+    watching_ = false;
+    watcher_.join();
+    report_.checkpoint_backwards = backwards_.load();
+    report_.checkpoint_seen = seen_.load();
+    persistence::postgres_options so;
+    so.conninfo = s_.server;
+    so.schema = s_.schema;
+    auto store = persistence::postgres_store::open(so);
+    if (!store) {
+      report_.problems.push_back("the store cannot be opened for the checks");
+      return;
+    }
+    std::set<std::string> stored;
+    for (int a = 0; a < accounts; ++a) {
+      auto stream = "account-a" + std::to_string(a);
+      auto events = (*store)->read_stream(stream, 1, 1'000'000);
+      if (!events) {
+        report_.problems.push_back(stream + " cannot be read");
+        return;
+      }
+      for (size_t i = 0; i < events->size(); ++i) {
+        auto& e = (*events)[i];
+        report_.version_gaps += e.stream_version != i + 1;
+        if (e.type != "bank.money_deposited")
+          continue;
+        auto data = persistence::event_registry::data_as_json(e.data);
+        if (!data)
+          continue;
+        std::string id = (*data)["transfer"];
+        if (id.rfind("d", 0) == 0 || id.rfind("seed", 0) == 0) {
+          report_.duplicated += !stored.insert(id).second;
+          report_.money_deposited += (*data)["amount"].get<int64_t>();
+        }
+      }
+    }
+    {
+      std::lock_guard guard{ledger_mtx_};
+      report_.acknowledged = acked_.size();
+      for (auto& id : acked_)
+        report_.lost += stored.count(id) == 0;
+    }
+    // Transfers settle, then the balances add up to what was deposited and
+    // the projection agrees with every account.
+    test::http_client c{nodes_[0].http, host(0)};
+    c.set_timeout(std::chrono::seconds{5});
+    persistence::postgres_read_model_options o;
+    o.conninfo = s_.server;
+    o.schema = s_.schema;
+    auto models = persistence::postgres_projection_store::open(o);
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds{30};
+    for (;;) {
+      int64_t total = 0;
+      bool agree = static_cast<bool>(models);
+      try {
+        for (int a = 0; a < accounts; ++a) {
+          auto balance = c.get("/accounts/a" + std::to_string(a)).json()["balance"].get<int64_t>();
+          total += balance;
+          if (agree) {
+            auto row = (*models)->get("bank.balances", "balances", "account-a" + std::to_string(a));
+            agree = row && *row && **row == std::to_string(balance);
+          }
+        }
+      } catch (const std::exception&) {
+        c.reconnect();
+        agree = false;
+      }
+      report_.money_held = total;
+      report_.projection_agrees = agree;
+      if ((total == report_.money_deposited && agree) || std::chrono::steady_clock::now() > until)
+        break;
+      std::this_thread::sleep_for(std::chrono::milliseconds{100});
+    }
+    if (auto now = server_.log_count("deadlock detected"); now >= 0 && deadlocks_before_ >= 0)
+      report_.deadlocks = now - deadlocks_before_; // this run's, not the log's earlier ones
+  }
+
+  chaos_settings s_;
+  std::string uri_;
+  detail::server_control server_;
+  std::unique_ptr<netns_lab> lab_;
+  node nodes_[node_count];
+  std::mt19937 rng_;
+  int probe_round_ = 0;
+  int deadlocks_before_ = -1;
+  chaos_report report_;
+};
+
+} // namespace sourcery::testing
