@@ -10,7 +10,10 @@
 //   whose owner was not faulted; ≥ 0.99), chaos_worst_recovery_seconds
 //   (≤ 5), chaos_acknowledged, chaos_lost, chaos_duplicated,
 //   chaos_version_gaps, chaos_money_difference, chaos_checkpoint_backwards,
-//   chaos_node_exits, chaos_deadlocks, chaos_passed (1 or 0).
+//   chaos_node_exits, chaos_deadlocks, chaos_batches_checked (fenced batches
+//   ordered against their writer's lease changes by commit time; -1 when the
+//   server keeps no commit timestamps), chaos_late_commits (0),
+//   chaos_passed (1 or 0).
 //
 // Faults on the server (freeze, crash and restart) need it on this machine
 // and this program run as its owner or root; link cuts need root and a
@@ -83,6 +86,10 @@ int run_chaos_suite(const options& opts) {
   line("chaos_checkpoint_backwards", r.checkpoint_backwards, "moves");
   line("chaos_node_exits", r.node_exits, "nodes");
   line("chaos_deadlocks", r.deadlocks, "lines");
+  line("chaos_batches_checked", r.batches_checked, "batches", {{"handed_over", r.batches_handed_over}});
+  line("chaos_late_commits", static_cast<double>(r.late_commits.size()), "batches");
+  for (auto& l : r.late_commits)
+    std::fprintf(stderr, "sourcery-bench chaos: late commit: %s\n", l.c_str());
   line("chaos_passed", r.passed() ? 1 : 0, "bool");
   for (auto& p : r.problems)
     std::fprintf(stderr, "sourcery-bench chaos: %s\n", p.c_str());

@@ -15,7 +15,8 @@
 #                             is writable (target_session_attrs=read-write)
 #   scripts/pg.sh promote DIR makes the standby in DIR the primary
 #   scripts/pg.sh kill DIR    stops the server at once (pg_ctl -m immediate: a crash)
-# Durable settings (fsync, synchronous_commit) stay on.
+# Durable settings (fsync, synchronous_commit) stay on; commit timestamps are
+# kept (track_commit_timestamp), for the tests that order commits by them.
 set -euo pipefail
 cmd="${1:-}"
 dir="${2:-}"
@@ -79,7 +80,7 @@ case "$cmd" in
     fi
     if ! as_owner "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
       as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-        -o "-k $dir -c listen_addresses='' -p $port -c max_connections=500 -c shared_buffers=128MB" start >/dev/null ||
+        -o "-k $dir -c listen_addresses='' -p $port -c max_connections=500 -c shared_buffers=128MB -c track_commit_timestamp=on" start >/dev/null ||
         { echo "the standby did not start:" >&2; tail -20 "$dir/server.log" >&2; exit 1; }
     fi
     # Synchronous from now on: a commit is acknowledged once the standby has
@@ -115,7 +116,7 @@ case "$cmd" in
     fi
     if ! as_owner "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
       as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-        -o "-k $dir -c listen_addresses='' -p $port -c max_connections=500 -c shared_buffers=128MB" start >/dev/null ||
+        -o "-k $dir -c listen_addresses='' -p $port -c max_connections=500 -c shared_buffers=128MB -c track_commit_timestamp=on" start >/dev/null ||
         { echo "PostgreSQL did not start:" >&2; tail -20 "$dir/server.log" >&2; exit 1; }
     fi
     echo "$uri"

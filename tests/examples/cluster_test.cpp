@@ -20,6 +20,7 @@
 #include "../support/free_port.hpp"
 #include "../support/child_process.hpp"
 #include "../support/http_client.hpp"
+#include "../support/late_commits.hpp"
 #include "../support/netns_lab.hpp"
 #include "../support/postgres.hpp"
 #include "../support/tcp_proxy.hpp"
@@ -320,6 +321,14 @@ protected:
         std::this_thread::sleep_for(100ms);
     }
     EXPECT_TRUE(agree) << "the projection caught up with every event";
+    // No batch committed after its writer's shard changed hands, by the
+    // server's commit times.
+    auto late = sourcery::testing::late_commits(server, sourcery::testing::test_schema(dir));
+    std::printf("late commits: %zu of %zu fenced batches (%zu on shards that changed hands later)\n", late.late.size(),
+                late.batches, late.handed_over);
+    EXPECT_GT(late.batches, 0u) << "no fenced batch was checked";
+    for (auto& l : late.late)
+      ADD_FAILURE() << "late commit: " << l;
   }
 
   /// Waits until the load has had `n` more deposits acknowledged (30 s at
@@ -344,6 +353,7 @@ protected:
 
   /// Three nodes serving the accounts, the checkpoint watched, the load on.
   void begin(bool proxied = false) {
+    sourcery::testing::install_lease_log(server, sourcery::testing::test_schema(dir));
     for (size_t i = 0; i < 3; ++i)
       start(i, proxied);
     open_accounts();

@@ -205,7 +205,7 @@ TEST(coordination, a_store_of_the_first_cluster_version_is_upgraded_in_place_and
   ASSERT_TRUE(c);
   EXPECT_EQ(sourcery::testing::run_sql(sourcery::testing::test_pg_uri(),
                                        "SELECT version FROM " + schema + ".schema_version WHERE component = 'cluster'"),
-            "2");
+            "3");
   auto members = c->members("bank");
   ASSERT_TRUE(members);
   ASSERT_EQ(members->size(), 1u) << "the members it had are kept";

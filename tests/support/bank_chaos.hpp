@@ -48,6 +48,7 @@
 #include "child_process.hpp"
 #include "free_port.hpp"
 #include "http_client.hpp"
+#include "late_commits.hpp"
 #include "netns_lab.hpp"
 #include "process_tree.hpp"
 #include "sourcery/persistence/event_registry.hpp"
@@ -87,6 +88,10 @@ struct chaos_report {
   int checkpoint_backwards = 0, checkpoint_seen = 0;
   int node_exits = 0; ///< nodes that exited on their own
   int deadlocks = -1; ///< "deadlock detected" lines in the server's log; -1: log not readable
+  /// Fenced batches checked against their writer's shard leases (late_commits.hpp), -1: not checked;
+  /// those written on a shard that later changed hands; those committed after it did.
+  int batches_checked = -1, batches_handed_over = 0;
+  std::vector<std::string> late_commits;
   std::vector<std::string> problems;
 
   double unfaulted_ok_share() const {
@@ -97,7 +102,7 @@ struct chaos_report {
   bool passed() const {
     return problems.empty() && lost == 0 && duplicated == 0 && version_gaps == 0 && money_deposited == money_held
            && projection_agrees && checkpoint_backwards == 0 && checkpoint_seen > 0 && node_exits == 0
-           && deadlocks <= 0 && unfaulted_ok_share() >= 0.99 && worst_recovery_seconds >= 0
+           && deadlocks <= 0 && late_commits.empty() && unfaulted_ok_share() >= 0.99 && worst_recovery_seconds >= 0
            && worst_recovery_seconds <= 5.0 && !faults.empty();
   }
 };
@@ -238,6 +243,12 @@ public:
           report_.left_out.push_back(std::string{"link cuts: "} + e.what());
         }
       }
+    }
+    try {
+      install_lease_log(s_.server, s_.schema);
+      lease_log_ = true;
+    } catch (const std::exception& e) {
+      report_.left_out.push_back(std::string{"the late-commit check: "} + e.what());
     }
     if (const char* only = std::getenv("CHAOS_ONLY")) // for a closer look: CHAOS_ONLY=node_freeze,store_freeze
       kinds.erase(std::remove_if(kinds.begin(), kinds.end(),
@@ -709,6 +720,16 @@ private:
         break;
       std::this_thread::sleep_for(std::chrono::milliseconds{100});
     }
+    if (lease_log_) {
+      try {
+        auto late = testing::late_commits(s_.server, s_.schema);
+        report_.batches_checked = static_cast<int>(late.batches);
+        report_.batches_handed_over = static_cast<int>(late.handed_over);
+        report_.late_commits = std::move(late.late);
+      } catch (const std::exception& e) {
+        report_.problems.push_back(e.what());
+      }
+    }
     if (auto now = server_.log_count("deadlock detected"); now >= 0 && deadlocks_before_ >= 0)
       report_.deadlocks = now - deadlocks_before_; // this run's, not the log's earlier ones
   }
@@ -721,6 +742,7 @@ private:
   std::mt19937 rng_;
   int probe_round_ = 0;
   int deadlocks_before_ = -1;
+  bool lease_log_ = false;
   chaos_report report_;
 };
 

@@ -42,12 +42,24 @@ CREATE TABLE @.cluster_config (
   shards int NOT NULL);
 )";
 
+// Version 3: which incarnation wrote each fenced batch of events (its first
+// position and size), as Akka keeps a writer id with each event -- so that
+// a late commit by a node that lost its lease can be shown, or ruled out,
+// from the commit times (track_commit_timestamp) after the fact.
+constexpr std::string_view cluster_v2_to_v3 = R"(
+CREATE TABLE @.cluster_writes (
+  first_position bigint PRIMARY KEY,
+  events int NOT NULL,
+  cluster text NOT NULL,
+  owner text NOT NULL);
+)";
+
 // A new store gets version 1 and each upgrade since, in one script.
-const std::string cluster_sql = std::string{cluster_v1} + std::string{cluster_v1_to_v2};
+const std::string cluster_sql = std::string{cluster_v1} + std::string{cluster_v1_to_v2} + std::string{cluster_v2_to_v3};
 
 const pg_component cluster_component{
-  "cluster", 2, {"cluster_members", "cluster_leases", "cluster_votes", "cluster_config"}, cluster_sql,
-  {cluster_v1_to_v2}};
+  "cluster", 3, {"cluster_members", "cluster_leases", "cluster_votes", "cluster_config", "cluster_writes"},
+  cluster_sql, {cluster_v1_to_v2, cluster_v2_to_v3}};
 
 /// Rows of (name, owner, epoch, milliseconds left) as leases.
 std::vector<lease_info> leases_of(const pg::result& r) {
