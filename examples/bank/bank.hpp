@@ -4,6 +4,7 @@
 // (The bank demo of issue 6 will grow from here.)
 
 #include <cstdint>
+#include <limits>
 #include <set>
 #include <string>
 #include <variant>
@@ -42,7 +43,8 @@ struct account {
   static constexpr uint32_t snapshot_version = 2;
 
   bool open = false;
-  int64_t balance = 0;
+  int64_t balance = 0; ///< never below 0 nor above max_balance: every command is checked first
+  static constexpr int64_t max_balance = std::numeric_limits<int64_t>::max();
   /// Transfers already applied here: a process manager delivers commands
   /// at least once, so a transfer's withdrawal or deposit may come twice.
   std::set<std::string> transfers;
@@ -60,11 +62,17 @@ struct account {
       return sourcery::reject("invalid_amount", "deposits are positive");
     if (!c.transfer.empty() && transfers.count(c.transfer + "+") != 0)
       return sourcery::no_events;
+    if (c.amount > max_balance - balance) // checked before the sum: a signed overflow is undefined
+      return sourcery::reject("balance_limit", "the balance is " + std::to_string(balance) + "; a deposit of "
+                                                 + std::to_string(c.amount) + " would take it past "
+                                                 + std::to_string(max_balance));
     return money_deposited{c.amount, c.transfer};
   }
   sourcery::outcome<event> execute(const withdraw& c) const {
     if (!open)
       return sourcery::reject("not_open", "no account is open under this id: open it first");
+    if (c.amount <= 0)
+      return sourcery::reject("invalid_amount", "withdrawals are positive");
     if (!c.transfer.empty() && transfers.count(c.transfer + "-") != 0)
       return sourcery::no_events;
     if (c.amount > balance)

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <sstream>
 #include <thread>
@@ -341,6 +342,43 @@ TEST(operations, bank_node_answers_as_http_says) {
   EXPECT_NE(refused.json()["message"], refused.json()["error"]) << refused.body;
   auto again = client.post("/accounts", {{"account", "ann"}});
   EXPECT_NE(again.json()["message"], "already_open") << again.body;
+  node.signal(SIGTERM);
+  EXPECT_EQ(node.wait(), 0);
+}
+
+// Two deposits of the largest amount used to answer a balance of -2 (a
+// signed overflow: undefined behaviour). Sums are checked and refused.
+TEST(operations, bank_amounts_at_the_edges_are_refused_with_a_reason) {
+  sourcery::testing::temp_dir dir;
+  child_process node{BANK_NODE_PATH, {"--http", "0", "--data-dir", (dir / "bank").string()}};
+  auto port = port_of(node.read_line());
+  ASSERT_NE(port, 0);
+  http_client client{port};
+  constexpr int64_t most = std::numeric_limits<int64_t>::max();
+  ASSERT_EQ(client.post("/accounts", {{"account", "rich"}}).status, 201);
+  ASSERT_EQ(client.post("/accounts", {{"account", "poor"}}).status, 201);
+  EXPECT_EQ(client.post("/accounts/rich/deposits", {{"amount", most}}).status, 200);
+  auto past = client.post("/accounts/rich/deposits", {{"amount", most}});
+  EXPECT_EQ(past.status, 422) << past.body;
+  EXPECT_EQ(past.json()["error"], "balance_limit") << past.body;
+  auto one_more = client.post("/accounts/rich/deposits", {{"amount", 1}});
+  EXPECT_EQ(one_more.json()["error"], "balance_limit") << one_more.body;
+  EXPECT_EQ(client.get("/accounts/rich").json()["balance"], most);
+  auto beyond = client.request("POST", "/accounts/poor/deposits", R"({"amount": 9223372036854775808})");
+  EXPECT_EQ(beyond.status, 422) << beyond.body;
+  EXPECT_EQ(beyond.json()["error"], "invalid_field") << beyond.body;
+  auto negative = client.post("/accounts/poor/withdrawals", {{"amount", -5}});
+  EXPECT_EQ(negative.status, 422) << negative.body;
+  EXPECT_EQ(negative.json()["error"], "invalid_amount") << negative.body;
+  auto lowest = client.post("/accounts/poor/withdrawals", {{"amount", std::numeric_limits<int64_t>::min()}});
+  EXPECT_EQ(lowest.json()["error"], "invalid_amount") << lowest.body;
+  EXPECT_EQ(client.get("/accounts/poor").json()["balance"], 0);
+  // A transfer into a full account fails, and its money goes back.
+  ASSERT_EQ(client.post("/accounts/poor/deposits", {{"amount", 10}}).status, 200);
+  ASSERT_EQ(client.post("/transfers", {{"transfer", "t1"}, {"from", "poor"}, {"to", "rich"}, {"amount", 10}}).status, 201);
+  EXPECT_TRUE(sourcery::testing::eventually([&] { return client.get("/transfers/t1").json()["stage"] == "failed"; }));
+  EXPECT_TRUE(sourcery::testing::eventually([&] { return client.get("/accounts/poor").json()["balance"] == 10; }));
+  EXPECT_EQ(client.get("/accounts/rich").json()["balance"], most);
   node.signal(SIGTERM);
   EXPECT_EQ(node.wait(), 0);
 }
