@@ -1,0 +1,60 @@
+# What `cmake --install` puts in a prefix: the headers, the libraries, a
+# CMake package (find_package(Sourcery CONFIG): Sourcery::supervision,
+# ::persistence, ::postgres, ::store_open, ::actors, ::runtime, versioned),
+# a pkg-config file (`pkg-config --cflags --libs sourcery`) and the
+# `sourcery` tool; `cpack -G DEB` packages the same with its Debian
+# dependencies. Sanitized builds install nothing (they link the sanitizers).
+include(GNUInstallDirs)
+include(CMakePackageConfigHelpers)
+
+set(sourcery_libraries supervision persistence persistence_postgres store_open actors runtime)
+foreach(lib IN LISTS sourcery_libraries)
+  set_target_properties(${lib} PROPERTIES
+    OUTPUT_NAME sourcery_${lib}
+    VERSION ${PROJECT_VERSION}
+    SOVERSION ${PROJECT_VERSION_MAJOR}.${PROJECT_VERSION_MINOR}) # 0.x: every minor release may break the ABI
+endforeach()
+set_target_properties(persistence_postgres PROPERTIES OUTPUT_NAME sourcery_postgres EXPORT_NAME postgres)
+
+if(NOT SOURCERY_SANITIZERS STREQUAL "")
+  return()
+endif()
+
+install(TARGETS ${sourcery_libraries} EXPORT SourceryTargets
+  ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+  RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
+  INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(TARGETS sourcery RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+foreach(dir supervision/include persistence/include persistence/lmdb/include persistence/memory/include
+            persistence/postgres/include persistence/open/include actors/include runtime/include)
+  install(DIRECTORY ${PROJECT_SOURCE_DIR}/${dir}/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} FILES_MATCHING PATTERN "*.hpp")
+endforeach()
+install(FILES ${SOURCERY_GENERATED_INCLUDE_DIR}/sourcery/version.hpp DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/sourcery)
+
+set(sourcery_cmake_dir ${CMAKE_INSTALL_LIBDIR}/cmake/Sourcery)
+install(EXPORT SourceryTargets NAMESPACE Sourcery:: DESTINATION ${sourcery_cmake_dir})
+configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/SourceryConfig.cmake.in
+  ${PROJECT_BINARY_DIR}/SourceryConfig.cmake INSTALL_DESTINATION ${sourcery_cmake_dir})
+write_basic_package_version_file(${PROJECT_BINARY_DIR}/SourceryConfigVersion.cmake
+  VERSION ${PROJECT_VERSION} COMPATIBILITY SameMinorVersion)
+install(FILES ${PROJECT_BINARY_DIR}/SourceryConfig.cmake ${PROJECT_BINARY_DIR}/SourceryConfigVersion.cmake
+  DESTINATION ${sourcery_cmake_dir})
+# Relocatable: the prefix is found from where the .pc file lies.
+file(RELATIVE_PATH sourcery_pc_to_prefix /prefix/${CMAKE_INSTALL_LIBDIR}/pkgconfig /prefix)
+configure_file(${PROJECT_SOURCE_DIR}/cmake/sourcery.pc.in ${PROJECT_BINARY_DIR}/sourcery.pc @ONLY)
+install(FILES ${PROJECT_BINARY_DIR}/sourcery.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+
+# cpack -G DEB: one development package (headers, libraries, CMake and
+# pkg-config files, the tool), depending on what its headers and the tool need.
+set(CPACK_PACKAGE_NAME libsourcery-dev)
+set(CPACK_PACKAGE_VENDOR "Sourcery")
+set(CPACK_PACKAGE_CONTACT "Sourcery developers <sourcery@localhost>")
+set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "Sourcery: an event-sourced actor runtime for C++ (CQRS, OTP-style supervision)")
+set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
+set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
+set(CPACK_DEBIAN_PACKAGE_SECTION libdevel)
+set(CPACK_DEBIAN_PACKAGE_DEPENDS
+  "libcaf-dev (>= 0.17), libcaf-dev (<< 0.18), liblmdb-dev, libpq-dev, libmsgpack-cxx-dev, nlohmann-json3-dev, libtcmalloc-minimal4, pkgconf | pkg-config")
+set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
+include(CPack)
