@@ -12,7 +12,8 @@ foreach(lib IN LISTS sourcery_libraries)
   set_target_properties(${lib} PROPERTIES
     OUTPUT_NAME sourcery_${lib}
     VERSION ${PROJECT_VERSION}
-    SOVERSION ${PROJECT_VERSION_MAJOR}.${PROJECT_VERSION_MINOR}) # 0.x: every minor release may break the ABI
+    SOVERSION ${PROJECT_VERSION_MAJOR}.${PROJECT_VERSION_MINOR} # 0.x: every minor release may break the ABI
+    INSTALL_RPATH "$ORIGIN") # shared: each finds the others beside it
 endforeach()
 set_target_properties(persistence_postgres PROPERTIES OUTPUT_NAME sourcery_postgres EXPORT_NAME postgres)
 
@@ -25,6 +26,9 @@ install(TARGETS ${sourcery_libraries} EXPORT SourceryTargets
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
   INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+# Shared libraries are found next to the installed tool, wherever the prefix is.
+file(RELATIVE_PATH sourcery_bin_to_lib /prefix/${CMAKE_INSTALL_BINDIR} /prefix/${CMAKE_INSTALL_LIBDIR})
+set_target_properties(sourcery PROPERTIES INSTALL_RPATH "$ORIGIN/${sourcery_bin_to_lib}")
 install(TARGETS sourcery RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 foreach(dir supervision/include persistence/include persistence/lmdb/include persistence/memory/include
             persistence/postgres/include persistence/open/include actors/include runtime/include)

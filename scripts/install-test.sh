@@ -27,7 +27,7 @@ cmake --build "$work/build" -j"$(nproc)" >/dev/null
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
 # shellcheck disable=SC2046 # the flags are words
 g++ tests/install/pkgconfig_check.cpp -o "$work/pkgconfig_check" $(pkg-config --cflags --libs sourcery)
-"$work/pkgconfig_check"
+LD_LIBRARY_PATH="$prefix/lib" "$work/pkgconfig_check" # a shared build in a prefix of its own
 
 (cd "$build_dir" && cpack -G DEB -B "$work/package" >/dev/null)
 deb="$(ls "$work"/package/*.deb)"

@@ -18,6 +18,7 @@
 #include <gtest/gtest.h>
 
 #include "../support/free_port.hpp"
+#include "../support/bank_ledger.hpp"
 #include "../support/child_process.hpp"
 #include "../support/http_client.hpp"
 #include "../support/late_commits.hpp"
@@ -25,7 +26,6 @@
 #include "../support/postgres.hpp"
 #include "../support/tcp_proxy.hpp"
 #include "../support/temp_dir.hpp"
-#include "sourcery/persistence/event_registry.hpp"
 #include "sourcery/persistence/postgres_projection_store.hpp"
 #include "sourcery/runtime/cluster/placement.hpp"
 
@@ -256,71 +256,24 @@ protected:
     EXPECT_EQ(backwards.load(), 0) << "a checkpoint moved backwards";
     EXPECT_EQ(watch_failed.load(), 0) << "the checkpoint watcher could not open the read models";
     EXPECT_GT(watched.load(), 0) << "the checkpoint was never seen: nothing was checked";
-    auto options = sourcery::testing::test_pg_options(dir);
-    options.conninfo = server;
-    auto store = sourcery::testing::open_test_pg(options);
-    ASSERT_TRUE(store);
-    // Transfers settle (the saga runs on one node, moved as nodes go).
-    auto live = live_node();
-    http_client c{nodes[live].http, host(live)};
-    int64_t deposited = 0, total = 0;
-    std::set<std::string> stored;
-    for (int a = 0; a < accounts; ++a) {
-      auto stream = "account-a" + std::to_string(a);
-      auto events = store->read_stream(stream, 1, 1'000'000);
-      ASSERT_TRUE(events);
-      for (size_t i = 0; i < events->size(); ++i) {
-        auto& e = (*events)[i];
-        ASSERT_EQ(e.stream_version, i + 1) << stream << ": versions are contiguous";
-        if (e.type != "bank.money_deposited")
-          continue;
-        auto data = sourcery::persistence::event_registry::data_as_json(e.data);
-        ASSERT_TRUE(data);
-        std::string id = (*data)["transfer"];
-        if (id.rfind("d", 0) == 0 || id.rfind("seed", 0) == 0) {
-          EXPECT_TRUE(stored.insert(id).second) << "deposit " << id << " stored twice";
-          deposited += (*data)["amount"].get<int64_t>();
-        }
-      }
-    }
+    std::set<std::string> acknowledged;
     {
       std::lock_guard guard{ledger_mtx};
-      for (auto& id : acked)
-        EXPECT_TRUE(stored.count(id)) << "acknowledged deposit " << id << " is missing";
+      acknowledged = acked;
       EXPECT_GT(acked.size(), 50u) << "the load ran";
     }
-    // Money: every transfer settles, then the balances add up to what was deposited.
-    auto until = std::chrono::steady_clock::now() + 20s;
-    bool settled = false;
-    while (!settled && std::chrono::steady_clock::now() < until) {
-      total = 0;
-      for (int a = 0; a < accounts; ++a) {
-        auto r = c.get("/accounts/a" + std::to_string(a));
-        total += r.json()["balance"].get<int64_t>();
-      }
-      settled = total == deposited;
-      if (!settled)
-        std::this_thread::sleep_for(100ms);
-    }
-    EXPECT_EQ(total, deposited) << "money is conserved across transfers";
-    // The projection handled every event: its rows match the aggregates.
-    sourcery::persistence::postgres_read_model_options o;
-    o.conninfo = server;
-    o.schema = sourcery::testing::test_schema(dir);
-    auto models = sourcery::persistence::postgres_projection_store::open(o);
-    ASSERT_TRUE(models);
-    bool agree = false;
-    while (!agree && std::chrono::steady_clock::now() < until) {
-      agree = true;
-      for (int a = 0; a < accounts && agree; ++a) {
-        auto row = (*models)->get("bank.balances", "balances", "account-a" + std::to_string(a));
-        auto truth = c.get("/accounts/a" + std::to_string(a)).json()["balance"].get<int64_t>();
-        agree = row && *row && **row == std::to_string(truth);
-      }
-      if (!agree)
-        std::this_thread::sleep_for(100ms);
-    }
-    EXPECT_TRUE(agree) << "the projection caught up with every event";
+    auto live = live_node();
+    auto v = sourcery::testing::check_bank_ledger(server, sourcery::testing::test_schema(dir), accounts, acknowledged,
+                                                  host(live), nodes[live].http);
+    for (auto& p : v.problems)
+      ADD_FAILURE() << p;
+    EXPECT_EQ(v.version_gaps, 0) << "stream versions are contiguous";
+    for (auto& id : v.duplicated_ids)
+      ADD_FAILURE() << "deposit " << id << " stored twice";
+    for (auto& id : v.lost_ids)
+      ADD_FAILURE() << "acknowledged deposit " << id << " is missing";
+    EXPECT_EQ(v.held, v.deposited) << "money is conserved across transfers";
+    EXPECT_TRUE(v.projection_agrees) << "the projection caught up with every event";
     // No batch committed after its writer's shard changed hands, by the
     // server's commit times.
     auto late = sourcery::testing::late_commits(server, sourcery::testing::test_schema(dir));

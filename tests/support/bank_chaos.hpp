@@ -45,15 +45,14 @@
 
 #include <libpq-fe.h>
 
+#include "bank_ledger.hpp"
 #include "child_process.hpp"
 #include "free_port.hpp"
 #include "http_client.hpp"
 #include "late_commits.hpp"
 #include "netns_lab.hpp"
 #include "process_tree.hpp"
-#include "sourcery/persistence/event_registry.hpp"
 #include "sourcery/persistence/postgres_projection_store.hpp"
-#include "sourcery/persistence/postgres_store.hpp"
 #include "sourcery/runtime/cluster/placement.hpp"
 
 namespace sourcery::testing {
@@ -652,74 +651,21 @@ private:
     watcher_.join();
     report_.checkpoint_backwards = backwards_.load();
     report_.checkpoint_seen = seen_.load();
-    persistence::postgres_options so;
-    so.conninfo = s_.server;
-    so.schema = s_.schema;
-    auto store = persistence::postgres_store::open(so);
-    if (!store) {
-      report_.problems.push_back("the store cannot be opened for the checks");
-      return;
-    }
-    std::set<std::string> stored;
-    for (int a = 0; a < accounts; ++a) {
-      auto stream = "account-a" + std::to_string(a);
-      auto events = (*store)->read_stream(stream, 1, 1'000'000);
-      if (!events) {
-        report_.problems.push_back(stream + " cannot be read");
-        return;
-      }
-      for (size_t i = 0; i < events->size(); ++i) {
-        auto& e = (*events)[i];
-        report_.version_gaps += e.stream_version != i + 1;
-        if (e.type != "bank.money_deposited")
-          continue;
-        auto data = persistence::event_registry::data_as_json(e.data);
-        if (!data)
-          continue;
-        std::string id = (*data)["transfer"];
-        if (id.rfind("d", 0) == 0 || id.rfind("seed", 0) == 0) {
-          report_.duplicated += !stored.insert(id).second;
-          report_.money_deposited += (*data)["amount"].get<int64_t>();
-        }
-      }
-    }
+    std::set<std::string> acked;
     {
       std::lock_guard guard{ledger_mtx_};
-      report_.acknowledged = acked_.size();
-      for (auto& id : acked_)
-        report_.lost += stored.count(id) == 0;
+      acked = acked_;
     }
-    // Transfers settle, then the balances add up to what was deposited and
-    // the projection agrees with every account.
-    test::http_client c{nodes_[0].http, host(0)};
-    c.set_timeout(std::chrono::seconds{5});
-    persistence::postgres_read_model_options o;
-    o.conninfo = s_.server;
-    o.schema = s_.schema;
-    auto models = persistence::postgres_projection_store::open(o);
-    auto until = std::chrono::steady_clock::now() + std::chrono::seconds{30};
-    for (;;) {
-      int64_t total = 0;
-      bool agree = static_cast<bool>(models);
-      try {
-        for (int a = 0; a < accounts; ++a) {
-          auto balance = c.get("/accounts/a" + std::to_string(a)).json()["balance"].get<int64_t>();
-          total += balance;
-          if (agree) {
-            auto row = (*models)->get("bank.balances", "balances", "account-a" + std::to_string(a));
-            agree = row && *row && **row == std::to_string(balance);
-          }
-        }
-      } catch (const std::exception&) {
-        c.reconnect();
-        agree = false;
-      }
-      report_.money_held = total;
-      report_.projection_agrees = agree;
-      if ((total == report_.money_deposited && agree) || std::chrono::steady_clock::now() > until)
-        break;
-      std::this_thread::sleep_for(std::chrono::milliseconds{100});
-    }
+    report_.acknowledged = acked.size();
+    auto v = check_bank_ledger(s_.server, s_.schema, accounts, acked, host(0), nodes_[0].http);
+    report_.lost = v.lost;
+    report_.duplicated = v.duplicated;
+    report_.version_gaps = v.version_gaps;
+    report_.money_deposited = v.deposited;
+    report_.money_held = v.held;
+    report_.projection_agrees = v.projection_agrees;
+    for (auto& p : v.problems)
+      report_.problems.push_back(p);
     if (lease_log_) {
       try {
         auto late = testing::late_commits(s_.server, s_.schema);

@@ -1,0 +1,113 @@
+#pragma once
+
+// What must hold of the bank after a fault test, checked from the store and
+// a live node: every acknowledged deposit stored exactly once, each
+// account's stream versions contiguous, every transfer settled so that the
+// balances add up to what was deposited, and the projection's rows agreeing
+// with the accounts. Deposits are those whose "transfer" id starts with "d"
+// (the load's and the probes') or "seed" (the opening ones).
+
+#include <chrono>
+#include <cstdint>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "http_client.hpp"
+#include "sourcery/persistence/event_registry.hpp"
+#include "sourcery/persistence/postgres_projection_store.hpp"
+#include "sourcery/persistence/postgres_store.hpp"
+
+namespace sourcery::testing {
+
+struct ledger_verdict {
+  int lost = 0, duplicated = 0, version_gaps = 0;
+  int64_t deposited = 0, held = 0; ///< money deposited, and the sum of the balances a node answers
+  bool projection_agrees = false;
+  std::vector<std::string> lost_ids, duplicated_ids;
+  std::vector<std::string> problems; ///< what could not be checked
+};
+
+/// Checks accounts a0..a{accounts-1} in `schema`; balances are asked of the
+/// node at `host`:`http_port`, waiting up to `settle` for transfers to settle
+/// and the projection to catch up.
+inline ledger_verdict check_bank_ledger(const std::string& server, const std::string& schema, int accounts,
+                                        const std::set<std::string>& acked, const std::string& host,
+                                        uint16_t http_port, std::chrono::seconds settle = std::chrono::seconds{30}) {
+  ledger_verdict v;
+  persistence::postgres_options so;
+  so.conninfo = server;
+  so.schema = schema;
+  auto store = persistence::postgres_store::open(so);
+  if (!store) {
+    v.problems.push_back("the store cannot be opened for the checks");
+    return v;
+  }
+  std::set<std::string> stored;
+  for (int a = 0; a < accounts; ++a) {
+    auto stream = "account-a" + std::to_string(a);
+    auto events = (*store)->read_stream(stream, 1, 1'000'000);
+    if (!events) {
+      v.problems.push_back(stream + " cannot be read");
+      return v;
+    }
+    for (size_t i = 0; i < events->size(); ++i) {
+      auto& e = (*events)[i];
+      v.version_gaps += e.stream_version != i + 1;
+      if (e.type != "bank.money_deposited")
+        continue;
+      auto data = persistence::event_registry::data_as_json(e.data);
+      if (!data) {
+        v.problems.push_back(stream + ": an event that does not decode");
+        continue;
+      }
+      std::string id = (*data)["transfer"];
+      if (id.rfind("d", 0) == 0 || id.rfind("seed", 0) == 0) {
+        if (!stored.insert(id).second) {
+          ++v.duplicated;
+          v.duplicated_ids.push_back(id);
+        }
+        v.deposited += (*data)["amount"].get<int64_t>();
+      }
+    }
+  }
+  for (auto& id : acked)
+    if (!stored.count(id)) {
+      ++v.lost;
+      v.lost_ids.push_back(id);
+    }
+  test::http_client c{http_port, host};
+  c.set_timeout(std::chrono::seconds{5});
+  persistence::postgres_read_model_options o;
+  o.conninfo = server;
+  o.schema = schema;
+  auto models = persistence::postgres_projection_store::open(o);
+  if (!models)
+    v.problems.push_back("the read models cannot be opened for the checks");
+  auto until = std::chrono::steady_clock::now() + settle;
+  for (;;) {
+    int64_t total = 0;
+    bool agree = static_cast<bool>(models);
+    try {
+      for (int a = 0; a < accounts; ++a) {
+        auto balance = c.get("/accounts/a" + std::to_string(a)).json()["balance"].get<int64_t>();
+        total += balance;
+        if (agree) {
+          auto row = (*models)->get("bank.balances", "balances", "account-a" + std::to_string(a));
+          agree = row && *row && **row == std::to_string(balance);
+        }
+      }
+    } catch (const std::exception&) {
+      c.reconnect();
+      agree = false;
+    }
+    v.held = total;
+    v.projection_agrees = agree;
+    if ((total == v.deposited && agree) || std::chrono::steady_clock::now() > until)
+      return v;
+    std::this_thread::sleep_for(std::chrono::milliseconds{100});
+  }
+}
+
+} // namespace sourcery::testing
