@@ -64,6 +64,8 @@ struct options {
   std::string store;
   /// `--seconds N`: how long the chaos suite runs (0: its default, 60).
   int seconds = 0;
+  /// `--pressure`: the chaos suite runs under CPU and disk pressure.
+  bool pressure = false;
 };
 
 /// The PostgreSQL store suite (store_bench_pg.cpp).

@@ -19,6 +19,8 @@
 // and this program run as its owner or root; link cuts need root and a
 // server reached over a unix socket. What cannot be caused is left out and
 // said on stderr. Exit status 0 when every verdict holds, 1 otherwise.
+// --pressure adds CPU and disk pressure for the whole run: a busy loop per
+// core and a thread writing and fsyncing a file.
 
 #include <filesystem>
 #include <unistd.h>
@@ -64,6 +66,7 @@ int run_chaos_suite(const options& opts) {
   s.work_dir = work.string();
   s.duration = std::chrono::seconds{opts.seconds > 0 ? opts.seconds : 60};
   s.seed = static_cast<unsigned>(std::random_device{}());
+  s.pressure = opts.pressure;
   s.say = [](const std::string& text) { std::fprintf(stderr, "sourcery-bench chaos: %s\n", text.c_str()); };
   std::fprintf(stderr, "sourcery-bench chaos: seed %u, %lld s, node logs in %s\n", s.seed,
                static_cast<long long>(s.duration.count()), work.c_str());

@@ -1,4 +1,4 @@
-// sourcery-bench SUITE [--dir DIR] [--store URI] [--scale X] [--seconds N]
+// sourcery-bench SUITE [--dir DIR] [--store URI] [--scale X] [--seconds N] [--pressure]
 // Prints one JSON object per line: {"suite","name","value","unit"}.
 // BENCH_ONLY=NAME runs one workload alone, for profiling: append_1, append_16 or
 // append_256 (or reads) of the store suite, w1, w4 or w5 of the dispatch suite, w2, w3 or
@@ -25,7 +25,7 @@ int main(int argc, char** argv) {
     {"chaos", run_chaos_suite},
   };
   auto usage = [&] {
-    std::fprintf(stderr, "usage: sourcery-bench SUITE [--dir DIR] [--store URI] [--scale X] [--seconds N]\nsuites:");
+    std::fprintf(stderr, "usage: sourcery-bench SUITE [--dir DIR] [--store URI] [--scale X] [--seconds N] [--pressure]\nsuites:");
     for (auto& [name, _] : suites)
       std::fprintf(stderr, " %s", name.c_str());
     std::fprintf(stderr, "\n");
@@ -44,6 +44,8 @@ int main(int argc, char** argv) {
       opts.scale = std::atof(argv[++i]);
     else if (std::strcmp(argv[i], "--seconds") == 0 && i + 1 < argc && std::atoi(argv[i + 1]) > 0)
       opts.seconds = std::atoi(argv[++i]);
+    else if (std::strcmp(argv[i], "--pressure") == 0)
+      opts.pressure = true;
     else
       return usage();
   }

@@ -21,9 +21,11 @@
 // it on this machine, run as its owner or root; those it cannot cause are
 // left out and said so. CHAOS_DEBUG=1 in the environment prints every
 // failed request, and when each fault begins and heals, on stderr;
-// CHAOS_ONLY=KIND,... causes only those kinds of fault.
+// CHAOS_ONLY=KIND,... causes only those kinds of fault; CHAOS_PAUSE=S makes
+// every freeze and cut last S seconds.
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <pwd.h>
 
@@ -65,6 +67,9 @@ struct chaos_settings {
   std::chrono::seconds duration{60};
   unsigned seed = 1;
   bool link_faults = true; ///< cut links through network namespaces (root, ip, iptables, a unix-socket server)
+  /// CPU and disk pressure for the whole run, as on a machine busy compiling:
+  /// a busy loop per core and a thread writing and fsyncing a file in work_dir.
+  bool pressure = false;
   std::function<void(const std::string&)> say = [](const std::string&) {};
 };
 
@@ -207,6 +212,7 @@ public:
   }
   ~bank_chaos() {
     stop_load();
+    stop_pressure();
     watching_ = false;
     if (watcher_.joinable())
       watcher_.join();
@@ -262,6 +268,8 @@ public:
       }
     if (!open_accounts())
       return report_;
+    if (s_.pressure)
+      start_pressure();
     watch_checkpoints();
     start_load();
     if (!load_acknowledged(50))
@@ -331,6 +339,43 @@ private:
       std::this_thread::sleep_for(std::chrono::milliseconds{50});
     }
     return false;
+  }
+
+  // -- pressure -------------------------------------------------------------------
+
+  std::atomic<bool> pressing_{false};
+  std::vector<std::thread> pressure_;
+
+  void start_pressure() {
+    pressing_ = true;
+    for (unsigned i = 0; i < std::max(1u, std::thread::hardware_concurrency()); ++i)
+      pressure_.emplace_back([this] {
+        volatile uint64_t x = 0;
+        while (pressing_.load(std::memory_order_relaxed))
+          for (int k = 0; k < 100000; ++k)
+            x = x + static_cast<uint64_t>(k);
+      });
+    pressure_.emplace_back([this] {
+      auto path = s_.work_dir + "/pressure.bin";
+      std::vector<char> block(1 << 20, 'x');
+      while (pressing_.load()) {
+        if (FILE* f = std::fopen(path.c_str(), "w")) {
+          for (int i = 0; i < 16 && pressing_.load(); ++i) {
+            std::fwrite(block.data(), 1, block.size(), f);
+            std::fflush(f);
+            ::fsync(::fileno(f));
+          }
+          std::fclose(f);
+        }
+      }
+      std::remove(path.c_str());
+    });
+  }
+  void stop_pressure() {
+    pressing_ = false;
+    for (auto& t : pressure_)
+      t.join();
+    pressure_.clear();
   }
 
   // -- the load -----------------------------------------------------------------
@@ -535,6 +580,8 @@ private:
     chaos_fault f;
     auto victim = static_cast<int>(rng_() % node_count);
     auto pause = duration_cast<milliseconds>(duration<double>{uniform(2.0, 8.0)});
+    if (const char* fixed = std::getenv("CHAOS_PAUSE")) // seconds, for a closer look (CHAOS_PAUSE=8)
+      pause = duration_cast<milliseconds>(duration<double>{std::atof(fixed)});
     std::ostringstream what;
     what << kind;
     bool node_fault = kind.rfind("node_", 0) == 0 || kind.rfind("link_", 0) == 0;
@@ -568,7 +615,8 @@ private:
       healed = steady_clock::now();
       lab_->heal(static_cast<size_t>(victim));
     } else if (kind == "store_freeze") {
-      pause = duration_cast<milliseconds>(duration<double>{uniform(2.0, 6.0)});
+      if (!std::getenv("CHAOS_PAUSE"))
+        pause = duration_cast<milliseconds>(duration<double>{uniform(2.0, 6.0)});
       server_.freeze();
       std::this_thread::sleep_for(pause);
       healed = steady_clock::now();
@@ -645,6 +693,7 @@ private:
 
   void finish() {
     stop_load();
+    stop_pressure();
     if (!report_.problems.empty())
       return;
     watching_ = false;
