@@ -100,7 +100,7 @@ int run_chaos_suite(const options& opts) {
   PQsetNoticeProcessor(pg, [](void*, const char*) {}, nullptr);
   PQclear(PQexec(pg, ("DROP SCHEMA IF EXISTS \"" + s.schema + "\" CASCADE").c_str()));
   PQfinish(pg);
-  if (r.passed())
+  if (r.passed() && !std::getenv("CHAOS_KEEP")) // CHAOS_KEEP=1 keeps the nodes' logs of a run that passed
     std::filesystem::remove_all(work);
   return r.passed() ? 0 : 1;
 }
