@@ -3,6 +3,9 @@
 // once, read-only commands that create nothing, and the demos saying where
 // they store. Real processes, a real PostgreSQL server.
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
 #include <fstream>
@@ -381,4 +384,37 @@ TEST(operations, bank_amounts_at_the_edges_are_refused_with_a_reason) {
   EXPECT_EQ(client.get("/accounts/rich").json()["balance"], most);
   node.signal(SIGTERM);
   EXPECT_EQ(node.wait(), 0);
+}
+
+// A store this user may not read is named as such -- never "no store", never
+// a crash -- by the tool and by an application (run as `nobody`: the suite
+// runs as root, which no permission stops).
+TEST(operations, an_lmdb_store_another_user_owns_is_refused_as_permission_denied) {
+  ASSERT_EQ(::geteuid(), 0u) << "this test runs the programs as another user: run the suite as root (CI does)";
+  sourcery::testing::temp_dir dir;
+  auto data = (dir / "data").string();
+  ASSERT_EQ(run(BANK_DEMO_PATH, {"--data-dir", data}, dir).first, 0);
+  ::chmod(dir.str().c_str(), 0755); // nobody may reach the store's folder, not look into it
+  auto as_nobody = [&](const std::string& program, std::vector<std::string> args) {
+    args.insert(args.begin(), {"-u", "nobody", "--", program});
+    return run("/usr/sbin/runuser", args, dir);
+  };
+  // Its folder closed to others: nothing in it can be seen.
+  ::chmod(data.c_str(), 0700);
+  auto [closed_status, closed] = as_nobody(SOURCERY_CLI_PATH, {"streams", "--store", "lmdb:" + data});
+  EXPECT_EQ(closed_status, 1) << closed;
+  EXPECT_NE(closed.find("permission denied"), std::string::npos) << closed;
+  EXPECT_EQ(closed.find("no store"), std::string::npos) << closed;
+  auto [app_status, app] = as_nobody(BANK_DEMO_PATH, {"--data-dir", data});
+  EXPECT_NE(app_status, 0) << app;
+  EXPECT_NE(app.find("Permission denied"), std::string::npos) << app;
+  // Its files readable but not writable: LMDB readers need the lock file.
+  ::chmod(data.c_str(), 0755);
+  auto [read_status, read] = as_nobody(SOURCERY_CLI_PATH, {"streams", "--store", "lmdb:" + data});
+  EXPECT_EQ(read_status, 1) << read;
+  EXPECT_NE(read.find("permission denied"), std::string::npos) << read;
+  EXPECT_NE(read.find("lock.mdb"), std::string::npos) << read;
+  // Nothing was changed or broken: its owner reads it as before.
+  auto [owner_status, owner] = run(SOURCERY_CLI_PATH, {"verify", "--store", "lmdb:" + data}, dir);
+  EXPECT_EQ(owner_status, 0) << owner;
 }

@@ -380,7 +380,14 @@ std::unique_ptr<persistence::event_store> open_read_only(const context& ctx, boo
   if (!ctx.uri().is_postgres()) {
     std::error_code ec;
     auto data = std::filesystem::path{ctx.opts.data_dir} / "data.mdb";
-    if (!std::filesystem::exists(data, ec))
+    bool there = std::filesystem::exists(data, ec);
+    if (ec == std::errc::permission_denied) { // not "no store": one the tool may not look into
+      std::fprintf(stderr, "%s: cannot open %s: permission denied: %s cannot be read by this user; run as the"
+                           " store's owner\n",
+                   ctx.program.c_str(), ctx.where().c_str(), ctx.opts.data_dir.c_str());
+      return nullptr;
+    }
+    if (!there)
       no_store(ctx, persistence::make_error(persistence::store_errc::no_store,
                                             "no store at " + ctx.opts.data_dir + " (no data.mdb in it)"));
   }
