@@ -339,24 +339,11 @@ protected:
   std::chrono::milliseconds serves_all_within(size_t i, std::chrono::milliseconds limit,
                                               std::chrono::milliseconds per_request = 5s) {
     auto t0 = std::chrono::steady_clock::now();
-    http_client c{nodes[i].http, host(i)};
-    c.set_timeout(per_request);
-    int a = 0, attempt = 0;
-    while (a < accounts && std::chrono::steady_clock::now() - t0 < limit) {
-      auto id = "dw" + std::to_string(i) + "-" + std::to_string(a) + "-" + std::to_string(attempt++);
-      try {
-        auto r = c.post("/accounts/a" + std::to_string(a) + "/deposits", {{"amount", 1}, {"transfer", id}});
-        if (r.status == 200) {
-          std::lock_guard guard{ledger_mtx};
-          acked.insert(id);
-          ++a;
-          continue;
-        }
-      } catch (const std::exception&) {
-        c.reconnect();
-      }
-      std::this_thread::sleep_for(50ms);
-    }
+    int a = sourcery::testing::deposit_to_every_account(host(i), nodes[i].http, accounts, limit, per_request,
+                                                        "dw" + std::to_string(i) + "-", [this](const std::string& id) {
+                                                          std::lock_guard guard{ledger_mtx};
+                                                          acked.insert(id);
+                                                        });
     EXPECT_EQ(a, accounts) << "node " << i << " did not serve every account within " << limit.count() << " ms";
     return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
   }

@@ -511,25 +511,12 @@ private:
   /// request within 5 s), or -1 when not within `limit`.
   double serves_all_within(size_t i, std::chrono::seconds limit) {
     auto t0 = std::chrono::steady_clock::now();
-    test::http_client c{nodes_[i].http, host(i)};
-    c.set_timeout(std::chrono::seconds{5});
-    int a = 0, attempt = 0;
-    while (a < accounts && std::chrono::steady_clock::now() - t0 < limit) {
-      auto id = "dw" + std::to_string(i) + "-" + std::to_string(a) + "-" + std::to_string(attempt++) + "-"
-                + std::to_string(probe_round_);
-      try {
-        auto r = c.post("/accounts/a" + std::to_string(a) + "/deposits", {{"amount", 1}, {"transfer", id}});
-        if (r.status == 200) {
-          std::lock_guard guard{ledger_mtx_};
-          acked_.insert(id);
-          ++a;
-          continue;
-        }
-      } catch (const std::exception&) {
-        c.reconnect();
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds{50});
-    }
+    auto prefix = "dw" + std::to_string(i) + "-r" + std::to_string(probe_round_) + "-";
+    int a = deposit_to_every_account(host(i), nodes_[i].http, accounts, limit, std::chrono::seconds{5}, prefix,
+                                     [this](const std::string& id) {
+                                       std::lock_guard guard{ledger_mtx_};
+                                       acked_.insert(id);
+                                     });
     if (a < accounts)
       return -1;
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

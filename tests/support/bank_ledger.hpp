@@ -29,6 +29,35 @@ struct ledger_verdict {
   std::vector<std::string> problems; ///< what could not be checked
 };
 
+/// Deposits 1 to each of accounts a0..a{accounts-1} through the node at
+/// `host`:`http_port`, one after the other, each retried until it is
+/// answered 200 (each request within `per_request`), for at most `limit`.
+/// Each deposit's id is `id_prefix` and the account and attempt; `acked` is
+/// told every id answered 200. Returns how many accounts were served.
+template <class OnAcked>
+int deposit_to_every_account(const std::string& host, uint16_t http_port, int accounts, std::chrono::milliseconds limit,
+                             std::chrono::milliseconds per_request, const std::string& id_prefix, OnAcked acked) {
+  auto t0 = std::chrono::steady_clock::now();
+  test::http_client c{http_port, host};
+  c.set_timeout(per_request);
+  int a = 0, attempt = 0;
+  while (a < accounts && std::chrono::steady_clock::now() - t0 < limit) {
+    auto id = id_prefix + std::to_string(a) + "-" + std::to_string(attempt++);
+    try {
+      auto r = c.post("/accounts/a" + std::to_string(a) + "/deposits", {{"amount", 1}, {"transfer", id}});
+      if (r.status == 200) {
+        acked(id);
+        ++a;
+        continue;
+      }
+    } catch (const std::exception&) {
+      c.reconnect();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds{50});
+  }
+  return a;
+}
+
 /// Checks accounts a0..a{accounts-1} in `schema`; balances are asked of the
 /// node at `host`:`http_port`, waiting up to `settle` for transfers to settle
 /// and the projection to catch up.

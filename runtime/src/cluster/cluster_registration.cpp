@@ -445,6 +445,9 @@ void cluster_registration::tick() {
     isolated_ = last_peers_.size() >= 2 && 2 * unreachable > last_peers_.size();
     return;
   }
+  if (!current())
+    return; // its last renewal is older than its lease: the membership decides first (renewed, or down and
+            // joining again), rather than shards taken now under an incarnation about to be replaced
   auto live = membership_->live();
   auto suspected = membership_->suspected();
   // A suspect whose address refuses connections is gone (killed, crashed):
