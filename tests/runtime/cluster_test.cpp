@@ -188,7 +188,7 @@ TEST_F(cluster_of_nodes, a_clean_leave_hands_every_shard_over_at_once) {
   nodes[2].reset();
   ASSERT_TRUE(settled(3s));
   auto took = std::chrono::steady_clock::now() - t0;
-  EXPECT_LT(took, 1s) << "the leases were released, not left to expire";
+  EXPECT_LT(took, 2s) << "the leases were released, not left to expire (which takes down_after, 2.5 s)";
   for (int a = 0; a < 12; ++a) {
     auto r = nodes[a % 2]->dispatch(deposit{"l" + std::to_string(a), 5});
     ASSERT_TRUE(r) << describe_error(r.error());

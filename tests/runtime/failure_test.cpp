@@ -72,7 +72,7 @@ TEST(deadlines, dispatch_async_is_answered_within_its_timeout) {
   opts.timeout = 200ms;
   std::promise<std::pair<caf::expected<dispatch_result>, clock::duration>> answered;
   auto t0 = clock::now();
-  app->dispatch_async(take_nap{"1", 1500}, opts, [&, t0](caf::expected<dispatch_result> r) {
+  app->dispatch_async(take_nap{"1", 3000}, opts, [&, t0](caf::expected<dispatch_result> r) {
     answered.set_value({std::move(r), clock::now() - t0});
   });
   auto f = answered.get_future();
@@ -81,7 +81,7 @@ TEST(deadlines, dispatch_async_is_answered_within_its_timeout) {
   ASSERT_FALSE(r);
   EXPECT_EQ(code_of_dispatch(r.error()), dispatch_errc::timeout) << describe_error(r.error());
   EXPECT_GE(took, 200ms);
-  EXPECT_LT(took, 1000ms) << "answered only when the command ended";
+  EXPECT_LT(took, 2500ms) << "answered only when the 3 s command ended, not at its 200 ms deadline";
   EXPECT_EQ(app->metrics().commands("timeout"), 1u);
   EXPECT_EQ(http::dispatch_failure(r.error()).status, 504u) << "what the gateway answers";
 }
@@ -92,10 +92,10 @@ TEST(deadlines, the_blocking_form_counts_its_timeouts_and_a_late_answer_is_dropp
   dispatch_options opts;
   opts.timeout = 100ms;
   auto t0 = clock::now();
-  auto r = app->dispatch(take_nap{"1", 600}, opts);
+  auto r = app->dispatch(take_nap{"1", 2000}, opts);
   ASSERT_FALSE(r);
   EXPECT_EQ(code_of_dispatch(r.error()), dispatch_errc::timeout);
-  EXPECT_LT(clock::now() - t0, 500ms);
+  EXPECT_LT(clock::now() - t0, 1500ms) << "answered at its 100 ms deadline, not when the 2 s nap ended";
   EXPECT_EQ(app->metrics().commands("timeout"), 1u);
   // The command itself ran (it had begun): its answer, later, is dropped
   // and not counted a second time.
@@ -239,7 +239,7 @@ TEST(tree_failure, a_tree_that_gives_up_is_noticed_and_refuses_work_at_once) {
   auto r = app->dispatch(deposit{"1", 5});
   ASSERT_FALSE(r);
   EXPECT_EQ(code_of_dispatch(r.error()), dispatch_errc::unavailable);
-  EXPECT_LT(clock::now() - t0, 100ms) << "refused at once, not after a timeout";
+  EXPECT_LT(clock::now() - t0, 1s) << "refused at once, not after its 5 s timeout";
   app->stop(); // still stops cleanly
 }
 
