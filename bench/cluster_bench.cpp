@@ -16,7 +16,6 @@
 
 #include <csignal>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <thread>
 #include <random>
@@ -29,7 +28,7 @@
 #include <libpq-fe.h>
 
 #include "../tests/support/free_port.hpp"
-#include "../tests/support/process_tree.hpp"
+#include "../tests/support/server_control.hpp"
 #include "bank_load.hpp"
 #include "sourcery/persistence/postgres_coordination.hpp"
 #include "sourcery/persistence/store_uri.hpp"
@@ -136,29 +135,6 @@ std::string owner_of_account(persistence::postgres_coordination& c, int account)
       if (l.name == cluster::shard_lease(shard) && l.left.count() > 0)
         return persistence::node_of_owner(l.owner);
   return {};
-}
-
-/// The PostgreSQL server's postmaster behind `pg` (its data directory's
-/// postmaster.pid names it), or 0 when it cannot be read.
-pid_t postmaster_of(PGconn* pg) {
-  PGresult* r = PQexec(pg, "SHOW data_directory");
-  if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
-    PQclear(r);
-    return 0;
-  }
-  std::string dir = PQgetvalue(r, 0, 0);
-  PQclear(r);
-  std::ifstream pidfile{dir + "/postmaster.pid"};
-  pid_t master = 0;
-  if (!(pidfile >> master))
-    return 0;
-  return master;
-}
-
-/// Sends `sig` to `master` and every process it started. False when it
-/// cannot (not the server's machine, owner or root).
-bool signal_server(pid_t master, int sig) {
-  return sourcery::testing::signal_process_tree(master, sig);
 }
 
 /// Deposits to each of `probes` from `app` until every one is accepted (60 s
@@ -379,9 +355,7 @@ int run_cluster_suite(const options& opts) {
   if (wanted("store_freeze")) {
     // PostgreSQL frozen 6 s under load: from SIGCONT until every probed
     // account (on every node) answers again.
-    PGconn* pg = PQconnectdb(uri->location.c_str());
-    auto master = PQstatus(pg) == CONNECTION_OK ? postmaster_of(pg) : 0;
-    PQfinish(pg); // a frozen server would hold it
+    sourcery::testing::server_control server{uri->location};
     std::vector<int> probes;
     for (int i = 0; i < accounts; i += accounts / 50)
       probes.push_back(i);
@@ -389,9 +363,10 @@ int run_cluster_suite(const options& opts) {
     double worst_ms = 0;
     int failures = 0;
     std::thread load{[&] { watch(probes, stop, worst_ms, failures); }};
-    if (signal_server(master, SIGSTOP)) {
+    if (server.can_signal()) {
+      server.freeze();
       std::this_thread::sleep_for(std::chrono::seconds{6});
-      signal_server(master, SIGCONT);
+      server.thaw();
       auto thawed = std::chrono::steady_clock::now();
       stop = true;
       load.join();

@@ -49,11 +49,13 @@
 
 #include "bank_ledger.hpp"
 #include "child_process.hpp"
+#include "eventually.hpp"
 #include "free_port.hpp"
 #include "http_client.hpp"
 #include "late_commits.hpp"
 #include "netns_lab.hpp"
 #include "process_tree.hpp"
+#include "server_control.hpp"
 #include "sourcery/persistence/postgres_projection_store.hpp"
 #include "sourcery/runtime/cluster/placement.hpp"
 
@@ -112,75 +114,6 @@ struct chaos_report {
 };
 
 namespace detail {
-
-inline std::string sql_value(const std::string& uri, const std::string& sql) {
-  PGconn* c = PQconnectdb(uri.c_str());
-  std::string out;
-  if (PQstatus(c) == CONNECTION_OK) {
-    PGresult* r = PQexec(c, sql.c_str());
-    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0)
-      out = PQgetvalue(r, 0, 0);
-    PQclear(r);
-  }
-  PQfinish(c);
-  return out;
-}
-
-/// The server behind a URI, when this process may freeze and restart it:
-/// on this machine, signalled as its owner or root.
-class server_control {
-public:
-  explicit server_control(const std::string& uri) {
-    data_dir_ = sql_value(uri, "SHOW data_directory");
-    auto version = sql_value(uri, "SHOW server_version_num");
-    if (data_dir_.empty() || version.size() < 2) {
-      why_not_ = "the server's data directory cannot be read";
-      return;
-    }
-    std::ifstream pidfile{data_dir_ + "/postmaster.pid"};
-    if (!(pidfile >> master_) || ::kill(master_, 0) != 0) {
-      why_not_ = "the server is not on this machine, or not ours to signal (run as its owner or root)";
-      master_ = 0;
-      return;
-    }
-    pg_ctl_ = "/usr/lib/postgresql/" + std::to_string(std::stoi(version) / 10000) + "/bin/pg_ctl";
-    struct stat st{};
-    if (::stat(data_dir_.c_str(), &st) == 0)
-      if (auto* pw = ::getpwuid(st.st_uid))
-        owner_ = pw->pw_name;
-    auto parent = data_dir_.substr(0, data_dir_.find_last_of('/'));
-    log_ = parent + "/server.log"; // scripts/pg.sh's layout
-  }
-  bool can_signal() const { return master_ > 0; }
-  bool can_restart() const { return master_ > 0 && ::access(pg_ctl_.c_str(), X_OK) == 0 && !owner_.empty(); }
-  const std::string& why_not() const { return why_not_; }
-
-  void freeze() { signal_process_tree(master_, SIGSTOP); }
-  void thaw() { signal_process_tree(master_, SIGCONT); }
-  /// A crash and a restart with the same options (postmaster.opts): true when it runs again.
-  bool crash_and_restart() {
-    std::string as = ::geteuid() == 0 && owner_ != "root" ? "runuser -u " + owner_ + " -- " : "";
-    std::string cmd = as + pg_ctl_ + " restart -m immediate -w -t 60 -D '" + data_dir_ + "' -l '" + log_
-                      + "' >/dev/null 2>&1";
-    bool ok = std::system(cmd.c_str()) == 0;
-    std::ifstream pidfile{data_dir_ + "/postmaster.pid"};
-    pidfile >> master_;
-    return ok;
-  }
-  int log_count(const std::string& text) const {
-    std::ifstream log{log_};
-    if (!log)
-      return -1;
-    int n = 0;
-    for (std::string line; std::getline(log, line);)
-      n += line.find(text) != std::string::npos;
-    return n;
-  }
-
-private:
-  std::string data_dir_, pg_ctl_, owner_, log_, why_not_;
-  pid_t master_ = 0;
-};
 
 /// True when every host of the URI is a unix-socket directory: nodes in
 /// network namespaces still reach it when their links are cut.
@@ -324,21 +257,20 @@ private:
   /// Waits until node `i`'s /health says it serves (200), as a load
   /// balancer's health check would, then lets the load send there again.
   bool healthy_within(size_t i, std::chrono::seconds limit) {
-    auto until = std::chrono::steady_clock::now() + limit;
     test::http_client c{nodes_[i].http, host(i)};
     c.set_timeout(std::chrono::seconds{2});
-    while (std::chrono::steady_clock::now() < until) {
-      try {
-        if (c.get("/health").status == 200) {
-          nodes_[i].usable = true;
-          return true;
+    bool healthy = eventually(
+      [&] {
+        try {
+          return c.get("/health").status == 200;
+        } catch (const std::exception&) {
+          c.reconnect();
+          return false;
         }
-      } catch (const std::exception&) {
-        c.reconnect();
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds{50});
-    }
-    return false;
+      },
+      limit);
+    nodes_[i].usable = healthy;
+    return healthy;
   }
 
   // -- pressure -------------------------------------------------------------------
@@ -463,15 +395,13 @@ private:
       std::lock_guard guard{ledger_mtx_};
       from = acked_.size();
     }
-    auto until = std::chrono::steady_clock::now() + std::chrono::seconds{30};
-    while (std::chrono::steady_clock::now() < until) {
-      {
-        std::lock_guard guard{ledger_mtx_};
-        if (acked_.size() >= from + n)
-          return true;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds{10});
-    }
+    if (eventually(
+          [&] {
+            std::lock_guard guard{ledger_mtx_};
+            return acked_.size() >= from + n;
+          },
+          std::chrono::seconds{30}))
+      return true;
     report_.problems.push_back("the load got no " + std::to_string(n) + " deposits acknowledged in 30 s");
     return false;
   }
@@ -495,16 +425,28 @@ private:
 
   // -- ownership and service ----------------------------------------------------
 
-  /// The node (index) holding account `a`'s shard lease now, or -1.
-  int owner_of_account(int a) {
-    auto shard = cluster::shard_of("account-a" + std::to_string(a), 64);
-    auto owner = detail::sql_value(s_.server, "SELECT owner FROM " + s_.schema
-                                                + ".cluster_leases WHERE name = 'shard:" + std::to_string(shard)
-                                                + "' AND expires_at > now()");
-    for (size_t i = 0; i < node_count; ++i)
-      if (owner.rfind(address(i) + "#", 0) == 0)
-        return static_cast<int>(i);
-    return -1;
+  /// The node (index) holding each account's shard lease now, or -1: one
+  /// query for all of them.
+  std::vector<int> account_owners() {
+    std::vector<int> out(accounts, -1);
+    std::vector<std::vector<std::string>> held;
+    try {
+      pg_session pg{s_.server};
+      held = pg.rows("SELECT name, owner FROM " + s_.schema
+                     + ".cluster_leases WHERE name LIKE 'shard:%' AND expires_at > now()");
+    } catch (const std::exception&) {
+      return out; // nobody known: no account counts as unfaulted
+    }
+    std::map<std::string, int> node_of_lease;
+    for (auto& row : held)
+      for (size_t i = 0; i < node_count; ++i)
+        if (row[1].rfind(address(i) + "#", 0) == 0)
+          node_of_lease[row[0]] = static_cast<int>(i);
+    for (int a = 0; a < accounts; ++a)
+      if (auto it = node_of_lease.find(cluster::shard_lease(cluster::shard_of("account-a" + std::to_string(a), 64)));
+          it != node_of_lease.end())
+        out[static_cast<size_t>(a)] = it->second;
+    return out;
   }
 
   /// Seconds until every account answers a deposit through node `i` (each
@@ -543,10 +485,12 @@ private:
   /// Opens the window of a fault touching `faulted` (-1: the store, every account).
   void open_window(int faulted) {
     std::set<std::string> keep;
-    if (faulted >= 0)
+    if (faulted >= 0) {
+      auto owners = account_owners();
       for (int a = 0; a < accounts; ++a)
-        if (auto o = owner_of_account(a); o >= 0 && o != faulted)
+        if (auto o = owners[static_cast<size_t>(a)]; o >= 0 && o != faulted)
           keep.insert("a" + std::to_string(a));
+    }
     std::lock_guard guard{window_mtx_};
     unfaulted_ = std::move(keep);
     window_ok_ = window_total_ = 0;
@@ -615,7 +559,7 @@ private:
       healed = steady_clock::now();
     } else { // sessions_terminated
       pause = {};
-      auto n = detail::sql_value(s_.server, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE"
+      auto n = query_value(s_.server, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE"
                                             " application_name LIKE 'sourcery % " + s_.schema + "'");
       what << " sessions=" << (n.empty() ? "0" : n);
       healed = steady_clock::now();
@@ -718,7 +662,7 @@ private:
 
   chaos_settings s_;
   std::string uri_;
-  detail::server_control server_;
+  server_control server_;
   std::unique_ptr<netns_lab> lab_;
   node nodes_[node_count];
   std::mt19937 rng_;

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "eventually.hpp"
 #include "http_client.hpp"
 #include "sourcery/persistence/event_registry.hpp"
 #include "sourcery/persistence/postgres_projection_store.hpp"
@@ -114,29 +115,29 @@ inline ledger_verdict check_bank_ledger(const std::string& server, const std::st
   auto models = persistence::postgres_projection_store::open(o);
   if (!models)
     v.problems.push_back("the read models cannot be opened for the checks");
-  auto until = std::chrono::steady_clock::now() + settle;
-  for (;;) {
-    int64_t total = 0;
-    bool agree = static_cast<bool>(models);
-    try {
-      for (int a = 0; a < accounts; ++a) {
-        auto balance = c.get("/accounts/a" + std::to_string(a)).json()["balance"].get<int64_t>();
-        total += balance;
-        if (agree) {
-          auto row = (*models)->get("bank.balances", "balances", "account-a" + std::to_string(a));
-          agree = row && *row && **row == std::to_string(balance);
+  eventually(
+    [&] {
+      int64_t total = 0;
+      bool agree = static_cast<bool>(models);
+      try {
+        for (int a = 0; a < accounts; ++a) {
+          auto balance = c.get("/accounts/a" + std::to_string(a)).json()["balance"].get<int64_t>();
+          total += balance;
+          if (agree) {
+            auto row = (*models)->get("bank.balances", "balances", "account-a" + std::to_string(a));
+            agree = row && *row && **row == std::to_string(balance);
+          }
         }
+      } catch (const std::exception&) {
+        c.reconnect();
+        agree = false;
       }
-    } catch (const std::exception&) {
-      c.reconnect();
-      agree = false;
-    }
-    v.held = total;
-    v.projection_agrees = agree;
-    if ((total == v.deposited && agree) || std::chrono::steady_clock::now() > until)
-      return v;
-    std::this_thread::sleep_for(std::chrono::milliseconds{100});
-  }
+      v.held = total;
+      v.projection_agrees = agree;
+      return total == v.deposited && agree;
+    },
+    settle);
+  return v;
 }
 
 } // namespace sourcery::testing

@@ -11,8 +11,8 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
-#include <gtest/gtest.h>
 #include <libpq-fe.h>
 
 #include "sourcery/persistence/postgres_store.hpp"
@@ -95,6 +95,21 @@ public:
     if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK)
       throw std::runtime_error("SQL failed: " + msg + " in: " + sql);
     return value;
+  }
+  /// Every row of `sql`'s result, each column as text (NULL as "").
+  std::vector<std::vector<std::string>> rows(const std::string& sql) {
+    PGresult* r = PQexec(c_, sql.c_str());
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+      std::string msg = PQresultErrorMessage(r);
+      PQclear(r);
+      throw std::runtime_error("SQL failed: " + msg + " in: " + sql);
+    }
+    std::vector<std::vector<std::string>> out(static_cast<size_t>(PQntuples(r)));
+    for (int i = 0; i < PQntuples(r); ++i)
+      for (int j = 0; j < PQnfields(r); ++j)
+        out[static_cast<size_t>(i)].emplace_back(PQgetvalue(r, i, j));
+    PQclear(r);
+    return out;
   }
 
 private:

@@ -81,15 +81,14 @@ upd AS (UPDATE @.streams s SET version = v.ver, updated_at = $13 FROM v, h
   WHERE v.prev > 0 AND s.stream_id = v.sid RETURNING 1),
 ins AS (INSERT INTO @.streams (stream_id, version, deleted, created_at, updated_at)
   SELECT v.sid, v.ver, false, $13, $13 FROM v, h WHERE v.prev = 0 ON CONFLICT (stream_id) DO NOTHING RETURNING 1),
-n AS (SELECT pg_notify($14, position::text) FROM h)@WRITES@
+n AS (SELECT pg_notify($14, position::text) FROM h))";
+  if (fenced) // the batch's writer (cluster tables v3)
+    text += ",\nw AS (INSERT INTO @.cluster_writes (first_position, events, cluster, owner)"
+            " SELECT position - $1 + 1, $1::int4, $16, $17 FROM h)";
+  text += R"(
 SELECT (SELECT position FROM h), (SELECT count(*) FROM upd) + (SELECT count(*) FROM ins), (SELECT count(*) FROM n),
   coalesce((SELECT string_agg(name, E'\n') FROM f), '')
 )";
-  // A fenced batch records its writer (cluster tables v3).
-  auto at = text.find("@WRITES@");
-  text.replace(at, 8, fenced ? ",\nw AS (INSERT INTO @.cluster_writes (first_position, events, cluster, owner)"
-                               " SELECT position - $1 + 1, $1::int4, $16, $17 FROM h)"
-                             : "");
   return text;
 }
 
