@@ -3,6 +3,8 @@
 #include <chrono>
 #include <random>
 
+#include "sourcery/persistence/hex.hpp"
+
 namespace sourcery::persistence {
 
 namespace {
@@ -39,15 +41,6 @@ uuid uuid::random() {
   id.bytes[8] = static_cast<uint8_t>((id.bytes[8] & 0x3F) | 0x80); // variant 1
   return id;
 }
-
-namespace {
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-} // namespace
 
 std::optional<uuid> uuid::parse(std::string_view text) {
   if (text.size() != 36)

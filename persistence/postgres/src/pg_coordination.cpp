@@ -1,6 +1,7 @@
 #include "sourcery/persistence/postgres_coordination.hpp"
 
 #include "pg_connection.hpp"
+#include "pg_lease_check.hpp"
 #include "pg_pool.hpp"
 #include "pg_schema.hpp"
 #include "sourcery/persistence/error.hpp"
@@ -67,6 +68,15 @@ std::vector<lease_info> leases_of(const pg::result& r) {
   for (int i = 0; i < r.rows(); ++i)
     out.push_back({r.text(i, 0), r.text(i, 1), r.int8(i, 2), std::chrono::milliseconds{r.int8(i, 3)}});
   return out;
+}
+
+std::string held_leases_sql(std::string_view schema, std::string_view cluster, std::string_view owner,
+                            std::string_view which) {
+  std::string sql = "SELECT l.name FROM ";
+  sql.append(schema).append(".cluster_leases l WHERE l.cluster = ").append(cluster).append(" AND l.owner = ").append(owner);
+  sql.append(" AND l.expires_at > clock_timestamp() AND ").append(which);
+  sql.append(" ORDER BY l.name FOR KEY SHARE OF l");
+  return sql;
 }
 
 /// The first column of every row, as text.

@@ -4,6 +4,7 @@
 #include <map>
 #include <mutex>
 
+#include "pg_lease_check.hpp"
 #include "pg_pool.hpp"
 #include "pg_schema.hpp"
 #include "read_model_names.hpp"
@@ -279,10 +280,9 @@ caf::error check_fence(const postgres_projection_store::impl& st, pg::connection
   auto lease = fence->lease_for_checkpoint(projection);
   pg::params p;
   p.add_text(fence->cluster()).add_text(lease.name).add_text(fence->owner()).add(lease.epoch);
-  auto r = c.exec_prepared("rm_fence", "SELECT 1 FROM " + st.schema + ".cluster_leases WHERE cluster = $1"
-                                         " AND name = $2 AND owner = $3 AND epoch = $4"
-                                         " AND expires_at > clock_timestamp() FOR KEY SHARE",
-                           p, until);
+  auto r = c.exec_prepared(
+    "rm_fence", detail::held_leases_sql(st.schema, "$1", "$3", "l.name = $2 AND l.epoch = $4"), p,
+    until);
   if (!r)
     return r.error();
   if (r->rows() == 0)

@@ -8,6 +8,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "pg_lease_check.hpp"
 #include "postgres_state.hpp"
 #include "sourcery/persistence/error.hpp"
 
@@ -60,9 +61,9 @@ bool transient_conflict(std::string_view state) {
 std::string insert_batch_sql(bool fenced) {
   std::string text = "WITH v AS (SELECT * FROM unnest($11::bytea[], $12::int8[], $15::int8[]) AS v(sid, ver, prev)),\n";
   if (fenced)
-    text += "f AS (SELECT l.name FROM @.cluster_leases l WHERE l.cluster = $16 AND l.owner = $17"
-            " AND l.expires_at > clock_timestamp() AND (l.name, l.epoch) IN (SELECT * FROM unnest($18::text[], $19::int8[]))"
-            " ORDER BY l.name FOR KEY SHARE OF l),\n";
+    text += "f AS (" + detail::held_leases_sql("@", "$16", "$17",
+                                               "(l.name, l.epoch) IN (SELECT * FROM unnest($18::text[], $19::int8[]))")
+            + "),\n";
   else
     text += "f AS (SELECT NULL::text AS name WHERE false),\n";
   text += R"(s AS (SELECT s.stream_id FROM @.streams s JOIN v ON s.stream_id = v.sid

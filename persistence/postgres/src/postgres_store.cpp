@@ -6,6 +6,7 @@
 #include <future>
 
 #include "event_sink.hpp"
+#include "pg_lease_check.hpp"
 #include "pg_schema.hpp"
 #include "postgres_state.hpp"
 #include "sourcery/persistence/error.hpp"
@@ -396,10 +397,11 @@ caf::expected<void> postgres_store::do_save_checkpoint(std::string_view name, ui
   // waits for it; a renewal does not).
   auto lease = fence->lease_for_checkpoint(name);
   p.add_text(fence->cluster()).add_text(lease.name).add_text(fence->owner()).add(lease.epoch);
-  auto r = st.read("WITH held AS (SELECT 1 FROM @.cluster_leases WHERE cluster = $3 AND name = $4 AND owner = $5"
-                   " AND epoch = $6 AND expires_at > clock_timestamp() FOR KEY SHARE)"
-                   " INSERT INTO @.checkpoints SELECT $1, $2 FROM held"
-                   " ON CONFLICT (name) DO UPDATE SET position = excluded.position RETURNING 1", p);
+  static const std::string sql =
+    "WITH held AS (" + detail::held_leases_sql("@", "$3", "$5", "l.name = $4 AND l.epoch = $6") + ")"
+    " INSERT INTO @.checkpoints SELECT $1, $2 FROM held"
+    " ON CONFLICT (name) DO UPDATE SET position = excluded.position RETURNING 1";
+  auto r = st.read(sql, p);
   if (!r)
     return r.error();
   if (r->rows() == 0)

@@ -20,6 +20,7 @@
 #include <boost/beast/http.hpp>
 #include <caf/sec.hpp>
 
+#include "sourcery/persistence/hex.hpp"
 #include "sourcery/runtime/observability/metrics.hpp"
 
 namespace sourcery::http {
@@ -32,15 +33,7 @@ using steady = std::chrono::steady_clock;
 
 namespace {
 
-int hex_value(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
+using persistence::hex_value;
 
 /// Percent-decodes `s` ('+' too, in a query); nullopt for a broken escape.
 std::optional<std::string> decode(std::string_view s, bool plus_is_space) {
