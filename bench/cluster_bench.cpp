@@ -32,6 +32,7 @@
 #include "bank_load.hpp"
 #include "sourcery/persistence/postgres_coordination.hpp"
 #include "sourcery/persistence/store_uri.hpp"
+#include "sourcery/runtime/cluster/node_registration.hpp"
 #include "sourcery/runtime/cluster/placement.hpp"
 
 namespace sourcery::bench {
@@ -45,8 +46,10 @@ using sourcery::testing::free_port;
 application_config node_config(const std::string& uri, const std::string& node) {
   application_config cfg;
   cfg.store_uri = uri;
-  cfg.cluster.name = "bench";
-  cfg.cluster.node = node;
+  cluster::cluster_settings settings;
+  settings.name = "bench";
+  settings.node = node;
+  cfg.registration = cluster::node_registration(settings);
   cfg.log.level = log_level::warn;
   return cfg;
 }
@@ -236,7 +239,7 @@ int run_cluster_suite(const options& opts) {
   }
   // Measured once the cluster has settled: every shard held by the node
   // placement gives it to (no move under way).
-  std::vector<std::string> members{app.cluster_node(), b.address, c.address};
+  std::vector<std::string> members{app.placement().node, b.address, c.address};
   auto placement = cluster::place_shards(members, 64);
   auto settled = [&] {
     auto leases = (*coordination)->leases("bench");

@@ -12,6 +12,7 @@
 #include <map>
 
 #include "bench.hpp"
+#include "sourcery/runtime/cli/program_options.hpp"
 
 int main(int argc, char** argv) {
   using namespace sourcery::bench;
@@ -24,34 +25,27 @@ int main(int argc, char** argv) {
     {"cluster", run_cluster_suite},
     {"chaos", run_chaos_suite},
   };
-  auto usage = [&] {
-    std::fprintf(stderr, "usage: sourcery-bench SUITE [--dir DIR] [--store URI] [--scale X] [--seconds N] [--pressure]\nsuites:");
-    for (auto& [name, _] : suites)
-      std::fprintf(stderr, " %s", name.c_str());
-    std::fprintf(stderr, "\n");
-    return 2;
-  };
-  if (argc < 2)
-    return usage();
   options opts;
   opts.dir = (std::filesystem::temp_directory_path() / "sourcery-bench").string();
-  for (int i = 2; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--dir") == 0 && i + 1 < argc)
-      opts.dir = argv[++i];
-    else if (std::strcmp(argv[i], "--store") == 0 && i + 1 < argc)
-      opts.store = argv[++i];
-    else if (std::strcmp(argv[i], "--scale") == 0 && i + 1 < argc)
-      opts.scale = std::atof(argv[++i]);
-    else if (std::strcmp(argv[i], "--seconds") == 0 && i + 1 < argc && std::atoi(argv[i + 1]) > 0)
-      opts.seconds = std::atoi(argv[++i]);
-    else if (std::strcmp(argv[i], "--pressure") == 0)
-      opts.pressure = true;
-    else
-      return usage();
-  }
-  auto suite = suites.find(argv[1]);
-  if (suite == suites.end() || opts.scale <= 0)
-    return usage();
+  std::string suite_name;
+  std::vector<std::string> names;
+  for (auto& [name, _] : suites)
+    names.push_back(name);
+  CLI::App cli{"Sourcery's benchmarks: one JSON object per line {\"suite\", \"name\", \"value\", \"unit\"}.",
+               "sourcery-bench"};
+  cli.add_option("SUITE", suite_name, "the suite to run")->required()->check(CLI::IsMember(names));
+  cli.add_option("--dir", opts.dir, "directory for on-disk stores (a fresh subdirectory per run)")
+    ->capture_default_str();
+  cli.add_option("--store", opts.store, "lmdb:DIR, or postgresql://... for the store, dispatch, cluster and chaos suites")
+    ->type_name("URI");
+  cli.add_option("--scale", opts.scale, "scales run lengths (1: the documented workloads)")
+    ->check(CLI::PositiveNumber)
+    ->capture_default_str();
+  cli.add_option("--seconds", opts.seconds, "how long the chaos suite runs (default 60)")->check(CLI::PositiveNumber);
+  cli.add_flag("--pressure", opts.pressure, "the chaos suite runs under CPU and disk pressure");
+  if (auto code = sourcery::cli::parse(cli, argc, argv))
+    return *code;
+  auto suite = suites.find(suite_name);
   // --store lmdb:DIR is --dir DIR; only the store and dispatch suites run on
   // PostgreSQL (pg_ metrics), the others say so rather than run on LMDB.
   if (opts.store.rfind("lmdb:", 0) == 0) {

@@ -5,7 +5,10 @@ find_package(msgpack 4 CONFIG REQUIRED)  # Debian's libmsgpack-cxx-dev: target m
 find_package(nlohmann_json 3 CONFIG REQUIRED)
 find_package(Boost 1.74 REQUIRED)              # header-only: Asio and Beast (libboost-dev)
 pkg_check_modules(LMDB REQUIRED IMPORTED_TARGET lmdb)
-pkg_check_modules(LIBPQ REQUIRED IMPORTED_TARGET libpq)  # libpq-dev: the PostgreSQL store only
+if(SOURCERY_WITH_POSTGRES)
+  pkg_check_modules(LIBPQ REQUIRED IMPORTED_TARGET libpq)  # libpq-dev: the PostgreSQL store only
+endif()
+find_package(CLI11 2 CONFIG REQUIRED)          # libcli11-dev: every program's command line (header-only)
 
 # Debian's CAF 0.17 ships no CMake package config: wrap it once here.
 find_path(CAF_INCLUDE_DIR caf/all.hpp REQUIRED)

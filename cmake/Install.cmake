@@ -1,13 +1,16 @@
 # What `cmake --install` puts in a prefix: the headers, the libraries, a
 # CMake package (find_package(Sourcery CONFIG): Sourcery::supervision,
-# ::persistence, ::postgres, ::store_open, ::actors, ::runtime, versioned),
+# ::persistence, ::postgres, ::store_open, ::actors, ::runtime, ::cluster, versioned),
 # a pkg-config file (`pkg-config --cflags --libs sourcery`) and the
 # `sourcery` tool; `cpack -G DEB` packages the same with its Debian
 # dependencies. Sanitized builds install nothing (they link the sanitizers).
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
-set(sourcery_libraries supervision persistence persistence_postgres store_open actors runtime)
+set(sourcery_libraries supervision persistence store_open actors runtime)
+if(SOURCERY_WITH_POSTGRES)
+  list(APPEND sourcery_libraries persistence_postgres cluster)
+endif()
 foreach(lib IN LISTS sourcery_libraries)
   set_target_properties(${lib} PROPERTIES
     OUTPUT_NAME sourcery_${lib}
@@ -15,7 +18,9 @@ foreach(lib IN LISTS sourcery_libraries)
     SOVERSION ${PROJECT_VERSION_MAJOR}.${PROJECT_VERSION_MINOR} # 0.x: every minor release may break the ABI
     INSTALL_RPATH "$ORIGIN") # shared: each finds the others beside it
 endforeach()
-set_target_properties(persistence_postgres PROPERTIES OUTPUT_NAME sourcery_postgres EXPORT_NAME postgres)
+if(SOURCERY_WITH_POSTGRES)
+  set_target_properties(persistence_postgres PROPERTIES OUTPUT_NAME sourcery_postgres EXPORT_NAME postgres)
+endif()
 
 if(NOT SOURCERY_SANITIZERS STREQUAL "")
   return()
@@ -30,11 +35,16 @@ install(TARGETS ${sourcery_libraries} EXPORT SourceryTargets
 file(RELATIVE_PATH sourcery_bin_to_lib /prefix/${CMAKE_INSTALL_BINDIR} /prefix/${CMAKE_INSTALL_LIBDIR})
 set_target_properties(sourcery PROPERTIES INSTALL_RPATH "$ORIGIN/${sourcery_bin_to_lib}")
 install(TARGETS sourcery RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
-foreach(dir supervision/include persistence/include persistence/lmdb/include persistence/memory/include
-            persistence/postgres/include persistence/open/include actors/include runtime/include)
+set(sourcery_header_dirs supervision/include persistence/include persistence/lmdb/include persistence/memory/include
+    persistence/open/include actors/include runtime/include)
+if(SOURCERY_WITH_POSTGRES)
+  list(APPEND sourcery_header_dirs persistence/postgres/include)
+endif()
+foreach(dir IN LISTS sourcery_header_dirs)
   install(DIRECTORY ${PROJECT_SOURCE_DIR}/${dir}/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} FILES_MATCHING PATTERN "*.hpp")
 endforeach()
-install(FILES ${SOURCERY_GENERATED_INCLUDE_DIR}/sourcery/version.hpp DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/sourcery)
+install(FILES ${SOURCERY_GENERATED_INCLUDE_DIR}/sourcery/version.hpp ${SOURCERY_GENERATED_INCLUDE_DIR}/sourcery/config.hpp
+  DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/sourcery)
 
 set(sourcery_cmake_dir ${CMAKE_INSTALL_LIBDIR}/cmake/Sourcery)
 install(EXPORT SourceryTargets NAMESPACE Sourcery:: DESTINATION ${sourcery_cmake_dir})
@@ -46,6 +56,13 @@ install(FILES ${PROJECT_BINARY_DIR}/SourceryConfig.cmake ${PROJECT_BINARY_DIR}/S
   DESTINATION ${sourcery_cmake_dir})
 # Relocatable: the prefix is found from where the .pc file lies.
 file(RELATIVE_PATH sourcery_pc_to_prefix /prefix/${CMAKE_INSTALL_LIBDIR}/pkgconfig /prefix)
+if(SOURCERY_WITH_POSTGRES)
+  set(sourcery_pc_requires "lmdb libpq nlohmann_json CLI11")
+  set(sourcery_pc_libs "-lsourcery_cluster -lsourcery_runtime -lsourcery_store_open -lsourcery_postgres -lsourcery_actors -lsourcery_persistence -lsourcery_supervision -lcaf_io -lcaf_core")
+else()
+  set(sourcery_pc_requires "lmdb nlohmann_json CLI11")
+  set(sourcery_pc_libs "-lsourcery_runtime -lsourcery_store_open -lsourcery_actors -lsourcery_persistence -lsourcery_supervision -lcaf_core")
+endif()
 configure_file(${PROJECT_SOURCE_DIR}/cmake/sourcery.pc.in ${PROJECT_BINARY_DIR}/sourcery.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/sourcery.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
 
@@ -59,6 +76,9 @@ set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION libdevel)
 set(CPACK_DEBIAN_PACKAGE_DEPENDS
-  "libcaf-dev (>= 0.17), libcaf-dev (<< 0.18), liblmdb-dev, libpq-dev, libmsgpack-cxx-dev, nlohmann-json3-dev, libtcmalloc-minimal4, pkgconf | pkg-config")
+  "libcaf-dev (>= 0.17), libcaf-dev (<< 0.18), liblmdb-dev, libmsgpack-cxx-dev, nlohmann-json3-dev, libcli11-dev, libtcmalloc-minimal4, pkgconf | pkg-config")
+if(SOURCERY_WITH_POSTGRES)
+  string(APPEND CPACK_DEBIAN_PACKAGE_DEPENDS ", libpq-dev")
+endif()
 set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 include(CPack)

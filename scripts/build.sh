@@ -3,6 +3,7 @@
 #   scripts/build.sh [TARGET...]         builds the given targets (default: all)
 #   SOURCERY_SANITIZERS=address|thread  builds everything instrumented.
 #   SOURCERY_BUILD_EXAMPLES=OFF, SOURCERY_BUILD_BENCH=OFF, SOURCERY_BUILD_TESTS=OFF  skip those.
+#   SOURCERY_WITH_POSTGRES=OFF          builds without libpq (no PostgreSQL store, no cluster).
 #   SOURCERY_BUILD_TYPE=Release|Debug|RelWithDebInfo|MinSizeRel|Check (default RelWithDebInfo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +12,7 @@ build_dir="${SOURCERY_BUILD_DIR:-build}"
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE="${SOURCERY_BUILD_TYPE:-RelWithDebInfo}" \
   -DSOURCERY_SANITIZERS="${SOURCERY_SANITIZERS:-}" \
   -DSOURCERY_WERROR="${SOURCERY_WERROR:-ON}" -DSOURCERY_BUILD_TESTS="${SOURCERY_BUILD_TESTS:-ON}" -DSOURCERY_BUILD_EXAMPLES="${SOURCERY_BUILD_EXAMPLES:-ON}" \
-  -DSOURCERY_BUILD_BENCH="${SOURCERY_BUILD_BENCH:-ON}" >/dev/null
+  -DSOURCERY_BUILD_BENCH="${SOURCERY_BUILD_BENCH:-ON}" -DSOURCERY_WITH_POSTGRES="${SOURCERY_WITH_POSTGRES:-ON}" >/dev/null
 targets=()
 for t in "$@"; do targets+=(--target "$t"); done
 cmake --build "$build_dir" -j"$(nproc)" "${targets[@]}"

@@ -111,25 +111,14 @@ void add_routes(http::gateway& gw, sourcery::application& app) {
     answer(http::json_response(200, json{{"transfer", req.param("id")}, {"stage", stages[static_cast<int>(t->at)]}}));
   });
   gw.route("GET", "/cluster", [&app](http::request&, http::responder answer) {
-    answer(http::json_response(200, json{{"node", app.cluster_node()},
-                                         {"members", app.cluster_members()},
-                                         {"shards", app.shards_owned()}}));
+    auto where = app.placement();
+    answer(http::json_response(200, json{{"node", where.node}, {"members", where.members}, {"shards", where.shards_owned}}));
   });
 }
 
 } // namespace
 
-const char* const usage =
-  "usage: bank-node [--store URI] [--cluster NAME --node HOST:PORT [--listen HOST:PORT]] [--http PORT] [--address A]\n"
-  "\n"
-  "  --store URI        where the events live (default: lmdb:bank-data, or SOURCERY_STORE);\n"
-  "                     --data-dir DIR and --in-memory are short for lmdb:DIR and memory:\n"
-  "  --cluster NAME     run as a node of cluster NAME (a PostgreSQL store)\n"
-  "  --node HOST:PORT   where the other nodes reach this one\n"
-  "  --listen HOST:PORT where it listens for them, when that differs (behind a proxy)\n"
-  "  --http PORT        the HTTP port (default 8080; 0: any free port)\n"
-  "  --address A        the HTTP address (default 127.0.0.1: this machine only)\n"
-  "\n"
+const char* const routes_help =
   "routes (JSON bodies, Content-Type: application/json):\n"
   "  POST /accounts                   {\"account\", \"owner\"?}                      201 | 422\n"
   "  POST /accounts/{id}/deposits     {\"amount\", \"transfer\"?}                    200 | 422\n"
@@ -142,38 +131,15 @@ const char* const usage =
 
 int main(int argc, char** argv) {
   sourcery::application_config config;
-  config.data_dir = "bank-data";
   http::gateway_config web;
   web.port = 8080;
   web.address = "127.0.0.1";
-  demo::store_options store{"bank-node"};
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    bool has_value = i + 1 < argc;
-    if (store.take(argc, argv, i, config)) {
-    } else if (a == "--cluster" && has_value) {
-      config.cluster.name = argv[++i];
-    } else if (a == "--node" && has_value) {
-      config.cluster.node = argv[++i];
-    } else if (a == "--listen" && has_value) {
-      config.cluster.listen = argv[++i];
-    } else if (a == "--http" && has_value) {
-      auto port = demo::parse_port(argv[++i]);
-      if (!port) {
-        std::fprintf(stderr, "bank-node: --http takes a port from 0 to 65535\n");
-        return 2;
-      }
-      web.port = *port;
-    } else if (a == "--address" && has_value) {
-      web.address = argv[++i];
-    } else {
-      bool help = a == "--help" || a == "-h";
-      std::fprintf(help ? stdout : stderr, "%s", usage);
-      return help ? 0 : 2;
-    }
-  }
-  store.finish(config);
-  demo::check_cluster_options(config, "bank-node");
+  CLI::App cli{"The bank as a service: one node of a cluster, or alone.", "bank-node"};
+  demo::demo_options options{cli, config, "bank-data", true};
+  cli.add_option("--http", web.port, "the HTTP port (0: any free port)")->capture_default_str();
+  cli.add_option("--address", web.address, "the HTTP address (127.0.0.1: this machine only)")->capture_default_str();
+  cli.footer(routes_help);
+  options.parse(cli, argc, argv, config);
 
   http::gateway gw;
   // Declared down by the cluster, or a tree that gave up: stop and exit
@@ -201,12 +167,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   gw.stop_on_signals();
-  if (config.cluster.name.empty())
+  if (options.cluster_name().empty())
     std::printf("bank-node: listening on http://%s:%u (%s)\n", web.address.c_str(), gw.port(),
                 demo::store_location(config).c_str());
   else
     std::printf("bank-node: listening on http://%s:%u, node %s of cluster %s (%zu members)\n", web.address.c_str(),
-                gw.port(), config.cluster.node.c_str(), config.cluster.name.c_str(), (*app)->cluster_members());
+                gw.port(), options.node().c_str(), options.cluster_name().c_str(), (*app)->placement().members);
   std::fflush(stdout);
   gw.wait();
   auto why = (*app)->failure();

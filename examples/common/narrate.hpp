@@ -12,7 +12,12 @@
 
 #include "sourcery/persistence/event_registry.hpp"
 #include "sourcery/persistence/store_uri.hpp"
+#include "sourcery/config.hpp"
 #include "sourcery/runtime/application.hpp"
+#include "sourcery/runtime/cli/program_options.hpp"
+#if SOURCERY_WITH_POSTGRES
+#include "sourcery/runtime/cluster/cluster_options.hpp"
+#endif
 
 namespace demo {
 
@@ -64,123 +69,62 @@ sourcery::dispatch_result run(sourcery::application& app, const std::string& wha
   return *r;
 }
 
-/// A port given on the command line: 0 to 65535, nothing else.
-inline std::optional<uint16_t> parse_port(const char* text) {
-  char* end = nullptr;
-  long port = std::strtol(text, &end, 10);
-  if (end == text || *end != '\0' || port < 0 || port > 65535)
-    return std::nullopt;
-  return static_cast<uint16_t>(port);
-}
-
-/// `--cluster NAME` and `--node HOST:PORT` go together, on a PostgreSQL
-/// store: exits with status 2 otherwise.
-inline void check_cluster_options(const sourcery::application_config& config, const char* program) {
-  if (config.cluster.name.empty() && config.cluster.node.empty())
-    return;
-  const char* why = nullptr;
-  if (config.cluster.name.empty() || config.cluster.node.empty())
-    why = "--cluster NAME and --node HOST:PORT go together";
-  else if (auto uri = sourcery::persistence::store_uri::parse(config.store_uri); !uri || !uri->is_postgres())
-    why = "the nodes of a cluster share a PostgreSQL store: give --store postgresql://...";
-  else if (auto address = sourcery::cluster::split_node_address(config.cluster.node); !address)
-    why = "--node takes HOST:PORT with a port from 1 to 65535";
-  if (why) {
-    std::fprintf(stderr, "%s: %s\n", program, why);
-    std::exit(2);
-  }
-}
-
-/// The options that name a program's store: `--store URI` and its
-/// shorthands `--data-dir DIR` and `--in-memory`. One of them at most
-/// (`--store lmdb:a --in-memory` is refused: which one did you mean?);
-/// none, and SOURCERY_STORE names it, else the program's default directory.
-class store_options {
+/// The options every demo shares: the store (`--store URI`, `--data-dir
+/// DIR`, `--in-memory`) and, where the build has it, the cluster
+/// (`--cluster NAME --node HOST:PORT`, and `--listen HOST:PORT` where
+/// `listen`). Add them to `app`, add the program's own, then `parse`.
+class demo_options {
 public:
-  explicit store_options(const char* program) : program_(program) {}
-
-  /// Takes argv[i] (and its value) when it names the store; exits with
-  /// status 2 on a second one, 1 on a bad URI.
-  bool take(int argc, char** argv, int& i, sourcery::application_config& config) {
-    std::string flag = argv[i];
-    bool valued = flag == "--store" || flag == "--data-dir";
-    if (!valued && flag != "--in-memory")
-      return false;
-    if (valued && i + 1 >= argc)
-      return false; // the usage text says what is missing
-    if (!named_by_.empty()) {
-      std::fprintf(stderr, "%s: %s and %s both name the store: give one\n", program_, named_by_.c_str(),
-                   flag.c_str());
-      std::exit(2);
-    }
-    named_by_ = flag;
-    if (flag == "--store")
-      set_uri(argv[++i], config);
-    else if (flag == "--data-dir")
-      config.data_dir = argv[++i];
-    else
-      config.in_memory = true;
-    return true;
+  demo_options(CLI::App& app, sourcery::application_config& config, const char* default_dir, bool listen = false)
+    : store_(app, config.store_uri, config.data_dir, &config.in_memory, default_dir)
+#if SOURCERY_WITH_POSTGRES
+      , cluster_(app, listen)
+#endif
+  {
+    (void) listen;
   }
 
-  /// After the options: the store from SOURCERY_STORE when none was named.
-  void finish(sourcery::application_config& config) {
-    if (named_by_.empty())
-      if (auto env = sourcery::persistence::store_from_environment())
-        set_uri(*env, config, " (from SOURCERY_STORE)");
+  /// Parses argv; exits 0 after --help, 2 on a bad argument.
+  void parse(CLI::App& app, int argc, char** argv, sourcery::application_config& config) {
+    if (auto code = sourcery::cli::parse(app, argc, argv))
+      std::exit(*code);
+    if (auto code = store_.finish())
+      std::exit(*code);
+#if SOURCERY_WITH_POSTGRES
+    cluster_.finish(config);
+#endif
+  }
+
+  /// The cluster's name and this node's address ("" when alone).
+  std::string cluster_name() const {
+#if SOURCERY_WITH_POSTGRES
+    return cluster_.settings.name;
+#else
+    return {};
+#endif
+  }
+  std::string node() const {
+#if SOURCERY_WITH_POSTGRES
+    return cluster_.settings.node;
+#else
+    return {};
+#endif
   }
 
 private:
-  void set_uri(const std::string& text, sourcery::application_config& config, const char* from = "") {
-    auto uri = sourcery::persistence::store_uri::parse(text);
-    if (!uri) {
-      std::fprintf(stderr, "%s: %s%s\n", program_, sourcery::persistence::describe(uri.error()).c_str(), from);
-      std::exit(1);
-    }
-    // lmdb:DIR is the directory itself, as --data-dir: what the program
-    // says and where it writes are the same.
-    if (uri->type == sourcery::persistence::store_uri::kind::lmdb)
-      config.data_dir = uri->location;
-    else if (uri->type == sourcery::persistence::store_uri::kind::memory)
-      config.in_memory = true;
-    else
-      config.store_uri = text;
-  }
-
-  const char* program_;
-  std::string named_by_;
+  sourcery::cli::store_options store_;
+#if SOURCERY_WITH_POSTGRES
+  sourcery::cluster::cluster_options cluster_;
+#endif
 };
 
-/// `--store URI`, its shorthands `--data-dir DIR` and `--in-memory`,
-/// `--cluster NAME --node HOST:PORT` (and `--help`); exits on anything
-/// else, and with status 1 on a bad URI.
-inline sourcery::application_config parse_options(int argc, char** argv, const char* program,
+/// A demo's options: the store's and the cluster's (and `--help`).
+inline sourcery::application_config parse_options(int argc, char** argv, const char* program, const char* title,
                                                   const char* default_dir) {
   sourcery::application_config config;
-  config.data_dir = default_dir;
-  store_options store{program};
-  for (int i = 1; i < argc; ++i) {
-    if (store.take(argc, argv, i, config)) {
-    } else if (std::strcmp(argv[i], "--cluster") == 0 && i + 1 < argc) {
-      config.cluster.name = argv[++i];
-    } else if (std::strcmp(argv[i], "--node") == 0 && i + 1 < argc) {
-      config.cluster.node = argv[++i];
-    } else {
-      bool help = std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0;
-      std::fprintf(help ? stdout : stderr,
-                   "usage: %s [--store lmdb:DIR|memory:|postgresql://...] [--data-dir DIR] [--in-memory]"
-                   " [--cluster NAME --node HOST:PORT]\n\n"
-                   "  --store URI        where the events live (default: lmdb:%s, or SOURCERY_STORE)\n"
-                   "  --data-dir DIR     short for --store lmdb:DIR\n"
-                   "  --in-memory        short for --store memory: (nothing survives the run)\n"
-                   "  --cluster NAME     run as a node of cluster NAME (PostgreSQL store)\n"
-                   "  --node HOST:PORT   this node's address in the cluster\n",
-                   program, default_dir);
-      std::exit(help ? 0 : 2);
-    }
-  }
-  store.finish(config);
-  check_cluster_options(config, program);
+  CLI::App app{title, program};
+  demo_options options{app, config, default_dir};
+  options.parse(app, argc, argv, config);
   return config;
 }
 
@@ -215,7 +159,7 @@ struct started {
 };
 inline started start(int argc, char** argv, const char* program, const char* title, const char* default_dir,
                      sourcery::router routes) {
-  auto config = parse_options(argc, argv, program, default_dir);
+  auto config = parse_options(argc, argv, program, title, default_dir);
   say("== %s ==", title);
   auto app = sourcery::application::start(config, std::move(routes));
   if (!app)

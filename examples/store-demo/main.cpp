@@ -20,8 +20,9 @@
 
 #include "sourcery/persistence/event_registry.hpp"
 #include "sourcery/persistence/lmdb_store.hpp"
-#include "sourcery/persistence/store_uri.hpp"
 #include "sourcery/persistence/memory_store.hpp"
+#include "sourcery/persistence/store_uri.hpp"
+#include "sourcery/runtime/cli/program_options.hpp"
 
 using namespace sourcery::persistence;
 using namespace std::chrono_literals;
@@ -152,44 +153,17 @@ account_state load_account(event_store& store, const event_registry& types, cons
 } // namespace
 
 int main(int argc, char** argv) {
-  auto uri = store_uri::lmdb("store-demo-data");
-  std::string named_by; // the one option that named the store
-  auto use = [&](const std::string& text, const char* from) {
-    auto parsed = store_uri::parse(text);
-    if (!parsed) {
-      std::fprintf(stderr, "store-demo: %s%s\n", describe(parsed.error()).c_str(), from);
-      std::exit(1);
-    }
-    uri = *parsed;
-  };
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    bool names_store = ((a == "--store" || a == "--data-dir") && i + 1 < argc) || a == "--in-memory";
-    if (names_store && !named_by.empty()) {
-      std::fprintf(stderr, "store-demo: %s and %s both name the store: give one\n", named_by.c_str(), a.c_str());
-      return 2;
-    }
-    if (names_store)
-      named_by = a;
-    if (a == "--store" && i + 1 < argc) {
-      use(argv[++i], "");
-    } else if (a == "--data-dir" && i + 1 < argc) {
-      uri = store_uri::lmdb(argv[++i]);
-    } else if (a == "--in-memory") {
-      uri = store_uri::memory();
-    } else {
-      bool help = a == "--help" || a == "-h";
-      std::fprintf(help ? stdout : stderr,
-                   "usage: store-demo [--store URI] [--data-dir DIR] [--in-memory]\n\n"
-                   "  --store URI        where the events live (default: lmdb:store-demo-data, or SOURCERY_STORE)\n"
-                   "  --data-dir DIR     short for --store lmdb:DIR\n"
-                   "  --in-memory        short for --store memory: (nothing survives the run)\n");
-      return help ? 0 : 2;
-    }
-  }
-  if (named_by.empty())
-    if (auto env = sourcery::persistence::store_from_environment())
-      use(*env, " (from SOURCERY_STORE)");
+  std::string text, dir;
+  bool in_memory = false;
+  CLI::App cli{"The event store alone: appends, reads, optimistic concurrency, upcasting.", "store-demo"};
+  sourcery::cli::store_options options{cli, text, dir, &in_memory, "store-demo-data"};
+  if (auto code = sourcery::cli::parse(cli, argc, argv))
+    return *code;
+  if (auto code = options.finish())
+    return *code;
+  auto uri = in_memory ? store_uri::memory() : store_uri::lmdb(dir);
+  if (!text.empty())
+    uri = *store_uri::parse(text); // checked by the options
 
   say("== Sourcery event store demo ==");
   auto opened = open_store(uri);

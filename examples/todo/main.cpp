@@ -24,17 +24,7 @@
 
 namespace {
 
-const char* const usage =
-  "usage: todo-server [--port N] [--address A] [--store URI] [--cluster NAME --node HOST:PORT]\n"
-  "       todo-server admin COMMAND ...   the operator tool (`todo-server admin --help`)\n"
-  "\n"
-  "  --port N           the HTTP port (default 8080; 0: any free port)\n"
-  "  --address A        the HTTP address (default 127.0.0.1: this machine only; 0.0.0.0: every interface)\n"
-  "  --store URI        where the events live (default: lmdb:todo-data, or SOURCERY_STORE);\n"
-  "                     --data-dir DIR and --in-memory are short for lmdb:DIR and memory:\n"
-  "  --cluster NAME     run as a node of cluster NAME (a PostgreSQL store)\n"
-  "  --node HOST:PORT   this node's address in the cluster\n"
-  "\n"
+const char* const routes_help =
   "routes (the Todo-Backend API, todobackend.com; JSON bodies, Content-Type: application/json):\n"
   "  GET    /todos          every todo, in creation order                 200\n"
   "  POST   /todos          {\"title\", \"completed\"?, \"order\"?}           201 | 400 | 415 | 422\n"
@@ -54,35 +44,14 @@ int main(int argc, char** argv) {
     return tool.run(argc - 1, argv + 1);
   }
   sourcery::application_config config;
-  config.data_dir = "todo-data";
   sourcery::http::gateway_config http;
-  demo::store_options store{"todo-server"};
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    bool has_value = i + 1 < argc;
-    if (a == "--port" && has_value) {
-      auto port = demo::parse_port(argv[++i]);
-      if (!port) {
-        std::fprintf(stderr, "todo-server: --port takes a number from 0 to 65535\n");
-        return 2;
-      }
-      http.port = *port;
-    } else if (a == "--address" && has_value) {
-      http.address = argv[++i];
-    } else if (store.take(argc, argv, i, config)) {
-    } else if (a == "--cluster" && has_value) {
-      config.cluster.name = argv[++i];
-    } else if (a == "--node" && has_value) {
-      config.cluster.node = argv[++i];
-    } else {
-      bool help = a == "--help" || a == "-h";
-      std::fprintf(help ? stdout : stderr, "%s", usage);
-      return help ? 0 : 2;
-    }
-  }
-
-  store.finish(config);
-  demo::check_cluster_options(config, "todo-server");
+  CLI::App cli{"The Todo-Backend API (todobackend.com), event-sourced.", "todo-server"};
+  demo::demo_options options{cli, config, "todo-data"};
+  cli.add_option("--port", http.port, "the HTTP port (0: any free port)")->capture_default_str();
+  cli.add_option("--address", http.address, "the HTTP address (127.0.0.1: this machine only; 0.0.0.0: every interface)")
+    ->capture_default_str();
+  cli.footer(std::string{routes_help} + "\ntodo-server admin COMMAND ...: the operator tool (`todo-server admin --help`).\n");
+  options.parse(cli, argc, argv, config);
 
   sourcery::http::gateway gw;
   // Declared down by its cluster, or a tree that gave up: stop serving and exit non-zero, so the process

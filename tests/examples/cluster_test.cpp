@@ -378,13 +378,17 @@ TEST_F(bank_cluster, an_owner_killed_a_clean_leave_and_a_join_under_load) {
   nodes[0].usable = false;
   nodes[0].process->signal(SIGKILL);
   EXPECT_EQ(nodes[0].process->wait(), 128 + SIGKILL);
-  std::this_thread::sleep_for(3500ms); // its shards and handlers move once it is declared down
+  // Its shards move once it is declared down: every one held by the others.
+  EXPECT_TRUE(sourcery::testing::eventually(
+    [&] { return shards_held_by(0) == 0 && shards_held_by(1) + shards_held_by(2) == 64; }, 15s))
+    << "node 0 still holds " << shards_held_by(0) << " shards";
   serves_all(1);
   nodes[1].usable = false;
   nodes[1].process->signal(SIGTERM); // hands over first
   EXPECT_EQ(nodes[1].process->wait_for(10s), std::optional<int>{0});
   start(0); // rejoins (a new incarnation) under load
-  std::this_thread::sleep_for(1500ms);
+  EXPECT_TRUE(sourcery::testing::eventually([&] { return shards_held_by(0) > 0 && shards_held_by(1) == 0; }, 15s))
+    << "node 0 took no shards back, or node 1 kept some after leaving";
   stop_load();
   serves_all(0);
   serves_all(2);
@@ -551,17 +555,24 @@ TEST_F(bank_cluster, the_store_frozen_2_and_6_s_stops_no_node_and_every_account_
 TEST_F(bank_cluster, links_cut_both_ways_and_one_way_lose_nothing_and_heal) {
   begin(/*proxied*/ true);
   load_acknowledged();
+  // Each cut lasts 2 s (a fault's length, not a wait for a condition): the
+  // load goes on meanwhile, and what it is answered must hold afterwards.
   nodes[2].proxy->set(tcp_proxy::mode::drop_both); // nobody reaches node 2
   std::this_thread::sleep_for(2s);
   nodes[2].proxy->set(tcp_proxy::mode::relay);
-  std::this_thread::sleep_for(1s);
+  auto before = answered.load();
+  EXPECT_TRUE(sourcery::testing::eventually([&] { return answered.load() >= before + 20; }, 10s))
+    << "the load is not answered again after the first cut healed";
   nodes[1].proxy->set(tcp_proxy::mode::drop_replies); // node 1 hears, but is not heard
   std::this_thread::sleep_for(2s);
   nodes[1].proxy->set(tcp_proxy::mode::relay);
-  std::this_thread::sleep_for(3s); // the links come back (heartbeats, reconnection)
-  stop_load();
+  // The links come back (heartbeats, reconnection): every node serves every
+  // account again, and the shards are all held.
   for (size_t i = 0; i < 3; ++i)
-    serves_all(i);
+    serves_all_within(i, 15s);
+  EXPECT_TRUE(sourcery::testing::eventually(
+    [&] { return shards_held_by(0) + shards_held_by(1) + shards_held_by(2) == 64; }, 15s));
+  stop_load();
   check_invariants();
 }
 
@@ -627,7 +638,10 @@ TEST_F(bank_cluster, the_stores_sessions_terminated_under_load) {
   for (auto role : {"writer", "reader", "listener"})
     ended += sourcery::testing::terminate_sessions(sourcery::testing::test_pg_uri(), schema, role);
   EXPECT_GT(ended, 0);
-  std::this_thread::sleep_for(2s);
+  // The nodes reconnect by themselves: the load is answered again.
+  auto before = answered.load();
+  EXPECT_TRUE(sourcery::testing::eventually([&] { return answered.load() >= before + 50; }, 15s))
+    << "the load is not answered after the sessions ended";
   stop_load();
   for (size_t i = 0; i < 3; ++i)
     serves_all(i);

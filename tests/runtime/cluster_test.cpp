@@ -23,6 +23,7 @@
 #include "sourcery/persistence/postgres_coordination.hpp"
 #include "sourcery/persistence/postgres_projection_store.hpp"
 #include "sourcery/runtime/application.hpp"
+#include "sourcery/runtime/cluster/node_registration.hpp"
 
 using namespace bank;
 using namespace sourcery;
@@ -32,6 +33,15 @@ namespace {
 
 using sourcery::testing::free_port;
 
+
+/// A node of cluster "bank" at `node` (default: a free loopback port).
+std::shared_ptr<const sourcery::registration_provider> bank_node(std::string node = {}, uint32_t shards = 64) {
+  sourcery::cluster::cluster_settings s;
+  s.name = "bank";
+  s.node = node.empty() ? "127.0.0.1:" + std::to_string(free_port()) : std::move(node);
+  s.shards = shards;
+  return sourcery::cluster::node_registration(s);
+}
 
 struct cluster_of_nodes : ::testing::Test {
   sourcery::testing::temp_dir dir;
@@ -44,8 +54,7 @@ struct cluster_of_nodes : ::testing::Test {
   application& add_node() {
     application_config cfg;
     cfg.store_uri = uri();
-    cfg.cluster.name = "bank";
-    cfg.cluster.node = "127.0.0.1:" + std::to_string(free_port());
+    cfg.registration = bank_node();
     cfg.scheduler_threads = 2;
     auto app = application::start(cfg, routes());
     EXPECT_TRUE(app) << describe_error(app.error());
@@ -57,7 +66,7 @@ struct cluster_of_nodes : ::testing::Test {
     size_t n = 0;
     for (auto& a : nodes)
       if (a)
-        n += a->shards_owned();
+        n += a->placement().shards_owned;
     return n;
   }
 
@@ -67,7 +76,7 @@ struct cluster_of_nodes : ::testing::Test {
     for (auto& a : nodes)
       live += a != nullptr;
     for (auto& a : nodes)
-      if (a && (a->cluster_members() != live || a->shards_owned() == 0))
+      if (a && (a->placement().members != live || a->placement().shards_owned == 0))
         return false;
     return shards_owned() == 64;
   }
@@ -116,7 +125,7 @@ TEST_F(cluster_of_nodes, commands_run_once_on_their_owner_and_are_answered_where
     add_node();
   ASSERT_TRUE(settled()) << shards_owned();
   for (auto& n : nodes)
-    EXPECT_EQ(n->cluster_members(), 3u);
+    EXPECT_EQ(n->placement().members, 3u);
   constexpr int accounts = 24, rounds = 5;
   for (int a = 0; a < accounts; ++a) {
     auto r = nodes[static_cast<size_t>(a) % 3]->dispatch(open_account{"a" + std::to_string(a), "x"});
@@ -181,7 +190,7 @@ TEST_F(cluster_of_nodes, a_clean_leave_hands_every_shard_over_at_once) {
   ASSERT_TRUE(settled());
   for (int a = 0; a < 12; ++a)
     ASSERT_TRUE(nodes[0]->dispatch(open_account{"l" + std::to_string(a), "x"}));
-  auto leaving = nodes[2]->shards_owned();
+  auto leaving = nodes[2]->placement().shards_owned;
   ASSERT_GT(leaving, 0u);
   auto t0 = std::chrono::steady_clock::now();
   nodes[2]->stop();
@@ -196,7 +205,7 @@ TEST_F(cluster_of_nodes, a_clean_leave_hands_every_shard_over_at_once) {
   }
   for (auto& n : nodes)
     if (n) {
-      EXPECT_EQ(n->cluster_members(), 2u);
+      EXPECT_EQ(n->placement().members, 2u);
     }
   // And a join takes its share back while commands keep being answered.
   add_node();
@@ -219,20 +228,20 @@ TEST_F(cluster_of_nodes, a_node_declared_down_stops_serving_and_joins_again_by_i
   auto incarnation = [&] {
     return sourcery::testing::run_sql(sourcery::testing::test_pg_uri(),
                                       "SELECT incarnation FROM " + schema + ".cluster_members WHERE node = '"
-                                        + nodes[0]->cluster_node() + "'");
+                                        + nodes[0]->placement().node + "'");
   };
   auto before = incarnation();
   // The others declare node 0 down (as they would after its silence).
   sourcery::testing::run_sql(sourcery::testing::test_pg_uri(), "UPDATE " + schema
                                                                   + ".cluster_members SET state = 'down' WHERE node = '"
-                                                                  + nodes[0]->cluster_node() + "'");
+                                                                  + nodes[0]->placement().node + "'");
   // It learns it at its next renewal, stops serving, joins again as a new
   // incarnation and takes its share back: no failure, no restart.
   auto until = std::chrono::steady_clock::now() + 10s;
   while (incarnation() == before && std::chrono::steady_clock::now() < until)
     std::this_thread::sleep_for(20ms);
   EXPECT_NE(incarnation(), before) << "it did not join again";
-  ASSERT_TRUE(settled(10s)) << "node 0 holds " << nodes[0]->shards_owned() << " shards";
+  ASSERT_TRUE(settled(10s)) << "node 0 holds " << nodes[0]->placement().shards_owned << " shards";
   EXPECT_FALSE(nodes[0]->failure()) << describe_error(nodes[0]->failure());
   EXPECT_FALSE(nodes[0]->outage()) << describe_error(nodes[0]->outage());
   EXPECT_TRUE(nodes[0]->running());
@@ -249,9 +258,7 @@ TEST_F(cluster_of_nodes, a_node_with_another_shard_count_is_refused_while_the_cl
   ASSERT_TRUE(settled());
   application_config cfg;
   cfg.store_uri = uri();
-  cfg.cluster.name = "bank";
-  cfg.cluster.node = "127.0.0.1:" + std::to_string(free_port());
-  cfg.cluster.shards = 32;
+  cfg.registration = bank_node({}, 32);
   cfg.scheduler_threads = 2;
   auto odd = application::start(cfg, routes());
   ASSERT_FALSE(odd);
@@ -332,7 +339,7 @@ TEST_F(cluster_of_nodes, handlers_run_on_one_node_and_strong_dispatches_wait_for
     if (l.name == "handler:bank.balances")
       runs_on = persistence::node_of_owner(l.owner);
   for (auto& n : nodes)
-    if (n && n->cluster_node() == runs_on) {
+    if (n && n->placement().node == runs_on) {
       n->stop();
       n.reset();
     }
@@ -352,13 +359,12 @@ TEST_F(cluster_of_nodes, handlers_run_on_one_node_and_strong_dispatches_wait_for
 TEST_F(cluster_of_nodes, refuses_a_store_nodes_cannot_share_and_a_bad_address) {
   application_config cfg;
   cfg.data_dir = dir.str();
-  cfg.cluster.name = "bank";
-  cfg.cluster.node = "127.0.0.1:" + std::to_string(free_port());
+  cfg.registration = bank_node();
   auto lmdb = application::start(cfg, routes());
   ASSERT_FALSE(lmdb);
   EXPECT_NE(describe_error(lmdb.error()).find("PostgreSQL"), std::string::npos);
   cfg.store_uri = uri();
-  cfg.cluster.node = "127.0.0.1";
+  cfg.registration = bank_node("127.0.0.1");
   auto bad = application::start(cfg, routes());
   ASSERT_FALSE(bad);
   EXPECT_NE(describe_error(bad.error()).find("HOST:PORT"), std::string::npos);

@@ -4,10 +4,13 @@
 #include <cstdlib>
 #include <regex>
 
+#include "sourcery/config.hpp"
 #include "sourcery/persistence/lmdb_store.hpp"
 #include "sourcery/persistence/memory_store.hpp"
+#if SOURCERY_WITH_POSTGRES
 #include "sourcery/persistence/postgres_projection_store.hpp"
 #include "sourcery/persistence/postgres_store.hpp"
+#endif
 
 namespace sourcery::persistence {
 
@@ -152,6 +155,7 @@ Options lmdb_like(const store_uri& uri, const store_open_options& options) {
   return o;
 }
 
+#if SOURCERY_WITH_POSTGRES
 // The options of a PostgreSQL store or its read models.
 template <class Options>
 Options postgres_like(const store_uri& uri, const store_open_options& options) {
@@ -164,6 +168,12 @@ Options postgres_like(const store_uri& uri, const store_open_options& options) {
   o.operation_timeout = uri.operation_timeout;
   return o;
 }
+#else
+caf::error without_postgres() {
+  return make_error(store_errc::invalid_argument,
+                    "this build of Sourcery has no PostgreSQL store (built with -DSOURCERY_WITH_POSTGRES=OFF)");
+}
+#endif
 
 template <class Base, class T>
 caf::expected<std::unique_ptr<Base>> widen(caf::expected<std::unique_ptr<T>> opened) {
@@ -181,7 +191,11 @@ caf::expected<std::unique_ptr<event_store>> open_store(const store_uri& uri, con
     case store_uri::kind::lmdb:
       return widen<event_store>(lmdb_store::open(lmdb_like<lmdb_options>(uri, options)));
     case store_uri::kind::postgres:
+#if SOURCERY_WITH_POSTGRES
       return widen<event_store>(postgres_store::open(postgres_like<postgres_options>(uri, options)));
+#else
+      return without_postgres();
+#endif
   }
   return make_error(store_errc::invalid_argument, "unknown store kind");
 }
@@ -194,8 +208,12 @@ caf::expected<std::unique_ptr<projection_store>> open_read_models(const store_ur
     case store_uri::kind::lmdb:
       return projection_store::open(lmdb_like<projection_store_options>(uri, options));
     case store_uri::kind::postgres:
+#if SOURCERY_WITH_POSTGRES
       return widen<projection_store>(
         postgres_projection_store::open(postgres_like<postgres_read_model_options>(uri, options)));
+#else
+      return without_postgres();
+#endif
   }
   return make_error(store_errc::invalid_argument, "unknown store kind");
 }

@@ -38,7 +38,7 @@ std::optional<uint32_t> shard_number(const std::string& lease) {
 cluster_registration::cluster_registration(context ctx, std::shared_ptr<persistence::postgres_coordination> coordination)
   : ctx_(std::move(ctx)), coordination_(std::move(coordination)),
     fence_(std::make_shared<shard_table>(ctx_.settings.name, "", ctx_.settings.shards, ctx_.settings.down_after)),
-    table_(*fence_), local_(ctx_.system, ctx_.root, ctx_.observer) {}
+    table_(*fence_), local_(ctx_.app.system, ctx_.app.root, ctx_.app.observer) {}
 
 caf::expected<std::unique_ptr<cluster_registration>> cluster_registration::create(context ctx) {
   if (ctx.settings.shards == 0)
@@ -66,7 +66,7 @@ caf::expected<std::unique_ptr<cluster_registration>> cluster_registration::creat
   hooks.reachable = [self](const std::string& node, bool answered) { self->pinged(node, answered); };
   hooks.ping_timeout = r->ctx_.settings.unreachable_after / 2;
   hooks.connect_timeout = r->ctx_.settings.down_after / 2;
-  r->link_ = spawn_node_link(r->ctx_.system, std::move(hooks));
+  r->link_ = spawn_node_link(r->ctx_.app.system, std::move(hooks));
   return r;
 }
 
@@ -86,7 +86,7 @@ caf::error cluster_registration::join() {
                                      + " shards and this node is set for " + std::to_string(s.shards)
                                      + ": every node of a cluster must use the same count");
   // Peers reach this node here before it joins: none routes to it sooner.
-  auto port = ctx_.system.middleman().publish(link_, address->second, address->first.c_str(), true);
+  auto port = ctx_.app.system.middleman().publish(link_, address->second, address->first.c_str(), true);
   if (!port)
     return make_error(dispatch_errc::unavailable, "cannot listen for peers at " + (s.listen.empty() ? s.node : s.listen) + ": "
                                                     + describe_error(port.error()));
@@ -100,12 +100,12 @@ caf::error cluster_registration::join() {
     std::string members;
     for (auto& n : live)
       members += (members.empty() ? "" : ",") + n;
-    ctx_.log.info("cluster", "members changed", {{"node", ctx_.settings.node}, {"members", members}});
+    ctx_.app.log.info("cluster", "members changed", {{"node", ctx_.settings.node}, {"members", members}});
     wake_keeper();
   };
   m.on_declared_down = [this](const std::vector<std::string>& nodes) {
     for (auto& n : nodes)
-      ctx_.log.warn("cluster", "member declared down (silent past down_after)",
+      ctx_.app.log.warn("cluster", "member declared down (silent past down_after)",
                     {{"node", ctx_.settings.node}, {"member", n}});
   };
   m.on_down = [this](const caf::error& why) { went_down(why); };
@@ -116,7 +116,7 @@ caf::error cluster_registration::join() {
       renew_leases();
   };
   m.on_rejoined = [this](int64_t incarnation) {
-    ctx_.log.info("cluster", "joined again", {{"node", ctx_.settings.node}, {"incarnation", incarnation}});
+    ctx_.app.log.info("cluster", "joined again", {{"node", ctx_.settings.node}, {"incarnation", incarnation}});
     wake_keeper(); // it takes this node's share back under the new incarnation
   };
   auto joined = membership::start(coordination_, std::move(m));
@@ -127,9 +127,9 @@ caf::error cluster_registration::join() {
   incarnation_ = membership_->incarnation();
   owner_ = persistence::lease_owner(s.node, incarnation_);
   table_.set_owner(owner_);
-  if (auto err = ctx_.store.fence_appends(fence_))
+  if (auto err = ctx_.app.store.fence_appends(fence_))
     return err;
-  ctx_.log.info("cluster", "joined", {{"cluster", s.name}, {"node", s.node},
+  ctx_.app.log.info("cluster", "joined", {{"cluster", s.name}, {"node", s.node},
                                       {"incarnation", membership_->incarnation()},
                                       {"members", membership_->live().size()}});
   // Take this node's shards before the first command; tell the others,
@@ -151,12 +151,12 @@ cluster_registration::~cluster_registration() {
   if (keeper_.joinable())
     keeper_.join();
   if (link_ && port_ != 0) // no peer connects while the system shuts down
-    (void) ctx_.system.middleman().unpublish(link_, port_);
+    (void) ctx_.app.system.middleman().unpublish(link_, port_);
   if (link_) {
     // Stopped before this object goes, and before the membership: its
     // hooks (a peer's nudge, a ping's answer or timeout, a peer's command)
     // call into both.
-    caf::scoped_actor self{ctx_.system};
+    caf::scoped_actor self{ctx_.app.system};
     self->monitor(link_);
     self->send_exit(link_, caf::exit_reason::user_shutdown);
     self->receive([](const caf::down_msg&) {}, caf::after(std::chrono::seconds{10}) >> [] {});
@@ -164,7 +164,7 @@ cluster_registration::~cluster_registration() {
   }
   joined_ = false;
   membership_.reset(); // stops renewing (a clean leave has left already)
-  (void) ctx_.store.fence_appends(nullptr);
+  (void) ctx_.app.store.fence_appends(nullptr);
 }
 
 caf::error cluster_registration::host(const sourcery::detail::aggregate_host& host) {
@@ -260,16 +260,16 @@ void cluster_registration::went_down(const caf::error& why) {
   stop_all_here();
   last_lease_renewal_ = {}; // the next renewal is a new incarnation's first
   if (membership_->replaced()) {
-    ctx_.log.error("cluster", "replaced by a newer incarnation of this node: serving no more",
+    ctx_.app.log.error("cluster", "replaced by a newer incarnation of this node: serving no more",
                    {{"node", ctx_.settings.node}, {"reason", describe_error(why)}});
-    if (ctx_.on_replaced)
-      ctx_.on_replaced(make_error(dispatch_errc::unavailable, describe_error(why)));
+    if (ctx_.app.on_failure)
+      ctx_.app.on_failure(make_error(dispatch_errc::unavailable, describe_error(why)));
     return;
   }
-  ctx_.log.error("cluster", "out of the cluster: serving no more until joined again",
+  ctx_.app.log.error("cluster", "out of the cluster: serving no more until joined again",
                  {{"node", ctx_.settings.node}, {"reason", describe_error(why)}});
-  if (ctx_.on_down)
-    ctx_.on_down(make_error(dispatch_errc::unavailable, "node " + ctx_.settings.node
+  if (ctx_.app.on_outage)
+    ctx_.app.on_outage(make_error(dispatch_errc::unavailable, "node " + ctx_.settings.node
                                                           + " is out of its cluster (" + describe_error(why)
                                                           + "); it joins again as soon as the store takes it"));
   wake_keeper();
@@ -303,9 +303,9 @@ bool cluster_registration::settle_down() {
   owner_ = persistence::lease_owner(ctx_.settings.node, incarnation);
   table_.set_owner(owner_);
   down_ = false;
-  ctx_.log.info("cluster", "serving again", {{"node", ctx_.settings.node}, {"incarnation", incarnation}});
-  if (ctx_.on_rejoined)
-    ctx_.on_rejoined();
+  ctx_.app.log.info("cluster", "serving again", {{"node", ctx_.settings.node}, {"incarnation", incarnation}});
+  if (ctx_.app.on_recovered)
+    ctx_.app.on_recovered();
   for (auto& peer : membership_->live())
     if (peer != ctx_.settings.node)
       caf::anon_send(link_, nudge_atom::value, peer);
@@ -344,13 +344,13 @@ void cluster_registration::renew_leases() {
   if (!renewed) {
     // Out of reach of the store: the leases lapse here (the table stops
     // trusting them) as they do there.
-    ctx_.log.warn("cluster", "cannot renew leases", {{"node", s.node}, {"error", describe_error(renewed.error())}});
+    ctx_.app.log.warn("cluster", "cannot renew leases", {{"node", s.node}, {"error", describe_error(renewed.error())}});
     return;
   }
   if (last_lease_renewal_ != std::chrono::steady_clock::time_point{}) {
     auto gap = std::chrono::duration_cast<std::chrono::milliseconds>(t0 - last_lease_renewal_);
     if (gap > 3 * s.renew_every)
-      ctx_.log.warn("cluster", "late lease renewal", {{"node", s.node}, {"since_last_ms", gap.count()}});
+      ctx_.app.log.warn("cluster", "late lease renewal", {{"node", s.node}, {"since_last_ms", gap.count()}});
   }
   last_lease_renewal_ = t0;
   std::set<uint32_t> confirmed;
@@ -365,13 +365,13 @@ void cluster_registration::renew_leases() {
     }
   for (auto& name : table_.named_leases())
     if (!confirmed_named.count(name) && table_.lost_named_if_confirmed_before(name, t0))
-      ctx_.log.warn("cluster", "handler lease lost (not renewed in time)", {{"node", s.node}, {"lease", name}});
+      ctx_.app.log.warn("cluster", "handler lease lost (not renewed in time)", {{"node", s.node}, {"lease", name}});
   std::vector<uint32_t> lost;
   for (auto n : table_.held_shards())
     if (!confirmed.count(n) && table_.lost_if_confirmed_before(n, t0)) {
       lost.push_back(n);
       counters_.lost.fetch_add(1, std::memory_order_relaxed);
-      ctx_.log.warn("cluster", "shard lease lost (not renewed in time)", {{"node", s.node}, {"shard", n}});
+      ctx_.app.log.warn("cluster", "shard lease lost (not renewed in time)", {{"node", s.node}, {"shard", n}});
     }
   release_shards(lost); // their aggregates stop now: their state may be changed elsewhere
 }
@@ -423,13 +423,13 @@ size_t cluster_registration::check_reachability(const std::vector<std::string>& 
     if (silent) {
       unreachable += member;
       if (!voted_.count(p))
-        ctx_.log.warn("cluster", "peer unreachable: voted", {{"node", s.node}, {"peer", p}});
+        ctx_.app.log.warn("cluster", "peer unreachable: voted", {{"node", s.node}, {"peer", p}});
       if (coordination_->vote(s.name, p, s.node, false))
         voted_.insert(p);
     } else if (voted_.count(p)) {
       if (coordination_->vote(s.name, p, s.node, true)) {
         voted_.erase(p);
-        ctx_.log.info("cluster", "peer reachable again: vote withdrawn", {{"node", s.node}, {"peer", p}});
+        ctx_.app.log.info("cluster", "peer reachable again: vote withdrawn", {{"node", s.node}, {"peer", p}});
       }
     }
   }
@@ -455,7 +455,7 @@ void cluster_registration::tick() {
   for (auto& suspect : std::vector<std::string>{suspected})
     if (probe(suspect, s.renew_every / 2) == probe_result::refused)
       if (auto gone = coordination_->declare_gone(s.name, suspect, 2 * s.renew_every); gone && *gone) {
-        ctx_.log.warn("cluster", "member declared down (nothing listens at its address)",
+        ctx_.app.log.warn("cluster", "member declared down (nothing listens at its address)",
                       {{"node", s.node}, {"member", suspect}});
         std::erase(live, suspect);
         std::erase(suspected, suspect);
@@ -472,7 +472,7 @@ void cluster_registration::tick() {
   auto unreachable = check_reachability(peers);
   if (auto down = coordination_->declare_unreachable(s.name, s.down_after); down && !down->empty()) {
     for (auto& n : *down) {
-      ctx_.log.warn("cluster", "member declared down (a majority cannot reach it)", {{"node", s.node}, {"member", n}});
+      ctx_.app.log.warn("cluster", "member declared down (a majority cannot reach it)", {{"node", s.node}, {"member", n}});
       std::erase(live, n);
       std::erase(suspected, n);
     }
@@ -480,7 +480,7 @@ void cluster_registration::tick() {
   }
   if (peers.size() >= 2 && 2 * unreachable > peers.size() && !leaving_.load()) {
     isolated_ = true;
-    ctx_.log.error("cluster", "cannot reach a majority of the other members: stepping down",
+    ctx_.app.log.error("cluster", "cannot reach a majority of the other members: stepping down",
                    {{"node", s.node}, {"unreachable", unreachable}, {"others", peers.size()}});
     (void) coordination_->declare_gone(s.name, s.node, std::chrono::milliseconds{0});
     membership_->wake(); // it learns it is down at once, and stops serving
@@ -489,7 +489,7 @@ void cluster_registration::tick() {
   isolated_ = false;
   bool may_move = suspected.empty();
   if (auto expired = coordination_->expire_orphaned(s.name); expired && *expired > 0)
-    ctx_.log.info("cluster", "expired the leases of members gone", {{"node", s.node}, {"leases", *expired}});
+    ctx_.app.log.info("cluster", "expired the leases of members gone", {{"node", s.node}, {"leases", *expired}});
   if (leaving_.load())
     std::erase(live, s.node);
   place(live);
@@ -506,7 +506,7 @@ void cluster_registration::tick() {
     auto epoch = coordination_->acquire(s.name, shard_lease(n), owner_, s.down_after);
     if (!epoch) {
       if (!acquire_failed++)
-        ctx_.log.warn("cluster", "cannot take shards now (next round)",
+        ctx_.app.log.warn("cluster", "cannot take shards now (next round)",
                       {{"node", s.node}, {"shard", n}, {"error", describe_error(epoch.error())}});
       continue;
     }
@@ -517,7 +517,7 @@ void cluster_registration::tick() {
     taken += (taken.empty() ? "" : ",") + std::to_string(n) + "@" + std::to_string(**epoch);
   }
   if (!taken.empty())
-    ctx_.log.info("cluster", "shards acquired", {{"node", s.node}, {"shards", taken}});
+    ctx_.app.log.info("cluster", "shards acquired", {{"node", s.node}, {"shards", taken}});
   keep_consumers(live, may_move);
   // No rebalancing while a member may be going down, and a few moves a round.
   if (give.empty() || !may_move)
@@ -543,7 +543,7 @@ void cluster_registration::hand_over(const std::vector<uint32_t>& shards) {
     auto epoch = table_.epoch(n);
     table_.lost(n);
     if (auto r = coordination_->release(s.name, shard_lease(n), owner_, epoch); !r)
-      ctx_.log.warn("cluster", "cannot release a shard (it expires instead)",
+      ctx_.app.log.warn("cluster", "cannot release a shard (it expires instead)",
                     {{"node", s.node}, {"shard", n}, {"error", describe_error(r.error())}});
     counters_.handed_over.fetch_add(1, std::memory_order_relaxed);
     auto next = placed(n);
@@ -552,18 +552,19 @@ void cluster_registration::hand_over(const std::vector<uint32_t>& shards) {
       told.insert(next);
   }
   if (!moved_to.empty())
-    ctx_.log.info("cluster", "shards handed over", {{"node", s.node}, {"shards", moved_to}});
+    ctx_.app.log.info("cluster", "shards handed over", {{"node", s.node}, {"shards", moved_to}});
   for (auto& node : told)
     caf::anon_send(link_, nudge_atom::value, node);
 }
 
-void cluster_registration::add_consumer(const std::string& name, std::function<caf::error()> start,
-                                        std::function<void()> stop) {
+caf::error cluster_registration::run_once(const std::string& name, std::function<caf::error()> start,
+                                         std::function<void()> stop) {
   {
     std::lock_guard guard{consumers_mtx_};
     consumers_[name] = consumer{std::move(start), std::move(stop), false};
   }
   wake_keeper(); // placed here? it starts within a round trip, not a period
+  return {};
 }
 
 bool cluster_registration::runs_here(const std::string& name) const {
@@ -606,7 +607,7 @@ void cluster_registration::keep_consumers(const std::vector<std::string>& live, 
       start = consumers_[name].start;
     }
     if (auto err = start()) {
-      ctx_.log.error("cluster", "cannot start a handler", {{"node", s.node}, {"handler", name},
+      ctx_.app.log.error("cluster", "cannot start a handler", {{"node", s.node}, {"handler", name},
                                                             {"error", describe_error(err)}});
       table_.lost_named(lease);
       (void) coordination_->release(s.name, lease, owner_, **epoch);
@@ -616,7 +617,7 @@ void cluster_registration::keep_consumers(const std::vector<std::string>& live, 
       std::lock_guard guard{consumers_mtx_};
       consumers_[name].running = true;
     }
-    ctx_.log.info("cluster", "handler lock acquired", {{"node", s.node}, {"handler", name}, {"epoch", **epoch}});
+    ctx_.app.log.info("cluster", "handler lock acquired", {{"node", s.node}, {"handler", name}, {"epoch", **epoch}});
   }
 }
 
@@ -636,9 +637,9 @@ void cluster_registration::stop_consumer(const std::string& name, const char* wh
   table_.lost_named(lease);
   if (epoch != 0 && release)
     if (auto r = coordination_->release(ctx_.settings.name, lease, owner_, epoch); !r)
-      ctx_.log.warn("cluster", "cannot release a handler lease (it expires instead)",
+      ctx_.app.log.warn("cluster", "cannot release a handler lease (it expires instead)",
                     {{"node", ctx_.settings.node}, {"lease", lease}, {"error", describe_error(r.error())}});
-  ctx_.log.info("cluster", why, {{"node", ctx_.settings.node}, {"handler", name}});
+  ctx_.app.log.info("cluster", why, {{"node", ctx_.settings.node}, {"handler", name}});
 }
 
 void cluster_registration::leave() {
@@ -665,11 +666,42 @@ void cluster_registration::leave() {
   for (auto& name : names)
     stop_consumer(name, "handler handed over");
   if (auto err = membership_->leave())
-    ctx_.log.warn("cluster", "cannot record the leave (the others will declare this node down)",
+    ctx_.app.log.warn("cluster", "cannot record the leave (the others will declare this node down)",
                   {{"node", ctx_.settings.node}, {"error", describe_error(err)}});
   for (auto& peer : live)
     caf::anon_send(link_, nudge_atom::value, peer);
-  ctx_.log.info("cluster", "left", {{"node", ctx_.settings.node}});
+  ctx_.app.log.info("cluster", "left", {{"node", ctx_.settings.node}});
+}
+
+caf::error cluster_registration::outage() const {
+  if (!current() && !leaving_.load())
+    return make_error(dispatch_errc::unavailable,
+                      "node " + node() + " has not renewed its membership within its lease's life");
+  return {};
+}
+
+registration_description cluster_registration::describe() const {
+  return {node(), members(), shards_owned()};
+}
+
+void cluster_registration::render_metrics(std::string& out) const {
+  auto metric = [&](const char* name, const char* help, const char* type, uint64_t v) {
+    out += std::string{"# HELP "} + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + name + " "
+           + std::to_string(v) + "\n";
+  };
+  const auto& c = counters_;
+  metric("sourcery_cluster_members", "Live members of the cluster, as this node sees them.", "gauge", members());
+  metric("sourcery_cluster_shards_owned", "Shards this node serves now.", "gauge", shards_owned());
+  metric("sourcery_cluster_commands_forwarded_total", "Commands sent to the node owning their aggregate.", "counter",
+         c.forwarded.load());
+  metric("sourcery_cluster_commands_served_total", "Commands other nodes sent here.", "counter", c.served.load());
+  metric("sourcery_cluster_commands_rerouted_total", "Commands routed again (shard moving, moved, fenced).",
+         "counter", c.rerouted.load());
+  metric("sourcery_cluster_shards_acquired_total", "Shards this node took.", "counter", c.acquired.load());
+  metric("sourcery_cluster_handoffs_total", "Shards this node handed over cleanly.", "counter",
+         c.handed_over.load());
+  metric("sourcery_cluster_shards_lost_total", "Shards whose lease ran out under this node.", "counter",
+         c.lost.load());
 }
 
 } // namespace sourcery::cluster::detail

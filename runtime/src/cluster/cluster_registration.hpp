@@ -54,21 +54,14 @@ inline constexpr std::chrono::seconds default_command_deadline{30};
 class cluster_registration final : public registration {
 public:
   struct context {
-    caf::actor_system& system;
-    supervision::supervisor& root;
-    std::function<void(const supervision::supervisor_report&)> observer;
-    const sourcery::logger& log;
-    persistence::event_store& store;
+    /// What the application gives every registration; its `on_outage`
+    /// is called when this node stops serving (declared down, or cut off
+    /// from the store past `down_after`: it joins again by itself, then
+    /// `on_recovered`), its `on_failure` when another process joined as
+    /// this node (this one stops for good).
+    registration_context app;
     persistence::coordination_options coordination;
     cluster_settings settings;
-    /// Called when this node stops serving: declared down, or cut off from
-    /// the store past `down_after`. It joins again by itself.
-    std::function<void(const caf::error&)> on_down;
-    /// Called when it serves again after `on_down` (a new incarnation).
-    std::function<void()> on_rejoined;
-    /// Called instead of `on_down` when another process joined as this node:
-    /// this one stops for good.
-    std::function<void(const caf::error&)> on_replaced;
   };
 
   /// Connects to the store's cluster tables. Errors: invalid_argument (a
@@ -83,6 +76,10 @@ public:
   ~cluster_registration() override;
 
   caf::error host(const sourcery::detail::aggregate_host& host) override;
+  caf::error start() override { return join(); }
+  /// Hands every shard over (drained, released) and leaves the membership,
+  /// so that nothing waits for a lease to run out. Idempotent.
+  void stop() override { leave(); }
   void route(command_envelope cmd, reply done) override;
 
   /// A handler, projection or process manager that runs on one node of the
@@ -90,17 +87,23 @@ public:
   /// `start` runs (on the keeper's thread) once this node holds the lease,
   /// `stop` when it loses it or hands it over. Its checkpoint writes are
   /// fenced with the lease.
-  void add_consumer(const std::string& name, std::function<caf::error()> start, std::function<void()> stop);
+  caf::error run_once(const std::string& name, std::function<caf::error()> start,
+                      std::function<void()> stop) override;
   /// Whether consumer `name` runs on this node now.
-  bool runs_here(const std::string& name) const;
+  bool runs_here(const std::string& name) const override;
+  /// The leases this node holds, for fencing writes (the read models').
+  std::shared_ptr<const persistence::append_fence> fence() const override { return fence_; }
+  /// Not yet told `on_outage`, but its last renewal is older than its
+  /// lease: paused, or cut off from the store (its membership's thread says
+  /// so at its next run).
+  caf::error outage() const override;
+  /// The cluster's gauges and counters.
+  void render_metrics(std::string& out) const override;
+  registration_description describe() const override;
 
-  /// Hands every shard over (drained, released) and leaves the membership,
-  /// so that nothing waits for a lease to run out. Idempotent.
   void leave();
 
   const cluster_counters& counters() const noexcept { return counters_; }
-  /// The leases this node holds, for fencing writes (the read models').
-  std::shared_ptr<const persistence::append_fence> fence() const { return fence_; }
   size_t members() const { return membership_ ? membership_->live().size() : 0; }
   size_t shards_owned() const { return table_.held_shards().size(); }
   const std::string& node() const noexcept { return ctx_.settings.node; }

@@ -31,20 +31,6 @@ void append_help(std::string& out, std::string_view name, std::string_view type,
   out.append("# TYPE ").append(name).append(" ").append(type).append("\n");
 }
 
-/// A label value escaped as the text format asks (backslash, quote, newline).
-std::string escape(std::string_view v) {
-  std::string out;
-  for (char c : v) {
-    if (c == '\\' || c == '"')
-      out += '\\';
-    if (c == '\n') {
-      out += "\\n";
-      continue;
-    }
-    out += c;
-  }
-  return out;
-}
 
 } // namespace
 
@@ -181,10 +167,10 @@ void metrics::render(std::string& out) const {
     append_help(out, "sourcery_child_terminations_total", "counter",
                 "Abnormal exits of supervised children, by supervisor.");
     for (auto& [name, counts] : supervisors_)
-      append_line(out, "sourcery_child_terminations_total", "supervisor=\"" + escape(name) + "\"", counts.first);
+      append_line(out, "sourcery_child_terminations_total", "supervisor=\"" + prometheus_label(name) + "\"", counts.first);
     append_help(out, "sourcery_restarts_total", "counter", "Restarts of supervised children, by supervisor.");
     for (auto& [name, counts] : supervisors_)
-      append_line(out, "sourcery_restarts_total", "supervisor=\"" + escape(name) + "\"", counts.second);
+      append_line(out, "sourcery_restarts_total", "supervisor=\"" + prometheus_label(name) + "\"", counts.second);
   }
   append_help(out, "sourcery_http_requests_total", "counter", "HTTP requests answered, by status class.");
   for (unsigned cls = 1; cls <= 5; ++cls)
@@ -192,6 +178,20 @@ void metrics::render(std::string& out) const {
                 http_by_class_[cls].load(std::memory_order_relaxed));
   append_help(out, "sourcery_http_request_duration_seconds", "histogram", "Time from request read to response.");
   http_latency_.render(out, "sourcery_http_request_duration_seconds");
+}
+
+std::string prometheus_label(std::string_view v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"')
+      out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
 }
 
 } // namespace sourcery

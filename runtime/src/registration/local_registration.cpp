@@ -13,6 +13,8 @@
 namespace sourcery {
 
 registration::~registration() = default;
+registration_provider::~registration_provider() = default;
+void registration_provider::configure(caf::actor_system_config&) const {}
 
 namespace detail {
 
@@ -76,6 +78,11 @@ void local_registration::route(command_envelope cmd, reply done) {
                  detail::command_delivery{std::move(cmd), std::make_shared<detail::reply_slot>(std::move(done))});
 }
 
+caf::error local_registration::run_once(const std::string&, std::function<caf::error()> start,
+                                        std::function<void()>) {
+  return start();
+}
+
 caf::actor local_registration::registry_of(const std::string& type) const {
   auto i = types_.find(type);
   if (i == types_.end())
@@ -101,6 +108,22 @@ std::unique_ptr<registration>
 make_local_registration(caf::actor_system& system, supervision::supervisor& root,
                         std::function<void(const supervision::supervisor_report&)> observer) {
   return std::make_unique<detail::local_registration>(system, root, std::move(observer));
+}
+
+namespace {
+
+class local_provider final : public registration_provider {
+public:
+  caf::expected<std::unique_ptr<registration>> create(registration_context ctx) const override {
+    return make_local_registration(ctx.system, ctx.root, std::move(ctx.observer));
+  }
+};
+
+} // namespace
+
+std::shared_ptr<const registration_provider> local_registration_provider() {
+  static const auto provider = std::make_shared<const local_provider>();
+  return provider;
 }
 
 } // namespace sourcery

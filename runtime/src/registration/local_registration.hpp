@@ -1,7 +1,8 @@
 #pragma once
 
 // The local registration's class, for the cluster's registration, which
-// hosts the aggregates of the shards this node serves through it.
+// hosts the aggregates of the shards this node serves through it (and its
+// consumers while it holds their leases).
 
 #include <map>
 #include <memory>
@@ -28,7 +29,18 @@ public:
                      std::function<void(const supervision::supervisor_report&)> observer);
 
   caf::error host(const detail::aggregate_host& host) override;
+  caf::error start() override { return {}; }
+  void stop() override {}
   void route(command_envelope cmd, reply done) override;
+  /// Starts the consumer at once (`stop` is never called: it runs until the
+  /// tree stops).
+  caf::error run_once(const std::string& name, std::function<caf::error()> start,
+                      std::function<void()> stop) override;
+  bool runs_here(const std::string&) const override { return true; }
+  std::shared_ptr<const persistence::append_fence> fence() const override { return nullptr; }
+  caf::error outage() const override { return {}; }
+  void render_metrics(std::string&) const override {}
+  registration_description describe() const override { return {}; }
 
   /// Stops the actors of `streams` of aggregate type `type` after their
   /// queued commands (their shard moved to another node).

@@ -3,14 +3,16 @@
 
 #include "sourcery/runtime/tool/operator_tool.hpp"
 
-#include <cctype>
-#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
+#include <memory>
 #include <set>
 
 #include "progress_meter.hpp"
+#include "sourcery/config.hpp"
+#include "sourcery/runtime/cli/program_options.hpp"
 #include "tool_context.hpp"
 #include "tool_output.hpp"
 
@@ -103,205 +105,112 @@ const std::vector<command>& commands() {
   return all;
 }
 
-struct flag_help {
-  const char* name;
-  const char* text;
-};
+const char* const general_footer =
+  "The store is opened read-only except by init, import, rebuild, drop, delete and the\n"
+  "handler operations (reset, skip, retry), so a running application is not disturbed,\n"
+  "and nothing is created where no store is. The store: --store URI, else SOURCERY_STORE,\n"
+  "else --data-dir's default. 'help COMMAND' is 'COMMAND --help'.\n"
+  "Exit status: 0 done, 1 the store failed or is damaged, 2 bad arguments or no store.";
 
-const std::vector<flag_help>& flag_texts() {
-  static const std::vector<flag_help> all = {
-    {"--store URI", "the store: lmdb:DIR, or postgresql://... (a libpq URI;\n"
-                    "                    schema=NAME picks the schema, default sourcery);\n"
-                    "                    default: SOURCERY_STORE when set"},
-    {"--data-dir DIR", "the store's directory (default: %s); short for --store lmdb:DIR"},
-    {"--json", "JSON instead of text (one object per line for events and streams)"},
-    {"--from N", "read: first version (default 1); all: first position (default 1);\n"
-                 "                    tail: first position (default: the next event)"},
-    {"--limit N", "at most N items (default: all)"},
-    {"--cluster NAME", "one cluster (default: every cluster on the store)"},
-    {"--read-models DIR", "the read models (default: DATA_DIR/read-models)"},
-    {"--output FILE", "where to write (default: standard output)"},
-    {"--input FILE", "where to read (default: standard input)"},
-    {"--handlers-from head|start", "where a read model the import cannot carry starts (default: head)"},
-    {"--type TYPE", "only events of this type"},
-    {"--category NAME", "only events of streams NAME-... (and NAME)"},
-    {"--correlation ID", "only events with this correlation id"},
-    {"--causation ID", "only events with this causation id"},
-    {"--backward", "newest first"},
-    {"--yes", "yes, remove it"},
-    {"--to WHERE", "a position, start or head"},
-    {"--expected-version N", "the version the stream must be at"},
-    {"--help", "this text"},
-  };
-  return all;
+/// The options of one command, bound to `o`: the store's (every command)
+/// and those the command takes.
+void add_options(CLI::App& sub, const command& c, options& o, uint64_t& expected_version) {
+  auto has = [&](const char* flag) { return c.flags.count(flag) != 0; };
+  if (c.positional > 0)
+    sub.add_option(c.arguments, o.args, "")->required()->expected(static_cast<int>(c.positional));
+  if (has("--json"))
+    sub.add_flag("--json", o.json, "JSON instead of text (one object per line for events and streams)");
+  if (has("--from"))
+    sub.add_option("--from", o.from,
+                   c.name == std::string{"read"}   ? "the first version (default 1)"
+                   : c.name == std::string{"all"} ? "the first position (default 1; --backward: the head)"
+                                                   : "the first position (default: the next event)")
+      ->type_name("N");
+  if (has("--limit"))
+    sub.add_option("--limit", o.limit, "at most N items (default: all)")->type_name("N");
+  if (has("--cluster"))
+    sub.add_option("--cluster", o.cluster, "one cluster (default: every cluster on the store)")->type_name("NAME");
+  if (has("--read-models"))
+    sub.add_option("--read-models", o.read_models, "the read models (default: DATA_DIR/read-models)")
+      ->type_name("DIR");
+  if (has("--output"))
+    sub.add_option("--output", o.output, "where to write (default: standard output)")->type_name("FILE");
+  if (has("--input"))
+    sub.add_option("--input", o.input, "where to read (default: standard input)")->type_name("FILE");
+  if (has("--handlers-from"))
+    sub.add_option("--handlers-from", o.handlers_from,
+                   "where a read model the import cannot carry starts: head or start (default: head)")
+      ->check(CLI::IsMember({"head", "start"}));
+  if (has("--type"))
+    sub.add_option("--type", o.type, "only events of this type");
+  if (has("--category"))
+    sub.add_option("--category", o.category, "only events of streams NAME-... (and NAME)")->type_name("NAME");
+  if (has("--correlation"))
+    sub.add_option("--correlation", o.correlation, "only events with this correlation id")->type_name("ID");
+  if (has("--causation"))
+    sub.add_option("--causation", o.causation, "only events with this causation id")->type_name("ID");
+  if (has("--backward"))
+    sub.add_flag("--backward", o.backward, "newest first");
+  if (has("--yes"))
+    sub.add_flag("--yes", o.yes, "yes, remove it");
+  if (has("--to"))
+    sub.add_option("--to", o.to, "a position, start or head")->type_name("WHERE");
+  if (has("--expected-version"))
+    sub.add_option("--expected-version", expected_version, "the version the stream must be at")->type_name("N");
 }
 
-std::string general_usage(const std::string& program) {
-  std::string out = "usage: " + program + " COMMAND [OPTIONS]\n\ncommands:\n";
-  for (auto& c : commands()) {
-    auto head = std::string{c.name} + (*c.arguments ? std::string{" "} + c.arguments : "");
-    char line[160];
-    std::snprintf(line, sizeof line, "  %-20s %s\n", head.c_str(), c.summary);
-    out += line;
-  }
-  out += "\nRun '" + program + " COMMAND --help' for a command's options. The store is opened\n"
-         "read-only except by init, import, rebuild, drop, delete and the handler\n"
-         "operations (reset, skip, retry), so a running\n"
-         "application is not disturbed, and nothing is created where no store is.\n"
-         "The store: --store URI, else SOURCERY_STORE, else --data-dir's default.\n"
-         "Exit status: 0 done, 1 the store failed or is damaged, 2 bad arguments or no store.\n";
-  return out;
-}
-
-std::string command_usage(const std::string& program, const std::string& data_dir, const command& c) {
-  std::string out = "usage: " + program + " " + c.name + (*c.arguments ? std::string{" "} + c.arguments : "")
-                    + " [OPTIONS]\n\n";
-  std::string summary = c.summary;
-  summary[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(summary[0])));
-  out += summary + ".\n";
-  if (*c.details)
-    out += std::string{c.details} + "\n";
-  out += "\noptions:\n";
-  for (auto& f : flag_texts()) {
-    std::string name = f.name;
-    auto flag = name.substr(0, name.find(' '));
-    if (flag != "--data-dir" && flag != "--store" && flag != "--help" && c.flags.count(flag) == 0)
-      continue;
-    std::string text = f.text;
-    if (auto at = text.find("%s"); at != std::string::npos)
-      text.replace(at, 2, data_dir);
-    char line[256];
-    std::snprintf(line, sizeof line, "  %-19s %s\n", f.name, text.c_str());
-    out += line;
-  }
-  return out;
-}
-
-[[noreturn]] void usage_error(const std::string& program, const std::string& data_dir, const command* c,
-                              const std::string& why) {
-  std::fprintf(stderr, "%s: %s\n\n%s", program.c_str(), why.c_str(),
-               (c != nullptr ? command_usage(program, data_dir, *c) : general_usage(program)).c_str());
+[[noreturn]] void usage_error(const std::string& program, const std::string& command, const std::string& why) {
+  std::fprintf(stderr, "%s: %s\nRun '%s %s--help' for the options.\n", program.c_str(), why.c_str(), program.c_str(),
+               command.empty() ? "" : (command + " ").c_str());
   std::exit(2);
-}
-
-uint64_t number(const std::string& program, const std::string& data_dir, const command* c, const std::string& flag, const char* text) {
-  char* end = nullptr;
-  errno = 0;
-  auto v = std::strtoull(text, &end, 10);
-  if (*text == '\0' || *end != '\0' || errno != 0 || *text == '-')
-    usage_error(program, data_dir, c, flag + " takes a non-negative number, not '" + text + "'");
-  return v;
 }
 
 options parse(const std::string& program, const std::string& data_dir, int argc, char** argv) {
   options o;
-  o.data_dir = data_dir;
-  const command* cmd = nullptr;
-  bool help = false;
-  std::vector<std::pair<std::string, const char*>> flags; // checked once the command is known
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--help" || a == "-h") {
-      help = true;
-    } else if (a == "--json" || a == "--yes" || a == "--backward") {
-      flags.emplace_back(a, nullptr);
-    } else if (a.rfind("--", 0) == 0) {
-      static const std::set<std::string> with_value = {"--data-dir", "--store", "--from", "--limit",
-                                                       "--read-models", "--output", "--input", "--cluster",
-                                                       "--handlers-from", "--type", "--category",
-                                                       "--correlation", "--causation", "--expected-version",
-                                                       "--to"};
-      if (with_value.count(a) == 0)
-        usage_error(program, data_dir, cmd, "unknown option " + a);
-      if (i + 1 >= argc)
-        usage_error(program, data_dir, cmd, a + " needs a value");
-      flags.emplace_back(a, argv[++i]);
-    } else if (cmd == nullptr && o.command.empty()) {
-      o.command = a;
-      for (auto& c : commands())
-        if (a == c.name)
-          cmd = &c;
-      if (cmd == nullptr && a != "help")
-        usage_error(program, data_dir, nullptr, "unknown command '" + a + "'");
-    } else {
-      o.args.push_back(a);
-    }
+  std::vector<const char*> args{argv, argv + argc};
+  if (args.size() >= 2 && std::string{args[1]} == "help") { // "help COMMAND" is "COMMAND --help"
+    args.erase(args.begin() + 1);
+    args.push_back("--help");
   }
-  if (o.command == "help") { // "help COMMAND" is "COMMAND --help"
-    help = true;
-    o.command = o.args.empty() ? "" : o.args.front();
-    cmd = nullptr;
-    for (auto& c : commands())
-      if (o.command == c.name)
-        cmd = &c;
+  CLI::App app{"Sourcery's operator tool: reads, checks, exports and operates a store.", program};
+  app.require_subcommand(1);
+  app.footer(general_footer);
+  uint64_t expected_version = 0;
+  std::vector<std::unique_ptr<cli::store_options>> stores;
+  std::map<const CLI::App*, const command*> by_app;
+  for (auto& c : commands()) {
+    auto* sub = app.add_subcommand(c.name, c.summary);
+    if (*c.details)
+      sub->footer(c.details);
+    stores.push_back(std::make_unique<cli::store_options>(*sub, o.store, o.data_dir, nullptr, data_dir));
+    add_options(*sub, c, o, expected_version);
+    by_app[sub] = &c;
   }
-  if (help) {
-    std::fputs((cmd != nullptr ? command_usage(program, data_dir, *cmd) : general_usage(program)).c_str(), stdout);
-    std::exit(0);
-  }
-  if (cmd == nullptr)
-    usage_error(program, data_dir, nullptr, "no command given");
-  for (auto& [flag, value] : flags) {
-    if (flag != "--data-dir" && flag != "--store" && cmd->flags.count(flag) == 0)
-      usage_error(program, data_dir, cmd, std::string{cmd->name} + " takes no " + flag);
-    if (flag == "--data-dir")
-      o.data_dir = value;
-    else if (flag == "--store")
-      o.store = value;
-    else if (flag == "--json")
-      o.json = true;
-    else if (flag == "--yes")
-      o.yes = true;
-    else if (flag == "--backward")
-      o.backward = true;
-    else if (flag == "--to")
-      o.to = value;
-    else if (flag == "--type")
-      o.type = value;
-    else if (flag == "--category")
-      o.category = value;
-    else if (flag == "--correlation")
-      o.correlation = value;
-    else if (flag == "--causation")
-      o.causation = value;
-    else if (flag == "--expected-version")
-      o.expected_version = number(program, data_dir, cmd, flag, value);
-    else if (flag == "--from")
-      o.from = number(program, data_dir, cmd, flag, value), o.from_given = true;
-    else if (flag == "--limit")
-      o.limit = number(program, data_dir, cmd, flag, value);
-    else if (flag == "--read-models")
-      o.read_models = value;
-    else if (flag == "--output")
-      o.output = value;
-    else if (flag == "--input")
-      o.input = value;
-    else if (flag == "--cluster")
-      o.cluster = value;
-    else if (flag == "--handlers-from") {
-      o.handlers_from = value;
-      if (o.handlers_from != "head" && o.handlers_from != "start")
-        usage_error(program, data_dir, cmd, "--handlers-from takes head or start, not '" + o.handlers_from + "'");
-    }
-  }
-  bool named = false;
-  for (auto& [flag, value] : flags)
-    named |= flag == "--store" || flag == "--data-dir";
-  std::string from_env;
-  if (!named)
-    if (auto env = persistence::store_from_environment()) {
-      o.store = *env;
-      from_env = " (from SOURCERY_STORE)";
-    }
+  if (auto code = cli::parse(app, static_cast<int>(args.size()), args.data()))
+    std::exit(*code);
+  auto* sub = app.get_subcommands().front();
+  const command& cmd = *by_app.at(sub);
+  o.command = cmd.name;
+  auto given = [&](const char* flag) {
+    const auto* opt = sub->get_option_no_throw(flag);
+    return opt != nullptr && opt->count() > 0;
+  };
+  o.from_given = given("--from");
+  if (given("--expected-version"))
+    o.expected_version = expected_version;
+  for (size_t k = 0; k < commands().size(); ++k)
+    if (&commands()[k] == &cmd)
+      if (auto code = stores[k]->finish())
+        std::exit(*code);
   if (!o.store.empty()) {
-    auto uri = persistence::store_uri::parse(o.store);
-    if (!uri) {
-      std::fprintf(stderr, "%s: %s%s\n", program.c_str(), persistence::describe(uri.error()).c_str(),
-                   from_env.c_str());
-      std::exit(1);
-    }
+    auto uri = persistence::store_uri::parse(o.store); // checked already
     if (uri->type == persistence::store_uri::kind::memory)
-      usage_error(program, data_dir, cmd, "memory: holds nothing to inspect");
+      usage_error(program, o.command, "memory: holds nothing to inspect");
+#if !SOURCERY_WITH_POSTGRES
+    if (uri->is_postgres())
+      usage_error(program, o.command,
+                  "this build of Sourcery has no PostgreSQL store (built with -DSOURCERY_WITH_POSTGRES=OFF)");
+#endif
     if (uri->type == persistence::store_uri::kind::lmdb) {
       o.data_dir = uri->location;
       o.store.clear();
@@ -309,13 +218,9 @@ options parse(const std::string& program, const std::string& data_dir, int argc,
   }
   std::error_code ec;
   if (o.command == "cluster" && o.store.empty())
-    usage_error(program, data_dir, cmd, "a cluster lives in a PostgreSQL store: give --store postgresql://...");
+    usage_error(program, o.command, "a cluster lives in a PostgreSQL store: give --store postgresql://...");
   if (o.store.empty() && o.command != "import" && o.command != "init" && !std::filesystem::exists(o.data_dir, ec))
-    usage_error(program, data_dir, cmd, "no store at " + o.data_dir + " (--data-dir)");
-  if (o.args.size() != cmd->positional)
-    usage_error(program, data_dir, cmd,
-                cmd->positional == 0 ? std::string{cmd->name} + " takes no arguments besides options"
-                                     : std::string{cmd->name} + " takes " + cmd->arguments);
+    usage_error(program, o.command, "no store at " + o.data_dir + " (--data-dir)");
   return o;
 }
 

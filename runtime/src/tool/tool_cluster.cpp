@@ -8,12 +8,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include "sourcery/config.hpp"
+#if SOURCERY_WITH_POSTGRES
 #include "sourcery/persistence/postgres_coordination.hpp"
+#endif
 #include "sourcery/runtime/cluster/placement.hpp"
 #include "tool_context.hpp"
 
 namespace sourcery::tool {
 
+#if SOURCERY_WITH_POSTGRES
 namespace {
 
 using json = nlohmann::json;
@@ -125,5 +129,12 @@ int run_cluster(const context& ctx) {
   }
   return 0;
 }
+
+#else
+int run_cluster(const context& ctx) {
+  return failure(ctx, "cluster: this build of Sourcery has no PostgreSQL store, where clusters live"
+                      " (built with -DSOURCERY_WITH_POSTGRES=OFF)");
+}
+#endif
 
 } // namespace sourcery::tool

@@ -38,7 +38,10 @@
 #include <unistd.h>
 
 #include "progress_meter.hpp"
+#include "sourcery/config.hpp"
+#if SOURCERY_WITH_POSTGRES
 #include "sourcery/persistence/postgres_store.hpp"
+#endif
 #include "sourcery/runtime/http/message.hpp"
 #include "tool_context.hpp"
 #include "tool_output.hpp"
@@ -395,6 +398,9 @@ caf::expected<import_target> lmdb_target(const context& ctx, std::unique_ptr<imp
 }
 
 caf::expected<import_target> postgres_target(const context& ctx) {
+#if !SOURCERY_WITH_POSTGRES
+  return persistence::open_store(ctx.uri()).error(); // says it has none
+#else
   using persistence::postgres_store;
   auto uri = ctx.uri();
   auto target = uri.schema;
@@ -425,6 +431,7 @@ caf::expected<import_target> postgres_target(const context& ctx) {
     return postgres_store::replace_schema(conninfo, staging, target);
   };
   return t;
+#endif
 }
 
 } // namespace

@@ -13,8 +13,11 @@
 #include <thread>
 
 #include "../handler_control.hpp"
+#include "sourcery/config.hpp"
+#if SOURCERY_WITH_POSTGRES
 #include "sourcery/persistence/postgres_coordination.hpp"
 #include "sourcery/persistence/postgres_store.hpp"
+#endif
 #include "tool_context.hpp"
 #include "tool_output.hpp"
 
@@ -82,6 +85,7 @@ caf::expected<handler_view> view_of(const context& ctx, persistence::event_store
         r->second.parked.push_back(pos);
     }
   }
+#if SOURCERY_WITH_POSTGRES
   // In a cluster, a handler runs where its lease is.
   if (ctx.uri().is_postgres()) {
     persistence::coordination_options o;
@@ -101,6 +105,7 @@ caf::expected<handler_view> view_of(const context& ctx, persistence::event_store
                   r->second.node = persistence::node_of_owner(l.owner);
     }
   }
+#endif
   return v;
 }
 
@@ -111,10 +116,14 @@ caf::expected<bool> application_runs(const context& ctx) {
   auto uri = ctx.uri();
   if (!uri.is_postgres())
     return false; // decided by the write open (store_in_use)
+#if SOURCERY_WITH_POSTGRES
   auto n = persistence::postgres_store::sessions_on(uri.location, uri.schema);
   if (!n)
     return n.error();
   return *n > 0;
+#else
+  return false; // the tool refused the URI already
+#endif
 }
 
 /// Opens the store to write a request or a checkpoint; on LMDB refused

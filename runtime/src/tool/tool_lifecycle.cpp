@@ -4,7 +4,10 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "sourcery/config.hpp"
+#if SOURCERY_WITH_POSTGRES
 #include "sourcery/persistence/postgres_store.hpp"
+#endif
 #include "tool_context.hpp"
 #include "tool_output.hpp"
 
@@ -66,6 +69,7 @@ int run_drop(const context& ctx) {
                         ctx.program.c_str(), ctx.where().c_str()),
            2;
   auto uri = ctx.uri();
+#if SOURCERY_WITH_POSTGRES
   if (uri.is_postgres()) {
     // Only a Sourcery store, and only while no application uses it.
     persistence::store_open_options look;
@@ -86,7 +90,9 @@ int run_drop(const context& ctx) {
                                                      + ctx.where() + "; stop them first"));
     if (auto err = persistence::postgres_store::drop_schema(uri.location, uri.schema))
       return store_failure(ctx, "drop", err);
-  } else {
+  } else
+#endif
+  {
     fs::path dir{ctx.opts.data_dir};
     {
       // Opening it for writing claims it: refused while an application

@@ -21,8 +21,6 @@
 #include "sourcery/persistence/store_uri.hpp"
 #include "sourcery/runtime/observability/log.hpp"
 #include "sourcery/runtime/observability/metrics.hpp"
-#include "sourcery/persistence/postgres_coordination.hpp"
-#include "sourcery/runtime/cluster/cluster_settings.hpp"
 #include "sourcery/runtime/commands/dispatcher.hpp"
 #include "sourcery/runtime/commands/middleware.hpp"
 #include "sourcery/runtime/commands/router.hpp"
@@ -34,9 +32,6 @@ namespace sourcery {
 namespace detail {
 class dispatch_deadlines;
 } // namespace detail
-namespace cluster::detail {
-class cluster_registration;
-} // namespace cluster::detail
 
 struct application_config {
   /// Where the events live, as `--store` names it (persistence/store_uri.hpp):
@@ -71,9 +66,10 @@ struct application_config {
   /// Adjusts the actor system's configuration before it starts: e.g. CAF's
   /// deterministic scheduler for tests (`scheduler.policy` = `testing`).
   std::function<void(caf::actor_system_config&)> configure_actors;
-  /// Joins a cluster when `cluster.name` is set (cluster_settings.hpp): the
-  /// store must then be PostgreSQL's (`store_uri`), shared by every node.
-  cluster::cluster_settings cluster;
+  /// Where aggregates and consumers run (registration.hpp). Null: all in
+  /// this process. Other providers spread them over several processes
+  /// (runtime/cluster/node_registration.hpp, in Sourcery::cluster).
+  std::shared_ptr<const registration_provider> registration;
 };
 
 /// A running Sourcery application: the actor system, the event store, the
@@ -192,7 +188,7 @@ public:
     std::string kind;  ///< "handler", "projection" or "process manager"
     /// "running"; "retrying" (its own storage fails: it tries again with
     /// backoff); "stopped" (its error policy stopped it on an event: an
-    /// operator's turn); "elsewhere" (in a cluster, another node runs it).
+    /// operator's turn); "elsewhere" (another process runs it: see registration.hpp).
     std::string state;
     uint64_t position = 0; ///< every event up to here is handled
     std::string reason;    ///< why it is retrying or stopped
@@ -218,10 +214,10 @@ public:
   /// none while it runs. A failed application answers every dispatch with
   /// `unavailable` and /health with 503: restart the process.
   caf::error failure() const;
-  /// Why this node does not serve now, for a while (in a cluster: it is
-  /// out of its cluster -- declared down, or cut off from the store -- and
-  /// joins again by itself), or none. Unlike `failure`, it heals: /health
-  /// answers 503 with it meanwhile.
+  /// Why this process does not serve now, for a while (the registration's
+  /// outage: out of the group it serves with -- declared down, or cut off
+  /// from the store -- and joining again by itself), or none. Unlike
+  /// `failure`, it heals: /health answers 503 with it meanwhile.
   caf::error outage() const;
   /// Blocks until the tree fails (returns why), `stop` is called or
   /// `timeout` passes (return none).
@@ -230,18 +226,16 @@ public:
   persistence::event_store& store() noexcept { return *store_; }
   /// The event types of every routed aggregate (for `project_as_of`, tools).
   const persistence::event_registry& event_types() const noexcept { return types_; }
-  /// Where commands go: the local registration, or a cluster's.
+  /// Where commands go (registration.hpp).
   sourcery::registration& registration() noexcept { return *registration_; }
-  /// In a cluster: this node's address, the live members it sees and the
-  /// shards it serves now (empty, 0, 0 when alone).
-  std::string cluster_node() const;
-  size_t cluster_members() const;
-  size_t shards_owned() const;
+  /// Where things run: this node's address, the live members it sees and
+  /// the shards it serves now (empty, 0, 0 when alone or stopped).
+  registration_description placement() const;
   caf::actor_system& system() noexcept { return *system_; }
   supervision::supervisor& root() noexcept { return *root_; }
 
   /// Stops the tree in order and closes the store. Idempotent. In a
-  /// cluster the node hands its shards over and leaves first.
+  /// group the registration hands what runs here over first.
   void stop();
 
 private:
@@ -264,7 +258,7 @@ private:
   }
   /// Registers a handler, projection or process manager called `name` and
   /// starts the child spec `make_spec(status, started)` returns under the root.
-  /// In a cluster it runs on one node at a time (run_once); `checkpoint`
+  /// It runs where the registration says (run_once); `checkpoint`
   /// reads its stored position, for strong dispatches on the other nodes.
   template <class MakeSpec>
   caf::expected<std::shared_ptr<handler_status>> start_consumer(const std::string& name, bool strong,
@@ -275,25 +269,22 @@ private:
     std::function<void(const caf::actor&)> started = [this, name](const caf::actor& a) { handler_started(name, a); };
     supervision::child_spec spec = make_spec(status, started);
     set_handler_child(name, spec.id);
-    if (cluster_) {
-      run_once(name, std::move(spec));
-      return status;
-    }
-    if (auto r = root_->start_child(spec); !r) {
+    if (auto err = run_consumer(name, std::move(spec))) {
       forget_handler(name);
-      return r.error();
+      return err;
     }
     return status;
   }
   /// Builds each routed aggregate type's host and hosts it with the registration.
   caf::error host_aggregates();
   caf::error reserve_handler(std::shared_ptr<handler_status> status, bool strong, checkpoint_reader checkpoint);
-  /// In a cluster: runs `spec` under the root while this node holds the
-  /// consumer's lease.
-  void run_once(const std::string& name, supervision::child_spec spec);
-  /// In a cluster: the positions of strong handlers running on other nodes,
-  /// read from the store, for the strong dispatches waiting here.
-  void follow_remote_handlers();
+  /// Runs `spec` under the root where the registration says: here at once,
+  /// or while this process holds the consumer's lease.
+  caf::error run_consumer(const std::string& name, supervision::child_spec spec);
+  /// The positions of strong handlers running in other processes, read
+  /// from the store, for the strong dispatches waiting here. True: there
+  /// were some.
+  bool follow_remote_handlers();
   void forget_handler(const std::string& name);
   /// Records the child spec id of handler `name` (and so its kind).
   void set_handler_child(const std::string& name, const std::string& child_id);
@@ -374,10 +365,8 @@ private:
   persistence::event_registry types_;
   stream_prefixes prefixes_; ///< of the routed aggregates, for handlers' `aggregate_id()`
   std::map<std::string, std::unique_ptr<detail::aggregate_host>, std::less<>> hosts_;
+  std::shared_ptr<const registration_provider> provider_;
   std::unique_ptr<sourcery::registration> registration_;
-  cluster::detail::cluster_registration* cluster_ = nullptr; ///< registration_, in a cluster
-  cluster::cluster_settings cluster_settings_;
-  persistence::coordination_options coordination_;
   /// Receives the reports of every supervisor of the application.
   std::function<void(const supervision::supervisor_report&)> observer_;
   std::atomic<bool> stopped_{false};

@@ -67,4 +67,8 @@ private:
   std::map<std::string, std::pair<uint64_t, uint64_t>> supervisors_; // name -> (terminations, restarts)
 };
 
+/// A label value escaped as the Prometheus text format asks: backslash,
+/// double quote and newline.
+std::string prometheus_label(std::string_view value);
+
 } // namespace sourcery

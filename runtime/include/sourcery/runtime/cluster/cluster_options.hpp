@@ -1,0 +1,48 @@
+#pragma once
+
+// The command line of a cluster node, for programs on CLI11
+// (cli/program_options.hpp): `--cluster NAME --node HOST:PORT`, and where
+// the program offers it `--listen HOST:PORT`. Link with Sourcery::cluster.
+
+#include <CLI/CLI.hpp>
+
+#include "sourcery/runtime/application.hpp"
+#include "sourcery/runtime/cluster/cluster_settings.hpp"
+#include "sourcery/runtime/cluster/node_registration.hpp"
+
+namespace sourcery::cluster {
+
+/// Checks "host:port" as `--node` and `--listen` take it.
+inline std::string check_node_address(const std::string& text) {
+  auto address = split_node_address(text);
+  return address ? std::string{} : "takes HOST:PORT with a port from 1 to 65535";
+}
+
+class cluster_options {
+public:
+  explicit cluster_options(CLI::App& app, bool listen = false) {
+    auto* name = app.add_option("--cluster", settings.name, "run as a node of cluster NAME (a PostgreSQL store)")
+                   ->type_name("NAME");
+    auto* node = app.add_option("--node", settings.node, "this node's address, as its peers reach it")
+                   ->type_name("HOST:PORT")
+                   ->check(check_node_address);
+    name->needs(node);
+    node->needs(name);
+    if (listen)
+      app.add_option("--listen", settings.listen, "where to listen for peers, when not at --node (a proxy, NAT)")
+        ->type_name("HOST:PORT")
+        ->check(check_node_address)
+        ->needs(name);
+  }
+
+  /// After parsing: with `--cluster`, the application joins it (its store
+  /// must be PostgreSQL's: starting it says so otherwise).
+  void finish(application_config& config) const {
+    if (!settings.name.empty())
+      config.registration = node_registration(settings);
+  }
+
+  cluster_settings settings;
+};
+
+} // namespace sourcery::cluster
