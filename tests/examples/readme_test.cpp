@@ -18,6 +18,7 @@
 #include "sourcery/persistence/lmdb_store.hpp"
 #include "sourcery/persistence/read_model_table.hpp"
 #include "sourcery/runtime/application.hpp"
+#include "sourcery/runtime/cluster/node_registration.hpp"
 #include "sourcery/runtime/http/gateway.hpp"
 #include "sourcery/runtime/tool/operator_tool.hpp"
 
@@ -306,6 +307,26 @@ TEST(readme, every_cpp_block_of_the_readme_is_compiled_here) {
     EXPECT_NE(at, here.end()) << "README block " << blocks << " is not in " << __FILE__ << ":\n" << block.front();
   }
   EXPECT_GE(blocks, 10);
+}
+
+// The cluster's settings as the README gives them: a registration provider
+// the application is started with (a node of a cluster on PostgreSQL; the
+// cluster tests start such nodes).
+TEST(readme, the_cluster_example_builds_a_node_registration) {
+  sourcery::application_config config;
+  // README: cluster
+sourcery::cluster::cluster_settings cluster;
+cluster.name = "bank";
+cluster.node = "10.0.0.5:7400";                 // where its peers reach this node
+config.store_uri = "postgresql://...";           // the store every node shares
+config.registration = sourcery::cluster::node_registration(cluster);
+  ASSERT_NE(config.registration, nullptr);
+  // Not PostgreSQL: the node refuses to start, and says why.
+  config.store_uri = "memory:";
+  auto app = sourcery::application::start(config, bank::routes());
+  ASSERT_FALSE(app);
+  EXPECT_NE(sourcery::describe_error(app.error()).find("PostgreSQL"), std::string::npos)
+    << sourcery::describe_error(app.error());
 }
 
 TEST(readme, the_aggregate_example_decides_as_documented) {
