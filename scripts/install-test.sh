@@ -23,6 +23,10 @@ test -x "$prefix/bin/sourcery"
 cmake -S tests/install -B "$work/build" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$work/build" -j"$(nproc)" >/dev/null
 "$work/build/ledger" "$work/data"
+if grep -q "define SOURCERY_WITH_POSTGRES 1" "$prefix/include/sourcery/config.hpp"; then
+  test -x "$work/build/node_check" || { echo "a build with PostgreSQL installed no Sourcery::cluster" >&2; exit 1; }
+  "$work/build/node_check"
+fi
 
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
 # shellcheck disable=SC2046 # the flags are words
@@ -35,7 +39,7 @@ echo "package $(basename "$deb"):"
 dpkg-deb -f "$deb" Package Version Depends | sed 's/^/  /'
 contents="$(dpkg-deb -c "$deb")"
 for f in usr/lib/cmake/Sourcery/SourceryConfig.cmake usr/lib/pkgconfig/sourcery.pc usr/bin/sourcery \
-         usr/include/sourcery/runtime/application.hpp usr/include/sourcery/version.hpp; do
+         usr/include/sourcery/runtime/application.hpp usr/include/sourcery/version.hpp usr/include/sourcery/config.hpp; do
   grep -q "$f" <<<"$contents" || { echo "the package lacks $f" >&2; exit 1; }
 done
 echo "install test passed"

@@ -48,7 +48,7 @@ struct account {
   /// Transfers already applied here: a process manager delivers commands
   /// at least once, so a transfer's withdrawal or deposit may come twice.
   std::set<std::string> transfers;
-  MSGPACK_DEFINE_MAP(open, balance, transfers);
+  SOURCERY_FIELDS(open, balance, transfers)
 
   sourcery::outcome<event> execute(const open_account& c) const {
     if (open)

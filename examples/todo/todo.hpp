@@ -4,7 +4,14 @@
 // say what happened to a todo (created, title changed, completed, ...), not
 // which fields a PATCH carried: one PATCH may record several of them, or none.
 
-#include "sourcery/runtime/commands/router.hpp"
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "sourcery/actors/aggregates/domain.hpp"
+#include "sourcery/runtime/fwd.hpp"
 
 namespace todo {
 
@@ -89,10 +96,8 @@ struct todo {
   }
 };
 
-inline sourcery::router routes() {
-  sourcery::router r;
-  r.aggregate<todo>([](const auto& c) { return c.id; }, "todo-").dispatch<create_todo, update_todo, delete_todo>();
-  return r;
-}
+/// Where todo's commands go (todo_routes.cpp: the router, and with it the
+/// runtime, is compiled there, not wherever the domain is read).
+sourcery::router routes();
 
 } // namespace todo

@@ -11,6 +11,7 @@
 #include <msgpack.hpp>
 #include <nlohmann/json.hpp>
 
+#include "../support/checked.hpp"
 #include "../support/child_process.hpp"
 #include "../support/damaged_store.hpp"
 #include "../support/postgres.hpp"
@@ -447,9 +448,8 @@ TEST_F(cli, rebuild_runs_an_application_projection_with_progress_lines) {
     sourcery::persistence::projection_store_options po;
     po.path = dir.str() + "/read-models";
     po.read_only = true;
-    auto models = sourcery::persistence::projection_store::open(po);
-    EXPECT_TRUE(models);
-    return (*models)->scan("test.totals", "totals").value();
+    auto models = sourcery::testing::checked(sourcery::persistence::projection_store::open(po), "open the read models");
+    return sourcery::testing::checked(models->scan("test.totals", "totals"), "scan the totals");
   };
   auto first = totals();
   ASSERT_EQ(first.size(), 7u);

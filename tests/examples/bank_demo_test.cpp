@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "../support/checked.hpp"
 #include "../support/child_process.hpp"
 #include "../support/postgres.hpp"
 #include "../support/temp_dir.hpp"
@@ -46,13 +47,11 @@ TEST(bank_demo, admin_rebuilds_the_balance_read_model_byte_for_byte) {
     sourcery::persistence::projection_store_options po;
     po.path = dir.str() + "/read-models";
     po.read_only = true;
-    auto models = sourcery::persistence::projection_store::open(po);
-    EXPECT_TRUE(models);
-    auto rows = (*models)->dump("bank.balances");
-    EXPECT_TRUE(rows);
-    auto cp = (*models)->checkpoint("bank.balances");
-    EXPECT_TRUE(cp && *cp);
-    return std::make_pair(*rows, cp->value_or(0));
+    auto models = sourcery::testing::checked(sourcery::persistence::projection_store::open(po), "open the read models");
+    auto rows = sourcery::testing::checked(models->dump("bank.balances"), "dump the balances");
+    auto cp = sourcery::testing::checked(models->checkpoint("bank.balances"), "read the checkpoint");
+    EXPECT_TRUE(cp);
+    return std::make_pair(rows, cp.value_or(0));
   };
   auto live = dump();
   ASSERT_FALSE(live.first.empty());

@@ -59,7 +59,7 @@ struct account {
 // README: routes
 inline sourcery::router routes() {
   sourcery::aggregate_settings accounts;   // all optional:
-  accounts.snapshot_every = 100;           // snapshot each 100 events (needs MSGPACK_DEFINE_MAP on the state)
+  accounts.snapshot_every = 100;           // snapshot each 100 events (needs SOURCERY_FIELDS over the state)
   accounts.lifespan = sourcery::lifespan::timeout(std::chrono::minutes{10});  // passivate when idle
   accounts.after_error = sourcery::lifespan::stop();                          // ... at once after a refusal
   accounts.max_retries = 5;                // conflicts with other writers: decide again up to 5 times

@@ -2,6 +2,7 @@
 // a real HTTP client, and the todo-server killed and restarted.
 
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <mutex>
@@ -13,6 +14,7 @@
 #include "../../examples/todo/todo_api.hpp"
 #include "../support/free_port.hpp"
 #include "../support/child_process.hpp"
+#include "../support/eventually.hpp"
 #include "../support/http_client.hpp"
 #include "../support/postgres.hpp"
 #include "../support/small_filesystem.hpp"
@@ -409,15 +411,29 @@ TEST(todo_server_process, out_of_file_descriptors_it_waits_instead_of_spinning_t
     if (!ec)
       held.push_back(std::move(s));
   }
-  std::this_thread::sleep_for(300ms); // it has met EMFILE by now
+  // It has met EMFILE once its descriptors are all open (64, the limit).
+  auto open_descriptors = [&] {
+    std::error_code ec;
+    auto it = std::filesystem::directory_iterator{"/proc/" + std::to_string(server.pid()) + "/fd", ec};
+    return ec ? 0 : static_cast<int>(std::distance(it, std::filesystem::directory_iterator{}));
+  };
+  ASSERT_TRUE(sourcery::testing::eventually([&] { return open_descriptors() >= 64; }, 10s)) << open_descriptors();
   auto before = cpu_ticks(server.pid());
-  std::this_thread::sleep_for(1s);
+  std::this_thread::sleep_for(1s); // the window the CPU is measured over, not a wait for a condition
   auto used = cpu_ticks(server.pid()) - before;
   EXPECT_LT(used, 20) << "the accept loop spins: " << used << " ticks in 1 s";
-  held.clear(); // descriptors free again
-  std::this_thread::sleep_for(300ms);
-  http_client client{port};
-  EXPECT_EQ(client.get("/health").status, 200u);
+  held.clear(); // descriptors free again: it serves within its accept retry
+  EXPECT_TRUE(sourcery::testing::eventually(
+    [&] {
+      try {
+        http_client client{port};
+        client.set_timeout(2s);
+        return client.get("/health").status == 200u;
+      } catch (const std::exception&) {
+        return false; // not yet accepted
+      }
+    },
+    10s));
   server.signal(SIGTERM);
   EXPECT_EQ(server.wait(), 0);
 }

@@ -18,6 +18,7 @@
 #include <lmdb.h>
 #include <nlohmann/json.hpp>
 
+#include "../support/checked.hpp"
 #include "../support/raw_lmdb.hpp"
 #include "../support/temp_dir.hpp"
 #include "sourcery/persistence/event_registry.hpp"
@@ -35,9 +36,7 @@ namespace {
 
 std::unique_ptr<lmdb_store> open_store(const std::string& path, lmdb_options opts = {}) {
   opts.path = path;
-  auto s = lmdb_store::open(opts);
-  EXPECT_TRUE(s) << describe(s.error());
-  return s ? std::move(*s) : nullptr;
+  return sourcery::testing::checked(lmdb_store::open(opts), "open " + path);
 }
 
 std::string read_error(event_store& s) {

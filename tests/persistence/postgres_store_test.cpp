@@ -16,6 +16,7 @@
 
 #include <gtest/gtest.h>
 
+#include "../support/eventually.hpp"
 #include "../support/postgres.hpp"
 #include "sourcery/persistence/postgres_store.hpp"
 #include "sourcery/persistence/store_uri.hpp"
@@ -287,6 +288,15 @@ struct load {
         }
       });
   }
+  size_t acknowledged() {
+    std::lock_guard guard{mtx};
+    return acked.size();
+  }
+  /// Waits until `n` more appends than now are acknowledged (for at most 15 s).
+  bool acknowledges(size_t n) {
+    auto target = acknowledged() + n;
+    return sourcery::testing::eventually([&] { return acknowledged() >= target; }, std::chrono::seconds{15});
+  }
   void finish() {
     stop = true;
     for (auto& t : threads)
@@ -318,10 +328,11 @@ TEST(postgres_store, writer_connection_terminated_under_load_loses_and_doubles_n
   l.start(*store, 6);
   int terminated = 0;
   for (int i = 0; i < 8; ++i) {
-    std::this_thread::sleep_for(60ms);
+    // Each time the writer has reconnected and appends again: end its session.
+    ASSERT_TRUE(l.acknowledges(5)) << "appends stopped after " << i << " terminations";
     terminated += terminate_sessions(opts.conninfo, opts.schema, "writer");
   }
-  std::this_thread::sleep_for(100ms);
+  EXPECT_TRUE(l.acknowledges(5)) << "appends are acknowledged again after the last termination";
   l.finish();
   EXPECT_GE(terminated, 4) << "the writer's session was not found";
   ASSERT_GT(l.acked.size(), 50u);
@@ -418,9 +429,9 @@ TEST(postgres_store, a_server_restarted_under_load_loses_and_doubles_nothing) {
   ASSERT_FALSE(w.start(*store));
   load l;
   l.start(*store, 4);
-  std::this_thread::sleep_for(300ms);
+  ASSERT_TRUE(l.acknowledges(20)) << "appends before the restart";
   server.restart();
-  std::this_thread::sleep_for(700ms);
+  EXPECT_TRUE(l.acknowledges(20)) << "appends are acknowledged again after the restart";
   l.finish();
   ASSERT_GT(l.acked.size(), 20u);
   l.check(*store);

@@ -17,6 +17,7 @@
 #include "../../examples/bank/balances.hpp"
 #include "../../examples/bank/routes.hpp"
 #include "../../examples/bank/transfer_saga.hpp"
+#include "../support/checked.hpp"
 #include "../support/free_port.hpp"
 #include "../support/postgres.hpp"
 #include "../support/temp_dir.hpp"
@@ -56,9 +57,7 @@ struct cluster_of_nodes : ::testing::Test {
     cfg.store_uri = uri();
     cfg.registration = bank_node();
     cfg.scheduler_threads = 2;
-    auto app = application::start(cfg, routes());
-    EXPECT_TRUE(app) << describe_error(app.error());
-    nodes.push_back(std::move(*app));
+    nodes.push_back(sourcery::testing::checked(application::start(cfg, routes()), "start a node"));
     return *nodes.back();
   }
 

@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include "../support/eventually.hpp"
 #include "../support/http_client.hpp"
 #include "../support/tree_killer.hpp"
 #include "sourcery/runtime/application.hpp"
@@ -224,8 +225,7 @@ TEST_F(gateway_fixture, stop_drains_requests_in_flight_then_refuses_connections)
   start();
   auto port = gw.port();
   auto reply = std::async(std::launch::async, [port] { return http_client{port}.get("/slow"); });
-  while (slow_started.load() == 0)
-    std::this_thread::sleep_for(1ms);
+  ASSERT_TRUE(sourcery::testing::eventually([&] { return slow_started.load() > 0; }, 10s)) << "/slow never began";
   http_client idle{port};
   ASSERT_EQ(idle.get("/items/1").status, 200u); // an idle keep-alive connection
   auto t0 = std::chrono::steady_clock::now();

@@ -13,6 +13,8 @@
 
 #include "../../examples/bank/routes.hpp"
 #include "../../examples/bank/transfer_saga.hpp"
+#include "../support/checked.hpp"
+#include "../support/eventually.hpp"
 #include "../support/status_wait.hpp"
 #include "../support/temp_dir.hpp"
 #include "sourcery/runtime/application.hpp"
@@ -281,9 +283,7 @@ struct slow_run {
     cfg.data_dir = (dir / "data").string();
     auto routes = bank::routes();
     routes.route<sleeper, nap>(&nap::id, "sleeper-");
-    auto started = application::start(cfg, routes);
-    EXPECT_TRUE(started);
-    app = std::move(*started);
+    app = sourcery::testing::checked(application::start(cfg, routes), "start the application");
     opts.on_error.observer = [f = failures, m = mtx](const handler_failure& h) {
       std::lock_guard guard{*m};
       f->push_back(describe_error(h.error));
@@ -347,8 +347,9 @@ TEST(process_idle, an_idle_instance_is_passivated_after_its_idle_timeout) {
   ASSERT_TRUE((*app)->dispatch(open_account{"g", "gus"}));
   ASSERT_TRUE(reaches(**status, (*app)->store().head_position()));
   auto with_instance = actors.running();
-  std::this_thread::sleep_for(400ms); // past the idle timeout and the next tick
-  EXPECT_EQ(actors.running(), with_instance - 1) << "the instance ended";
+  // Past the idle timeout (and the next tick) the instance ends.
+  EXPECT_TRUE(sourcery::testing::eventually([&] { return actors.running() == with_instance - 1; }, 10s))
+    << "the instance did not end: " << actors.running() << " actors, " << with_instance << " with it";
   // Its saved state reopens it for the next event of its id.
   ASSERT_TRUE((*app)->dispatch(open_account{"h", "hal"}));
   ASSERT_TRUE(reaches(**status, (*app)->store().head_position()));

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "../../examples/bank/routes.hpp"
+#include "../support/checked.hpp"
 #include "../support/temp_dir.hpp"
 #include "sourcery/runtime/application.hpp"
 
@@ -69,9 +70,8 @@ bool caught_up(application& app, handler_status& s) {
 }
 
 std::string row(application& app, const std::string& table, const std::string& key) {
-  auto models = app.read_models();
-  EXPECT_TRUE(models);
-  auto r = (*models)->get(balance_view::projection_name, table, key);
+  auto* models = sourcery::testing::checked(app.read_models(), "open the read models");
+  auto r = models->get(balance_view::projection_name, table, key);
   EXPECT_TRUE(r);
   return r && *r ? **r : "";
 }
@@ -176,7 +176,7 @@ TEST_F(projections, a_rebuilt_read_model_equals_the_original_byte_for_byte) {
     ASSERT_TRUE(app->dispatch(withdraw{std::to_string(a), a}));
   }
   ASSERT_TRUE(caught_up(*app, **status));
-  auto models = *app->read_models();
+  auto* models = sourcery::testing::checked(app->read_models(), "open the read models");
   auto before = models->dump(balance_view::projection_name);
   ASSERT_TRUE(before);
   EXPECT_EQ(before->size(), 60u); // owners, balances, counts for 20 accounts
@@ -206,7 +206,7 @@ TEST_F(projections, time_travel_projects_as_of_a_position_or_a_time) {
   std::this_thread::sleep_for(5ms);
   ASSERT_TRUE(app->dispatch(deposit{"t", 50}));
   ASSERT_TRUE(app->dispatch(withdraw{"t", 30}));
-  auto models = *app->read_models();
+  auto* models = sourcery::testing::checked(app->read_models(), "open the read models");
   as_of at_position;
   at_position.position = middle;
   auto r = project_as_of<balance_view>(app->store(), app->event_types(), *models, "then", at_position);

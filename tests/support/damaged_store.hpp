@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include "../persistence/test_events.hpp"
+#include "checked.hpp"
 #include "raw_lmdb.hpp"
 #include "sourcery/persistence/lmdb_store.hpp"
 
@@ -25,9 +26,7 @@ inline std::unique_ptr<persistence::lmdb_store> open_store(const std::string& pa
   lmdb_options opts;
   opts.path = path;
   opts.read_only = read_only;
-  auto s = lmdb_store::open(opts);
-  EXPECT_TRUE(s) << describe(s.error());
-  return s ? std::move(*s) : nullptr;
+  return checked(lmdb_store::open(opts), "open " + path); // never null
 }
 
 /// A store with what a real one holds: interleaved streams, a deleted one,

@@ -12,27 +12,10 @@
 #include <caf/expected.hpp>
 #include <msgpack.hpp>
 
-/// The msgpack functions of a type without fields (an event such as
-/// `todo_completed`), written as an empty map: msgpack-c's
-/// MSGPACK_DEFINE_MAP needs at least one member.
-#define SOURCERY_DEFINE_EMPTY_MAP()                                                                                \
-  template <class Packer>                                                                                          \
-  void msgpack_pack(Packer& pk) const {                                                                            \
-    pk.pack_map(0);                                                                                                \
-  }                                                                                                                \
-  void msgpack_unpack(const msgpack::object& o) {                                                                  \
-    if (o.type != msgpack::type::MAP)                                                                              \
-      throw msgpack::type_error();                                                                                 \
-  }                                                                                                                \
-  template <class MSGPACK_OBJECT>                                                                                  \
-  void msgpack_object(MSGPACK_OBJECT* o, msgpack::zone&) const {                                                   \
-    o->type = msgpack::type::MAP;                                                                                  \
-    o->via.map.size = 0;                                                                                           \
-    o->via.map.ptr = nullptr;                                                                                      \
-  }
 #include <nlohmann/json_fwd.hpp>
 
 #include "sourcery/persistence/error.hpp"
+#include "sourcery/persistence/fields.hpp"
 #include "sourcery/persistence/event.hpp"
 #include "sourcery/persistence/map_fields.hpp"
 

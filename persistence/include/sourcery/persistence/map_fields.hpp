@@ -10,6 +10,8 @@
 
 #include <msgpack.hpp>
 
+#include "sourcery/persistence/fields.hpp"
+
 namespace sourcery::persistence {
 
 namespace detail {
@@ -155,6 +157,22 @@ void convert_map(const msgpack::object& o, T& t) {
 template <class X>
 void detail::field_collector::convert_field(const msgpack::object& o, void* member) {
   convert_map(o, *static_cast<X*>(member));
+}
+
+template <class Object, class T>
+void unpack_fields(Object&& o, T& self) {
+  if constexpr (std::is_convertible_v<Object&&, const msgpack::object&>) {
+    const msgpack::object& map = o;
+    detail::field_collector fields{std::addressof(self), sizeof(T)};
+    std::as_const(self).msgpack_pack(fields);
+    if (fields.foreign())
+      throw msgpack::type_error(); // not SOURCERY_FIELDS's layout: a broken invariant
+    fields.assign(map);
+  } else {
+    // msgpack-c's convert adaptor hands over an implicit_type.
+    msgpack::object map = o;
+    unpack_fields(std::as_const(map), self);
+  }
 }
 
 } // namespace sourcery::persistence
