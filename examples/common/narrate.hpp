@@ -92,6 +92,8 @@ public:
       std::exit(*code);
 #if SOURCERY_WITH_POSTGRES
     cluster_.finish(config);
+#else
+    (void) config;
 #endif
   }
 
