@@ -81,6 +81,14 @@ public:
       , cluster_(app, listen)
 #endif
   {
+#if !SOURCERY_WITH_POSTGRES
+    // Taken, so that a build without the cluster says so instead of
+    // "unexpected argument".
+    app.add_option("--cluster", cluster_name_, "(this build has no cluster)")->type_name("NAME");
+    app.add_option("--node", node_, "(this build has no cluster)")->type_name("HOST:PORT");
+    if (listen)
+      app.add_option("--listen", node_, "(this build has no cluster)")->type_name("HOST:PORT");
+#endif
     (void) listen;
   }
 
@@ -94,6 +102,11 @@ public:
     cluster_.finish(config);
 #else
     (void) config;
+    if (!cluster_name_.empty() || !node_.empty()) {
+      std::fprintf(stderr, "%s: this build of Sourcery has no cluster (built with -DSOURCERY_WITH_POSTGRES=OFF)\n",
+                   app.get_name().c_str());
+      std::exit(2);
+    }
 #endif
   }
 
@@ -102,14 +115,14 @@ public:
 #if SOURCERY_WITH_POSTGRES
     return cluster_.settings.name;
 #else
-    return {};
+    return cluster_name_;
 #endif
   }
   std::string node() const {
 #if SOURCERY_WITH_POSTGRES
     return cluster_.settings.node;
 #else
-    return {};
+    return node_;
 #endif
   }
 
@@ -117,6 +130,8 @@ private:
   sourcery::cli::store_options store_;
 #if SOURCERY_WITH_POSTGRES
   sourcery::cluster::cluster_options cluster_;
+#else
+  std::string cluster_name_, node_;
 #endif
 };
 
