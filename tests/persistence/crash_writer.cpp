@@ -23,6 +23,7 @@
 
 #include "sourcery/persistence/lmdb_store.hpp"
 #include "sourcery/persistence/store_uri.hpp"
+#include "sourcery/runtime/cli/program_options.hpp"
 
 using namespace sourcery::persistence;
 
@@ -58,23 +59,27 @@ void say(const std::string& line) {
 } // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 3 && argc != 4) {
-    std::fprintf(stderr, "usage: sourcery-crash-writer STORE THREADS [TAG]\n");
-    return 2;
-  }
-  std::string where = argv[1];
+  std::string where, tag;
+  int threads = 1;
+  CLI::App cli{"Appends from THREADS threads until killed, printing each acknowledged event id.",
+               "sourcery-crash-writer"};
+  cli.add_option("STORE", where, "lmdb:DIR, a directory, or postgresql://...")->required();
+  cli.add_option("THREADS", threads, "writer threads")->required()->check(CLI::Range(1, 64));
+  cli.add_option("TAG", tag, "prefix of the stream ids");
+  if (auto code = sourcery::cli::parse(cli, argc, argv))
+    return *code;
   auto uri = where.find(':') != std::string::npos ? store_uri::parse(where) : store_uri::lmdb(where);
   if (!uri) {
     std::fprintf(stderr, "store: %s\n", describe(uri.error()).c_str());
     return 1;
   }
-  std::string tag = argc == 4 ? std::string{argv[3]} + "-" : "";
+  if (!tag.empty())
+    tag += "-";
   auto store = open_store(*uri);
   if (!store) {
     std::fprintf(stderr, "open: %s\n", describe(store.error()).c_str());
     return 1;
   }
-  int threads = std::atoi(argv[2]);
   std::vector<std::thread> workers;
   for (int w = 0; w < threads; ++w)
     workers.emplace_back([&, w] {

@@ -68,7 +68,7 @@ struct application_config {
   std::function<void(caf::actor_system_config&)> configure_actors;
   /// Where aggregates and consumers run (registration.hpp). Null: all in
   /// this process. Other providers spread them over several processes
-  /// (runtime/cluster/node_registration.hpp, in Sourcery::cluster).
+  /// (node_registration.hpp: nodes sharing a PostgreSQL store).
   std::shared_ptr<const registration_provider> registration;
 };
 
