@@ -92,7 +92,7 @@ std::vector<application::handler_report> application::handler_reports() const {
     } else if (auto trouble = entry.status->storage_trouble()) {
       r.state = "retrying";
       r.reason = describe_error(trouble);
-    } else if (!entry.actor && !registration_->runs_here(name)) {
+    } else if (!entry.actor && registration_ && !registration_->runs_here(name)) { // none once stopped
       r.state = "elsewhere";
     } else {
       r.state = "running";
@@ -119,7 +119,7 @@ caf::expected<persistence::projection_store*> application::read_models() {
     auto models = persistence::open_read_models(*store_uri_, opts);
     if (!models)
       return models.error();
-    if (auto fence = registration_->fence())
+    if (auto fence = registration_ ? registration_->fence() : nullptr)
       if (auto err = (*models)->fence_writes(std::move(fence)))
         return err;
     read_models_ = std::move(*models);
@@ -156,7 +156,7 @@ caf::error application::rebuild_projection(const std::string& name) {
     id = i->second.child_id;
   }
   // It may run in another process (then not here, and not restarted here).
-  const bool here = registration_->runs_here(name);
+  const bool here = !registration_ || registration_->runs_here(name);
   (void) root_->terminate_child(id);
   auto err = rebuild();
   status->rewind();
