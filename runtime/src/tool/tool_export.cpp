@@ -15,7 +15,6 @@ namespace sourcery::tool {
 namespace {
 
 using namespace export_file;
-constexpr int export_format = export_file::format;
 
 void put_text(line_json& j, const char* key, const std::string& s) {
   if (http::valid_utf8(s))
@@ -51,7 +50,7 @@ int run_export(const context& ctx) {
       return store_failure(ctx, "open the read models of " + ctx.where(), opened.error());
   }
   write({{"kind", "sourcery.export"},
-         {"format", export_format},
+         {"format", export_file::format},
          {"head", head},
          {"read_models", models ? line_json(ctx.uri().is_postgres() ? "postgresql" : "lmdb") : line_json()}});
   progress_meter meter{"export", "events"};

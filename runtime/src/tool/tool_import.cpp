@@ -31,7 +31,6 @@ namespace sourcery::tool {
 namespace {
 
 using namespace export_file;
-constexpr int export_format = export_file::format;
 
 // -- reading lines back ------------------------------------------------------------
 
@@ -410,9 +409,9 @@ int run_import(const context& ctx) {
       if (!header) {
         if (kind != "sourcery.export")
           throw bad_line{"not a Sourcery export (the first line must be its header)"};
-        if (number_field(j, "format") != export_format)
+        if (number_field(j, "format") != export_file::format)
           throw bad_line{"export format " + std::to_string(number_field(j, "format")) + "; this build reads format "
-                         + std::to_string(export_format)};
+                         + std::to_string(export_file::format)};
         head = number_field(j, "head");
         if (auto rm = j.find("read_models"); rm != j.end() && rm->is_string())
           source_models = rm->get<std::string>();
