@@ -244,3 +244,56 @@ TEST(convert_map, other_layouts_are_left_to_msgpack) {
 
   EXPECT_EQ(round_trip(77), 77);
 }
+
+// SOURCERY_FIELDS (fields.hpp) writes without msgpack-c's macro: the bytes
+// must be MSGPACK_DEFINE_MAP's, or stores written before could not be read.
+namespace {
+struct with_macro {
+  std::string title;
+  int64_t order = 7;
+  bool done = true;
+  std::vector<std::string> tags{"a", "b"};
+  MSGPACK_DEFINE_MAP(title, order, done, tags);
+};
+struct with_fields {
+  std::string title;
+  int64_t order = 7;
+  bool done = true;
+  std::vector<std::string> tags{"a", "b"};
+  SOURCERY_FIELDS(title, order, done, tags)
+};
+struct no_fields {
+  SOURCERY_FIELDS()
+};
+} // namespace
+
+TEST(sourcery_fields, write_the_bytes_msgpack_define_map_writes_and_read_them_back) {
+  msgpack::sbuffer old_bytes, new_bytes;
+  msgpack::pack(old_bytes, with_macro{"milk"});
+  msgpack::pack(new_bytes, with_fields{"milk"});
+  ASSERT_EQ(std::string(old_bytes.data(), old_bytes.size()), std::string(new_bytes.data(), new_bytes.size()));
+  // Read back through msgpack-c's convert (as any msgpack user would) and
+  // through convert_map (as the stores do); a missing key keeps its default.
+  auto handle = msgpack::unpack(old_bytes.data(), old_bytes.size());
+  auto back = handle.get().as<with_fields>();
+  EXPECT_EQ(back.title, "milk");
+  EXPECT_EQ(back.tags, (std::vector<std::string>{"a", "b"}));
+  msgpack::sbuffer partial;
+  msgpack::packer<msgpack::sbuffer> pk{partial};
+  pk.pack_map(1);
+  pk.pack(std::string{"order"});
+  pk.pack(42);
+  with_fields fast;
+  fast.title = "unchanged";
+  convert_map(msgpack::unpack(partial.data(), partial.size()).get(), fast);
+  EXPECT_EQ(fast.order, 42);
+  EXPECT_EQ(fast.title, "unchanged");
+  // Not a map: msgpack-c's type_error, as MSGPACK_DEFINE_MAP throws.
+  msgpack::sbuffer number;
+  msgpack::pack(number, 5);
+  EXPECT_THROW(msgpack::unpack(number.data(), number.size()).get().as<with_fields>(), msgpack::type_error);
+  EXPECT_THROW(msgpack::unpack(number.data(), number.size()).get().as<no_fields>(), msgpack::type_error);
+  msgpack::sbuffer empty;
+  msgpack::pack(empty, no_fields{});
+  EXPECT_EQ(empty.size(), 1u) << "an empty map";
+}
