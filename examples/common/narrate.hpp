@@ -15,6 +15,7 @@
 #include "sourcery/config.hpp"
 #include "sourcery/runtime/application.hpp"
 #include "sourcery/runtime/cli/program_options.hpp"
+#include "sourcery/runtime/cluster/cluster_settings.hpp"
 #if SOURCERY_WITH_POSTGRES
 #include "sourcery/runtime/cluster/cluster_options.hpp"
 #endif
@@ -84,10 +85,10 @@ public:
 #if !SOURCERY_WITH_POSTGRES
     // Taken, so that a build without the cluster says so instead of
     // "unexpected argument".
-    app.add_option("--cluster", cluster_name_, "(this build has no cluster)")->type_name("NAME");
-    app.add_option("--node", node_, "(this build has no cluster)")->type_name("HOST:PORT");
+    app.add_option("--cluster", unbuilt_.name, "(this build has no cluster)")->type_name("NAME");
+    app.add_option("--node", unbuilt_.node, "(this build has no cluster)")->type_name("HOST:PORT");
     if (listen)
-      app.add_option("--listen", node_, "(this build has no cluster)")->type_name("HOST:PORT");
+      app.add_option("--listen", unbuilt_.listen, "(this build has no cluster)")->type_name("HOST:PORT");
 #endif
     (void) listen;
   }
@@ -102,7 +103,7 @@ public:
     cluster_.finish(config);
 #else
     (void) config;
-    if (!cluster_name_.empty() || !node_.empty()) {
+    if (!unbuilt_.name.empty() || !unbuilt_.node.empty()) {
       std::fprintf(stderr, "%s: this build of Sourcery has no cluster (built with -DSOURCERY_WITH_POSTGRES=OFF)\n",
                    app.get_name().c_str());
       std::exit(2);
@@ -111,28 +112,23 @@ public:
   }
 
   /// The cluster's name and this node's address ("" when alone).
-  std::string cluster_name() const {
-#if SOURCERY_WITH_POSTGRES
-    return cluster_.settings.name;
-#else
-    return cluster_name_;
-#endif
-  }
-  std::string node() const {
-#if SOURCERY_WITH_POSTGRES
-    return cluster_.settings.node;
-#else
-    return node_;
-#endif
-  }
+  std::string cluster_name() const { return settings().name; }
+  std::string node() const { return settings().node; }
 
 private:
   sourcery::cli::store_options store_;
 #if SOURCERY_WITH_POSTGRES
   sourcery::cluster::cluster_options cluster_;
 #else
-  std::string cluster_name_, node_;
+  sourcery::cluster::cluster_settings unbuilt_; ///< what was asked of a cluster this build lacks
 #endif
+  const sourcery::cluster::cluster_settings& settings() const {
+#if SOURCERY_WITH_POSTGRES
+    return cluster_.settings;
+#else
+    return unbuilt_;
+#endif
+  }
 };
 
 /// A demo's options: the store's and the cluster's (and `--help`).

@@ -17,15 +17,14 @@ std::string application::metrics_text() const {
   out += "# HELP sourcery_handler_lag_events Events of $all past a handler's checkpoint.\n"
          "# TYPE sourcery_handler_lag_events gauge\n";
   // Handler names are the application's: escaped.
-  auto label = [](const std::string& v) { return prometheus_label(v); };
   auto reports = handler_reports();
   for (auto& r : reports)
-    out += "sourcery_handler_lag_events{handler=\"" + label(r.name) + "\"} "
+    out += "sourcery_handler_lag_events{handler=\"" + prometheus_label(r.name) + "\"} "
            + std::to_string(head > r.position ? head - r.position : 0) + "\n";
   out += "# HELP sourcery_handler_up Whether a handler runs (1), or has stopped on an event or retries its"
          " storage (0).\n# TYPE sourcery_handler_up gauge\n";
   for (auto& r : reports)
-    out += "sourcery_handler_up{handler=\"" + label(r.name) + "\",state=\"" + r.state + "\"} "
+    out += "sourcery_handler_up{handler=\"" + prometheus_label(r.name) + "\",state=\"" + r.state + "\"} "
            + (r.state == "running" || r.state == "elsewhere" ? "1" : "0") + "\n";
   auto trouble = store_health();
   out += "# HELP sourcery_store_up Whether the store answers (0 while it cannot be reached or does not"

@@ -101,8 +101,6 @@ public:
   void render_metrics(std::string& out) const override;
   registration_description describe() const override;
 
-  void leave();
-
   const cluster_counters& counters() const noexcept { return counters_; }
   size_t members() const { return membership_ ? membership_->live().size() : 0; }
   size_t shards_owned() const { return table_.held_shards().size(); }
@@ -113,6 +111,9 @@ public:
 
 private:
   cluster_registration(context ctx, std::shared_ptr<persistence::postgres_coordination> coordination);
+
+  /// stop(): hands every shard over and leaves the membership.
+  void leave();
 
   /// Routes `cmd`: here, to its owner, or again later.
   void attempt(sourcery::detail::command_delivery cmd);

@@ -176,20 +176,23 @@ options parse(const std::string& program, const std::string& data_dir, int argc,
   app.require_subcommand(1);
   app.footer(general_footer);
   uint64_t expected_version = 0;
-  std::vector<std::unique_ptr<cli::store_options>> stores;
-  std::map<const CLI::App*, const command*> by_app;
+  struct subcommand {
+    const command* cmd;
+    std::unique_ptr<cli::store_options> store;
+  };
+  std::map<const CLI::App*, subcommand> by_app;
   for (auto& c : commands()) {
     auto* sub = app.add_subcommand(c.name, c.summary);
     if (*c.details)
       sub->footer(c.details);
-    stores.push_back(std::make_unique<cli::store_options>(*sub, o.store, o.data_dir, nullptr, data_dir));
+    by_app[sub] = {&c, std::make_unique<cli::store_options>(*sub, o.store, o.data_dir, nullptr, data_dir)};
     add_options(*sub, c, o, expected_version);
-    by_app[sub] = &c;
   }
   if (auto code = cli::parse(app, static_cast<int>(args.size()), args.data()))
     std::exit(*code);
   auto* sub = app.get_subcommands().front();
-  const command& cmd = *by_app.at(sub);
+  const auto& chosen = by_app.at(sub);
+  const command& cmd = *chosen.cmd;
   o.command = cmd.name;
   auto given = [&](const char* flag) {
     const auto* opt = sub->get_option_no_throw(flag);
@@ -198,10 +201,8 @@ options parse(const std::string& program, const std::string& data_dir, int argc,
   o.from_given = given("--from");
   if (given("--expected-version"))
     o.expected_version = expected_version;
-  for (size_t k = 0; k < commands().size(); ++k)
-    if (&commands()[k] == &cmd)
-      if (auto code = stores[k]->finish())
-        std::exit(*code);
+  if (auto code = chosen.store->finish())
+    std::exit(*code);
   if (!o.store.empty()) {
     auto uri = persistence::store_uri::parse(o.store); // checked already
     if (uri->type == persistence::store_uri::kind::memory)
