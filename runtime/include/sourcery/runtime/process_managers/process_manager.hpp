@@ -36,26 +36,18 @@
 
 #include <any>
 #include <chrono>
-#include <deque>
 #include <functional>
-#include <map>
-#include <memory>
-#include <set>
 #include <string>
 #include <variant>
 #include <vector>
 
 #include <caf/all.hpp>
-#include <msgpack.hpp>
 
 #include "sourcery/actors/events/event_consumer.hpp"
-#include "sourcery/persistence/map_fields.hpp"
-#include "sourcery/persistence/projection_store.hpp"
 #include "sourcery/runtime/commands/dispatch.hpp"
 #include "sourcery/runtime/commands/dispatcher.hpp"
 
 namespace sourcery {
-
 
 /// Which instances an event concerns, and how.
 struct interest {
@@ -137,105 +129,4 @@ concept process_manager = requires {
   typename P::event;
 };
 
-namespace detail {
-
-using pm_event_atom = caf::atom_constant<caf::atom("pm_event")>;
-using pm_done_atom = caf::atom_constant<caf::atom("pm_done")>;
-using pm_result_atom = caf::atom_constant<caf::atom("pm_result")>;
-using pm_retry_atom = caf::atom_constant<caf::atom("pm_retry")>;
-using pm_idle_atom = caf::atom_constant<caf::atom("pm_idle")>;
-using pm_flush_atom = caf::atom_constant<caf::atom("pm_flush")>;
-using pm_read_atom = caf::atom_constant<caf::atom("pm_read")>;
-using pm_timeout_atom = caf::atom_constant<caf::atom("pm_timeout")>;
-using pm_tick_atom = caf::atom_constant<caf::atom("pm_tick")>;
-using pm_start_atom = caf::atom_constant<caf::atom("pm_start")>;
-
-/// An event on its way to an instance, and what the instance makes of it.
-struct pm_delivery {
-  std::shared_ptr<const event_context> event;
-  interest::kind how = interest::kind::none;
-};
-
-struct pm_outcome {
-  uint64_t position = 0;
-  std::string id;
-  bool ended = false;   ///< stop: delete the state
-  std::string state;    ///< msgpack of the state after the event
-  caf::error failure;   ///< the policy said stop
-};
-
-
-} // namespace detail
 } // namespace sourcery
-
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(sourcery::detail::pm_delivery)
-CAF_ALLOW_UNSAFE_MESSAGE_TYPE(sourcery::detail::pm_outcome)
-
-namespace sourcery::detail {
-
-template <class P>
-std::string pack_state(const P& state) {
-  msgpack::sbuffer buf;
-  msgpack::pack(buf, state);
-  return {buf.data(), buf.size()};
-}
-
-template <class P>
-P unpack_state(const std::string& bytes) {
-  P state{};
-  if (!bytes.empty()) {
-    auto oh = msgpack::unpack(bytes.data(), bytes.size());
-    persistence::convert_map(oh.get(), state);
-  }
-  return state;
-}
-
-/// `P::interested` for the event, if `P` lists its type.
-template <process_manager P>
-interest interest_in(const persistence::event_registry& types, const persistence::recorded_event& rec,
-                     caf::error& err) {
-  interest out;
-  visit_event<typename P::event>(types, rec, err, [&](const auto& ev) -> caf::error {
-    if constexpr (requires { { P::interested(ev) } -> std::convertible_to<interest>; })
-      out = P::interested(ev);
-    return {};
-  });
-  return out;
-}
-
-template <process_manager P>
-struct pm_instance_state {
-  P process;
-  std::string id;
-  caf::actor router;
-  dispatcher* app = nullptr;
-  const persistence::event_registry* types = nullptr;
-  process_options options;
-  std::deque<pm_delivery> queue;  ///< events waiting, in order
-  commands pending;               ///< commands of the current event still to send
-  uint32_t failures = 0;          ///< consecutive, of the current event
-  uint32_t command_failures = 0;  ///< consecutive, of the first pending command
-  // The event being handled: its attempt (answers of older ones are late)
-  // and deadline (max while a retry waits). The router's tick asks about it
-  // (pm_timeout), so instances need no timers of their own.
-  uint64_t attempt = 0;
-  std::chrono::steady_clock::time_point event_deadline = std::chrono::steady_clock::time_point::max();
-  bool busy = false;
-  /// A retry resumes the commands still pending (the failed one first)
-  /// instead of handling the event again: commands already accepted are
-  /// not sent twice.
-  bool resume_commands = false;
-  /// Its saved state did not decode: every event fails with this, and the
-  /// policy decides (skip the events or stop), instead of a crash loop.
-  caf::error broken;
-  static inline const char* name = "process_instance";
-};
-
-/// One instance: events in order; per event, its commands one after the
-/// other, then `apply`, then the outcome to the router.
-template <process_manager P>
-caf::behavior pm_instance(caf::stateful_actor<pm_instance_state<P>>* self, std::string id, std::string state,
-                          caf::actor router, dispatcher* app, const persistence::event_registry* types,
-                          process_options options);
-
-} // namespace sourcery::detail
