@@ -38,7 +38,7 @@ uint16_t u16(const uint8_t* p) {
 
 /// A store with `streams` streams of `per_stream` events, stream ids
 /// `id_length` bytes long (so their tree's pages can be told apart).
-void fill(const std::string& path, int streams, int per_stream, size_t id_length) {
+void fill_damaged(const std::string& path, int streams, int per_stream, size_t id_length) {
   auto store = lmdb_store::open({.path = path});
   ASSERT_TRUE(store) << describe(store.error());
   for (int s = 0; s < streams; ++s) {
@@ -123,7 +123,7 @@ lmdb_options unchecked(const std::string& path) {
 /// the page check.
 caf::expected<std::unique_ptr<lmdb_store>> open_inflated(const temp_dir& dir) {
   auto path = (dir / "store").string();
-  fill(path, 300, 1, 120);
+  fill_damaged(path, 300, 1, 120);
   if (inflate_leaves(dir / "store/data.mdb", 120) == 0)
     return make_error(store_errc::invalid_argument, "no leaf page of stream records");
   return lmdb_store::open(unchecked(path));
@@ -132,7 +132,7 @@ caf::expected<std::unique_ptr<lmdb_store>> open_inflated(const temp_dir& dir) {
 TEST(damaged_pages, a_truncated_file_is_refused_by_every_store) {
   temp_dir dir;
   auto path = (dir / "store").string();
-  fill(path, 40, 20, 16);
+  fill_damaged(path, 40, 20, 16);
   {
     projection_store_options po;
     po.path = (dir / "models").string();
@@ -164,7 +164,7 @@ TEST(damaged_pages, a_truncated_file_is_refused_by_every_store) {
 TEST(damaged_pages, a_child_page_out_of_range_is_refused_at_open) {
   temp_dir dir;
   auto path = (dir / "store").string();
-  fill(path, 300, 1, 120);
+  fill_damaged(path, 300, 1, 120);
   ASSERT_GT(redirect_branches(dir / "store/data.mdb", 120, 1'000'000), 0) << "no branch page of stream records";
   expect_refused(path, "out of range");
 }
@@ -173,7 +173,7 @@ TEST(damaged_pages, a_page_marked_dirty_is_refused_at_open) {
   // LMDB would take such a page for one of its own buffers and free it.
   temp_dir dir;
   auto path = (dir / "store").string();
-  fill(path, 50, 10, 16);
+  fill_damaged(path, 50, 10, 16);
   // Every leaf, in use or free: some are in use.
   ASSERT_GT(change_pages(dir / "store/data.mdb", 0x02, 0, any_key, [](uint8_t* p, size_t) { p[10] |= 0x10; }), 0);
   expect_refused(path, "flags");
@@ -182,7 +182,7 @@ TEST(damaged_pages, a_page_marked_dirty_is_refused_at_open) {
 TEST(damaged_pages, an_entry_past_its_page_is_refused_at_open) {
   temp_dir dir;
   auto path = (dir / "store").string();
-  fill(path, 300, 1, 120);
+  fill_damaged(path, 300, 1, 120);
   ASSERT_GT(inflate_leaves(dir / "store/data.mdb", 120), 0);
   expect_refused(path, "past the page");
 }
@@ -232,7 +232,7 @@ TEST(damaged_pages, random_damage_never_crashes_a_store) {
   // damaged copies is refused at open or served with errors, never a crash.
   temp_dir dir;
   auto original = (dir / "original").string();
-  fill(original, 120, 8, 24);
+  fill_damaged(original, 120, 8, 24);
   std::mt19937 rng{20261123};
   int refused = 0;
   for (int round = 0; round < 60; ++round) {

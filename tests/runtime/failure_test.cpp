@@ -54,7 +54,7 @@ router sloth_routes() {
   return r;
 }
 
-std::unique_ptr<application> start(const sourcery::testing::temp_dir& dir, application_config cfg = {}) {
+std::unique_ptr<application> start_sloths(const sourcery::testing::temp_dir& dir, application_config cfg = {}) {
   cfg.data_dir = (dir / "data").string();
   auto app = application::start(std::move(cfg), sloth_routes());
   EXPECT_TRUE(app) << describe_error(app.error());
@@ -67,7 +67,7 @@ using clock = std::chrono::steady_clock;
 
 TEST(deadlines, dispatch_async_is_answered_within_its_timeout) {
   sourcery::testing::temp_dir dir;
-  auto app = start(dir);
+  auto app = start_sloths(dir);
   dispatch_options opts;
   opts.timeout = 200ms;
   std::promise<std::pair<caf::expected<dispatch_result>, clock::duration>> answered;
@@ -88,7 +88,7 @@ TEST(deadlines, dispatch_async_is_answered_within_its_timeout) {
 
 TEST(deadlines, the_blocking_form_counts_its_timeouts_and_a_late_answer_is_dropped) {
   sourcery::testing::temp_dir dir;
-  auto app = start(dir);
+  auto app = start_sloths(dir);
   dispatch_options opts;
   opts.timeout = 100ms;
   auto t0 = clock::now();
@@ -111,7 +111,7 @@ TEST(deadlines, the_blocking_form_counts_its_timeouts_and_a_late_answer_is_dropp
 
 TEST(deadlines, a_command_whose_deadline_passed_while_queued_is_not_executed) {
   sourcery::testing::temp_dir dir;
-  auto app = start(dir);
+  auto app = start_sloths(dir);
   std::promise<caf::expected<dispatch_result>> first;
   dispatch_options slow;
   slow.timeout = 5s;
@@ -132,7 +132,7 @@ TEST(deadlines, a_command_whose_deadline_passed_while_queued_is_not_executed) {
 
 TEST(deadlines, thousands_of_dispatches_each_answered_once) {
   sourcery::testing::temp_dir dir;
-  auto app = start(dir);
+  auto app = start_sloths(dir);
   ASSERT_TRUE(app->dispatch(open_account{"a", "ann"}));
   std::atomic<int> answers{0};
   std::atomic<int> accepted{0};
@@ -162,7 +162,7 @@ TEST(deadlines, stopping_with_thousands_of_dispatches_in_flight_answers_each_onc
   std::atomic<int> answers{0}; // outlives the application: its last callbacks run in stop()
   std::atomic<int> twice{0};
   sourcery::testing::temp_dir dir;
-  auto app = start(dir);
+  auto app = start_sloths(dir);
   ASSERT_TRUE(app->dispatch(open_account{"a", "ann"}));
   constexpr int n = 20000;
   for (int i = 0; i < n; ++i) {
@@ -180,7 +180,7 @@ TEST(deadlines, stopping_with_thousands_of_dispatches_in_flight_answers_each_onc
 
 TEST(identities, an_empty_identity_is_refused_before_anything_runs) {
   sourcery::testing::temp_dir dir;
-  auto app = start(dir);
+  auto app = start_sloths(dir);
   auto r = app->dispatch(open_account{"", "nobody"});
   ASSERT_FALSE(r);
   EXPECT_EQ(code_of_dispatch(r.error()), dispatch_errc::invalid_identity);
@@ -198,7 +198,7 @@ TEST(callbacks, a_throwing_callback_is_logged_and_harms_nothing) {
     std::lock_guard guard{mtx};
     lines.emplace_back(line);
   };
-  auto app = start(dir, cfg);
+  auto app = start_sloths(dir, cfg);
   ASSERT_TRUE(app->add_projection<balances>({}, true));
   dispatch_options strong;
   strong.consistency_level = consistency::strong;
@@ -226,7 +226,7 @@ TEST(tree_failure, a_tree_that_gives_up_is_noticed_and_refuses_work_at_once) {
   std::promise<caf::error> told;
   application_config cfg;
   cfg.on_failure = [&](const caf::error& why) { told.set_value(why); };
-  auto app = start(dir, cfg);
+  auto app = start_sloths(dir, cfg);
   ASSERT_TRUE(app->add_projection<balances>());
   ASSERT_TRUE(app->dispatch(open_account{"1", "ann"}));
   EXPECT_FALSE(app->failure());
