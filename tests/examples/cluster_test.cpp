@@ -100,6 +100,7 @@ protected:
                                   std::to_string(n.http), "--address", host(i)};
     std::string program = BANK_NODE_PATH;
     if (lab) { // on its own host: `ip netns exec NS bank-node ...`
+      args.push_back("--insecure-links"); // plain links off loopback (the lab's own veths)
       auto prefixed = lab->exec_prefix(i);
       prefixed.push_back(program);
       prefixed.insert(prefixed.end(), args.begin(), args.end());

@@ -318,6 +318,7 @@ TEST(readme, the_cluster_example_builds_a_node_registration) {
 sourcery::cluster::cluster_settings cluster;
 cluster.name = "bank";
 cluster.node = "10.0.0.5:7400";                 // where its peers reach this node
+cluster.insecure_links = true;                  // plain links off loopback: see "Security" below
 config.store_uri = "postgresql://...";           // the store every node shares
 config.registration = sourcery::cluster::node_registration(cluster);
   ASSERT_NE(config.registration, nullptr);

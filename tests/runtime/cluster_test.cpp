@@ -18,6 +18,7 @@
 #include "../../examples/bank/routes.hpp"
 #include "../../examples/bank/transfer_saga.hpp"
 #include "../support/checked.hpp"
+#include "../support/eventually.hpp"
 #include "../support/free_port.hpp"
 #include "../support/postgres.hpp"
 #include "../support/temp_dir.hpp"
@@ -25,6 +26,10 @@
 #include "sourcery/persistence/postgres_projection_store.hpp"
 #include "sourcery/runtime/application.hpp"
 #include "sourcery/runtime/cluster/node_registration.hpp"
+// The link's wire messages: an intruder speaks them as a node would.
+#include "../../runtime/src/cluster/node_link.hpp"
+
+#include <caf/io/all.hpp>
 
 using namespace bank;
 using namespace sourcery;
@@ -33,6 +38,7 @@ using namespace std::chrono_literals;
 namespace {
 
 using sourcery::testing::free_port;
+using sourcery::testing::eventually;
 
 
 /// A node of cluster "bank" at `node` (default: a free loopback port).
@@ -162,6 +168,9 @@ TEST_F(cluster_of_nodes, commands_run_once_on_their_owner_and_are_answered_where
   for (auto& n : nodes) {
     auto text = n->metrics_text();
     EXPECT_NE(text.find("sourcery_cluster_members 3"), std::string::npos);
+    for (auto* what : {"batch", "nudge", "unknown"}) // members that had just joined were verified, not refused
+      EXPECT_NE(text.find(std::string{"sourcery_cluster_refused_total{what=\""} + what + "\"} 0"), std::string::npos)
+        << text;
     forwarded += metric(text, "sourcery_cluster_commands_forwarded_total");
     served += metric(text, "sourcery_cluster_commands_served_total");
   }
@@ -263,6 +272,130 @@ TEST_F(cluster_of_nodes, a_node_with_another_shard_count_is_refused_while_the_cl
   ASSERT_FALSE(odd);
   EXPECT_NE(describe_error(odd.error()).find("runs with 64 shards"), std::string::npos) << describe_error(odd.error());
   EXPECT_TRUE(settled()) << "the running node is untouched";
+}
+
+TEST(cluster_settings, only_loopback_addresses_count_as_loopback) {
+  using sourcery::cluster::is_loopback_host;
+  for (auto host : {"127.0.0.1", "127.1.2.3", "localhost", "::1", "[::1]"})
+    EXPECT_TRUE(is_loopback_host(host)) << host;
+  for (auto host : {"10.0.0.5", "0.0.0.0", "128.0.0.1", "::", "example.com", "127.0.0.1.example.com", ""})
+    EXPECT_FALSE(is_loopback_host(host)) << host;
+}
+
+// A member nudging in a loop costs at most one membership round per
+// interval: nudges within it are taken together, at its end.
+TEST(node_link, nudges_are_rate_limited_and_taken_together) {
+  namespace link = sourcery::cluster::detail;
+  caf::actor_system_config cfg;
+  caf::actor_system sys{cfg};
+  std::atomic<int> rounds{0};
+  link::node_link_hooks hooks;
+  hooks.node = "127.0.0.1:1";
+  hooks.nudge_interval = 200ms;
+  hooks.admits = [](const std::string& node, int64_t incarnation) { return node == "127.0.0.1:2" && incarnation == 3; };
+  hooks.nudged = [&] { ++rounds; };
+  std::atomic<int> refused{0};
+  hooks.refused = [&](const char* what, const std::string& from, uint64_t count) {
+    EXPECT_STREQ(what, "nudge");
+    EXPECT_EQ(from, "127.0.0.1:2");
+    refused += static_cast<int>(count);
+  };
+  auto l = link::spawn_node_link(sys, std::move(hooks));
+  caf::anon_send(l, link::nudge_atom::value, std::string{"127.0.0.1:2"}, int64_t{2}); // an old incarnation
+  ASSERT_TRUE(eventually([&] { return refused.load() == 1; }, 10s));
+  EXPECT_EQ(rounds.load(), 0);
+  auto burst = [&] {
+    for (int i = 0; i < 100; ++i)
+      caf::anon_send(l, link::nudge_atom::value, std::string{"127.0.0.1:2"}, int64_t{3});
+  };
+  burst();
+  // The first nudge at once, the other 99 together at the interval's end.
+  ASSERT_TRUE(eventually([&] { return rounds.load() >= 2; }, 10s));
+  EXPECT_LE(rounds.load(), 3) << "100 nudges";
+  burst();
+  ASSERT_TRUE(eventually([&] { return rounds.load() >= 3; }, 10s));
+  EXPECT_LE(rounds.load(), 6) << "200 nudges";
+  caf::anon_send_exit(l, caf::exit_reason::user_shutdown);
+}
+
+TEST_F(cluster_of_nodes, a_node_off_loopback_without_insecure_links_refuses_to_start_and_says_why) {
+  application_config cfg;
+  cfg.store_uri = uri();
+  cfg.registration = bank_node("10.0.0.5:7400");
+  auto app = application::start(cfg, routes());
+  ASSERT_FALSE(app);
+  auto why = describe_error(app.error());
+  EXPECT_NE(why.find("not a loopback address"), std::string::npos) << why;
+  EXPECT_NE(why.find("--insecure-links"), std::string::npos) << why;
+}
+
+// A process that reaches a node's port and speaks the link's protocol, as
+// a node would, but is not an up member (or claims a member's name with
+// another incarnation): nothing it sends runs, each refusal is counted in
+// /metrics, and the node goes on serving.
+TEST_F(cluster_of_nodes, a_peer_that_is_not_an_up_member_is_refused_counted_and_runs_nothing) {
+  namespace link = sourcery::cluster::detail;
+  auto& node = add_node();
+  ASSERT_TRUE(settled());
+  auto address = sourcery::cluster::split_node_address(node.placement().node);
+  ASSERT_TRUE(address) << node.placement().node;
+
+  caf::actor_system_config cfg;
+  cfg.load<caf::io::middleman>();
+  link::add_link_message_types(cfg);
+  caf::actor_system intruder{cfg};
+  auto peer = intruder.middleman().remote_actor(address->first, address->second);
+  ASSERT_TRUE(peer) << intruder.render(peer.error());
+
+  auto command = [](const std::string& account) {
+    command_envelope env;
+    env.aggregate_type = type_name_of<bank::account>();
+    env.stream_id = "account-" + account;
+    env.command_type = type_name_of<bank::open_account>();
+    msgpack::sbuffer buf;
+    msgpack::pack(buf, bank::open_account{account, "mallory"});
+    env.payload.assign(buf.data(), buf.data() + buf.size());
+    env.deadline = std::chrono::steady_clock::now() + 10s;
+    return env;
+  };
+  caf::scoped_actor self{intruder};
+  auto refused = [&](std::string from, int64_t incarnation, const std::string& account) {
+    link::forward_batch batch;
+    batch.from = std::move(from);
+    batch.incarnation = incarnation;
+    batch.ids = {7};
+    batch.envelopes = {command(account)};
+    self->send(*peer, link::forward_atom::value, std::move(batch));
+    bool answered = false;
+    self->receive(
+      [&](link::answer_atom, link::answer_batch& b) {
+        ASSERT_EQ(b.answers.size(), 1u);
+        EXPECT_FALSE(b.answers[0].ok);
+        EXPECT_EQ(code_of_dispatch(b.answers[0].error), dispatch_errc::moved) << describe_error(b.answers[0].error);
+        answered = true;
+      },
+      caf::after(10s) >> [] {});
+    return answered;
+  };
+  EXPECT_TRUE(refused("127.0.0.1:1", 1, "mallory1")) << "a stranger";
+  EXPECT_TRUE(refused(node.placement().node, 0, "mallory2")) << "the node's own name, another incarnation";
+  self->send(*peer, link::nudge_atom::value, std::string{"127.0.0.1:1"}, int64_t{1});
+  self->send(*peer, caf::atom("bogus"), std::string{"anything"}); // no node sends that
+
+  auto counted = [&](const std::string& line) { return node.metrics_text().find(line) != std::string::npos; };
+  EXPECT_TRUE(eventually([&] { return counted("sourcery_cluster_refused_total{what=\"batch\"} 2"); }, 10s))
+    << node.metrics_text();
+  EXPECT_TRUE(eventually([&] { return counted("sourcery_cluster_refused_total{what=\"nudge\"} 1"); }, 10s));
+  EXPECT_TRUE(eventually([&] { return counted("sourcery_cluster_refused_total{what=\"unknown\"} 1"); }, 10s));
+  for (auto* stream : {"account-mallory1", "account-mallory2"}) {
+    auto events = node.store().read_stream(stream, 1, 10);
+    ASSERT_TRUE(events) << describe_error(events.error());
+    EXPECT_TRUE(events->empty()) << stream << " has events: a refused command ran";
+  }
+  auto served = node.dispatch(bank::open_account{"alice", "alice"});
+  ASSERT_TRUE(served) << describe_error(served.error());
+  EXPECT_TRUE(served->accepted) << "the node serves as before";
+  EXPECT_EQ(node.metrics_text().find("commands_served_total 1"), std::string::npos) << "nothing was served for a peer";
 }
 
 TEST_F(cluster_of_nodes, handlers_run_on_one_node_and_strong_dispatches_wait_for_them_on_every_node) {

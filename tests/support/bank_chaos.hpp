@@ -240,6 +240,7 @@ private:
                                   "--http", std::to_string(n.http), "--address", host(i)};
     std::string program = s_.bank_node;
     if (lab_) { // on its own host: `ip netns exec NS bank-node ...`
+      args.push_back("--insecure-links"); // plain links off loopback (the lab's own veths)
       auto prefixed = lab_->exec_prefix(i);
       prefixed.push_back(program);
       prefixed.insert(prefixed.end(), args.begin(), args.end());

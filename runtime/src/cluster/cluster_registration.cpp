@@ -48,6 +48,21 @@ caf::expected<std::unique_ptr<cluster_registration>> cluster_registration::creat
   if (!ctx.settings.listen.empty())
     if (auto address = split_node_address(ctx.settings.listen); !address)
       return address.error();
+  // Plain links carry commands anyone on the network could send: on
+  // loopback only, unless the user says the network is trusted.
+  const auto& listen = ctx.settings.listen.empty() ? ctx.settings.node : ctx.settings.listen;
+  if (auto host = split_node_address(listen)->first; !is_loopback_host(host)) {
+    if (!ctx.settings.insecure_links)
+      return persistence::make_error(
+        persistence::store_errc::invalid_argument,
+        "node " + ctx.settings.node + " would listen for peers at " + listen
+          + ", not a loopback address: links between nodes are neither encrypted nor authenticated, so anyone"
+            " reaching that address could send this cluster commands. Listen on 127.0.0.1 (one machine), or"
+            " pass --insecure-links (cluster_settings::insecure_links) on a network you trust");
+    ctx.app.log.warn("cluster", "links between nodes are neither encrypted nor authenticated (--insecure-links): "
+                                "anyone who reaches this address can send this cluster commands",
+                     {{"node", ctx.settings.node}, {"listen", listen}});
+  }
   auto coordination = persistence::postgres_coordination::open(ctx.coordination);
   if (!coordination)
     return coordination.error();
@@ -63,6 +78,25 @@ caf::expected<std::unique_ptr<cluster_registration>> cluster_registration::creat
     self->wake_keeper();
   };
   hooks.forwarded = &r->counters_.forwarded;
+  hooks.node = r->ctx_.settings.node;
+  hooks.nudge_interval = std::max(std::chrono::milliseconds{10}, r->ctx_.settings.renew_every / 4);
+  hooks.incarnation = [self] { return self->joined_.load() ? self->membership_->incarnation() : int64_t{0}; };
+  // Before it joins, this node knows no members: it serves nobody.
+  hooks.admits = [self](const std::string& node, int64_t incarnation) {
+    return self->joined_.load() && self->membership_->is_up(node, incarnation);
+  };
+  hooks.verify = [self](const std::string& node, int64_t incarnation) {
+    auto answer = [link = self->link_, node, incarnation] {
+      caf::anon_send(link, verify_atom::value, node, incarnation);
+    };
+    if (self->joined_.load())
+      self->membership_->wake(std::move(answer));
+    else
+      answer(); // not a member itself yet: it serves nobody
+  };
+  hooks.refused = [self](const char* what, const std::string& from, uint64_t count) {
+    self->refused(what, from, count);
+  };
   hooks.reachable = [self](const std::string& node, bool answered) { self->pinged(node, answered); };
   hooks.ping_timeout = r->ctx_.settings.unreachable_after / 2;
   hooks.connect_timeout = r->ctx_.settings.down_after / 2;
@@ -680,6 +714,24 @@ caf::error cluster_registration::outage() const {
   return {};
 }
 
+void cluster_registration::refused(const char* what, const std::string& from, uint64_t count) {
+  auto& c = counters_;
+  std::string_view kind{what};
+  (kind == "batch" ? c.refused_batches : kind == "nudge" ? c.refused_nudges : c.dropped_unknown)
+    .fetch_add(count, std::memory_order_relaxed);
+  // Logged once a second at most: a hostile peer must not fill the log.
+  auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+  auto last = c.refusal_logged.load();
+  if (now - last < std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::seconds{1}).count()
+      || !c.refusal_logged.compare_exchange_strong(last, now))
+    return;
+  if (kind == "unknown")
+    ctx_.app.log.warn("cluster", "dropped a message a peer sent that no node sends", {{"node", ctx_.settings.node}});
+  else
+    ctx_.app.log.warn("cluster", "refused a peer that is not an up member of the cluster",
+                      {{"node", ctx_.settings.node}, {"what", what}, {"from", from}});
+}
+
 registration_description cluster_registration::describe() const {
   return {node(), members(), shards_owned()};
 }
@@ -702,6 +754,12 @@ void cluster_registration::render_metrics(std::string& out) const {
          c.handed_over.load());
   metric("sourcery_cluster_shards_lost_total", "Shards whose lease ran out under this node.", "counter",
          c.lost.load());
+  out += "# HELP sourcery_cluster_refused_total Messages from peers refused: batches and nudges from nodes that are"
+         " not up members (incarnation included), messages no node sends.\n"
+         "# TYPE sourcery_cluster_refused_total counter\n";
+  out += "sourcery_cluster_refused_total{what=\"batch\"} " + std::to_string(c.refused_batches.load()) + "\n";
+  out += "sourcery_cluster_refused_total{what=\"nudge\"} " + std::to_string(c.refused_nudges.load()) + "\n";
+  out += "sourcery_cluster_refused_total{what=\"unknown\"} " + std::to_string(c.dropped_unknown.load()) + "\n";
 }
 
 } // namespace sourcery::cluster::detail

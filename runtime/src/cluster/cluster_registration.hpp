@@ -46,6 +46,11 @@ struct cluster_counters {
   std::atomic<uint64_t> acquired{0};     ///< shards taken
   std::atomic<uint64_t> handed_over{0};  ///< shards given up cleanly
   std::atomic<uint64_t> lost{0};         ///< shards whose lease ran out under us
+  std::atomic<uint64_t> refused_batches{0}; ///< from peers that are not up members
+  std::atomic<uint64_t> refused_nudges{0};
+  std::atomic<uint64_t> dropped_unknown{0}; ///< messages the link does not know
+  /// When a refusal was last logged (steady ticks): once a second at most.
+  std::atomic<int64_t> refusal_logged{0};
 };
 
 /// The deadline of a command dispatched without one.
@@ -101,6 +106,8 @@ public:
   void render_metrics(std::string& out) const override;
   registration_description describe() const override;
 
+  /// A peer's batch or nudge refused, or an unknown message dropped (the link's hook).
+  void refused(const char* what, const std::string& from, uint64_t count);
   const cluster_counters& counters() const noexcept { return counters_; }
   size_t members() const { return membership_ ? membership_->live().size() : 0; }
   size_t shards_owned() const { return table_.held_shards().size(); }

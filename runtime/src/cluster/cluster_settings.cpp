@@ -2,6 +2,9 @@
 
 #include <charconv>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include "sourcery/persistence/error.hpp"
 
 namespace sourcery::cluster {
@@ -18,6 +21,15 @@ caf::expected<std::pair<std::string, uint16_t>> split_node_address(const std::st
     return persistence::make_error(persistence::store_errc::invalid_argument,
                                    "the port of node address '" + node + "' is not 1..65535");
   return std::pair<std::string, uint16_t>{node.substr(0, colon), static_cast<uint16_t>(port)};
+}
+
+bool is_loopback_host(std::string_view host) {
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  if (host == "localhost" || host == "::1")
+    return true;
+  in_addr v4{};
+  return inet_pton(AF_INET, std::string{host}.c_str(), &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127;
 }
 
 } // namespace sourcery::cluster

@@ -1,5 +1,7 @@
 #include "sourcery/runtime/cluster/membership.hpp"
 
+#include <utility>
+
 #include "sourcery/persistence/error.hpp"
 
 namespace sourcery::cluster {
@@ -35,15 +37,23 @@ std::vector<std::string> membership::live() const {
   return live_;
 }
 
+bool membership::is_up(const std::string& node, int64_t incarnation) const {
+  std::lock_guard guard{mtx_};
+  auto m = up_.find(node);
+  return m != up_.end() && m->second == incarnation;
+}
+
 std::vector<std::string> membership::suspected() const {
   std::lock_guard guard{mtx_};
   return suspected_;
 }
 
-void membership::wake() {
+void membership::wake(std::function<void()> then) {
   {
     std::lock_guard guard{mtx_};
     woken_ = true;
+    if (then)
+      after_round_.push_back(std::move(then));
   }
   wake_.notify_all();
 }
@@ -72,11 +82,14 @@ void membership::run() {
     if (stopping_)
       return;
     woken_ = false;
+    auto then = std::exchange(after_round_, {});
     guard.unlock();
     if (serving_.load())
       step();
     else if (!replaced_.load())
       rejoin();
+    for (auto& f : then)
+      f();
     guard.lock();
   }
 }
@@ -156,9 +169,11 @@ void membership::read_view() {
   if (!members)
     return;
   std::vector<std::string> live, suspected;
+  std::map<std::string, int64_t> up;
   for (auto& m : *members)
     if (m.state == "up") {
       live.push_back(m.node);
+      up[m.node] = m.incarnation;
       if (m.node != options_.node && m.since_renewal > 2 * options_.renew_every)
         suspected.push_back(m.node);
     }
@@ -168,6 +183,7 @@ void membership::read_view() {
     changed = live != live_;
     if (changed)
       live_ = live;
+    up_ = std::move(up);
     suspected_ = std::move(suspected);
   }
   if (changed && options_.on_view)

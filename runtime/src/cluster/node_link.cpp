@@ -1,6 +1,9 @@
 #include "node_link.hpp"
 
+#include <map>
 #include <set>
+#include <string_view>
+#include <utility>
 #include <unordered_map>
 #include <vector>
 
@@ -40,8 +43,17 @@ struct returning {
   std::vector<forward_answer> answers;
 };
 
+/// What a sender being verified sent meanwhile: refused if it is not a member.
+struct unverified {
+  uint64_t batches = 0;
+  uint64_t nudges = 0;
+};
+
 struct link_state {
   node_link_hooks hooks;
+  std::map<std::pair<std::string, int64_t>, unverified> verifying;
+  std::chrono::steady_clock::time_point last_nudge; ///< taken, for the rate limit
+  bool nudge_held = false; ///< one waits for the end of the interval
   std::unordered_map<std::string, peer> peers;
   std::unordered_map<caf::actor_addr, std::string> node_of;
   std::unordered_map<caf::actor_addr, returning> back;
@@ -56,6 +68,11 @@ void ping(link_actor* self, const std::string& node, const caf::actor& handle) {
   self->request(handle, self->state.hooks.ping_timeout, ping_atom::value)
     .then([self, node](pong_atom) { self->state.hooks.reachable(node, true); },
           [self, node](caf::error&) { self->state.hooks.reachable(node, false); });
+}
+
+void send_nudge(link_actor* self, const caf::actor& handle) {
+  auto& hooks = self->state.hooks;
+  self->send(handle, nudge_atom::value, hooks.node, hooks.incarnation ? hooks.incarnation() : int64_t{0});
 }
 
 void later(link_actor* self, command_delivery cmd) {
@@ -74,6 +91,8 @@ void flush(link_actor* self, const std::string& node) {
     return;
   }
   forward_batch batch;
+  batch.from = self->state.hooks.node;
+  batch.incarnation = self->state.hooks.incarnation ? self->state.hooks.incarnation() : 0;
   batch.ids.reserve(p.queued.size());
   batch.envelopes.reserve(p.queued.size());
   for (auto& cmd : std::exchange(p.queued, {})) {
@@ -127,13 +146,52 @@ void connect(link_actor* self, const std::string& node) {
         self->monitor(handle);
         self->state.node_of[handle.address()] = node;
         if (std::exchange(q.nudge, false))
-          self->send(handle, nudge_atom::value);
+          send_nudge(self, handle);
         if (std::exchange(q.ping, false))
           ping(self, node, handle);
         for (auto& cmd : std::exchange(q.waiting, {}))
           enqueue(self, node, std::move(cmd));
       },
       [give_up](caf::error& err) { give_up(describe_error(err)); });
+}
+
+/// Whether a peer's message comes from an up member. If not, it is
+/// refused -- at once, or once a fresh reading of the members confirms it
+/// (a member that just joined is in the table, not yet in this node's view).
+bool admitted(link_actor* self, const char* what, const std::string& from, int64_t incarnation) {
+  auto& st = self->state;
+  auto& hooks = st.hooks;
+  if (!hooks.admits || hooks.admits(from, incarnation))
+    return true;
+  bool batch = std::string_view{what} == "batch";
+  auto key = std::make_pair(from, incarnation);
+  auto pending = st.verifying.find(key);
+  if (pending == st.verifying.end()) {
+    if (!hooks.verify || st.verifying.size() >= hooks.max_verifying) {
+      if (hooks.refused)
+        hooks.refused(what, from, 1);
+      return false;
+    }
+    pending = st.verifying.emplace(key, unverified{}).first;
+    hooks.verify(from, incarnation);
+  }
+  ++(batch ? pending->second.batches : pending->second.nudges);
+  return false;
+}
+
+/// Takes a peer's nudge now, or at the end of the rate limit's interval
+/// (nudges within it are taken together).
+void take_nudge(link_actor* self) {
+  auto& st = self->state;
+  auto now = std::chrono::steady_clock::now();
+  if (now - st.last_nudge >= st.hooks.nudge_interval) {
+    st.last_nudge = now;
+    if (st.hooks.nudged)
+      st.hooks.nudged();
+  } else if (!st.nudge_held) {
+    st.nudge_held = true;
+    self->delayed_send(self, st.last_nudge + st.hooks.nudge_interval - now, nudge_atom::value, true);
+  }
 }
 
 /// A peer's answer to one of our commands.
@@ -152,6 +210,14 @@ void answered(link_actor* self, peer& p, forward_answer& a) {
 
 caf::behavior node_link(link_actor* self, node_link_hooks hooks) {
   self->state.hooks = std::move(hooks);
+  // Anything else a peer sends is dropped, counted -- not printed: a
+  // hostile peer must not fill the log.
+  self->set_default_handler([](caf::scheduled_actor* me, caf::message_view& x) -> caf::result<caf::message> {
+    auto* link = static_cast<link_actor*>(me);
+    if (link->state.hooks.refused)
+      link->state.hooks.refused("unknown", {}, 1);
+    return caf::drop(me, x);
+  });
   self->set_down_handler([self](caf::down_msg& msg) {
     auto& st = self->state;
     st.back.erase(msg.source);
@@ -181,7 +247,7 @@ caf::behavior node_link(link_actor* self, node_link_hooks hooks) {
     [self](nudge_atom, const std::string& node) {
       auto& p = self->state.peers[node];
       if (p.handle)
-        return self->send(p.handle, nudge_atom::value);
+        return send_nudge(self, p.handle);
       p.nudge = true;
       connect(self, node);
     },
@@ -217,6 +283,18 @@ caf::behavior node_link(link_actor* self, node_link_hooks hooks) {
       if (!from)
         return;
       auto link = caf::actor_cast<caf::actor>(self);
+      if (!admitted(self, "batch", batch.from, batch.incarnation)) {
+        // Nothing runs. `moved`: a member this node has not seen join yet
+        // (its view is one renewal old at most) routes them again.
+        answer_batch refusal;
+        for (size_t i = 0; i < batch.ids.size() && i < batch.envelopes.size(); ++i)
+          refusal.answers.push_back(
+            forward_answer{batch.ids[i], false, {},
+                           make_error(dispatch_errc::moved, "node " + self->state.hooks.node
+                                                              + " serves only the up members of its cluster")});
+        self->send(from, answer_atom::value, std::move(refusal));
+        return;
+      }
       for (size_t i = 0; i < batch.envelopes.size() && i < batch.ids.size(); ++i)
         self->state.hooks.serve(std::move(batch.envelopes[i]),
                                 [link, from, id = batch.ids[i]](caf::expected<dispatch_result> r) {
@@ -249,7 +327,33 @@ caf::behavior node_link(link_actor* self, node_link_hooks hooks) {
       if (!i->second.answers.empty())
         self->send(to, answer_atom::value, answer_batch{std::exchange(i->second.answers, {})});
     },
-    [self](nudge_atom) { self->state.hooks.nudged(); },
+    [self](nudge_atom, const std::string& from, int64_t incarnation) {
+      if (admitted(self, "nudge", from, incarnation))
+        take_nudge(self);
+    },
+    [self](verify_atom, const std::string& from, int64_t incarnation) {
+      auto& st = self->state;
+      auto i = st.verifying.find(std::make_pair(from, incarnation));
+      if (i == st.verifying.end())
+        return;
+      auto seen = i->second;
+      st.verifying.erase(i);
+      if (st.hooks.admits(from, incarnation)) {
+        // A member after all (it had just joined): its batches were
+        // answered `moved` and come again; its nudge was this reading.
+        return;
+      }
+      if (st.hooks.refused) {
+        if (seen.batches > 0)
+          st.hooks.refused("batch", from, seen.batches);
+        if (seen.nudges > 0)
+          st.hooks.refused("nudge", from, seen.nudges);
+      }
+    },
+    [self](nudge_atom, bool) {
+      self->state.nudge_held = false;
+      take_nudge(self);
+    },
     [self](ping_atom, const std::vector<std::string>& nodes) {
       for (auto& node : nodes) {
         auto& p = self->state.peers[node];

@@ -28,6 +28,8 @@ namespace sourcery::cluster::detail {
 /// answers come back the same way -- one message (and one serialization
 /// pass, one wake-up) for many commands under load, one for one otherwise.
 struct forward_batch {
+  std::string from;        ///< the sending node, as the members table names it
+  int64_t incarnation = 0; ///< and the incarnation it serves as: only up members are served
   std::vector<uint64_t> ids; ///< the sender's, to match the answers
   std::vector<command_envelope> envelopes;
 };
@@ -45,7 +47,7 @@ struct answer_batch {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, forward_batch& x) {
-  return f(caf::meta::type_name("sourcery.forward_batch"), x.ids, x.envelopes);
+  return f(caf::meta::type_name("sourcery.forward_batch"), x.from, x.incarnation, x.ids, x.envelopes);
 }
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, forward_answer& x) {
@@ -61,7 +63,9 @@ typename Inspector::result_type inspect(Inspector& f, answer_batch& x) {
 using forward_atom = caf::atom_constant<caf::atom("cl_forward")>;
 /// (retry_atom, command_delivery): route a command again (after a pause).
 using retry_atom = caf::atom_constant<caf::atom("cl_retry")>;
-/// (nudge_atom, node): tell `node` the membership changed; (nudge_atom): told so.
+/// (nudge_atom, node): tell `node` the membership changed; (nudge_atom,
+/// from, incarnation): told so by a peer; (nudge_atom, true): a nudge held
+/// back by the rate limit, taken now.
 using nudge_atom = caf::atom_constant<caf::atom("cl_nudge")>;
 /// (answer_atom, answer_batch): a peer's answers; (answer_atom, link, forward_answer): one of ours, to send back.
 using answer_atom = caf::atom_constant<caf::atom("cl_answer")>;
@@ -69,6 +73,9 @@ using answer_atom = caf::atom_constant<caf::atom("cl_answer")>;
 using flush_atom = caf::atom_constant<caf::atom("cl_flush")>;
 /// (sweep_atom): answer `timeout` for commands whose peer never answered.
 using sweep_atom = caf::atom_constant<caf::atom("cl_sweep")>;
+/// (verify_atom, node, incarnation): the members were read again since
+/// `node` sent what `admits` refused (see `node_link_hooks::verify`).
+using verify_atom = caf::atom_constant<caf::atom("cl_verify")>;
 /// (ping_atom, nodes): ask each of `nodes` for a pong over its link, each
 /// answer (or silence past `ping_timeout`) reported to `hooks.reachable`.
 /// (ping_atom) from a peer: answered with pong_atom.
@@ -84,8 +91,29 @@ struct node_link_hooks {
   std::function<void(command_envelope, registration::reply)> serve;
   /// A command to route again: its node answered `moved` or was out of reach.
   std::function<void(sourcery::detail::command_delivery)> reroute;
-  /// A peer says the membership changed.
+  /// A peer says the membership changed (at most once per `nudge_interval`:
+  /// nudges coming faster are taken together, at the end of it).
   std::function<void()> nudged;
+  std::chrono::milliseconds nudge_interval{100};
+  /// This node's name, and the incarnation it serves as now: sent with its
+  /// batches and nudges.
+  std::string node;
+  std::function<int64_t()> incarnation;
+  /// Whether `node` is an up member as `incarnation`, as this node last
+  /// read the members: only those are served and heard. Unset: everyone
+  /// (tests of the link alone).
+  std::function<bool(const std::string& node, int64_t incarnation)> admits;
+  /// A sender `admits` refused may have joined since the last reading (a
+  /// member just started): read the members again, then send the link
+  /// (verify_atom, node, incarnation). Meanwhile its batches are answered
+  /// `moved` (routed again) and its nudges wait; only then are they
+  /// refused for good. At most `max_verifying` senders at once; unset: refused at once.
+  std::function<void(const std::string& node, int64_t incarnation)> verify;
+  size_t max_verifying = 16;
+  /// Messages from a peer that is not an up member were refused (`what`:
+  /// "batch", "nudge"; `count` of them), or a message the link does not
+  /// know was dropped ("unknown"; `from` empty). Called on the link's thread.
+  std::function<void(const char* what, const std::string& from, uint64_t count)> refused;
   /// How long a connection attempt may take.
   std::chrono::milliseconds connect_timeout{1000};
   /// Pause before a command is routed again.

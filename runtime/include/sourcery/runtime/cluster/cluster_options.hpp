@@ -28,6 +28,10 @@ public:
                    ->check(check_node_address);
     name->needs(node);
     node->needs(name);
+    app.add_flag("--insecure-links", settings.insecure_links,
+                 "listen for peers on an address that is not loopback, although links between nodes are neither"
+                 " encrypted nor authenticated (a network you trust)")
+      ->needs(name);
     if (listen)
       app.add_option("--listen", settings.listen, "where to listen for peers, when not at --node (a proxy, NAT)")
         ->type_name("HOST:PORT")

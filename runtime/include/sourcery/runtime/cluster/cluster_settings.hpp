@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include <caf/expected.hpp>
 
@@ -45,7 +46,17 @@ struct cluster_settings {
   std::chrono::milliseconds drain_timeout{2000};
   /// Shards given up per renewal for rebalancing (a join): moves are paced.
   size_t moves_per_round = 16;
+  /// Links between nodes are neither encrypted nor authenticated, so a
+  /// node listens only on a loopback address (one machine: the demo,
+  /// tests) unless this is set -- for a network the user trusts as much
+  /// as the machine. A warning is logged at every start with it.
+  bool insecure_links = false;
 };
+
+/// Whether `host` (of "host:port") is a loopback address: localhost,
+/// 127.0.0.0/8 or ::1. Names other than localhost are not resolved: they
+/// count as not loopback.
+bool is_loopback_host(std::string_view host);
 
 /// Splits "host:port". Errors: invalid_argument (no port, port 0 or > 65535).
 caf::expected<std::pair<std::string, uint16_t>> split_node_address(const std::string& node);

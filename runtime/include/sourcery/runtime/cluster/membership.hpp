@@ -18,6 +18,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -85,12 +86,16 @@ public:
   bool replaced() const noexcept { return replaced_.load(); }
   /// The live members as last read (this node included while it serves).
   std::vector<std::string> live() const;
+  /// Whether `node` is an up member as incarnation `incarnation`, as last
+  /// read: who may send this node commands and nudges.
+  bool is_up(const std::string& node, int64_t incarnation) const;
   /// Live members that missed two renewals or more: perhaps going down.
   /// Shards are not rebalanced while anyone is suspected.
   std::vector<std::string> suspected() const;
   /// Renews and reads the members now instead of at the next period (a
-  /// peer said the membership changed).
-  void wake();
+  /// peer said the membership changed); then calls `then`, on the
+  /// membership's thread (the view is as fresh as the store could make it).
+  void wake(std::function<void()> then = {});
   /// Leaves cleanly: marks this incarnation left and stops renewing.
   caf::error leave();
 
@@ -121,6 +126,8 @@ private:
   bool stopping_ = false;
   bool woken_ = false;
   std::vector<std::string> live_;
+  std::map<std::string, int64_t> up_; ///< the up members' incarnations
+  std::vector<std::function<void()>> after_round_; ///< `wake`'s, for the next round
   std::vector<std::string> suspected_;
   std::thread thread_;
 };
