@@ -25,3 +25,15 @@ if(NOT TARGET CAF::core)
     IMPORTED_LOCATION ${CAF_IO_LIBRARY}
     INTERFACE_LINK_LIBRARIES CAF::core)
 endif()
+if(SOURCERY_WITH_POSTGRES)
+  # The cluster's links: CAF's OpenSSL module (mutual TLS between nodes),
+  # and libssl to check a node's certificate, key and CA before it starts.
+  find_package(OpenSSL 1.1 REQUIRED)             # libssl-dev
+  find_library(CAF_OPENSSL_LIBRARY caf_openssl REQUIRED)  # libcaf-openssl0.17 (libcaf-dev depends on it)
+  if(NOT TARGET CAF::openssl)
+    add_library(CAF::openssl UNKNOWN IMPORTED)
+    set_target_properties(CAF::openssl PROPERTIES
+      IMPORTED_LOCATION ${CAF_OPENSSL_LIBRARY}
+      INTERFACE_LINK_LIBRARIES "CAF::io;OpenSSL::SSL")
+  endif()
+endif()

@@ -18,6 +18,19 @@ fi
 work="$(mktemp -d /tmp/sourcery-cluster-demo.XXXXXX)"
 chmod 755 "$work" # the server runs as postgres
 uri="$(bash scripts/pg.sh start "$work/pg" | tail -1)&schema=cluster_demo"
+# Mutual TLS between the nodes: a throwaway CA and a certificate per node,
+# made by openssl (SOURCERY_DEMO_TLS=0: plain links, on loopback).
+tls=()
+if [ "${SOURCERY_DEMO_TLS:-1}" = 1 ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=demo-ca \
+    -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
+  for n in 1 2 3; do
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=node$n" \
+      -keyout "$work/node$n.key" -out "$work/node$n.csr" 2>/dev/null
+    openssl x509 -req -days 1 -in "$work/node$n.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" \
+      -CAcreateserial -out "$work/node$n.pem" 2>/dev/null
+  done
+fi
 declare -A pid
 cleanup() {
   for n in 1 2 3; do [ -n "${pid[$n]:-}" ] && kill -TERM "${pid[$n]}" 2>/dev/null || true; done
@@ -31,7 +44,8 @@ say() { printf '%s\n' "$*"; }
 section() { printf '\n-- %s\n' "$*"; }
 http() { echo $((8180 + $1)); }
 start_node() {
-  "$bin/bank-node" --store "$uri" --cluster demo --node "127.0.0.1:$((7180 + $1))" --http "$(http "$1")" \
+  [ "${SOURCERY_DEMO_TLS:-1}" = 1 ] && tls=(--tls-cert "$work/node$1.pem" --tls-key "$work/node$1.key" --tls-ca "$work/ca.pem")
+  "$bin/bank-node" --store "$uri" --cluster demo --node "127.0.0.1:$((7180 + $1))" --http "$(http "$1")" "${tls[@]}" \
     >"$work/node$1.out" 2>>"$work/node$1.log" &
   pid[$1]=$!
   for _ in $(seq 1 100); do grep -q listening "$work/node$1.out" 2>/dev/null && break; sleep 0.1; done
@@ -44,6 +58,7 @@ balance() { curl -s "localhost:$(http "$1")/accounts/$2" | sed 's/.*"balance":\(
 say "== Sourcery cluster demo =="
 say "PostgreSQL: $uri"
 say "logs: $work"
+[ "${SOURCERY_DEMO_TLS:-1}" = 1 ] && say "links between nodes: mutual TLS, certificates of a throwaway CA in $work"
 
 section "1. three nodes join one cluster through the store"
 for n in 1 2 3; do start_node "$n"; done
@@ -100,5 +115,10 @@ say "  total $total, deposited $deposited: $([ "$total" -eq "$deposited" ] && ec
 
 section "7. node 1 leaves cleanly (SIGTERM): it hands its shards over first"
 kill -TERM "${pid[1]}"; wait "${pid[1]}" 2>/dev/null || true; pid[1]=""
+# The others take the released shards in their next round (a nudge wakes them).
+for _ in $(seq 1 50); do
+  "$bin/sourcery" cluster --store "$uri" --cluster demo | grep -q "expired leases" || break
+  sleep 0.1
+done
 show_cluster
 [ "$total" -eq "$deposited" ]

@@ -5,8 +5,8 @@
 set -euo pipefail
 
 packages=(g++ cmake make pkg-config libcaf-dev liblmdb-dev libmsgpack-cxx-dev libboost-dev
-          nlohmann-json3-dev libcli11-dev libgtest-dev libtcmalloc-minimal4 libpq-dev
-          postgresql postgresql-client iproute2 iptables)
+          nlohmann-json3-dev libcli11-dev libgtest-dev libtcmalloc-minimal4 libpq-dev libssl-dev
+          openssl postgresql postgresql-client iproute2 iptables)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -8,6 +8,7 @@
 // separate processes, are in tests/examples/cluster_test.cpp.)
 
 #include <atomic>
+#include <future>
 #include <random>
 #include <set>
 #include <thread>
@@ -22,6 +23,7 @@
 #include "../support/free_port.hpp"
 #include "../support/postgres.hpp"
 #include "../support/temp_dir.hpp"
+#include "../support/test_ca.hpp"
 #include "sourcery/persistence/postgres_coordination.hpp"
 #include "sourcery/persistence/postgres_projection_store.hpp"
 #include "sourcery/runtime/application.hpp"
@@ -30,6 +32,7 @@
 #include "../../runtime/src/cluster/node_link.hpp"
 
 #include <caf/io/all.hpp>
+#include <caf/openssl/all.hpp>
 
 using namespace bank;
 using namespace sourcery;
@@ -58,10 +61,10 @@ struct cluster_of_nodes : ::testing::Test {
     return sourcery::testing::test_pg_uri() + "&schema=" + sourcery::testing::test_schema(dir);
   }
 
-  application& add_node() {
+  application& add_node(std::shared_ptr<const sourcery::registration_provider> node = bank_node()) {
     application_config cfg;
     cfg.store_uri = uri();
-    cfg.registration = bank_node();
+    cfg.registration = std::move(node);
     cfg.scheduler_threads = 2;
     nodes.push_back(sourcery::testing::checked(application::start(cfg, routes()), "start a node"));
     return *nodes.back();
@@ -503,3 +506,122 @@ TEST_F(cluster_of_nodes, refuses_a_store_nodes_cannot_share_and_a_bad_address) {
 }
 
 } // namespace
+
+// -- mutual TLS between nodes ------------------------------------------------------
+
+namespace {
+
+/// A node of cluster "bank" on a free loopback port, with TLS settings.
+std::shared_ptr<const sourcery::registration_provider> tls_node(sourcery::cluster::tls_settings tls) {
+  sourcery::cluster::cluster_settings s;
+  s.name = "bank";
+  s.node = "127.0.0.1:" + std::to_string(free_port());
+  s.tls = std::move(tls);
+  return sourcery::cluster::node_registration(s);
+}
+
+struct tls_cluster : cluster_of_nodes {
+  sourcery::testing::test_ca ca{dir.str(), "cluster"};
+
+  sourcery::cluster::tls_settings settings_for(const std::string& who) const {
+    auto issued = ca.issue(who);
+    return {issued.cert, issued.key, ca.cert()};
+  }
+};
+
+/// Connects to `node` as a peer would, with `cfg`'s TLS settings (or
+/// none); waits 20 s at most. The actor, or an error.
+caf::expected<caf::actor> connect_as(caf::actor_system& sys, const std::string& node, bool tls) {
+  auto address = sourcery::cluster::split_node_address(node);
+  if (!address)
+    return address.error();
+  auto done = std::make_shared<std::promise<caf::expected<caf::actor>>>();
+  auto result = done->get_future();
+  std::thread{[&sys, host = address->first, port = address->second, tls, done] {
+    done->set_value(tls ? caf::openssl::remote_actor(sys, host, port) : sys.middleman().remote_actor(host, port));
+  }}.detach();
+  if (result.wait_for(20s) != std::future_status::ready)
+    return caf::make_error(caf::sec::request_timeout, "no answer to the handshake within 20 s");
+  return result.get();
+}
+
+} // namespace
+
+TEST_F(tls_cluster, nodes_with_certificates_of_the_cluster_ca_serve_each_other_over_mutual_tls) {
+  add_node(tls_node(settings_for("node-a")));
+  add_node(tls_node(settings_for("node-b")));
+  ASSERT_TRUE(settled(15s)) << shards_owned();
+  for (int a = 0; a < 24; ++a) {
+    auto r = nodes[a % 2]->dispatch(open_account{"t" + std::to_string(a), "x"});
+    ASSERT_TRUE(r) << describe_error(r.error());
+    EXPECT_TRUE(r->accepted);
+  }
+  uint64_t forwarded = 0;
+  for (auto& n : nodes)
+    forwarded += metric(n->metrics_text(), "sourcery_cluster_commands_forwarded_total");
+  EXPECT_GT(forwarded, 0u) << "commands crossed the TLS links";
+  EXPECT_NE(nodes[0]->metrics_text().find("sourcery_cluster_members 2"), std::string::npos);
+}
+
+TEST_F(tls_cluster, a_node_with_a_certificate_the_ca_did_not_sign_or_half_its_files_refuses_to_start) {
+  sourcery::testing::test_ca other{dir.str(), "other"};
+  auto stranger = other.issue("stranger");
+  application_config cfg;
+  cfg.store_uri = uri();
+  cfg.registration = tls_node({stranger.cert, stranger.key, ca.cert()});
+  auto app = application::start(cfg, routes());
+  ASSERT_FALSE(app);
+  EXPECT_NE(describe_error(app.error()).find("not signed by the cluster's CA"), std::string::npos)
+    << describe_error(app.error());
+  auto mine = settings_for("half");
+  cfg.registration = tls_node({mine.cert, "", mine.ca});
+  app = application::start(cfg, routes());
+  ASSERT_FALSE(app);
+  EXPECT_NE(describe_error(app.error()).find("all three"), std::string::npos) << describe_error(app.error());
+  cfg.registration = tls_node({mine.cert, ca.key(), mine.ca}); // another key
+  app = application::start(cfg, routes());
+  ASSERT_FALSE(app);
+  EXPECT_NE(describe_error(app.error()).find("private key"), std::string::npos) << describe_error(app.error());
+}
+
+// Intruders at a TLS node's port: a plain peer, a TLS peer without a
+// certificate (CAF then offers anonymous ciphers), one whose certificate
+// another CA signed. Each is refused in the handshake: no link, nothing
+// runs, and the node goes on serving.
+TEST_F(tls_cluster, peers_without_a_certificate_of_the_cluster_ca_are_refused_in_the_handshake) {
+  auto& node = add_node(tls_node(settings_for("node-a")));
+  ASSERT_TRUE(settled());
+  auto at = node.placement().node;
+  {
+    caf::actor_system_config cfg;
+    cfg.load<caf::io::middleman>();
+    caf::actor_system plain{cfg};
+    auto peer = connect_as(plain, at, false);
+    EXPECT_FALSE(peer) << "a plain peer got a link";
+  }
+  {
+    caf::actor_system_config cfg;
+    cfg.load<caf::io::middleman>();
+    cfg.load<caf::openssl::manager>();
+    caf::actor_system anonymous{cfg};
+    auto peer = connect_as(anonymous, at, true);
+    EXPECT_FALSE(peer) << "a peer without a certificate got a link";
+  }
+  {
+    sourcery::testing::test_ca other{dir.str(), "other"};
+    auto stranger = other.issue("stranger");
+    caf::actor_system_config cfg;
+    cfg.load<caf::io::middleman>();
+    cfg.load<caf::openssl::manager>();
+    cfg.openssl_certificate = stranger.cert;
+    cfg.openssl_key = stranger.key;
+    cfg.openssl_cafile = ca.cert(); // it trusts the node; the node must not trust it
+    caf::actor_system foreign{cfg};
+    auto peer = connect_as(foreign, at, true);
+    EXPECT_FALSE(peer) << "a peer with another CA's certificate got a link";
+  }
+  auto served = node.dispatch(open_account{"alice", "alice"});
+  ASSERT_TRUE(served) << describe_error(served.error());
+  EXPECT_TRUE(served->accepted) << "the node serves as before";
+  EXPECT_EQ(metric(node.metrics_text(), "sourcery_cluster_commands_served_total"), 0u);
+}

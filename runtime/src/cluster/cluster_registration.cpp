@@ -5,9 +5,11 @@
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
+#include <caf/openssl/publish.hpp>
 
 #include "node_link.hpp"
 #include "probe.hpp"
+#include "tls_files.hpp"
 #include "sourcery/persistence/error.hpp"
 #include "sourcery/runtime/cluster/placement.hpp"
 
@@ -48,10 +50,12 @@ caf::expected<std::unique_ptr<cluster_registration>> cluster_registration::creat
   if (!ctx.settings.listen.empty())
     if (auto address = split_node_address(ctx.settings.listen); !address)
       return address.error();
+  if (auto err = check_tls_files(ctx.settings.tls))
+    return err;
   // Plain links carry commands anyone on the network could send: on
   // loopback only, unless the user says the network is trusted.
   const auto& listen = ctx.settings.listen.empty() ? ctx.settings.node : ctx.settings.listen;
-  if (auto host = split_node_address(listen)->first; !is_loopback_host(host)) {
+  if (auto host = split_node_address(listen)->first; !ctx.settings.tls.enabled() && !is_loopback_host(host)) {
     if (!ctx.settings.insecure_links)
       return persistence::make_error(
         persistence::store_errc::invalid_argument,
@@ -79,6 +83,7 @@ caf::expected<std::unique_ptr<cluster_registration>> cluster_registration::creat
   };
   hooks.forwarded = &r->counters_.forwarded;
   hooks.node = r->ctx_.settings.node;
+  hooks.tls = r->ctx_.settings.tls.enabled();
   hooks.nudge_interval = std::max(std::chrono::milliseconds{10}, r->ctx_.settings.renew_every / 4);
   hooks.incarnation = [self] { return self->joined_.load() ? self->membership_->incarnation() : int64_t{0}; };
   // Before it joins, this node knows no members: it serves nobody.
@@ -120,7 +125,8 @@ caf::error cluster_registration::join() {
                                      + " shards and this node is set for " + std::to_string(s.shards)
                                      + ": every node of a cluster must use the same count");
   // Peers reach this node here before it joins: none routes to it sooner.
-  auto port = ctx_.app.system.middleman().publish(link_, address->second, address->first.c_str(), true);
+  auto port = s.tls.enabled() ? caf::openssl::publish(link_, address->second, address->first.c_str(), true)
+                              : ctx_.app.system.middleman().publish(link_, address->second, address->first.c_str(), true);
   if (!port)
     return make_error(dispatch_errc::unavailable, "cannot listen for peers at " + (s.listen.empty() ? s.node : s.listen) + ": "
                                                     + describe_error(port.error()));
@@ -184,8 +190,18 @@ cluster_registration::~cluster_registration() {
   keeper_cv_.notify_all();
   if (keeper_.joinable())
     keeper_.join();
-  if (link_ && port_ != 0) // no peer connects while the system shuts down
-    (void) ctx_.app.system.middleman().unpublish(link_, port_);
+  if (link_ && port_ != 0) {
+    // No peer connects while the system shuts down. With a deadline: the
+    // middleman's own `unpublish` waits without one, and a broker busy with
+    // hostile connections (random bytes announcing huge frames) held a
+    // node's SIGTERM for 10 s.
+    caf::scoped_actor self{ctx_.app.system};
+    self
+      ->request(links_manager(ctx_.app.system, ctx_.settings.tls.enabled()), std::chrono::seconds{1},
+                caf::unpublish_atom::value,
+                link_.address(), port_)
+      .receive([] {}, [](const caf::error&) {});
+  }
   if (link_) {
     // Stopped before this object goes, and before the membership: its
     // hooks (a peer's nudge, a ping's answer or timeout, a peer's command)

@@ -9,6 +9,7 @@
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
+#include <caf/openssl/manager.hpp>
 
 #include "sourcery/runtime/cluster/cluster_settings.hpp"
 
@@ -64,7 +65,23 @@ struct link_state {
 using link_actor = caf::stateful_actor<link_state>;
 
 /// Pings `node` over its link (connected).
+/// Whether this node opens the link to `node`. Over TLS only one of the two
+/// does (the smaller name): CAF 0.17's OpenSSL module loses messages when
+/// two nodes each open a connection to the other (it writes before the
+/// second handshake ends; fixed in CAF 0.18). The other learns the link
+/// from the opener's hello, sent with each of its pings.
+bool opens_link(const link_state& st, const std::string& node) {
+  return !st.hooks.tls || st.hooks.node < node;
+}
+
+void send_hello(link_actor* self, const caf::actor& handle) {
+  auto& hooks = self->state.hooks;
+  self->send(handle, hello_atom::value, hooks.node, hooks.incarnation ? hooks.incarnation() : int64_t{0});
+}
+
 void ping(link_actor* self, const std::string& node, const caf::actor& handle) {
+  if (self->state.hooks.tls && opens_link(self->state, node))
+    send_hello(self, handle); // each round: the peer may have lost it
   self->request(handle, self->state.hooks.ping_timeout, ping_atom::value)
     .then([self, node](pong_atom) { self->state.hooks.reachable(node, true); },
           [self, node](caf::error&) { self->state.hooks.reachable(node, false); });
@@ -119,6 +136,12 @@ void connect(link_actor* self, const std::string& node) {
   auto& p = self->state.peers[node];
   if (p.connecting || p.handle)
     return;
+  if (!opens_link(self->state, node)) {
+    // The peer opens it (its next ping round): wait that long, at most.
+    p.connecting = true;
+    self->delayed_send(self, self->state.hooks.connect_timeout, hello_atom::value, node);
+    return;
+  }
   auto address = split_node_address(node);
   auto give_up = [self, node](const std::string&) {
     auto& q = self->state.peers[node];
@@ -133,7 +156,7 @@ void connect(link_actor* self, const std::string& node) {
   if (!address)
     return give_up(describe_error(address.error()));
   p.connecting = true;
-  self->request(self->system().middleman().actor_handle(), self->state.hooks.connect_timeout,
+  self->request(links_manager(self->system(), self->state.hooks.tls), self->state.hooks.connect_timeout,
                 caf::connect_atom::value, address->first, address->second)
     .then(
       [self, node, give_up](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>&) {
@@ -350,6 +373,37 @@ caf::behavior node_link(link_actor* self, node_link_hooks hooks) {
           st.hooks.refused("nudge", from, seen.nudges);
       }
     },
+    [self](hello_atom, const std::string& node) {
+      // No hello within the connect timeout: as a failed connection.
+      auto& p = self->state.peers[node];
+      if (p.handle || !p.connecting)
+        return;
+      p.connecting = false;
+      p.nudge = false;
+      if (std::exchange(p.ping, false) && self->state.hooks.reachable)
+        self->state.hooks.reachable(node, false);
+      for (auto& cmd : std::exchange(p.waiting, {}))
+        later(self, std::move(cmd));
+    },
+    [self](hello_atom, const std::string& from, int64_t incarnation) {
+      auto& st = self->state;
+      if (opens_link(st, from) || !admitted(self, "nudge", from, incarnation))
+        return;
+      auto handle = caf::actor_cast<caf::actor>(self->current_sender());
+      auto& p = st.peers[from];
+      if (!handle || p.handle == handle)
+        return;
+      p.connecting = false;
+      p.handle = handle;
+      self->monitor(handle);
+      st.node_of[handle.address()] = from;
+      if (std::exchange(p.nudge, false))
+        send_nudge(self, handle);
+      if (std::exchange(p.ping, false))
+        ping(self, from, handle);
+      for (auto& cmd : std::exchange(p.waiting, {}))
+        enqueue(self, from, std::move(cmd));
+    },
     [self](nudge_atom, bool) {
       self->state.nudge_held = false;
       take_nudge(self);
@@ -370,6 +424,10 @@ caf::behavior node_link(link_actor* self, node_link_hooks hooks) {
 }
 
 } // namespace
+
+caf::io::middleman_actor links_manager(caf::actor_system& sys, bool tls) {
+  return tls ? sys.openssl_manager().actor_handle() : sys.middleman().actor_handle();
+}
 
 caf::actor spawn_node_link(caf::actor_system& sys, node_link_hooks hooks) {
   return sys.spawn(node_link, std::move(hooks));

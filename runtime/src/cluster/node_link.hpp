@@ -16,6 +16,7 @@
 #include <caf/actor.hpp>
 #include <caf/actor_system.hpp>
 #include <caf/atom.hpp>
+#include <caf/io/middleman_actor.hpp>
 #include <caf/meta/type_name.hpp>
 
 #include "sourcery/actors/aggregates/detail/command_delivery.hpp"
@@ -73,6 +74,10 @@ using answer_atom = caf::atom_constant<caf::atom("cl_answer")>;
 using flush_atom = caf::atom_constant<caf::atom("cl_flush")>;
 /// (sweep_atom): answer `timeout` for commands whose peer never answered.
 using sweep_atom = caf::atom_constant<caf::atom("cl_sweep")>;
+/// (hello_atom, node, incarnation): over TLS, the peer that opened the
+/// link introduces itself (see `opens_link`); (hello_atom, node): waiting
+/// for that hello timed out.
+using hello_atom = caf::atom_constant<caf::atom("cl_hello")>;
 /// (verify_atom, node, incarnation): the members were read again since
 /// `node` sent what `admits` refused (see `node_link_hooks::verify`).
 using verify_atom = caf::atom_constant<caf::atom("cl_verify")>;
@@ -95,6 +100,8 @@ struct node_link_hooks {
   /// nudges coming faster are taken together, at the end of it).
   std::function<void()> nudged;
   std::chrono::milliseconds nudge_interval{100};
+  /// Links over TLS (CAF's OpenSSL module, see `links_manager`).
+  bool tls = false;
   /// This node's name, and the incarnation it serves as now: sent with its
   /// batches and nudges.
   std::string node;
@@ -132,5 +139,9 @@ struct node_link_hooks {
 };
 
 caf::actor spawn_node_link(caf::actor_system& sys, node_link_hooks hooks);
+
+/// The actor that opens, accepts and closes links: the OpenSSL module's
+/// (mutual TLS) or the plain middleman's.
+caf::io::middleman_actor links_manager(caf::actor_system& sys, bool tls);
 
 } // namespace sourcery::cluster::detail

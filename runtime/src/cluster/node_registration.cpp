@@ -2,6 +2,7 @@
 
 #include <caf/actor_system_config.hpp>
 #include <caf/io/middleman.hpp>
+#include <caf/openssl/manager.hpp>
 
 #include "cluster_registration.hpp"
 #include "node_link.hpp"
@@ -17,6 +18,16 @@ public:
 
   void configure(caf::actor_system_config& cfg) const override {
     cfg.load<caf::io::middleman>();
+    if (settings_.tls.enabled()) {
+      // Mutual TLS: with a certificate, key and CA, CAF's OpenSSL module
+      // requires and verifies the peer's certificate (SSL_VERIFY_PEER |
+      // SSL_VERIFY_FAIL_IF_NO_PEER_CERT, ciphers HIGH:!aNULL:!MD5); without
+      // them it would fall back to anonymous ciphers, so it is loaded only with all three.
+      cfg.load<caf::openssl::manager>();
+      cfg.openssl_certificate = settings_.tls.cert;
+      cfg.openssl_key = settings_.tls.key;
+      cfg.openssl_cafile = settings_.tls.ca;
+    }
     cfg.add_message_type<command_envelope>("sourcery.command_envelope");
     cfg.add_message_type<dispatch_result>("sourcery.dispatch_result");
     detail::add_link_message_types(cfg);

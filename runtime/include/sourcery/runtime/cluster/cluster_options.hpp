@@ -1,8 +1,10 @@
 #pragma once
 
 // The command line of a cluster node, for programs on CLI11
-// (cli/program_options.hpp): `--cluster NAME --node HOST:PORT`, and where
-// the program offers it `--listen HOST:PORT`. Link with Sourcery::cluster.
+// (cli/program_options.hpp): `--cluster NAME --node HOST:PORT`, mutual TLS
+// between nodes with `--tls-cert FILE --tls-key FILE --tls-ca FILE` (or
+// `--insecure-links` for plain links off loopback), and where the program
+// offers it `--listen HOST:PORT`. Link with Sourcery::cluster.
 
 #include <CLI/CLI.hpp>
 
@@ -28,6 +30,21 @@ public:
                    ->check(check_node_address);
     name->needs(node);
     node->needs(name);
+    auto* cert = app.add_option("--tls-cert", settings.tls.cert, "this node's certificate (PEM): mutual TLS between nodes")
+                   ->type_name("FILE")
+                   ->check(CLI::ExistingFile);
+    auto* key = app.add_option("--tls-key", settings.tls.key, "this node's private key (PEM)")
+                  ->type_name("FILE")
+                  ->check(CLI::ExistingFile);
+    auto* ca = app.add_option("--tls-ca", settings.tls.ca, "the cluster's CA certificate (PEM): peers must hold one it signed")
+                 ->type_name("FILE")
+                 ->check(CLI::ExistingFile);
+    for (auto* o : {cert, key, ca}) {
+      o->needs(name);
+      for (auto* other : {cert, key, ca})
+        if (other != o)
+          o->needs(other);
+    }
     app.add_flag("--insecure-links", settings.insecure_links,
                  "listen for peers on an address that is not loopback, although links between nodes are neither"
                  " encrypted nor authenticated (a network you trust)")

@@ -15,6 +15,22 @@
 
 namespace sourcery::cluster {
 
+/// Mutual TLS between the nodes of a cluster (CAF's OpenSSL module): each
+/// node presents its certificate and accepts only peers whose certificate
+/// the cluster's CA signed -- a peer without one, or with another CA's, is
+/// refused in the handshake, before any message is read. TLS 1.2 or later
+/// (the system's OpenSSL floor), ciphers "HIGH:!aNULL:!MD5": no anonymous
+/// or export ciphers. Files in PEM.
+struct tls_settings {
+  std::string cert; ///< this node's certificate (chain)
+  std::string key;  ///< its private key, unencrypted
+  std::string ca;   ///< the cluster's CA certificate(s)
+
+  /// All three given: TLS on. Some but not all is refused at start.
+  bool enabled() const { return !cert.empty() && !key.empty() && !ca.empty(); }
+  bool any() const { return !cert.empty() || !key.empty() || !ca.empty(); }
+};
+
 struct cluster_settings {
   /// The cluster's name; empty: the application runs alone.
   std::string name;
@@ -46,10 +62,13 @@ struct cluster_settings {
   std::chrono::milliseconds drain_timeout{2000};
   /// Shards given up per renewal for rebalancing (a join): moves are paced.
   size_t moves_per_round = 16;
-  /// Links between nodes are neither encrypted nor authenticated, so a
-  /// node listens only on a loopback address (one machine: the demo,
-  /// tests) unless this is set -- for a network the user trusts as much
-  /// as the machine. A warning is logged at every start with it.
+  /// Mutual TLS on the links between nodes (`tls.enabled()`): every node
+  /// of a cluster must have it, with the same CA.
+  tls_settings tls;
+  /// Without TLS, links between nodes are neither encrypted nor
+  /// authenticated, so a node listens only on a loopback address (one
+  /// machine: the demo, tests) unless this is set -- for a network the user
+  /// trusts as much as the machine. A warning is logged at every start with it.
   bool insecure_links = false;
 };
 
