@@ -13,6 +13,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "stats.hpp"
 #include "../examples/bank/routes.hpp"
 #include "bench.hpp"
 #include "sourcery/runtime/application.hpp"
@@ -39,10 +40,7 @@ inline std::unique_ptr<application> start_app(const std::string& dir, bool in_me
   return std::move(*app);
 }
 
-inline double percentile(std::vector<double> xs, double p) {
-  std::sort(xs.begin(), xs.end());
-  return xs.empty() ? 0 : xs[std::min(xs.size() - 1, static_cast<size_t>(p * static_cast<double>(xs.size())))];
-}
+using sourcery::bench::percentile;
 
 /// `total` commands from `dispatchers` concurrent callers, each waiting for
 /// its answer before sending the next (closed loop). `make(i)` builds command

@@ -10,6 +10,7 @@
 
 #include <caf/all.hpp>
 
+#include "stats.hpp"
 #include "bench.hpp"
 #include "sourcery/supervision/supervisor.hpp"
 
@@ -31,10 +32,7 @@ size_t rss_bytes() {
   return resident * static_cast<size_t>(::sysconf(_SC_PAGESIZE));
 }
 
-double percentile(std::vector<double> xs, double p) {
-  std::sort(xs.begin(), xs.end());
-  return xs[std::min(xs.size() - 1, static_cast<size_t>(p * static_cast<double>(xs.size())))];
-}
+using sourcery::bench::percentile;
 
 /// A worker that tells `driver` it is up, answers ping, and crashes on crash.
 caf::behavior worker(caf::event_based_actor* self, caf::actor driver) {
@@ -90,7 +88,7 @@ void restart_latency(caf::actor_system& sys, int rounds) {
   };
   auto sup = supervisor::start(sys, f, {spec});
   if (!sup) {
-    std::fprintf(stderr, "%s\n", describe(sup.error()).c_str());
+    std::fprintf(stderr, "%s\n", sourcery::supervision::describe(sup.error()).c_str());
     std::exit(1);
   }
   waiter->receive([](go_atom) {});
@@ -137,7 +135,7 @@ void hundred_thousand_children(caf::actor_system& sys, int n, bool measure_memor
         }
       },
       [](caf::error& e) {
-        std::fprintf(stderr, "start failed: %s\n", describe(e).c_str());
+        std::fprintf(stderr, "start failed: %s\n", sourcery::supervision::describe(e).c_str());
         std::exit(1);
       },
     };

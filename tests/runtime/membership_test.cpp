@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include "../support/eventually.hpp"
 #include "../support/postgres.hpp"
 #include "../support/temp_dir.hpp"
 #include "sourcery/runtime/cluster/membership.hpp"
@@ -16,6 +17,8 @@ using namespace sourcery;
 using namespace std::chrono_literals;
 
 namespace {
+
+using sourcery::testing::eventually;
 
 std::shared_ptr<persistence::postgres_coordination> open_store(const sourcery::testing::temp_dir& dir) {
   persistence::coordination_options opts;
@@ -35,17 +38,6 @@ cluster::membership_options node(const std::string& name) {
   return o;
 }
 
-/// Waits (bounded) until `ok()`.
-template <class F>
-bool eventually(F ok, std::chrono::milliseconds limit = 5s) {
-  auto until = std::chrono::steady_clock::now() + limit;
-  while (!ok()) {
-    if (std::chrono::steady_clock::now() > until)
-      return false;
-    std::this_thread::sleep_for(10ms);
-  }
-  return true;
-}
 
 using live_list = std::vector<std::string>;
 
