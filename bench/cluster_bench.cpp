@@ -6,6 +6,8 @@
 //
 //   cluster_w1_3nodes, cluster_single_node (commands/s), cluster_w1_3nodes_p99 (µs),
 //   cluster_w1_ratio (3 nodes / 1 node, each phase at least 10 s at --scale 1),
+//   cluster_w1_3nodes_tls, cluster_w1_tls_ratio (the same 3 nodes with mutual
+//   TLS between them, against plain links),
 //   placement_max_over_mean (the busiest of 2-10 members against the mean),
 //   node_freeze_others_max_latency_ms (one node frozen 8 s: the worst
 //   latency on the other nodes' accounts), node_rejoin_seconds (from its
@@ -22,6 +24,8 @@
 #include <sstream>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <filesystem>
+#include <optional>
 #include <netinet/in.h>
 #include <unistd.h>
 
@@ -29,6 +33,7 @@
 
 #include "../tests/support/free_port.hpp"
 #include "../tests/support/server_control.hpp"
+#include "../tests/support/test_ca.hpp"
 #include "bank_load.hpp"
 #include "sourcery/persistence/postgres_coordination.hpp"
 #include "sourcery/persistence/store_uri.hpp"
@@ -43,12 +48,24 @@ constexpr int accounts = 1000;
 using sourcery::testing::free_port;
 
 
-application_config node_config(const std::string& uri, const std::string& node) {
+/// The cluster's TLS files (made once, before any fork), or none.
+struct bench_tls {
+  std::string dir;
+  cluster::tls_settings for_node(int i) const {
+    if (dir.empty())
+      return {};
+    auto who = "node" + std::to_string(i);
+    return {dir + "/" + who + ".pem", dir + "/" + who + ".key", dir + "/bench-ca.pem"};
+  }
+};
+
+application_config node_config(const std::string& uri, const std::string& node, cluster::tls_settings tls = {}) {
   application_config cfg;
   cfg.store_uri = uri;
   cluster::cluster_settings settings;
-  settings.name = "bench";
+  settings.name = tls.enabled() ? "bench_tls" : "bench";
   settings.node = node;
+  settings.tls = std::move(tls);
   cfg.registration = cluster::node_registration(settings);
   cfg.log.level = log_level::warn;
   return cfg;
@@ -76,13 +93,14 @@ struct node_process {
 };
 
 /// The child's side: "join" -> "ready"; "w1 N D" -> "done SECONDS LAT..."; "leave" -> exits.
-[[noreturn]] void serve_node(const std::string& uri, const std::string& address, FILE* in, FILE* out) {
+[[noreturn]] void serve_node(const std::string& uri, const std::string& address, const cluster::tls_settings& tls,
+                             FILE* in, FILE* out) {
   std::unique_ptr<application> app;
   char buf[256];
   while (std::fgets(buf, sizeof buf, in) != nullptr) {
     std::string cmd{buf};
     if (cmd.rfind("join", 0) == 0) {
-      auto started = application::start(node_config(uri, address), bank::routes());
+      auto started = application::start(node_config(uri, address, tls), bank::routes());
       if (!started) {
         std::fprintf(stderr, "node %s: %s\n", address.c_str(), describe_error(started.error()).c_str());
         std::_Exit(1);
@@ -110,7 +128,7 @@ struct node_process {
   std::_Exit(0);
 }
 
-node_process fork_node(const std::string& uri) {
+node_process fork_node(const std::string& uri, const cluster::tls_settings& tls = {}) {
   int down[2], up[2];
   if (::pipe(down) != 0 || ::pipe(up) != 0)
     std::exit(1);
@@ -120,7 +138,7 @@ node_process fork_node(const std::string& uri) {
   if (n.pid == 0) {
     ::close(down[1]);
     ::close(up[0]);
-    serve_node(uri, n.address, ::fdopen(down[0], "r"), ::fdopen(up[1], "w"));
+    serve_node(uri, n.address, tls, ::fdopen(down[0], "r"), ::fdopen(up[1], "w"));
   }
   ::close(down[0]);
   ::close(up[1]);
@@ -164,6 +182,49 @@ double until_served(application& app, const std::vector<int>& probes, std::chron
 
 } // namespace
 
+/// W1 on a cluster of this process and two forked nodes with mutual TLS:
+/// commands/s (0 if it could not start). The nodes leave at the end.
+double w1_over_tls(node_process& b, node_process& c, const std::string& uri, const cluster::tls_settings& tls,
+                   int commands) {
+  b.say("join");
+  c.say("join");
+  if (b.hear() != "ready" || c.hear() != "ready") {
+    std::fprintf(stderr, "sourcery-bench: a TLS node did not start\n");
+    return 0;
+  }
+  auto a = application::start(node_config(uri, "127.0.0.1:" + std::to_string(free_port()), tls), bank::routes());
+  if (!a) {
+    std::fprintf(stderr, "sourcery-bench: %s\n", describe_error(a.error()).c_str());
+    return 0;
+  }
+  auto& app = **a;
+  for (int i = 0; i < 1000 && app.placement().members < 3; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds{10});
+  open_accounts(app, accounts);
+  int share = commands / 3;
+  auto cmd = "w1 " + std::to_string(share) + " 85";
+  b.say(cmd);
+  c.say(cmd);
+  std::vector<double> lat;
+  std::mt19937 rng{3};
+  auto start = std::chrono::steady_clock::now();
+  closed_loop(app, 86, share, [&](int) { return deposit{std::to_string(rng() % accounts), 1}; }, lat);
+  double longest = seconds_since(start);
+  for (auto* n : {&b, &c}) {
+    std::istringstream in{n->hear()};
+    std::string word;
+    double secs = 0;
+    in >> word >> secs;
+    longest = std::max(longest, secs);
+  }
+  b.say("leave");
+  c.say("leave");
+  ::waitpid(b.pid, nullptr, 0);
+  ::waitpid(c.pid, nullptr, 0);
+  app.stop();
+  return 3.0 * share / longest;
+}
+
 int run_cluster_suite(const options& opts) {
   auto uri = persistence::store_uri::parse(opts.store);
   if (!uri || !uri->is_postgres()) {
@@ -180,6 +241,21 @@ int run_cluster_suite(const options& opts) {
   // The other nodes first: forked before this process has any thread.
   auto b = fork_node(cluster_uri.text());
   auto c = fork_node(cluster_uri.text());
+  // And a second cluster of three with mutual TLS between the nodes
+  // (certificates of a throwaway CA, made by openssl), for the cost of TLS.
+  bench_tls tls;
+  auto tls_uri = *uri;
+  tls_uri.schema = base + "_tls";
+  std::optional<node_process> tls_b, tls_c;
+  if (wanted("w1")) {
+    tls.dir = "/tmp/" + base + "_tls";
+    std::filesystem::create_directories(tls.dir);
+    sourcery::testing::test_ca ca{tls.dir, "bench"};
+    for (int i = 0; i < 3; ++i)
+      ca.issue("node" + std::to_string(i));
+    tls_b = fork_node(tls_uri.text(), tls.for_node(1));
+    tls_c = fork_node(tls_uri.text(), tls.for_node(2));
+  }
 
   if (wanted("placement")) {
     double worst = 0;
@@ -277,10 +353,18 @@ int run_cluster_suite(const options& opts) {
       while (in >> l)
         lat.push_back(l);
     }
-    report("cluster", "cluster_w1_3nodes", 3.0 * share / longest, "commands/s");
+    double plain_rate = 3.0 * share / longest;
+    report("cluster", "cluster_w1_3nodes", plain_rate, "commands/s");
     report("cluster", "cluster_w1_3nodes_p99", percentile(lat, 0.99), "us");
     if (single_rate > 0)
-      report("cluster", "cluster_w1_ratio", 3.0 * share / longest / single_rate, "ratio");
+      report("cluster", "cluster_w1_ratio", plain_rate / single_rate, "ratio");
+    // The same over mutual TLS, while the plain cluster idles.
+    double tls_rate = w1_over_tls(*tls_b, *tls_c, tls_uri.text(), tls.for_node(0), commands);
+    if (tls_rate > 0) {
+      report("cluster", "cluster_w1_3nodes_tls", tls_rate, "commands/s");
+      report("cluster", "cluster_w1_tls_ratio", tls_rate / plain_rate, "ratio");
+    }
+    std::filesystem::remove_all(tls.dir);
   }
 
   auto probes_on = [&](const std::string& node) {

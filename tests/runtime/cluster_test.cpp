@@ -7,6 +7,7 @@
 // on every node wait for them. (Crashes, pauses and cut links, which need
 // separate processes, are in tests/examples/cluster_test.cpp.)
 
+#include <algorithm>
 #include <atomic>
 #include <future>
 #include <random>
@@ -28,6 +29,7 @@
 #include "sourcery/persistence/postgres_projection_store.hpp"
 #include "sourcery/runtime/application.hpp"
 #include "sourcery/runtime/cluster/node_registration.hpp"
+#include "sourcery/runtime/cluster/placement.hpp"
 // The link's wire messages: an intruder speaks them as a node would.
 #include "../../runtime/src/cluster/node_link.hpp"
 
@@ -78,23 +80,30 @@ struct cluster_of_nodes : ::testing::Test {
     return n;
   }
 
-  /// Whether every live node sees them all, owns a share, and they own every shard between them.
+  /// Whether every live node sees them all and owns exactly the shards
+  /// placement gives it: the moves of a join or leave are over (a cluster
+  /// midway can look balanced for an instant: every node with a share,
+  /// every shard held).
   bool balanced() const {
-    size_t live = 0;
+    std::vector<std::string> members;
     for (auto& a : nodes)
-      live += a != nullptr;
-    for (auto& a : nodes)
-      if (a && (a->placement().members != live || a->placement().shards_owned == 0))
+      if (a)
+        members.push_back(a->placement().node);
+    auto owners = sourcery::cluster::place_shards(members, 64);
+    for (auto& a : nodes) {
+      if (!a)
+        continue;
+      auto p = a->placement();
+      if (p.members != members.size()
+          || p.shards_owned != static_cast<size_t>(std::count(owners.begin(), owners.end(), p.node)))
         return false;
-    return shards_owned() == 64;
+    }
+    return true;
   }
 
-  /// Waits until the cluster is balanced.
+  /// Waits (bounded) until the cluster is balanced.
   bool settled(std::chrono::milliseconds limit = 5s) {
-    auto until = std::chrono::steady_clock::now() + limit;
-    while (!balanced() && std::chrono::steady_clock::now() < until)
-      std::this_thread::sleep_for(5ms);
-    return balanced();
+    return eventually([&] { return balanced(); }, limit);
   }
 
   std::unique_ptr<persistence::postgres_coordination> coordination() {

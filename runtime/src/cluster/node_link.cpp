@@ -132,6 +132,34 @@ void enqueue(link_actor* self, const std::string& node, command_delivery cmd) {
   }
 }
 
+/// No link to `node` (a connection failed, or its hello never came):
+/// what waited for it is routed again, a ping waiting is unanswered.
+void link_failed(link_actor* self, const std::string& node) {
+  auto& p = self->state.peers[node];
+  p.connecting = false;
+  p.nudge = false;
+  if (std::exchange(p.ping, false) && self->state.hooks.reachable)
+    self->state.hooks.reachable(node, false);
+  // Nothing was sent: route them again (the owner may change meanwhile).
+  for (auto& cmd : std::exchange(p.waiting, {}))
+    later(self, std::move(cmd));
+}
+
+/// The link to `node` is up (connected, or its hello came): send what waited.
+void link_up(link_actor* self, const std::string& node, const caf::actor& handle) {
+  auto& p = self->state.peers[node];
+  p.connecting = false;
+  p.handle = handle;
+  self->monitor(handle);
+  self->state.node_of[handle.address()] = node;
+  if (std::exchange(p.nudge, false))
+    send_nudge(self, handle);
+  if (std::exchange(p.ping, false))
+    ping(self, node, handle);
+  for (auto& cmd : std::exchange(p.waiting, {}))
+    enqueue(self, node, std::move(cmd));
+}
+
 void connect(link_actor* self, const std::string& node) {
   auto& p = self->state.peers[node];
   if (p.connecting || p.handle)
@@ -143,39 +171,18 @@ void connect(link_actor* self, const std::string& node) {
     return;
   }
   auto address = split_node_address(node);
-  auto give_up = [self, node](const std::string&) {
-    auto& q = self->state.peers[node];
-    q.connecting = false;
-    q.nudge = false;
-    if (std::exchange(q.ping, false) && self->state.hooks.reachable)
-      self->state.hooks.reachable(node, false);
-    // Nothing was sent: route them again (the owner may change meanwhile).
-    for (auto& cmd : std::exchange(q.waiting, {}))
-      later(self, std::move(cmd));
-  };
   if (!address)
-    return give_up(describe_error(address.error()));
+    return link_failed(self, node);
   p.connecting = true;
   self->request(links_manager(self->system(), self->state.hooks.tls), self->state.hooks.connect_timeout,
                 caf::connect_atom::value, address->first, address->second)
     .then(
-      [self, node, give_up](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>&) {
+      [self, node](const caf::node_id&, caf::strong_actor_ptr& ptr, const std::set<std::string>&) {
         if (!ptr)
-          return give_up("no actor is published there");
-        auto handle = caf::actor_cast<caf::actor>(ptr);
-        auto& q = self->state.peers[node];
-        q.connecting = false;
-        q.handle = handle;
-        self->monitor(handle);
-        self->state.node_of[handle.address()] = node;
-        if (std::exchange(q.nudge, false))
-          send_nudge(self, handle);
-        if (std::exchange(q.ping, false))
-          ping(self, node, handle);
-        for (auto& cmd : std::exchange(q.waiting, {}))
-          enqueue(self, node, std::move(cmd));
+          return link_failed(self, node); // no actor is published there
+        link_up(self, node, caf::actor_cast<caf::actor>(ptr));
       },
-      [give_up](caf::error& err) { give_up(describe_error(err)); });
+      [self, node](caf::error&) { link_failed(self, node); });
 }
 
 /// Whether a peer's message comes from an up member. If not, it is
@@ -376,33 +383,16 @@ caf::behavior node_link(link_actor* self, node_link_hooks hooks) {
     [self](hello_atom, const std::string& node) {
       // No hello within the connect timeout: as a failed connection.
       auto& p = self->state.peers[node];
-      if (p.handle || !p.connecting)
-        return;
-      p.connecting = false;
-      p.nudge = false;
-      if (std::exchange(p.ping, false) && self->state.hooks.reachable)
-        self->state.hooks.reachable(node, false);
-      for (auto& cmd : std::exchange(p.waiting, {}))
-        later(self, std::move(cmd));
+      if (!p.handle && p.connecting)
+        link_failed(self, node);
     },
     [self](hello_atom, const std::string& from, int64_t incarnation) {
       auto& st = self->state;
       if (opens_link(st, from) || !admitted(self, "nudge", from, incarnation))
         return;
       auto handle = caf::actor_cast<caf::actor>(self->current_sender());
-      auto& p = st.peers[from];
-      if (!handle || p.handle == handle)
-        return;
-      p.connecting = false;
-      p.handle = handle;
-      self->monitor(handle);
-      st.node_of[handle.address()] = from;
-      if (std::exchange(p.nudge, false))
-        send_nudge(self, handle);
-      if (std::exchange(p.ping, false))
-        ping(self, from, handle);
-      for (auto& cmd : std::exchange(p.waiting, {}))
-        enqueue(self, from, std::move(cmd));
+      if (handle && st.peers[from].handle != handle)
+        link_up(self, from, handle);
     },
     [self](nudge_atom, bool) {
       self->state.nudge_held = false;
