@@ -182,6 +182,31 @@ double until_served(application& app, const std::vector<int>& probes, std::chron
 
 } // namespace
 
+/// W1 on three nodes, `app` here and `b`, `c` forked: each dispatches a
+/// third, to accounts anywhere in the cluster. Commands/s; `lat` gets
+/// every node's latencies (µs).
+double w1_on_three(application& app, node_process& b, node_process& c, int commands, std::vector<double>& lat) {
+  int share = commands / 3;
+  auto cmd = "w1 " + std::to_string(share) + " 85";
+  b.say(cmd);
+  c.say(cmd);
+  std::mt19937 rng{2};
+  auto start = std::chrono::steady_clock::now();
+  closed_loop(app, 86, share, [&](int) { return deposit{std::to_string(rng() % accounts), 1}; }, lat);
+  double longest = seconds_since(start);
+  for (auto* n : {&b, &c}) {
+    std::istringstream in{n->hear()};
+    std::string word;
+    double secs = 0;
+    in >> word >> secs;
+    longest = std::max(longest, secs);
+    double l;
+    while (in >> l)
+      lat.push_back(l);
+  }
+  return 3.0 * share / longest;
+}
+
 /// W1 on a cluster of this process and two forked nodes with mutual TLS:
 /// commands/s (0 if it could not start). The nodes leave at the end.
 double w1_over_tls(node_process& b, node_process& c, const std::string& uri, const cluster::tls_settings& tls,
@@ -201,28 +226,14 @@ double w1_over_tls(node_process& b, node_process& c, const std::string& uri, con
   for (int i = 0; i < 1000 && app.placement().members < 3; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds{10});
   open_accounts(app, accounts);
-  int share = commands / 3;
-  auto cmd = "w1 " + std::to_string(share) + " 85";
-  b.say(cmd);
-  c.say(cmd);
   std::vector<double> lat;
-  std::mt19937 rng{3};
-  auto start = std::chrono::steady_clock::now();
-  closed_loop(app, 86, share, [&](int) { return deposit{std::to_string(rng() % accounts), 1}; }, lat);
-  double longest = seconds_since(start);
-  for (auto* n : {&b, &c}) {
-    std::istringstream in{n->hear()};
-    std::string word;
-    double secs = 0;
-    in >> word >> secs;
-    longest = std::max(longest, secs);
-  }
+  double rate = w1_on_three(app, b, c, commands, lat);
   b.say("leave");
   c.say("leave");
   ::waitpid(b.pid, nullptr, 0);
   ::waitpid(c.pid, nullptr, 0);
   app.stop();
-  return 3.0 * share / longest;
+  return rate;
 }
 
 int run_cluster_suite(const options& opts) {
@@ -333,27 +344,8 @@ int run_cluster_suite(const options& opts) {
   open_accounts(app, accounts);
 
   if (wanted("w1")) {
-    // Each node dispatches a third, to accounts anywhere in the cluster.
-    int share = commands / 3;
-    auto cmd = "w1 " + std::to_string(share) + " 85";
-    b.say(cmd);
-    c.say(cmd);
     std::vector<double> lat;
-    std::mt19937 rng{2};
-    auto start = std::chrono::steady_clock::now();
-    closed_loop(app, 86, share, [&](int) { return deposit{std::to_string(rng() % accounts), 1}; }, lat);
-    double longest = seconds_since(start);
-    for (auto* n : {&b, &c}) {
-      std::istringstream in{n->hear()};
-      std::string word;
-      double secs = 0;
-      in >> word >> secs;
-      longest = std::max(longest, secs);
-      double l;
-      while (in >> l)
-        lat.push_back(l);
-    }
-    double plain_rate = 3.0 * share / longest;
+    double plain_rate = w1_on_three(app, b, c, commands, lat);
     report("cluster", "cluster_w1_3nodes", plain_rate, "commands/s");
     report("cluster", "cluster_w1_3nodes_p99", percentile(lat, 0.99), "us");
     if (single_rate > 0)
