@@ -64,7 +64,6 @@ struct link_state {
 
 using link_actor = caf::stateful_actor<link_state>;
 
-/// Pings `node` over its link (connected).
 /// Whether this node opens the link to `node`. Over TLS only one of the two
 /// does (the smaller name): CAF 0.17's OpenSSL module loses messages when
 /// two nodes each open a connection to the other (it writes before the
@@ -74,22 +73,24 @@ bool opens_link(const link_state& st, const std::string& node) {
   return !st.hooks.tls || st.hooks.node < node;
 }
 
-void send_hello(link_actor* self, const caf::actor& handle) {
-  auto& hooks = self->state.hooks;
-  self->send(handle, hello_atom::value, hooks.node, hooks.incarnation ? hooks.incarnation() : int64_t{0});
+/// The incarnation this node serves as now (0 before it joins).
+int64_t my_incarnation(const link_state& st) {
+  return st.hooks.incarnation ? st.hooks.incarnation() : 0;
 }
 
+/// A hello or nudge to a peer: both name this node and its incarnation.
+template <class Atom>
+void send_signed(link_actor* self, const caf::actor& handle, Atom what) {
+  self->send(handle, what, self->state.hooks.node, my_incarnation(self->state));
+}
+
+/// Pings `node` over its link (connected).
 void ping(link_actor* self, const std::string& node, const caf::actor& handle) {
   if (self->state.hooks.tls && opens_link(self->state, node))
-    send_hello(self, handle); // each round: the peer may have lost it
+    send_signed(self, handle, hello_atom::value); // each round: the peer may have lost it
   self->request(handle, self->state.hooks.ping_timeout, ping_atom::value)
     .then([self, node](pong_atom) { self->state.hooks.reachable(node, true); },
           [self, node](caf::error&) { self->state.hooks.reachable(node, false); });
-}
-
-void send_nudge(link_actor* self, const caf::actor& handle) {
-  auto& hooks = self->state.hooks;
-  self->send(handle, nudge_atom::value, hooks.node, hooks.incarnation ? hooks.incarnation() : int64_t{0});
 }
 
 void later(link_actor* self, command_delivery cmd) {
@@ -109,7 +110,7 @@ void flush(link_actor* self, const std::string& node) {
   }
   forward_batch batch;
   batch.from = self->state.hooks.node;
-  batch.incarnation = self->state.hooks.incarnation ? self->state.hooks.incarnation() : 0;
+  batch.incarnation = my_incarnation(self->state);
   batch.ids.reserve(p.queued.size());
   batch.envelopes.reserve(p.queued.size());
   for (auto& cmd : std::exchange(p.queued, {})) {
@@ -153,7 +154,7 @@ void link_up(link_actor* self, const std::string& node, const caf::actor& handle
   self->monitor(handle);
   self->state.node_of[handle.address()] = node;
   if (std::exchange(p.nudge, false))
-    send_nudge(self, handle);
+    send_signed(self, handle, nudge_atom::value);
   if (std::exchange(p.ping, false))
     ping(self, node, handle);
   for (auto& cmd : std::exchange(p.waiting, {}))
@@ -277,7 +278,7 @@ caf::behavior node_link(link_actor* self, node_link_hooks hooks) {
     [self](nudge_atom, const std::string& node) {
       auto& p = self->state.peers[node];
       if (p.handle)
-        return send_nudge(self, p.handle);
+        return send_signed(self, p.handle, nudge_atom::value);
       p.nudge = true;
       connect(self, node);
     },
