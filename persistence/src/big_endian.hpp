@@ -17,4 +17,13 @@ inline uint64_t get_be64(const uint8_t* p) {
   return x;
 }
 
+inline void put_be16(uint8_t* p, uint16_t x) {
+  p[0] = static_cast<uint8_t>(x >> 8);
+  p[1] = static_cast<uint8_t>(x);
+}
+
+inline uint16_t get_be16(const uint8_t* p) {
+  return static_cast<uint16_t>((p[0] << 8) | p[1]);
+}
+
 } // namespace sourcery::persistence::detail

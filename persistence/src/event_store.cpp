@@ -3,8 +3,12 @@
 #include "event_validation.hpp"
 
 #include <future>
+#include <set>
+#include <unordered_map>
 
 
+#include "key_cache.hpp"
+#include "personal_data.hpp"
 #include "record_codec.hpp"
 #include "sourcery/persistence/append_fence.hpp"
 #include "sourcery/persistence/event_registry.hpp"
@@ -38,7 +42,7 @@ caf::error validate_msgpack_map(const bytes& payload, std::string_view what) {
   return make_error(store_errc::malformed_payload, std::string{what} + " " + problem);
 }
 
-event_store::event_store() = default;
+event_store::event_store() : keys_(std::make_unique<detail::key_cache>()) {}
 
 event_store::~event_store() {
   close_base();
@@ -68,12 +72,153 @@ caf::error event_store::fence_appends(std::shared_ptr<const append_fence>) {
 }
 
 caf::error event_store::upcast(std::vector<recorded_event>& events) const {
+  if (reveal_)
+    if (auto err = open_sealed(events))
+      return err;
   if (registry_ == nullptr)
     return {};
   for (auto& ev : events)
     if (auto err = registry_->upcast(ev))
       return err;
   return {};
+}
+
+// -- personal data ------------------------------------------------------------
+
+void event_store::reveal_personal_data() noexcept {
+  reveal_ = true;
+}
+
+caf::error event_store::use_master_key(const bytes& master) {
+  if (master.size() != master_.size())
+    return make_error(store_errc::invalid_argument, "a master key is 32 bytes");
+  std::copy(master.begin(), master.end(), master_.begin());
+  has_master_ = true;
+  keys_->clear();
+  return {};
+}
+
+caf::expected<bool> event_store::forget(std::string_view subject) {
+  if (closed())
+    return make_error(store_errc::store_closed, "the event store is closed");
+  if (subject.empty() || subject.size() > max_stream_id)
+    return make_error(store_errc::invalid_argument, "a subject is 1 to 400 bytes");
+  auto forgot = do_forget(subject);
+  keys_->drop(subject);
+  return forgot;
+}
+
+caf::error event_store::do_load_key_records(const std::vector<std::string>&,
+                                            std::vector<std::pair<std::string, bytes>>&) const {
+  return {};
+}
+
+caf::expected<bool> event_store::do_forget(std::string_view) {
+  return make_error(store_errc::invalid_argument, "this store keeps no personal data");
+}
+
+caf::error event_store::seal_personal_fields(
+  bytes& data, std::string_view subject,
+  const std::function<caf::expected<detail::subject_key>(std::string_view)>& key_for) const {
+  if (!detail::has_plain_personal(data))
+    return {};
+  auto key = key_for(subject);
+  if (!key)
+    return key.error();
+  return detail::seal_personal(data, subject, *key);
+}
+
+namespace {
+
+/// The keys a batch of reads needs: the cache's, then one load for the rest.
+class batch_keys {
+public:
+  batch_keys(detail::key_cache& cache, const std::array<uint8_t, 32>* master) : cache_(cache), master_(master) {}
+
+  caf::error need(const bytes& data) {
+    return detail::sealed_subjects(data, [this](std::string_view subject) {
+      std::string s{subject};
+      if (known_.count(s) != 0)
+        return;
+      auto cached = cache_.find(s);
+      if (cached)
+        known_.emplace(s, *cached);
+      else
+        missing_.insert(std::move(s));
+    });
+  }
+
+  template <class Load>
+  caf::error load(Load&& load_records) {
+    if (missing_.empty())
+      return {};
+    std::vector<std::string> subjects{missing_.begin(), missing_.end()};
+    std::vector<std::pair<std::string, bytes>> found;
+    if (auto err = load_records(subjects, found))
+      return err;
+    for (auto& [subject, record] : found) {
+      auto key = detail::decode_key_record(subject, record.data(), record.size(), master_);
+      if (!key)
+        return key.error();
+      if (*key) {
+        cache_.put(subject, **key);
+        known_.emplace(subject, **key);
+      }
+    }
+    missing_.clear();
+    return {};
+  }
+
+  const detail::subject_key* key_of(std::string_view subject) const {
+    auto i = known_.find(std::string{subject});
+    return i == known_.end() ? nullptr : &i->second;
+  }
+
+private:
+  detail::key_cache& cache_;
+  const std::array<uint8_t, 32>* master_;
+  std::unordered_map<std::string, detail::subject_key> known_;
+  std::set<std::string> missing_;
+};
+
+} // namespace
+
+caf::error event_store::open_sealed(std::vector<recorded_event>& events) const {
+  std::optional<batch_keys> keys;
+  for (auto& ev : events) {
+    if (!detail::has_sealed_personal(ev.data))
+      continue;
+    if (!keys)
+      keys.emplace(*keys_, master_key());
+    if (auto err = keys->need(ev.data))
+      return err;
+  }
+  if (!keys)
+    return {};
+  auto load = [this](const std::vector<std::string>& subjects, std::vector<std::pair<std::string, bytes>>& found) {
+    return do_load_key_records(subjects, found);
+  };
+  if (auto err = keys->load(load))
+    return err;
+  auto key_of = [&keys](std::string_view subject) { return keys->key_of(subject); };
+  for (auto& ev : events)
+    if (auto err = detail::open_personal(ev.data, key_of))
+      return err;
+  return {};
+}
+
+caf::error event_store::open_sealed(bytes& data) const {
+  if (!reveal_ || !detail::has_sealed_personal(data))
+    return {};
+  batch_keys keys{*keys_, master_key()};
+  if (auto err = keys.need(data))
+    return err;
+  auto load = [this](const std::vector<std::string>& subjects, std::vector<std::pair<std::string, bytes>>& found) {
+    return do_load_key_records(subjects, found);
+  };
+  if (auto err = keys.load(load))
+    return err;
+  return detail::open_personal(data, [&keys](std::string_view subject) { return keys.key_of(subject); });
 }
 
 // -- writing ------------------------------------------------------------------
@@ -98,6 +243,10 @@ void event_store::append_async(std::string_view stream, expected_version expecte
       return done(std::move(err));
     if (ev.event_id.is_nil())
       ev.event_id = uuid::random();
+    if (!keeps_personal_data() && detail::has_plain_personal(ev.data))
+      return done(make_error(store_errc::invalid_argument,
+                             "event " + std::to_string(i) + " (" + ev.type
+                               + ") has personal fields, and this store keeps no personal data"));
   }
   do_append(std::string{stream}, expected, std::move(events), std::move(done));
 }
@@ -245,6 +394,8 @@ caf::expected<void> event_store::save_snapshot(snapshot snap) {
     return make_error(store_errc::store_closed, "the event store is closed");
   if (auto err = validate_stream_id(snap.stream_id))
     return err;
+  if (!keeps_personal_data() && detail::has_plain_personal(snap.data))
+    return make_error(store_errc::invalid_argument, "the snapshot has personal fields, and this store keeps no personal data");
   return do_save_snapshot(std::move(snap));
 }
 
@@ -253,6 +404,9 @@ void event_store::save_snapshot_async(snapshot snap, std::function<void(caf::exp
     return done(make_error(store_errc::store_closed, "the event store is closed"));
   if (auto err = validate_stream_id(snap.stream_id))
     return done(err);
+  if (!keeps_personal_data() && detail::has_plain_personal(snap.data))
+    return done(make_error(store_errc::invalid_argument,
+                           "the snapshot has personal fields, and this store keeps no personal data"));
   do_save_snapshot_async(std::move(snap), std::move(done));
 }
 
@@ -265,7 +419,11 @@ caf::expected<std::optional<snapshot>> event_store::load_snapshot(std::string_vi
     return make_error(store_errc::store_closed, "the event store is closed");
   if (auto err = validate_stream_id(stream))
     return err;
-  return do_load_snapshot(stream);
+  auto snap = do_load_snapshot(stream);
+  if (snap && *snap)
+    if (auto err = open_sealed((*snap)->data))
+      return err;
+  return snap;
 }
 
 caf::expected<void> event_store::delete_snapshot(std::string_view stream) {

@@ -198,4 +198,17 @@ caf::expected<std::vector<std::pair<std::string, uint64_t>>> faulty_store::do_li
   return inner_->do_list_checkpoints();
 }
 
+bool faulty_store::keeps_personal_data() const noexcept {
+  return inner_->keeps_personal_data();
+}
+
+caf::error faulty_store::do_load_key_records(const std::vector<std::string>& subjects,
+                                             std::vector<std::pair<std::string, bytes>>& found) const {
+  return inner_->do_load_key_records(subjects, found);
+}
+
+caf::expected<bool> faulty_store::do_forget(std::string_view subject) {
+  return inner_->do_forget(subject);
+}
+
 } // namespace sourcery::persistence

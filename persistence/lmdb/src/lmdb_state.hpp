@@ -37,6 +37,8 @@
 #include "lmdb_open.hpp"
 #include "lmdb_path_claim.hpp"
 #include "lmdb_read_txn.hpp"
+#include "key_cache.hpp"
+#include "personal_data.hpp"
 #include "record_codec.hpp"
 
 namespace sourcery::persistence {
@@ -61,11 +63,15 @@ inline int64_t now_micros() {
 // -- queued writes --------------------------------------------------------------
 
 struct write_op {
-  enum class kind : uint8_t { append, delete_stream, save_snapshot, delete_snapshot, save_checkpoint };
+  enum class kind : uint8_t { append, delete_stream, save_snapshot, delete_snapshot, save_checkpoint, forget };
   kind what = kind::append;
-  std::string key; // stream id or checkpoint name
+  std::string key; // stream id, checkpoint name or forgotten subject
   expected_version expected = expected_version::any();
   std::vector<bytes> bodies; // encoded by the caller: detail::encode_record_body
+  // Events with personal fields to seal: the writer seals and encodes them
+  // (into `bodies`) inside the transaction that creates their keys.
+  std::vector<event_data> to_seal;
+  bytes plain_snapshot; // a snapshot's data before sealing, kept for the same reason
   snapshot snap;
   uint64_t position = 0;
   // Restoring an export: the append must land at `position`, with these
@@ -116,6 +122,11 @@ struct lmdb_store::impl {
     std::unordered_map<std::string, pending_index> appended; // this batch's positions per stream
     std::vector<std::string> indexed;                        // streams fully indexed by this batch
     bytes buf;
+    // Personal data: keys created, subjects forgotten, and where the
+    // forgotten keys lie in the file (offset, size), to zero once committed.
+    std::unordered_map<std::string, detail::subject_key> new_keys;
+    std::unordered_set<std::string> forgotten;
+    std::vector<std::pair<size_t, size_t>> scrub;
   };
 
   /// Streams are indexed once this many of their events are pending.
@@ -130,6 +141,13 @@ struct lmdb_store::impl {
   detail::path_claim claim; // this directory, for this process; released once the environment is closed
   MDB_env* env = nullptr;
   MDB_dbi events = 0, stream_index = 0, streams = 0, snapshots = 0, checkpoints = 0, meta = 0;
+  // Subject keys (personal data), one record per subject padded to fill an
+  // overflow page of its own: LMDB never copies such a page, so a forgotten
+  // key is on one known page, which the writer zeroes. Absent from a store
+  // opened read-only that never had personal data.
+  MDB_dbi subject_keys = 0;
+  bool has_subject_keys = false;
+  size_t key_record_size = 0;
   lmdb_store* owner = nullptr;
   std::thread writer; // started by open, joined by the destructor
 
@@ -226,6 +244,15 @@ struct lmdb_store::impl {
   op_outcome load_stream(batch_ctx& ctx, const std::string& stream, stream_rec*& out);
   op_outcome apply(batch_ctx& ctx, write_op& op);
   op_outcome append_events(batch_ctx& ctx, write_op& op, stream_rec& s);
+  // -- personal data (lmdb_subject_keys.cpp) ---------------------------------------------
+  /// The key of `subject` in this transaction, created when it has none.
+  caf::expected<detail::subject_key> key_in(batch_ctx& ctx, std::string_view subject);
+  /// Seals and encodes `op.to_seal` into `op.bodies`, and a snapshot's data.
+  op_outcome seal(batch_ctx& ctx, write_op& op);
+  op_outcome forget(batch_ctx& ctx, write_op& op);
+  /// After a commit: the key cache learns the batch's keys and forgets its
+  /// forgotten ones, and the forgotten keys' bytes are zeroed in the file.
+  void keys_committed(batch_ctx& ctx);
   int flush_streams(batch_ctx& ctx);
   /// Whether a failed write is best explained by a full disk or a file-size
   /// limit: LMDB reports a short write as EIO, and a write cut short by a

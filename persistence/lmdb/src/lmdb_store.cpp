@@ -126,6 +126,15 @@ caf::expected<std::unique_ptr<lmdb_store>> lmdb_store::open(lmdb_options options
                     ? make_error(store_errc::corrupt_store, options.path + ": database " + name + " missing")
                     : mdb_error(rc, std::string{"open "} + name));
   }
+  // Subject keys came later: a store written before them gains the database
+  // at its first open for writing.
+  rc = safe::dbi_open(txn, "subject_keys", options.read_only ? 0 : MDB_CREATE, &st->subject_keys);
+  if (rc != 0 && rc != MDB_NOTFOUND)
+    return fail(mdb_error(rc, "open subject_keys"));
+  st->has_subject_keys = rc == 0;
+  MDB_stat env_stat;
+  mdb_env_stat(st->env, &env_stat);
+  st->key_record_size = env_stat.ms_psize - 16; // exactly one overflow page (LMDB's page header is 16 bytes)
   st->head.store(st->last_position(txn, rc));
   if (rc != 0)
     return fail(mdb_error(rc, "read log end"));
@@ -207,10 +216,17 @@ void lmdb_store::do_append(std::string stream, expected_version expected, std::v
   op.what = write_op::kind::append;
   op.key = std::move(stream);
   op.expected = expected;
-  // Encode here, on the caller's thread, so the single writer only copies.
-  op.bodies.resize(events.size());
-  for (size_t i = 0; i < events.size(); ++i)
-    detail::encode_record_body(events[i], op.key, op.bodies[i]);
+  // Encode here, on the caller's thread, so the single writer only copies;
+  // personal fields are sealed by the writer, with keys of its transaction.
+  bool personal = std::any_of(events.begin(), events.end(),
+                              [](const event_data& ev) { return detail::has_plain_personal(ev.data); });
+  if (personal) {
+    op.to_seal = std::move(events);
+  } else {
+    op.bodies.resize(events.size());
+    for (size_t i = 0; i < events.size(); ++i)
+      detail::encode_record_body(events[i], op.key, op.bodies[i]);
+  }
   op.done = std::move(done);
   impl_->enqueue(std::move(op));
 }
@@ -255,6 +271,16 @@ void lmdb_store::do_save_snapshot_async(snapshot snap, std::function<void(caf::e
   op.snap = std::move(snap);
   op.done = [done = std::move(done)](caf::expected<append_result> r) { done(to_void(std::move(r))); };
   impl_->enqueue(std::move(op));
+}
+
+caf::expected<bool> lmdb_store::do_forget(std::string_view subject) {
+  write_op op;
+  op.what = write_op::kind::forget;
+  op.key = std::string{subject};
+  auto r = submit_and_wait(*impl_, std::move(op));
+  if (!r)
+    return r.error();
+  return r->stream_version != 0;
 }
 
 caf::expected<void> lmdb_store::do_delete_snapshot(std::string_view stream) {

@@ -199,6 +199,7 @@ int lmdb_store::impl::commit(batch_ctx& ctx) {
   ctx.txn = nullptr; // committed, freed by LMDB on its own errors, or abandoned
   if (rc == 0) {
     head.store(ctx.next_position - 1, std::memory_order_release);
+    keys_committed(ctx);
     remember_pending(ctx);
     if (ctx.drained > 0)
       index_transactions.fetch_add(1, std::memory_order_relaxed);
@@ -253,7 +254,16 @@ op_outcome lmdb_store::impl::load_stream(batch_ctx& ctx, const std::string& stre
 
 op_outcome lmdb_store::impl::apply(batch_ctx& ctx, write_op& op) {
   op_outcome o;
+  if (!op.to_seal.empty()
+      || (op.what == write_op::kind::save_snapshot
+          && (!op.plain_snapshot.empty() || detail::has_plain_personal(op.snap.data)))) {
+    o = seal(ctx, op);
+    if (o.rc != 0 || !o.result)
+      return o;
+  }
   switch (op.what) {
+    case write_op::kind::forget:
+      return forget(ctx, op);
     case write_op::kind::append:
     case write_op::kind::delete_stream: {
       stream_rec* s = nullptr;

@@ -7,6 +7,8 @@
 #include <unordered_map>
 
 #include "event_sink.hpp"
+#include "key_cache.hpp"
+#include "personal_data.hpp"
 
 namespace sourcery::persistence {
 
@@ -32,7 +34,33 @@ struct memory_store::impl {
   std::unordered_map<std::string, stream_entry> streams;
   std::unordered_map<std::string, snapshot> snapshots;
   std::unordered_map<std::string, uint64_t> checkpoints;
+  std::unordered_map<std::string, bytes> key_records; // subject -> detail::encode_key_record
   std::atomic<uint64_t> head{0};
+
+  /// The key of `subject`, created when it has none. Caller holds `mtx`.
+  caf::expected<detail::subject_key> key_for(const memory_store& store, std::string_view subject) {
+    if (auto cached = store.keys().find(subject))
+      return *cached;
+    std::string s{subject};
+    if (auto i = key_records.find(s); i != key_records.end()) {
+      auto key = detail::decode_key_record(s, i->second.data(), i->second.size(), store.master_key());
+      if (!key)
+        return key.error();
+      if (*key) {
+        store.keys().put(s, **key);
+        return **key;
+      }
+    }
+    auto key = detail::make_subject_key();
+    if (!key)
+      return key.error();
+    auto record = detail::encode_key_record(s, *key, store.master_key());
+    if (!record)
+      return record.error();
+    key_records[s] = std::move(*record);
+    store.keys().put(s, *key);
+    return *key;
+  }
 };
 
 memory_store::memory_store() : impl_(std::make_unique<impl>()) {}
@@ -59,6 +87,15 @@ void memory_store::do_append(std::string stream, expected_version expected,
                           "stream '" + stream + "' is at version " + std::to_string(version)
                             + ", expected " + expected.to_string());
     } else {
+      for (auto& ev : events) {
+        auto key_for = [this](std::string_view subject) { return impl_->key_for(*this, subject); };
+        if (auto err = seal_personal_fields(ev.data, ev.subject.empty() ? stream : ev.subject, key_for)) {
+          result = std::move(err);
+          break;
+        }
+      }
+    }
+    if (result) {
       auto now = now_micros();
       append_result r;
       for (auto& ev : events) {
@@ -168,6 +205,9 @@ caf::expected<stream_info> memory_store::do_stream_info(std::string_view stream)
 
 caf::expected<void> memory_store::do_save_snapshot(snapshot snap) {
   std::unique_lock guard{impl_->mtx};
+  auto key_for = [this](std::string_view subject) { return impl_->key_for(*this, subject); };
+  if (auto err = seal_personal_fields(snap.data, snap.stream_id, key_for))
+    return err;
   snap.created_at = now_micros();
   auto key = snap.stream_id;
   impl_->snapshots[key] = std::move(snap);
@@ -241,6 +281,23 @@ caf::expected<std::vector<std::pair<std::string, uint64_t>>> memory_store::do_li
   std::vector<std::pair<std::string, uint64_t>> out(impl_->checkpoints.begin(), impl_->checkpoints.end());
   std::sort(out.begin(), out.end());
   return out;
+}
+
+// -- personal data ------------------------------------------------------------------
+
+caf::error memory_store::do_load_key_records(const std::vector<std::string>& subjects,
+                                             std::vector<std::pair<std::string, bytes>>& found) const {
+  std::shared_lock guard{impl_->mtx};
+  for (auto& s : subjects)
+    if (auto i = impl_->key_records.find(s); i != impl_->key_records.end())
+      found.emplace_back(s, i->second);
+  return {};
+}
+
+caf::expected<bool> memory_store::do_forget(std::string_view subject) {
+  std::unique_lock guard{impl_->mtx};
+  keys().drop(subject);
+  return impl_->key_records.erase(std::string{subject}) != 0;
 }
 
 } // namespace sourcery::persistence

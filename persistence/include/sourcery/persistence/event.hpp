@@ -27,6 +27,9 @@ struct event_data {
   bytes metadata;
   std::string causation_id;
   std::string correlation_id;
+  /// Whose key seals the event's personal fields (personal.hpp): empty for
+  /// the stream's own. Not stored as such: each sealed field names it.
+  std::string subject = {};
 };
 
 /// An event as stored. Positions in the global `$all` log start at 1 and have

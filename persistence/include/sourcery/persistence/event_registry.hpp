@@ -74,6 +74,8 @@ public:
     out.schema_version = types_.at(*name).schema_version;
     writer w{out.data};
     msgpack::pack(w, ev);
+    if constexpr (requires { ev.sourcery_subject(); })
+      out.subject = ev.sourcery_subject();
     return out;
   }
 

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -24,6 +25,11 @@ namespace sourcery::persistence {
 
 class event_registry;
 class append_fence;
+
+namespace detail {
+struct subject_key;
+class key_cache;
+} // namespace detail
 
 /// The event-store contract shared by every implementation (LMDB, in-memory).
 ///
@@ -146,6 +152,29 @@ public:
   /// must not change after this call.
   void use_registry(const event_registry* registry) noexcept;
 
+  // -- personal data (personal.hpp) -------------------------------------------
+
+  /// Reads open sealed personal fields from now on: a field reads as its
+  /// value while its subject has a key, as forgotten once it has none.
+  /// Without this call (the operator's tools, exports) they stay sealed.
+  /// Call before reading; the application does.
+  void reveal_personal_data() noexcept;
+
+  /// Keys written from now on are wrapped with `master` (32 bytes, e.g.
+  /// read from `--master-key FILE`), and wrapped keys are read with it.
+  /// Call before any read or write. Errors: invalid_argument (not 32 bytes).
+  caf::error use_master_key(const bytes& master);
+
+  /// Forgets `subject` (personal.hpp): deletes its key durably, so that
+  /// every personal field sealed for it reads as forgotten from now on, in
+  /// this process at once. Returns whether the subject had a key: forgetting
+  /// an unknown or forgotten subject is not an error. How the key's bytes
+  /// leave the store's files is each store's (lmdb_store.hpp).
+  /// Errors: invalid_argument (a subject of 0 or more than 400 bytes, or a
+  /// store that keeps no personal data), io_error, store_closed, and the
+  /// store's own errors.
+  caf::expected<bool> forget(std::string_view subject);
+
   // -- clusters ---------------------------------------------------------------
 
   /// From now on every append is checked against `fence` inside its
@@ -193,6 +222,26 @@ protected:
   virtual caf::error do_list_snapshots(std::string_view after, size_t max_count, std::vector<snapshot>& out) const = 0;
   virtual caf::expected<std::vector<std::pair<std::string, uint64_t>>> do_list_checkpoints() const = 0;
 
+  // Personal data. A store that keeps it seals each event's plaintext
+  // personal fields while writing it (seal_personal_fields, with the key of
+  // its subject, created in the same transaction when it has none), loads
+  // keys for reads and deletes them. The base refuses to append plaintext
+  // personal fields to a store that does not.
+  virtual bool keeps_personal_data() const noexcept { return false; }
+  /// The keys of `subjects` as stored records (absent subjects left out).
+  virtual caf::error do_load_key_records(const std::vector<std::string>& subjects,
+                                         std::vector<std::pair<std::string, bytes>>& found) const;
+  virtual caf::expected<bool> do_forget(std::string_view subject);
+  /// Seals `ev`'s plaintext personal fields for its subject (its `subject`,
+  /// else `stream`) with the key `key_for` gives (a cached, stored or new
+  /// one). Errors: those of `key_for`, malformed_payload, invalid_argument.
+  caf::error seal_personal_fields(bytes& data, std::string_view subject,
+                                  const std::function<caf::expected<detail::subject_key>(std::string_view)>& key_for) const;
+  /// The master key, or null.
+  const std::array<uint8_t, 32>* master_key() const noexcept { return has_master_ ? &master_ : nullptr; }
+  /// Keys this process knows to be committed.
+  detail::key_cache& keys() const noexcept { return *keys_; }
+
   /// Lets an implementation refresh its head from storage that other
   /// processes write; called while waiting for a position.
   virtual void refresh_head() const {}
@@ -209,9 +258,16 @@ protected:
 private:
   friend struct detail::subscription_state;
   friend class faulty_store; // a decorator forwards to the store it wraps
+  // Opens sealed fields (when revealing), then upcasts.
   caf::error upcast(std::vector<recorded_event>& events) const;
+  caf::error open_sealed(std::vector<recorded_event>& events) const;
+  caf::error open_sealed(bytes& data) const;
 
   const event_registry* registry_ = nullptr;
+  bool reveal_ = false;
+  bool has_master_ = false;
+  std::array<uint8_t, 32> master_{};
+  std::unique_ptr<detail::key_cache> keys_;
   std::atomic<bool> closed_{false};
   mutable std::mutex head_mtx_;
   mutable std::condition_variable head_cv_;

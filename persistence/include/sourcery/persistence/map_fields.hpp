@@ -142,7 +142,7 @@ private:
 /// msgpack_unpack that reads such a map differently is then not called.
 template <class T>
 void convert_map(const msgpack::object& o, T& t) {
-  if constexpr (std::is_class_v<T>
+  if constexpr (std::is_class_v<T> && !requires { typename T::sourcery_opaque; }
                 && requires(const T& c, detail::field_collector& k) { c.msgpack_pack(k); }) {
     detail::field_collector fields{std::addressof(t), sizeof(T)};
     std::as_const(t).msgpack_pack(fields);
@@ -176,3 +176,6 @@ void unpack_fields(Object&& o, T& self) {
 }
 
 } // namespace sourcery::persistence
+
+// personal<T>'s codec, which reads its value with convert_map.
+#include "sourcery/persistence/detail/personal_codec.hpp"

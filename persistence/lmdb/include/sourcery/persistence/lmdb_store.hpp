@@ -60,7 +60,15 @@ struct lmdb_stats {
 /// Layout (named databases of one environment, keys big-endian):
 /// `events` position -> record; `stream_index` stream number + version ->
 /// position; `streams` stream id -> stream record; `snapshots`;
-/// `checkpoints`; `meta` (format marker and version).
+/// `checkpoints`; `meta` (format marker and version); `subject_keys`
+/// subject -> key record (personal.hpp), each padded to an overflow page of
+/// its own.
+///
+/// Personal data: a subject's key is created in the transaction of the
+/// first event (or snapshot) that needs it. `forget` deletes it, and once
+/// that transaction committed, the writer zeroes the key's page in the file
+/// and syncs it: LMDB never copies an overflow page (it frees it whole), so
+/// that page held the key's only copy. The price: a page (4 KiB) per subject.
 class lmdb_store final : public event_store, public store_maintenance {
 public:
   /// Opens or creates the store at `options.path`.
@@ -120,6 +128,10 @@ protected:
   caf::error do_list_snapshots(std::string_view after, size_t max_count, std::vector<snapshot>& out) const override;
   caf::expected<std::vector<std::pair<std::string, uint64_t>>> do_list_checkpoints() const override;
   void refresh_head() const override;
+  bool keeps_personal_data() const noexcept override { return true; }
+  caf::error do_load_key_records(const std::vector<std::string>& subjects,
+                                 std::vector<std::pair<std::string, bytes>>& found) const override;
+  caf::expected<bool> do_forget(std::string_view subject) override;
 
 private:
   /// Runs `f` with the raw databases in one read transaction.

@@ -33,6 +33,10 @@ protected:
                              std::vector<persistence::stream_info>& out) const override;
   caf::error do_list_snapshots(std::string_view after, size_t max_count, std::vector<snapshot>& out) const override;
   caf::expected<std::vector<std::pair<std::string, uint64_t>>> do_list_checkpoints() const override;
+  bool keeps_personal_data() const noexcept override { return true; }
+  caf::error do_load_key_records(const std::vector<std::string>& subjects,
+                                 std::vector<std::pair<std::string, bytes>>& found) const override;
+  caf::expected<bool> do_forget(std::string_view subject) override;
 
 private:
   struct impl;

@@ -1,0 +1,366 @@
+// Personal data (crypto-shredding), run against every store that keeps it:
+// sealed before it is written, readable while its subject has a key,
+// forgotten for good once the key is deleted.
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+#include <gtest/gtest.h>
+#include <lmdb.h>
+#include <nlohmann/json.hpp>
+
+#include "sourcery/persistence/event_registry.hpp"
+#include "sourcery/persistence/lmdb_store.hpp"
+#include "sourcery/persistence/memory_store.hpp"
+#include "sourcery/persistence/personal.hpp"
+#include "store_factory.hpp"
+
+using namespace sourcery::persistence;
+using namespace sourcery::testing;
+using sourcery::personal;
+
+namespace {
+
+struct account_opened {
+  personal<std::string> owner;
+  int64_t limit = 0;
+  SOURCERY_FIELDS(owner, limit)
+};
+
+struct consent_given {
+  std::string patient;
+  personal<std::string> name;
+  SOURCERY_FIELDS(patient, name)
+  SOURCERY_SUBJECT(patient)
+};
+
+struct holder_state {
+  personal<std::string> holder;
+  int64_t balance = 0;
+  SOURCERY_FIELDS(holder, balance)
+};
+
+constexpr const char* secret = "Zacharias Plaintext-Marker-7781";
+
+std::unique_ptr<lmdb_store> open_lmdb(const temp_dir& dir) {
+  lmdb_options opts;
+  opts.path = (dir / "store").string();
+  opts.initial_map_size = size_t{8} << 20;
+  auto s = lmdb_store::open(opts);
+  if (!s)
+    throw std::runtime_error(describe(s.error()));
+  return std::move(*s);
+}
+
+std::vector<store_factory> factories() {
+  return {
+    {"memory", false, [](const temp_dir&) -> std::unique_ptr<event_store> { return std::make_unique<memory_store>(); }},
+    {"lmdb", true, [](const temp_dir& dir) -> std::unique_ptr<event_store> { return open_lmdb(dir); }},
+  };
+}
+
+bytes pack_state(const holder_state& s) {
+  msgpack::sbuffer buf;
+  msgpack::pack(buf, s);
+  return {reinterpret_cast<const uint8_t*>(buf.data()), reinterpret_cast<const uint8_t*>(buf.data()) + buf.size()};
+}
+
+holder_state unpack_state(const bytes& b) {
+  holder_state s;
+  auto h = msgpack::unpack(reinterpret_cast<const char*>(b.data()), b.size());
+  convert_map(h.get(), s);
+  return s;
+}
+
+/// Whether any file under `dir` holds `needle`.
+bool files_hold(const std::filesystem::path& dir, std::string_view needle) {
+  for (auto& f : std::filesystem::recursive_directory_iterator{dir}) {
+    if (!f.is_regular_file())
+      continue;
+    std::ifstream in{f.path(), std::ios::binary};
+    std::string text{std::istreambuf_iterator<char>{in}, std::istreambuf_iterator<char>{}};
+    if (text.find(needle) != std::string::npos)
+      return true;
+  }
+  return false;
+}
+
+class personal_data : public ::testing::TestWithParam<store_factory> {
+protected:
+  void SetUp() override {
+    ASSERT_FALSE(registry_.add<account_opened>("test.account_opened"));
+    ASSERT_FALSE(registry_.add<consent_given>("test.consent_given"));
+    open();
+  }
+  void open() {
+    store_ = GetParam().open(dir_);
+    store_->use_registry(&registry_);
+    store_->reveal_personal_data();
+  }
+  void reopen() {
+    store_.reset();
+    open();
+  }
+
+  template <class E>
+  void append(const std::string& stream, const E& ev) {
+    auto data = registry_.encode(ev);
+    ASSERT_TRUE(data) << describe(data.error());
+    auto r = store_->append(stream, expected_version::any(), {*data});
+    ASSERT_TRUE(r) << describe(r.error());
+  }
+
+  template <class E>
+  E read_one(const std::string& stream, uint64_t version = 1) {
+    auto evs = store_->read_stream(stream, version, 1);
+    EXPECT_TRUE(evs) << describe(evs.error());
+    if (!evs || evs->empty())
+      return E{};
+    auto e = registry_.decode<E>(evs->front());
+    EXPECT_TRUE(e) << describe(e.error());
+    return e ? *e : E{};
+  }
+
+  temp_dir dir_;
+  event_registry registry_;
+  std::unique_ptr<event_store> store_;
+};
+
+TEST_P(personal_data, a_personal_field_reads_back_while_its_subject_has_a_key) {
+  append("account-1", account_opened{std::string{secret}, 500});
+  auto e = read_one<account_opened>("account-1");
+  EXPECT_TRUE(e.owner.known());
+  EXPECT_EQ(e.owner.value(), secret);
+  EXPECT_EQ(e.limit, 500);
+  if (GetParam().persistent) {
+    reopen(); // the key is durable
+    EXPECT_EQ(read_one<account_opened>("account-1").owner.value(), secret);
+  }
+}
+
+TEST(personal_data_lmdb, the_plaintext_never_reaches_the_files) {
+  temp_dir dir_;
+  event_registry registry_;
+  ASSERT_FALSE(registry_.add<account_opened>("test.account_opened"));
+  std::unique_ptr<lmdb_store> store_;
+  auto open = [&] {
+    store_.reset();
+    store_ = open_lmdb(dir_);
+    store_->use_registry(&registry_);
+    store_->reveal_personal_data();
+  };
+  open();
+  auto append = [&](const std::string& stream, const account_opened& ev) {
+    auto data = registry_.encode(ev);
+    ASSERT_TRUE(data);
+    ASSERT_TRUE(store_->append(stream, expected_version::any(), {*data}));
+  };
+  auto read_one = [&](const std::string& stream) {
+    auto evs = store_->read_stream(stream, 1, 1);
+    EXPECT_TRUE(evs && evs->size() == 1);
+    return evs && evs->size() == 1 ? registry_.decode<account_opened>(evs->front()).value() : account_opened{};
+  };
+  append("account-1", account_opened{std::string{secret}, 1});
+  ASSERT_TRUE(store_->save_snapshot({"account-1", 1, 1, "holder", pack_state({std::string{secret}, 7}), 0}));
+  store_.reset(); // everything on disk
+  EXPECT_FALSE(files_hold(dir_.path(), secret));
+  open();
+  EXPECT_EQ(read_one("account-1").owner.value(), secret);
+  auto snap = store_->load_snapshot("account-1");
+  ASSERT_TRUE(snap && *snap);
+  auto state = unpack_state((*snap)->data);
+  EXPECT_EQ(state.holder.value(), secret);
+  EXPECT_EQ(state.balance, 7);
+}
+
+TEST_P(personal_data, forgetting_a_subject_leaves_its_fields_forgotten_and_others_untouched) {
+  append("account-1", account_opened{std::string{secret}, 1});
+  append("account-2", account_opened{std::string{"Other Person"}, 2});
+  ASSERT_TRUE(store_->save_snapshot({"account-1", 1, 1, "holder", pack_state({std::string{secret}, 7}), 0}));
+
+  auto forgot = store_->forget("account-1");
+  ASSERT_TRUE(forgot) << describe(forgot.error());
+  EXPECT_TRUE(*forgot);
+
+  auto e = read_one<account_opened>("account-1");
+  EXPECT_TRUE(e.owner.forgotten());
+  EXPECT_EQ(e.owner.value(), "");
+  EXPECT_EQ(e.limit, 1); // the rest of the event is intact
+  auto snap = store_->load_snapshot("account-1");
+  ASSERT_TRUE(snap && *snap);
+  EXPECT_TRUE(unpack_state((*snap)->data).holder.forgotten());
+  EXPECT_EQ(read_one<account_opened>("account-2").owner.value(), "Other Person");
+
+  // Idempotent; unknown subjects are not an error.
+  auto again = store_->forget("account-1");
+  ASSERT_TRUE(again);
+  EXPECT_FALSE(*again);
+  auto unknown = store_->forget("nobody");
+  ASSERT_TRUE(unknown);
+  EXPECT_FALSE(*unknown);
+  EXPECT_FALSE(store_->forget(""));
+
+  // The stream takes new events; new personal data gets a new key.
+  append("account-1", account_opened{std::string{"New Owner"}, 3});
+  EXPECT_TRUE(read_one<account_opened>("account-1", 1).owner.forgotten());
+  EXPECT_EQ(read_one<account_opened>("account-1", 2).owner.value(), "New Owner");
+  if (GetParam().persistent) {
+    reopen();
+    EXPECT_TRUE(read_one<account_opened>("account-1", 1).owner.forgotten());
+    EXPECT_EQ(read_one<account_opened>("account-1", 2).owner.value(), "New Owner");
+  }
+}
+
+TEST_P(personal_data, an_event_can_name_its_subject_in_a_field) {
+  append("consent-9", consent_given{"patient-4", personal<std::string>{secret}});
+  append("consent-10", consent_given{"patient-5", personal<std::string>{"Someone Else"}});
+  ASSERT_TRUE(store_->forget("patient-4"));
+  EXPECT_TRUE(read_one<consent_given>("consent-9").name.forgotten());
+  EXPECT_EQ(read_one<consent_given>("consent-9").patient, "patient-4");
+  EXPECT_EQ(read_one<consent_given>("consent-10").name.value(), "Someone Else");
+  auto by_stream = store_->forget("consent-10"); // the stream is not the subject here
+  ASSERT_TRUE(by_stream);
+  EXPECT_FALSE(*by_stream);
+}
+
+TEST_P(personal_data, a_reader_that_does_not_reveal_sees_sealed_fields) {
+  std::unique_ptr<event_store> tool; // opened as the operator's tools open a store
+  if (GetParam().persistent) {
+    append("account-1", account_opened{std::string{secret}, 1});
+    store_.reset();
+    tool = GetParam().open(dir_);
+  } else {
+    tool = GetParam().open(dir_); // a store of its own that never reveals
+    auto data = registry_.encode(account_opened{std::string{secret}, 1});
+    ASSERT_TRUE(tool->append("account-1", expected_version::any(), {*data}));
+  }
+  tool->use_registry(&registry_);
+  auto evs = tool->read_stream("account-1", 1, 1);
+  ASSERT_TRUE(evs && evs->size() == 1);
+  auto e = registry_.decode<account_opened>((*evs)[0]);
+  ASSERT_TRUE(e) << describe(e.error());
+  EXPECT_EQ(e->owner.status(), personal<std::string>::state::sealed);
+  EXPECT_EQ(e->owner.value(), "");
+  auto json = event_registry::data_as_json((*evs)[0].data);
+  ASSERT_TRUE(json);
+  EXPECT_EQ(json->dump().find(secret), std::string::npos);
+  // Re-encoding a sealed value keeps it sealed, byte for byte.
+  auto again = registry_.encode(*e);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->data, (*evs)[0].data);
+}
+
+TEST_P(personal_data, an_altered_sealed_field_is_an_error_not_a_value) {
+  auto plain = std::make_unique<memory_store>(); // reads sealed bytes without revealing
+  plain->use_registry(&registry_);
+  auto data = registry_.encode(account_opened{std::string{secret}, 1});
+  ASSERT_TRUE(data);
+  ASSERT_TRUE(plain->append("account-1", expected_version::any(), {*data}));
+  auto sealed = plain->read_stream("account-1", 1, 1);
+  ASSERT_TRUE(sealed && sealed->size() == 1);
+  auto bytes = (*sealed)[0].data;
+  ASSERT_GT(bytes.size(), 20u);
+  bytes[bytes.size() - 20] ^= 0x01; // inside the ciphertext or tag
+  event_data altered;
+  altered.type = "test.account_opened";
+  altered.data = bytes;
+  ASSERT_TRUE(plain->append("account-1", expected_version::any(), {altered}));
+  plain->reveal_personal_data();
+  auto good = plain->read_stream("account-1", 1, 1);
+  ASSERT_TRUE(good) << describe(good.error());
+  auto bad = plain->read_stream("account-1", 2, 1);
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(code_of(bad.error()), store_errc::corrupt_record) << describe(bad.error());
+}
+
+INSTANTIATE_TEST_SUITE_P(stores, personal_data, ::testing::ValuesIn(factories()),
+                         [](const auto& info) { return info.param.name; });
+
+// -- LMDB: the key's bytes leave the files -------------------------------------------
+
+/// The stored key record of `subject`, read with LMDB itself (the store closed).
+std::string raw_key_record(const std::string& path, const std::string& subject) {
+  MDB_env* env = nullptr;
+  mdb_env_create(&env);
+  mdb_env_set_maxdbs(env, 8);
+  EXPECT_EQ(mdb_env_open(env, path.c_str(), MDB_RDONLY, 0644), 0);
+  MDB_txn* txn = nullptr;
+  mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn);
+  MDB_dbi dbi;
+  std::string out;
+  if (mdb_dbi_open(txn, "subject_keys", 0, &dbi) == 0) {
+    MDB_val k{subject.size(), const_cast<char*>(subject.data())}, v;
+    if (mdb_get(txn, dbi, &k, &v) == 0)
+      out.assign(static_cast<const char*>(v.mv_data), 1 + 8 + 32); // format, id, key
+  }
+  mdb_txn_abort(txn);
+  mdb_env_close(env);
+  return out;
+}
+
+TEST(personal_data_lmdb, a_forgotten_key_leaves_no_copy_in_the_files) {
+  temp_dir dir;
+  event_registry registry;
+  ASSERT_FALSE(registry.add<account_opened>("test.account_opened"));
+  auto store = open_lmdb(dir);
+  // Many subjects around it, so its page is shared by nothing and the
+  // neighbours' pages move while they are written.
+  for (int i = 0; i < 50; ++i) {
+    auto data = registry.encode(account_opened{std::string{"Person "} + std::to_string(i), i});
+    ASSERT_TRUE(store->append("account-" + std::to_string(i), expected_version::any(), {*data}));
+  }
+  store.reset();
+  auto record = raw_key_record((dir / "store").string(), "account-7");
+  ASSERT_EQ(record.size(), 41u);
+  auto key = record.substr(9); // the 32 key bytes
+  ASSERT_TRUE(files_hold(dir.path(), key));
+
+  store = open_lmdb(dir);
+  auto forgot = store->forget("account-7");
+  ASSERT_TRUE(forgot && *forgot);
+  for (int i = 50; i < 60; ++i) { // later writes do not bring it back
+    auto data = registry.encode(account_opened{std::string{"Person "} + std::to_string(i), i});
+    ASSERT_TRUE(store->append("account-" + std::to_string(i), expected_version::any(), {*data}));
+  }
+  store.reset();
+  EXPECT_FALSE(files_hold(dir.path(), key));
+  EXPECT_EQ(raw_key_record((dir / "store").string(), "account-7"), "");
+  EXPECT_NE(raw_key_record((dir / "store").string(), "account-8"), "");
+}
+
+TEST(personal_data_lmdb, wrapped_keys_need_their_master_key) {
+  temp_dir dir;
+  event_registry registry;
+  ASSERT_FALSE(registry.add<account_opened>("test.account_opened"));
+  bytes master(32, 0x5A), other(32, 0x33);
+  {
+    auto store = open_lmdb(dir);
+    ASSERT_FALSE(store->use_master_key(master));
+    auto data = registry.encode(account_opened{std::string{secret}, 1});
+    ASSERT_TRUE(store->append("account-1", expected_version::any(), {*data}));
+  }
+  auto record = raw_key_record((dir / "store").string(), "account-1");
+  ASSERT_EQ(record[0], 2) << "wrapped";
+  auto read_with = [&](const bytes* key) -> caf::expected<std::vector<recorded_event>> {
+    auto store = open_lmdb(dir);
+    store->use_registry(&registry);
+    store->reveal_personal_data();
+    if (key != nullptr) {
+      EXPECT_FALSE(store->use_master_key(*key));
+    }
+    return store->read_stream("account-1", 1, 1);
+  };
+  auto good = read_with(&master);
+  ASSERT_TRUE(good) << describe(good.error());
+  EXPECT_EQ(registry.decode<account_opened>((*good)[0])->owner.value(), secret);
+  auto none = read_with(nullptr);
+  ASSERT_FALSE(none);
+  EXPECT_EQ(code_of(none.error()), store_errc::invalid_argument) << describe(none.error());
+  auto wrong = read_with(&other);
+  ASSERT_FALSE(wrong);
+  EXPECT_EQ(code_of(wrong.error()), store_errc::corrupt_record) << describe(wrong.error());
+  EXPECT_TRUE(open_lmdb(dir)->use_master_key(bytes(31, 0))) << "a master key is 32 bytes";
+}
+
+} // namespace
