@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <thread>
 
 #include <gtest/gtest.h>
 #include <lmdb.h>
@@ -14,6 +15,7 @@
 #include "sourcery/persistence/lmdb_store.hpp"
 #include "sourcery/persistence/memory_store.hpp"
 #include "sourcery/persistence/personal.hpp"
+#include "../support/postgres.hpp"
 #include "store_factory.hpp"
 
 using namespace sourcery::persistence;
@@ -57,6 +59,8 @@ std::vector<store_factory> factories() {
   return {
     {"memory", false, [](const temp_dir&) -> std::unique_ptr<event_store> { return std::make_unique<memory_store>(); }},
     {"lmdb", true, [](const temp_dir& dir) -> std::unique_ptr<event_store> { return open_lmdb(dir); }},
+    {"postgres", true,
+     [](const temp_dir& dir) -> std::unique_ptr<event_store> { return open_test_pg(test_pg_options(dir)); }},
   };
 }
 
@@ -361,6 +365,40 @@ TEST(personal_data_lmdb, wrapped_keys_need_their_master_key) {
   ASSERT_FALSE(wrong);
   EXPECT_EQ(code_of(wrong.error()), store_errc::corrupt_record) << describe(wrong.error());
   EXPECT_TRUE(open_lmdb(dir)->use_master_key(bytes(31, 0))) << "a master key is 32 bytes";
+}
+
+// -- PostgreSQL: every node sees a forget at once ------------------------------------
+
+TEST(personal_data_postgres, a_forget_on_one_node_is_seen_by_the_others) {
+  temp_dir dir;
+  event_registry registry;
+  ASSERT_FALSE(registry.add<account_opened>("test.account_opened"));
+  auto a = open_test_pg(test_pg_options(dir));
+  auto b = open_test_pg(test_pg_options(dir));
+  for (auto* s : {a.get(), b.get()}) {
+    s->use_registry(&registry);
+    s->reveal_personal_data();
+  }
+  auto data = registry.encode(account_opened{std::string{secret}, 1});
+  ASSERT_TRUE(a->append("account-1", expected_version::any(), {*data}));
+  auto owner_on_b = [&] {
+    auto evs = b->read_stream("account-1", 1, 1);
+    EXPECT_TRUE(evs && evs->size() == 1);
+    return registry.decode<account_opened>(evs->front())->owner;
+  };
+  ASSERT_EQ(owner_on_b().value(), secret); // b has the key cached now
+  auto forgot = a->forget("account-1");
+  ASSERT_TRUE(forgot && *forgot);
+  // b drops its copy when the forget's NOTIFY arrives: within a moment.
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds{10};
+  while (!owner_on_b().forgotten() && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds{5});
+  EXPECT_TRUE(owner_on_b().forgotten());
+  // The plaintext is in no row, and the key's row is gone.
+  auto dump = run_sql(test_pg_uri(), "SELECT string_agg(encode(data, 'escape'), '') FROM "
+                                       + test_schema(dir) + ".events");
+  EXPECT_EQ(dump.find(secret), std::string::npos);
+  EXPECT_EQ(run_sql(test_pg_uri(), "SELECT count(*) FROM " + test_schema(dir) + ".subject_keys"), "0");
 }
 
 } // namespace

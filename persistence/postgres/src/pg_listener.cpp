@@ -17,6 +17,14 @@ namespace {
 
 // Waits up to `timeout` for the connection's socket or the wake fd; returns
 // 1 if the socket is readable, 0 on timeout, -1 if woken to stop.
+std::string from_hex(std::string_view hex) {
+  auto digit = [](char c) { return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10; };
+  std::string out;
+  for (size_t i = 0; i + 1 < hex.size(); i += 2)
+    out.push_back(static_cast<char>(digit(hex[i]) * 16 + digit(hex[i + 1])));
+  return out;
+}
+
 int wait_two(int sock, int wake, std::chrono::milliseconds timeout) {
   pollfd fds[2] = {{sock, POLLIN, 0}, {wake, POLLIN, 0}};
   int n = ::poll(fds, 2, static_cast<int>(timeout.count()));
@@ -74,7 +82,11 @@ void postgres_state::run_listener() {
       return true;
     };
     // LISTEN first, then catch up: a commit between the two is seen either way.
-    if (!c->exec("LISTEN " + pg::quote_ident(channel), op_deadline()) || !read_head()) {
+    // Forgotten subjects announced while not listening are not known: every
+    // cached key goes, and is read again when needed.
+    owner->keys().clear();
+    if (!c->exec("LISTEN " + pg::quote_ident(channel), op_deadline())
+        || !c->exec("LISTEN " + pg::quote_ident(forget_channel), op_deadline()) || !read_head()) {
       pause(backoff);
       backoff = std::min(backoff * 2, std::chrono::milliseconds{2000});
       continue;
@@ -97,6 +109,11 @@ void postgres_state::run_listener() {
       }
       bool rose = false;
       while (PGnotify* n = PQnotifies(c->raw())) {
+        if (n->relname == forget_channel) { // a subject forgotten, by this node or another
+          owner->keys().drop(from_hex(n->extra));
+          PQfreemem(n);
+          continue;
+        }
         ++notifications;
         uint64_t pos = 0;
         std::string_view extra{n->extra};

@@ -36,6 +36,8 @@ caf::error ensure_component(pg::connection& c, const std::string& schema, const 
 extern const pg_component event_store_component;
 /// The read models' tables.
 extern const pg_component read_models_component;
+/// The subjects' keys (personal data): pg_subject_keys.cpp.
+extern const pg_component personal_data_component;
 
 /// Whether `name` is a schema name we accept (see postgres_options::schema).
 bool valid_schema_name(std::string_view name);

@@ -247,6 +247,22 @@ void postgres_state::write_appends(std::vector<pg_append>& batch) {
       outcome = transient_conflict(state) ? attempt_outcome::conflict : attempt_outcome::failed;
     };
     [&] {
+      // Personal fields are sealed first, with keys the statement that
+      // fetches them commits (created where a subject has none).
+      bool raced = false;
+      if (auto err = seal_appends(c, batch, until, raced)) {
+        if (!raced)
+          return step_failed(std::move(err));
+        error = std::move(err);
+        outcome = attempt_outcome::conflict; // another writer created a key meanwhile
+        return;
+      }
+      auto unsealed = std::stable_partition(batch.begin(), batch.end(), [](const pg_append& a) { return !a.failed; });
+      for (auto i = unsealed; i != batch.end(); ++i)
+        i->done(std::move(i->failed));
+      batch.erase(unsealed, batch.end());
+      if (batch.empty())
+        return;
       // In a cluster: the leases this node believes it holds; the batch's
       // statement confirms them.
       std::shared_ptr<const append_fence> fence_now;

@@ -7,6 +7,7 @@
 #include <memory>
 #include <optional>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -15,6 +16,9 @@
 
 #include "pg_connection.hpp"
 #include "pg_pool.hpp"
+#include "pg_schema.hpp"
+#include "key_cache.hpp"
+#include "personal_data.hpp"
 #include "sourcery/persistence/postgres_store.hpp"
 
 namespace sourcery::persistence::detail {
@@ -39,6 +43,10 @@ struct pg_append {
   /// A batch statement carrying it was sent and its answer lost: the
   /// events may be stored. The next attempt's event-id check tells.
   bool outcome_unknown = false;
+  /// Its personal fields are sealed (or it has none); `failed` when sealing
+  /// them failed, and it is answered so.
+  bool sealed = false;
+  caf::error failed = {};
 };
 
 /// Any other write the writer runs in its own transaction (snapshots,
@@ -57,6 +65,8 @@ struct postgres_state {
   postgres_store* owner = nullptr;
   std::string schema;  ///< quoted, for SQL text
   std::string channel; ///< the NOTIFY channel: "<schema>.events"
+  std::string forget_channel; ///< where forgotten subjects are announced (hex): "<schema>.forget"
+  bool has_subject_keys = false; ///< the personal_data tables exist (a read-only open may find none)
   /// `tmpl` with every "@." replaced by the quoted schema and a dot.
   std::string sql(std::string_view tmpl) const;
   pg::deadline op_deadline() const { return pg::clock::now() + options.operation_timeout; }
@@ -112,6 +122,14 @@ struct postgres_state {
   std::thread writer;
   void run_writer();
   void write_appends(std::vector<pg_append>& batch);
+  // Personal data (pg_subject_keys.cpp): the stored keys of `subjects`,
+  // created for those without one, committed by the statement itself.
+  caf::expected<std::unordered_map<std::string, subject_key>>
+  keys_for(pg::connection& c, const std::set<std::string>& subjects, pg::deadline until) const;
+  /// Seals the personal fields of the batch's appends not sealed yet.
+  /// `raced`: another writer created a key meanwhile; run it again.
+  caf::error seal_appends(pg::connection& c, std::vector<pg_append>& batch, pg::deadline until, bool& raced);
+  caf::error seal_snapshot(pg::connection& c, snapshot& snap, pg::deadline until) const;
   void run_task(pg_task& task);
   /// (Re)connects the writer before `until`, backing off between attempts.
   caf::error ensure_writer(pg::deadline until);

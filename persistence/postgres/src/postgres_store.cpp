@@ -133,6 +133,7 @@ caf::expected<std::unique_ptr<postgres_store>> postgres_store::open(postgres_opt
   state->options = std::move(options);
   state->schema = pg::quote_ident(state->options.schema);
   state->channel = state->options.schema + ".events";
+  state->forget_channel = state->options.schema + ".forget";
   auto& st = *state;
   auto conn = pg::connection::open(st.options.conninfo, pg::clock::now() + st.options.connect_timeout);
   if (!conn)
@@ -142,6 +143,14 @@ caf::expected<std::unique_ptr<postgres_store>> postgres_store::open(postgres_opt
   if (auto err = detail::ensure_component(*conn, st.options.schema, detail::event_store_component, st.op_deadline(),
                                             st.options.create))
     return err;
+  // The subjects' keys came later: a store gains their table at its first
+  // open that may create; one that only reads may find none.
+  if (auto err = detail::ensure_component(*conn, st.options.schema, detail::personal_data_component,
+                                          st.op_deadline(), st.options.create);
+      err && code_of(err) != store_errc::no_store)
+    return err;
+  else
+    st.has_subject_keys = !err;
   auto head = conn->exec(st.sql("SELECT position FROM @.log_head"), st.op_deadline());
   if (!head)
     return head.error();
@@ -297,8 +306,17 @@ caf::expected<void> postgres_store::do_delete_stream(std::string_view stream, ex
 
 namespace {
 
-caf::error upsert_snapshot(const postgres_state& st, pg::connection& c, const snapshot& snap, int64_t created_at,
+caf::error upsert_snapshot(const postgres_state& st, pg::connection& c, const snapshot& plain, int64_t created_at,
                            pg::deadline until) {
+  const snapshot* out = &plain;
+  std::optional<snapshot> sealed;
+  if (detail::has_plain_personal(plain.data)) { // sealed in the transaction that keeps the key
+    sealed = plain;
+    if (auto err = st.seal_snapshot(c, *sealed, until))
+      return err;
+    out = &*sealed;
+  }
+  const snapshot& snap = *out;
   pg::params p;
   p.add_bytea(snap.stream_id)
     .add(clamp(snap.stream_version))

@@ -167,6 +167,10 @@ protected:
   caf::error do_list_snapshots(std::string_view after, size_t max_count, std::vector<snapshot>& out) const override;
   caf::expected<std::vector<std::pair<std::string, uint64_t>>> do_list_checkpoints() const override;
   void refresh_head() const override;
+  bool keeps_personal_data() const noexcept override { return true; }
+  caf::error do_load_key_records(const std::vector<std::string>& subjects,
+                                 std::vector<std::pair<std::string, bytes>>& found) const override;
+  caf::expected<bool> do_forget(std::string_view subject) override;
 
 private:
   friend struct detail::postgres_state;
