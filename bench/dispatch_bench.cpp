@@ -15,6 +15,7 @@
 #include <libpq-fe.h>
 
 #include "bank_load.hpp"
+#include "sourcery/persistence/personal.hpp"
 #include "sourcery/persistence/store_uri.hpp"
 
 namespace sourcery::bench {
@@ -25,7 +26,7 @@ using namespace bank;
 namespace fs = std::filesystem;
 
 
-void w1(const std::string& name, application& app, int dispatchers, int commands) {
+double w1(const std::string& name, application& app, int dispatchers, int commands) {
   open_accounts(app, 1000);
   std::vector<double> lat;
   std::mt19937 rng{42};
@@ -37,6 +38,91 @@ void w1(const std::string& name, application& app, int dispatchers, int commands
   report("dispatch", name, rate, "commands/s");
   report("dispatch", name + "_p50", percentile(lat, 0.50), "us");
   report("dispatch", name + "_p99", percentile(lat, 0.99), "us");
+  return rate;
+}
+
+// -- personal data ---------------------------------------------------------------
+
+/// Wallets paid into by named payers: every event carries a personal field
+/// (the payer's name, sealed with the wallet's key).
+struct pay_in {
+  std::string wallet, payer;
+  int64_t amount = 0;
+  SOURCERY_FIELDS(wallet, payer, amount)
+};
+struct paid_in {
+  sourcery::personal<std::string> payer;
+  int64_t amount = 0;
+  SOURCERY_EVENT("bench.paid_in", payer, amount)
+};
+struct wallet {
+  using event = std::variant<paid_in>;
+  int64_t balance = 0;
+  sourcery::outcome<event> execute(const pay_in& c) const { return paid_in{c.payer, c.amount}; }
+  void apply(const paid_in& e) { balance += e.amount; }
+};
+
+std::unique_ptr<application> start_wallets(const std::string& dir, bool in_memory) {
+  application_config cfg;
+  cfg.data_dir = dir;
+  cfg.in_memory = in_memory;
+  sourcery::router r;
+  r.aggregate<wallet>([](const auto& c) { return c.wallet; }, "wallet-").dispatch<pay_in>();
+  auto app = application::start(cfg, std::move(r));
+  if (!app) {
+    std::fprintf(stderr, "cannot start: %s\n", describe_error(app.error()).c_str());
+    std::exit(1);
+  }
+  return std::move(*app);
+}
+
+/// W1 whose every event has a personal field, on the memory store like
+/// w1_memory_16 (its baseline, measured in the same run).
+double w1_personal(int dispatchers, int commands) {
+  auto app = start_wallets("", true);
+  std::vector<double> lat;
+  std::mt19937 rng{42};
+  std::vector<int> target(static_cast<size_t>(commands));
+  for (auto& t : target)
+    t = static_cast<int>(rng() % 1000);
+  // Every wallet's key created first, as W1 opens its accounts first.
+  closed_loop(*app, 64, 1000, [](int i) { return pay_in{std::to_string(i), "Payer " + std::to_string(i), 1}; }, lat);
+  double rate = closed_loop(*app, dispatchers, commands, [&](int i) {
+    auto t = target[static_cast<size_t>(i)];
+    return pay_in{std::to_string(t), "Payer Person " + std::to_string(t), 1};
+  }, lat);
+  report("dispatch", "w1_personal_16", rate, "commands/s");
+  report("dispatch", "w1_personal_16_p99", percentile(lat, 0.99), "us");
+  return rate;
+}
+
+/// One call forgets a subject with 10,000 events: durable LMDB.
+void forget_10k(const std::string& dir) {
+  auto app = start_wallets(dir, false);
+  persistence::event_registry types;
+  types.add<paid_in>(paid_in::type_name);
+  std::vector<persistence::event_data> batch;
+  for (int n = 0; n < 10'000; ++n) {
+    batch.push_back(*types.encode(paid_in{"Payer " + std::to_string(n), 1}));
+    if (batch.size() == 1000) {
+      if (!app->store().append("wallet-big", persistence::expected_version::any(), std::move(batch))) {
+        std::fprintf(stderr, "forget_10k: append failed\n");
+        std::exit(1);
+      }
+      batch.clear();
+    }
+  }
+  auto start = std::chrono::steady_clock::now();
+  auto forgot = app->forget("wallet-big");
+  double ms = seconds_since(start) * 1000.0;
+  auto state = app->aggregate_state<wallet>("big");
+  auto first = app->store().read_stream("wallet-big", 1, 1);
+  if (!forgot || !*forgot || !state || state->balance != 10'000 || !first || first->empty()
+      || !types.decode<paid_in>(first->front())->payer.forgotten()) {
+    std::fprintf(stderr, "forget_10k: the subject was not forgotten\n");
+    std::exit(1);
+  }
+  report("dispatch", "forget_10k_ms", ms, "ms");
 }
 
 /// W4: the first command to an account with 10,000 events, without and with
@@ -152,14 +238,22 @@ int run_dispatch_suite(const options& opts) {
   fs::remove_all(root);
   fs::create_directories(root);
   const int commands = static_cast<int>(100'000 * opts.scale);
+  double memory_16 = 0;
   if (wanted("w1")) {
     {
       auto app = start_app("", true);
-      w1("w1_memory_16", *app, 16, commands);
+      memory_16 = w1("w1_memory_16", *app, 16, commands);
     }
     auto app = start_app((root / "w1").string(), false);
     w1("w1_durable_256", *app, 256, commands);
   }
+  if (wanted("w1_personal")) {
+    double personal = w1_personal(16, commands);
+    if (memory_16 > 0)
+      report("dispatch", "w1_personal_ratio", personal / memory_16, "ratio");
+  }
+  if (wanted("forget"))
+    forget_10k((root / "forget").string());
   if (wanted("w4"))
     w4((root / "w4").string());
   if (wanted("w5"))

@@ -12,6 +12,7 @@
 #include <msgpack.hpp>
 
 #include "sourcery/actors/aggregates/aggregate.hpp"
+#include "sourcery/persistence/personal.hpp"
 
 namespace bank {
 
@@ -22,8 +23,10 @@ struct deposit { std::string account; int64_t amount = 0; std::string transfer =
 struct withdraw { std::string account; int64_t amount = 0; std::string transfer = {}; SOURCERY_FIELDS(account, amount, transfer) };
 
 // -- events --------------------------------------------------------------------
+/// The owner's name is personal data: sealed with the account's key, gone
+/// once the account's subject is forgotten (DELETE /accounts/{id}/personal-data).
 struct account_opened {
-  std::string owner;
+  sourcery::personal<std::string> owner;
   SOURCERY_EVENT("bank.account_opened", owner)
 };
 struct money_deposited {
@@ -40,15 +43,16 @@ struct money_withdrawn {
 // -- the aggregate -------------------------------------------------------------
 struct account {
   using event = std::variant<account_opened, money_deposited, money_withdrawn>;
-  static constexpr uint32_t snapshot_version = 2;
+  static constexpr uint32_t snapshot_version = 3;
 
   bool open = false;
+  sourcery::personal<std::string> owner; ///< forgotten once the account's personal data is
   int64_t balance = 0; ///< never below 0 nor above max_balance: every command is checked first
   static constexpr int64_t max_balance = std::numeric_limits<int64_t>::max();
   /// Transfers already applied here: a process manager delivers commands
   /// at least once, so a transfer's withdrawal or deposit may come twice.
   std::set<std::string> transfers;
-  SOURCERY_FIELDS(open, balance, transfers)
+  SOURCERY_FIELDS(open, balance, transfers, owner)
 
   sourcery::outcome<event> execute(const open_account& c) const {
     if (open)
@@ -81,7 +85,10 @@ struct account {
     return money_withdrawn{c.amount, c.transfer};
   }
 
-  void apply(const account_opened&) { open = true; }
+  void apply(const account_opened& e) {
+    open = true;
+    owner = e.owner;
+  }
   void apply(const money_deposited& e) {
     balance += e.amount;
     if (!e.transfer.empty())

@@ -234,6 +234,24 @@ int main(int argc, char** argv) {
         static_cast<unsigned long long>(e.position), when, e.type.c_str(), data_of(e).c_str());
   }
 
+  section("9. personal data: carol asks to be forgotten (her name was sealed with her account's key)");
+  {
+    auto owner_of = [&app](const char* id) {
+      auto a = app.aggregate_state<bank::account>(std::string{"account-"} + id);
+      return !a ? std::string{"?"} : a->owner.known() ? a->owner.value() : a->owner.forgotten() ? "<forgotten>" : "<sealed>";
+    };
+    say("  carol's owner before: %s", owner_of("carol").c_str());
+    auto forgot = app.forget("account-carol");
+    if (!forgot)
+      fail("forget carol", forgot.error());
+    say("  forget account-carol -> %s", *forgot ? "her key is deleted" : "nothing to forget (forgotten in an earlier run)");
+    say("  carol's owner after:  %s; alice's: %s (untouched)", owner_of("carol").c_str(), owner_of("alice").c_str());
+    run(app, "deposit carol 7 (her account still works)", bank::deposit{"carol", 7});
+    auto opened = app.store().read_stream("account-carol", 1, 1);
+    if (opened && !opened->empty())
+      say("  her first event now reads: %s %s", (*opened)[0].type.c_str(), data_of((*opened)[0]).c_str());
+  }
+
   auto& m = app.metrics();
   say("\nThis run: %llu commands accepted, %llu rejected, %llu events appended, %llu restarts; the log now holds "
       "%llu events.",

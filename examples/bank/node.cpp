@@ -14,7 +14,8 @@
 //   POST /accounts/{id}/deposits  {"amount", "transfer"?}         200 {"version"} | 422
 //   POST /accounts/{id}/withdrawals {"amount"}                    200 {"version"} | 422
 //   POST /transfers               {"transfer", "from", "to", "amount"}  201 | 422
-//   GET  /accounts/{id}           {"account", "open", "balance"}
+//   GET  /accounts/{id}           {"account", "open", "balance", "owner"}  (owner null once forgotten)
+//   DELETE /accounts/{id}/personal-data   forgets the owner's name for good
 //   GET  /transfers/{id}          {"transfer", "stage"}
 //   GET  /cluster                 {"node", "members", "shards"}
 //   GET  /health, /metrics
@@ -99,7 +100,17 @@ void add_routes(http::gateway& gw, sourcery::application& app) {
       return answer(http::dispatch_failure(a.error()));
     if (!a->open)
       return answer(http::error{404, "not_found", "no account " + req.param("id")});
-    answer(http::json_response(200, json{{"account", req.param("id")}, {"open", a->open}, {"balance", a->balance}}));
+    answer(http::json_response(200, json{{"account", req.param("id")},
+                                         {"open", a->open},
+                                         {"balance", a->balance},
+                                         {"owner", a->owner.known() ? json(a->owner.value()) : json(nullptr)}}));
+  });
+  gw.route("DELETE", "/accounts/{id}/personal-data", [&app](http::request& req, http::responder answer) {
+    // Blocks for one durable write: the gateway runs routes off its I/O thread.
+    auto forgot = app.forget("account-" + req.param("id"));
+    if (!forgot)
+      return answer(http::dispatch_failure(forgot.error()));
+    answer(http::json_response(200, json{{"account", req.param("id")}, {"forgotten", true}, {"had_key", *forgot}}));
   });
   gw.route("GET", "/transfers/{id}", [&app](http::request& req, http::responder answer) {
     auto t = app.aggregate_state<bank::transfer>("transfer-" + req.param("id"));
@@ -124,7 +135,8 @@ const char* const routes_help =
   "  POST /accounts/{id}/deposits     {\"amount\", \"transfer\"?}                    200 | 422\n"
   "  POST /accounts/{id}/withdrawals  {\"amount\"}                                 200 | 422\n"
   "  POST /transfers                  {\"transfer\", \"from\", \"to\", \"amount\"}     201 | 422\n"
-  "  GET  /accounts/{id}              {\"account\", \"open\", \"balance\"}           200 | 404\n"
+  "  GET  /accounts/{id}              {\"account\", \"open\", \"balance\", \"owner\"} 200 | 404\n"
+  "  DELETE /accounts/{id}/personal-data  forgets the owner's name (then \"owner\": null)   200\n"
   "  GET  /transfers/{id}             {\"transfer\", \"stage\"}                      200 | 404\n"
   "  GET  /cluster                    {\"node\", \"members\", \"shards\"}\n"
   "  GET  /health, /metrics           the node's state; Prometheus metrics\n";

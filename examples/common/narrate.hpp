@@ -10,6 +10,8 @@
 #include <optional>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "sourcery/persistence/event_registry.hpp"
 #include "sourcery/persistence/store_uri.hpp"
 #include "sourcery/config.hpp"
@@ -42,9 +44,35 @@ inline void section(const char* title) {
 }
 
 /// An event's data as JSON (its size when it is not a msgpack map).
+/// Personal fields (msgpack ext values, personal.hpp) as a reader sees them:
+/// {"personal": value} while known, "<sealed>" or "<forgotten>" otherwise.
+inline void show_personal(nlohmann::json& j) {
+  if (j.is_binary() && j.get_binary().has_subtype()) {
+    auto& b = j.get_binary();
+    switch (b.subtype()) {
+      case 80:
+        try {
+          j = nlohmann::json{{"personal", nlohmann::json::from_msgpack(std::vector<uint8_t>(b.begin(), b.end()))}};
+        } catch (const std::exception&) {
+          j = "<personal>";
+        }
+        return;
+      case 81: j = "<sealed>"; return;
+      case 82: j = "<forgotten>"; return;
+      default: return;
+    }
+  }
+  if (j.is_structured())
+    for (auto& v : j)
+      show_personal(v);
+}
+
 inline std::string data_of(const sourcery::persistence::recorded_event& e) {
   auto j = sourcery::persistence::event_registry::data_as_json(e.data);
-  return j ? j->dump() : "<" + std::to_string(e.data.size()) + " bytes>";
+  if (!j)
+    return "<" + std::to_string(e.data.size()) + " bytes>";
+  show_personal(*j);
+  return j->dump();
 }
 
 /// Dispatches `cmd` and says what happened: its events, or its rejection.
@@ -82,6 +110,7 @@ public:
       , cluster_(app, listen)
 #endif
   {
+    store_.add_master_key(app, config.master_key_file);
 #if !SOURCERY_WITH_POSTGRES
     // Taken, so that a build without the cluster says so instead of
     // "unexpected argument".

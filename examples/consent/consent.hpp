@@ -23,6 +23,7 @@
 #include <msgpack.hpp>
 
 #include "sourcery/actors/aggregates/aggregate.hpp"
+#include "sourcery/persistence/personal.hpp"
 #include "sourcery/runtime/commands/router.hpp"
 
 namespace consent {
@@ -43,11 +44,18 @@ struct grant_scope {
 };
 
 // -- commands ------------------------------------------------------------------
+/// A patient's name is personal data (personal.hpp): sealed with the key of
+/// the patient's stream, and gone once the patient is forgotten.
+struct register_patient { std::string patient_id, name; SOURCERY_FIELDS(patient_id, name) };
 struct ask_consent { grant_scope scope; SOURCERY_FIELDS(scope) };
 struct grant_consent { grant_scope scope; SOURCERY_FIELDS(scope) };
 struct revoke_consent { grant_scope scope; SOURCERY_FIELDS(scope) };
 
 // -- events --------------------------------------------------------------------
+struct patient_registered {
+  sourcery::personal<std::string> name;
+  SOURCERY_EVENT("consent.patient_registered", name)
+};
 struct consent_asked : grant_scope {
   static constexpr const char* type_name = "consent.asked";
 };
@@ -60,13 +68,24 @@ struct consent_revoked : grant_scope {
 
 // -- the aggregate: one patient --------------------------------------------------
 struct patient {
-  using event = std::variant<consent_asked, consent_granted, consent_revoked>;
+  using event = std::variant<patient_registered, consent_asked, consent_granted, consent_revoked>;
+
+  /// Known once registered; forgotten when the patient asks to be forgotten.
+  sourcery::personal<std::string> name;
 
   /// "doctor:ann" -> record kinds granted; kept so every check is one lookup.
   std::map<std::string, std::set<std::string>> granted;
   /// "doctor:ann/exams" asked and not yet granted.
   std::set<std::string> pending;
-  MSGPACK_DEFINE_MAP(granted, pending);
+  MSGPACK_DEFINE_MAP(granted, pending, name);
+
+  sourcery::outcome<event> execute(const register_patient& c) const {
+    if (c.patient_id.empty() || c.name.empty())
+      return sourcery::reject("invalid_id", "a patient has an id and a name");
+    if (name.known() && name.value() == c.name)
+      return sourcery::no_events; // registered already
+    return patient_registered{c.name};
+  }
 
   sourcery::outcome<event> execute(const ask_consent& c) const {
     if (auto bad = check(c.scope))
@@ -95,6 +114,7 @@ struct patient {
     return consent_revoked{c.scope};
   }
 
+  void apply(const patient_registered& e) { name = e.name; }
   void apply(const consent_asked& e) { pending.insert(e.to() + "/" + e.target); }
   void apply(const consent_granted& e) {
     pending.erase(e.to() + "/" + e.target);
@@ -133,8 +153,15 @@ struct patient {
 
 inline sourcery::router routes() {
   sourcery::router r;
-  r.aggregate<patient>([](const auto& c) { return c.scope.patient_id; }, "patient-")
-    .dispatch<ask_consent, grant_consent, revoke_consent>();
+  r.aggregate<patient>(
+     [](const auto& c) {
+       if constexpr (requires { c.scope; })
+         return c.scope.patient_id;
+       else
+         return c.patient_id;
+     },
+     "patient-")
+    .dispatch<register_patient, ask_consent, grant_consent, revoke_consent>();
   return r;
 }
 

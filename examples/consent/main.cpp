@@ -62,6 +62,14 @@ int main(int argc, char** argv) {
 
   section("what Ana had granted before this run");
   show_consents(app);
+  auto name_of_ana = [&app] {
+    auto p = app.aggregate_state<consent::patient>("patient-ana");
+    return !p ? std::string{"?"} : p->name.known() ? p->name.value() : p->name.forgotten() ? "<forgotten>" : "<none>";
+  };
+
+  section("0. Ana registers: her name is personal data, sealed with her own key");
+  run(app, "register Ana Moreira", consent::register_patient{"ana", "Ana Moreira"}, strong);
+  say("  Ana's name, as the application reads it: %s", name_of_ana().c_str());
 
   section("1. professionals and a patient ask; Ana grants");
   run(app, "dr-bob asks for exams", consent::ask_consent{scope("doctor", "dr-bob", "exams")});
@@ -97,6 +105,12 @@ int main(int argc, char** argv) {
   for (auto& e : *events)
     say("  v%-3llu %-16s %s", static_cast<unsigned long long>(e.stream_version), e.type.c_str(),
         demo::data_of(e).c_str());
+
+  section("6. Ana asks to be forgotten: her key is deleted, her consents stand");
+  if (auto forgot = app.forget("patient-ana"); !forgot)
+    demo::fail("consent-demo", "forget Ana", forgot.error());
+  say("  Ana's name now reads: %s", name_of_ana().c_str());
+  ask_has(app, scope("doctor", "dr-bob", "exams"));
   if (demo::store_location(config) != "memory:")
     say("\nRun it again with the same store: it continues where it stopped.");
   // A tree that gave up during the run: exit non-zero (a process supervisor

@@ -105,7 +105,16 @@ caf::expected<bool> event_store::forget(std::string_view subject) {
     return make_error(store_errc::invalid_argument, "a subject is 1 to 400 bytes");
   auto forgot = do_forget(subject);
   keys_->drop(subject);
+  forgets_.fetch_add(1, std::memory_order_acq_rel);
   return forgot;
+}
+
+void event_store::forgotten_elsewhere(std::string_view subject) const {
+  if (subject.empty())
+    keys_->clear();
+  else
+    keys_->drop(subject);
+  forgets_.fetch_add(1, std::memory_order_acq_rel);
 }
 
 caf::error event_store::do_load_key_records(const std::vector<std::string>&,

@@ -8,7 +8,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <sstream>
@@ -347,6 +349,43 @@ TEST(operations, bank_node_answers_as_http_says) {
   EXPECT_NE(again.json()["message"], "already_open") << again.body;
   node.signal(SIGTERM);
   EXPECT_EQ(node.wait(), 0);
+}
+
+// The life of a subject over HTTP: the owner's name is shown, then
+// forgotten for good, while the account works on; the store's files never
+// held the name.
+TEST(operations, bank_node_forgets_an_owner) {
+  sourcery::testing::temp_dir dir;
+  const std::string name = "Zoe Plaintext-Quinn-9903";
+  {
+    child_process node{BANK_NODE_PATH, {"--http", "0", "--data-dir", (dir / "bank").string()}};
+    auto port = port_of(node.read_line());
+    ASSERT_NE(port, 0);
+    http_client client{port};
+    ASSERT_EQ(client.post("/accounts", {{"account", "zq"}, {"owner", name}}).status, 201);
+    ASSERT_EQ(client.post("/accounts", {{"account", "ann"}, {"owner", "Ann Other"}}).status, 201);
+    EXPECT_EQ(client.get("/accounts/zq").json()["owner"], name);
+    auto forgot = client.del("/accounts/zq/personal-data");
+    ASSERT_EQ(forgot.status, 200) << forgot.body;
+    EXPECT_EQ(forgot.json()["had_key"], true) << forgot.body;
+    auto after = client.get("/accounts/zq").json();
+    EXPECT_TRUE(after["owner"].is_null()) << after.dump();
+    EXPECT_EQ(client.get("/accounts/ann").json()["owner"], "Ann Other");
+    EXPECT_EQ(client.post("/accounts/zq/deposits", {{"amount", 5}}).status, 200);
+    EXPECT_EQ(client.get("/accounts/zq").json()["balance"], 5);
+    auto again = client.del("/accounts/zq/personal-data");
+    EXPECT_EQ(again.status, 200);
+    EXPECT_EQ(again.json()["had_key"], false) << "idempotent";
+    node.signal(SIGTERM);
+    EXPECT_EQ(node.wait(), 0);
+  }
+  for (auto& f : std::filesystem::recursive_directory_iterator{dir.path()}) {
+    if (!f.is_regular_file())
+      continue;
+    std::ifstream in{f.path(), std::ios::binary};
+    std::string bytes{std::istreambuf_iterator<char>{in}, std::istreambuf_iterator<char>{}};
+    EXPECT_EQ(bytes.find(name), std::string::npos) << f.path();
+  }
 }
 
 // Two deposits of the largest amount used to answer a balance of -2 (a

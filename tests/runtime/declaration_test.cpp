@@ -299,7 +299,7 @@ struct poker {
   static inline std::function<command_decision(const failed_command&)> decide_for;
   static inline std::atomic<int> failures_seen{0};
 
-  static interest interested(const account_opened& e) { return interest::start(e.owner); }
+  static interest interested(const account_opened& e) { return interest::start(e.owner.value()); }
   commands handle(const account_opened&) const {
     return {command(poke{"broken"}), command(poke{"flaky"}), command(poke{"fine"})};
   }
@@ -481,7 +481,7 @@ struct opened_accounts {
     });
   }
   caf::error project(const account_opened& e, const event_context& ctx, persistence::projection_store::writer& w) {
-    w.put("owners", std::string{ctx.aggregate_id()}, e.owner);
+    w.put("owners", std::string{ctx.aggregate_id()}, e.owner.value());
     return {};
   }
 };

@@ -31,7 +31,7 @@ struct bonus_saga {
   using event = std::variant<account_opened>;
   int64_t handled = 0;
   MSGPACK_DEFINE_MAP(handled);
-  static interest interested(const account_opened& e) { return interest::start(e.owner); }
+  static interest interested(const account_opened& e) { return interest::start(e.owner.value()); }
   commands handle(const account_opened&, const event_context& rec) const {
     return {command(deposit{account_of(rec), 1}), command(deposit{account_of(rec), 2})};
   }
@@ -55,7 +55,7 @@ struct clumsy_saga {
   using event = std::variant<account_opened>;
   std::string owner;
   MSGPACK_DEFINE_MAP(owner);
-  static interest interested(const account_opened& e) { return interest::start(e.owner); }
+  static interest interested(const account_opened& e) { return interest::start(e.owner.value()); }
   commands handle(const account_opened&, const event_context& rec) const {
     return {command(withdraw{account_of(rec), 1000})};
   }
@@ -190,7 +190,7 @@ struct opened_counter {
   using event = std::variant<account_opened>;
   int64_t seen = 0;
   MSGPACK_DEFINE_MAP(seen);
-  static interest interested(const account_opened& e) { return interest::start(e.owner); }
+  static interest interested(const account_opened& e) { return interest::start(e.owner.value()); }
   commands handle(const account_opened&) const { return {}; }
   void apply(const account_opened&) { ++seen; }
 };

@@ -36,7 +36,7 @@ struct lost_saga {
   using event = std::variant<account_opened>;
   std::string owner;
   MSGPACK_DEFINE_MAP(owner);
-  static sourcery::interest interested(const account_opened& e) { return sourcery::interest::start(e.owner); }
+  static sourcery::interest interested(const account_opened& e) { return sourcery::interest::start(e.owner.value()); }
   sourcery::commands handle(const account_opened&) const { return {sourcery::command(unrouted{"test"})}; }
 };
 
@@ -68,8 +68,8 @@ struct slow_saga {
   using event = std::variant<account_opened>;
   std::string owner;
   MSGPACK_DEFINE_MAP(owner);
-  static sourcery::interest interested(const account_opened& e) { return sourcery::interest::start(e.owner); }
-  sourcery::commands handle(const account_opened& e) const { return {sourcery::command(nap{e.owner, 150})}; }
+  static sourcery::interest interested(const account_opened& e) { return sourcery::interest::start(e.owner.value()); }
+  sourcery::commands handle(const account_opened& e) const { return {sourcery::command(nap{e.owner.value(), 150})}; }
 };
 
 /// Starts an instance per opened account and never stops it: only idleness ends it.
@@ -78,7 +78,7 @@ struct greeter {
   using event = std::variant<account_opened>;
   std::string owner;
   MSGPACK_DEFINE_MAP(owner);
-  static sourcery::interest interested(const account_opened& e) { return sourcery::interest::start(e.owner); }
+  static sourcery::interest interested(const account_opened& e) { return sourcery::interest::start(e.owner.value()); }
   sourcery::commands handle(const account_opened&) const { return {}; }
 };
 

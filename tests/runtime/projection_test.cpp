@@ -39,7 +39,7 @@ struct balance_view {
     return {};
   }
   caf::error project(const account_opened& e, const event_context& ctx, projection_store::writer& w) {
-    w.put("owners", ctx.stream_id, e.owner);
+    w.put("owners", ctx.stream_id, e.owner.value());
     return {};
   }
   caf::error project(const money_deposited& e, const event_context& ctx, projection_store::writer& w) {

@@ -14,7 +14,7 @@ namespace sourcery::persistence {
 
 namespace {
 
-int64_t now_micros() {
+int64_t wall_micros() {
   using namespace std::chrono;
   return duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
 }
@@ -96,7 +96,7 @@ void memory_store::do_append(std::string stream, expected_version expected,
       }
     }
     if (result) {
-      auto now = now_micros();
+      auto now = wall_micros();
       append_result r;
       for (auto& ev : events) {
         recorded_event rec;
@@ -146,7 +146,7 @@ caf::expected<void> memory_store::do_delete_stream(std::string_view stream, expe
                         + ", expected " + expected.to_string());
   auto& s = impl_->streams[std::string{stream}];
   s.deleted = true;
-  s.updated_at = now_micros();
+  s.updated_at = wall_micros();
   impl_->snapshots.erase(std::string{stream});
   return {};
 }
@@ -208,7 +208,7 @@ caf::expected<void> memory_store::do_save_snapshot(snapshot snap) {
   auto key_for = [this](std::string_view subject) { return impl_->key_for(*this, subject); };
   if (auto err = seal_personal_fields(snap.data, snap.stream_id, key_for))
     return err;
-  snap.created_at = now_micros();
+  snap.created_at = wall_micros();
   auto key = snap.stream_id;
   impl_->snapshots[key] = std::move(snap);
   return {};

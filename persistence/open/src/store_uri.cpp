@@ -7,6 +7,7 @@
 #include "sourcery/config.hpp"
 #include "sourcery/persistence/lmdb_store.hpp"
 #include "sourcery/persistence/memory_store.hpp"
+#include "personal_data.hpp"
 #if SOURCERY_WITH_POSTGRES
 #include "sourcery/persistence/postgres_projection_store.hpp"
 #include "sourcery/persistence/postgres_store.hpp"
@@ -184,7 +185,9 @@ caf::expected<std::unique_ptr<Base>> widen(caf::expected<std::unique_ptr<T>> ope
 
 } // namespace
 
-caf::expected<std::unique_ptr<event_store>> open_store(const store_uri& uri, const store_open_options& options) {
+namespace {
+
+caf::expected<std::unique_ptr<event_store>> open_store_only(const store_uri& uri, const store_open_options& options) {
   switch (uri.type) {
     case store_uri::kind::memory:
       return std::unique_ptr<event_store>{std::make_unique<memory_store>()};
@@ -198,6 +201,23 @@ caf::expected<std::unique_ptr<event_store>> open_store(const store_uri& uri, con
 #endif
   }
   return make_error(store_errc::invalid_argument, "unknown store kind");
+}
+
+} // namespace
+
+caf::expected<std::unique_ptr<event_store>> open_store(const store_uri& uri, const store_open_options& options) {
+  std::optional<detail::master_key> master;
+  if (!options.master_key_file.empty()) { // read first: a bad file opens nothing
+    auto key = detail::read_master_key(options.master_key_file);
+    if (!key)
+      return key.error();
+    master = *key;
+  }
+  auto store = open_store_only(uri, options);
+  if (store && master)
+    if (auto err = (*store)->use_master_key(bytes(master->begin(), master->end())))
+      return err;
+  return store;
 }
 
 caf::expected<std::unique_ptr<projection_store>> open_read_models(const store_uri& uri,

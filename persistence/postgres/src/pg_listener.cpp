@@ -84,7 +84,7 @@ void postgres_state::run_listener() {
     // LISTEN first, then catch up: a commit between the two is seen either way.
     // Forgotten subjects announced while not listening are not known: every
     // cached key goes, and is read again when needed.
-    owner->keys().clear();
+    owner->forgotten_elsewhere("");
     if (!c->exec("LISTEN " + pg::quote_ident(channel), op_deadline())
         || !c->exec("LISTEN " + pg::quote_ident(forget_channel), op_deadline()) || !read_head()) {
       pause(backoff);
@@ -110,7 +110,7 @@ void postgres_state::run_listener() {
       bool rose = false;
       while (PGnotify* n = PQnotifies(c->raw())) {
         if (n->relname == forget_channel) { // a subject forgotten, by this node or another
-          owner->keys().drop(from_hex(n->extra));
+          owner->forgotten_elsewhere(from_hex(n->extra));
           PQfreemem(n);
           continue;
         }

@@ -363,7 +363,7 @@ void postgres_state::write_appends(std::vector<pg_append>& batch) {
         }
         if (fence_now) {
           auto lease = fence_now->lease_for(a.stream);
-          if (lease.epoch <= 0 || not_held.count(lease.name)) {
+          if (lease.required && (lease.epoch <= 0 || not_held.count(lease.name))) {
             answers.emplace_back(make_error(store_errc::fenced,
                                             "this node (" + fence_now->owner() + ") does not hold lease " + lease.name
                                               + " of " + stream_text(a.stream) + ": it moved to another node"));
@@ -426,7 +426,8 @@ void postgres_state::write_appends(std::vector<pg_append>& batch) {
         touched[a.stream].second = row.version;
         if (fence_now) {
           auto lease = fence_now->lease_for(a.stream);
-          wanted.emplace(std::move(lease.name), lease.epoch);
+          if (lease.required)
+            wanted.emplace(std::move(lease.name), lease.epoch);
         }
         answers.emplace_back(append_result{row.version, 0, 0}); // positions once the counter answered
       }

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "../commands/dispatch_deadlines.hpp"
+#include "sourcery/persistence/personal.hpp"
 #include "sourcery/persistence/store_uri.hpp"
 #include "strong_wait.hpp"
 
@@ -63,6 +64,7 @@ caf::expected<std::unique_ptr<application>> application::start(application_confi
       app->store_uri_ = uri;
     persistence::store_open_options opts;
     opts.mode = config.durability;
+    opts.master_key_file = config.master_key_file;
     auto store = persistence::open_store(uri, opts);
     if (!store)
       return store.error();
@@ -100,6 +102,10 @@ caf::expected<std::unique_ptr<application>> application::start(application_confi
   });
   app->router_ = std::move(routes);
   app->middleware_ = std::move(middleware);
+  // The application reads personal data; the operator's tools do not.
+  app->store_->reveal_personal_data();
+  if (auto err = app->types_.add<subject_forgotten>(subject_forgotten::type_name))
+    return err;
   if (auto err = app->host_aggregates())
     return err;
   if (!shared_store)

@@ -1,5 +1,7 @@
 #include "shard_table.hpp"
 
+#include "sourcery/persistence/personal.hpp"
+
 #include "sourcery/runtime/cluster/placement.hpp"
 
 namespace sourcery::cluster::detail {
@@ -23,6 +25,8 @@ uint32_t shard_table::shard_of(std::string_view stream) const noexcept {
 }
 
 persistence::fence_lease shard_table::lease_for(std::string_view stream) const {
+  if (stream == forgotten_subjects_stream)
+    return {"", 0, false};
   auto shard = shard_of(stream);
   std::lock_guard guard{mtx_};
   return {shard_lease(shard), slots_[shard].epoch};

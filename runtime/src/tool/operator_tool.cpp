@@ -95,6 +95,11 @@ const std::vector<command>& commands() {
      "Its events stay in $all (handlers have seen them). --expected-version N\n"
      "deletes only while the stream is at version N (wrong_expected_version).",
      {"--expected-version"}, run_delete},
+    {"forget", "SUBJECT", 1, "forgets a subject's personal data: its key is deleted for good",
+     "Personal fields sealed for SUBJECT (an event's stream, or the subject its\n"
+     "events name) read as forgotten from then on, everywhere. Handlers and\n"
+     "projections are told first (a sourcery.subject_forgotten event), so that\n"
+     "they erase their copies. Forgetting again, or an unknown subject, is fine.", {}, run_forget},
     {"cluster", "", 0, "lists each cluster's members, their shards and the handlers they run",
      "From the membership and lease tables of a PostgreSQL store (--store): each\n"
      "member's state (up, down, left), incarnation and last renewal by the\n"
@@ -106,7 +111,7 @@ const std::vector<command>& commands() {
 }
 
 const char* const general_footer =
-  "The store is opened read-only except by init, import, rebuild, drop, delete and the\n"
+  "The store is opened read-only except by init, import, rebuild, drop, delete, forget and the\n"
   "handler operations (reset, skip, retry), so a running application is not disturbed,\n"
   "and nothing is created where no store is. The store: --store URI, else SOURCERY_STORE,\n"
   "else --data-dir's default. 'help COMMAND' is 'COMMAND --help'.\n"

@@ -87,6 +87,7 @@ int run_cluster(const context& ctx);
 int run_init(const context& ctx);
 int run_drop(const context& ctx);
 int run_delete(const context& ctx);
+int run_forget(const context& ctx);
 int run_trace(const context& ctx);
 int run_handlers(const context& ctx);
 int run_reset(const context& ctx);

@@ -8,6 +8,8 @@
 #if SOURCERY_WITH_POSTGRES
 #include "sourcery/persistence/postgres_store.hpp"
 #endif
+#include "sourcery/persistence/event_registry.hpp"
+#include "sourcery/persistence/personal.hpp"
 #include "tool_context.hpp"
 #include "tool_output.hpp"
 
@@ -130,6 +132,34 @@ int run_delete(const context& ctx) {
     return store_failure(ctx, "delete " + stream, r.error());
   std::printf("deleted stream %s at version %llu (its events stay in $all; the stream takes no more)\n",
               stream.c_str(), static_cast<unsigned long long>(info->version));
+  return 0;
+}
+
+int run_forget(const context& ctx) {
+  const auto& subject = ctx.opts.args.at(0);
+  if (subject.empty() || subject.size() > 400)
+    return failure(ctx, "forget: a subject is 1 to 400 bytes");
+  auto store = open_writable(ctx);
+  if (!store)
+    return 1;
+  // As application::forget: the consumers are told first, then the key goes.
+  persistence::event_registry types;
+  if (auto err = types.add<subject_forgotten>(subject_forgotten::type_name))
+    return store_failure(ctx, "forget " + subject, err);
+  auto announcement = types.encode(subject_forgotten{subject});
+  if (!announcement)
+    return store_failure(ctx, "forget " + subject, announcement.error());
+  if (auto r = store->append(forgotten_subjects_stream, persistence::expected_version::any(), {*announcement}); !r)
+    return store_failure(ctx, "forget " + subject, r.error());
+  auto forgot = store->forget(subject);
+  if (!forgot)
+    return store_failure(ctx, "forget " + subject, forgot.error());
+  if (*forgot)
+    std::printf("forgot %s: its key is deleted, and its personal fields read as forgotten from now on\n",
+                subject.c_str());
+  else
+    std::printf("%s has no key (forgotten before, or it never had personal data): nothing more to forget\n",
+                subject.c_str());
   return 0;
 }
 

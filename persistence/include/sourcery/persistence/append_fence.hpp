@@ -17,6 +17,9 @@ namespace sourcery::persistence {
 struct fence_lease {
   std::string name;  ///< e.g. "shard:17"
   int64_t epoch = 0; ///< 0: not held (appends to the stream are refused)
+  /// False for a stream any node may append to, unchecked (the forgotten
+  /// subjects': personal.hpp).
+  bool required = true;
 };
 
 /// Tells the store which lease covers each stream. Called on the store's

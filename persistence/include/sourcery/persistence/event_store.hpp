@@ -175,6 +175,12 @@ public:
   /// store's own errors.
   caf::expected<bool> forget(std::string_view subject);
 
+  /// How many forgets this store has seen: this process's, and on a store
+  /// several processes share, the others' as they are announced. Whoever
+  /// keeps decoded personal data in memory (an aggregate's state) loads it
+  /// again once this moves.
+  uint64_t forgets() const noexcept { return forgets_.load(std::memory_order_acquire); }
+
   // -- clusters ---------------------------------------------------------------
 
   /// From now on every append is checked against `fence` inside its
@@ -237,6 +243,9 @@ protected:
   /// one). Errors: those of `key_for`, malformed_payload, invalid_argument.
   caf::error seal_personal_fields(bytes& data, std::string_view subject,
                                   const std::function<caf::expected<detail::subject_key>(std::string_view)>& key_for) const;
+  /// Another process forgot `subject` (empty: maybe some, unknown which):
+  /// the cached keys go, and `forgets` moves.
+  void forgotten_elsewhere(std::string_view subject) const;
   /// The master key, or null.
   const std::array<uint8_t, 32>* master_key() const noexcept { return has_master_ ? &master_ : nullptr; }
   /// Keys this process knows to be committed.
@@ -265,6 +274,7 @@ private:
 
   const event_registry* registry_ = nullptr;
   bool reveal_ = false;
+  mutable std::atomic<uint64_t> forgets_{0};
   bool has_master_ = false;
   std::array<uint8_t, 32> master_{};
   std::unique_ptr<detail::key_cache> keys_;

@@ -23,6 +23,7 @@
 
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -54,6 +55,11 @@ public:
 
   personal() = default;
   personal(T value) : value_(std::move(value)) {}
+  /// From anything a `T` is made of: `personal<std::string>{"Ada"}`.
+  template <class U>
+    requires(std::is_constructible_v<T, U &&> && !std::is_same_v<std::decay_t<U>, T>
+             && !std::is_same_v<std::decay_t<U>, personal>)
+  personal(U&& value) : value_(std::forward<U>(value)) {}
   personal& operator=(T value) {
     value_ = std::move(value);
     state_ = state::known;
@@ -102,6 +108,26 @@ private:
   state state_ = state::known;
   std::vector<uint8_t> sealed_; // the sealed form, kept as read when `sealed`
 };
+
+/// Announces that a subject was forgotten (application::forget, `sourcery
+/// forget`), before its key is deleted. A projection or handler that copies
+/// personal data lists it among its events and erases its copy:
+///
+///     caf::error project(const sourcery::subject_forgotten& e, const sourcery::event_context&, writer& w) {
+///       w.erase("owners", e.subject);
+///       return {};
+///     }
+///
+/// Replayed like any event, so a rebuilt read model forgets again.
+struct subject_forgotten {
+  static constexpr const char* type_name = "sourcery.subject_forgotten";
+  std::string subject;
+  SOURCERY_FIELDS(subject)
+};
+
+/// The stream of `subject_forgotten` events. Any node of a cluster appends
+/// to it (its appends are not fenced: nothing in it depends on order).
+inline constexpr const char* forgotten_subjects_stream = "sourcery.forgotten";
 
 } // namespace sourcery
 

@@ -42,6 +42,9 @@ struct application_config {
   /// The LMDB store's directory (ignored with `in_memory` or `store_uri`).
   std::string data_dir = "sourcery-data";
   bool in_memory = false;
+  /// A file with the master key that wraps the subjects' keys at rest
+  /// (personal.hpp; `--master-key FILE`): 32 bytes or 64 hex digits.
+  std::string master_key_file;
   persistence::durability durability = persistence::durability::durable;
   /// CAF scheduler threads (0: one per core).
   int scheduler_threads = 0;
@@ -177,6 +180,16 @@ public:
   /// (`handler(name)` tells how far). Errors: invalid_route for an unknown
   /// projection, and the rebuild's.
   caf::error rebuild_projection(const std::string& name);
+
+  /// Forgets `subject` (personal.hpp): appends a `subject_forgotten` event,
+  /// so that handlers and projections erase their copies (now, and again in
+  /// any rebuild), then deletes the subject's key. From then on its
+  /// personal fields read as forgotten everywhere (on every node of a
+  /// cluster). Returns whether the subject had a key; forgetting it again,
+  /// or an unknown subject, is not an error.
+  /// Errors: invalid_argument (a subject of 0 or more than 400 bytes), and
+  /// the store's (then call it again: it is idempotent).
+  caf::expected<bool> forget(const std::string& subject);
 
   /// A handler's or projection's status by name, or nullptr.
   std::shared_ptr<handler_status> handler(const std::string& name) const;

@@ -75,6 +75,9 @@ struct store_open_options {
   bool read_only = false;
   /// LMDB: check every page at open.
   bool check_pages = true;
+  /// A file holding the master key that wraps the subjects' keys
+  /// (personal.hpp): 32 bytes, or 64 hexadecimal digits. Empty: none.
+  std::string master_key_file;
 };
 
 /// Opens the store `uri` names. Errors: those of the store's `open`.

@@ -83,6 +83,15 @@ public:
     }
   }
 
+  /// Adds `--master-key FILE` (application_config::master_key_file): the
+  /// key that wraps the subjects' keys of personal data at rest.
+  void add_master_key(CLI::App& app, std::string& file) {
+    app.add_option("--master-key", file,
+                   "a file with the key (32 bytes, or 64 hex digits) that wraps the keys of personal data at rest")
+      ->type_name("FILE")
+      ->check(CLI::ExistingFile);
+  }
+
   /// After parsing: the store from SOURCERY_STORE when none was named.
   /// Returns 2 (having said why) for a bad URI there; none to go on.
   std::optional<int> finish() const {

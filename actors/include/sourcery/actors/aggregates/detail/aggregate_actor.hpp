@@ -23,6 +23,10 @@ struct aggregate_actor_state {
   std::string stream;
   caf::actor owner; // the registry, asked before passivating
   std::optional<loaded<A>> current;
+  // The store's count of forgotten subjects when `current` was loaded: once
+  // it moves, `current` may hold personal data that is gone, and is loaded
+  // again (so that no later snapshot seals it anew).
+  uint64_t forgets_seen = 0;
   bool busy = false;
   bool stopping = false;
   std::optional<lifespan> next_lifespan; // chosen by the last command
@@ -118,7 +122,10 @@ void process(aggregate_self<A>* self, command_delivery cmd, int attempt = 0) {
     return process_next(self);
   }
   try {
+    if (st.current && st.forgets_seen != st.repo().store().forgets())
+      st.current.reset();
     if (!st.current) {
+      st.forgets_seen = st.repo().store().forgets();
       auto l = st.repo().load(st.stream);
       if (!l) {
         answer_error(self, cmd, l.error());
