@@ -1,7 +1,7 @@
 // todo-server — the Todo-Backend API (todobackend.com), event-sourced.
 //
 //   todo-server [--port N] [--address A] [--store URI] [--data-dir DIR] [--in-memory]
-//               [--cluster NAME --node HOST:PORT]
+//               [--cluster NAME --node HOST:PORT] [--tenants]
 //   todo-server admin COMMAND ...   the operator tool, with the todo list projection
 //
 // Serves /todos on LMDB in DIR (default ./todo-data) until SIGINT or SIGTERM,
@@ -9,7 +9,9 @@
 // directory, it serves the same todos. /health and /metrics are for operators.
 // With --cluster, several servers on one PostgreSQL store serve one todo
 // list: each todo's commands run on the node owning it, the list's
-// projection on one node of the cluster.
+// projection on one node of the cluster. With --tenants, /{tenant}/todos is
+// each tenant's own list in its own store: DIR/tenants/<name> on LMDB, the
+// schema tenant_<name> on PostgreSQL.
 
 #include <cstdio>
 #include <cstdlib>
@@ -21,6 +23,7 @@
 #include "sourcery/runtime/http/gateway.hpp"
 #include "sourcery/runtime/tool/operator_tool.hpp"
 #include "todo_api.hpp"
+#include "todo_tenants.hpp"
 
 namespace {
 
@@ -32,7 +35,53 @@ const char* const routes_help =
   "  GET    /todos/{id}     one todo                                      200 | 404\n"
   "  PATCH  /todos/{id}     {\"title\"?, \"completed\"?, \"order\"?}          200 | 404 | 415 | 422\n"
   "  DELETE /todos/{id}     deletes one todo                              204 | 404\n"
-  "  GET    /health         the server's state (503 while it cannot write); GET /metrics: Prometheus\n";
+  "  GET    /health         the server's state (503 while it cannot write); GET /metrics: Prometheus\n"
+  "With --tenants, the same routes under /{tenant}: /acme/todos is tenant acme's own list.\n";
+
+/// todo-server --tenants: an application per tenant, opened on demand.
+int serve_tenants(const sourcery::application_config& config, sourcery::http::gateway_config http,
+                  const std::string& cluster) {
+  if (!cluster.empty()) {
+    std::fprintf(stderr, "todo-server: --tenants does not run in a cluster yet: drop --cluster\n");
+    return 2;
+  }
+  std::string root = config.in_memory ? "memory:" : "lmdb:" + config.data_dir + "/tenants";
+  if (!config.store_uri.empty()) {
+    auto uri = sourcery::persistence::store_uri::parse(config.store_uri);
+    if (uri && uri->type == sourcery::persistence::store_uri::kind::memory)
+      root = "memory:";
+    else if (uri && uri->type == sourcery::persistence::store_uri::kind::lmdb)
+      root = "lmdb:" + uri->location + "/tenants";
+    else
+      root = config.store_uri; // PostgreSQL: a schema per tenant
+  }
+  auto host_cfg = todo::tenants_config(root);
+  host_cfg.base = config;
+  if (host_cfg.base.scheduler_threads == 0)
+    host_cfg.base.scheduler_threads = 1; // many applications share the cores
+  auto host = sourcery::application_host::start(std::move(host_cfg));
+  if (!host) {
+    std::fprintf(stderr, "todo-server: %s\n", sourcery::describe_error(host.error()).c_str());
+    return 1;
+  }
+  sourcery::http::gateway gw;
+  todo::add_tenant_routes(gw, **host);
+  gw.route("GET", "/health", [h = host->get()](sourcery::http::request&, sourcery::http::responder answer) {
+    answer(sourcery::http::json_response(200, nlohmann::json{{"status", "ok"}, {"tenants", h->open_tenants()}}));
+  });
+  if (auto err = gw.start(http)) {
+    std::fprintf(stderr, "todo-server: %s\n", sourcery::describe_error(err).c_str());
+    return 1;
+  }
+  gw.stop_on_signals();
+  std::printf("todo-server: listening on http://%s:%u/{tenant}/todos (tenants in %s)\n", http.address.c_str(),
+              gw.port(), sourcery::persistence::redact_password(root).c_str());
+  std::fflush(stdout);
+  gw.wait();
+  std::printf("todo-server: stopping\n");
+  (*host)->stop();
+  return 0;
+}
 
 } // namespace
 
@@ -50,8 +99,14 @@ int main(int argc, char** argv) {
   cli.add_option("--port", http.port, "the HTTP port (0: any free port)")->capture_default_str();
   cli.add_option("--address", http.address, "the HTTP address (127.0.0.1: this machine only; 0.0.0.0: every interface)")
     ->capture_default_str();
+  bool tenants = false;
+  cli.add_flag("--tenants", tenants,
+               "serve a todo list per tenant at /{tenant}/todos (a name of 1 to 40 of a-z, 0-9 and '-'), each in "
+               "a store of its own: DIR/tenants/<name>, or the schema tenant_<name>");
   cli.footer(std::string{routes_help} + "\ntodo-server admin COMMAND ...: the operator tool (`todo-server admin --help`).\n");
   options.parse(cli, argc, argv, config);
+  if (tenants)
+    return serve_tenants(config, http, options.cluster_name());
 
   sourcery::http::gateway gw;
   // Declared down by its cluster, or a tree that gave up: stop serving and exit non-zero, so the process

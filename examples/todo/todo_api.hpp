@@ -33,9 +33,10 @@ using json = nlohmann::json;
 
 class todo_api {
 public:
-  /// Commands go through `commands`; queries read `models`.
-  todo_api(sourcery::dispatcher& commands, sourcery::persistence::projection_store& models)
-    : app_(commands), models_(models) {}
+  /// Commands go through `commands`; queries read `models`. `prefix`: the
+  /// path before /todos (a tenant's "/acme"), for the todos' urls.
+  todo_api(sourcery::dispatcher& commands, sourcery::persistence::projection_store& models, std::string prefix = {})
+    : app_(commands), models_(models), prefix_(std::move(prefix)) {}
 
   void add_routes(http::gateway& gw) {
     gw.route("GET", "/todos", [this](http::request& req, http::responder answer) { list(req, answer); });
@@ -46,8 +47,9 @@ public:
     gw.route("DELETE", "/todos/{id}", [this](http::request& req, http::responder answer) { remove(req, answer); });
   }
 
-private:
-  /// A row of the read model as the API shows it.
+  // The routes' handlers (public: a server of tenants calls them itself).
+
+  /// A row of the read model as the API shows it; `origin` includes the prefix.
   static json present(const std::string& origin, const todo_row& row) {
     json t{{"id", row.id}, {"title", row.title}, {"completed", row.completed}, {"url", origin + "/todos/" + row.id}};
     if (row.order)
@@ -84,7 +86,7 @@ private:
       return answer(all.err());
     auto out = json::array();
     for (auto& r : *all)
-      out.push_back(present(req.origin(), r));
+      out.push_back(present(base(req), r));
     answer(http::json_response(200, out));
   }
 
@@ -95,7 +97,7 @@ private:
       return answer(r.err());
     if (!*r)
       return answer(http::error{404, "not_found", "no todo " + id});
-    answer(http::json_response(200, present(req.origin(), **r)));
+    answer(http::json_response(200, present(base(req), **r)));
   }
 
   /// The fields a POST or PATCH body may carry, checked, as an update (no id yet).
@@ -119,7 +121,7 @@ private:
       return answer(http::error{422, "missing_field", "field 'title' is required"});
     create_todo cmd{sourcery::persistence::uuid::time_ordered().to_string(), *f->title, f->order,
                     f->completed.value_or(false)};
-    answer_with_row(req.origin(), cmd.id, cmd, 201, answer);
+    answer_with_row(base(req), cmd.id, cmd, 201, answer);
   }
 
   void update(const http::request& req, const http::responder& answer) {
@@ -132,7 +134,7 @@ private:
       return answer(known.err());
     if (!*known)
       return answer(http::error{404, "not_found", "no todo " + f->id});
-    answer_with_row(req.origin(), f->id, *f, 200, answer);
+    answer_with_row(base(req), f->id, *f, 200, answer);
   }
 
   void remove(const http::request& req, const http::responder& answer) {
@@ -196,8 +198,12 @@ private:
     });
   }
 
+private:
+  std::string base(const http::request& req) const { return req.origin() + prefix_; }
+
   sourcery::dispatcher& app_;
   sourcery::persistence::projection_store& models_;
+  std::string prefix_;
 };
 
 /// Starts the todo application's read model: call once after

@@ -8,6 +8,8 @@
 #include <caf/scheduler/test_coordinator.hpp>
 #include <caf/scoped_actor.hpp>
 
+#include "sourcery/supervision/detail/scoped_self.hpp"
+
 #include "supervisor_actor.hpp"
 
 namespace sourcery::supervision {
@@ -94,7 +96,7 @@ template <class T, class... Ts>
 caf::expected<T> ask(caf::actor_system& sys, const caf::actor& dest, Ts&&... xs) {
   if (auto* sched = testing_scheduler(sys))
     return ask_deterministic<T>(sys, *sched, dest, std::forward<Ts>(xs)...);
-  caf::scoped_actor self{sys};
+  sourcery::detail::scoped_self self{sys};
   caf::expected<T> result = caf::error{};
   self->request(dest, control_timeout, std::forward<Ts>(xs)...)
     .receive([&](T& value) { result = std::move(value); }, [&](caf::error& err) { result = std::move(err); });
@@ -109,7 +111,7 @@ caf::expected<void> ask_unit(caf::actor_system& sys, const caf::actor& dest, aut
       return r.error();
     return {};
   }
-  caf::scoped_actor self{sys};
+  sourcery::detail::scoped_self self{sys};
   caf::error failure;
   self->request(dest, control_timeout, std::forward<decltype(xs)>(xs)...)
     .receive([] {}, [&](caf::error& err) { failure = std::move(err); });
@@ -130,7 +132,7 @@ caf::expected<supervisor> supervisor::start(caf::actor_system& system, superviso
     auto down = await_down_deterministic(system, *sched, handle);
     return down && *down ? *down : started.error();
   }
-  caf::scoped_actor self{system};
+  sourcery::detail::scoped_self self{system};
   self->monitor(handle);
   caf::error failure;
   self->request(handle, control_timeout, detail::started_atom::value)
@@ -195,7 +197,7 @@ void supervisor::stop(std::chrono::milliseconds timeout) {
     handle_ = nullptr;
     return;
   }
-  caf::scoped_actor self{*system_};
+  sourcery::detail::scoped_self self{*system_};
   self->monitor(handle_);
   self->send_exit(handle_, caf::exit_reason::user_shutdown);
   self->receive([](caf::down_msg&) {}, caf::after(timeout) >> [] {});

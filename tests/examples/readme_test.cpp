@@ -10,6 +10,8 @@
 
 #include <gtest/gtest.h>
 
+#include "sourcery/persistence/personal.hpp"
+
 #include "../../examples/bank/balances.hpp"
 #include "../../examples/bank/routes.hpp"
 #include "../../examples/todo/todo.hpp"
@@ -283,6 +285,32 @@ std::vector<std::string> trimmed_lines(const std::string& text) {
     out.push_back(a == std::string::npos ? std::string{} : line.substr(a, b - a + 1));
   }
   return out;
+}
+
+namespace readme_personal {
+// README: personal data
+struct account_opened {
+  sourcery::personal<std::string> owner;          // sealed with the key of the event's stream
+  SOURCERY_EVENT("bank.account_opened", owner)
+};
+struct consent_given {
+  std::string patient;
+  sourcery::personal<std::string> name;           // sealed with the key of subject `patient`
+  SOURCERY_EVENT("consent.given", patient, name)
+  SOURCERY_SUBJECT(patient)
+};
+} // namespace readme_personal
+
+TEST(readme, personal_fields_name_their_subject) {
+  sourcery::persistence::event_registry types;
+  ASSERT_FALSE(types.add<readme_personal::account_opened>("bank.account_opened"));
+  ASSERT_FALSE(types.add<readme_personal::consent_given>("consent.given"));
+  auto opened = types.encode(readme_personal::account_opened{std::string{"Zoe"}});
+  ASSERT_TRUE(opened);
+  EXPECT_EQ(opened->subject, "") << "the stream's";
+  auto given = types.encode(readme_personal::consent_given{"patient-4", std::string{"Ana"}});
+  ASSERT_TRUE(given);
+  EXPECT_EQ(given->subject, "patient-4");
 }
 
 TEST(readme, every_cpp_block_of_the_readme_is_compiled_here) {

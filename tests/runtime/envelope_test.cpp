@@ -107,6 +107,7 @@ TEST_F(every_example_command, goes_through_an_envelope_and_back_unchanged) {
   round_trip(consent::ask_consent{scope});
   round_trip(consent::grant_consent{scope});
   round_trip(consent::revoke_consent{scope});
+  round_trip(consent::register_patient{"p1", "Ana Moreira"});
   std::set<std::string> routed;
   for (const auto& [name, route] : routes_.commands())
     routed.insert(name);

@@ -10,6 +10,7 @@
 #include "../commands/dispatch_deadlines.hpp"
 #include "sourcery/persistence/personal.hpp"
 #include "sourcery/persistence/store_uri.hpp"
+#include "sourcery/supervision/detail/scoped_self.hpp"
 #include "strong_wait.hpp"
 
 namespace sourcery {
@@ -79,6 +80,9 @@ caf::expected<std::unique_ptr<application>> application::start(application_confi
   if (config.configure_actors)
     config.configure_actors(app->cfg_);
   app->system_ = std::make_unique<caf::actor_system>(app->cfg_);
+  // Whatever thread stops this application, it must not wait for this one
+  // (scoped_self.hpp).
+  detail::release_thread_logger();
   supervision::supervisor_flags root_flags;
   root_flags.name = "app_root";
   root_flags.intensity = 10;

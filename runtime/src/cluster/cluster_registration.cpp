@@ -1,5 +1,7 @@
 #include "cluster_registration.hpp"
 
+#include "sourcery/supervision/detail/scoped_self.hpp"
+
 #include <algorithm>
 #include <set>
 
@@ -195,7 +197,7 @@ cluster_registration::~cluster_registration() {
     // middleman's own `unpublish` waits without one, and a broker busy with
     // hostile connections (random bytes announcing huge frames) held a
     // node's SIGTERM for 10 s.
-    caf::scoped_actor self{ctx_.app.system};
+    sourcery::detail::scoped_self self{ctx_.app.system};
     self
       ->request(links_manager(ctx_.app.system, ctx_.settings.tls.enabled()), std::chrono::seconds{1},
                 caf::unpublish_atom::value,
@@ -206,7 +208,7 @@ cluster_registration::~cluster_registration() {
     // Stopped before this object goes, and before the membership: its
     // hooks (a peer's nudge, a ping's answer or timeout, a peer's command)
     // call into both.
-    caf::scoped_actor self{ctx_.app.system};
+    sourcery::detail::scoped_self self{ctx_.app.system};
     self->monitor(link_);
     self->send_exit(link_, caf::exit_reason::user_shutdown);
     self->receive([](const caf::down_msg&) {}, caf::after(std::chrono::seconds{10}) >> [] {});
