@@ -14,6 +14,7 @@
 
 #include <libpq-fe.h>
 
+#include "../examples/todo/todo_tenants.hpp"
 #include "bank_load.hpp"
 #include "sourcery/persistence/personal.hpp"
 #include "sourcery/persistence/store_uri.hpp"
@@ -115,14 +116,73 @@ void forget_10k(const std::string& dir) {
   auto start = std::chrono::steady_clock::now();
   auto forgot = app->forget("wallet-big");
   double ms = seconds_since(start) * 1000.0;
-  auto state = app->aggregate_state<wallet>("big");
+  auto state = app->aggregate_state<wallet>("wallet-big");
   auto first = app->store().read_stream("wallet-big", 1, 1);
   if (!forgot || !*forgot || !state || state->balance != 10'000 || !first || first->empty()
       || !types.decode<paid_in>(first->front())->payer.forgotten()) {
-    std::fprintf(stderr, "forget_10k: the subject was not forgotten\n");
+    std::fprintf(stderr, "forget_10k: the subject was not forgotten (forget %s, balance %s)\n",
+                 !forgot ? describe_error(forgot.error()).c_str() : *forgot ? "had a key" : "no key",
+                 !state ? describe_error(state.error()).c_str() : std::to_string(state->balance).c_str());
     std::exit(1);
   }
   report("dispatch", "forget_10k_ms", ms, "ms");
+}
+
+// -- tenants -----------------------------------------------------------------------
+
+/// 100 todo tenants opened one after another (each its own LMDB store,
+/// actor system, supervision tree and read model), and the heap one open,
+/// idle tenant takes (in a child with one malloc arena, as w5), allocated
+/// and resident.
+void tenants(const std::string& dir) {
+  {
+    auto host = sourcery::application_host::start(todo::tenants_config("lmdb:" + dir + "/open"));
+    if (!host) {
+      std::fprintf(stderr, "tenants: %s\n", describe_error(host.error()).c_str());
+      std::exit(1);
+    }
+    auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < 100; ++i)
+      if (!(*host)->open("t" + std::to_string(i))) {
+        std::fprintf(stderr, "tenants: cannot open t%d\n", i);
+        std::exit(1);
+      }
+    report("dispatch", "tenants_100_open_seconds", seconds_since(start), "s");
+  }
+  std::fflush(stdout);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    mallopt(M_ARENA_MAX, 1);
+    auto host = sourcery::application_host::start(todo::tenants_config("lmdb:" + dir + "/idle"));
+    std::vector<std::shared_ptr<sourcery::tenant>> held;
+    for (int i = 0; i < 5; ++i) // warm up
+      held.push_back(*(*host)->open("w" + std::to_string(i)));
+    std::this_thread::sleep_for(std::chrono::milliseconds{200});
+    auto resident = [] { // bytes of this process in memory (/proc/self/statm)
+      long pages = 0, rss = 0;
+      if (FILE* f = std::fopen("/proc/self/statm", "r")) {
+        if (std::fscanf(f, "%ld %ld", &pages, &rss) != 2)
+          rss = 0;
+        std::fclose(f);
+      }
+      return static_cast<double>(rss) * static_cast<double>(::sysconf(_SC_PAGESIZE));
+    };
+    auto before = heap_in_use();
+    auto rss_before = resident();
+    constexpr int n = 40;
+    for (int i = 0; i < n; ++i)
+      held.push_back(*(*host)->open("i" + std::to_string(i)));
+    std::this_thread::sleep_for(std::chrono::milliseconds{500}); // idle: started, caught up
+    auto after = heap_in_use();
+    // The heap counts what is allocated: LMDB reserves 3 MiB of page lists
+    // per writable environment (two per tenant), mostly never touched.
+    report("dispatch", "tenant_idle_bytes", static_cast<double>(after - before) / n, "bytes");
+    report("dispatch", "tenant_idle_resident_bytes", (resident() - rss_before) / n, "bytes");
+    std::fflush(stdout);
+    std::_Exit(0);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
 }
 
 /// W4: the first command to an account with 10,000 events, without and with
@@ -254,6 +314,8 @@ int run_dispatch_suite(const options& opts) {
   }
   if (wanted("forget"))
     forget_10k((root / "forget").string());
+  if (wanted("tenants"))
+    tenants((root / "tenants").string());
   if (wanted("w4"))
     w4((root / "w4").string());
   if (wanted("w5"))

@@ -5,6 +5,7 @@
 #include <iterator>
 
 #include <openssl/evp.h>
+#include <openssl/opensslv.h>
 #include <openssl/rand.h>
 
 #include "big_endian.hpp"
@@ -183,6 +184,7 @@ void put_ext_header(bytes& out, size_t size, int8_t type) {
 
 /// Rewrites `data`, replacing each ext of `type` by what `replace` appends.
 caf::error rewrite(bytes& data, int8_t type, const std::function<caf::error(const ext_span&, bytes&)>& replace) {
+  // `replace` reads its span of `data`, which stays intact until the end.
   if (!may_hold(data, type))
     return {};
   std::vector<ext_span> exts;
@@ -209,19 +211,39 @@ caf::error rewrite(bytes& data, int8_t type, const std::function<caf::error(cons
 
 // -- AES-256-GCM ------------------------------------------------------------------
 
+// The cipher is fetched once (OpenSSL 3 looks a legacy EVP_CIPHER up in its
+// providers at every init otherwise), and each thread keeps one context per
+// direction with the cipher set: a seal then costs a key schedule and the
+// encryption itself.
+const EVP_CIPHER* aes_256_gcm() {
+  static const EVP_CIPHER* cipher = [] {
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    if (const EVP_CIPHER* fetched = EVP_CIPHER_fetch(nullptr, "AES-256-GCM", nullptr))
+      return fetched;
+#endif
+    return EVP_aes_256_gcm();
+  }();
+  return cipher;
+}
+
 struct cipher_ctx {
-  EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
+  explicit cipher_ctx(bool encrypt) : ctx(EVP_CIPHER_CTX_new()) {
+    ready = ctx != nullptr
+            && (encrypt ? EVP_EncryptInit_ex(ctx, aes_256_gcm(), nullptr, nullptr, nullptr)
+                        : EVP_DecryptInit_ex(ctx, aes_256_gcm(), nullptr, nullptr, nullptr))
+                 == 1;
+  }
   ~cipher_ctx() { EVP_CIPHER_CTX_free(ctx); }
+  EVP_CIPHER_CTX* ctx;
+  bool ready = false;
 };
 
 /// Encrypts `n` bytes at `in` to `out` (n bytes) and writes the tag.
 bool gcm_seal(const uint8_t* key, const uint8_t* nonce, const uint8_t* aad, size_t aad_n, const uint8_t* in,
               size_t n, uint8_t* out, uint8_t* tag) {
-  thread_local cipher_ctx c;
+  thread_local cipher_ctx c{true};
   int len = 0;
-  return c.ctx != nullptr && EVP_EncryptInit_ex(c.ctx, EVP_aes_256_gcm(), nullptr, nullptr, nullptr) == 1
-         && EVP_CIPHER_CTX_ctrl(c.ctx, EVP_CTRL_GCM_SET_IVLEN, nonce_size, nullptr) == 1
-         && EVP_EncryptInit_ex(c.ctx, nullptr, nullptr, key, nonce) == 1
+  return c.ready && EVP_EncryptInit_ex(c.ctx, nullptr, nullptr, key, nonce) == 1 // 12-byte IVs: GCM's default
          && EVP_EncryptUpdate(c.ctx, nullptr, &len, aad, static_cast<int>(aad_n)) == 1
          && (n == 0 || EVP_EncryptUpdate(c.ctx, out, &len, in, static_cast<int>(n)) == 1)
          && EVP_EncryptFinal_ex(c.ctx, out + n, &len) == 1
@@ -231,21 +253,33 @@ bool gcm_seal(const uint8_t* key, const uint8_t* nonce, const uint8_t* aad, size
 /// Decrypts; false when the tag does not match.
 bool gcm_open(const uint8_t* key, const uint8_t* nonce, const uint8_t* aad, size_t aad_n, const uint8_t* in,
               size_t n, const uint8_t* tag, uint8_t* out) {
-  thread_local cipher_ctx c;
+  thread_local cipher_ctx c{false};
   int len = 0;
   uint8_t tag_copy[tag_size];
   std::memcpy(tag_copy, tag, tag_size);
-  return c.ctx != nullptr && EVP_DecryptInit_ex(c.ctx, EVP_aes_256_gcm(), nullptr, nullptr, nullptr) == 1
-         && EVP_CIPHER_CTX_ctrl(c.ctx, EVP_CTRL_GCM_SET_IVLEN, nonce_size, nullptr) == 1
-         && EVP_DecryptInit_ex(c.ctx, nullptr, nullptr, key, nonce) == 1
+  return c.ready && EVP_DecryptInit_ex(c.ctx, nullptr, nullptr, key, nonce) == 1
          && EVP_DecryptUpdate(c.ctx, nullptr, &len, aad, static_cast<int>(aad_n)) == 1
          && (n == 0 || EVP_DecryptUpdate(c.ctx, out, &len, in, static_cast<int>(n)) == 1)
          && EVP_CIPHER_CTX_ctrl(c.ctx, EVP_CTRL_GCM_SET_TAG, tag_size, tag_copy) == 1
          && EVP_DecryptFinal_ex(c.ctx, out + n, &len) == 1;
 }
 
+/// Random bytes from OpenSSL's generator, drawn a few kilobytes at a time
+/// per thread (a call per 12-byte nonce costs more than the encryption).
 bool random_bytes(uint8_t* p, size_t n) {
-  return RAND_bytes(p, static_cast<int>(n)) == 1;
+  thread_local std::array<uint8_t, 4096> pool;
+  thread_local size_t left = 0;
+  if (n > pool.size())
+    return RAND_bytes(p, static_cast<int>(n)) == 1;
+  if (left < n) {
+    if (RAND_bytes(pool.data(), static_cast<int>(pool.size())) != 1)
+      return false;
+    left = pool.size();
+  }
+  std::memcpy(p, pool.data() + (pool.size() - left), n);
+  std::memset(pool.data() + (pool.size() - left), 0, n); // handed out once
+  left -= n;
+  return true;
 }
 
 } // namespace
@@ -301,10 +335,8 @@ caf::error sealed_subjects(const bytes& data, const std::function<void(std::stri
 caf::error seal_personal(bytes& data, std::string_view subject, const subject_key& key) {
   if (subject.empty() || subject.size() > max_subject)
     return make_error(store_errc::invalid_argument, "personal data: a subject is 1 to 400 bytes");
-  const bytes input = data; // spans point into it while `data` is rebuilt
-  data = input;
   return rewrite(data, personal_plain, [&](const ext_span& e, bytes& out) -> caf::error {
-    const uint8_t* plain = input.data() + e.payload;
+    const uint8_t* plain = data.data() + e.payload;
     size_t payload = sealed_header + subject.size() + e.size + tag_size;
     put_ext_header(out, payload, personal_sealed);
     size_t at = out.size();
@@ -324,10 +356,8 @@ caf::error seal_personal(bytes& data, std::string_view subject, const subject_ke
 }
 
 caf::error open_personal(bytes& data, const std::function<const subject_key*(std::string_view)>& key_of) {
-  const bytes input = data;
-  data = input;
   return rewrite(data, personal_sealed, [&](const ext_span& e, bytes& out) -> caf::error {
-    const uint8_t* p = input.data() + e.payload;
+    const uint8_t* p = data.data() + e.payload;
     auto subject = subject_of(p, e.size);
     if (!subject)
       return make_error(store_errc::malformed_payload, "personal data: a sealed field is cut short");

@@ -123,34 +123,38 @@ struct todo_server : ::testing::Test {
 
 } // namespace
 
-// The behaviour the Todo-Backend spec runner checks, in its order.
-TEST_F(todo_server, follows_the_todo_backend_spec) {
-  http_client client{gw.port()};
-  auto r = client.get("/todos");
+namespace {
+
+// The behaviour the Todo-Backend spec runner checks, in its order, at the
+// API root `base` ("/todos", or a tenant's "/acme/todos") of the server at
+// `origin`.
+void follow_todo_backend_spec(http_client& client, const std::string& origin, const std::string& base) {
+  auto path_of = [&](const json& url) { return url.get<std::string>().substr(origin.size()); };
+  auto r = client.get(base);
   ASSERT_EQ(r.status, 200u);
   EXPECT_EQ(r.header("access-control-allow-origin"), "*");
-  auto pre = client.request("OPTIONS", "/todos", {},
+  auto pre = client.request("OPTIONS", base, {},
                             {{"Origin", "http://www.todobackend.com"}, {"Access-Control-Request-Method", "POST"},
                              {"Access-Control-Request-Headers", "content-type"}});
   EXPECT_LT(pre.status, 300u);
   EXPECT_NE(pre.header("access-control-allow-methods").find("POST"), std::string::npos);
   EXPECT_EQ(pre.header("access-control-allow-headers"), "content-type");
 
-  r = client.post("/todos", {{"title", "a todo"}});
+  r = client.post(base, {{"title", "a todo"}});
   ASSERT_EQ(r.status, 201u);
   auto todo = r.json();
   EXPECT_EQ(todo["title"], "a todo");
   EXPECT_EQ(todo["completed"], false);
   ASSERT_TRUE(todo["url"].is_string());
-  EXPECT_EQ(todo["url"].get<std::string>().rfind(root() + "/todos/", 0), 0u);
+  EXPECT_EQ(todo["url"].get<std::string>().rfind(origin + base + "/", 0), 0u);
   EXPECT_EQ(r.header("location"), todo["url"]);
 
-  EXPECT_EQ(client.del("/todos").status, 204u);
-  EXPECT_EQ(client.get("/todos").json(), json::array());
+  EXPECT_EQ(client.del(base).status, 204u);
+  EXPECT_EQ(client.get(base).json(), json::array());
 
-  auto first = client.post("/todos", {{"title", "walk the dog"}}).json();
-  auto second = client.post("/todos", {{"title", "buy milk"}, {"order", 523}}).json();
-  auto list = client.get("/todos").json();
+  auto first = client.post(base, {{"title", "walk the dog"}}).json();
+  auto second = client.post(base, {{"title", "buy milk"}, {"order", 523}}).json();
+  auto list = client.get(base).json();
   ASSERT_EQ(list.size(), 2u);
   EXPECT_EQ(list[0]["title"], "walk the dog"); // in the order they were created
   EXPECT_EQ(list[1]["order"], 523);
@@ -167,9 +171,16 @@ TEST_F(todo_server, follows_the_todo_backend_spec) {
   EXPECT_EQ(client.patch(url, {{"completed", false}}).json()["completed"], false);
 
   EXPECT_EQ(client.del(url).status, 204u);
-  list = client.get("/todos").json();
+  list = client.get(base).json();
   ASSERT_EQ(list.size(), 1u);
   EXPECT_EQ(list[0]["id"], second["id"]);
+}
+
+} // namespace
+
+TEST_F(todo_server, follows_the_todo_backend_spec) {
+  http_client client{gw.port()};
+  follow_todo_backend_spec(client, root(), "/todos");
 }
 
 TEST_F(todo_server, unknown_todos_are_404_and_bad_bodies_4xx) {
@@ -708,4 +719,44 @@ TEST(todo_server_process, three_nodes_serve_one_list_and_read_their_writes_throu
     n->signal(SIGTERM);
   for (auto& n : nodes)
     EXPECT_EQ(n->wait(), 0);
+}
+
+// todo-server --tenants: the spec passes at two tenants' roots at once, and
+// each sees only its own todos, in its own store.
+TEST(todo_server_process, the_spec_passes_at_two_tenants_roots_at_once) {
+  sourcery::testing::temp_dir dir;
+  auto data = (dir / "todo-data").string();
+  sourcery::testing::child_process p{
+    TODO_SERVER_PATH, {"--port", "0", "--address", "127.0.0.1", "--data-dir", data, "--tenants"}};
+  auto line = p.read_line();
+  auto at = line.find("127.0.0.1:");
+  ASSERT_NE(at, std::string::npos) << line;
+  auto port = static_cast<uint16_t>(std::stoi(line.substr(at + 10)));
+  auto origin = "http://127.0.0.1:" + std::to_string(port);
+  std::thread other{[&] {
+    http_client client{port};
+    follow_todo_backend_spec(client, origin, "/globex/todos");
+  }};
+  {
+    http_client client{port};
+    follow_todo_backend_spec(client, origin, "/acme/todos");
+  }
+  other.join();
+  http_client client{port};
+  auto acme = client.get("/acme/todos").json();
+  auto globex = client.get("/globex/todos").json();
+  ASSERT_EQ(acme.size(), 1u);
+  ASSERT_EQ(globex.size(), 1u);
+  EXPECT_NE(acme[0]["id"], globex[0]["id"]);
+  EXPECT_EQ(client.get("/acme/todos/" + globex[0]["id"].get<std::string>()).status, 404u) << "not acme's";
+  EXPECT_EQ(client.get("/initech/todos").json(), json::array()) << "a new tenant starts empty";
+  for (const std::string& bad : std::vector<std::string>{"/Acme/todos", "/a_b/todos", "/" + std::string(41, 'a') + "/todos"}) {
+    auto r = client.get(bad);
+    EXPECT_EQ(r.status, 404u) << bad;
+    EXPECT_EQ(r.json()["error"], "not_found") << bad << " " << r.body;
+  }
+  EXPECT_TRUE(std::filesystem::exists(std::filesystem::path{data} / "tenants" / "acme" / "data.mdb"));
+  EXPECT_TRUE(std::filesystem::exists(std::filesystem::path{data} / "tenants" / "globex" / "data.mdb"));
+  p.signal(SIGTERM);
+  EXPECT_EQ(p.wait(), 0);
 }

@@ -76,6 +76,18 @@ uint64_t memory_store::head_position() const {
 void memory_store::do_append(std::string stream, expected_version expected,
                              std::vector<event_data> events, append_callback done) {
   caf::expected<append_result> result{append_result{}};
+  // Personal fields sealed before the store's lock: only a subject's first
+  // key takes it.
+  for (auto& ev : events) {
+    auto key_for = [this](std::string_view subject) -> caf::expected<detail::subject_key> {
+      if (auto cached = keys().find(subject))
+        return *cached;
+      std::unique_lock guard{impl_->mtx};
+      return impl_->key_for(*this, subject);
+    };
+    if (auto err = seal_personal_fields(ev.data, ev.subject.empty() ? stream : ev.subject, key_for))
+      return done(std::move(err));
+  }
   {
     std::unique_lock guard{impl_->mtx};
     auto& s = impl_->streams[stream];
@@ -86,14 +98,6 @@ void memory_store::do_append(std::string stream, expected_version expected,
       result = make_error(store_errc::wrong_expected_version,
                           "stream '" + stream + "' is at version " + std::to_string(version)
                             + ", expected " + expected.to_string());
-    } else {
-      for (auto& ev : events) {
-        auto key_for = [this](std::string_view subject) { return impl_->key_for(*this, subject); };
-        if (auto err = seal_personal_fields(ev.data, ev.subject.empty() ? stream : ev.subject, key_for)) {
-          result = std::move(err);
-          break;
-        }
-      }
     }
     if (result) {
       auto now = wall_micros();
