@@ -57,7 +57,7 @@ install(FILES ${PROJECT_BINARY_DIR}/SourceryConfig.cmake ${PROJECT_BINARY_DIR}/S
 # Relocatable: the prefix is found from where the .pc file lies.
 file(RELATIVE_PATH sourcery_pc_to_prefix /prefix/${CMAKE_INSTALL_LIBDIR}/pkgconfig /prefix)
 if(SOURCERY_WITH_POSTGRES)
-  set(sourcery_pc_requires "lmdb libpq libssl nlohmann_json CLI11")
+  set(sourcery_pc_requires "lmdb libpq libssl libcrypto nlohmann_json CLI11")
   set(sourcery_pc_libs "-lsourcery_cluster -lsourcery_runtime -lsourcery_store_open -lsourcery_postgres -lsourcery_actors -lsourcery_persistence -lsourcery_supervision -lcaf_openssl -lcaf_io -lcaf_core")
 else()
   set(sourcery_pc_requires "lmdb libcrypto nlohmann_json CLI11")

@@ -11,6 +11,7 @@
 #include "big_endian.hpp"
 #include "sourcery/persistence/detail/personal_codec.hpp"
 #include "sourcery/persistence/error.hpp"
+#include "sourcery/persistence/hex.hpp"
 
 namespace sourcery::persistence::detail {
 
@@ -440,20 +441,11 @@ caf::expected<master_key> read_master_key(const std::string& path) {
   }
   while (!text.empty() && (text.back() == '\n' || text.back() == '\r'))
     text.pop_back();
-  auto hex = [](char c) -> int {
-    if (c >= '0' && c <= '9')
-      return c - '0';
-    if (c >= 'a' && c <= 'f')
-      return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-      return c - 'A' + 10;
-    return -1;
-  };
   if (text.size() != 2 * key.size())
     return make_error(store_errc::invalid_argument,
                       "master key: " + path + " holds neither 32 bytes nor 64 hexadecimal digits");
   for (size_t i = 0; i < key.size(); ++i) {
-    int hi = hex(text[2 * i]), lo = hex(text[2 * i + 1]);
+    int hi = hex_value(text[2 * i]), lo = hex_value(text[2 * i + 1]);
     if (hi < 0 || lo < 0)
       return make_error(store_errc::invalid_argument, "master key: " + path + " is not hexadecimal");
     key[i] = static_cast<uint8_t>(hi * 16 + lo);

@@ -17,11 +17,13 @@
 #include "sourcery/persistence/memory_store.hpp"
 #include "sourcery/persistence/personal.hpp"
 #include "../support/postgres.hpp"
+#include "../support/file_search.hpp"
 #include "store_factory.hpp"
 
 using namespace sourcery::persistence;
 using namespace sourcery::testing;
 using sourcery::personal;
+using sourcery::testing::files_hold;
 
 namespace personal_store_tests {
 
@@ -78,18 +80,6 @@ holder_state unpack_state(const bytes& b) {
   return s;
 }
 
-/// Whether any file under `dir` holds `needle`.
-bool files_hold(const std::filesystem::path& dir, std::string_view needle) {
-  for (auto& f : std::filesystem::recursive_directory_iterator{dir}) {
-    if (!f.is_regular_file())
-      continue;
-    std::ifstream in{f.path(), std::ios::binary};
-    std::string text{std::istreambuf_iterator<char>{in}, std::istreambuf_iterator<char>{}};
-    if (text.find(needle) != std::string::npos)
-      return true;
-  }
-  return false;
-}
 
 class personal_data : public ::testing::TestWithParam<store_factory> {
 protected:

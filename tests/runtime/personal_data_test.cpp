@@ -13,6 +13,7 @@
 #include "../support/checked.hpp"
 #include "../support/child_process.hpp"
 #include "../support/eventually.hpp"
+#include "../support/file_search.hpp"
 #include "../support/temp_dir.hpp"
 #include "sourcery/persistence/personal.hpp"
 #include "sourcery/runtime/application.hpp"
@@ -22,6 +23,7 @@ using namespace sourcery;
 using persistence::projection_store;
 using sourcery::testing::checked;
 using sourcery::testing::eventually;
+using sourcery::testing::files_hold;
 
 namespace personal_app_tests {
 
@@ -42,17 +44,6 @@ struct owners_view {
   }
 };
 
-bool files_hold(const std::filesystem::path& dir, std::string_view needle) {
-  for (auto& f : std::filesystem::recursive_directory_iterator{dir}) {
-    if (!f.is_regular_file())
-      continue;
-    std::ifstream in{f.path(), std::ios::binary};
-    std::string text{std::istreambuf_iterator<char>{in}, std::istreambuf_iterator<char>{}};
-    if (text.find(needle) != std::string::npos)
-      return true;
-  }
-  return false;
-}
 
 std::unique_ptr<application> start_app(const std::string& dir) {
   application_config cfg;

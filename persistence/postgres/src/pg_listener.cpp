@@ -10,6 +10,7 @@
 #include <charconv>
 
 #include "postgres_state.hpp"
+#include "sourcery/persistence/hex.hpp"
 
 namespace sourcery::persistence::detail {
 
@@ -18,10 +19,9 @@ namespace {
 // Waits up to `timeout` for the connection's socket or the wake fd; returns
 // 1 if the socket is readable, 0 on timeout, -1 if woken to stop.
 std::string from_hex(std::string_view hex) {
-  auto digit = [](char c) { return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10; };
   std::string out;
   for (size_t i = 0; i + 1 < hex.size(); i += 2)
-    out.push_back(static_cast<char>(digit(hex[i]) * 16 + digit(hex[i + 1])));
+    out.push_back(static_cast<char>(hex_value(hex[i]) * 16 + hex_value(hex[i + 1])));
   return out;
 }
 
