@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "sourcery/persistence/event_registry.hpp"
+#include "sourcery/persistence/personal_json.hpp"
 #include "sourcery/persistence/store_uri.hpp"
 #include "sourcery/config.hpp"
 #include "sourcery/runtime/application.hpp"
@@ -44,34 +45,11 @@ inline void section(const char* title) {
 }
 
 /// An event's data as JSON (its size when it is not a msgpack map).
-/// Personal fields (msgpack ext values, personal.hpp) as a reader sees them:
-/// {"personal": value} while known, "<sealed>" or "<forgotten>" otherwise.
-inline void show_personal(nlohmann::json& j) {
-  if (j.is_binary() && j.get_binary().has_subtype()) {
-    auto& b = j.get_binary();
-    switch (b.subtype()) {
-      case 80:
-        try {
-          j = nlohmann::json{{"personal", nlohmann::json::from_msgpack(std::vector<uint8_t>(b.begin(), b.end()))}};
-        } catch (const std::exception&) {
-          j = "<personal>";
-        }
-        return;
-      case 81: j = "<sealed>"; return;
-      case 82: j = "<forgotten>"; return;
-      default: return;
-    }
-  }
-  if (j.is_structured())
-    for (auto& v : j)
-      show_personal(v);
-}
-
 inline std::string data_of(const sourcery::persistence::recorded_event& e) {
   auto j = sourcery::persistence::event_registry::data_as_json(e.data);
   if (!j)
     return "<" + std::to_string(e.data.size()) + " bytes>";
-  show_personal(*j);
+  sourcery::persistence::show_personal_fields(*j);
   return j->dump();
 }
 

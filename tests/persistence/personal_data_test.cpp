@@ -4,6 +4,8 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <future>
+#include <tuple>
 #include <fstream>
 #include <iterator>
 #include <thread>
@@ -469,6 +471,55 @@ TEST(personal_data_postgres, a_forget_on_one_node_is_seen_by_the_others) {
   EXPECT_NE(dump.find("subject_keys"), std::string::npos) << "the dump is of this schema";
   EXPECT_EQ(dump.find(secret), std::string::npos);
   EXPECT_EQ(dump.find(key_hex), std::string::npos) << "the key's bytes are gone";
+}
+
+TEST(personal_data_postgres, two_nodes_sealing_a_new_subject_at_once_agree_on_its_key) {
+  temp_dir dir;
+  event_registry registry;
+  ASSERT_FALSE(registry.add<consent_given>("test.consent_given"));
+  auto a = open_test_pg(test_pg_options(dir));
+  auto b = open_test_pg(test_pg_options(dir));
+  for (auto* s : {a.get(), b.get()}) {
+    s->use_registry(&registry);
+    s->reveal_personal_data();
+  }
+  for (int i = 0; i < 20; ++i) {
+    auto patient = "patient-" + std::to_string(i);
+    // Each node seals the subject's first event with a key of its own making;
+    // one statement loses on the key's primary key and runs again.
+    auto from_a = std::async(std::launch::async, [&] {
+      return a->append("consent-a" + std::to_string(i), expected_version::any(),
+                       {*registry.encode(consent_given{patient, personal<std::string>{"Name A"}})});
+    });
+    auto from_b = std::async(std::launch::async, [&] {
+      return b->append("consent-b" + std::to_string(i), expected_version::any(),
+                       {*registry.encode(consent_given{patient, personal<std::string>{"Name B"}})});
+    });
+    auto ra = from_a.get();
+    auto rb = from_b.get();
+    ASSERT_TRUE(ra) << describe(ra.error());
+    ASSERT_TRUE(rb) << describe(rb.error());
+    for (auto [store, stream, name] : {std::tuple{a.get(), "consent-b" + std::to_string(i), "Name B"},
+                                       std::tuple{b.get(), "consent-a" + std::to_string(i), "Name A"}}) {
+      auto evs = store->read_stream(stream, 1, 1);
+      ASSERT_TRUE(evs && evs->size() == 1);
+      EXPECT_EQ(registry.decode<consent_given>(evs->front())->name.value(), name) << stream;
+    }
+  }
+  EXPECT_EQ(run_sql(test_pg_uri(), "SELECT count(*) FROM " + test_schema(dir) + ".subject_keys"), "20");
+}
+
+TEST(personal_data_postgres, a_refused_append_leaves_no_key) {
+  temp_dir dir;
+  event_registry registry;
+  ASSERT_FALSE(registry.add<account_opened>("test.account_opened"));
+  auto store = open_test_pg(test_pg_options(dir));
+  auto refused = store->append("account-1", expected_version::exact(5),
+                               {*registry.encode(account_opened{std::string{secret}, 1})});
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(code_of(refused.error()), store_errc::wrong_expected_version);
+  EXPECT_EQ(run_sql(test_pg_uri(), "SELECT count(*) FROM " + test_schema(dir) + ".subject_keys"), "0")
+    << "a key commits with the first event that needs it";
 }
 
 } // namespace personal_store_tests

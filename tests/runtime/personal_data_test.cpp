@@ -122,6 +122,11 @@ TEST(personal_data_app, the_tool_forgets_a_subject) {
     auto out = p.read_all();
     return std::make_pair(p.wait(), out);
   };
+  // The tool shows that a field is personal, never what it holds.
+  auto [read_status, shown] = run({"read", "--data-dir", data, "account-zq", "--json"});
+  EXPECT_EQ(read_status, 0) << shown;
+  EXPECT_NE(shown.find("\"owner\":{\"$personal\":\"sealed\"}"), std::string::npos) << shown;
+  EXPECT_EQ(shown.find(secret), std::string::npos) << shown;
   auto [status, out] = run({"forget", "--data-dir", data, "account-zq"});
   EXPECT_EQ(status, 0) << out;
   EXPECT_NE(out.find("forgot account-zq"), std::string::npos) << out;

@@ -1,7 +1,7 @@
 // Personal data in the PostgreSQL store: the subjects' keys in their own
-// table, fetched or created for a batch in one statement before its events
-// are sealed, loaded for reads, and deleted (with a NOTIFY, so that every
-// node drops its cached copy).
+// table, looked up for a batch before its events are sealed (new ones are
+// inserted by the batch's own statement, pg_writer.cpp), loaded for reads,
+// and deleted (with a NOTIFY, so that every node drops its cached copy).
 
 #include <set>
 
@@ -65,43 +65,91 @@ postgres_state::keys_for(pg::connection& c, const std::set<std::string>& subject
   return out;
 }
 
+caf::expected<std::unordered_map<std::string, subject_key>>
+postgres_state::stored_keys(pg::connection& c, const std::set<std::string>& subjects, pg::deadline until) const {
+  std::unordered_map<std::string, subject_key> out;
+  pg::params::array names{pg::oid::bytea};
+  for (auto& s : subjects)
+    names.add_bytes(s);
+  pg::params p;
+  p.add(std::move(names));
+  auto r = c.exec_prepared("stored_keys", sql("SELECT subject, record FROM @.subject_keys WHERE subject = ANY($1)"), p,
+                           until);
+  if (!r)
+    return r.error();
+  for (int row = 0; row < r->rows(); ++row) {
+    std::string subject{r->raw(row, 0)};
+    auto record = r->raw(row, 1);
+    auto key = decode_key_record(subject, reinterpret_cast<const uint8_t*>(record.data()), record.size(),
+                                 owner->master_key());
+    if (!key)
+      return key.error();
+    if (*key)
+      out.emplace(std::move(subject), **key);
+  }
+  return out;
+}
+
 caf::error postgres_state::seal_appends(pg::connection& c, std::vector<pg_append>& batch, pg::deadline until,
-                                        bool& raced) {
+                                        std::vector<std::pair<std::string, bytes>>& fresh,
+                                        std::unordered_map<std::string, subject_key>& created) {
   auto subject_of = [](const pg_append& a, const event_data& ev) -> const std::string& {
     return ev.subject.empty() ? a.stream : ev.subject;
   };
-  std::set<std::string> subjects;
-  for (auto& a : batch)
-    if (!a.sealed)
-      for (auto& ev : a.events)
-        if (has_plain_personal(ev.data))
-          subjects.insert(subject_of(a, ev));
-  if (subjects.empty()) {
-    for (auto& a : batch)
-      a.sealed = true;
-    return {};
-  }
-  auto keys = keys_for(c, subjects, until);
-  if (!keys) {
-    raced = c.ok() && code_of(keys.error()) == store_errc::unavailable;
-    return keys.error();
-  }
-  for (auto& [s, key] : *keys)
-    owner->keys().put(s, key);
+  std::unordered_map<std::string, subject_key> keys;
+  std::set<std::string> missing;
   for (auto& a : batch) {
-    if (a.sealed)
-      continue;
-    caf::error failed;
-    for (auto& ev : a.events) {
-      if (!has_plain_personal(ev.data))
-        continue;
-      if ((failed = seal_personal(ev.data, subject_of(a, ev), keys->at(subject_of(a, ev)))))
-        break;
+    if (!a.looked_at_personal) {
+      a.looked_at_personal = true;
+      for (size_t i = 0; i < a.events.size(); ++i)
+        if (has_plain_personal(a.events[i].data)) {
+          a.unsealed.resize(a.events.size());
+          a.unsealed[i] = a.events[i].data;
+        }
     }
-    if (failed)
-      a.failed = std::move(failed); // answered alone, before the batch is written
-    a.sealed = true;
+    for (size_t i = 0; i < a.unsealed.size(); ++i) {
+      if (a.unsealed[i].empty())
+        continue;
+      const auto& s = subject_of(a, a.events[i]);
+      if (keys.count(s) != 0 || missing.count(s) != 0)
+        continue;
+      if (auto cached = owner->keys().find(s))
+        keys.emplace(s, *cached);
+      else
+        missing.insert(s);
+    }
   }
+  if (!missing.empty()) {
+    auto stored = stored_keys(c, missing, until);
+    if (!stored)
+      return stored.error();
+    for (auto& s : missing) {
+      if (auto i = stored->find(s); i != stored->end()) {
+        owner->keys().put(s, i->second); // committed: others may use it
+        keys.emplace(s, i->second);
+        continue;
+      }
+      // A new key, inserted by the batch's own statement: committed with
+      // the first event that needs it. A key another writer inserts
+      // meanwhile fails that statement (unique violation): run it again.
+      auto key = make_subject_key();
+      if (!key)
+        return key.error();
+      auto record = encode_key_record(s, *key, owner->master_key());
+      if (!record)
+        return record.error();
+      fresh.emplace_back(s, std::move(*record));
+      created.emplace(s, *key);
+      keys.emplace(s, *key);
+    }
+  }
+  for (auto& a : batch)
+    for (size_t i = 0; i < a.unsealed.size() && !a.failed; ++i) {
+      if (a.unsealed[i].empty())
+        continue;
+      a.events[i].data = a.unsealed[i];
+      a.failed = seal_personal(a.events[i].data, subject_of(a, a.events[i]), keys.at(subject_of(a, a.events[i])));
+    }
   return {};
 }
 

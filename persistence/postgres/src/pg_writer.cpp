@@ -58,7 +58,11 @@ bool transient_conflict(std::string_view state) {
 // (held until the commit: `$all` stays gapless and in commit order).
 // UNIQUE (stream_id, stream_version) on the events is the backstop for a
 // stream created meanwhile by another process.
-std::string insert_batch_sql(bool fenced) {
+// Keys created for the batch's personal fields are inserted by the same
+// statement, so they commit with the first event that needs them; one that
+// another writer inserted meanwhile fails it on the key's primary key, and
+// the batch runs again, sealed with the stored key.
+std::string insert_batch_sql(bool fenced, bool keys) {
   std::string text = "WITH v AS (SELECT * FROM unnest($11::bytea[], $12::int8[], $15::int8[]) AS v(sid, ver, prev)),\n";
   if (fenced)
     text += "f AS (" + detail::held_leases_sql("@", "$16", "$17",
@@ -86,6 +90,11 @@ n AS (SELECT pg_notify($14, position::text) FROM h))";
   if (fenced) // the batch's writer (cluster tables v3)
     text += ",\nw AS (INSERT INTO @.cluster_writes (first_position, events, cluster, owner)"
             " SELECT position - $1 + 1, $1::int4, $16, $17 FROM h)";
+  if (keys) { // the subjects' keys the batch's personal fields were sealed with, new ones
+    auto first = fenced ? 20 : 16;
+    text += ",\nk AS (INSERT INTO @.subject_keys (subject, record) SELECT * FROM unnest($" + std::to_string(first)
+            + "::bytea[], $" + std::to_string(first + 1) + "::bytea[]) WHERE (SELECT ok FROM ok))";
+  }
   text += R"(
 SELECT (SELECT position FROM h), (SELECT count(*) FROM upd) + (SELECT count(*) FROM ins), (SELECT count(*) FROM n),
   coalesce((SELECT string_agg(name, E'\n') FROM f), '')
@@ -247,16 +256,12 @@ void postgres_state::write_appends(std::vector<pg_append>& batch) {
       outcome = transient_conflict(state) ? attempt_outcome::conflict : attempt_outcome::failed;
     };
     [&] {
-      // Personal fields are sealed first, with keys the statement that
-      // fetches them commits (created where a subject has none).
-      bool raced = false;
-      if (auto err = seal_appends(c, batch, until, raced)) {
-        if (!raced)
-          return step_failed(std::move(err));
-        error = std::move(err);
-        outcome = attempt_outcome::conflict; // another writer created a key meanwhile
-        return;
-      }
+      // Personal fields are sealed first; the keys created for them go in
+      // the batch's statement.
+      std::vector<std::pair<std::string, bytes>> fresh_keys;
+      std::unordered_map<std::string, subject_key> created_keys;
+      if (auto err = seal_appends(c, batch, until, fresh_keys, created_keys))
+        return step_failed(std::move(err));
       auto unsealed = std::stable_partition(batch.begin(), batch.end(), [](const pg_append& a) { return !a.failed; });
       for (auto i = unsealed; i != batch.end(); ++i)
         i->done(std::move(i->failed));
@@ -469,8 +474,17 @@ void postgres_state::write_appends(std::vector<pg_append>& batch) {
         for (size_t k = 0; k < batch.size(); ++k)
           if (offsets[k] != 0)
             batch[k].outcome_unknown = true;
-        auto inserted = fence_now ? c.exec_prepared("insert_batch_fenced", sql(insert_batch_sql(true)), p, until)
-                                  : c.exec_prepared("insert_batch", sql(insert_batch_sql(false)), p, until);
+        const bool with_keys = !fresh_keys.empty();
+        if (with_keys) {
+          pg::params::array subjects{pg::oid::bytea}, records{pg::oid::bytea};
+          for (auto& [subject, record] : fresh_keys) {
+            subjects.add_bytes(subject);
+            records.add_bytes(record);
+          }
+          p.add(std::move(subjects)).add(std::move(records));
+        }
+        auto name = std::string{"insert_batch"} + (fence_now ? "_fenced" : "") + (with_keys ? "_keys" : "");
+        auto inserted = c.exec_prepared(name, sql(insert_batch_sql(fence_now != nullptr, with_keys)), p, until);
         if (!inserted)
           return step_failed(inserted.error());
         for (auto& a : batch)
@@ -509,6 +523,8 @@ void postgres_state::write_appends(std::vector<pg_append>& batch) {
         ++commits;
         for (auto& [stream, v] : touched)
           known_streams[stream] = {v.second, false};
+        for (auto& [subject, key] : created_keys)
+          owner->keys().put(subject, key); // committed with the events
       }
       size_t accepted = 0;
       for (auto& off : offsets)

@@ -43,9 +43,12 @@ struct pg_append {
   /// A batch statement carrying it was sent and its answer lost: the
   /// events may be stored. The next attempt's event-id check tells.
   bool outcome_unknown = false;
-  /// Its personal fields are sealed (or it has none); `failed` when sealing
-  /// them failed, and it is answered so.
-  bool sealed = false;
+  /// Personal data: the data of each event with plaintext personal fields
+  /// (empty for the others), once looked at: every attempt seals it anew,
+  /// with the keys its statement then commits. `failed` when sealing failed;
+  /// the append is answered so.
+  bool looked_at_personal = false;
+  std::vector<bytes> unsealed = {};
   caf::error failed = {};
 };
 
@@ -126,9 +129,15 @@ struct postgres_state {
   // created for those without one, committed by the statement itself.
   caf::expected<std::unordered_map<std::string, subject_key>>
   keys_for(pg::connection& c, const std::set<std::string>& subjects, pg::deadline until) const;
-  /// Seals the personal fields of the batch's appends not sealed yet.
-  /// `raced`: another writer created a key meanwhile; run it again.
-  caf::error seal_appends(pg::connection& c, std::vector<pg_append>& batch, pg::deadline until, bool& raced);
+  /// The stored keys of `subjects` (absent ones left out).
+  caf::expected<std::unordered_map<std::string, subject_key>>
+  stored_keys(pg::connection& c, const std::set<std::string>& subjects, pg::deadline until) const;
+  /// Seals the personal fields of the batch's appends with their subjects'
+  /// keys: known, stored, or new ones, which go to `fresh` (subject, record)
+  /// and `created` for the batch's statement to insert with the events.
+  caf::error seal_appends(pg::connection& c, std::vector<pg_append>& batch, pg::deadline until,
+                          std::vector<std::pair<std::string, bytes>>& fresh,
+                          std::unordered_map<std::string, subject_key>& created);
   caf::error seal_snapshot(pg::connection& c, snapshot& snap, pg::deadline until) const;
   void run_task(pg_task& task);
   /// (Re)connects the writer before `until`, backing off between attempts.

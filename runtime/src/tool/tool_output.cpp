@@ -4,6 +4,7 @@
 #include <ctime>
 
 #include "sourcery/persistence/event_registry.hpp"
+#include "sourcery/persistence/personal_json.hpp"
 
 namespace sourcery::tool {
 
@@ -97,8 +98,10 @@ std::optional<persistence::bytes> from_base64(std::string_view text) {
 json payload(const persistence::bytes& b) {
   if (b.empty())
     return json::object();
-  if (auto j = persistence::event_registry::data_as_json(b))
+  if (auto j = persistence::event_registry::data_as_json(b)) {
+    persistence::show_personal_fields(*j);
     return *j;
+  }
   return json{{"$hex", hex(b)}};
 }
 
