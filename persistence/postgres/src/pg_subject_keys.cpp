@@ -20,11 +20,29 @@ CREATE TABLE @.subject_keys (subject bytea PRIMARY KEY, record bytea NOT NULL);
 
 const pg_component personal_data_component{"personal_data", 1, {"subject_keys"}, personal_data_sql};
 
+namespace {
+
+/// Rows of (subject, record) as keys; scrubbed records left out.
+caf::expected<std::unordered_map<std::string, subject_key>> decode_keys(const pg::result& r, const master_key* master) {
+  std::unordered_map<std::string, subject_key> out;
+  for (int row = 0; row < r.rows(); ++row) {
+    std::string subject{r.raw(row, 0)};
+    auto record = r.raw(row, 1);
+    auto key = decode_key_record(subject, reinterpret_cast<const uint8_t*>(record.data()), record.size(), master);
+    if (!key)
+      return key.error();
+    if (*key)
+      out.emplace(std::move(subject), **key);
+  }
+  return out;
+}
+
+} // namespace
+
 caf::expected<std::unordered_map<std::string, subject_key>>
 postgres_state::keys_for(pg::connection& c, const std::set<std::string>& subjects, pg::deadline until) const {
-  std::unordered_map<std::string, subject_key> out;
   if (subjects.empty())
-    return out;
+    return std::unordered_map<std::string, subject_key>{};
   // A fresh key for each subject, kept only where the subject has none;
   // the statement answers every subject's stored key. A key another writer
   // inserted meanwhile is not in this statement's snapshot: run it again.
@@ -49,17 +67,10 @@ postgres_state::keys_for(pg::connection& c, const std::set<std::string>& subject
                   p, until);
   if (!r)
     return r.error();
-  for (int row = 0; row < r->rows(); ++row) {
-    std::string subject{r->raw(row, 0)};
-    auto record = r->raw(row, 1);
-    auto key = decode_key_record(subject, reinterpret_cast<const uint8_t*>(record.data()), record.size(),
-                                 owner->master_key());
-    if (!key)
-      return key.error();
-    if (*key)
-      out.emplace(std::move(subject), **key);
-  }
-  if (out.size() != subjects.size())
+  auto out = decode_keys(*r, owner->master_key());
+  if (!out)
+    return out;
+  if (out->size() != subjects.size())
     return make_error(store_errc::unavailable, "personal data: a subject's key was created meanwhile by another"
                                                " writer; run again");
   return out;
@@ -67,7 +78,6 @@ postgres_state::keys_for(pg::connection& c, const std::set<std::string>& subject
 
 caf::expected<std::unordered_map<std::string, subject_key>>
 postgres_state::stored_keys(pg::connection& c, const std::set<std::string>& subjects, pg::deadline until) const {
-  std::unordered_map<std::string, subject_key> out;
   pg::params::array names{pg::oid::bytea};
   for (auto& s : subjects)
     names.add_bytes(s);
@@ -77,17 +87,7 @@ postgres_state::stored_keys(pg::connection& c, const std::set<std::string>& subj
                            until);
   if (!r)
     return r.error();
-  for (int row = 0; row < r->rows(); ++row) {
-    std::string subject{r->raw(row, 0)};
-    auto record = r->raw(row, 1);
-    auto key = decode_key_record(subject, reinterpret_cast<const uint8_t*>(record.data()), record.size(),
-                                 owner->master_key());
-    if (!key)
-      return key.error();
-    if (*key)
-      out.emplace(std::move(subject), **key);
-  }
-  return out;
+  return decode_keys(*r, owner->master_key());
 }
 
 caf::error postgres_state::seal_appends(pg::connection& c, std::vector<pg_append>& batch, pg::deadline until,
