@@ -379,6 +379,16 @@ caf::error open_personal(bytes& data, const std::function<const subject_key*(std
   });
 }
 
+caf::expected<fresh_key> make_fresh_key(std::string_view subject, const master_key* master) {
+  auto key = make_subject_key();
+  if (!key)
+    return key.error();
+  auto record = encode_key_record(subject, *key, master);
+  if (!record)
+    return record.error();
+  return fresh_key{*key, std::move(*record)};
+}
+
 caf::expected<bytes> encode_key_record(std::string_view subject, const subject_key& key, const master_key* master) {
   bytes out;
   if (master == nullptr) {

@@ -62,6 +62,14 @@ caf::error seal_personal(bytes& data, std::string_view subject, const subject_ke
 /// field was altered).
 caf::error open_personal(bytes& data, const std::function<const subject_key*(std::string_view)>& key_of);
 
+/// A fresh key for `subject` and its record as stored (wrapped when
+/// `master` is given): what every store writes for a subject's first key.
+struct fresh_key {
+  subject_key key;
+  bytes record;
+};
+caf::expected<fresh_key> make_fresh_key(std::string_view subject, const master_key* master);
+
 /// A key record as stored, wrapped when `master` is given.
 caf::expected<bytes> encode_key_record(std::string_view subject, const subject_key& key, const master_key* master);
 

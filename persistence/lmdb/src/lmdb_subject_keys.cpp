@@ -29,21 +29,19 @@ caf::expected<detail::subject_key> lmdb_store::impl::key_in(batch_ctx& ctx, std:
       return mdb_error(rc, "read subject key");
     }
   }
-  auto key = detail::make_subject_key();
-  if (!key)
-    return key.error();
-  auto record = detail::encode_key_record(s, *key, owner->master_key());
-  if (!record)
-    return record.error();
+  auto fresh = detail::make_fresh_key(s, owner->master_key());
+  if (!fresh)
+    return fresh.error();
+  const auto& record = fresh->record;
   MDB_val k = str_val(s), v{key_record_size, nullptr};
   if (int rc = safe::put(ctx.txn, subject_keys, &k, &v, MDB_RESERVE); rc != 0)
     return mdb_error(rc, "write subject key");
   auto* out = static_cast<uint8_t*>(v.mv_data);
-  std::memcpy(out, record->data(), record->size());
-  std::memset(out + record->size(), 0, key_record_size - record->size());
-  ctx.new_keys.emplace(s, *key);
+  std::memcpy(out, record.data(), record.size());
+  std::memset(out + record.size(), 0, key_record_size - record.size());
+  ctx.new_keys.emplace(s, fresh->key);
   ctx.forgotten.erase(s);
-  return *key;
+  return fresh->key;
 }
 
 op_outcome lmdb_store::impl::seal(batch_ctx& ctx, write_op& op) {

@@ -51,15 +51,12 @@ struct memory_store::impl {
         return **key;
       }
     }
-    auto key = detail::make_subject_key();
-    if (!key)
-      return key.error();
-    auto record = detail::encode_key_record(s, *key, store.master_key());
-    if (!record)
-      return record.error();
-    key_records[s] = std::move(*record);
-    store.keys().put(s, *key);
-    return *key;
+    auto fresh = detail::make_fresh_key(s, store.master_key());
+    if (!fresh)
+      return fresh.error();
+    key_records[s] = std::move(fresh->record);
+    store.keys().put(s, fresh->key);
+    return fresh->key;
   }
 };
 

@@ -48,14 +48,11 @@ postgres_state::keys_for(pg::connection& c, const std::set<std::string>& subject
   // inserted meanwhile is not in this statement's snapshot: run it again.
   pg::params::array names{pg::oid::bytea}, records{pg::oid::bytea};
   for (auto& s : subjects) {
-    auto key = make_subject_key();
-    if (!key)
-      return key.error();
-    auto record = encode_key_record(s, *key, owner->master_key());
-    if (!record)
-      return record.error();
+    auto fresh = make_fresh_key(s, owner->master_key());
+    if (!fresh)
+      return fresh.error();
     names.add_bytes(s);
-    records.add_bytes(*record);
+    records.add_bytes(fresh->record);
   }
   pg::params p;
   p.add(std::move(names)).add(std::move(records));
@@ -132,15 +129,12 @@ caf::error postgres_state::seal_appends(pg::connection& c, std::vector<pg_append
       // A new key, inserted by the batch's own statement: committed with
       // the first event that needs it. A key another writer inserts
       // meanwhile fails that statement (unique violation): run it again.
-      auto key = make_subject_key();
-      if (!key)
-        return key.error();
-      auto record = encode_key_record(s, *key, owner->master_key());
-      if (!record)
-        return record.error();
-      fresh.emplace_back(s, std::move(*record));
-      created.emplace(s, *key);
-      keys.emplace(s, *key);
+      auto made = make_fresh_key(s, owner->master_key());
+      if (!made)
+        return made.error();
+      fresh.emplace_back(s, std::move(made->record));
+      created.emplace(s, made->key);
+      keys.emplace(s, made->key);
     }
   }
   for (auto& a : batch)
