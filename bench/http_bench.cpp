@@ -1,18 +1,24 @@
 // The todo-server's HTTP API under load: 64 keep-alive clients creating,
 // then patching todos, durable, against the same commands dispatched
-// without HTTP in the same run (the baseline).
+// without HTTP in the same run (the baseline); then creating over HTTPS,
+// against plain HTTP in the same run.
 
 #include <algorithm>
+#include <array>
 #include <atomic>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <thread>
 
 #include <utility> // before Asio: Boost 1.74 uses std::exchange without it
 
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 
 #include "../examples/todo/todo_api.hpp"
 #include "bank_load.hpp"
@@ -32,7 +38,7 @@ struct started_server {
   std::unique_ptr<http::gateway> gw;
 };
 
-started_server start_server(const std::string& dir) {
+started_server start_server(const std::string& dir, http::tls_files tls = {}) {
   application_config config;
   config.data_dir = dir;
   auto app = application::start(config, todo::routes());
@@ -49,6 +55,7 @@ started_server start_server(const std::string& dir) {
   http::gateway_config c;
   c.address = "127.0.0.1";
   c.port = 0;
+  c.tls = std::move(tls);
   if (auto err = s.gw->start(c)) {
     std::fprintf(stderr, "http bench: %s\n", describe_error(err).c_str());
     std::exit(1);
@@ -56,24 +63,33 @@ started_server start_server(const std::string& dir) {
   return s;
 }
 
-/// `clients` keep-alive connections, each sending its next request as soon
-/// as the last is answered, until `total` requests are answered. Returns
-/// requests/s; `lat` gets each request's latency in µs.
-template <class Make>
-double http_closed_loop(uint16_t port, int clients, int total, Make make, std::vector<double>& lat) {
+using tls_stream = beast::ssl_stream<beast::tcp_stream>;
+
+/// One client's keep-alive connection and the request it has out.
+template <class Stream>
+struct client_connection {
+  Stream stream;
+  beast::flat_buffer buffer;
+  bhttp::request<bhttp::string_body> req;
+  bhttp::response<bhttp::string_body> res;
+  int index = 0;
+  std::chrono::steady_clock::time_point t0;
+  explicit client_connection(net::io_context& io) : stream(io) {}
+  client_connection(net::io_context& io, net::ssl::context& tls) : stream(io, tls) {}
+};
+
+/// `clients` keep-alive connections (over TLS, verified, with `tls`), each
+/// sending its next request as soon as the last is answered, until `total`
+/// requests are answered. Returns requests/s; `lat` gets each request's
+/// latency in µs. The handshakes happen before the clock starts.
+template <class Stream, class Make>
+double closed_loop_over(uint16_t port, int clients, int total, Make make, std::vector<double>& lat,
+                        net::ssl::context* tls) {
   net::io_context io;
   std::atomic<int> next{0};
   std::atomic<int> failures{0};
   lat.assign(static_cast<size_t>(total), 0.0);
-  struct conn : std::enable_shared_from_this<conn> {
-    beast::tcp_stream stream;
-    beast::flat_buffer buffer;
-    bhttp::request<bhttp::string_body> req;
-    bhttp::response<bhttp::string_body> res;
-    int index = 0;
-    std::chrono::steady_clock::time_point t0;
-    explicit conn(net::io_context& io) : stream(io) {}
-  };
+  using conn = client_connection<Stream>;
   std::function<void(std::shared_ptr<conn>)> issue = [&](std::shared_ptr<conn> c) {
     c->index = next.fetch_add(1);
     if (c->index >= total)
@@ -101,8 +117,16 @@ double http_closed_loop(uint16_t port, int clients, int total, Make make, std::v
   };
   std::vector<std::shared_ptr<conn>> conns;
   for (int i = 0; i < clients; ++i) {
-    auto c = std::make_shared<conn>(io);
-    c->stream.connect({net::ip::make_address("127.0.0.1"), port});
+    std::shared_ptr<conn> c;
+    if constexpr (std::is_same_v<Stream, tls_stream>) {
+      c = std::make_shared<conn>(io, *tls);
+      beast::get_lowest_layer(c->stream).connect({net::ip::make_address("127.0.0.1"), port});
+      c->stream.set_verify_callback(net::ssl::host_name_verification("127.0.0.1"));
+      c->stream.handshake(net::ssl::stream_base::client);
+    } else {
+      c = std::make_shared<conn>(io);
+      c->stream.connect({net::ip::make_address("127.0.0.1"), port});
+    }
     conns.push_back(c);
   }
   auto start = std::chrono::steady_clock::now();
@@ -113,6 +137,32 @@ double http_closed_loop(uint16_t port, int clients, int total, Make make, std::v
   if (failures.load() > 0)
     std::fprintf(stderr, "%d HTTP requests failed\n", failures.load());
   return total / secs;
+}
+
+template <class Make>
+double http_closed_loop(uint16_t port, int clients, int total, Make make, std::vector<double>& lat) {
+  return closed_loop_over<beast::tcp_stream>(port, clients, total, make, lat, nullptr);
+}
+
+/// A throwaway CA and a server certificate for 127.0.0.1 it signed, in
+/// `dir`, by Debian's openssl command: {CA, certificate, key}.
+std::array<std::string, 3> make_certificates(const fs::path& dir) {
+  fs::create_directories(dir);
+  auto f = [&](const char* name) { return (dir / name).string(); };
+  std::string quiet = " >/dev/null 2>&1";
+  std::ofstream{f("san.ext")} << "subjectAltName=IP:127.0.0.1\n";
+  bool ok = std::system(("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=bench-ca"
+                         " -keyout " + f("ca.key") + " -out " + f("ca.pem") + quiet).c_str()) == 0
+            && std::system(("openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=server -keyout "
+                            + f("server.key") + " -out " + f("server.csr") + quiet).c_str()) == 0
+            && std::system(("openssl x509 -req -days 1 -in " + f("server.csr") + " -CA " + f("ca.pem") + " -CAkey "
+                            + f("ca.key") + " -CAcreateserial -extfile " + f("san.ext") + " -out " + f("server.pem")
+                            + quiet).c_str()) == 0;
+  if (!ok) {
+    std::fprintf(stderr, "http bench: openssl could not make the certificates (apt-get install openssl)\n");
+    std::exit(1);
+  }
+  return {f("ca.pem"), f("server.pem"), f("server.key")};
 }
 
 bhttp::request<bhttp::string_body> make_request(bhttp::verb verb, std::string target, const nlohmann::json& body) {
@@ -179,6 +229,29 @@ int run_http_suite(const options& opts) {
   report("http", "http_create_vs_baseline", created / std::max(1.0, baseline), "ratio");
   s.gw->stop();
   s.app->stop();
+
+  // HTTPS: the same creates over TLS 1.3 (keep-alive: one handshake per
+  // client), against plain HTTP measured again now, on a fresh store each.
+  auto [ca, cert, key] = make_certificates(root / "certificates");
+  net::ssl::context client_tls{net::ssl::context::tls_client};
+  client_tls.load_verify_file(ca);
+  client_tls.set_verify_mode(net::ssl::verify_peer);
+  auto create = [](int i) { return make_request(bhttp::verb::post, "/todos", {{"title", "todo " + std::to_string(i)}}); };
+  double plain = 0;
+  {
+    auto p = start_server((root / "plain").string());
+    plain = http_closed_loop(p.gw->port(), clients, total, create, lat);
+    p.gw->stop();
+    p.app->stop();
+  }
+  auto t = start_server((root / "tls").string(), {cert, key});
+  double over_tls = closed_loop_over<tls_stream>(t.gw->port(), clients, total, create, lat, &client_tls);
+  report("http", "http_create_64_tls", over_tls, "requests/s");
+  report("http", "http_create_64_tls_p99", percentile(lat, 0.99), "us");
+  report("http", "http_create_64_plain_again", plain, "requests/s");
+  report("http", "http_tls_vs_plain", over_tls / std::max(1.0, plain), "ratio");
+  t.gw->stop();
+  t.app->stop();
   fs::remove_all(root);
   return 0;
 }

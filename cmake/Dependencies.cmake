@@ -5,7 +5,7 @@ find_package(msgpack 4 CONFIG REQUIRED)  # Debian's libmsgpack-cxx-dev: target m
 find_package(nlohmann_json 3 CONFIG REQUIRED)
 find_package(Boost 1.74 REQUIRED)              # header-only: Asio and Beast (libboost-dev)
 pkg_check_modules(LMDB REQUIRED IMPORTED_TARGET lmdb)
-find_package(OpenSSL 1.1 REQUIRED)             # libssl-dev: libcrypto seals personal data; libssl, the cluster's TLS
+find_package(OpenSSL 1.1 REQUIRED)             # libssl-dev: libcrypto seals personal data; libssl, HTTPS and the cluster's TLS
 if(SOURCERY_WITH_POSTGRES)
   pkg_check_modules(LIBPQ REQUIRED IMPORTED_TARGET libpq)  # libpq-dev: the PostgreSQL store only
 endif()

@@ -18,17 +18,23 @@ fi
 work="$(mktemp -d /tmp/sourcery-cluster-demo.XXXXXX)"
 chmod 755 "$work" # the server runs as postgres
 uri="$(bash scripts/pg.sh start "$work/pg" | tail -1)&schema=cluster_demo"
-# Mutual TLS between the nodes: a throwaway CA and a certificate per node,
-# made by openssl (SOURCERY_DEMO_TLS=0: plain links, on loopback).
+# Mutual TLS between the nodes and HTTPS to them: a throwaway CA and a
+# certificate per node naming this machine, made by openssl
+# (SOURCERY_DEMO_TLS=0: plain links on loopback, plain HTTP).
 tls=()
+scheme=http
+curl_tls=()
 if [ "${SOURCERY_DEMO_TLS:-1}" = 1 ]; then
+  scheme=https
+  curl_tls=(--cacert "$work/ca.pem")
+  echo "subjectAltName=IP:127.0.0.1,DNS:localhost" >"$work/san.ext"
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=demo-ca \
     -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
   for n in 1 2 3; do
     openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=node$n" \
       -keyout "$work/node$n.key" -out "$work/node$n.csr" 2>/dev/null
     openssl x509 -req -days 1 -in "$work/node$n.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" \
-      -CAcreateserial -out "$work/node$n.pem" 2>/dev/null
+      -CAcreateserial -extfile "$work/san.ext" -out "$work/node$n.pem" 2>/dev/null
   done
 fi
 declare -A pid
@@ -52,13 +58,14 @@ start_node() {
   say "  node $1: $(head -1 "$work/node$1.out")"
 }
 show_cluster() { "$bin/sourcery" cluster --store "$uri" --cluster demo | sed 's/^/  /'; }
-post() { curl -s -X POST "localhost:$(http "$1")$2" -H 'content-type: application/json' -d "$3"; }
-balance() { curl -s "localhost:$(http "$1")/accounts/$2" | sed 's/.*"balance":\([-0-9]*\).*/\1/'; }
+get() { curl -s "${curl_tls[@]}" "$scheme://localhost:$(http "$1")$2"; }
+post() { curl -s "${curl_tls[@]}" -X POST "$scheme://localhost:$(http "$1")$2" -H 'content-type: application/json' -d "$3"; }
+balance() { get "$1" "/accounts/$2" | sed 's/.*"balance":\([-0-9]*\).*/\1/'; }
 
 say "== Sourcery cluster demo =="
 say "PostgreSQL: $uri"
 say "logs: $work"
-[ "${SOURCERY_DEMO_TLS:-1}" = 1 ] && say "links between nodes: mutual TLS, certificates of a throwaway CA in $work"
+[ "${SOURCERY_DEMO_TLS:-1}" = 1 ] && say "links between nodes: mutual TLS; clients: HTTPS; certificates of a throwaway CA in $work"
 
 section "1. three nodes join one cluster through the store"
 for n in 1 2 3; do start_node "$n"; done
@@ -76,8 +83,8 @@ for i in "${!accounts[@]}"; do
   say "  deposit 100 to ${accounts[$i]} through node $n -> $r"
 done
 for n in 1 2 3; do
-  f=$(curl -s "localhost:$(http "$n")/metrics" | awk '/^sourcery_cluster_commands_forwarded_total/ {print $2}')
-  s=$(curl -s "localhost:$(http "$n")/metrics" | awk '/^sourcery_cluster_commands_served_total/ {print $2}')
+  f=$(get "$n" /metrics | awk '/^sourcery_cluster_commands_forwarded_total/ {print $2}')
+  s=$(get "$n" /metrics | awk '/^sourcery_cluster_commands_served_total/ {print $2}')
   say "  node $n forwarded $f commands to their owners and served $s for the others"
 done
 
@@ -88,7 +95,7 @@ for t in 1 2 3 4; do
   say "  transfer t$t: $from -> $to, 25 (through node $(( t % 3 + 1 )))"
 done
 sleep 1
-for t in 1 2 3 4; do say "  $(curl -s "localhost:$(http 1)/transfers/t$t")"; done
+for t in 1 2 3 4; do say "  $(get 1 "/transfers/t$t")"; done
 show_cluster
 
 section "4. node 2 killed with SIGKILL: its accounts are served again by the others"

@@ -15,16 +15,23 @@
 #                             is writable (target_session_attrs=read-write)
 #   scripts/pg.sh promote DIR makes the standby in DIR the primary
 #   scripts/pg.sh kill DIR    stops the server at once (pg_ctl -m immediate: a crash)
+#   scripts/pg.sh secure DIR CERT KEY PORT
+#                             creates (first time) and starts a server that also listens on
+#                             127.0.0.1:PORT, TLS only (CERT and KEY in PEM, TLS 1.2 or later),
+#                             where every role logs in with a SCRAM-SHA-256 password; its unix
+#                             socket (trust, for setting up roles) is what it prints
 # Durable settings (fsync, synchronous_commit) stay on; commit timestamps are
 # kept (track_commit_timestamp), for the tests that order commits by them.
 set -euo pipefail
 cmd="${1:-}"
 dir="${2:-}"
 if [ -z "$cmd" ] || [ -z "$dir" ]; then
-  echo "usage: scripts/pg.sh start|stop|uri|destroy|kill|promote DIR, scripts/pg.sh standby DIR PRIMARY_DIR" >&2
+  echo "usage: scripts/pg.sh start|stop|uri|destroy|kill|promote DIR, scripts/pg.sh standby DIR PRIMARY_DIR," \
+    "scripts/pg.sh secure DIR CERT KEY PORT" >&2
   exit 2
 fi
 port=5432
+[ -f "$dir/secure" ] && port="$(cat "$dir/secure")" # made by `secure`: its TCP port is its socket's too
 uri="postgresql:///postgres?host=${dir}&port=${port}&user=postgres"
 
 find_bin() {
@@ -55,6 +62,26 @@ as_owner() {
     runuser -u postgres -- "$@"
   else
     "$@"
+  fi
+}
+
+# Creates the server in $dir the first time (initdb), then starts it unless
+# it runs; the rest of the arguments are more server options.
+start_server() {
+  local bin
+  bin="$(find_bin)" || { install_server; bin="$(find_bin)"; } || { echo "PostgreSQL is not installed and could not be installed" >&2; exit 1; }
+  mkdir -p "$dir"
+  [ "$(id -u)" -eq 0 ] && chown postgres: "$dir"
+  if [ ! -f "$dir/data/PG_VERSION" ]; then
+    as_owner "$bin/initdb" -D "$dir/data" -A trust -U postgres --no-sync -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 ||
+      { echo "initdb failed:" >&2; cat "$dir/initdb.log" >&2; exit 1; }
+    [ -n "${hba:-}" ] && printf '%s\n' "$hba" >"$dir/data/pg_hba.conf"
+    [ -n "${hba:-}" ] && [ "$(id -u)" -eq 0 ] && chown postgres: "$dir/data/pg_hba.conf"
+  fi
+  if ! as_owner "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+      -o "-k $dir -p $port -c max_connections=500 -c shared_buffers=128MB -c track_commit_timestamp=on $*" start >/dev/null ||
+      { echo "PostgreSQL did not start:" >&2; tail -20 "$dir/server.log" >&2; exit 1; }
   fi
 }
 
@@ -107,19 +134,39 @@ case "$cmd" in
     as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate -w -t 60 stop >/dev/null 2>&1 || true
     ;;
   start)
-    bin="$(find_bin)" || { install_server; bin="$(find_bin)"; } || { echo "PostgreSQL is not installed and could not be installed" >&2; exit 1; }
+    if [ -f "$dir/secure" ]; then # a secure server started again: as it was made
+      port="$(cat "$dir/secure")"
+      start_server "-c listen_addresses=127.0.0.1 -c ssl=on -c ssl_min_protocol_version=TLSv1.2" \
+        "-c password_encryption=scram-sha-256"
+      echo "postgresql:///postgres?host=${dir}&port=${port}&user=postgres"
+    else
+      start_server "-c listen_addresses=''"
+      echo "$uri"
+    fi
+    ;;
+  secure)
+    cert="${3:-}"; key="${4:-}"; port="${5:-}"
+    [ -n "$cert" ] && [ -n "$key" ] && [ -n "$port" ] || { echo "usage: scripts/pg.sh secure DIR CERT KEY PORT" >&2; exit 2; }
+    # Only TLS over TCP, only SCRAM passwords there; the socket in DIR
+    # trusts whoever can open it (the folder is the server owner's).
+    hba="local all all trust
+hostssl all all 127.0.0.1/32 scram-sha-256
+hostssl all all ::1/128 scram-sha-256"
     mkdir -p "$dir"
     [ "$(id -u)" -eq 0 ] && chown postgres: "$dir"
+    echo "$port" >"$dir/secure"
     if [ ! -f "$dir/data/PG_VERSION" ]; then
-      as_owner "$bin/initdb" -D "$dir/data" -A trust -U postgres --no-sync -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 ||
-        { echo "initdb failed:" >&2; cat "$dir/initdb.log" >&2; exit 1; }
+      start_server "-c listen_addresses=''" # created with its pg_hba.conf, then stopped to add the files
+      bin="$(find_bin)"
+      as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >/dev/null
     fi
-    if ! as_owner "$bin/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
-      as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-        -o "-k $dir -c listen_addresses='' -p $port -c max_connections=500 -c shared_buffers=128MB -c track_commit_timestamp=on" start >/dev/null ||
-        { echo "PostgreSQL did not start:" >&2; tail -20 "$dir/server.log" >&2; exit 1; }
-    fi
-    echo "$uri"
+    # The server reads its key only if no one else may (mode 600, its owner's).
+    install -m 600 "$cert" "$dir/data/server.crt"
+    install -m 600 "$key" "$dir/data/server.key"
+    [ "$(id -u)" -eq 0 ] && chown postgres: "$dir/data/server.crt" "$dir/data/server.key"
+    start_server "-c listen_addresses=127.0.0.1 -c ssl=on -c ssl_min_protocol_version=TLSv1.2" \
+      "-c password_encryption=scram-sha-256"
+    echo "postgresql:///postgres?host=${dir}&port=${port}&user=postgres"
     ;;
   stop)
     bin="$(find_bin)" || exit 0

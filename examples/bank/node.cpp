@@ -1,9 +1,12 @@
 // bank-node — the bank as a long-running service, one node of a cluster or alone.
 //
 //   bank-node [--store URI] [--cluster NAME --node HOST:PORT [--listen HOST:PORT]] [--http PORT] [--address A]
+//             [--tls-cert FILE --tls-key FILE [--tls-ca FILE]] [--operations HOST:PORT]
 //
 // --node is where peers reach this node; --listen where it listens, when
-// that differs (behind a proxy).
+// that differs (behind a proxy). With --tls-cert and --tls-key it serves
+// HTTPS, and with --tls-ca as well its links to the other nodes are mutual
+// TLS. --operations serves /health and /metrics at an address of their own.
 //
 // Serves the bank's commands over HTTP until SIGINT or SIGTERM, then hands
 // its shards over and stops. Started several times with the same
@@ -25,6 +28,7 @@
 #include <string>
 
 #include "../common/narrate.hpp"
+#include "../common/serving.hpp"
 #include "balances.hpp"
 #include "routes.hpp"
 #include "sourcery/runtime/http/gateway.hpp"
@@ -150,10 +154,13 @@ int main(int argc, char** argv) {
   demo::demo_options options{cli, config, "bank-data", true};
   cli.add_option("--http", web.port, "the HTTP port (0: any free port)")->capture_default_str();
   cli.add_option("--address", web.address, "the HTTP address (127.0.0.1: this machine only)")->capture_default_str();
+  demo::serving_options serving{cli};
   cli.footer(routes_help);
   options.parse(cli, argc, argv, config);
+  web.tls = options.server_tls();
 
   http::gateway gw;
+  http::gateway operations; // with --operations
   // Declared down by the cluster, or a tree that gave up: stop and exit
   // non-zero, so that the process supervisor starts a fresh node.
   config.on_failure = [&gw](const caf::error&) { gw.request_stop(); };
@@ -172,21 +179,29 @@ int main(int argc, char** argv) {
     return 1;
   }
   add_routes(gw, **app);
-  sourcery::http::add_operations_routes(gw, **app);
   web.metrics = &(*app)->metrics();
-  if (auto err = gw.start(web)) {
+  auto& node_app = **app;
+  auto err = serving.serve(gw, operations, web,
+                           [&node_app](http::gateway& g) { sourcery::http::add_operations_routes(g, node_app); });
+  if (!err)
+    err = gw.start(web);
+  if (err) {
+    operations.stop(); // before the application its routes use
     std::fprintf(stderr, "bank-node: %s\n", sourcery::describe_error(err).c_str());
     return 1;
   }
   gw.stop_on_signals();
+  auto scheme = demo::serving_options::scheme(web);
   if (options.cluster_name().empty())
-    std::printf("bank-node: listening on http://%s:%u (%s)\n", web.address.c_str(), gw.port(),
+    std::printf("bank-node: listening on %s://%s:%u (%s)\n", scheme, web.address.c_str(), gw.port(),
                 demo::store_location(config).c_str());
   else
-    std::printf("bank-node: listening on http://%s:%u, node %s of cluster %s (%zu members)\n", web.address.c_str(),
-                gw.port(), options.node().c_str(), options.cluster_name().c_str(), (*app)->placement().members);
-  std::fflush(stdout);
+    std::printf("bank-node: listening on %s://%s:%u, node %s of cluster %s (%zu members)\n", scheme,
+                web.address.c_str(), gw.port(), options.node().c_str(), options.cluster_name().c_str(),
+                (*app)->placement().members);
+  serving.announce("bank-node", web);
   gw.wait();
+  operations.stop();
   auto why = (*app)->failure();
   (*app)->stop();
   if (why) {

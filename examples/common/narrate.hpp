@@ -19,6 +19,7 @@
 #include "sourcery/runtime/application.hpp"
 #include "sourcery/runtime/cli/program_options.hpp"
 #include "sourcery/runtime/cluster/cluster_settings.hpp"
+#include "sourcery/runtime/http/gateway.hpp"
 #if SOURCERY_WITH_POSTGRES
 #include "sourcery/runtime/cluster/cluster_options.hpp"
 #endif
@@ -96,6 +97,15 @@ public:
     app.add_option("--node", unbuilt_.node, "(this build has no cluster)")->type_name("HOST:PORT");
     if (listen)
       app.add_option("--listen", unbuilt_.listen, "(this build has no cluster)")->type_name("HOST:PORT");
+    // The server's own certificate: HTTPS (cluster_options takes them in a build with the cluster).
+    auto* cert = app.add_option("--tls-cert", unbuilt_.tls.cert, "this server's certificate (PEM): HTTPS")
+                   ->type_name("FILE")
+                   ->check(CLI::ExistingFile);
+    auto* key = app.add_option("--tls-key", unbuilt_.tls.key, "this server's private key (PEM)")
+                  ->type_name("FILE")
+                  ->check(CLI::ExistingFile);
+    cert->needs(key);
+    key->needs(cert);
 #endif
     (void) listen;
   }
@@ -121,6 +131,8 @@ public:
   /// The cluster's name and this node's address ("" when alone).
   std::string cluster_name() const { return settings().name; }
   std::string node() const { return settings().node; }
+  /// The server's own certificate and key (`--tls-cert`, `--tls-key`): HTTPS where it serves HTTP.
+  sourcery::http::tls_files server_tls() const { return {settings().tls.cert, settings().tls.key}; }
 
 private:
   sourcery::cli::store_options store_;

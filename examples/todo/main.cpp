@@ -2,6 +2,7 @@
 //
 //   todo-server [--port N] [--address A] [--store URI] [--data-dir DIR] [--in-memory]
 //               [--cluster NAME --node HOST:PORT] [--tenants]
+//               [--tls-cert FILE --tls-key FILE [--tls-ca FILE]] [--operations HOST:PORT]
 //   todo-server admin COMMAND ...   the operator tool, with the todo list projection
 //
 // Serves /todos on LMDB in DIR (default ./todo-data) until SIGINT or SIGTERM,
@@ -11,7 +12,9 @@
 // list: each todo's commands run on the node owning it, the list's
 // projection on one node of the cluster. With --tenants, /{tenant}/todos is
 // each tenant's own list in its own store: DIR/tenants/<name> on LMDB, the
-// schema tenant_<name> on PostgreSQL.
+// schema tenant_<name> on PostgreSQL. With --tls-cert and --tls-key it
+// serves HTTPS (and with --tls-ca, a cluster's links are mutual TLS);
+// --operations serves /health and /metrics at an address of their own.
 
 #include <cstdio>
 #include <cstdlib>
@@ -19,6 +22,7 @@
 #include <string>
 
 #include "../common/narrate.hpp"
+#include "../common/serving.hpp"
 #include "sourcery/runtime/application.hpp"
 #include "sourcery/runtime/http/gateway.hpp"
 #include "sourcery/runtime/tool/operator_tool.hpp"
@@ -40,7 +44,7 @@ const char* const routes_help =
 
 /// todo-server --tenants: an application per tenant, opened on demand.
 int serve_tenants(const sourcery::application_config& config, sourcery::http::gateway_config http,
-                  const std::string& cluster) {
+                  const std::string& cluster, const demo::serving_options& serving) {
   if (!cluster.empty()) {
     std::fprintf(stderr, "todo-server: --tenants does not run in a cluster yet: drop --cluster\n");
     return 2;
@@ -65,19 +69,27 @@ int serve_tenants(const sourcery::application_config& config, sourcery::http::ga
     return 1;
   }
   sourcery::http::gateway gw;
+  sourcery::http::gateway operations; // with --operations
   todo::add_tenant_routes(gw, **host);
-  gw.route("GET", "/health", [h = host->get()](sourcery::http::request&, sourcery::http::responder answer) {
-    answer(sourcery::http::json_response(200, nlohmann::json{{"status", "ok"}, {"tenants", h->open_tenants()}}));
+  auto err = serving.serve(gw, operations, http, [h = host->get()](sourcery::http::gateway& g) {
+    g.route("GET", "/health", [h](sourcery::http::request&, sourcery::http::responder answer) {
+      answer(sourcery::http::json_response(200, nlohmann::json{{"status", "ok"}, {"tenants", h->open_tenants()}}));
+    });
   });
-  if (auto err = gw.start(http)) {
+  if (!err)
+    err = gw.start(http);
+  if (err) {
+    operations.stop(); // before the application its routes use
     std::fprintf(stderr, "todo-server: %s\n", sourcery::describe_error(err).c_str());
     return 1;
   }
   gw.stop_on_signals();
-  std::printf("todo-server: listening on http://%s:%u/{tenant}/todos (tenants in %s)\n", http.address.c_str(),
-              gw.port(), sourcery::persistence::redact_password(root).c_str());
-  std::fflush(stdout);
+  std::printf("todo-server: listening on %s://%s:%u/{tenant}/todos (tenants in %s)\n",
+              demo::serving_options::scheme(http), http.address.c_str(), gw.port(),
+              sourcery::persistence::redact_password(root).c_str());
+  serving.announce("todo-server", http);
   gw.wait();
+  operations.stop();
   std::printf("todo-server: stopping\n");
   (*host)->stop();
   return 0;
@@ -103,12 +115,15 @@ int main(int argc, char** argv) {
   cli.add_flag("--tenants", tenants,
                "serve a todo list per tenant at /{tenant}/todos (a name of 1 to 40 of a-z, 0-9 and '-'), each in "
                "a store of its own: DIR/tenants/<name>, or the schema tenant_<name>");
+  demo::serving_options serving{cli};
   cli.footer(std::string{routes_help} + "\ntodo-server admin COMMAND ...: the operator tool (`todo-server admin --help`).\n");
   options.parse(cli, argc, argv, config);
+  http.tls = options.server_tls();
   if (tenants)
-    return serve_tenants(config, http, options.cluster_name());
+    return serve_tenants(config, http, options.cluster_name(), serving);
 
   sourcery::http::gateway gw;
+  sourcery::http::gateway operations; // with --operations
   // Declared down by its cluster, or a tree that gave up: stop serving and exit non-zero, so the process
   // supervisor (systemd, Kubernetes) starts a fresh one.
   config.on_failure = [&gw](const caf::error&) { gw.request_stop(); };
@@ -126,18 +141,24 @@ int main(int argc, char** argv) {
   }
   todo::todo_api api{**app, **models};
   api.add_routes(gw);
-  sourcery::http::add_operations_routes(gw, **app);
   http.metrics = &(*app)->metrics();
-  if (auto err = gw.start(http)) {
+  auto& todo_app = **app;
+  auto err = serving.serve(gw, operations, http,
+                           [&todo_app](sourcery::http::gateway& g) { sourcery::http::add_operations_routes(g, todo_app); });
+  if (!err)
+    err = gw.start(http);
+  if (err) {
+    operations.stop(); // before the application its routes use
     std::fprintf(stderr, "todo-server: %s\n", sourcery::describe_error(err).c_str());
     return 1;
   }
   gw.stop_on_signals();
   auto where = demo::store_location(config);
-  std::printf("todo-server: listening on http://%s:%u/todos (%s)\n", http.address.c_str(), gw.port(),
-              where.c_str());
-  std::fflush(stdout);
+  std::printf("todo-server: listening on %s://%s:%u/todos (%s)\n", demo::serving_options::scheme(http),
+              http.address.c_str(), gw.port(), where.c_str());
+  serving.announce("todo-server", http);
   gw.wait();
+  operations.stop();
   if (auto why = (*app)->failure()) {
     std::fprintf(stderr, "todo-server: %s\n", sourcery::describe_error(why).c_str());
     (*app)->stop();

@@ -19,6 +19,7 @@
 #include "../support/postgres.hpp"
 #include "../support/small_filesystem.hpp"
 #include "../support/temp_dir.hpp"
+#include "../support/test_ca.hpp"
 
 using namespace std::chrono_literals;
 using sourcery::test::http_client;
@@ -759,4 +760,65 @@ TEST(todo_server_process, the_spec_passes_at_two_tenants_roots_at_once) {
   EXPECT_TRUE(std::filesystem::exists(std::filesystem::path{data} / "tenants" / "globex" / "data.mdb"));
   p.signal(SIGTERM);
   EXPECT_EQ(p.wait(), 0);
+}
+
+TEST(todo_server_process, serves_https_with_its_certificate_and_operations_on_their_own_address) {
+  sourcery::testing::temp_dir dir;
+  sourcery::testing::test_ca ca{dir.str(), "todo"};
+  auto cert = ca.issue("todo-server");
+  auto ops_port = sourcery::testing::free_port();
+  sourcery::testing::child_process p{
+    TODO_SERVER_PATH,
+    {"--port", "0", "--address", "127.0.0.1", "--data-dir", (dir / "data").string(), "--tls-cert", cert.cert,
+     "--tls-key", cert.key, "--operations", "127.0.0.1:" + std::to_string(ops_port)}};
+  auto line = p.read_line();
+  auto at = line.find("https://127.0.0.1:");
+  ASSERT_NE(at, std::string::npos) << line;
+  auto port = static_cast<uint16_t>(std::stoi(line.substr(at + 18)));
+  EXPECT_NE(p.read_line().find("operations on https://127.0.0.1:" + std::to_string(ops_port)), std::string::npos);
+  {
+    http_client client{port, "127.0.0.1", ca.cert()};
+    follow_todo_backend_spec(client, "https://127.0.0.1:" + std::to_string(port), "/todos");
+    EXPECT_EQ(client.get("/health").status, 404u) << "operations are served at their own address only";
+    EXPECT_EQ(client.get("/metrics").status, 404u);
+  }
+  http_client operations{ops_port, "127.0.0.1", ca.cert()};
+  auto health = operations.get("/health");
+  EXPECT_EQ(health.status, 200u) << health.body;
+  EXPECT_EQ(health.json()["status"], "ok");
+  auto metrics = operations.get("/metrics");
+  EXPECT_EQ(metrics.status, 200u);
+  EXPECT_NE(metrics.body.find("sourcery_http_requests_total"), std::string::npos) << metrics.body.substr(0, 300);
+  EXPECT_EQ(operations.get("/todos").status, 404u) << "the API is not served at the operations address";
+  EXPECT_NE(sourcery::test::raw_exchange(port, "GET /todos HTTP/1.1\r\nHost: x\r\n\r\n", 5s).find("HTTP/1.1"), 0u)
+    << "plain HTTP is not served beside HTTPS";
+  p.signal(SIGTERM);
+  EXPECT_EQ(p.wait(), 0);
+}
+
+TEST(todo_server_process, tls_options_that_do_not_make_a_server_are_refused_with_one_line) {
+  sourcery::testing::temp_dir dir;
+  sourcery::testing::test_ca ca{dir.str(), "todo"};
+  auto a = ca.issue("a");
+  auto b = ca.issue("b");
+  auto run = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"--port", "0", "--data-dir", (dir / "data").string()});
+    auto err = (dir / "stderr").string();
+    sourcery::testing::child_process p{TODO_SERVER_PATH, args, err};
+    p.read_all();
+    int status = p.wait();
+    std::ifstream in{err};
+    std::stringstream text;
+    text << in.rdbuf();
+    return std::make_pair(status, text.str());
+  };
+  auto [mismatch, why] = run({"--tls-cert", a.cert, "--tls-key", b.key});
+  EXPECT_EQ(mismatch, 1);
+  EXPECT_NE(why.find("does not match"), std::string::npos) << why;
+  auto [half, half_why] = run({"--tls-cert", a.cert});
+  EXPECT_EQ(half, 2) << half_why;
+  EXPECT_NE(half_why.find("--tls-key"), std::string::npos) << half_why;
+  auto [ca_alone, ca_why] = run({"--tls-cert", a.cert, "--tls-key", a.key, "--tls-ca", ca.cert()});
+  EXPECT_EQ(ca_alone, 2) << ca_why; // the cluster's CA, without a cluster
+  EXPECT_NE(ca_why.find("--cluster"), std::string::npos) << ca_why;
 }

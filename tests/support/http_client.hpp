@@ -1,7 +1,8 @@
 #pragma once
 
-// A real HTTP/1.1 client for tests (Beast, blocking, over loopback), and a
-// raw socket for the requests no well-behaved client sends.
+// A real HTTP/1.1 client for tests (Beast, blocking, over loopback), over
+// HTTPS when given the CA to verify the server with, and a raw socket for
+// the requests no well-behaved client sends.
 
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -15,7 +16,9 @@
 
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <nlohmann/json.hpp>
 
 namespace sourcery::test {
@@ -38,10 +41,18 @@ class http_client {
 public:
   explicit http_client(uint16_t port, std::string host = "127.0.0.1") : port_(port), host_(std::move(host)) {}
 
+  /// HTTPS: the server's certificate must chain to `ca_file` and name
+  /// `host` (a failed handshake throws).
+  http_client(uint16_t port, std::string host, const std::string& ca_file)
+    : port_(port), host_(std::move(host)), tls_(boost::asio::ssl::context::tls_client) {
+    tls_->load_verify_file(ca_file);
+    tls_->set_verify_mode(boost::asio::ssl::verify_peer);
+  }
+
   http_reply request(const std::string& method, const std::string& target, const std::string& body = {},
                      std::map<std::string, std::string> headers = {}) {
     namespace http = boost::beast::http;
-    if (!stream_)
+    if (!stream_ && !tls_stream_)
       connect();
     http::request<http::string_body> req{http::string_to_verb(method), target, 11};
     req.set(http::field::host, host_ + ":" + std::to_string(port_));
@@ -54,12 +65,17 @@ public:
     if (method == "OPTIONS" || method == "HEAD" || method == "GET" || method == "DELETE")
       if (body.empty())
         req.content_length(boost::none);
-    http::write(*stream_, req);
     boost::beast::flat_buffer buffer;
     http::response_parser<http::string_body> parser;
     parser.body_limit(64 << 20);
     parser.skip(method == "HEAD");
-    http::read(*stream_, buffer, parser);
+    if (tls_stream_) {
+      http::write(*tls_stream_, req);
+      http::read(*tls_stream_, buffer, parser);
+    } else {
+      http::write(*stream_, req);
+      http::read(*stream_, buffer, parser);
+    }
     auto res = parser.release();
     http_reply out;
     out.status = res.result_int();
@@ -72,7 +88,7 @@ public:
     out.body = res.body();
     out.keep_alive = res.keep_alive();
     if (!out.keep_alive)
-      stream_.reset();
+      reconnect();
     return out;
   }
 
@@ -87,20 +103,36 @@ public:
   /// server that never answers cannot hold a test. 0: no limit.
   void set_timeout(std::chrono::milliseconds limit) {
     timeout_ = limit;
-    stream_.reset();
+    reconnect();
   }
   /// Drops the connection: the next request opens another.
-  void reconnect() { stream_.reset(); }
+  void reconnect() {
+    stream_.reset();
+    tls_stream_.reset();
+  }
 
 private:
   void connect() {
-    stream_.emplace(io_);
-    stream_->connect({boost::asio::ip::make_address(host_), port_});
+    boost::beast::tcp_stream* tcp = nullptr;
+    if (tls_) {
+      tls_stream_.emplace(io_, *tls_);
+      tcp = &boost::beast::get_lowest_layer(*tls_stream_);
+    } else {
+      tcp = &stream_.emplace(io_);
+    }
+    tcp->connect({boost::asio::ip::make_address(host_), port_});
+    set_socket_timeouts(tcp->socket().native_handle());
+    if (tls_) {
+      tls_stream_->set_verify_callback(boost::asio::ssl::host_name_verification(host_));
+      tls_stream_->handshake(boost::asio::ssl::stream_base::client);
+    }
+  }
+
+  void set_socket_timeouts(int fd) {
     if (timeout_.count() > 0) {
       timeval tv{};
       tv.tv_sec = static_cast<time_t>(timeout_.count() / 1000);
       tv.tv_usec = static_cast<suseconds_t>((timeout_.count() % 1000) * 1000);
-      auto fd = stream_->socket().native_handle();
       ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
       ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     }
@@ -110,7 +142,9 @@ private:
   uint16_t port_;
   std::string host_;
   boost::asio::io_context io_;
+  std::optional<boost::asio::ssl::context> tls_;
   std::optional<boost::beast::tcp_stream> stream_;
+  std::optional<boost::beast::ssl_stream<boost::beast::tcp_stream>> tls_stream_;
 };
 
 /// Sends `bytes` as they are, then reads until the server closes or

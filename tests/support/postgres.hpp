@@ -149,6 +149,21 @@ public:
     if (uri_.rfind("postgresql://", 0) != 0)
       throw std::runtime_error("could not start a standby PostgreSQL server: " + uri_);
   }
+  /// A server as production sets one up (scripts/pg.sh secure): TCP on
+  /// 127.0.0.1:`port`, TLS only with `cert` and `key`, SCRAM-SHA-256
+  /// passwords. `uri()` is its unix socket, trusted, for setting up roles.
+  struct secure_setup {
+    std::string cert, key;
+    uint16_t port = 0;
+  };
+  private_server(std::string script, const secure_setup& tls)
+    : script_(std::move(script)), dir_("/tmp/sourcery-pgt-" + std::to_string(std::random_device{}() % 100000000)) {
+    uri_ = run("secure", tls.cert + " " + tls.key + " " + std::to_string(tls.port));
+    while (!uri_.empty() && uri_.back() == '\n')
+      uri_.pop_back();
+    if (uri_.rfind("postgresql://", 0) != 0)
+      throw std::runtime_error("could not start a secure PostgreSQL server: " + uri_);
+  }
   ~private_server() {
     resume();
     run("destroy");

@@ -16,9 +16,12 @@
 #include <utility> // before Asio: Boost 1.74 uses std::exchange without it
 
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <caf/sec.hpp>
+#include <openssl/ssl.h>
 
 #include "sourcery/persistence/hex.hpp"
 #include "sourcery/runtime/observability/metrics.hpp"
@@ -99,7 +102,15 @@ bool match(const route_entry& r, const std::vector<std::string>& segs, std::map<
 
 } // namespace
 
-class session;
+/// What `stop` does to every connection, whatever its stream.
+class session_base {
+public:
+  virtual ~session_base() = default;
+  virtual void start() = 0;
+  /// Closes the connection unless a request is in flight.
+  virtual void close_if_idle() = 0;
+  virtual void close_now() = 0;
+};
 
 struct gateway::impl {
   gateway_config cfg;
@@ -109,7 +120,7 @@ struct gateway::impl {
   // destruction unregister here.
   std::mutex mtx;
   std::condition_variable cv;
-  std::list<std::weak_ptr<session>> sessions;
+  std::list<std::weak_ptr<session_base>> sessions;
   size_t live = 0;
   bool stop_requested = false;
   bool stopped = false;
@@ -118,6 +129,7 @@ struct gateway::impl {
   std::shared_ptr<std::pair<std::mutex, bool>> open = std::make_shared<std::pair<std::mutex, bool>>();
 
   net::io_context io;
+  std::optional<net::ssl::context> tls; // HTTPS: every connection's TLS settings
   // Keeps the threads in `io.run` while a route holds a request and no
   // socket operation is pending.
   std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
@@ -134,51 +146,82 @@ struct gateway::impl {
   std::string allowed(const std::vector<std::string>& segs) const;
 };
 
-/// One connection: reads a request, answers it, and again while keep-alive.
-class session : public std::enable_shared_from_this<session> {
-public:
-  session(gateway::impl& gw, tcp::socket socket) : gw_(gw), stream_(std::move(socket)), timer_(stream_.get_executor()) {}
+using plain_stream = beast::tcp_stream;
+using tls_stream = beast::ssl_stream<beast::tcp_stream>;
 
-  ~session() {
+/// One connection: reads a request, answers it, and again while keep-alive.
+/// `Stream` is plain TCP or TLS over it (HTTPS: a handshake first).
+template <class Stream>
+class session : public session_base, public std::enable_shared_from_this<session<Stream>> {
+  static constexpr bool is_tls = std::is_same_v<Stream, tls_stream>;
+
+public:
+  template <class... Args>
+  session(gateway::impl& gw, Args&&... stream_args)
+    : gw_(gw), stream_(std::forward<Args>(stream_args)...), timer_(stream_.get_executor()) {}
+
+  ~session() override {
     std::lock_guard guard{gw_.mtx};
     --gw_.live;
     gw_.cv.notify_all();
   }
 
-  void start() {
-    net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read_header(); });
-  }
-
-  /// From `stop`: closes the connection unless a request is in flight.
-  void close_if_idle() {
-    net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
-      if (!self->busy_)
-        self->close();
+  void start() override {
+    net::dispatch(stream_.get_executor(), [self = this->shared_from_this()] {
+      if constexpr (is_tls) {
+        // A client that connects and sends nothing, or half a handshake,
+        // holds the connection no longer than a request may take.
+        self->arm_read_timer();
+        self->stream_.async_handshake(net::ssl::stream_base::server, [self](beast::error_code ec) {
+          self->timer_.cancel();
+          if (ec)
+            return self->close_now_here(); // not TLS, another protocol, or it gave up
+          self->read_header();
+        });
+      } else {
+        self->read_header();
+      }
     });
   }
 
-  void close_now() {
-    net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->close(); });
+  void close_if_idle() override {
+    // Idle, it waits in a read: over TLS a shutdown would read beside it,
+    // so the socket is closed as it is.
+    net::dispatch(stream_.get_executor(), [self = this->shared_from_this()] {
+      if (!self->busy_)
+        self->close_now_here();
+    });
+  }
+
+  void close_now() override {
+    net::dispatch(stream_.get_executor(), [self = this->shared_from_this()] { self->close_now_here(); });
   }
 
 private:
+  auto& tcp_layer() { return beast::get_lowest_layer(stream_); }
+
+  /// After `read_timeout`, cancels what the socket waits for.
+  void arm_read_timer() {
+    timed_out_ = false;
+    timer_.expires_after(gw_.cfg.read_timeout);
+    timer_.async_wait([self = this->shared_from_this()](beast::error_code ec) {
+      if (!ec) {
+        self->timed_out_ = true;
+        beast::error_code ignored;
+        self->tcp_layer().socket().cancel(ignored);
+      }
+    });
+  }
+
   void read_header() {
     if (gw_.draining.load())
       return close();
     parser_.emplace();
     parser_->body_limit(gw_.cfg.body_limit);
     parser_->header_limit(static_cast<uint32_t>(gw_.cfg.header_limit));
-    timed_out_ = false;
-    timer_.expires_after(gw_.cfg.read_timeout);
-    timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
-      if (!ec) {
-        self->timed_out_ = true;
-        beast::error_code ignored;
-        self->stream_.socket().cancel(ignored);
-      }
-    });
+    arm_read_timer();
     bhttp::async_read_header(stream_, buffer_, *parser_,
-                             [self = shared_from_this()](beast::error_code ec, size_t) { self->on_header(ec); });
+                             [self = this->shared_from_this()](beast::error_code ec, size_t) { self->on_header(ec); });
   }
 
   void on_header(beast::error_code ec) {
@@ -189,7 +232,7 @@ private:
     auto& req = parser_->get();
     if (beast::iequals(req[bhttp::field::expect], "100-continue") && !parser_->is_done()) {
       auto cont = std::make_shared<bhttp::response<bhttp::empty_body>>(bhttp::status::continue_, req.version());
-      bhttp::async_write(stream_, *cont, [self = shared_from_this(), cont](beast::error_code wec, size_t) {
+      bhttp::async_write(stream_, *cont, [self = this->shared_from_this(), cont](beast::error_code wec, size_t) {
         if (wec)
           return self->close();
         self->read_body();
@@ -202,7 +245,7 @@ private:
   void read_body() {
     if (parser_->is_done())
       return on_request();
-    bhttp::async_read(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, size_t) {
+    bhttp::async_read(stream_, buffer_, *parser_, [self = this->shared_from_this()](beast::error_code ec, size_t) {
       if (ec)
         return self->on_read_error(ec);
       self->on_request();
@@ -244,10 +287,11 @@ private:
       req.headers.emplace_back(std::move(name), std::string{f.value()});
     }
     req.body = std::move(msg.body());
+    req.secure = is_tls;
     bool keep = msg.keep_alive();
     unsigned version = msg.version();
     bool head = msg.method() == bhttp::verb::head;
-    auto self = shared_from_this();
+    auto self = this->shared_from_this();
     responder answer{[self, keep, version, head, open = gw_.open](response r) {
       std::lock_guard guard{open->first};
       if (!open->second)
@@ -345,31 +389,47 @@ private:
     }
     if (gw_.cfg.metrics != nullptr)
       gw_.cfg.metrics->http_request(r.status, steady::now() - started_);
-    stream_.expires_after(gw_.cfg.read_timeout);
-    bhttp::async_write(stream_, *res, [self = shared_from_this(), res](beast::error_code ec, size_t) {
+    tcp_layer().expires_after(gw_.cfg.read_timeout);
+    bhttp::async_write(stream_, *res, [self = this->shared_from_this(), res](beast::error_code ec, size_t) {
       self->busy_ = false;
       if (ec || !res->keep_alive())
         return self->close();
-      self->stream_.expires_never();
+      self->tcp_layer().expires_never();
       self->read_header();
     });
   }
 
+  /// Ends the connection politely: over TLS, a close_notify first (its
+  /// answer awaited 1 s at most).
   void close() {
+    if constexpr (is_tls) {
+      if (closing_)
+        return;
+      closing_ = true;
+      timer_.cancel();
+      tcp_layer().expires_after(std::chrono::seconds{1});
+      stream_.async_shutdown([self = this->shared_from_this()](beast::error_code) { self->close_now_here(); });
+    } else {
+      close_now_here();
+    }
+  }
+
+  void close_now_here() {
     timer_.cancel();
     beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-    stream_.close();
+    tcp_layer().socket().shutdown(tcp::socket::shutdown_send, ignored);
+    tcp_layer().close();
   }
 
   gateway::impl& gw_;
-  beast::tcp_stream stream_;
+  Stream stream_;
   net::steady_timer timer_;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   steady::time_point started_;
   bool busy_ = false;
   bool timed_out_ = false;
+  bool closing_ = false; // a TLS shutdown is under way
 };
 
 void gateway::impl::accept() {
@@ -393,11 +453,15 @@ void gateway::impl::accept() {
     }
     if (draining.load())
       return;
-    auto s = std::make_shared<session>(*this, std::move(socket));
+    std::shared_ptr<session_base> s;
+    if (tls)
+      s = std::make_shared<session<tls_stream>>(*this, std::move(socket), *tls);
+    else
+      s = std::make_shared<session<plain_stream>>(*this, std::move(socket));
     {
       std::lock_guard guard{mtx};
       ++live;
-      sessions.remove_if([](const std::weak_ptr<session>& w) { return w.expired(); });
+      sessions.remove_if([](const std::weak_ptr<session_base>& w) { return w.expired(); });
       sessions.push_back(s);
     }
     s->start();
@@ -463,6 +527,44 @@ void gateway::impl::serve(request& req, responder answer) {
 
 // -- gateway --------------------------------------------------------------------------
 
+namespace {
+
+/// The HTTPS context: TLS 1.2 or later, no anonymous, export or MD5 suites,
+/// the certificate chain and its key checked against each other here, so
+/// that a wrong file is one error at start, not a failure per connection.
+caf::error load_tls(gateway::impl& g) {
+  auto& files = g.cfg.tls;
+  auto fail = [&](const std::string& what) {
+    return caf::make_error(caf::sec::runtime_error, "HTTPS on " + g.cfg.address + ":" + std::to_string(g.cfg.port)
+                                                       + ": " + what);
+  };
+  if (files.cert.empty() || files.key.empty())
+    return fail("needs both a certificate and its key");
+  beast::error_code ec;
+  auto& ctx = g.tls.emplace(net::ssl::context::tls_server);
+  ctx.set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 | net::ssl::context::no_sslv3
+                    | net::ssl::context::no_tlsv1 | net::ssl::context::no_tlsv1_1 | net::ssl::context::single_dh_use,
+                  ec);
+  if (!ec && SSL_CTX_set_cipher_list(ctx.native_handle(), "HIGH:!aNULL:!MD5") != 1)
+    return fail("no cipher suite left");
+  if (ctx.use_certificate_chain_file(files.cert, ec); ec)
+    return fail("the certificate " + files.cert + " does not load: " + ec.message());
+  if (ctx.use_private_key_file(files.key, net::ssl::context::pem, ec); ec) {
+    // OpenSSL checks the key against the certificate as it loads it: say
+    // which of the two went wrong.
+    net::ssl::context alone{net::ssl::context::tls_server};
+    beast::error_code alone_ec;
+    if (alone.use_private_key_file(files.key, net::ssl::context::pem, alone_ec); !alone_ec)
+      return fail("the key " + files.key + " does not match the certificate " + files.cert);
+    return fail("the key " + files.key + " does not load: " + ec.message());
+  }
+  if (SSL_CTX_check_private_key(ctx.native_handle()) != 1)
+    return fail("the key " + files.key + " does not match the certificate " + files.cert);
+  return {};
+}
+
+} // namespace
+
 gateway::gateway() : impl_(std::make_unique<impl>()) {}
 
 gateway::~gateway() {
@@ -485,6 +587,9 @@ caf::error gateway::start(gateway_config config) {
   };
   if (ec)
     return fail("bad address");
+  if (g.cfg.tls.enabled())
+    if (auto err = load_tls(g))
+      return err;
   tcp::endpoint ep{address, g.cfg.port};
   g.acceptor.emplace(net::make_strand(g.io));
   g.accept_backoff.emplace(g.acceptor->get_executor());
@@ -542,7 +647,7 @@ void gateway::stop() {
     g.accept_backoff->cancel();
   });
   auto each_session = [&g](auto f) {
-    std::vector<std::shared_ptr<session>> all;
+    std::vector<std::shared_ptr<session_base>> all;
     {
       std::lock_guard guard{g.mtx};
       for (auto& w : g.sessions)
@@ -552,12 +657,12 @@ void gateway::stop() {
     for (auto& s : all)
       f(*s);
   };
-  each_session([](session& s) { s.close_if_idle(); });
+  each_session([](session_base& s) { s.close_if_idle(); });
   {
     std::unique_lock guard{g.mtx};
     g.cv.wait_for(guard, g.cfg.drain_timeout, [&g] { return g.live == 0; });
   }
-  each_session([](session& s) { s.close_now(); });
+  each_session([](session_base& s) { s.close_now(); });
   {
     std::lock_guard guard{g.open->first};
     g.open->second = false;

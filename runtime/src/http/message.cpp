@@ -18,7 +18,7 @@ std::string request::param(const std::string& name) const {
 
 std::string request::origin() const {
   auto host = header("host");
-  return "http://" + (host.empty() ? std::string{"localhost"} : host);
+  return (secure ? "https://" : "http://") + (host.empty() ? std::string{"localhost"} : host);
 }
 
 std::string render_json(const json& body) {

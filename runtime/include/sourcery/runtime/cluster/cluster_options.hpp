@@ -4,7 +4,10 @@
 // (cli/program_options.hpp): `--cluster NAME --node HOST:PORT`, mutual TLS
 // between nodes with `--tls-cert FILE --tls-key FILE --tls-ca FILE` (or
 // `--insecure-links` for plain links off loopback), and where the program
-// offers it `--listen HOST:PORT`. Link with Sourcery::cluster.
+// offers it `--listen HOST:PORT`. The certificate and key are the node's
+// own, so a program may serve HTTPS with them too, with or without
+// `--cluster` (`settings.tls.cert`/`key`); the CA is the cluster's and
+// needs `--cluster`. Link with Sourcery::cluster.
 
 #include <CLI/CLI.hpp>
 
@@ -30,7 +33,9 @@ public:
                    ->check(check_node_address);
     name->needs(node);
     node->needs(name);
-    auto* cert = app.add_option("--tls-cert", settings.tls.cert, "this node's certificate (PEM): mutual TLS between nodes")
+    auto* cert = app.add_option("--tls-cert", settings.tls.cert,
+                                "this server's certificate (PEM): for mutual TLS between nodes with --tls-ca, and"
+                                " for HTTPS where the program serves HTTP")
                    ->type_name("FILE")
                    ->check(CLI::ExistingFile);
     auto* key = app.add_option("--tls-key", settings.tls.key, "this node's private key (PEM)")
@@ -39,12 +44,11 @@ public:
     auto* ca = app.add_option("--tls-ca", settings.tls.ca, "the cluster's CA certificate (PEM): peers must hold one it signed")
                  ->type_name("FILE")
                  ->check(CLI::ExistingFile);
-    for (auto* o : {cert, key, ca}) {
-      o->needs(name);
-      for (auto* other : {cert, key, ca})
-        if (other != o)
-          o->needs(other);
-    }
+    cert->needs(key);
+    key->needs(cert);
+    ca->needs(name);
+    ca->needs(cert);
+    ca->needs(key);
     app.add_flag("--insecure-links", settings.insecure_links,
                  "listen for peers on an address that is not loopback, although links between nodes are neither"
                  " encrypted nor authenticated (a network you trust)")

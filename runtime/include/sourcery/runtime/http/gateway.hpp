@@ -4,7 +4,8 @@
 // to commands and queries. It owns the transport concerns every such server
 // gets wrong once: size limits (413/431), read timeouts (408), 404/405 with
 // Allow, CORS with OPTIONS preflight, keep-alive, and a graceful stop that
-// drains the requests in flight.
+// drains the requests in flight. With a certificate and key it serves
+// HTTPS instead (TLS 1.2 or later).
 
 #include <chrono>
 #include <cstddef>
@@ -23,6 +24,14 @@ struct rejection;
 } // namespace sourcery
 
 namespace sourcery::http {
+
+/// The files of an HTTPS server, in PEM: its certificate (chain) and its
+/// unencrypted private key. Both or neither.
+struct tls_files {
+  std::string cert;
+  std::string key;
+  bool enabled() const { return !cert.empty() || !key.empty(); }
+};
 
 struct gateway_config {
   /// The address to listen on: this machine only unless told otherwise
@@ -43,6 +52,10 @@ struct gateway_config {
   std::chrono::milliseconds drain_timeout{10000};
   /// `Access-Control-Allow-Origin` on every response ("": no CORS headers).
   std::string cors_origin = "*";
+  /// HTTPS when set: every connection is TLS (1.2 or later, ciphers
+  /// "HIGH:!aNULL:!MD5"); a client that does not complete the handshake
+  /// within `read_timeout` is closed. Plain HTTP is not served beside it.
+  tls_files tls;
   /// Counts requests by status class and their latency (optional).
   sourcery::metrics* metrics = nullptr;
 };
@@ -70,8 +83,10 @@ public:
   /// the GET route; OPTIONS is answered for every path.
   void route(std::string method, std::string pattern, handler h, route_thread where = route_thread::workers);
 
-  /// Binds and serves on background threads. Errors: the bind's (a
-  /// `caf::sec::runtime_error` whose message says address and cause).
+  /// Binds and serves on background threads. Errors (a
+  /// `caf::sec::runtime_error` whose message says address and cause): the
+  /// bind's; with `tls`, a certificate or key that does not load, a key
+  /// that does not match the certificate, or only one of the two given.
   caf::error start(gateway_config config);
   /// The bound port (after `start`).
   uint16_t port() const noexcept;

@@ -31,12 +31,13 @@ struct request {
   std::map<std::string, std::string> params;   ///< the route's `{name}` segments
   std::vector<std::pair<std::string, std::string>> headers; ///< names in lower case
   std::string body;
+  bool secure = false; ///< it came over TLS (HTTPS)
 
   /// A header's value ("" when absent); `name` in lower case.
   std::string header(std::string_view name) const;
   /// A route parameter ("" when absent).
   std::string param(const std::string& name) const;
-  /// "http://host" from the Host header, for absolute URLs.
+  /// "http://host" (or "https://host") from the Host header, for absolute URLs.
   std::string origin() const;
 };
 
