@@ -341,22 +341,24 @@ TEST_F(cluster_of_nodes, a_node_off_loopback_without_insecure_links_refuses_to_s
   EXPECT_NE(why.find("--insecure-links"), std::string::npos) << why;
 }
 
-// A process that reaches a node's port and speaks the link's protocol, as
-// a node would, but is not an up member (or claims a member's name with
-// another incarnation): nothing it sends runs, each refusal is counted in
-// /metrics, and the node goes on serving.
-TEST_F(cluster_of_nodes, a_peer_that_is_not_an_up_member_is_refused_counted_and_runs_nothing) {
+namespace {
+
+/// A process that reaches `node`'s port and speaks the link's protocol, as
+/// a node would (over TLS with `cfg`'s certificate when `tls`), but is not
+/// an up member (or claims a member's name with another incarnation):
+/// nothing it sends runs, each refusal is counted in /metrics, and the node
+/// goes on serving.
+void expect_a_non_member_refused(application& node, caf::actor_system_config& cfg, bool tls) {
   namespace link = sourcery::cluster::detail;
-  auto& node = add_node();
-  ASSERT_TRUE(settled());
   auto address = sourcery::cluster::split_node_address(node.placement().node);
   ASSERT_TRUE(address) << node.placement().node;
-
-  caf::actor_system_config cfg;
   cfg.load<caf::io::middleman>();
+  if (tls)
+    cfg.load<caf::openssl::manager>();
   link::add_link_message_types(cfg);
   caf::actor_system intruder{cfg};
-  auto peer = intruder.middleman().remote_actor(address->first, address->second);
+  auto peer = tls ? caf::openssl::remote_actor(intruder, address->first, address->second)
+                  : intruder.middleman().remote_actor(address->first, address->second);
   ASSERT_TRUE(peer) << intruder.render(peer.error());
 
   auto command = [](const std::string& account) {
@@ -408,6 +410,15 @@ TEST_F(cluster_of_nodes, a_peer_that_is_not_an_up_member_is_refused_counted_and_
   ASSERT_TRUE(served) << describe_error(served.error());
   EXPECT_TRUE(served->accepted) << "the node serves as before";
   EXPECT_EQ(node.metrics_text().find("commands_served_total 1"), std::string::npos) << "nothing was served for a peer";
+}
+
+} // namespace
+
+TEST_F(cluster_of_nodes, a_peer_that_is_not_an_up_member_is_refused_counted_and_runs_nothing) {
+  auto& node = add_node();
+  ASSERT_TRUE(settled());
+  caf::actor_system_config cfg;
+  expect_a_non_member_refused(node, cfg, false);
 }
 
 TEST_F(cluster_of_nodes, handlers_run_on_one_node_and_strong_dispatches_wait_for_them_on_every_node) {
@@ -633,4 +644,17 @@ TEST_F(tls_cluster, peers_without_a_certificate_of_the_cluster_ca_are_refused_in
   ASSERT_TRUE(served) << describe_error(served.error());
   EXPECT_TRUE(served->accepted) << "the node serves as before";
   EXPECT_EQ(metric(node.metrics_text(), "sourcery_cluster_commands_served_total"), 0u);
+}
+
+// A peer whose certificate the cluster's CA did sign passes the handshake,
+// but is no up member of the cluster: the same refusals as on plain links.
+TEST_F(tls_cluster, a_peer_with_a_valid_certificate_that_is_not_a_member_is_refused_and_runs_nothing) {
+  auto& node = add_node(tls_node(settings_for("node-a")));
+  ASSERT_TRUE(settled());
+  auto insider = settings_for("not-a-member");
+  caf::actor_system_config cfg;
+  cfg.openssl_certificate = insider.cert;
+  cfg.openssl_key = insider.key;
+  cfg.openssl_cafile = insider.ca;
+  expect_a_non_member_refused(node, cfg, true);
 }
