@@ -26,6 +26,7 @@
 #include "../support/postgres.hpp"
 #include "../support/tcp_proxy.hpp"
 #include "../support/temp_dir.hpp"
+#include "../support/test_ca.hpp"
 #include "sourcery/persistence/postgres_projection_store.hpp"
 #include "sourcery/runtime/cluster/placement.hpp"
 
@@ -70,7 +71,16 @@ protected:
     own_server = std::make_unique<sourcery::testing::private_server>(SOURCERY_PG_SCRIPT);
     use_server(own_server->uri());
   }
+  /// Mutual TLS between the nodes and HTTPS to them, with certificates
+  /// of a throwaway CA (before the first `start`).
+  std::unique_ptr<sourcery::testing::test_ca> tls_ca;
+  void use_tls() {
+    tls_ca = std::make_unique<sourcery::testing::test_ca>(dir.str(), "cluster");
+    http_client::trust_by_default(tls_ca->cert());
+  }
+
   void TearDown() override {
+    http_client::trust_by_default("");
     stop_load();
     for (auto& n : nodes)
       n.process.reset();
@@ -80,7 +90,8 @@ protected:
     for (size_t i = 0; i < 3; ++i) {
       std::ifstream log{dir.str() + "/node" + std::to_string(i) + ".log"};
       for (std::string line; std::getline(log, line);)
-        if (line.find("level=error") != std::string::npos || line.find("bank-node:") != std::string::npos)
+        if (getenv("SOURCERY_TEST_ALL_LOGS") || line.find("level=error") != std::string::npos || line.find("level=warn") != std::string::npos
+            || line.find("bank-node:") != std::string::npos)
           std::printf("node %zu: %s\n", i, line.c_str());
     }
   }
@@ -98,6 +109,10 @@ protected:
     std::vector<std::string> args{"--store", uri, "--cluster", "bank", "--node", host(i) + ":" + std::to_string(n.peer),
                                   "--listen", host(i) + ":" + std::to_string(n.listen), "--http",
                                   std::to_string(n.http), "--address", host(i)};
+    if (tls_ca) {
+      auto files = tls_ca->issue("node" + std::to_string(i));
+      args.insert(args.end(), {"--tls-cert", files.cert, "--tls-key", files.key, "--tls-ca", tls_ca->cert()});
+    }
     std::string program = BANK_NODE_PATH;
     if (lab) { // on its own host: `ip netns exec NS bank-node ...`
       args.push_back("--insecure-links"); // plain links off loopback (the lab's own veths)
@@ -373,7 +388,21 @@ protected:
   }
 };
 
-TEST_F(bank_cluster, an_owner_killed_a_clean_leave_and_a_join_under_load) {
+/// The fault tests that run over both kinds of links: plain (loopback) and
+/// mutual TLS with HTTPS to the nodes.
+class bank_cluster_links : public bank_cluster, public ::testing::WithParamInterface<bool> {
+protected:
+  void SetUp() override {
+    bank_cluster::SetUp();
+    if (GetParam())
+      use_tls();
+  }
+};
+
+INSTANTIATE_TEST_SUITE_P(links, bank_cluster_links, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& p) { return p.param ? "tls" : "plain"; });
+
+TEST_P(bank_cluster_links, an_owner_killed_a_clean_leave_and_a_join_under_load) {
   begin();
   load_acknowledged();
   nodes[0].usable = false;
@@ -421,7 +450,7 @@ TEST_F(bank_cluster, the_store_fails_over_to_its_synchronous_standby_and_nothing
   EXPECT_EQ(own_server->log_count("deadlock detected"), 0); // on the new primary: every acknowledged deposit is there
 }
 
-TEST_F(bank_cluster, the_store_crashes_and_restarts_and_every_node_serves_again_by_itself) {
+TEST_P(bank_cluster_links, the_store_crashes_and_restarts_and_every_node_serves_again_by_itself) {
   use_own_server();
   begin();
   load_acknowledged();
@@ -441,7 +470,7 @@ TEST_F(bank_cluster, the_store_crashes_and_restarts_and_every_node_serves_again_
   EXPECT_EQ(own_server->log_count("deadlock detected"), 0);
 }
 
-TEST_F(bank_cluster, a_node_paused_past_its_lease_commits_nothing_late_and_joins_again_by_itself) {
+TEST_P(bank_cluster_links, a_node_paused_past_its_lease_commits_nothing_late_and_joins_again_by_itself) {
   begin();
   load_acknowledged();
   nodes[0].usable = false;

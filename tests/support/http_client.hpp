@@ -39,14 +39,21 @@ struct http_reply {
 /// One keep-alive connection; reconnects when the server closed it.
 class http_client {
 public:
-  explicit http_client(uint16_t port, std::string host = "127.0.0.1") : port_(port), host_(std::move(host)) {}
+  /// Plain HTTP, unless `trust_by_default` named a CA: then HTTPS.
+  explicit http_client(uint16_t port, std::string host = "127.0.0.1") : port_(port), host_(std::move(host)) {
+    if (!default_ca().empty())
+      use_tls(default_ca());
+  }
+
+  /// From now on, clients made without a CA of their own speak HTTPS to
+  /// servers `ca_file` vouches for ("": plain HTTP again). For a test whose
+  /// servers all serve HTTPS, and the helpers it calls.
+  static void trust_by_default(std::string ca_file) { default_ca() = std::move(ca_file); }
 
   /// HTTPS: the server's certificate must chain to `ca_file` and name
   /// `host` (a failed handshake throws).
-  http_client(uint16_t port, std::string host, const std::string& ca_file)
-    : port_(port), host_(std::move(host)), tls_(boost::asio::ssl::context::tls_client) {
-    tls_->load_verify_file(ca_file);
-    tls_->set_verify_mode(boost::asio::ssl::verify_peer);
+  http_client(uint16_t port, std::string host, const std::string& ca_file) : port_(port), host_(std::move(host)) {
+    use_tls(ca_file);
   }
 
   http_reply request(const std::string& method, const std::string& target, const std::string& body = {},
@@ -112,6 +119,17 @@ public:
   }
 
 private:
+  static std::string& default_ca() {
+    static std::string ca;
+    return ca;
+  }
+
+  void use_tls(const std::string& ca_file) {
+    tls_.emplace(boost::asio::ssl::context::tls_client);
+    tls_->load_verify_file(ca_file);
+    tls_->set_verify_mode(boost::asio::ssl::verify_peer);
+  }
+
   void connect() {
     boost::beast::tcp_stream* tcp = nullptr;
     if (tls_) {

@@ -389,7 +389,13 @@ caf::behavior node_link(link_actor* self, node_link_hooks hooks) {
     },
     [self](hello_atom, const std::string& from, int64_t incarnation) {
       auto& st = self->state;
-      if (opens_link(st, from) || !admitted(self, "nudge", from, incarnation))
+      // A link this node waits for (to ping a member it voted unreachable,
+      // now out of the cluster and asking to join again) is taken from its
+      // hello though the sender is no up member: only pings cross it until
+      // it is one again, and without it the two would never hear each other.
+      auto& p = st.peers[from];
+      bool awaited = p.connecting && !p.handle;
+      if (opens_link(st, from) || (!awaited && !admitted(self, "nudge", from, incarnation)))
         return;
       auto handle = caf::actor_cast<caf::actor>(self->current_sender());
       if (handle && st.peers[from].handle != handle)
