@@ -6,7 +6,9 @@
 
 #include <map>
 
+#include "sourcery/actors/events/event_consumer.hpp"
 #include "sourcery/runtime/application.hpp"
+#include "sourcery/supervision/detail/scoped_self.hpp"
 
 namespace sourcery {
 
@@ -15,7 +17,11 @@ namespace {
 struct local_handler {
   std::string name, kind, child_id;
   std::shared_ptr<handler_status> status;
+  caf::actor actor;
 };
+
+/// How long a parked event handled again may take.
+constexpr std::chrono::seconds replay_deadline{10};
 
 } // namespace
 
@@ -28,7 +34,7 @@ void application::operate_handlers() {
     std::lock_guard guard{handlers_mtx_};
     for (auto& [name, entry] : handlers_)
       if (entry.actor) // in a cluster, the node running it acts
-        here.push_back({name, entry.kind, entry.child_id, entry.status});
+        here.push_back({name, entry.kind, entry.child_id, entry.status, entry.actor});
   }
   if (here.empty())
     return; // nothing to ask the store about
@@ -90,6 +96,29 @@ void application::operate_handlers() {
       }
       (void) store_->save_checkpoint(retry_key(h.name), 0);
       stopped_at = h.status->stopped_at();
+    }
+    if (auto asked = value(replay_key(h.name)); asked > 0) {
+      // A parked event, handled again alone by the running handler (its
+      // checkpoint stays); handled, it is parked no more. Failed, it stays
+      // parked and the log says why.
+      auto at = asked - 1;
+      caf::error err;
+      if (at == 0 || value(parked_key(h.name, at)) != at) {
+        err = persistence::make_error(persistence::store_errc::invalid_argument,
+                                      "event #" + std::to_string(at) + " is not parked for " + h.name);
+      } else {
+        detail::scoped_self self{*system_};
+        self->request(h.actor, replay_deadline, detail::replay_atom::value, at)
+          .receive([](detail::replay_atom) {}, [&](caf::error& e) { err = std::move(e); });
+      }
+      if (err) {
+        logger_->error("handler", "a parked event handled again failed; it stays parked",
+                       {{"handler", h.name}, {"position", at}, {"error", describe_error(err)}});
+      } else {
+        (void) store_->save_checkpoint(parked_key(h.name, at), 0);
+        logger_->info("handler", "an operator had a parked event handled again: done", {{"handler", h.name}, {"position", at}});
+      }
+      (void) store_->save_checkpoint(replay_key(h.name), 0);
     }
     // What the tool shows: stopped, and on which event.
     uint64_t recorded = value(stopped_key(h.name));

@@ -9,8 +9,10 @@
 //   control.reset:NAME    position + 1: move NAME's checkpoint there
 //   control.skip:NAME     1: NAME stopped on an event: park it, go on after it
 //   control.retry:NAME    1: NAME stopped on an event: handle it again
+//   control.replay:NAME   position + 1: handle that parked event again, alone
 //   status.stopped:NAME   position + 1 of the event NAME stopped on (0: it runs)
 //   status.parked:NAME:P  P: an event NAME skipped, to be looked at later
+//                         (0 once handled again: no longer parked)
 //
 // 0 means "none" (checkpoints cannot be deleted, only set). `stats` leaves
 // these out of its list of subscriptions.
@@ -40,6 +42,9 @@ inline std::string skip_key(std::string_view name) {
 }
 inline std::string retry_key(std::string_view name) {
   return "control.retry:" + std::string{name};
+}
+inline std::string replay_key(std::string_view name) {
+  return "control.replay:" + std::string{name};
 }
 inline std::string stopped_key(std::string_view name) {
   return "status.stopped:" + std::string{name};

@@ -165,3 +165,64 @@ TEST(handler_operations, skip_retry_and_reset_reach_the_running_application) {
   EXPECT_EQ(unknown.status, 2);
   (*app)->stop();
 }
+
+// A parked event handled again alone, as EventStoreDB replays a parked
+// message: failing, it stays parked; once the cause is gone, it is handled
+// and parked no more -- and the handler's position does not move.
+TEST(handler_operations, a_parked_event_is_retried_alone_and_stays_parked_while_it_fails) {
+  sourcery::testing::temp_dir dir;
+  auto uri = sourcery::testing::test_pg_uri() + "&schema=" + sourcery::testing::test_schema(dir);
+  application_config cfg;
+  cfg.store_uri = uri;
+  auto app = application::start(cfg, bank::routes());
+  ASSERT_TRUE(app) << describe_error(app.error());
+  auto seen = std::make_shared<seen_deposits>();
+  handler_options opts;
+  opts.on_error.max_retries = 0;
+  opts.on_error.then = error_action::kind::stop;
+  auto status = (*app)->add_handler<deposit_watch>(opts, false, [seen] {
+    auto h = std::make_unique<deposit_watch>();
+    h->seen = seen;
+    return h;
+  });
+  ASSERT_TRUE(status);
+  ASSERT_TRUE((*app)->dispatch(open_account{"a", "ann"}));
+  ASSERT_TRUE((*app)->dispatch(deposit{"a", 666})); // stops the handler
+  ASSERT_TRUE((*app)->dispatch(deposit{"a", 2}));
+  ASSERT_TRUE(eventually([&] { return static_cast<bool>((*status)->stopped()); }));
+  auto poison_at = *(*status)->stopped_at();
+  ASSERT_TRUE(eventually([&] { return handler_line(uri, dir, "test.deposit_watch").value("state", "") == "stopped"; }));
+  ASSERT_EQ(sourcery_tool({"skip", "test.deposit_watch", "--store", uri}, dir).status, 0);
+  ASSERT_TRUE(eventually([&] { return seen->count() == 1; })) << "the deposit after the poison one";
+  auto head = (*app)->store().head_position();
+  ASSERT_TRUE(eventually([&] { return (*status)->position() == head; }));
+  auto at = std::to_string(poison_at);
+
+  // Still poisoned: handled again, it fails again, and stays parked.
+  auto failed = sourcery_tool({"retry", "test.deposit_watch", "--parked", at, "--store", uri}, dir);
+  EXPECT_EQ(failed.status, 1) << failed.out << failed.err;
+  EXPECT_NE(failed.err.find("stays parked"), std::string::npos) << failed.err;
+  EXPECT_EQ(handler_line(uri, dir, "test.deposit_watch")["parked"], json::array({poison_at}));
+  EXPECT_EQ(seen->count(), 1u);
+
+  // Healed: handled alone, parked no more; the handler runs on where it was.
+  seen->poisoned = false;
+  auto retried = sourcery_tool({"retry", "test.deposit_watch", "--parked", at, "--store", uri}, dir);
+  EXPECT_EQ(retried.status, 0) << retried.out << retried.err;
+  ASSERT_EQ(seen->count(), 2u);
+  {
+    std::lock_guard guard{seen->mtx};
+    EXPECT_EQ(seen->positions.back(), poison_at);
+  }
+  EXPECT_EQ(handler_line(uri, dir, "test.deposit_watch")["parked"], json::array());
+  EXPECT_EQ((*status)->position(), head) << "its position stays";
+  EXPECT_FALSE((*status)->stopped());
+  ASSERT_TRUE((*app)->dispatch(deposit{"a", 3}));
+  ASSERT_TRUE(eventually([&] { return seen->count() == 3; })) << "it goes on with new events";
+
+  // What is not parked (any more) is refused.
+  auto again = sourcery_tool({"retry", "test.deposit_watch", "--parked", at, "--store", uri}, dir);
+  EXPECT_EQ(again.status, 2) << again.out << again.err;
+  EXPECT_NE(again.err.find("is not parked"), std::string::npos) << again.err;
+  (*app)->stop();
+}

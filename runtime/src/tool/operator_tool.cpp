@@ -84,7 +84,10 @@ const std::vector<command>& commands() {
      "projection is rebuilt instead (`rebuild`).", {"--to"}, run_reset},
     {"skip", "NAME", 1, "a handler stopped on an event goes on after it; the event is parked",
      "Parked events are listed by `handlers`.", {}, run_skip},
-    {"retry", "NAME", 1, "a handler stopped on an event handles it again", "", {}, run_retry},
+    {"retry", "NAME", 1, "a handler stopped on an event handles it again",
+     "--parked POSITION: an event handler handles that parked event again, alone,\n"
+     "beside its position (a running application does it; handled, it is parked no\n"
+     "more; failed, it stays parked and the application's log says why).", {"--parked"}, run_retry},
     {"init", "", 0, "creates a store (and its read models), or checks the one there",
      "The one command besides import that creates anything: every other command\n"
      "only reads, and refuses a place without a store (status 2).", {"--json"}, run_init},
@@ -160,6 +163,10 @@ void add_options(CLI::App& sub, const command& c, options& o, uint64_t& expected
     sub.add_flag("--yes", o.yes, "yes, remove it");
   if (has("--to"))
     sub.add_option("--to", o.to, "a position, start or head")->type_name("WHERE");
+  if (has("--parked"))
+    sub.add_option("--parked", o.parked, "the position of a parked event (`handlers` lists them)")
+      ->type_name("POSITION")
+      ->check(CLI::PositiveNumber);
   if (has("--expected-version"))
     sub.add_option("--expected-version", expected_version, "the version the stream must be at")->type_name("N");
 }

@@ -37,6 +37,7 @@ struct options {
   std::string type, category, correlation, causation;
   bool backward = false;
   std::string to; // reset: POSITION, start or head
+  uint64_t parked = 0; // retry --parked POSITION: that parked event, alone
 };
 
 struct context {

@@ -4,6 +4,7 @@
 // (handler_control.hpp) and is carried out where the handler runs; with no
 // application running, the tool does it itself.
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -81,8 +82,8 @@ caf::expected<handler_view> view_of(const context& ctx, persistence::event_store
     } else if (name.rfind(parked_prefix, 0) == 0) {
       auto rest = name.substr(parked_prefix.size());
       auto colon = rest.rfind(':');
-      if (auto r = v.rows.find(rest.substr(0, colon)); colon != std::string::npos && r != v.rows.end())
-        r->second.parked.push_back(pos);
+      if (auto r = v.rows.find(rest.substr(0, colon)); pos > 0 && colon != std::string::npos && r != v.rows.end())
+        r->second.parked.push_back(pos); // 0: handled again since
     }
   }
 #if SOURCERY_WITH_POSTGRES
@@ -342,7 +343,38 @@ int run_skip(const context& ctx) {
 }
 
 int run_retry(const context& ctx) {
-  return settle_stopped(ctx, false);
+  if (ctx.opts.parked == 0)
+    return settle_stopped(ctx, false);
+  using namespace detail::control;
+  const auto& name = ctx.opts.args.at(0);
+  const auto at = ctx.opts.parked;
+  int status = 0;
+  auto op = prepare(ctx, "retry", status);
+  if (!op)
+    return status;
+  const auto& parked = op->row->parked;
+  if (std::find(parked.begin(), parked.end(), at) == parked.end())
+    return std::fprintf(stderr, "%s: event #%llu is not parked for %s (`handlers` lists what is)\n",
+                        ctx.program.c_str(), static_cast<unsigned long long>(at), name.c_str()),
+           2;
+  if (op->row->kind != "handler")
+    return std::fprintf(stderr,
+                        "%s: %s is a %s: it handles events only in order; `reset` it to before #%llu instead\n",
+                        ctx.program.c_str(), name.c_str(), op->row->kind.c_str(), static_cast<unsigned long long>(at)),
+           2;
+  if (!op->runs)
+    return std::fprintf(stderr, "%s: the handler's code runs in the application: start it, then retry\n",
+                        ctx.program.c_str()),
+           1;
+  auto what = "retry parked event #" + std::to_string(at) + " of " + name;
+  if (auto asked = ask_application(ctx, *op->store, replay_key(name), at + 1, what); asked != 0)
+    return asked;
+  auto still = op->store->load_checkpoint(parked_key(name, at));
+  if (still && *still && **still == at)
+    return std::fprintf(stderr, "%s: %s failed again: the event stays parked (the application's log says why)\n",
+                        ctx.program.c_str(), what.c_str()),
+           1;
+  return 0;
 }
 
 } // namespace sourcery::tool

@@ -245,6 +245,9 @@ private:
 using pull_atom = caf::atom_constant<caf::atom("hd_pull")>;
 using head_atom = caf::atom_constant<caf::atom("hd_head")>;
 using start_atom = caf::atom_constant<caf::atom("hd_start")>;
+/// An operator's request: handle the event at a position once more, alone
+/// (one it skipped, now parked), beside its checkpoint, which stays.
+using replay_atom = caf::atom_constant<caf::atom("hd_replay")>;
 
 /// What a consumer did with a batch: the position it committed up to, and
 /// the event it failed on (effects before it committed, its own not).
@@ -267,6 +270,8 @@ struct batch_outcome {
 //   caf::error save_checkpoint(uint64_t position);
 //   batch_outcome consume(const std::vector<persistence::recorded_event>& batch, uint64_t position);
 //   error_action decide(const caf::error&, const persistence::recorded_event&, uint32_t failures);
+// and may provide, to handle one event again alone (a parked one):
+//   caf::error replay(const event_context&);
 template <class Consumer>
 struct consumer_state {
   std::unique_ptr<Consumer> consumer;
@@ -463,6 +468,28 @@ caf::behavior consumer_actor(caf::stateful_actor<consumer_state<Consumer>>* self
     [self, pull](pull_atom, bool) { // a retry's timer
       self->state.waiting_retry = false;
       pull();
+    },
+    [self](replay_atom, uint64_t position) -> caf::result<replay_atom> {
+      auto& st = self->state;
+      if constexpr (requires(Consumer& c, const event_context& e) { { c.replay(e) } -> std::convertible_to<caf::error>; }) {
+        std::vector<persistence::recorded_event> one;
+        if (auto err = st.store->read_all_into(position, 1, one))
+          return err;
+        if (one.empty() || one.front().position != position)
+          return persistence::make_error(persistence::store_errc::invalid_argument,
+                                         "no event at position " + std::to_string(position));
+        one.front().prefix_length = st.prefixes != nullptr ? st.prefixes->prefix_length(one.front().stream_id) : 0;
+        if (!st.options.subscribe_to.includes(one.front().stream_id))
+          return persistence::make_error(persistence::store_errc::invalid_argument,
+                                         st.consumer->name() + " is not subscribed to stream " + one.front().stream_id);
+        if (auto err = st.consumer->replay(one.front()))
+          return err;
+        return replay_atom::value;
+      } else {
+        (void) position;
+        return persistence::make_error(persistence::store_errc::invalid_argument,
+                                       st.consumer->name() + " handles events only in order: reset it instead");
+      }
     },
     [self](head_atom, uint64_t head) { // new events in the store
       auto& st = self->state;

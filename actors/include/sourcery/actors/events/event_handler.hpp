@@ -153,6 +153,19 @@ public:
     return decide_on_error(*handler_, policy_, err, rec, failures);
   }
 
+  /// Handles `rec` once more, alone (an operator retries a parked event);
+  /// what `handle` throws is an error here, not a crash.
+  caf::error replay(const event_context& rec) {
+    if (!declared(rec.type))
+      return persistence::make_error(persistence::store_errc::invalid_argument,
+                                     std::string{H::handler_name} + " does not handle " + rec.type);
+    try {
+      return handle_one(*handler_, rec);
+    } catch (const std::exception& e) {
+      return caf::make_error(caf::sec::runtime_error, std::string{H::handler_name} + " threw: " + e.what());
+    }
+  }
+
 private:
   caf::error handle_one(H& h, const event_context& rec) {
     caf::error err;
