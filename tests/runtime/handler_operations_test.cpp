@@ -5,6 +5,7 @@
 #include <atomic>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -80,25 +81,52 @@ json handler_line(const std::string& uri, const sourcery::testing::temp_dir& dir
   return json{};
 }
 
+/// The bank on a schema of its own, with deposit_watch, which stops on a
+/// deposit of 666 while `seen->poisoned`.
+struct watched_bank {
+  std::string uri;
+  std::optional<std::unique_ptr<application>> app;
+  std::shared_ptr<seen_deposits> seen = std::make_shared<seen_deposits>();
+  std::optional<std::shared_ptr<handler_status>> status;
+  std::string why; ///< what failed to start
+
+  explicit watched_bank(const sourcery::testing::temp_dir& dir)
+    : uri(sourcery::testing::test_pg_uri() + "&schema=" + sourcery::testing::test_schema(dir)) {
+    application_config cfg;
+    cfg.store_uri = uri;
+    auto started = application::start(cfg, bank::routes());
+    if (!started) {
+      why = describe_error(started.error());
+      return;
+    }
+    app = std::move(*started);
+    handler_options opts;
+    opts.on_error.max_retries = 0;
+    opts.on_error.then = error_action::kind::stop;
+    auto added = (*app)->add_handler<deposit_watch>(opts, false, [seen = seen] {
+      auto h = std::make_unique<deposit_watch>();
+      h->seen = seen;
+      return h;
+    });
+    if (!added) {
+      why = describe_error(added.error());
+      return;
+    }
+    status = *added;
+  }
+  bool started() const { return app && status; }
+};
+
 } // namespace
 
 TEST(handler_operations, skip_retry_and_reset_reach_the_running_application) {
   sourcery::testing::temp_dir dir;
-  auto uri = sourcery::testing::test_pg_uri() + "&schema=" + sourcery::testing::test_schema(dir);
-  application_config cfg;
-  cfg.store_uri = uri;
-  auto app = application::start(cfg, bank::routes());
-  ASSERT_TRUE(app) << describe_error(app.error());
-  auto seen = std::make_shared<seen_deposits>();
-  handler_options opts;
-  opts.on_error.max_retries = 0;
-  opts.on_error.then = error_action::kind::stop;
-  auto status = (*app)->add_handler<deposit_watch>(opts, false, [seen] {
-    auto h = std::make_unique<deposit_watch>();
-    h->seen = seen;
-    return h;
-  });
-  ASSERT_TRUE(status);
+  watched_bank watched{dir};
+  ASSERT_TRUE(watched.started()) << watched.why;
+  auto& uri = watched.uri;
+  auto& app = watched.app;
+  auto& seen = watched.seen;
+  auto& status = watched.status;
   ASSERT_TRUE((*app)->dispatch(open_account{"a", "ann"}));
   ASSERT_TRUE((*app)->dispatch(deposit{"a", 1}));
   ASSERT_TRUE((*app)->dispatch(deposit{"a", 666})); // stops the handler
@@ -171,21 +199,12 @@ TEST(handler_operations, skip_retry_and_reset_reach_the_running_application) {
 // and parked no more -- and the handler's position does not move.
 TEST(handler_operations, a_parked_event_is_retried_alone_and_stays_parked_while_it_fails) {
   sourcery::testing::temp_dir dir;
-  auto uri = sourcery::testing::test_pg_uri() + "&schema=" + sourcery::testing::test_schema(dir);
-  application_config cfg;
-  cfg.store_uri = uri;
-  auto app = application::start(cfg, bank::routes());
-  ASSERT_TRUE(app) << describe_error(app.error());
-  auto seen = std::make_shared<seen_deposits>();
-  handler_options opts;
-  opts.on_error.max_retries = 0;
-  opts.on_error.then = error_action::kind::stop;
-  auto status = (*app)->add_handler<deposit_watch>(opts, false, [seen] {
-    auto h = std::make_unique<deposit_watch>();
-    h->seen = seen;
-    return h;
-  });
-  ASSERT_TRUE(status);
+  watched_bank watched{dir};
+  ASSERT_TRUE(watched.started()) << watched.why;
+  auto& uri = watched.uri;
+  auto& app = watched.app;
+  auto& seen = watched.seen;
+  auto& status = watched.status;
   ASSERT_TRUE((*app)->dispatch(open_account{"a", "ann"}));
   ASSERT_TRUE((*app)->dispatch(deposit{"a", 666})); // stops the handler
   ASSERT_TRUE((*app)->dispatch(deposit{"a", 2}));
