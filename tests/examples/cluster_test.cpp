@@ -320,11 +320,29 @@ protected:
     }
   }
 
+  /// Whether node `i`'s /health says commands can succeed there.
+  bool healthy(size_t i) {
+    try {
+      http_client c{nodes[i].http, host(i)};
+      c.set_timeout(2s);
+      return c.get("/health").status == 200;
+    } catch (const std::exception&) {
+      return false;
+    }
+  }
+
   /// Three nodes serving the accounts, the checkpoint watched, the load on.
   void begin(bool proxied = false) {
     sourcery::testing::install_lease_log(server, sourcery::testing::test_schema(dir));
     for (size_t i = 0; i < 3; ++i)
       start(i, proxied);
+    // Every node up and every shard held before the first command: on a
+    // loaded machine joining takes a few renewal rounds.
+    ASSERT_TRUE(sourcery::testing::eventually(
+      [&] { return healthy(0) && healthy(1) && healthy(2) && shards_held_by(0) + shards_held_by(1) + shards_held_by(2) == 64; },
+      30s))
+      << "the cluster did not form within 30 s: shards " << shards_held_by(0) << "/" << shards_held_by(1) << "/"
+      << shards_held_by(2);
     open_accounts();
     watch_checkpoints();
     start_load();
