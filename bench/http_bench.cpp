@@ -4,12 +4,10 @@
 // against plain HTTP in the same run.
 
 #include <algorithm>
-#include <array>
 #include <atomic>
-#include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <memory>
+#include <optional>
 #include <thread>
 
 #include <utility> // before Asio: Boost 1.74 uses std::exchange without it
@@ -21,6 +19,7 @@
 #include <boost/beast/ssl.hpp>
 
 #include "../examples/todo/todo_api.hpp"
+#include "../tests/support/test_ca.hpp"
 #include "bank_load.hpp"
 
 namespace sourcery::bench {
@@ -144,27 +143,6 @@ double http_closed_loop(uint16_t port, int clients, int total, Make make, std::v
   return closed_loop_over<beast::tcp_stream>(port, clients, total, make, lat, nullptr);
 }
 
-/// A throwaway CA and a server certificate for 127.0.0.1 it signed, in
-/// `dir`, by Debian's openssl command: {CA, certificate, key}.
-std::array<std::string, 3> make_certificates(const fs::path& dir) {
-  fs::create_directories(dir);
-  auto f = [&](const char* name) { return (dir / name).string(); };
-  std::string quiet = " >/dev/null 2>&1";
-  std::ofstream{f("san.ext")} << "subjectAltName=IP:127.0.0.1\n";
-  bool ok = std::system(("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=bench-ca"
-                         " -keyout " + f("ca.key") + " -out " + f("ca.pem") + quiet).c_str()) == 0
-            && std::system(("openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=server -keyout "
-                            + f("server.key") + " -out " + f("server.csr") + quiet).c_str()) == 0
-            && std::system(("openssl x509 -req -days 1 -in " + f("server.csr") + " -CA " + f("ca.pem") + " -CAkey "
-                            + f("ca.key") + " -CAcreateserial -extfile " + f("san.ext") + " -out " + f("server.pem")
-                            + quiet).c_str()) == 0;
-  if (!ok) {
-    std::fprintf(stderr, "http bench: openssl could not make the certificates (apt-get install openssl)\n");
-    std::exit(1);
-  }
-  return {f("ca.pem"), f("server.pem"), f("server.key")};
-}
-
 bhttp::request<bhttp::string_body> make_request(bhttp::verb verb, std::string target, const nlohmann::json& body) {
   bhttp::request<bhttp::string_body> req{verb, target, 11};
   req.set(bhttp::field::content_type, "application/json");
@@ -232,9 +210,18 @@ int run_http_suite(const options& opts) {
 
   // HTTPS: the same creates over TLS 1.3 (keep-alive: one handshake per
   // client), against plain HTTP measured again now, on a fresh store each.
-  auto [ca, cert, key] = make_certificates(root / "certificates");
+  fs::create_directories(root / "certificates");
+  std::optional<sourcery::testing::test_ca> ca;
+  sourcery::testing::test_ca::issued server;
+  try {
+    ca.emplace((root / "certificates").string(), "bench"); // Debian's openssl command
+    server = ca->issue("server");
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "http bench: cannot make certificates (apt-get install openssl): %s\n", e.what());
+    return 1;
+  }
   net::ssl::context client_tls{net::ssl::context::tls_client};
-  client_tls.load_verify_file(ca);
+  client_tls.load_verify_file(ca->cert());
   client_tls.set_verify_mode(net::ssl::verify_peer);
   auto create = [](int i) { return make_request(bhttp::verb::post, "/todos", {{"title", "todo " + std::to_string(i)}}); };
   double plain = 0;
@@ -244,7 +231,7 @@ int run_http_suite(const options& opts) {
     p.gw->stop();
     p.app->stop();
   }
-  auto t = start_server((root / "tls").string(), {cert, key});
+  auto t = start_server((root / "tls").string(), {server.cert, server.key});
   double over_tls = closed_loop_over<tls_stream>(t.gw->port(), clients, total, create, lat, &client_tls);
   report("http", "http_create_64_tls", over_tls, "requests/s");
   report("http", "http_create_64_tls_p99", percentile(lat, 0.99), "us");

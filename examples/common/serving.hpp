@@ -6,37 +6,17 @@
 // HOST:PORT` -- a monitoring network, or a port the load balancer probes
 // that the API's clients never reach.
 
-#include <charconv>
-#include <cstdint>
 #include <cstdio>
 #include <functional>
-#include <optional>
 #include <string>
-#include <string_view>
 #include <utility>
 
 #include <CLI/CLI.hpp>
 
+#include "sourcery/runtime/cluster/cluster_settings.hpp" // split_node_address: plain functions, in every build
 #include "sourcery/runtime/http/gateway.hpp"
 
 namespace demo {
-
-/// "host:port" or "[v6]:port" -> (host, port); nullopt when the port is
-/// missing or not 1-65535.
-inline std::optional<std::pair<std::string, uint16_t>> split_host_port(const std::string& text) {
-  auto colon = text.rfind(':');
-  if (colon == std::string::npos || colon == 0)
-    return std::nullopt;
-  std::string host = text.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
-    host = host.substr(1, host.size() - 2);
-  unsigned port = 0;
-  auto digits = std::string_view{text}.substr(colon + 1);
-  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), port);
-  if (ec != std::errc{} || end != digits.data() + digits.size() || port == 0 || port > 65535)
-    return std::nullopt;
-  return std::make_pair(std::move(host), static_cast<uint16_t>(port));
-}
 
 class serving_options {
 public:
@@ -44,7 +24,9 @@ public:
     app.add_option("--operations", address_,
                    "serve /health and /metrics at HOST:PORT instead of beside the API (with --tls-cert, over HTTPS too)")
       ->type_name("HOST:PORT")
-      ->check([](const std::string& s) { return split_host_port(s) ? std::string{} : "takes HOST:PORT"; });
+      ->check([](const std::string& s) {
+        return sourcery::cluster::split_node_address(s) ? std::string{} : "takes HOST:PORT with a port from 1 to 65535";
+      });
   }
 
   /// "https" with TLS files, else "http".
@@ -60,9 +42,11 @@ public:
       add(api);
       return {};
     }
-    auto where = split_host_port(address_);
+    auto where = sourcery::cluster::split_node_address(address_);
     auto cfg = api_cfg;
     cfg.address = where->first;
+    if (cfg.address.size() >= 2 && cfg.address.front() == '[' && cfg.address.back() == ']')
+      cfg.address = cfg.address.substr(1, cfg.address.size() - 2); // [::1]:9090
     cfg.port = where->second;
     cfg.workers = 1; // its routes answer on the I/O thread
     add(ops);

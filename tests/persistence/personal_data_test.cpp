@@ -436,16 +436,24 @@ std::string pg_dump(const std::string& schema) {
   return out;
 }
 
-TEST(personal_data_postgres, a_forget_on_one_node_is_seen_by_the_others) {
-  temp_dir dir;
-  event_registry registry;
-  ASSERT_FALSE(registry.add<account_opened>("test.account_opened"));
+/// Two stores on one PostgreSQL schema, as two nodes open it, each
+/// revealing personal data with `registry`.
+std::pair<std::unique_ptr<postgres_store>, std::unique_ptr<postgres_store>> two_revealing_nodes(
+  const temp_dir& dir, const event_registry& registry) {
   auto a = open_test_pg(test_pg_options(dir));
   auto b = open_test_pg(test_pg_options(dir));
   for (auto* s : {a.get(), b.get()}) {
     s->use_registry(&registry);
     s->reveal_personal_data();
   }
+  return {std::move(a), std::move(b)};
+}
+
+TEST(personal_data_postgres, a_forget_on_one_node_is_seen_by_the_others) {
+  temp_dir dir;
+  event_registry registry;
+  ASSERT_FALSE(registry.add<account_opened>("test.account_opened"));
+  auto [a, b] = two_revealing_nodes(dir, registry);
   auto data = registry.encode(account_opened{std::string{secret}, 1});
   ASSERT_TRUE(a->append("account-1", expected_version::any(), {*data}));
   auto owner_on_b = [&] {
@@ -475,12 +483,7 @@ TEST(personal_data_postgres, two_nodes_sealing_a_new_subject_at_once_agree_on_it
   temp_dir dir;
   event_registry registry;
   ASSERT_FALSE(registry.add<consent_given>("test.consent_given"));
-  auto a = open_test_pg(test_pg_options(dir));
-  auto b = open_test_pg(test_pg_options(dir));
-  for (auto* s : {a.get(), b.get()}) {
-    s->use_registry(&registry);
-    s->reveal_personal_data();
-  }
+  auto [a, b] = two_revealing_nodes(dir, registry);
   for (int i = 0; i < 20; ++i) {
     auto patient = "patient-" + std::to_string(i);
     // Each node seals the subject's first event with a key of its own making;

@@ -83,22 +83,19 @@ json handler_line(const std::string& uri, const sourcery::testing::temp_dir& dir
 
 /// The bank on a schema of its own, with deposit_watch, which stops on a
 /// deposit of 666 while `seen->poisoned`.
-struct watched_bank {
-  std::string uri;
+class handler_operations : public ::testing::Test {
+protected:
+  sourcery::testing::temp_dir dir;
+  std::string uri = sourcery::testing::test_pg_uri() + "&schema=" + sourcery::testing::test_schema(dir);
   std::optional<std::unique_ptr<application>> app;
   std::shared_ptr<seen_deposits> seen = std::make_shared<seen_deposits>();
   std::optional<std::shared_ptr<handler_status>> status;
-  std::string why; ///< what failed to start
 
-  explicit watched_bank(const sourcery::testing::temp_dir& dir)
-    : uri(sourcery::testing::test_pg_uri() + "&schema=" + sourcery::testing::test_schema(dir)) {
+  void SetUp() override {
     application_config cfg;
     cfg.store_uri = uri;
     auto started = application::start(cfg, bank::routes());
-    if (!started) {
-      why = describe_error(started.error());
-      return;
-    }
+    ASSERT_TRUE(started) << describe_error(started.error());
     app = std::move(*started);
     handler_options opts;
     opts.on_error.max_retries = 0;
@@ -108,25 +105,14 @@ struct watched_bank {
       h->seen = seen;
       return h;
     });
-    if (!added) {
-      why = describe_error(added.error());
-      return;
-    }
+    ASSERT_TRUE(added) << describe_error(added.error());
     status = *added;
   }
-  bool started() const { return app && status; }
 };
 
 } // namespace
 
-TEST(handler_operations, skip_retry_and_reset_reach_the_running_application) {
-  sourcery::testing::temp_dir dir;
-  watched_bank watched{dir};
-  ASSERT_TRUE(watched.started()) << watched.why;
-  auto& uri = watched.uri;
-  auto& app = watched.app;
-  auto& seen = watched.seen;
-  auto& status = watched.status;
+TEST_F(handler_operations, skip_retry_and_reset_reach_the_running_application) {
   ASSERT_TRUE((*app)->dispatch(open_account{"a", "ann"}));
   ASSERT_TRUE((*app)->dispatch(deposit{"a", 1}));
   ASSERT_TRUE((*app)->dispatch(deposit{"a", 666})); // stops the handler
@@ -197,14 +183,7 @@ TEST(handler_operations, skip_retry_and_reset_reach_the_running_application) {
 // A parked event handled again alone, as EventStoreDB replays a parked
 // message: failing, it stays parked; once the cause is gone, it is handled
 // and parked no more -- and the handler's position does not move.
-TEST(handler_operations, a_parked_event_is_retried_alone_and_stays_parked_while_it_fails) {
-  sourcery::testing::temp_dir dir;
-  watched_bank watched{dir};
-  ASSERT_TRUE(watched.started()) << watched.why;
-  auto& uri = watched.uri;
-  auto& app = watched.app;
-  auto& seen = watched.seen;
-  auto& status = watched.status;
+TEST_F(handler_operations, a_parked_event_is_retried_alone_and_stays_parked_while_it_fails) {
   ASSERT_TRUE((*app)->dispatch(open_account{"a", "ann"}));
   ASSERT_TRUE((*app)->dispatch(deposit{"a", 666})); // stops the handler
   ASSERT_TRUE((*app)->dispatch(deposit{"a", 2}));
