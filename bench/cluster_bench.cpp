@@ -268,6 +268,14 @@ int run_cluster_suite(const options& opts) {
     tls_c = fork_node(tls_uri.text(), tls.for_node(2));
   }
 
+  // Each phase's store, made as an operator would with `sourcery init`.
+  for (auto* u : {&single_uri, &cluster_uri, &tls_uri})
+    if (auto made = persistence::init_store(*u); !made) {
+      std::fprintf(stderr, "sourcery-bench: cannot create a store on %s: %s\n", u->to_string().c_str(),
+                   describe_error(made.error()).c_str());
+      return 1;
+    }
+
   if (wanted("placement")) {
     double worst = 0;
     for (size_t n = 2; n <= 10; ++n) {

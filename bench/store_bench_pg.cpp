@@ -102,6 +102,7 @@ int run_pg_store_suite(const options& opts) {
   postgres_options po;
   po.conninfo = uri->location;
   po.schema = schema;
+  po.setup = schema_setup::create; // the bench's own schema, dropped at the end
   auto store = postgres_store::open(po);
   if (!store) {
     std::fprintf(stderr, "sourcery-bench: cannot open %s: %s\n", uri->to_string().c_str(),

@@ -57,6 +57,7 @@ start_node() {
   for _ in $(seq 1 100); do grep -q listening "$work/node$1.out" 2>/dev/null && break; sleep 0.1; done
   say "  node $1: $(head -1 "$work/node$1.out")"
 }
+"$bin/sourcery" init --store "$uri" >/dev/null # the store the nodes share, made once
 show_cluster() { "$bin/sourcery" cluster --store "$uri" --cluster demo | sed 's/^/  /'; }
 get() { curl -s "${curl_tls[@]}" "$scheme://localhost:$(http "$1")$2"; }
 post() { curl -s "${curl_tls[@]}" -X POST "$scheme://localhost:$(http "$1")$2" -H 'content-type: application/json' -d "$3"; }

@@ -717,6 +717,7 @@ TEST_F(cli_postgres, cluster_lists_members_their_shards_and_the_handlers_they_ru
   sourcery::persistence::coordination_options opts;
   opts.conninfo = sourcery::testing::test_pg_uri();
   opts.schema = sourcery::testing::test_schema(dir);
+  opts.setup = sourcery::persistence::schema_setup::create;
   auto c = sourcery::persistence::postgres_coordination::open(opts);
   ASSERT_TRUE(c) << sourcery::persistence::describe(c.error());
   auto a = (*c)->join("bank", "127.0.0.1:4001");

@@ -71,7 +71,7 @@ TEST(bank_demo, admin_rebuilds_the_balance_read_model_byte_for_byte) {
 
 TEST(bank_demo, runs_twice_on_postgres_and_continues) {
   sourcery::testing::temp_dir dir;
-  auto uri = sourcery::testing::test_pg_uri() + "&schema=" + sourcery::testing::test_schema(dir);
+  auto uri = sourcery::testing::test_pg_store(dir);
   for (int run = 0; run < 2; ++run) {
     sourcery::testing::child_process demo{BANK_DEMO_PATH, {"--store", uri}};
     auto out = demo.read_all();

@@ -64,7 +64,7 @@ protected:
   void SetUp() override { use_server(sourcery::testing::test_pg_uri()); }
   void use_server(std::string at) {
     server = std::move(at);
-    uri = server + "&schema=" + sourcery::testing::test_schema(dir);
+    uri = sourcery::testing::init_test_store(server + "&schema=" + sourcery::testing::test_schema(dir));
   }
   /// A server of the test's own: it will be frozen or restarted.
   void use_own_server() {

@@ -93,7 +93,7 @@ TEST(link_fuzz, a_tls_node_survives_2000_hostile_connections_serving_bounded_and
   sourcery::testing::temp_dir dir;
   sourcery::testing::test_ca ca{dir.str(), "fuzz"};
   auto files = ca.issue("node");
-  auto uri = sourcery::testing::test_pg_uri() + "&schema=" + sourcery::testing::test_schema(dir);
+  auto uri = sourcery::testing::test_pg_store(dir);
   auto peer_port = sourcery::testing::free_port();
   auto http_port = sourcery::testing::free_port();
   sourcery::testing::child_process node{

@@ -82,6 +82,11 @@ TEST(operations, no_program_prints_a_password_in_either_form) {
   auto with_param = base + "&password=" + secret;
   std::string printed;
 
+  {
+    auto [status, out] = run(SOURCERY_CLI_PATH, {"init", "--store", with_param}, dir);
+    ASSERT_EQ(status, 0) << out;
+    printed += out;
+  }
   child_process server{TODO_SERVER_PATH, {"--port", "0", "--store", with_param}, (dir / "server.err").string()};
   auto line = server.read_line();
   printed += line + "\n";
@@ -128,7 +133,7 @@ TEST(operations, no_program_prints_a_password_in_either_form) {
 // The store can come from the environment, so that no secret is in argv.
 TEST(operations, the_store_can_come_from_sourcery_store) {
   sourcery::testing::temp_dir dir;
-  auto uri = sourcery::testing::test_pg_uri() + "&schema=" + sourcery::testing::test_schema(dir);
+  auto uri = sourcery::testing::test_pg_store(dir);
   ::setenv("SOURCERY_STORE", uri.c_str(), 1);
   child_process server{TODO_SERVER_PATH, {"--port", "0"}};
   ::unsetenv("SOURCERY_STORE");
@@ -148,9 +153,10 @@ TEST(operations, the_store_can_come_from_sourcery_store) {
   EXPECT_NE(out.find("\"stream\":\"todo-"), std::string::npos) << out;
 }
 
-// A command that only reads never creates a store: a schema without one is
-// "no Sourcery store", status 2, and the schema is still not there after.
-TEST(operations, read_only_commands_create_nothing) {
+// Nothing but `sourcery init` creates a store: a command that only reads
+// says "no Sourcery store" with status 2, an application refuses to start,
+// and the schema is still not there after.
+TEST(operations, only_sourcery_init_creates_a_store) {
   sourcery::testing::temp_dir dir;
   auto schema = sourcery::testing::test_schema(dir) + "_none";
   auto uri = sourcery::testing::test_pg_uri() + "&schema=" + schema;
@@ -163,9 +169,34 @@ TEST(operations, read_only_commands_create_nothing) {
     EXPECT_NE(out.find("no Sourcery event store in schema " + schema), std::string::npos) << cmd << ": " << out;
     EXPECT_EQ(out.find("ok: the store is intact"), std::string::npos) << out;
   }
+  // Nor does an application start: it opens only a store that exists.
+  for (auto* program : {TODO_SERVER_PATH, BANK_DEMO_PATH}) {
+    auto [status, out] = run(program, {"--store", uri}, dir);
+    EXPECT_NE(status, 0) << program << ": " << out;
+    EXPECT_NE(out.find("no Sourcery store in schema " + schema + ": create it first with `sourcery init --store URI`"),
+              std::string::npos)
+      << program << ": " << out;
+  }
   EXPECT_EQ(sourcery::testing::run_sql(sourcery::testing::test_pg_uri(),
                                        "SELECT count(*) FROM pg_namespace WHERE nspname = '" + schema + "'"),
             "0");
+  // `sourcery init` creates it; then the application starts on it.
+  auto [made, made_out] = run(SOURCERY_CLI_PATH, {"init", "--store", uri}, dir);
+  EXPECT_EQ(made, 0) << made_out;
+  EXPECT_NE(made_out.find("created a Sourcery store in"), std::string::npos) << made_out;
+  auto [again, again_out] = run(SOURCERY_CLI_PATH, {"init", "--store", uri}, dir);
+  EXPECT_EQ(again, 0) << again_out;
+  EXPECT_NE(again_out.find("already holds a Sourcery store"), std::string::npos) << again_out;
+  {
+    child_process server{TODO_SERVER_PATH, {"--port", "0", "--store", uri}, (dir / "server.err").string()};
+    auto port = port_of(server.read_line());
+    ASSERT_NE(port, 0) << slurp((dir / "server.err").string());
+    EXPECT_EQ(http_client{port}.post("/todos", {{"title", "after init"}}).status, 201);
+    server.signal(SIGTERM);
+    EXPECT_EQ(server.wait(), 0);
+  }
+  auto [dropped, dropped_out] = run(SOURCERY_CLI_PATH, {"drop", "--yes", "--store", uri}, dir);
+  EXPECT_EQ(dropped, 0) << dropped_out;
 }
 
 // With the database stopped under a single server: /health says so with a
@@ -176,7 +207,7 @@ TEST(operations, health_tells_a_stopped_database_and_its_return) {
   sourcery::testing::temp_dir dir;
   sourcery::testing::private_server db{SOURCERY_PG_SCRIPT};
   auto log = (dir / "server.err").string();
-  child_process server{TODO_SERVER_PATH, {"--port", "0", "--store", db.uri() + "&operation_timeout=2&connect_timeout=1"},
+  child_process server{TODO_SERVER_PATH, {"--port", "0", "--store", sourcery::testing::init_test_store(db.uri() + "&operation_timeout=2&connect_timeout=1")},
                        log};
   auto port = port_of(server.read_line());
   ASSERT_NE(port, 0);
@@ -225,7 +256,7 @@ TEST(operations, health_tells_a_stopped_database_and_its_return) {
 // for two), while the GET waits on a worker thread.
 TEST(operations, a_slow_query_delays_nobody_else) {
   sourcery::testing::private_server db{SOURCERY_PG_SCRIPT};
-  child_process server{TODO_SERVER_PATH, {"--port", "0", "--store", db.uri() + "&operation_timeout=4"}};
+  child_process server{TODO_SERVER_PATH, {"--port", "0", "--store", sourcery::testing::init_test_store(db.uri() + "&operation_timeout=4")}};
   auto port = port_of(server.read_line());
   ASSERT_NE(port, 0);
   {

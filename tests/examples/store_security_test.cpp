@@ -80,6 +80,10 @@ TEST(store_security, tls_with_verify_full_and_scram_passwords_work_end_to_end_an
   EXPECT_EQ(sourcery::testing::run_sql(server.uri(), "SELECT left(rolpassword, 14) FROM pg_authid WHERE rolname = 'app'"),
             "SCRAM-SHA-256$");
   auto good = uri(port, ca.cert(), password_in_uri, "secure_todo");
+  // The role creates its store, as an operator does before the first start.
+  auto init = run_to_end(SOURCERY_CLI_PATH, {"init", "--store", good}, dir);
+  ASSERT_EQ(init.status, 0) << init.err;
+  EXPECT_EQ((init.out + init.err).find(password), std::string::npos);
 
   // A server on it: commands stored, read back, every connection of the
   // role encrypted.

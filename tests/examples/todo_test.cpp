@@ -501,7 +501,7 @@ TEST(todo_server_process, a_full_disk_is_507_with_reads_served_and_writes_resume
 TEST(todo_server_process, on_postgres_the_list_is_a_sql_table_that_admin_rebuild_rebuilds) {
   sourcery::testing::temp_dir dir;
   auto schema = sourcery::testing::test_schema(dir);
-  auto uri = sourcery::testing::test_pg_uri() + "&schema=" + schema;
+  auto uri = sourcery::testing::init_test_store(sourcery::testing::test_pg_uri() + "&schema=" + schema);
   auto start = [&] {
     auto p = std::make_unique<sourcery::testing::child_process>(
       TODO_SERVER_PATH, std::vector<std::string>{"--port", "0", "--address", "127.0.0.1", "--store", uri});
@@ -560,7 +560,7 @@ TEST(todo_server_process, on_postgres_the_list_is_a_sql_table_that_admin_rebuild
 TEST(todo_server_process, rebuilds_during_writes_lose_no_row_on_postgres) {
   sourcery::testing::temp_dir dir;
   auto schema = sourcery::testing::test_schema(dir);
-  auto uri = sourcery::testing::test_pg_uri() + "&schema=" + schema;
+  auto uri = sourcery::testing::init_test_store(sourcery::testing::test_pg_uri() + "&schema=" + schema);
   sourcery::testing::child_process server{TODO_SERVER_PATH,
                                           {"--port", "0", "--address", "127.0.0.1", "--store", uri}};
   auto line = server.read_line();
@@ -625,7 +625,7 @@ TEST(todo_server_process, rebuilds_during_writes_lose_no_row_on_postgres) {
 TEST(todo_server_process, a_frozen_database_is_a_bounded_5xx_and_the_server_recovers) {
   sourcery::testing::private_server db{SOURCERY_PG_SCRIPT};
   sourcery::testing::child_process server{
-    TODO_SERVER_PATH, {"--port", "0", "--address", "127.0.0.1", "--store", db.uri() + "&operation_timeout=1"}};
+    TODO_SERVER_PATH, {"--port", "0", "--address", "127.0.0.1", "--store", sourcery::testing::init_test_store(db.uri() + "&operation_timeout=1")}};
   auto line = server.read_line();
   auto at = line.find("127.0.0.1:");
   ASSERT_NE(at, std::string::npos) << line;
@@ -679,7 +679,7 @@ TEST(todo_server_process, a_frozen_database_is_a_bounded_5xx_and_the_server_reco
 TEST(todo_server_process, three_nodes_serve_one_list_and_read_their_writes_through_any_node) {
   sourcery::testing::temp_dir dir;
   auto schema = sourcery::testing::test_schema(dir);
-  auto uri = sourcery::testing::test_pg_uri() + "&schema=" + schema;
+  auto uri = sourcery::testing::init_test_store(sourcery::testing::test_pg_uri() + "&schema=" + schema);
   std::vector<std::unique_ptr<sourcery::testing::child_process>> nodes;
   std::vector<uint16_t> ports;
   for (int i = 0; i < 3; ++i) {

@@ -22,6 +22,7 @@ std::unique_ptr<postgres_coordination> open_coordination(const sourcery::testing
   coordination_options opts;
   opts.conninfo = sourcery::testing::test_pg_uri();
   opts.schema = sourcery::testing::test_schema(dir);
+  opts.setup = schema_setup::create;
   auto c = postgres_coordination::open(opts);
   EXPECT_TRUE(c) << describe(c.error());
   return c ? std::move(*c) : nullptr;
@@ -160,6 +161,7 @@ TEST(coordination, of_nodes_racing_for_one_lease_exactly_one_wins) {
   coordination_options opts;
   opts.conninfo = sourcery::testing::test_pg_uri();
   opts.schema = sourcery::testing::test_schema(dir);
+  opts.setup = schema_setup::create;
   for (int i = 0; i < nodes; ++i) {
     auto c = postgres_coordination::open(opts);
     ASSERT_TRUE(c);

@@ -162,7 +162,7 @@ TEST(crash, acknowledged_appends_survive_sigkill) {
 TEST(crash, acknowledged_appends_survive_sigkill_on_postgres) {
   temp_dir dir;
   auto opts = test_pg_options(dir);
-  auto uri = opts.conninfo + "&schema=" + opts.schema;
+  auto uri = init_test_store(opts.conninfo + "&schema=" + opts.schema);
   auto seed = static_cast<uint32_t>(::testing::UnitTest::GetInstance()->random_seed());
   std::mt19937 rng{seed};
   std::vector<ack> all_acks;

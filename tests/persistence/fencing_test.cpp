@@ -63,6 +63,7 @@ struct fenced_nodes : ::testing::Test {
     coordination_options c;
     c.conninfo = sourcery::testing::test_pg_uri();
     c.schema = sourcery::testing::test_schema(dir);
+    c.setup = schema_setup::create;
     auto opened = postgres_coordination::open(c);
     ASSERT_TRUE(opened) << describe(opened.error());
     leases = std::move(*opened);

@@ -395,6 +395,7 @@ TEST(postgres_store, a_paused_server_times_out_appends_which_succeed_again_after
   temp_dir dir;
   postgres_options opts;
   opts.conninfo = server.uri();
+  opts.setup = schema_setup::create;
   opts.operation_timeout = 1500ms;
   opts.connect_timeout = 1000ms;
   opts.poll_interval = 200ms;
@@ -422,6 +423,7 @@ TEST(postgres_store, a_server_restarted_under_load_loses_and_doubles_nothing) {
   private_server server{SOURCERY_PG_SCRIPT};
   postgres_options opts;
   opts.conninfo = server.uri();
+  opts.setup = schema_setup::create;
   opts.operation_timeout = 3000ms;
   opts.poll_interval = 200ms;
   auto store = open_test_pg(opts);

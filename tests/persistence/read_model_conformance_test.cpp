@@ -39,6 +39,7 @@ std::vector<read_model_factory> factories() {
        postgres_read_model_options opts;
        opts.conninfo = test_pg_uri();
        opts.schema = test_schema(dir);
+       opts.setup = schema_setup::create;
        auto s = postgres_projection_store::open(opts);
        if (!s)
          throw std::runtime_error(describe(s.error()));

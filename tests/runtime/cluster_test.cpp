@@ -58,10 +58,9 @@ std::shared_ptr<const sourcery::registration_provider> bank_node(std::string nod
 struct cluster_of_nodes : ::testing::Test {
   sourcery::testing::temp_dir dir;
   std::vector<std::unique_ptr<application>> nodes;
+  const std::string store = sourcery::testing::test_pg_store(dir); // created once, before any node
 
-  std::string uri() const {
-    return sourcery::testing::test_pg_uri() + "&schema=" + sourcery::testing::test_schema(dir);
-  }
+  std::string uri() const { return store; }
 
   application& add_node(std::shared_ptr<const sourcery::registration_provider> node = bank_node()) {
     application_config cfg;

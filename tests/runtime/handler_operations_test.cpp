@@ -86,7 +86,7 @@ json handler_line(const std::string& uri, const sourcery::testing::temp_dir& dir
 class handler_operations : public ::testing::Test {
 protected:
   sourcery::testing::temp_dir dir;
-  std::string uri = sourcery::testing::test_pg_uri() + "&schema=" + sourcery::testing::test_schema(dir);
+  std::string uri = sourcery::testing::test_pg_store(dir);
   std::optional<std::unique_ptr<application>> app;
   std::shared_ptr<seen_deposits> seen = std::make_shared<seen_deposits>();
   std::optional<std::shared_ptr<handler_status>> status;

@@ -24,6 +24,7 @@ std::shared_ptr<persistence::postgres_coordination> open_store(const sourcery::t
   persistence::coordination_options opts;
   opts.conninfo = sourcery::testing::test_pg_uri();
   opts.schema = sourcery::testing::test_schema(dir);
+  opts.setup = persistence::schema_setup::create;
   auto c = persistence::postgres_coordination::open(opts);
   EXPECT_TRUE(c) << persistence::describe(c.error());
   return c ? std::shared_ptr<persistence::postgres_coordination>{std::move(*c)} : nullptr;

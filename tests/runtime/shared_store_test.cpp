@@ -26,7 +26,7 @@ std::unique_ptr<application> start_on(const std::string& uri) {
 
 TEST(shared_store, two_applications_project_each_event_once_and_both_keep_up) {
   sourcery::testing::temp_dir dir;
-  auto uri = sourcery::testing::test_pg_uri() + "&schema=" + sourcery::testing::test_schema(dir);
+  auto uri = sourcery::testing::test_pg_store(dir);
   auto a = start_on(uri);
   auto b = start_on(uri);
   dispatch_options strong;

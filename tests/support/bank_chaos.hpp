@@ -140,7 +140,7 @@ public:
   static constexpr size_t node_count = 3;
 
   explicit bank_chaos(chaos_settings s) : s_(std::move(s)), server_(s_.server), rng_(s_.seed) {
-    uri_ = s_.server + "&schema=" + s_.schema;
+    uri_ = init_test_store(s_.server + "&schema=" + s_.schema);
     deadlocks_before_ = server_.log_count("deadlock detected");
   }
   ~bank_chaos() {

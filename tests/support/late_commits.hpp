@@ -42,6 +42,7 @@ inline void install_lease_log(const std::string& server, const std::string& sche
   persistence::coordination_options co;
   co.conninfo = server;
   co.schema = schema;
+  co.setup = persistence::schema_setup::create;
   if (auto c = persistence::postgres_coordination::open(co); !c)
     throw std::runtime_error("late_commits: the cluster tables cannot be created");
   pg_session pg{server};

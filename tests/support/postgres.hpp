@@ -16,6 +16,7 @@
 #include <libpq-fe.h>
 
 #include "sourcery/persistence/postgres_store.hpp"
+#include "sourcery/persistence/store_uri.hpp"
 #include "process_tree.hpp"
 #include "temp_dir.hpp"
 
@@ -36,10 +37,29 @@ inline std::string test_schema(const temp_dir& dir) {
   return "t_" + std::to_string(std::hash<std::string>{}(dir.str()) % 1000000000000ull);
 }
 
+/// Creates the store `uri` names, as `sourcery init` does (applications
+/// and programs open only an existing one); returns `uri`.
+inline std::string init_test_store(const std::string& uri) {
+  auto parsed = persistence::store_uri::parse(uri);
+  if (!parsed)
+    throw std::runtime_error("bad store URI: " + persistence::describe(parsed.error()));
+  if (auto made = persistence::init_store(*parsed); !made)
+    throw std::runtime_error("cannot create the store: " + persistence::describe(made.error()));
+  return uri;
+}
+
+/// The URI of a store of the test's own on the test server (schema
+/// `test_schema(dir)`), created.
+inline std::string test_pg_store(const temp_dir& dir) {
+  return init_test_store(test_pg_uri() + "&schema=" + test_schema(dir));
+}
+
+/// Options of a store of the test's own, created at its first open.
 inline persistence::postgres_options test_pg_options(const temp_dir& dir) {
   persistence::postgres_options opts;
   opts.conninfo = test_pg_uri();
   opts.schema = test_schema(dir);
+  opts.setup = persistence::schema_setup::create;
   opts.poll_interval = std::chrono::milliseconds{200};
   return opts;
 }

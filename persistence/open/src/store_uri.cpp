@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <regex>
 
 #include "sourcery/config.hpp"
@@ -163,7 +164,7 @@ Options postgres_like(const store_uri& uri, const store_open_options& options) {
   Options o;
   o.conninfo = uri.location;
   o.schema = uri.schema;
-  o.create = !options.read_only;
+  o.setup = options.read_only ? schema_setup::none : options.create ? schema_setup::create : schema_setup::upgrade;
   o.mode = options.mode;
   o.connect_timeout = uri.connect_timeout;
   o.operation_timeout = uri.operation_timeout;
@@ -236,6 +237,36 @@ caf::expected<std::unique_ptr<projection_store>> open_read_models(const store_ur
 #endif
   }
   return make_error(store_errc::invalid_argument, "unknown store kind");
+}
+
+caf::expected<store_init> init_store(const store_uri& uri, const store_open_options& options) {
+  if (uri.type == store_uri::kind::memory)
+    return make_error(store_errc::invalid_argument, "memory: holds nothing to create");
+  store_init result;
+  // Was there one? A read-only open creates nothing.
+  auto look = options;
+  look.read_only = true;
+  look.create = false;
+  look.master_key_file.clear();
+  if (uri.type == store_uri::kind::lmdb) {
+    std::error_code ec;
+    result.created = !std::filesystem::exists(std::filesystem::path{uri.location} / "data.mdb", ec);
+  } else if (auto there = open_store_only(uri, look); !there) {
+    if (code_of(there.error()) != store_errc::no_store)
+      return there.error();
+    result.created = true;
+  }
+  auto make = options;
+  make.read_only = false;
+  make.create = true;
+  auto store = open_store(uri, make);
+  if (!store)
+    return store.error();
+  result.head_position = (*store)->head_position();
+  if (uri.is_postgres())
+    if (auto models = open_read_models(uri, make); !models)
+      return models.error();
+  return result;
 }
 
 } // namespace sourcery::persistence

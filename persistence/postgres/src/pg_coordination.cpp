@@ -97,7 +97,7 @@ struct postgres_coordination::impl {
   std::string votes;
   std::string config;
   std::unique_ptr<pg::pool> pool;
-  bool absent = false; // opened without `create` on a store where no cluster ran
+  bool absent = false; // opened with schema_setup::none on a store where no cluster ran
 
   pg::deadline until() const { return pg::clock::now() + options.operation_timeout; }
 
@@ -157,9 +157,9 @@ caf::expected<std::unique_ptr<postgres_coordination>> postgres_coordination::ope
                              + "; SET client_connection_check_interval = 1000",
                            until);
     });
-  if (st->options.create) {
+  if (st->options.setup != schema_setup::none) {
     auto created = st->run([&](pg::connection& c, pg::deadline until) {
-      return detail::ensure_component(c, st->options.schema, detail::cluster_component, until);
+      return detail::ensure_component(c, st->options.schema, detail::cluster_component, until, st->options.setup);
     });
     if (created)
       return created;

@@ -238,7 +238,7 @@ postgres_projection_store::open(postgres_read_model_options options) {
   if (!c)
     return c.error();
   if (auto err = detail::ensure_component(**c, st->options.schema, detail::read_models_component, until,
-                                            st->options.create))
+                                            st->options.setup))
     return err;
   return std::unique_ptr<postgres_projection_store>{new postgres_projection_store{std::move(st)}};
 }

@@ -89,7 +89,8 @@ bool valid_schema_name(std::string_view name) {
 }
 
 caf::error ensure_component(pg::connection& c, const std::string& schema, const pg_component& component,
-                            pg::deadline until, bool create) {
+                            pg::deadline until, schema_setup setup) {
+  const bool may_write = setup != schema_setup::none;
   auto quoted = pg::quote_ident(schema);
   auto run = [&]() -> caf::error {
     if (auto r = c.exec("BEGIN", until); !r)
@@ -118,15 +119,20 @@ caf::error ensure_component(pg::connection& c, const std::string& schema, const 
         ++ours;
     }
     std::optional<int32_t> version;
+    bool is_store = false; // the schema holds a Sourcery event store
     if (has_version_table) {
       pg::params q;
       q.add_text(component.name);
-      auto row = c.exec("SELECT version FROM " + quoted + ".schema_version WHERE component = $1", q, until);
+      auto row = c.exec("SELECT version, EXISTS (SELECT FROM " + quoted
+                          + ".schema_version WHERE component = 'event_store') FROM (SELECT 1) one LEFT JOIN "
+                          + quoted + ".schema_version ON component = $1",
+                        q, until);
       if (!row)
         return make_error(store_errc::foreign_store, "schema '" + schema + "' has a schema_version table that is"
                                                      " not a Sourcery one: " + describe(row.error()));
-      if (row->rows() == 1)
+      if (!row->is_null(0, 0))
         version = row->int4(0, 0);
+      is_store = row->boolean(0, 1);
     }
     const std::string what = component.name == "event_store" ? "event store"
                              : component.name == "cluster"   ? "cluster tables"
@@ -137,8 +143,11 @@ caf::error ensure_component(pg::connection& c, const std::string& schema, const 
         return make_error(store_errc::foreign_store,
                           "schema '" + schema + "' holds tables with the " + what
                             + "'s names that are not a Sourcery store's; choose another schema");
-      if (!create)
+      if (setup == schema_setup::none)
         return make_error(store_errc::no_store, "no Sourcery " + what + " in schema " + schema);
+      if (setup == schema_setup::upgrade && !is_store)
+        return make_error(store_errc::no_store, "no Sourcery store in schema " + schema
+                                                  + ": create it first with `sourcery init --store URI`");
       std::string script = "CREATE SCHEMA IF NOT EXISTS " + quoted + ";";
       if (!has_version_table)
         script += "CREATE TABLE " + quoted + ".schema_version (component text PRIMARY KEY, version int NOT NULL);";
@@ -147,7 +156,7 @@ caf::error ensure_component(pg::connection& c, const std::string& schema, const 
                 + std::to_string(component.version) + ");";
       if (auto err = c.exec_script(script, until))
         return err;
-    } else if (*version < component.version && !create) {
+    } else if (*version < component.version && !may_write) {
       return make_error(store_errc::unsupported_format_version,
                         "schema '" + schema + "' holds " + what + " schema version " + std::to_string(*version)
                           + ", older than this build's " + std::to_string(component.version)

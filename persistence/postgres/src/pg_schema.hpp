@@ -5,6 +5,7 @@
 #include <string_view>
 
 #include "pg_connection.hpp"
+#include "sourcery/persistence/schema_setup.hpp"
 
 namespace sourcery::persistence::detail {
 
@@ -20,17 +21,20 @@ struct pg_component {
   std::initializer_list<std::string_view> upgrades = {};
 };
 
-/// Creates `component`'s tables in `schema` when none exist (and the schema
-/// and its `schema_version` table when missing), or checks the ones there:
-/// the component's row in `schema_version` at `version` (an older one is
-/// upgraded in place when the component knows how), and all of its tables. Runs under a transaction-level advisory lock so that processes
-/// opening one database at once do not race.
-/// `create` false: nothing is created or upgraded (a caller that only
-/// reads), and a missing component is no_store.
-/// Errors: foreign_store (tables with our names that are not ours),
-/// unsupported_format_version, no_store, and the connection's.
+/// Opens `component` in `schema` as `setup` allows (schema_setup.hpp):
+/// checks the tables there (the component's row in `schema_version` at
+/// `version`, and all of its tables), upgrades an older version in place
+/// (upgrade, create), adds a missing component to an existing store
+/// (upgrade, create: a store is one whose `schema_version` names the
+/// event store), and creates the schema and the `schema_version` table
+/// when missing (create only). Runs under a transaction-level advisory
+/// lock so that processes opening one database at once do not race.
+/// Errors: no_store (no such component, and `setup` may not add it: the
+/// message says to run `sourcery init`), foreign_store (tables with our
+/// names that are not ours), unsupported_format_version, and the
+/// connection's.
 caf::error ensure_component(pg::connection& c, const std::string& schema, const pg_component& component,
-                            pg::deadline until, bool create = true);
+                            pg::deadline until, schema_setup setup);
 
 /// The event store's tables.
 extern const pg_component event_store_component;

@@ -141,12 +141,12 @@ caf::expected<std::unique_ptr<postgres_store>> postgres_store::open(postgres_opt
   if (auto err = st.setup(*conn, st.op_deadline(), "writer"))
     return err;
   if (auto err = detail::ensure_component(*conn, st.options.schema, detail::event_store_component, st.op_deadline(),
-                                            st.options.create))
+                                            st.options.setup))
     return err;
   // The subjects' keys came later: a store gains their table at its first
-  // open that may create; one that only reads may find none.
+  // open that may write; one that only reads may find none.
   if (auto err = detail::ensure_component(*conn, st.options.schema, detail::personal_data_component,
-                                          st.op_deadline(), st.options.create);
+                                          st.op_deadline(), st.options.setup);
       err && code_of(err) != store_errc::no_store)
     return err;
   else

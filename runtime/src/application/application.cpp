@@ -66,6 +66,7 @@ caf::expected<std::unique_ptr<application>> application::start(application_confi
     persistence::store_open_options opts;
     opts.mode = config.durability;
     opts.master_key_file = config.master_key_file;
+    opts.create = config.create_store;
     auto store = persistence::open_store(uri, opts);
     if (!store)
       return store.error();

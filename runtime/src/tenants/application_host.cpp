@@ -82,6 +82,7 @@ caf::expected<std::unique_ptr<application>> application_host::start_tenant(const
       uri.schema = "tenant_" + name;
       std::replace(uri.schema.begin(), uri.schema.end(), '-', '_'); // names have no '_': no two collide
       cfg.store_uri = uri.text();
+      cfg.create_store = true; // a tenant's first use is its creation
       break;
     }
   }

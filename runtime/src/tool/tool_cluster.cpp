@@ -103,7 +103,7 @@ int run_cluster(const context& ctx) {
   opts.schema = uri.schema;
   opts.connect_timeout = uri.connect_timeout;
   opts.operation_timeout = uri.operation_timeout;
-  opts.create = false; // an operator looks; nothing is written
+  opts.setup = persistence::schema_setup::none; // an operator looks; nothing is written
   auto c = persistence::postgres_coordination::open(opts);
   if (!c)
     return store_failure(ctx, "cluster", c.error());

@@ -95,7 +95,7 @@ caf::expected<handler_view> view_of(const context& ctx, persistence::event_store
     o.schema = uri.schema;
     o.connect_timeout = uri.connect_timeout;
     o.operation_timeout = uri.operation_timeout;
-    o.create = false;
+    o.setup = persistence::schema_setup::none;
     if (auto c = persistence::postgres_coordination::open(o)) {
       if (auto clusters = (*c)->clusters())
         for (auto& cluster : *clusters)

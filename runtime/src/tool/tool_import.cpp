@@ -243,7 +243,9 @@ caf::expected<import_target> postgres_target(const context& ctx) {
                                      + " events; import into a new schema (schema=NAME in the URI)");
   if (auto err = postgres_store::drop_schema(uri.location, staging_uri.schema))
     return err; // left by an import that died
-  auto opened = persistence::open_store(staging_uri);
+  persistence::store_open_options create; // the import makes its store
+  create.create = true;
+  auto opened = persistence::open_store(staging_uri, create);
   if (!opened)
     return opened.error();
   import_target t;

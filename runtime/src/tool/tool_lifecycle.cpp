@@ -19,8 +19,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-/// The store opened for writing (as an application would, creating it
-/// when missing); null after saying why.
+/// The store opened for writing, as an application would (upgraded when
+/// older; no_store when missing); null after saying why.
 std::unique_ptr<persistence::event_store> open_writable(const context& ctx) {
   auto store = persistence::open_store(ctx.uri());
   if (!store) {
@@ -33,26 +33,14 @@ std::unique_ptr<persistence::event_store> open_writable(const context& ctx) {
 } // namespace
 
 int run_init(const context& ctx) {
-  // Was there one already? (A read-only open creates nothing.)
-  persistence::store_open_options look;
-  look.read_only = true;
-  bool existed = true;
-  std::error_code ec;
-  if (ctx.uri().is_postgres()) {
-    auto there = persistence::open_store(ctx.uri(), look);
-    if (!there && persistence::code_of(there.error()) != persistence::store_errc::no_store)
-      return store_failure(ctx, "cannot open " + ctx.where(), there.error());
-    existed = static_cast<bool>(there);
-  } else {
-    existed = fs::exists(fs::path{ctx.opts.data_dir} / "data.mdb", ec);
-  }
-  auto store = open_writable(ctx);
-  if (!store)
-    return 1;
+  auto made = persistence::init_store(ctx.uri());
+  if (!made)
+    return store_failure(ctx, "cannot open " + ctx.where(), made.error());
+  const bool existed = !made->created;
+  const auto head = made->head_position;
   auto models = ctx.open_read_models(false);
   if (!models)
     return store_failure(ctx, "cannot create the read models of " + ctx.where(), models.error());
-  auto head = store->head_position();
   if (ctx.opts.json)
     std::printf("%s\n", nlohmann::json{{"store", ctx.where()}, {"created", !existed}, {"head_position", head}}
                           .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)

@@ -42,6 +42,11 @@ struct application_config {
   /// The LMDB store's directory (ignored with `in_memory` or `store_uri`).
   std::string data_dir = "sourcery-data";
   bool in_memory = false;
+  /// Create the store when it is missing (store_open_options::create). Off:
+  /// an application opens (and upgrades) an existing PostgreSQL store, and
+  /// a schema holding none is no_store: `sourcery init` creates it. The
+  /// tenant host sets it, since a tenant's store is made at its first use.
+  bool create_store = false;
   /// A file with the master key that wraps the subjects' keys at rest
   /// (personal.hpp; `--master-key FILE`): 32 bytes or 64 hex digits.
   std::string master_key_file;

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -73,6 +74,13 @@ struct store_open_options {
   /// opens its environment read-only; PostgreSQL creates nothing, and a
   /// schema without a store is no_store.
   bool read_only = false;
+  /// Create the store when it is missing: a PostgreSQL schema and its
+  /// tables are made only on this explicit request (`sourcery init`, an
+  /// import, a tenant's first use). Without it, an existing store is
+  /// upgraded in place and a schema holding none is no_store. (An LMDB
+  /// directory is created at its first open either way: an embedded
+  /// store, as SQLite's file.)
+  bool create = false;
   /// LMDB: check every page at open.
   bool check_pages = true;
   /// A file holding the master key that wraps the subjects' keys
@@ -90,5 +98,19 @@ caf::expected<std::unique_ptr<event_store>> open_store(const store_uri& uri, con
 /// temporary directory: open that with `lmdb:`).
 caf::expected<std::unique_ptr<projection_store>> open_read_models(const store_uri& uri,
                                                                   const store_open_options& options = {});
+
+/// What `init_store` found and did.
+struct store_init {
+  bool created = false;       ///< there was no store: one was made
+  uint64_t head_position = 0; ///< the store's last position (0 when new)
+};
+
+/// Creates the store `uri` names when there is none, with its read models
+/// in PostgreSQL (the only way a schema is made: `sourcery init` calls
+/// it); an existing store is checked, upgraded in place when older, and
+/// otherwise left as it is. `options.create` and `read_only` are ignored.
+/// Errors: those of `open_store` and `open_read_models`; invalid_argument
+/// for `memory:` (nothing to create).
+caf::expected<store_init> init_store(const store_uri& uri, const store_open_options& options = {});
 
 } // namespace sourcery::persistence

@@ -21,6 +21,8 @@
 
 #include <caf/expected.hpp>
 
+#include "sourcery/persistence/schema_setup.hpp"
+
 namespace sourcery::persistence {
 
 struct coordination_options {
@@ -33,9 +35,10 @@ struct coordination_options {
   /// The longest a statement waits for a row lock (an acquire waiting for
   /// the writes fenced with the lease to commit) before it fails.
   std::chrono::milliseconds lock_timeout{1000};
-  /// Create the tables when missing. False (an operator's tool): a store
-  /// where no cluster ever ran reads as empty, and nothing is written.
-  bool create = true;
+  /// As postgres_options::setup: upgrade adds the cluster's tables to an
+  /// existing store; none (an operator's tool) reads a store where no
+  /// cluster ever ran as empty, and writes nothing.
+  schema_setup setup = schema_setup::upgrade;
 };
 
 struct member_info {

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "sourcery/persistence/durability.hpp"
+#include "sourcery/persistence/schema_setup.hpp"
 #include "sourcery/persistence/append_fence.hpp"
 #include "sourcery/persistence/projection_store.hpp"
 
@@ -14,11 +15,12 @@ struct postgres_read_model_options {
   /// A libpq connection string (see postgres_options::conninfo).
   std::string conninfo;
   /// The schema of the tables (`read_model_rows`, `read_model_checkpoints`,
-  /// and the projections' own); created when missing.
+  /// and the projections' own), beside the store's events.
   std::string schema = "sourcery";
-  /// As postgres_options::create: false opens existing read models only
-  /// (no_store otherwise).
-  bool create = true;
+  /// As postgres_options::setup: upgrade adds the read models' tables to an
+  /// existing store; none opens existing read models only (no_store
+  /// otherwise).
+  schema_setup setup = schema_setup::upgrade;
   durability mode = durability::durable;
   std::chrono::milliseconds connect_timeout{5000};
   /// Every call waits at most this long for the server.

@@ -9,6 +9,7 @@
 #include "sourcery/persistence/append_fence.hpp"
 #include "sourcery/persistence/event_store.hpp"
 #include "sourcery/persistence/durability.hpp"
+#include "sourcery/persistence/schema_setup.hpp"
 #include "sourcery/persistence/store_inspection.hpp"
 
 namespace sourcery::persistence {
@@ -21,14 +22,13 @@ struct postgres_options {
   /// A libpq connection string: `postgresql://user@host:port/db?...` or
   /// `host=/var/run/postgresql dbname=app`.
   std::string conninfo;
-  /// The PostgreSQL schema holding every table of this store (created when
-  /// missing): several applications can share one database. Letters,
-  /// digits and '_', at most 48 bytes, not starting with a digit.
+  /// The PostgreSQL schema holding every table of this store: several
+  /// applications can share one database. Letters, digits and '_', at most
+  /// 48 bytes, not starting with a digit.
   std::string schema = "sourcery";
-  /// Create the schema and tables when they are missing (and upgrade older
-  /// ones in place). False for a caller that only reads: a missing store
-  /// is then no_store, and nothing is ever written.
-  bool create = true;
+  /// What opening may change in the schema (schema_setup.hpp): by default
+  /// an existing store is upgraded in place, and a missing one is no_store.
+  schema_setup setup = schema_setup::upgrade;
   /// `durable` (the default): an append is answered after its COMMIT
   /// returned with synchronous_commit = on. Any other mode commits with
   /// synchronous_commit = off: a server crash may lose the last commits.
@@ -84,10 +84,12 @@ struct postgres_stats {
 /// `events`, `snapshots`, `checkpoints`.
 class postgres_store final : public event_store, public store_maintenance {
 public:
-  /// Connects, creates the schema when missing, and starts the writer and
-  /// the listener. Errors: invalid_argument (bad conninfo or schema name),
-  /// unavailable, authentication_failed, foreign_store (tables with our
-  /// names that are not ours), unsupported_format_version, timeout.
+  /// Connects, opens the store as `options.setup` allows (creating it only
+  /// with schema_setup::create), and starts the writer and the listener.
+  /// Errors: invalid_argument (bad conninfo or schema name), no_store (no
+  /// store in the schema, and `setup` may not create one), unavailable,
+  /// authentication_failed, foreign_store (tables with our names that are
+  /// not ours), unsupported_format_version, timeout.
   static caf::expected<std::unique_ptr<postgres_store>> open(postgres_options options);
 
   ~postgres_store() override;
