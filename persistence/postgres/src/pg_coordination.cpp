@@ -97,6 +97,10 @@ struct postgres_coordination::impl {
   std::string votes;
   std::string config;
   std::unique_ptr<pg::pool> pool;
+  /// The renewals' own connection: a renewal never waits for one behind
+  /// the keeper's statements (an acquire may wait up to `lock_timeout` for
+  /// the old owner's writes, and a loaded machine stretches every one).
+  std::unique_ptr<pg::pool> renewals;
   bool absent = false; // opened with schema_setup::none on a store where no cluster ran
 
   pg::deadline until() const { return pg::clock::now() + options.operation_timeout; }
@@ -109,6 +113,11 @@ struct postgres_coordination::impl {
   /// One statement on a pooled connection, within the operation timeout.
   caf::expected<pg::result> query(const std::string& sql, const pg::params& p) {
     return run([&](pg::connection& c, pg::deadline d) { return c.exec(sql, p, d); });
+  }
+
+  /// One renewal statement, on the renewals' connection.
+  caf::expected<pg::result> renewal(const std::string& sql, const pg::params& p) {
+    return renewals->with(until(), [&](pg::connection& c) { return c.exec(sql, p, until()); });
   }
 };
 
@@ -132,6 +141,8 @@ postgres_coordination::postgres_coordination(std::unique_ptr<impl> st) : st_(std
 postgres_coordination::~postgres_coordination() {
   if (st_ && st_->pool)
     st_->pool->close();
+  if (st_ && st_->renewals)
+    st_->renewals->close();
 }
 
 caf::expected<std::unique_ptr<postgres_coordination>> postgres_coordination::open(coordination_options options) {
@@ -149,14 +160,14 @@ caf::expected<std::unique_ptr<postgres_coordination>> postgres_coordination::ope
   // lease statement waits for a row lock at most `lock_timeout` (then it
   // fails, and the keeper tries again next round) instead of queueing
   // behind whatever holds it.
-  st->pool = std::make_unique<pg::pool>(
-    st->options.conninfo, 2, st->options.connect_timeout,
-    [schema = st->options.schema, lock = st->options.lock_timeout](pg::connection& c, pg::deadline until) {
-      return c.exec_script("SET application_name = 'sourcery cluster " + schema
-                             + "'; SET synchronous_commit = on; SET lock_timeout = " + std::to_string(lock.count())
-                             + "; SET client_connection_check_interval = 1000",
-                           until);
-    });
+  auto setup = [schema = st->options.schema, lock = st->options.lock_timeout](pg::connection& c, pg::deadline until) {
+    return c.exec_script("SET application_name = 'sourcery cluster " + schema
+                           + "'; SET synchronous_commit = on; SET lock_timeout = " + std::to_string(lock.count())
+                           + "; SET client_connection_check_interval = 1000",
+                         until);
+  };
+  st->pool = std::make_unique<pg::pool>(st->options.conninfo, 2, st->options.connect_timeout, setup);
+  st->renewals = std::make_unique<pg::pool>(st->options.conninfo, 1, st->options.connect_timeout, setup);
   if (st->options.setup != schema_setup::none) {
     auto created = st->run([&](pg::connection& c, pg::deadline until) {
       return detail::ensure_component(c, st->options.schema, detail::cluster_component, until, st->options.setup);
@@ -188,7 +199,7 @@ caf::expected<member_renewal> postgres_coordination::renew_member(const std::str
              + " SET renewed_at = now() WHERE cluster = $1 AND node = $2 AND incarnation = $3 AND state = 'up'"
                " RETURNING 1) SELECT (SELECT count(*) FROM u), coalesce((SELECT incarnation FROM " + st_->members
              + " WHERE cluster = $1 AND node = $2), 0)";
-  auto r = st_->query(sql, texts({cluster, node}).add(incarnation));
+  auto r = st_->renewal(sql, texts({cluster, node}).add(incarnation));
   if (!r)
     return r.error();
   if (r->int8(0, 0) == 1)
@@ -287,7 +298,7 @@ caf::expected<bool> postgres_coordination::renew_lease(const std::string& cluste
   auto sql = "UPDATE " + st_->leases
              + " SET expires_at = now() + $5::bigint * interval '1 millisecond' WHERE cluster = $1 AND name = $2"
                " AND owner = $3 AND epoch = $4 AND expires_at > now() RETURNING 1";
-  auto r = st_->query(sql, texts({cluster, name, node}).add(epoch).add(millis(ttl)));
+  auto r = st_->renewal(sql, texts({cluster, name, node}).add(epoch).add(millis(ttl)));
   if (!r)
     return r.error();
   return r->rows() == 1;
@@ -329,7 +340,7 @@ caf::expected<std::vector<lease_info>> postgres_coordination::renew_leases(const
                " AND EXISTS (SELECT 1 FROM " + st_->members
              + " m WHERE m.cluster = $1 AND m.state = 'up' AND m.node || '#' || m.incarnation::text = $2)"
                " RETURNING l.name, l.owner, l.epoch, $3::bigint";
-  auto r = st_->query(sql, p);
+  auto r = st_->renewal(sql, p);
   if (!r)
     return r.error();
   return detail::leases_of(*r);
