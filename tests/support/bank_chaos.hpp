@@ -250,8 +250,17 @@ private:
     auto log = s_.work_dir + "/node" + std::to_string(i) + "." + std::to_string(n.starts++) + ".log";
     n.process = std::make_unique<child_process>(program, args, log);
     auto line = n.process->read_line();
-    if (line.find("listening") == std::string::npos)
+    if (line.find("listening") == std::string::npos) {
+      // What it said, for the report: the work directory goes with the test.
+      std::ifstream in{log};
+      std::string said, l;
+      while (std::getline(in, l))
+        if (l.find("slow command") == std::string::npos)
+          said = said.size() > 2000 ? l : said + l + "\n";
+      report_.problems.push_back("node " + std::to_string(i) + " printed \"" + line + "\" instead of listening; its log: "
+                                 + said);
       return false;
+    }
     return healthy_within(i, std::chrono::seconds{15});
   }
 
