@@ -4,9 +4,9 @@
 #   SOURCERY_SANITIZERS=address|thread  builds everything instrumented.
 #   SOURCERY_BUILD_EXAMPLES=OFF, SOURCERY_BUILD_BENCH=OFF, SOURCERY_BUILD_TESTS=OFF  skip those.
 #   SOURCERY_WITH_POSTGRES=OFF          builds without libpq (no PostgreSQL store, no cluster).
-#   SOURCERY_BUILD_TYPE=Release|Debug|RelWithDebInfo|MinSizeRel|Check (default Release: what
-#                                       benchmarks measure, the level that warns the most, and
-#                                       quicker to compile than RelWithDebInfo's line tables)
+#   SOURCERY_BUILD_TYPE=Release|Debug|RelWithDebInfo|MinSizeRel|Check (default Release, -O2:
+#                                       what benchmarks measure, and quicker to compile than
+#                                       RelWithDebInfo's line tables)
 #   SOURCERY_UNITY_BUILD=ON             compiles 8 sources per translation unit: a clean
 #                                       build in about half the time (CI's extra builds).
 set -euo pipefail
