@@ -252,13 +252,11 @@ private:
     auto line = n.process->read_line();
     if (line.find("listening") == std::string::npos) {
       // What it said, for the report: the work directory goes with the test.
-      std::ifstream in{log};
-      std::string said, l;
-      while (std::getline(in, l))
-        if (l.find("slow command") == std::string::npos)
-          said = said.size() > 2000 ? l : said + l + "\n";
-      report_.problems.push_back("node " + std::to_string(i) + " printed \"" + line + "\" instead of listening; its log: "
-                                 + said);
+      std::stringstream said;
+      said << std::ifstream{log}.rdbuf();
+      auto text = said.str();
+      report_.problems.push_back("node " + std::to_string(i) + " printed \"" + line + "\" instead of listening; its log"
+                                 + " ends: " + text.substr(text.size() > 2000 ? text.size() - 2000 : 0));
       return false;
     }
     return healthy_within(i, std::chrono::seconds{15});

@@ -243,23 +243,19 @@ caf::expected<store_init> init_store(const store_uri& uri, const store_open_opti
   if (uri.type == store_uri::kind::memory)
     return make_error(store_errc::invalid_argument, "memory: holds nothing to create");
   store_init result;
-  // Was there one? A read-only open creates nothing.
-  auto look = options;
-  look.read_only = true;
-  look.create = false;
-  look.master_key_file.clear();
-  if (uri.type == store_uri::kind::lmdb) {
-    std::error_code ec;
-    result.created = !std::filesystem::exists(std::filesystem::path{uri.location} / "data.mdb", ec);
-  } else if (auto there = open_store_only(uri, look); !there) {
-    if (code_of(there.error()) != store_errc::no_store)
-      return there.error();
-    result.created = true;
-  }
   auto make = options;
   make.read_only = false;
-  make.create = true;
+  make.create = false;
+  // The store as an application opens it (upgraded when older); only when
+  // there is none, a new one.
+  std::error_code ec;
+  if (uri.type == store_uri::kind::lmdb)
+    make.create = result.created = !std::filesystem::exists(std::filesystem::path{uri.location} / "data.mdb", ec);
   auto store = open_store(uri, make);
+  if (!store && !make.create && code_of(store.error()) == store_errc::no_store) {
+    make.create = result.created = true;
+    store = open_store(uri, make);
+  }
   if (!store)
     return store.error();
   result.head_position = (*store)->head_position();

@@ -123,9 +123,8 @@ caf::error ensure_component(pg::connection& c, const std::string& schema, const 
     if (has_version_table) {
       pg::params q;
       q.add_text(component.name);
-      auto row = c.exec("SELECT version, EXISTS (SELECT FROM " + quoted
-                          + ".schema_version WHERE component = 'event_store') FROM (SELECT 1) one LEFT JOIN "
-                          + quoted + ".schema_version ON component = $1",
+      auto row = c.exec("SELECT (SELECT version FROM " + quoted + ".schema_version WHERE component = $1),"
+                          " EXISTS (SELECT FROM " + quoted + ".schema_version WHERE component = 'event_store')",
                         q, until);
       if (!row)
         return make_error(store_errc::foreign_store, "schema '" + schema + "' has a schema_version table that is"

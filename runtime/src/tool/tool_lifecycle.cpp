@@ -38,9 +38,11 @@ int run_init(const context& ctx) {
     return store_failure(ctx, "cannot open " + ctx.where(), made.error());
   const bool existed = !made->created;
   const auto head = made->head_position;
-  auto models = ctx.open_read_models(false);
-  if (!models)
-    return store_failure(ctx, "cannot create the read models of " + ctx.where(), models.error());
+  // PostgreSQL's read models came with the store; LMDB's are a directory
+  // of their own (--read-models).
+  if (!ctx.uri().is_postgres())
+    if (auto models = ctx.open_read_models(false); !models)
+      return store_failure(ctx, "cannot create the read models of " + ctx.where(), models.error());
   if (ctx.opts.json)
     std::printf("%s\n", nlohmann::json{{"store", ctx.where()}, {"created", !existed}, {"head_position", head}}
                           .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
