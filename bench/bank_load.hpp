@@ -22,6 +22,16 @@ namespace sourcery::bench {
 
 using namespace bank;
 
+/// Creates the bench's own store at `uri`, as an operator would with
+/// `sourcery init`; false after saying why.
+inline bool init_bench_store(const persistence::store_uri& uri) {
+  auto made = persistence::init_store(uri);
+  if (!made)
+    std::fprintf(stderr, "sourcery-bench: cannot create a store on %s: %s\n", uri.to_string().c_str(),
+                 describe_error(made.error()).c_str());
+  return static_cast<bool>(made);
+}
+
 inline std::unique_ptr<application> start_app(const std::string& dir, bool in_memory,
                                        std::chrono::milliseconds lifespan = std::chrono::milliseconds{0},
                                        aggregate_options opts = {}) {

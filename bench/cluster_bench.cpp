@@ -270,11 +270,8 @@ int run_cluster_suite(const options& opts) {
 
   // Each phase's store, made as an operator would with `sourcery init`.
   for (auto* u : {&single_uri, &cluster_uri, &tls_uri})
-    if (auto made = persistence::init_store(*u); !made) {
-      std::fprintf(stderr, "sourcery-bench: cannot create a store on %s: %s\n", u->to_string().c_str(),
-                   describe_error(made.error()).c_str());
+    if (!init_bench_store(*u))
       return 1;
-    }
 
   if (wanted("placement")) {
     double worst = 0;

@@ -272,11 +272,8 @@ int pg_dispatch(const options& opts, int commands) {
   }
   const std::string schema = "bench_dispatch_" + std::to_string(::getpid());
   uri->schema = schema;
-  if (auto made = persistence::init_store(*uri); !made) {
-    std::fprintf(stderr, "sourcery-bench: cannot create a store on %s: %s\n", uri->to_string().c_str(),
-                 describe_error(made.error()).c_str());
+  if (!init_bench_store(*uri))
     return 1;
-  }
   {
     application_config cfg;
     cfg.store_uri = uri->text();
