@@ -4,7 +4,7 @@
 # of their own, network namespaces on this machine).
 set -euo pipefail
 
-packages=(g++ cmake make pkg-config libcaf-dev liblmdb-dev libmsgpack-cxx-dev libboost-dev
+packages=(g++ cmake make ninja-build pkg-config libcaf-dev liblmdb-dev libmsgpack-cxx-dev libboost-dev
           nlohmann-json3-dev libcli11-dev libgtest-dev libtcmalloc-minimal4 libpq-dev libssl-dev
           openssl postgresql postgresql-client iproute2 iptables)
 

@@ -222,12 +222,12 @@ protected:
   }
 
   void open_accounts() {
-    http_client c{nodes[0].http, host(0)};
-    for (int a = 0; a < accounts; ++a) {
-      auto r = c.post("/accounts", {{"account", "a" + std::to_string(a)}});
-      ASSERT_EQ(r.status, 201u) << r.body;
-      ASSERT_EQ(c.post("/accounts/a" + std::to_string(a) + "/deposits", {{"amount", 1000}, {"transfer", "seed" + std::to_string(a)}}).status, 200u);
-    }
+    auto problem = sourcery::testing::open_bank_accounts(host(0), nodes[0].http, accounts, 30s,
+                                                         [this](const std::string& id) {
+                                                           std::lock_guard guard{ledger_mtx};
+                                                           acked.insert(id);
+                                                         });
+    ASSERT_EQ(problem, "");
   }
 
   // -- what must hold afterwards -------------------------------------------------
@@ -355,19 +355,6 @@ protected:
     return 0;
   }
 
-  /// A deposit to every account through node `i` is answered 200.
-  void serves_all(size_t i) {
-    http_client c{nodes[i].http, host(i)};
-    for (int a = 0; a < accounts; ++a) {
-      auto r = c.post("/accounts/a" + std::to_string(a) + "/deposits", {{"amount", 1}, {"transfer", "dcheck" + std::to_string(i) + "-" + std::to_string(a)}});
-      EXPECT_EQ(r.status, 200u) << r.body;
-      if (r.status == 200) {
-        std::lock_guard guard{ledger_mtx};
-        acked.insert("dcheck" + std::to_string(i) + "-" + std::to_string(a));
-      }
-    }
-  }
-
   /// Waits until every account answers a deposit through node `i` (each
   /// within `per_request`), for at most `limit`; returns how long it took.
   std::chrono::milliseconds serves_all_within(size_t i, std::chrono::milliseconds limit,
@@ -430,7 +417,7 @@ TEST_P(bank_cluster_links, an_owner_killed_a_clean_leave_and_a_join_under_load) 
   EXPECT_TRUE(sourcery::testing::eventually(
     [&] { return shards_held_by(0) == 0 && shards_held_by(1) + shards_held_by(2) == 64; }, 15s))
     << "node 0 still holds " << shards_held_by(0) << " shards";
-  serves_all(1);
+  serves_all_within(1, 15s);
   nodes[1].usable = false;
   nodes[1].process->signal(SIGTERM); // hands over first
   EXPECT_EQ(nodes[1].process->wait_for(10s), std::optional<int>{0});
@@ -438,8 +425,8 @@ TEST_P(bank_cluster_links, an_owner_killed_a_clean_leave_and_a_join_under_load) 
   EXPECT_TRUE(sourcery::testing::eventually([&] { return shards_held_by(0) > 0 && shards_held_by(1) == 0; }, 15s))
     << "node 0 took no shards back, or node 1 kept some after leaving";
   stop_load();
-  serves_all(0);
-  serves_all(2);
+  serves_all_within(0, 15s);
+  serves_all_within(2, 15s);
   check_invariants();
   EXPECT_GT(answered.load(), 100);
 }
@@ -495,7 +482,7 @@ TEST_P(bank_cluster_links, a_node_paused_past_its_lease_commits_nothing_late_and
   std::this_thread::sleep_for(200ms); // the load's requests to it are answered
   nodes[0].process->signal(SIGSTOP);
   std::this_thread::sleep_for(4500ms); // past its lease: the others serve its shards
-  serves_all(1);
+  serves_all_within(1, 15s);
   auto woke = std::chrono::steady_clock::now();
   nodes[0].process->signal(SIGCONT);
   // It finds itself declared down: it stops serving, joins again as a new
@@ -692,7 +679,7 @@ TEST_F(bank_cluster, the_stores_sessions_terminated_under_load) {
     << "the load is not answered after the sessions ended";
   stop_load();
   for (size_t i = 0; i < 3; ++i)
-    serves_all(i);
+    serves_all_within(i, 15s);
   check_invariants();
 }
 

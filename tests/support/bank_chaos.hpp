@@ -414,49 +414,18 @@ private:
     return false;
   }
 
-  /// Opens the accounts and seeds each with 1000, through node 0, as a
-  /// client would: a 503 or 504 (a node settling into the cluster just
-  /// after it started, on a loaded machine) is tried again until 30 s have
-  /// passed. Both are safe to repeat: an account open already is a 409, and
-  /// a deposit names its transfer, which the account applies once.
+  /// Opens the accounts and seeds each with 1000, through node 0
+  /// (open_bank_accounts: 503 and 504 tried again for 30 s).
   bool open_accounts() {
-    test::http_client c{nodes_[0].http, host(0)};
-    c.set_timeout(std::chrono::seconds{10});
-    auto until = std::chrono::steady_clock::now() + std::chrono::seconds{30};
-    std::string last;
-    auto answered = [&](const std::string& path, const nlohmann::json& body, std::initializer_list<int> ok) {
-      bool tried = false;
-      return eventually(
-        [&] {
-          try {
-            auto r = c.post(path, body);
-            last = r.body;
-            for (int status : ok)
-              if (static_cast<int>(r.status) == status && (status != 409 || tried))
-                return true;
-            tried = true;
-            return false;
-          } catch (const std::exception& e) {
-            last = e.what();
-            tried = true;
-            c.reconnect();
-            return false;
-          }
-        },
-        std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now()));
-    };
-    for (int a = 0; a < accounts; ++a) {
-      auto id = "a" + std::to_string(a);
-      if (!answered("/accounts", {{"account", id}}, {201, 409})
-          || !answered("/accounts/" + id + "/deposits", {{"amount", 1000}, {"transfer", "seed" + std::to_string(a)}},
-                       {200})) {
-        report_.problems.push_back("account " + id + " was not opened within 30 s: " + last);
-        return false;
-      }
-      std::lock_guard guard{ledger_mtx_};
-      acked_.insert("seed" + std::to_string(a));
-    }
-    return true;
+    auto problem = open_bank_accounts(host(0), nodes_[0].http, accounts, std::chrono::seconds{30},
+                                      [this](const std::string& id) {
+                                        std::lock_guard guard{ledger_mtx_};
+                                        acked_.insert(id);
+                                      });
+    if (problem.empty())
+      return true;
+    report_.problems.push_back(problem);
+    return false;
   }
 
   // -- ownership and service ----------------------------------------------------

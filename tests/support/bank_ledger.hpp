@@ -59,6 +59,56 @@ int deposit_to_every_account(const std::string& host, uint16_t http_port, int ac
   return a;
 }
 
+/// Opens accounts a0..a{accounts-1} and seeds each with 1000 through the
+/// node at `host`:`http_port`, as a client would: a 503 or 504 (a node
+/// settling into the cluster just after it started, on a loaded machine) or
+/// a dropped connection is tried again until `limit` has passed. Both are
+/// safe to repeat: an account open already is a 409 (taken only after an
+/// attempt that may have run), and a deposit names its transfer, which the
+/// account applies once. `acked` is told each seed deposit ("seed<a>")
+/// answered 200. Returns what went wrong, empty when every account is open.
+template <class OnAcked>
+std::string open_bank_accounts(const std::string& host, uint16_t http_port, int accounts,
+                               std::chrono::milliseconds limit, OnAcked acked) {
+  test::http_client c{http_port, host};
+  c.set_timeout(std::chrono::seconds{10});
+  auto until = std::chrono::steady_clock::now() + limit;
+  std::string last;
+  auto answered = [&](const std::string& path, const nlohmann::json& body, std::initializer_list<int> ok) {
+    bool tried = false;
+    return eventually(
+      [&] {
+        try {
+          auto r = c.post(path, body);
+          last = r.body;
+          for (int status : ok)
+            if (static_cast<int>(r.status) == status && (status != 409 || tried))
+              return true;
+          if (r.status != 503 && r.status != 504)
+            return false; // an answer that a repeat would not change: the deadline reports it
+          tried = true;
+          return false;
+        } catch (const std::exception& e) {
+          last = e.what();
+          tried = true;
+          c.reconnect();
+          return false;
+        }
+      },
+      std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now()));
+  };
+  for (int a = 0; a < accounts; ++a) {
+    auto id = "a" + std::to_string(a);
+    if (!answered("/accounts", {{"account", id}}, {201, 409}))
+      return "account " + id + " was not opened in time: " + last;
+    auto seed = "seed" + std::to_string(a);
+    if (!answered("/accounts/" + id + "/deposits", {{"amount", 1000}, {"transfer", seed}}, {200}))
+      return "account " + id + " was not seeded in time: " + last;
+    acked(seed);
+  }
+  return {};
+}
+
 /// Checks accounts a0..a{accounts-1} in `schema`; balances are asked of the
 /// node at `host`:`http_port`, waiting up to `settle` for transfers to settle
 /// and the projection to catch up.
