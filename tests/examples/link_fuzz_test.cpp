@@ -12,7 +12,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <fstream>
+#include <iterator>
+#include <optional>
 #include <random>
 #include <thread>
 #include <vector>
@@ -20,6 +23,7 @@
 #include <gtest/gtest.h>
 
 #include "../support/child_process.hpp"
+#include "../support/eventually.hpp"
 #include "../support/free_port.hpp"
 #include "../support/http_client.hpp"
 #include "../support/postgres.hpp"
@@ -83,6 +87,55 @@ void anonymous_tls_client(uint16_t port) {
     boost::asio::write(s, boost::asio::buffer(std::string(64, 'x')));
   } catch (const std::exception&) {
     // refused: what is wanted
+  }
+}
+
+/// A BASP header as CAF 0.17 writes it (32 bytes, big-endian): a client
+/// handshake announcing a payload of `payload` bytes.
+std::string handshake_header(uint32_t payload) {
+  std::string h(32, '\0');
+  h[0] = 1; // client_handshake
+  for (int i = 0; i < 4; ++i)
+    h[4 + i] = static_cast<char>((payload >> (8 * (3 - i))) & 0xff);
+  return h;
+}
+
+/// Whether the node closes `fd` within the socket's receive limit (2 s),
+/// after whatever it sends first (its own handshake).
+bool closed_by_node(int fd) {
+  char buf[512];
+  for (;;) {
+    auto n = ::recv(fd, buf, sizeof buf, 0);
+    if (n == 0)
+      return true;
+    if (n < 0)
+      return errno == ECONNRESET; // EAGAIN: still open when the limit passed
+  }
+}
+
+/// A TLS client holding a certificate of the cluster's CA (so past the
+/// handshake) that sends `bytes`; whether the node then closes the
+/// connection within 3 s. With `hold`, it returns at once and leaves the
+/// stream open in `held`.
+using tls_stream = boost::beast::ssl_stream<boost::beast::tcp_stream>;
+bool tls_sender(uint16_t port, const std::string& bytes, boost::asio::io_context& io, boost::asio::ssl::context& ctx,
+                std::vector<std::unique_ptr<tls_stream>>* held) {
+  auto s = std::make_unique<tls_stream>(io, ctx);
+  boost::beast::get_lowest_layer(*s).expires_after(3s);
+  boost::beast::get_lowest_layer(*s).connect({boost::asio::ip::make_address("127.0.0.1"), port});
+  s->handshake(boost::asio::ssl::stream_base::client);
+  boost::asio::write(*s, boost::asio::buffer(bytes));
+  if (held) {
+    held->push_back(std::move(s));
+    return false;
+  }
+  boost::beast::get_lowest_layer(*s).expires_after(3s);
+  char buf[512];
+  boost::system::error_code ec;
+  for (;;) {
+    s->read_some(boost::asio::buffer(buf), ec);
+    if (ec)
+      return ec != boost::beast::error::timeout && ec != boost::asio::error::operation_aborted;
   }
 }
 
@@ -202,4 +255,101 @@ TEST(link_fuzz, a_tls_node_survives_2000_hostile_connections_serving_bounded_and
               deposits.load(),
               static_cast<long long>(
                 std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count()));
+}
+
+// CAF 0.17 sizes a frame's buffer to whatever length its header announces
+// (three 36-byte headers once made a node resident 5 GB). A node reads no
+// frame above max_frame_bytes (8 MiB): the connection closes, nothing is
+// allocated, the frame is counted, and the node serves on. Over plain
+// links (anyone on loopback) and over TLS (a peer with a valid certificate).
+TEST(link_fuzz, a_frame_announcing_more_than_the_limit_closes_its_link_and_allocates_nothing) {
+  using namespace link_fuzz_tests;
+  for (bool tls : {false, true}) {
+    SCOPED_TRACE(tls ? "tls" : "plain");
+    sourcery::testing::temp_dir dir;
+    sourcery::testing::test_ca ca{dir.str(), "frames"};
+    auto files = ca.issue("node");
+    auto member = ca.issue("member");
+    auto uri = sourcery::testing::test_pg_store(dir);
+    auto peer_port = sourcery::testing::free_port();
+    auto http_port = sourcery::testing::free_port();
+    std::vector<std::string> args{"--store", uri, "--cluster", "frames", "--node",
+                                  "127.0.0.1:" + std::to_string(peer_port), "--http", std::to_string(http_port)};
+    if (tls)
+      args.insert(args.end(), {"--tls-cert", files.cert, "--tls-key", files.key, "--tls-ca", ca.cert()});
+    sourcery::testing::child_process node{BANK_NODE_PATH, args, dir.str() + "/node.log"};
+    auto line = node.read_line();
+    ASSERT_NE(line.find("listening on"), std::string::npos) << line;
+    std::optional<sourcery::test::http_client> https, http;
+    if (tls)
+      https.emplace(http_port, "127.0.0.1", ca.cert());
+    else
+      http.emplace(http_port);
+    auto& client = tls ? *https : *http;
+    client.set_timeout(10s);
+    ASSERT_EQ(client.post("/accounts", {{"account", "a"}}).status, 201u);
+    auto before = resident_kib(node.pid());
+
+    constexpr uint32_t huge = 0x7ffffff0, just_above = (8u << 20) + 1;
+    constexpr int closing = 10, holding = 10;
+    boost::asio::io_context io;
+    boost::asio::ssl::context ctx{boost::asio::ssl::context::tls_client};
+    ctx.set_verify_mode(boost::asio::ssl::verify_none);
+    ctx.use_certificate_chain_file(member.cert);
+    ctx.use_private_key_file(member.key, boost::asio::ssl::context::pem);
+    std::vector<std::unique_ptr<tls_stream>> held_tls;
+    std::vector<int> held;
+    // Announced sizes above the limit with a byte of payload: each closed.
+    for (int i = 0; i < closing; ++i) {
+      auto bytes = handshake_header(i % 2 ? huge : just_above) + "x";
+      if (tls) {
+        EXPECT_TRUE(tls_sender(peer_port, bytes, io, ctx, nullptr)) << "frame " << i;
+      } else {
+        int fd = connect_to(peer_port);
+        ASSERT_GE(fd, 0);
+        send_all(fd, bytes);
+        EXPECT_TRUE(closed_by_node(fd)) << "frame " << i << " left its connection open";
+        ::close(fd);
+      }
+    }
+    // The same headers alone, their connections held open: nothing grows.
+    for (int i = 0; i < holding; ++i) {
+      auto bytes = handshake_header(huge);
+      if (tls) {
+        tls_sender(peer_port, bytes, io, ctx, &held_tls);
+      } else {
+        int fd = connect_to(peer_port);
+        ASSERT_GE(fd, 0);
+        send_all(fd, bytes);
+        held.push_back(fd);
+      }
+    }
+    auto counted = [&] {
+      auto text = client.get("/metrics").body;
+      auto at = text.find("\nsourcery_cluster_frames_refused_total ");
+      return at == std::string::npos ? 0ull : std::stoull(text.substr(at + 39));
+    };
+    EXPECT_TRUE(sourcery::testing::eventually([&] { return counted() >= closing + holding; }, 10s))
+      << "frames refused: " << counted();
+    auto after = resident_kib(node.pid());
+    EXPECT_LT(after, before + 64 * 1024) << "resident " << before << " KiB before, " << after << " KiB after";
+    auto r = client.post("/accounts/a/deposits", {{"amount", 1}});
+    EXPECT_EQ(r.status, 200u) << r.body;
+    for (int fd : held)
+      ::close(fd);
+    held_tls.clear();
+    // Logged by the node's keeper, at its next round.
+    auto logged = [&] {
+      std::ifstream log_file{dir.str() + "/node.log"};
+      std::string log{std::istreambuf_iterator<char>{log_file}, {}};
+      return log.find("announced a frame above the limit") != std::string::npos;
+    };
+    EXPECT_TRUE(sourcery::testing::eventually(logged, 10s)) << "the refused frames were not logged";
+    node.signal(SIGTERM);
+    auto status = node.wait_for(15s);
+    ASSERT_TRUE(status.has_value()) << "SIGTERM did not stop the node within 15 s";
+    EXPECT_EQ(*status, 0);
+    std::printf("%s: resident %ld -> %ld KiB with %d oversized frames refused\n", tls ? "tls" : "plain", before, after,
+                closing + holding);
+  }
 }

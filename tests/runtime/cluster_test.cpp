@@ -420,6 +420,55 @@ TEST_F(cluster_of_nodes, a_peer_that_is_not_an_up_member_is_refused_counted_and_
   expect_a_non_member_refused(node, cfg, false);
 }
 
+TEST_F(cluster_of_nodes, batches_are_split_under_the_frame_limit_and_a_command_too_large_is_refused) {
+  // A 64 KiB limit: a batch carries 32 KiB at most.
+  auto small_frames = [] {
+    sourcery::cluster::cluster_settings s;
+    s.name = "bank";
+    s.node = "127.0.0.1:" + std::to_string(free_port());
+    s.max_frame_bytes = 64 * 1024;
+    return sourcery::cluster::node_registration(s);
+  };
+  auto& a = add_node(small_frames());
+  add_node(small_frames());
+  ASSERT_TRUE(settled());
+  // 300 accounts opened from node 0 at once, each command about 1 KiB: the
+  // 200 or so owned by node 1 leave in several frames, none above the limit.
+  constexpr int accounts = 300;
+  std::atomic<int> accepted{0}, failed{0};
+  std::string owner(1000, 'o');
+  for (int i = 0; i < accounts; ++i)
+    a.dispatch_async(open_account{"f" + std::to_string(i), owner}, {}, [&](caf::expected<dispatch_result> r) {
+      if (r && r->accepted)
+        ++accepted;
+      else
+        ++failed;
+    });
+  ASSERT_TRUE(eventually([&] { return accepted.load() + failed.load() == accounts; }, 30s));
+  EXPECT_EQ(accepted.load(), accounts);
+  auto text = a.metrics_text();
+  EXPECT_GT(metric(text, "sourcery_cluster_commands_forwarded_total"), 50u);
+  EXPECT_EQ(metric(text, "sourcery_cluster_frames_refused_total"), 0u) << "a frame of ours exceeded the limit";
+  // One command larger than a frame's budget, for an account node 1 owns:
+  // refused where it was dispatched, with nothing executed.
+  auto owners = sourcery::cluster::place_shards({nodes[0]->placement().node, nodes[1]->placement().node}, 64);
+  std::string remote;
+  for (int i = 0; remote.empty(); ++i)
+    if (auto id = "big" + std::to_string(i);
+        owners[sourcery::cluster::shard_of("account-" + id, 64)] == nodes[1]->placement().node)
+      remote = id;
+  auto big = a.dispatch(open_account{remote, std::string(40 * 1024, 'x')});
+  ASSERT_FALSE(big);
+  EXPECT_EQ(code_of_dispatch(big.error()), dispatch_errc::too_large) << describe_error(big.error());
+  auto events = a.store().read_stream("account-" + remote, 1, 10);
+  ASSERT_TRUE(events);
+  EXPECT_TRUE(events->empty()) << "nothing was executed";
+  // The link still carries the rest.
+  auto after = a.dispatch(deposit{"f1", 5});
+  ASSERT_TRUE(after) << describe_error(after.error());
+  EXPECT_TRUE(after->accepted);
+}
+
 TEST_F(cluster_of_nodes, handlers_run_on_one_node_and_strong_dispatches_wait_for_them_on_every_node) {
   for (int i = 0; i < 3; ++i) {
     auto& n = add_node();

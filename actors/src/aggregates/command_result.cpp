@@ -21,6 +21,7 @@ std::string_view to_string(dispatch_errc code) noexcept {
     case dispatch_errc::unavailable: return "unavailable";
     case dispatch_errc::malformed_command: return "malformed_command";
     case dispatch_errc::moved: return "moved";
+    case dispatch_errc::too_large: return "too_large";
   }
   return "unknown";
 }

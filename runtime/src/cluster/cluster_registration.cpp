@@ -9,6 +9,7 @@
 #include <caf/io/all.hpp>
 #include <caf/openssl/publish.hpp>
 
+#include "frame_limit.hpp"
 #include "node_link.hpp"
 #include "probe.hpp"
 #include "tls_files.hpp"
@@ -126,6 +127,16 @@ caf::error cluster_registration::join() {
                                    "cluster " + s.name + " runs with " + std::to_string(*agreed)
                                      + " shards and this node is set for " + std::to_string(s.shards)
                                      + ": every node of a cluster must use the same count");
+  // No frame a peer announces above the limit is read (frame_limit.hpp).
+  if (!frame_limit_active())
+    return make_error(dispatch_errc::unavailable,
+                      "cannot bound the frames peers send: CAF's streams do not reach Sourcery's configure_read"
+                      " (link the cluster library statically into the program)");
+  if (s.max_frame_bytes < 64 * 1024)
+    return persistence::make_error(persistence::store_errc::invalid_argument,
+                                   "max_frame_bytes must be at least 64 KiB (" + std::to_string(s.max_frame_bytes)
+                                     + " given)");
+  set_frame_limit(s.max_frame_bytes);
   // Peers reach this node here before it joins: none routes to it sooner.
   auto port = s.tls.enabled() ? caf::openssl::publish(link_, address->second, address->first.c_str(), true)
                               : ctx_.app.system.middleman().publish(link_, address->second, address->first.c_str(), true);
@@ -490,6 +501,12 @@ size_t cluster_registration::check_reachability(const std::vector<std::string>& 
 
 void cluster_registration::tick() {
   const auto& s = ctx_.settings;
+  if (auto refused = frames_refused(); refused > frames_refused_logged_) {
+    ctx_.app.log.warn("cluster", "closed links whose peer announced a frame above the limit",
+                      {{"node", s.node}, {"frames", refused - frames_refused_logged_},
+                       {"max_frame_bytes", static_cast<int64_t>(frame_limit())}});
+    frames_refused_logged_ = refused;
+  }
   if (down_.load() && !settle_down()) {
     // Out of the cluster: whether this node can reach the others decides
     // whether it may join again.
@@ -778,6 +795,8 @@ void cluster_registration::render_metrics(std::string& out) const {
   out += "sourcery_cluster_refused_total{what=\"batch\"} " + std::to_string(c.refused_batches.load()) + "\n";
   out += "sourcery_cluster_refused_total{what=\"nudge\"} " + std::to_string(c.refused_nudges.load()) + "\n";
   out += "sourcery_cluster_refused_total{what=\"unknown\"} " + std::to_string(c.dropped_unknown.load()) + "\n";
+  metric("sourcery_cluster_frames_refused_total",
+         "Links closed because the peer announced a frame above max_frame_bytes.", "counter", frames_refused());
 }
 
 } // namespace sourcery::cluster::detail

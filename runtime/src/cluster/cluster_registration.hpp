@@ -167,6 +167,7 @@ private:
   caf::actor link_;
   uint16_t port_ = 0;
   cluster_counters counters_;
+  uint64_t frames_refused_logged_ = 0; ///< by the keeper's thread
   std::atomic<bool> leaving_{false};
   std::atomic<bool> down_{false};
   std::mutex serving_mtx_; ///< orders going down and serving again (and their callbacks)

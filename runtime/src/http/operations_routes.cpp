@@ -20,6 +20,8 @@ error dispatch_failure(const caf::error& err) {
     case dispatch_errc::unavailable:
     case dispatch_errc::moved: // retried by the cluster until the deadline: not seen here
       return {503, "unavailable", message};
+    case dispatch_errc::too_large:
+      return {413, "too_large", message};
     case dispatch_errc::malformed_command: // a command our own route encoded: a bug, not the client's
     case dispatch_errc::unregistered_command:
     case dispatch_errc::invalid_route:

@@ -115,6 +115,10 @@ enum class dispatch_errc : uint8_t {
   /// view and sends the command again until its deadline. A caller only
   /// sees `unavailable` or `timeout`.
   moved,
+  /// Between a cluster's nodes: the command is larger than a link carries
+  /// (`cluster_settings::max_frame_bytes`), and nothing was executed; or
+  /// its answer is, and the message says that the command ran.
+  too_large,
 };
 
 constexpr caf::atom_value dispatch_error_category = caf::atom("dispatch");

@@ -60,6 +60,14 @@ struct cluster_settings {
   /// A shard handed over waits this long at most for its commands in
   /// flight before its lease is released anyway (fencing keeps it safe).
   std::chrono::milliseconds drain_timeout{2000};
+  /// The largest message a node reads from a peer's link: a frame that
+  /// announces more closes its connection before anything is allocated for
+  /// it, and is counted in /metrics (`sourcery_cluster_frames_refused_total`).
+  /// Forwarded batches are split to stay well under it; a command, or an
+  /// answer, that alone would not fit is refused with `invalid_argument`.
+  /// Every node of a cluster should use the same value. It also bounds what
+  /// an open, hostile connection can make a node allocate.
+  size_t max_frame_bytes = 8u << 20;
   /// Shards given up per renewal for rebalancing (a join): moves are paced.
   size_t moves_per_round = 16;
   /// Mutual TLS on the links between nodes (`tls.enabled()`): every node
