@@ -184,18 +184,26 @@ double until_served(application& app, const std::vector<int>& probes, std::chron
 /// Waits (10 s at most) until every shard of `cluster` is held by the node
 /// placement gives it to among `members`: no move under way, so that a
 /// phase measures serving, not rebalancing. Whether it settled.
-bool wait_settled(const persistence::store_uri& uri, const std::string& cluster, const std::vector<std::string>& members) {
+/// The cluster tables of `uri`'s store, or null (the error said).
+std::unique_ptr<persistence::postgres_coordination> open_coordination(const persistence::store_uri& uri) {
   persistence::coordination_options co;
   co.conninfo = uri.location;
   co.schema = uri.schema;
   auto coordination = persistence::postgres_coordination::open(co);
   if (!coordination) {
     std::fprintf(stderr, "sourcery-bench: %s\n", describe_error(coordination.error()).c_str());
-    return false;
+    return nullptr;
   }
+  return std::move(*coordination);
+}
+
+bool wait_settled(const persistence::store_uri& uri, const std::string& cluster, const std::vector<std::string>& members) {
+  auto coordination = open_coordination(uri);
+  if (!coordination)
+    return false;
   auto placement = cluster::place_shards(members, 64);
   auto settled = [&] {
-    auto leases = (*coordination)->leases(cluster);
+    auto leases = coordination->leases(cluster);
     if (!leases)
       return false;
     size_t placed = 0;
@@ -375,14 +383,9 @@ int run_cluster_suite(const options& opts) {
     return 1;
   }
   auto& app = **a;
-  persistence::coordination_options co;
-  co.conninfo = cluster_uri.location;
-  co.schema = cluster_uri.schema;
-  auto coordination = persistence::postgres_coordination::open(co);
-  if (!coordination) {
-    std::fprintf(stderr, "sourcery-bench: %s\n", describe_error(coordination.error()).c_str());
+  auto coordination = open_coordination(cluster_uri);
+  if (!coordination)
     return 1;
-  }
   // Measured once the cluster has settled: every shard held by the node
   // placement gives it to (no move under way).
   wait_settled(cluster_uri, "bench", {app.placement().node, b.address, c.address});
@@ -424,7 +427,7 @@ int run_cluster_suite(const options& opts) {
   auto probes_on = [&](const std::string& node) {
     std::vector<int> out;
     for (int i = 0; i < accounts && out.size() < 50; ++i)
-      if (owner_of_account(**coordination, i) == node)
+      if (owner_of_account(*coordination, i) == node)
         out.push_back(i);
     return out;
   };
@@ -467,7 +470,7 @@ int run_cluster_suite(const options& opts) {
     // soon b serves again once it wakes.
     std::vector<int> others;
     for (int i = 0; i < accounts && others.size() < 50; ++i)
-      if (auto o = owner_of_account(**coordination, i); !o.empty() && o != b.address)
+      if (auto o = owner_of_account(*coordination, i); !o.empty() && o != b.address)
         others.push_back(i);
     std::atomic<bool> stop{false};
     double worst_ms = 0;
@@ -482,7 +485,7 @@ int run_cluster_suite(const options& opts) {
     auto woke = std::chrono::steady_clock::now();
     ::kill(b.pid, SIGCONT);
     auto holds = [&] {
-      auto leases = (*coordination)->leases("bench");
+      auto leases = coordination->leases("bench");
       if (leases)
         for (auto& l : *leases)
           if (l.name.rfind("shard:", 0) == 0 && l.left.count() > 0 && persistence::node_of_owner(l.owner) == b.address)

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <cstdlib>
 #include <cstdio>
 #include <fstream>
@@ -15,6 +16,7 @@
 
 #include <libpq-fe.h>
 
+#include "sourcery/persistence/error.hpp"
 #include "sourcery/persistence/postgres_store.hpp"
 #include "sourcery/persistence/store_uri.hpp"
 #include "process_tree.hpp"
@@ -39,13 +41,23 @@ inline std::string test_schema(const temp_dir& dir) {
 
 /// Creates the store `uri` names, as `sourcery init` does (applications
 /// and programs open only an existing one); returns `uri`.
+/// A server too loaded to answer within the store's deadlines (the whole
+/// suite beside busy loops) is asked again for 60 s: creating is idempotent,
+/// and it is the test's setup, not what it tests.
 inline std::string init_test_store(const std::string& uri) {
   auto parsed = persistence::store_uri::parse(uri);
   if (!parsed)
     throw std::runtime_error("bad store URI: " + persistence::describe(parsed.error()));
-  if (auto made = persistence::init_store(*parsed); !made)
-    throw std::runtime_error("cannot create the store: " + persistence::describe(made.error()));
-  return uri;
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds{60};
+  for (;;) {
+    auto made = persistence::init_store(*parsed);
+    if (made)
+      return uri;
+    auto code = persistence::code_of(made.error());
+    if ((code != persistence::store_errc::timeout && code != persistence::store_errc::unavailable)
+        || std::chrono::steady_clock::now() >= until)
+      throw std::runtime_error("cannot create the store: " + persistence::describe(made.error()));
+  }
 }
 
 /// The URI of a store of the test's own on the test server (schema
