@@ -91,23 +91,38 @@ struct node_process {
       line += static_cast<char>(c);
     return line;
   }
+  /// Asks it to join; whether it did (then `address` is where it listens).
+  bool join() {
+    say("join");
+    auto line = hear();
+    if (line.rfind("ready ", 0) != 0)
+      return false;
+    address = line.substr(6);
+    return true;
+  }
 };
 
-/// The child's side: "join" -> "ready"; "w1 N D" -> "done SECONDS LAT..."; "leave" -> exits.
-[[noreturn]] void serve_node(const std::string& uri, const std::string& address, const cluster::tls_settings& tls,
-                             FILE* in, FILE* out) {
+/// The child's side: "join" -> "ready ADDRESS"; "w1 N D" -> "done SECONDS LAT..."; "leave" -> exits.
+[[noreturn]] void serve_node(const std::string& uri, const cluster::tls_settings& tls, FILE* in, FILE* out) {
   std::unique_ptr<application> app;
   char buf[256];
   while (std::fgets(buf, sizeof buf, in) != nullptr) {
     std::string cmd{buf};
     if (cmd.rfind("join", 0) == 0) {
-      auto started = application::start(node_config(uri, address, tls), bank::routes());
-      if (!started) {
-        std::fprintf(stderr, "node %s: %s\n", address.c_str(), describe_error(started.error()).c_str());
-        std::_Exit(1);
+      // Its port is chosen now, not when it was forked: a port free then
+      // may have become another connection's since.
+      std::string address;
+      for (int attempt = 0; !app; ++attempt) {
+        address = "127.0.0.1:" + std::to_string(free_port());
+        auto started = application::start(node_config(uri, address, tls), bank::routes());
+        if (started) {
+          app = std::move(*started);
+        } else if (attempt == 4 || describe_error(started.error()).find("cannot listen") == std::string::npos) {
+          std::fprintf(stderr, "node %s: %s\n", address.c_str(), describe_error(started.error()).c_str());
+          std::_Exit(1);
+        }
       }
-      app = std::move(*started);
-      std::fprintf(out, "ready\n");
+      std::fprintf(out, "ready %s\n", address.c_str());
     } else if (cmd.rfind("w1", 0) == 0) {
       int n = 0, d = 0;
       std::sscanf(buf, "w1 %d %d", &n, &d);
@@ -134,12 +149,11 @@ node_process fork_node(const std::string& uri, const cluster::tls_settings& tls 
   if (::pipe(down) != 0 || ::pipe(up) != 0)
     std::exit(1);
   node_process n;
-  n.address = "127.0.0.1:" + std::to_string(free_port());
   n.pid = ::fork();
   if (n.pid == 0) {
     ::close(down[1]);
     ::close(up[0]);
-    serve_node(uri, n.address, tls, ::fdopen(down[0], "r"), ::fdopen(up[1], "w"));
+    serve_node(uri, tls, ::fdopen(down[0], "r"), ::fdopen(up[1], "w"));
   }
   ::close(down[0]);
   ::close(up[1]);
@@ -269,9 +283,7 @@ struct tls_cluster {
 
   tls_cluster(node_process& b_, node_process& c_, const persistence::store_uri& uri, const cluster::tls_settings& tls)
     : b(b_), c(c_) {
-    b.say("join");
-    c.say("join");
-    if (b.hear() != "ready" || c.hear() != "ready") {
+    if (!b.join() || !c.join()) {
       std::fprintf(stderr, "sourcery-bench: a TLS node did not start\n");
       return;
     }
@@ -370,9 +382,7 @@ int run_cluster_suite(const options& opts) {
     report("cluster", "cluster_single_node", rate, "commands/s");
   }
 
-  b.say("join");
-  c.say("join");
-  if (b.hear() != "ready" || c.hear() != "ready") {
+  if (!b.join() || !c.join()) {
     std::fprintf(stderr, "sourcery-bench: a node did not start\n");
     return 1;
   }
