@@ -559,7 +559,7 @@ TEST_F(cluster_of_nodes, handlers_run_on_one_node_and_strong_dispatches_wait_for
   }
 }
 
-TEST_F(cluster_of_nodes, refuses_a_store_nodes_cannot_share_and_a_bad_address) {
+TEST_F(cluster_of_nodes, refuses_a_store_nodes_cannot_share_a_bad_address_and_a_frame_limit_too_small) {
   application_config cfg;
   cfg.data_dir = dir.str();
   cfg.registration = bank_node();
@@ -571,6 +571,15 @@ TEST_F(cluster_of_nodes, refuses_a_store_nodes_cannot_share_and_a_bad_address) {
   auto bad = application::start(cfg, routes());
   ASSERT_FALSE(bad);
   EXPECT_NE(describe_error(bad.error()).find("HOST:PORT"), std::string::npos);
+  sourcery::cluster::cluster_settings tiny;
+  tiny.name = "bank";
+  tiny.node = "127.0.0.1:" + std::to_string(free_port());
+  tiny.max_frame_bytes = 1000;
+  cfg.registration = sourcery::cluster::node_registration(tiny);
+  auto small = application::start(cfg, routes());
+  ASSERT_FALSE(small);
+  EXPECT_NE(describe_error(small.error()).find("max_frame_bytes must be at least 64 KiB"), std::string::npos)
+    << describe_error(small.error());
 }
 
 } // namespace

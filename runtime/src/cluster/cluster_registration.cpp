@@ -55,6 +55,16 @@ caf::expected<std::unique_ptr<cluster_registration>> cluster_registration::creat
       return address.error();
   if (auto err = check_tls_files(ctx.settings.tls))
     return err;
+  // No frame a peer announces above the limit is read (frame_limit.hpp).
+  if (ctx.settings.max_frame_bytes < 64 * 1024)
+    return persistence::make_error(persistence::store_errc::invalid_argument,
+                                   "max_frame_bytes must be at least 64 KiB ("
+                                     + std::to_string(ctx.settings.max_frame_bytes) + " given)");
+  if (!frame_limit_active())
+    return make_error(dispatch_errc::unavailable,
+                      "cannot bound the frames peers send: CAF's streams do not reach Sourcery's configure_read"
+                      " (link the cluster library statically into the program)");
+  set_frame_limit(ctx.settings.max_frame_bytes);
   // Plain links carry commands anyone on the network could send: on
   // loopback only, unless the user says the network is trusted.
   const auto& listen = ctx.settings.listen.empty() ? ctx.settings.node : ctx.settings.listen;
@@ -127,16 +137,6 @@ caf::error cluster_registration::join() {
                                    "cluster " + s.name + " runs with " + std::to_string(*agreed)
                                      + " shards and this node is set for " + std::to_string(s.shards)
                                      + ": every node of a cluster must use the same count");
-  // No frame a peer announces above the limit is read (frame_limit.hpp).
-  if (!frame_limit_active())
-    return make_error(dispatch_errc::unavailable,
-                      "cannot bound the frames peers send: CAF's streams do not reach Sourcery's configure_read"
-                      " (link the cluster library statically into the program)");
-  if (s.max_frame_bytes < 64 * 1024)
-    return persistence::make_error(persistence::store_errc::invalid_argument,
-                                   "max_frame_bytes must be at least 64 KiB (" + std::to_string(s.max_frame_bytes)
-                                     + " given)");
-  set_frame_limit(s.max_frame_bytes);
   // Peers reach this node here before it joins: none routes to it sooner.
   auto port = s.tls.enabled() ? caf::openssl::publish(link_, address->second, address->first.c_str(), true)
                               : ctx_.app.system.middleman().publish(link_, address->second, address->first.c_str(), true);

@@ -11,12 +11,15 @@
 
 #include "sourcery/actors/aggregates/command_envelope.hpp"
 #include "sourcery/actors/aggregates/command_result.hpp"
+#include "sourcery/runtime/cluster/cluster_settings.hpp"
 
 namespace sourcery::cluster::detail {
 
+using sourcery::cluster::default_max_frame_bytes;
+
 namespace {
 
-std::atomic<size_t> limit{8u << 20};
+std::atomic<size_t> limit{default_max_frame_bytes};
 std::atomic<uint64_t> refused{0};
 
 // caf::io::network::stream::configure_read(receive_policy::config), mangled.
@@ -53,6 +56,13 @@ uint64_t frames_refused() { return refused.load(std::memory_order_relaxed); }
 bool frame_limit_active() {
   auto first = dlsym(RTLD_DEFAULT, configure_read_symbol);
   return first != nullptr && caf_configure_read() != nullptr && first != reinterpret_cast<void*>(caf_configure_read());
+}
+
+caf::error too_large(const std::string& what, size_t size) {
+  return make_error(dispatch_errc::too_large, what + " is about " + std::to_string(size)
+                                                + " bytes: more than a link between nodes carries (half of"
+                                                  " max_frame_bytes, "
+                                                + std::to_string(frame_limit()) + ")");
 }
 
 size_t wire_size(const command_envelope& e) {

@@ -18,6 +18,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
+#include <vector>
+
+#include <caf/error.hpp>
 
 #include "sourcery/actors/fwd.hpp"
 
@@ -43,5 +47,27 @@ inline size_t frame_budget() { return frame_limit() / 2; }
 /// Over-estimates of what CAF's binary serializer writes for each.
 size_t wire_size(const command_envelope& e);
 size_t wire_size(const dispatch_result& r);
+
+/// `too_large`: `what` (a command, an answer) is `size` bytes, above
+/// `frame_budget()`.
+caf::error too_large(const std::string& what, size_t size);
+
+/// `items` in runs that fit a frame each: consecutive items whose sizes
+/// (`size_of`) add up to `frame_budget()` at most, or one item alone.
+template <class T, class SizeOf>
+std::vector<std::vector<T>> in_frames(std::vector<T> items, SizeOf size_of) {
+  std::vector<std::vector<T>> runs;
+  size_t bytes = 0, budget = frame_budget();
+  for (auto& item : items) {
+    auto size = size_of(item);
+    if (runs.empty() || bytes + size > budget) {
+      runs.emplace_back();
+      bytes = 0;
+    }
+    bytes += size;
+    runs.back().push_back(std::move(item));
+  }
+  return runs;
+}
 
 } // namespace sourcery::cluster::detail

@@ -99,7 +99,8 @@ void later(link_actor* self, command_delivery cmd) {
 }
 
 /// Sends what is queued for `node`: one message, or several when together
-/// they would exceed what the peer reads in one frame (frame_limit.hpp).
+/// they would exceed what the peer reads in one frame (frame_limit.hpp). A
+/// command that alone would exceed it is answered `too_large`, unsent.
 void flush(link_actor* self, const std::string& node) {
   auto& p = self->state.peers[node];
   p.flushing = false;
@@ -110,29 +111,24 @@ void flush(link_actor* self, const std::string& node) {
       later(self, std::move(cmd)); // nothing was sent
     return;
   }
-  auto budget = frame_budget();
-  forward_batch batch;
-  size_t bytes = 0;
-  auto send = [&] {
-    if (!batch.ids.empty())
-      self->send(p.handle, forward_atom::value, std::exchange(batch, {}));
-    bytes = 0;
-  };
-  for (auto& cmd : std::exchange(p.queued, {})) {
-    auto size = wire_size(cmd.envelope);
-    if (bytes + size > budget)
-      send();
-    if (batch.ids.empty()) {
-      batch.from = self->state.hooks.node;
-      batch.incarnation = my_incarnation(self->state);
+  auto size_of = [](const command_delivery& cmd) { return wire_size(cmd.envelope); };
+  for (auto& run : in_frames(std::exchange(p.queued, {}), size_of)) {
+    if (auto size = size_of(run.front()); size > frame_budget()) {
+      auto& env = run.front().envelope;
+      run.front().answer(too_large(env.command_type + " to " + env.stream_id + " (nothing was executed)", size));
+      continue; // alone in its run
     }
-    bytes += size;
-    auto id = ++self->state.next_id;
-    batch.ids.push_back(id);
-    batch.envelopes.push_back(cmd.envelope);
-    p.out.emplace(id, std::move(cmd));
+    forward_batch batch;
+    batch.from = self->state.hooks.node;
+    batch.incarnation = my_incarnation(self->state);
+    for (auto& cmd : run) {
+      auto id = ++self->state.next_id;
+      batch.ids.push_back(id);
+      batch.envelopes.push_back(cmd.envelope);
+      p.out.emplace(id, std::move(cmd));
+    }
+    self->send(p.handle, forward_atom::value, std::move(batch));
   }
-  send();
 }
 
 void enqueue(link_actor* self, const std::string& node, command_delivery cmd) {
@@ -280,12 +276,6 @@ caf::behavior node_link(link_actor* self, node_link_hooks hooks) {
   return {
     // -- to peers ---------------------------------------------------------------
     [self](forward_atom, const std::string& node, command_delivery& cmd) {
-      if (auto size = wire_size(cmd.envelope); size > frame_budget())
-        return cmd.answer(make_error(dispatch_errc::too_large,
-                                     cmd.envelope.command_type + " to " + cmd.envelope.stream_id + " is about "
-                                       + std::to_string(size) + " bytes: more than a link between nodes carries"
-                                         " (half of max_frame_bytes, "
-                                       + std::to_string(frame_limit()) + "); nothing was executed"));
       auto& p = self->state.peers[node];
       if (p.handle)
         return enqueue(self, node, std::move(cmd));
@@ -359,16 +349,6 @@ caf::behavior node_link(link_actor* self, node_link_hooks hooks) {
                                 });
     },
     [self](answer_atom, const caf::actor& to, forward_answer& a) {
-      if (a.ok) {
-        if (auto size = wire_size(a.result); size > frame_budget()) {
-          a.ok = false;
-          a.error = make_error(dispatch_errc::too_large,
-                               "the command ran on node " + self->state.hooks.node + " (its events are stored), but its "
-                               "answer is about " + std::to_string(size) + " bytes: more than a link between nodes "
-                               "carries (half of max_frame_bytes, " + std::to_string(frame_limit()) + ")");
-          a.result = {};
-        }
-      }
       auto& r = self->state.back[to.address()];
       if (!r.to)
         self->monitor(to); // forgotten when it goes
@@ -384,21 +364,19 @@ caf::behavior node_link(link_actor* self, node_link_hooks hooks) {
       if (i == self->state.back.end())
         return;
       i->second.flushing = false;
-      // In frames the peer reads, as commands are (flush).
-      auto budget = frame_budget();
-      answer_batch batch;
-      size_t bytes = 0;
-      for (auto& a : std::exchange(i->second.answers, {})) {
-        auto size = (a.ok ? wire_size(a.result) : 256);
-        if (!batch.answers.empty() && bytes + size > budget) {
-          self->send(to, answer_atom::value, std::exchange(batch, {}));
-          bytes = 0;
+      // In frames the peer reads, as commands are (flush). An answer that
+      // alone would exceed one is replaced by `too_large`: the command ran.
+      auto size_of = [](const forward_answer& a) -> size_t { return a.ok ? wire_size(a.result) : 256; };
+      for (auto& run : in_frames(std::exchange(i->second.answers, {}), size_of)) {
+        if (auto& a = run.front(); a.ok && size_of(a) > frame_budget()) {
+          a.error = too_large("the answer of a command that ran on node " + self->state.hooks.node
+                                + " (its events are stored)",
+                              size_of(a));
+          a.ok = false;
+          a.result = {};
         }
-        bytes += size;
-        batch.answers.push_back(std::move(a));
+        self->send(to, answer_atom::value, answer_batch{std::move(run)});
       }
-      if (!batch.answers.empty())
-        self->send(to, answer_atom::value, std::move(batch));
     },
     [self](nudge_atom, const std::string& from, int64_t incarnation) {
       if (admitted(self, "nudge", from, incarnation))

@@ -31,6 +31,9 @@ struct tls_settings {
   bool any() const { return !cert.empty() || !key.empty() || !ca.empty(); }
 };
 
+/// `cluster_settings::max_frame_bytes` unless set: 8 MiB.
+inline constexpr size_t default_max_frame_bytes = 8u << 20;
+
 struct cluster_settings {
   /// The cluster's name; empty: the application runs alone.
   std::string name;
@@ -67,7 +70,7 @@ struct cluster_settings {
   /// answer, that alone would not fit is refused with `invalid_argument`.
   /// Every node of a cluster should use the same value. It also bounds what
   /// an open, hostile connection can make a node allocate.
-  size_t max_frame_bytes = 8u << 20;
+  size_t max_frame_bytes = default_max_frame_bytes;
   /// Shards given up per renewal for rebalancing (a join): moves are paced.
   size_t moves_per_round = 16;
   /// Mutual TLS on the links between nodes (`tls.enabled()`): every node
