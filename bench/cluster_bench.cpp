@@ -80,7 +80,11 @@ struct node_process {
   FILE* from = nullptr;
   std::string address;
 
+  bool alive = true; ///< false once it failed to join (and exited)
+
   void say(const std::string& line) {
+    if (!alive)
+      return; // its pipe has no reader: writing would raise SIGPIPE
     std::fprintf(to, "%s\n", line.c_str());
     std::fflush(to);
   }
@@ -95,8 +99,10 @@ struct node_process {
   bool join() {
     say("join");
     auto line = hear();
-    if (line.rfind("ready ", 0) != 0)
+    if (line.rfind("ready ", 0) != 0) {
+      alive = false; // it exits after saying why
       return false;
+    }
     address = line.substr(6);
     return true;
   }
@@ -195,9 +201,6 @@ double until_served(application& app, const std::vector<int>& probes, std::chron
   return seconds_since(since);
 }
 
-/// Waits (10 s at most) until every shard of `cluster` is held by the node
-/// placement gives it to among `members`: no move under way, so that a
-/// phase measures serving, not rebalancing. Whether it settled.
 /// The cluster tables of `uri`'s store, or null (the error said).
 std::unique_ptr<persistence::postgres_coordination> open_coordination(const persistence::store_uri& uri) {
   persistence::coordination_options co;
@@ -211,13 +214,14 @@ std::unique_ptr<persistence::postgres_coordination> open_coordination(const pers
   return std::move(*coordination);
 }
 
-bool wait_settled(const persistence::store_uri& uri, const std::string& cluster, const std::vector<std::string>& members) {
-  auto coordination = open_coordination(uri);
-  if (!coordination)
-    return false;
+/// Waits (10 s at most) until every shard of `cluster` is held by the node
+/// placement gives it to among `members`: no move under way, so that a
+/// phase measures serving, not rebalancing. Whether it settled.
+bool wait_settled(persistence::postgres_coordination& coordination, const std::string& cluster,
+                  const std::vector<std::string>& members) {
   auto placement = cluster::place_shards(members, 64);
   auto settled = [&] {
-    auto leases = coordination->leases(cluster);
+    auto leases = coordination.leases(cluster);
     if (!leases)
       return false;
     size_t placed = 0;
@@ -295,7 +299,8 @@ struct tls_cluster {
     }
     app = std::move(*a);
     // As the plain phase: measured once every shard is where placement puts it.
-    wait_settled(uri, "bench_tls", {app->placement().node, b.address, c.address});
+    if (auto coordination = open_coordination(uri))
+      wait_settled(*coordination, "bench_tls", {app->placement().node, b.address, c.address});
     open_accounts(*app, accounts);
   }
 
@@ -398,7 +403,7 @@ int run_cluster_suite(const options& opts) {
     return 1;
   // Measured once the cluster has settled: every shard held by the node
   // placement gives it to (no move under way).
-  wait_settled(cluster_uri, "bench", {app.placement().node, b.address, c.address});
+  wait_settled(*coordination, "bench", {app.placement().node, b.address, c.address});
   open_accounts(app, accounts);
 
   if (wanted("w1")) {

@@ -12,6 +12,7 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <libpq-fe.h>
@@ -57,6 +58,7 @@ inline std::string init_test_store(const std::string& uri) {
     if ((code != persistence::store_errc::timeout && code != persistence::store_errc::unavailable)
         || std::chrono::steady_clock::now() >= until)
       throw std::runtime_error("cannot create the store: " + persistence::describe(made.error()));
+    std::this_thread::sleep_for(std::chrono::milliseconds{100});
   }
 }
 
