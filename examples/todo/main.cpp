@@ -12,7 +12,9 @@
 // list: each todo's commands run on the node owning it, the list's
 // projection on one node of the cluster. With --tenants, /{tenant}/todos is
 // each tenant's own list in its own store: DIR/tenants/<name> on LMDB, the
-// schema tenant_<name> on PostgreSQL. With --tls-cert and --tls-key it
+// schema tenant_<name> on PostgreSQL; both together, the servers of the
+// cluster serve every tenant, each tenant's todos placed like one list's.
+// With --tls-cert and --tls-key it
 // serves HTTPS (and with --tls-ca, a cluster's links are mutual TLS);
 // --operations serves /health and /metrics at an address of their own.
 
@@ -44,11 +46,7 @@ const char* const routes_help =
 
 /// todo-server --tenants: an application per tenant, opened on demand.
 int serve_tenants(const sourcery::application_config& config, sourcery::http::gateway_config http,
-                  const std::string& cluster, const demo::serving_options& serving) {
-  if (!cluster.empty()) {
-    std::fprintf(stderr, "todo-server: --tenants does not run in a cluster yet: drop --cluster\n");
-    return 2;
-  }
+                  const demo::serving_options& serving) {
   std::string root = config.in_memory ? "memory:" : "lmdb:" + config.data_dir + "/tenants";
   if (!config.store_uri.empty()) {
     auto uri = sourcery::persistence::store_uri::parse(config.store_uri);
@@ -73,7 +71,20 @@ int serve_tenants(const sourcery::application_config& config, sourcery::http::ga
   todo::add_tenant_routes(gw, **host);
   auto err = serving.serve(gw, operations, http, [h = host->get()](sourcery::http::gateway& g) {
     g.route("GET", "/health", [h](sourcery::http::request&, sourcery::http::responder answer) {
-      answer(sourcery::http::json_response(200, nlohmann::json{{"status", "ok"}, {"tenants", h->open_tenants()}}));
+      nlohmann::json health{{"status", "ok"}, {"tenants", h->open_tenants()}};
+      int status = 200;
+      if (auto* node = h->node()) { // in a cluster: the node every tenant routes through
+        auto p = node->placement();
+        health["node"] = p.node;
+        health["members"] = p.members;
+        health["shards_owned"] = p.shards_owned;
+        if (auto why = node->outage()) {
+          status = 503;
+          health["status"] = "unavailable";
+          health["error"] = sourcery::describe_error(why);
+        }
+      }
+      answer(sourcery::http::json_response(status, health));
     });
   });
   if (!err)
@@ -120,7 +131,7 @@ int main(int argc, char** argv) {
   options.parse(cli, argc, argv, config);
   http.tls = options.server_tls();
   if (tenants)
-    return serve_tenants(config, http, options.cluster_name(), serving);
+    return serve_tenants(config, http, serving);
 
   sourcery::http::gateway gw;
   sourcery::http::gateway operations; // with --operations

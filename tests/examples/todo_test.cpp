@@ -762,6 +762,79 @@ TEST(todo_server_process, the_spec_passes_at_two_tenants_roots_at_once) {
   EXPECT_EQ(p.wait(), 0);
 }
 
+// todo-server --tenants --cluster: two servers on one PostgreSQL database
+// share one cluster for every tenant. The spec passes at two tenants' roots
+// at once, each through another server, and each tenant's list reads the
+// same through either server: its todos' commands ran on their shards'
+// owners, its projection on one of the two.
+TEST(todo_server_process, two_nodes_of_tenants_serve_each_tenant_through_either_node) {
+  sourcery::testing::temp_dir dir;
+  auto schema = sourcery::testing::test_schema(dir);
+  auto uri = sourcery::testing::init_test_store(sourcery::testing::test_pg_uri() + "&schema=" + schema);
+  auto suffix = std::to_string(std::hash<std::string>{}(dir.str()) % 100000);
+  const std::string acme = "acme-" + suffix, globex = "globex-" + suffix;
+  std::vector<std::unique_ptr<sourcery::testing::child_process>> nodes;
+  std::vector<uint16_t> ports;
+  for (int i = 0; i < 2; ++i) {
+    nodes.push_back(std::make_unique<sourcery::testing::child_process>(
+      TODO_SERVER_PATH,
+      std::vector<std::string>{"--port", "0", "--address", "127.0.0.1", "--store", uri, "--tenants", "--cluster", "todo",
+                               "--node", "127.0.0.1:" + std::to_string(sourcery::testing::free_port())},
+      dir.str() + "/node" + std::to_string(i) + ".log"));
+    auto line = nodes.back()->read_line();
+    auto at = line.find("127.0.0.1:");
+    ASSERT_NE(at, std::string::npos) << line;
+    ports.push_back(static_cast<uint16_t>(std::stoi(line.substr(at + 10))));
+  }
+  http_client first{ports[0]}, second{ports[1]};
+  ASSERT_TRUE(sourcery::testing::eventually([&] { return second.get("/health").json()["members"] == 2; },
+                                            std::chrono::seconds{20}))
+    << second.get("/health").body;
+  std::thread other{[&] {
+    http_client client{ports[1]};
+    follow_todo_backend_spec(client, "http://127.0.0.1:" + std::to_string(ports[1]), "/" + globex + "/todos");
+  }};
+  follow_todo_backend_spec(first, "http://127.0.0.1:" + std::to_string(ports[0]), "/" + acme + "/todos");
+  other.join();
+  for (int i = 0; i < 8; ++i) { // more todos, across the shards of both nodes
+    auto& writer = i % 2 ? first : second;
+    ASSERT_EQ(writer.post("/" + acme + "/todos", {{"title", "more " + std::to_string(i)}}).status, 201u);
+  }
+  for (auto* client : {&first, &second}) {
+    auto a = client->get("/" + acme + "/todos").json();
+    auto g = client->get("/" + globex + "/todos").json();
+    EXPECT_EQ(a.size(), 9u) << a.dump();
+    EXPECT_EQ(g.size(), 1u) << g.dump();
+    for (auto& todo : a)
+      EXPECT_NE(todo["id"], g[0]["id"]) << "acme's list holds none of globex's";
+  }
+  auto h0 = first.get("/health").json(), h1 = second.get("/health").json();
+  EXPECT_EQ(h0["shards_owned"].get<int>() + h1["shards_owned"].get<int>(), 64) << h0.dump() << h1.dump();
+  EXPECT_EQ(sourcery::testing::run_sql(sourcery::testing::test_pg_uri(),
+                                       "SELECT count(DISTINCT split_part(owner, '#', 1)) FROM tenant_acme_" + suffix
+                                         + ".cluster_writes"),
+            "2")
+    << "acme's commands ran on both nodes";
+  // The first node killed: the second takes its shards, for every tenant,
+  // and serves each of acme's todos (its projection too, if it ran there).
+  nodes[0]->signal(SIGKILL);
+  nodes[0]->wait();
+  auto todos = second.get("/" + acme + "/todos").json();
+  for (auto& todo : todos) {
+    auto path = "/" + acme + "/todos/" + todo["id"].get<std::string>();
+    ASSERT_TRUE(sourcery::testing::eventually([&] { return second.patch(path, {{"completed", true}}).status == 200u; },
+                                              std::chrono::seconds{30}))
+      << path;
+  }
+  for (auto& todo : second.get("/" + acme + "/todos").json())
+    EXPECT_EQ(todo["completed"], true) << todo.dump();
+  nodes[1]->signal(SIGTERM);
+  EXPECT_EQ(nodes[1]->wait(), 0);
+  for (auto* t : {"acme_", "globex_"})
+    sourcery::testing::run_sql(sourcery::testing::test_pg_uri(),
+                               "DROP SCHEMA IF EXISTS tenant_" + std::string{t} + suffix + " CASCADE");
+}
+
 TEST(todo_server_process, serves_https_with_its_certificate_and_operations_on_their_own_address) {
   sourcery::testing::temp_dir dir;
   sourcery::testing::test_ca ca{dir.str(), "todo"};

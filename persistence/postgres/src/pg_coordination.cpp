@@ -79,6 +79,11 @@ std::string held_leases_sql(std::string_view schema, std::string_view cluster, s
   return sql;
 }
 
+std::string lease_schema_of(const append_fence& fence) {
+  auto schema = fence.lease_schema();
+  return schema.empty() ? std::string{"@"} : pg::quote_ident(schema);
+}
+
 /// The first column of every row, as text.
 std::vector<std::string> first_column(const pg::result& r) {
   std::vector<std::string> out;

@@ -8,6 +8,8 @@
 #include <string>
 #include <string_view>
 
+#include "sourcery/persistence/append_fence.hpp"
+
 namespace sourcery::persistence::detail {
 
 /// A query of the names of the leases in `schema`'s lease table ("@" where
@@ -20,5 +22,9 @@ namespace sourcery::persistence::detail {
 /// writer locks in the same order.
 std::string held_leases_sql(std::string_view schema, std::string_view cluster, std::string_view owner,
                             std::string_view which);
+
+/// The schema `fence` checks leases in, quoted (append_fence::lease_schema),
+/// or "@" (the statement's own) when it names none.
+std::string lease_schema_of(const append_fence& fence);
 
 } // namespace sourcery::persistence::detail

@@ -281,7 +281,10 @@ caf::error check_fence(const postgres_projection_store::impl& st, pg::connection
   pg::params p;
   p.add_text(fence->cluster()).add_text(lease.name).add_text(fence->owner()).add(lease.epoch);
   auto r = c.exec_prepared(
-    "rm_fence", detail::held_leases_sql(st.schema, "$1", "$3", "l.name = $2 AND l.epoch = $4"), p,
+    "rm_fence" + (fence->lease_schema().empty() ? std::string{} : "_" + fence->lease_schema()),
+    detail::held_leases_sql(fence->lease_schema().empty() ? st.schema : detail::lease_schema_of(*fence), "$1", "$3",
+                            "l.name = $2 AND l.epoch = $4"),
+    p,
     until);
   if (!r)
     return r.error();

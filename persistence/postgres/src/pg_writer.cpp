@@ -62,10 +62,10 @@ bool transient_conflict(std::string_view state) {
 // statement, so they commit with the first event that needs them; one that
 // another writer inserted meanwhile fails it on the key's primary key, and
 // the batch runs again, sealed with the stored key.
-std::string insert_batch_sql(bool fenced, bool keys) {
+std::string insert_batch_sql(bool fenced, bool keys, const std::string& lease_schema) {
   std::string text = "WITH v AS (SELECT * FROM unnest($11::bytea[], $12::int8[], $15::int8[]) AS v(sid, ver, prev)),\n";
   if (fenced)
-    text += "f AS (" + detail::held_leases_sql("@", "$16", "$17",
+    text += "f AS (" + detail::held_leases_sql(lease_schema, "$16", "$17",
                                                "(l.name, l.epoch) IN (SELECT * FROM unnest($18::text[], $19::int8[]))")
             + "),\n";
   else
@@ -483,8 +483,11 @@ void postgres_state::write_appends(std::vector<pg_append>& batch) {
           }
           p.add(std::move(subjects)).add(std::move(records));
         }
-        auto name = std::string{"insert_batch"} + (fence_now ? "_fenced" : "") + (with_keys ? "_keys" : "");
-        auto inserted = c.exec_prepared(name, sql(insert_batch_sql(fence_now != nullptr, with_keys)), p, until);
+        const auto leases_in = fence_now ? detail::lease_schema_of(*fence_now) : std::string{"@"};
+        auto name = std::string{"insert_batch"} + (fence_now ? "_fenced" : "") + (with_keys ? "_keys" : "")
+                    + (leases_in == "@" ? "" : "_" + leases_in);
+        auto inserted =
+          c.exec_prepared(name, sql(insert_batch_sql(fence_now != nullptr, with_keys, leases_in)), p, until);
         if (!inserted)
           return step_failed(inserted.error());
         for (auto& a : batch)

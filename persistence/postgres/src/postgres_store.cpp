@@ -415,8 +415,9 @@ caf::expected<void> postgres_store::do_save_checkpoint(std::string_view name, ui
   // waits for it; a renewal does not).
   auto lease = fence->lease_for_checkpoint(name);
   p.add_text(fence->cluster()).add_text(lease.name).add_text(fence->owner()).add(lease.epoch);
-  static const std::string sql =
-    "WITH held AS (" + detail::held_leases_sql("@", "$3", "$5", "l.name = $4 AND l.epoch = $6") + ")"
+  const std::string sql =
+    "WITH held AS ("
+    + detail::held_leases_sql(detail::lease_schema_of(*fence), "$3", "$5", "l.name = $4 AND l.epoch = $6") + ")"
     " INSERT INTO @.checkpoints SELECT $1, $2 FROM held"
     " ON CONFLICT (name) DO UPDATE SET position = excluded.position RETURNING 1";
   auto r = st.read(sql, p);

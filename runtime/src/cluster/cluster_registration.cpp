@@ -116,6 +116,7 @@ caf::expected<std::unique_ptr<cluster_registration>> cluster_registration::creat
     self->refused(what, from, count);
   };
   hooks.reachable = [self](const std::string& node, bool answered) { self->pinged(node, answered); };
+  hooks.open_tenant = [self](const std::string& tenant) { self->want_tenant(tenant); };
   hooks.ping_timeout = r->ctx_.settings.unreachable_after / 2;
   hooks.connect_timeout = r->ctx_.settings.down_after / 2;
   r->link_ = spawn_node_link(r->ctx_.app.system, std::move(hooks));
@@ -282,6 +283,15 @@ void cluster_registration::attempt(command_delivery cmd) {
 
 void cluster_registration::serve(command_envelope cmd, reply done) {
   counters_.served.fetch_add(1, std::memory_order_relaxed);
+  if (!cmd.tenant.empty()) {
+    bool open = false;
+    with_tenant(cmd.tenant, [&](sourcery::detail::local_registration* local) { open = local != nullptr; });
+    if (!open) { // opened now; the sender routes it again
+      want_tenant(cmd.tenant);
+      return done(make_error(dispatch_errc::moved, "tenant " + cmd.tenant + " is opening on node "
+                                                     + ctx_.settings.node));
+    }
+  }
   auto shard = table_.shard_of(cmd.stream_id);
   if (down_.load() || !table_.enter(shard))
     return done(moved(ctx_.settings.node, cmd.stream_id));
@@ -291,8 +301,7 @@ void cluster_registration::serve(command_envelope cmd, reply done) {
 void cluster_registration::run_here(uint32_t shard, command_delivery cmd, bool from_peer) {
   // Kept to route it again if the append turns out fenced (nothing ran).
   auto again = std::make_shared<command_envelope>(cmd.envelope);
-  local_.route(std::move(cmd.envelope), [this, shard, again, from_peer,
-                                         reply = std::move(cmd.reply_to)](caf::expected<dispatch_result> r) {
+  auto done = [this, shard, again, from_peer, reply = cmd.reply_to](caf::expected<dispatch_result> r) {
     table_.leave(shard);
     if (!r && persistence::code_of(r.error()) == persistence::store_errc::fenced) {
       if (from_peer)
@@ -300,7 +309,84 @@ void cluster_registration::run_here(uint32_t shard, command_delivery cmd, bool f
       return later(command_delivery{std::move(*again), reply});
     }
     (*reply)(std::move(r));
+  };
+  with_tenant(again->tenant, [&](sourcery::detail::local_registration* local) {
+    if (local)
+      return local->route(std::move(cmd.envelope), std::move(done));
+    // Closed here since it was admitted: a peer's is opened again and
+    // routed back; this process's own dispatch answers.
+    table_.leave(shard);
+    if (from_peer) {
+      want_tenant(again->tenant);
+      return (*cmd.reply_to)(moved(ctx_.settings.node, again->stream_id));
+    }
+    (*cmd.reply_to)(make_error(dispatch_errc::unavailable, "tenant " + again->tenant + " is closing on node "
+                                                             + ctx_.settings.node));
   });
+}
+
+template <class F>
+void cluster_registration::with_tenant(const std::string& tenant, F&& f) {
+  if (tenant.empty())
+    return f(&local_);
+  std::shared_lock guard{tenants_mtx_};
+  auto i = tenants_.find(tenant);
+  f(i == tenants_.end() ? nullptr : i->second);
+}
+
+void cluster_registration::release_everywhere(const std::function<bool(const std::string&)>& selects) {
+  local_.release_matching(selects);
+  std::shared_lock guard{tenants_mtx_};
+  for (auto& [name, local] : tenants_)
+    local->release_matching(selects);
+}
+
+void cluster_registration::want_tenant(const std::string& name) {
+  // Called under the lock (it does not block): once open_tenants_with
+  // replaced it, the old one is never called again.
+  std::shared_lock guard{tenants_mtx_};
+  if (tenants_.count(name) == 0 && open_tenant_)
+    open_tenant_(name);
+}
+
+void cluster_registration::open_tenants_with(std::function<void(const std::string&)> open) {
+  std::unique_lock guard{tenants_mtx_};
+  open_tenant_ = std::move(open);
+}
+
+void cluster_registration::attach(const std::string& name, sourcery::detail::local_registration& local) {
+  {
+    std::unique_lock guard{tenants_mtx_};
+    tenants_[name] = &local;
+  }
+  ctx_.app.log.info("cluster", "tenant serves here", {{"node", ctx_.settings.node}, {"tenant", name}});
+}
+
+void cluster_registration::detach(const std::string& name) {
+  {
+    // No command for it runs here from now on (those admitted finish or
+    // are dropped as its application stops).
+    std::unique_lock guard{tenants_mtx_};
+    tenants_.erase(name);
+  }
+  // Its consumers stop and their leases go, before its application does;
+  // the keeper starts none of them after this.
+  std::lock_guard turn{consumers_turn_};
+  std::vector<std::string> mine;
+  {
+    std::lock_guard guard{consumers_mtx_};
+    for (auto& [consumer, c] : consumers_)
+      if (c.tenant == name)
+        mine.push_back(consumer);
+  }
+  for (auto& consumer : mine)
+    stop_consumer(consumer, "handler stopped (its tenant closed here)");
+  {
+    std::lock_guard guard{consumers_mtx_};
+    for (auto& consumer : mine)
+      consumers_.erase(consumer);
+  }
+  ctx_.app.log.info("cluster", "tenant closed here", {{"node", ctx_.settings.node}, {"tenant", name}});
 }
 
 void cluster_registration::later(command_delivery cmd) {
@@ -340,21 +426,24 @@ void cluster_registration::went_down(const caf::error& why) {
 
 void cluster_registration::stop_all_here() {
   table_.lose_all();
-  local_.release_matching([](const std::string&) { return true; });
+  release_everywhere([](const std::string&) { return true; });
 }
 
 bool cluster_registration::settle_down() {
   // The consumers that ran here stop (their leases are orphaned: the
   // others expire them), and so do aggregates opened since.
-  std::vector<std::string> running;
   {
-    std::lock_guard guard{consumers_mtx_};
-    for (auto& [name, c] : consumers_)
-      if (c.running)
-        running.push_back(name);
+    std::lock_guard turn{consumers_turn_}; // a tenant's, not while it detaches
+    std::vector<std::string> running;
+    {
+      std::lock_guard guard{consumers_mtx_};
+      for (auto& [name, c] : consumers_)
+        if (c.running)
+          running.push_back(name);
+    }
+    for (auto& name : running)
+      stop_consumer(name, "handler stopped (this node is out of its cluster)", false);
   }
-  for (auto& name : running)
-    stop_consumer(name, "handler stopped (this node is out of its cluster)", false);
   stop_all_here();
   std::lock_guard guard{serving_mtx_};
   if (!membership_->serving())
@@ -445,7 +534,7 @@ void cluster_registration::release_shards(const std::vector<uint32_t>& shards) {
   std::vector<bool> wanted(table_.shards(), false);
   for (auto n : shards)
     wanted[n] = true;
-  local_.release_matching([table = fence_, wanted = std::move(wanted)](const std::string& stream) {
+  release_everywhere([table = fence_, wanted = std::move(wanted)](const std::string& stream) {
     return wanted[table->shard_of(stream)];
   });
 }
@@ -628,9 +717,14 @@ void cluster_registration::hand_over(const std::vector<uint32_t>& shards) {
 
 caf::error cluster_registration::run_once(const std::string& name, std::function<caf::error()> start,
                                          std::function<void()> stop) {
+  return run_once(name, std::move(start), std::move(stop), {});
+}
+
+caf::error cluster_registration::run_once(const std::string& name, std::function<caf::error()> start,
+                                         std::function<void()> stop, std::string tenant) {
   {
     std::lock_guard guard{consumers_mtx_};
-    consumers_[name] = consumer{std::move(start), std::move(stop), false};
+    consumers_[name] = consumer{std::move(start), std::move(stop), false, std::move(tenant)};
   }
   wake_keeper(); // placed here? it starts within a round trip, not a period
   return {};
@@ -644,15 +738,26 @@ bool cluster_registration::runs_here(const std::string& name) const {
 
 void cluster_registration::keep_consumers(const std::vector<std::string>& live, bool may_move) {
   const auto& s = ctx_.settings;
-  std::vector<std::pair<std::string, bool>> all; // name, running
+  std::lock_guard turn{consumers_turn_};
+  struct seen {
+    std::string name;
+    bool running;
+    std::string tenant;
+  };
+  std::vector<seen> all;
   {
     std::lock_guard guard{consumers_mtx_};
     for (auto& [name, c] : consumers_)
-      all.emplace_back(name, c.running);
+      all.push_back({name, c.running, c.tenant});
   }
-  for (auto& [name, running] : all) {
+  std::set<std::pair<std::string, std::string>> asked; // (node, tenant) this round
+  for (auto& [name, running, tenant] : all) {
     auto lease = handler_lease(name);
     auto placed_on = owner_of(static_cast<uint32_t>(stable_hash(lease)), live).value_or("");
+    // A tenant's consumer placed on a node where the tenant is not open
+    // would run nowhere: that node is asked to open it (a no-op where it is).
+    if (!tenant.empty() && !placed_on.empty() && placed_on != s.node && asked.emplace(placed_on, tenant).second)
+      caf::anon_send(link_, tenant_atom::value, placed_on, tenant);
     if (running && table_.epoch_named(lease) == 0) { // its renewal did not go through
       stop_consumer(name, "handler lock lost");
       continue;
@@ -673,7 +778,13 @@ void cluster_registration::keep_consumers(const std::vector<std::string>& live, 
     std::function<caf::error()> start;
     {
       std::lock_guard guard{consumers_mtx_};
-      start = consumers_[name].start;
+      if (auto i = consumers_.find(name); i != consumers_.end())
+        start = i->second.start;
+    }
+    if (!start) { // removed meanwhile
+      table_.lost_named(lease);
+      (void) coordination_->release(s.name, lease, owner_, **epoch);
+      continue;
     }
     if (auto err = start()) {
       ctx_.app.log.error("cluster", "cannot start a handler", {{"node", s.node}, {"handler", name},
@@ -684,7 +795,8 @@ void cluster_registration::keep_consumers(const std::vector<std::string>& live, 
     }
     {
       std::lock_guard guard{consumers_mtx_};
-      consumers_[name].running = true;
+      if (auto i = consumers_.find(name); i != consumers_.end())
+        i->second.running = true;
     }
     ctx_.app.log.info("cluster", "handler lock acquired", {{"node", s.node}, {"handler", name}, {"epoch", **epoch}});
   }
@@ -694,11 +806,11 @@ void cluster_registration::stop_consumer(const std::string& name, const char* wh
   std::function<void()> stop;
   {
     std::lock_guard guard{consumers_mtx_};
-    auto& c = consumers_[name];
-    if (!c.running)
+    auto i = consumers_.find(name);
+    if (i == consumers_.end() || !i->second.running)
       return;
-    c.running = false;
-    stop = c.stop;
+    i->second.running = false;
+    stop = i->second.stop;
   }
   stop(); // before the lease goes: never two running at once
   auto lease = handler_lease(name);

@@ -24,6 +24,7 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <thread>
 
 #include <caf/actor.hpp>
@@ -106,6 +107,25 @@ public:
   void render_metrics(std::string& out) const override;
   registration_description describe() const override;
 
+  // -- tenants (application_host.hpp; tenant_registration.hpp) ------------------
+  /// Tenant `name`'s registration: its aggregates and consumers run in its
+  /// own application, placed, forwarded and fenced by this node.
+  std::shared_ptr<const registration_provider> tenant_provider(const std::string& name) override;
+  void open_tenants_with(std::function<void(const std::string& name)> open) override;
+  /// Tenant `name` serves here from now on: commands for it that this node
+  /// runs go to `local` (the tenant's own aggregates).
+  void attach(const std::string& name, sourcery::detail::local_registration& local);
+  /// Tenant `name` serves here no more: its consumers stop (their leases
+  /// released), commands for it are routed elsewhere or opened again.
+  void detach(const std::string& name);
+  /// The leases this node holds, for the tenants' fences.
+  const std::shared_ptr<shard_table>& table() const noexcept { return fence_; }
+  /// The schema of the cluster's tables (the tenants' fences check its leases).
+  const std::string& coordination_schema() const noexcept { return ctx_.coordination.schema; }
+  /// As `run_once`, for a consumer of tenant `tenant` (`name`: tenant/consumer).
+  caf::error run_once(const std::string& name, std::function<caf::error()> start, std::function<void()> stop,
+                      std::string tenant);
+
   /// A peer's batch or nudge refused, or an unknown message dropped (the link's hook).
   void refused(const char* what, const std::string& from, uint64_t count);
   const cluster_counters& counters() const noexcept { return counters_; }
@@ -176,9 +196,25 @@ private:
     std::function<caf::error()> start;
     std::function<void()> stop;
     bool running = false;
+    std::string tenant; ///< whose consumer it is ("": this application's)
   };
   mutable std::mutex consumers_mtx_; // the map; start and stop run outside it
   std::map<std::string, consumer> consumers_;
+  /// Held while the keeper starts or stops consumers, and while a tenant's
+  /// are removed: a tenant detached never has one started after.
+  std::mutex consumers_turn_;
+
+  mutable std::shared_mutex tenants_mtx_;
+  std::map<std::string, sourcery::detail::local_registration*, std::less<>> tenants_;
+  std::function<void(const std::string&)> open_tenant_; ///< under tenants_mtx_
+  /// Runs `f(local)` with the registration that runs commands of `tenant`
+  /// here ("": this application's), or `f(nullptr)` if it is not open here.
+  template <class F>
+  void with_tenant(const std::string& tenant, F&& f);
+  /// Stops the aggregates `selects` picks, in this application and every tenant's.
+  void release_everywhere(const std::function<bool(const std::string&)>& selects);
+  /// Asks for tenant `name` to be opened here (a peer needs it).
+  void want_tenant(const std::string& name);
   mutable std::mutex placement_mtx_;
   std::vector<std::string> placement_; ///< owner by shard
 

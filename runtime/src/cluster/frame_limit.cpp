@@ -67,7 +67,7 @@ caf::error too_large(const std::string& what, size_t size) {
 
 size_t wire_size(const command_envelope& e) {
   return strings({e.aggregate_type.size(), e.stream_id.size(), e.command_type.size(), e.payload.size(),
-                  e.metadata.size(), e.causation_id.size(), e.correlation_id.size()})
+                  e.metadata.size(), e.causation_id.size(), e.correlation_id.size(), e.tenant.size()})
          + 4 * overhead;
 }
 

@@ -31,6 +31,7 @@ struct peer {
   bool nudge = false;    ///< a nudge waits for the connection
   bool flushing = false; ///< a flush is on its way through the mailbox
   bool ping = false;     ///< a ping waits for the connection
+  std::set<std::string> tenants; ///< asked to open, waiting for the connection
   std::vector<command_delivery> waiting; ///< for the connection
   std::vector<command_delivery> queued;  ///< for the next flush
   /// Sent and not yet answered (the envelope kept: `moved` sends it again).
@@ -148,6 +149,7 @@ void link_failed(link_actor* self, const std::string& node) {
   auto& p = self->state.peers[node];
   p.connecting = false;
   p.nudge = false;
+  p.tenants.clear(); // asked again at the next keeper round
   if (std::exchange(p.ping, false) && self->state.hooks.reachable)
     self->state.hooks.reachable(node, false);
   // Nothing was sent: route them again (the owner may change meanwhile).
@@ -164,6 +166,8 @@ void link_up(link_actor* self, const std::string& node, const caf::actor& handle
   self->state.node_of[handle.address()] = node;
   if (std::exchange(p.nudge, false))
     send_signed(self, handle, nudge_atom::value);
+  for (auto& tenant : std::exchange(p.tenants, {}))
+    self->send(handle, tenant_atom::value, self->state.hooks.node, my_incarnation(self->state), tenant);
   if (std::exchange(p.ping, false))
     ping(self, node, handle);
   for (auto& cmd : std::exchange(p.waiting, {}))
@@ -291,6 +295,13 @@ caf::behavior node_link(link_actor* self, node_link_hooks hooks) {
       p.nudge = true;
       connect(self, node);
     },
+    [self](tenant_atom, const std::string& node, const std::string& tenant) {
+      auto& p = self->state.peers[node];
+      if (p.handle)
+        return self->send(p.handle, tenant_atom::value, self->state.hooks.node, my_incarnation(self->state), tenant);
+      p.tenants.insert(tenant);
+      connect(self, node);
+    },
     [self](answer_atom, answer_batch& batch) {
       auto& st = self->state;
       auto from = st.node_of.find(caf::actor_cast<caf::actor_addr>(self->current_sender()));
@@ -381,6 +392,12 @@ caf::behavior node_link(link_actor* self, node_link_hooks hooks) {
     [self](nudge_atom, const std::string& from, int64_t incarnation) {
       if (admitted(self, "nudge", from, incarnation))
         take_nudge(self);
+    },
+    [self](tenant_atom, const std::string& from, int64_t incarnation, const std::string& tenant) {
+      // Heard from up members only (as a nudge), and asked again each
+      // keeper round: one refused while its sender is verified is not kept.
+      if (admitted(self, "nudge", from, incarnation) && self->state.hooks.open_tenant)
+        self->state.hooks.open_tenant(tenant);
     },
     [self](verify_atom, const std::string& from, int64_t incarnation) {
       auto& st = self->state;

@@ -85,6 +85,10 @@ using verify_atom = caf::atom_constant<caf::atom("cl_verify")>;
 /// answer (or silence past `ping_timeout`) reported to `hooks.reachable`.
 /// (ping_atom) from a peer: answered with pong_atom.
 using ping_atom = caf::atom_constant<caf::atom("cl_ping")>;
+/// (tenant_atom, node, tenant): ask `node` to open `tenant` (a consumer of
+/// it is placed there); (tenant_atom, from, incarnation, tenant): asked so
+/// by a peer.
+using tenant_atom = caf::atom_constant<caf::atom("cl_tenant")>;
 using pong_atom = caf::atom_constant<caf::atom("cl_pong")>;
 
 /// Registers the messages that cross nodes (on every node, with the same names).
@@ -134,6 +138,9 @@ struct node_link_hooks {
   /// the link's thread.
   std::function<void(const std::string& node, bool answered)> reachable;
   std::chrono::milliseconds ping_timeout{1000};
+  /// An up member asks this node to open a tenant (tenant_atom). Called on
+  /// the link's thread: must not block.
+  std::function<void(const std::string& tenant)> open_tenant;
   /// Counts commands sent to peers.
   std::atomic<uint64_t>* forwarded = nullptr;
 };

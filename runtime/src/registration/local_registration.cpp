@@ -13,6 +13,12 @@
 namespace sourcery {
 
 registration::~registration() = default;
+
+std::shared_ptr<const registration_provider> registration::tenant_provider(const std::string&) {
+  return nullptr;
+}
+
+void registration::open_tenants_with(std::function<void(const std::string&)>) {}
 registration_provider::~registration_provider() = default;
 void registration_provider::configure(caf::actor_system_config&) const {}
 

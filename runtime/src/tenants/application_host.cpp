@@ -47,6 +47,29 @@ caf::expected<std::unique_ptr<application_host>> application_host::start(applica
   if (!root)
     return root.error();
   std::unique_ptr<application_host> host{new application_host{std::move(config)}};
+  if (host->cfg_.base.registration) {
+    // A cluster: the node joins once, on the host's store, for every tenant.
+    auto node_cfg = host->cfg_.base;
+    node_cfg.in_memory = false;
+    node_cfg.store_uri = host->cfg_.store;
+    node_cfg.read_model_dir.clear();
+    node_cfg.create_store = true;
+    auto node = application::start(std::move(node_cfg), router{});
+    if (!node)
+      return node.error();
+    host->node_ = std::move(*node);
+    if (!host->node_->registration().tenant_provider("probe"))
+      return persistence::make_error(persistence::store_errc::invalid_argument,
+                                     "this registration cannot host tenants (registration::tenant_provider)");
+    host->node_->registration().open_tenants_with([h = host.get()](const std::string& name) {
+      if (!valid_name(name))
+        return;
+      std::lock_guard lock{h->mtx_};
+      if (h->open_.count(name) == 0 && h->wanted_.insert(name).second)
+        h->cv_.notify_all();
+    });
+    host->opener_ = std::thread{[h = host.get()] { h->open_loop(); }};
+  }
   host->sweeper_ = std::thread{[h = host.get()] { h->sweep_loop(); }};
   return host;
 }
@@ -63,6 +86,8 @@ caf::expected<std::unique_ptr<application>> application_host::start_tenant(const
   cfg.in_memory = false;
   cfg.store_uri.clear();
   cfg.read_model_dir.clear();
+  if (node_) // placed, forwarded and fenced by the node (tenant_provider)
+    cfg.registration = node_->registration().tenant_provider(name);
   switch (root.type) {
     case persistence::store_uri::kind::memory:
       cfg.in_memory = true;
@@ -124,6 +149,7 @@ caf::expected<std::shared_ptr<tenant>> application_host::open(const std::string&
   // Started outside the lock: other tenants open meanwhile.
   std::shared_ptr<tenant> t{new tenant};
   t->name_ = name;
+  t->node_ = node_;
   caf::error failed;
   if (auto app = start_tenant(name); !app) {
     failed = std::move(app.error());
@@ -223,11 +249,28 @@ void application_host::sweep_loop() {
   }
 }
 
+void application_host::open_loop() {
+  std::unique_lock lock{mtx_};
+  while (!stopping_) {
+    if (wanted_.empty()) {
+      cv_.wait(lock);
+      continue;
+    }
+    auto name = *wanted_.begin();
+    wanted_.erase(wanted_.begin());
+    lock.unlock();
+    (void) open(name); // failures are the tenant's: its next command asks again
+    lock.lock();
+  }
+}
+
 void application_host::stop() {
   std::vector<std::shared_ptr<tenant>> all;
+  if (node_) // no peer has a tenant opened here from now on
+    node_->registration().open_tenants_with(nullptr);
   {
     std::lock_guard lock{mtx_};
-    if (stopping_ && !sweeper_.joinable())
+    if (stopping_ && !sweeper_.joinable() && !opener_.joinable() && !node_)
       return;
     stopping_ = true;
     for (auto& [name, s] : open_)
@@ -241,7 +284,12 @@ void application_host::stop() {
   }
   if (sweeper_.joinable())
     sweeper_.join();
+  if (opener_.joinable())
+    opener_.join();
   all.clear(); // each stops here, or with its last user
+  // The node stops after its tenants (they route through it): here, or
+  // with the last tenant still in use.
+  node_.reset();
 }
 
 } // namespace sourcery

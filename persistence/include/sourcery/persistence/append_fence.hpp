@@ -37,6 +37,10 @@ public:
   /// handler's in the event store, a projection's or process manager's in
   /// the read models): such consumers run on one node of a cluster at a time.
   virtual fence_lease lease_for_checkpoint(std::string_view name) const = 0;
+  /// The PostgreSQL schema whose lease table is checked; empty (the
+  /// default): the store's own. The tenants of a cluster node each have a
+  /// schema of their own and check the leases of the node's.
+  virtual std::string lease_schema() const { return {}; }
 };
 
 } // namespace sourcery::persistence

@@ -39,6 +39,9 @@ struct command_envelope {
   /// Past this the caller has been answered `timeout`: a command not begun
   /// by then is skipped. On the wire it travels as the time left.
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  /// The tenant whose application runs it, where one node hosts several
+  /// (application_host.hpp); empty: the node's only application.
+  std::string tenant;
 
   /// Milliseconds left until the deadline (-1: none).
   int64_t time_left_ms() const {
@@ -58,7 +61,7 @@ typename Inspector::result_type inspect(Inspector& f, command_envelope& x) {
   auto returns = static_cast<uint8_t>(x.returns);
   int64_t left = x.time_left_ms();
   return f(caf::meta::type_name("sourcery.command_envelope"), x.aggregate_type, x.stream_id, x.command_type,
-           x.payload, x.metadata, x.causation_id, x.correlation_id, returns, left,
+           x.payload, x.metadata, x.causation_id, x.correlation_id, returns, left, x.tenant,
            caf::meta::load_callback([&]() -> caf::error {
              x.returns = static_cast<returning>(returns);
              x.deadline = left < 0 ? std::chrono::steady_clock::time_point::max()

@@ -33,6 +33,7 @@ class actor_system_config;
 namespace sourcery {
 
 class logger;
+class registration_provider;
 
 namespace persistence {
 class append_fence;
@@ -103,6 +104,18 @@ public:
   virtual void render_metrics(std::string& out) const = 0;
 
   virtual registration_description describe() const = 0;
+
+  // -- tenants (application_host.hpp) -------------------------------------------
+  /// The provider of tenant `name`'s registration when the tenants of an
+  /// application_host share this one -- a cluster node's: one membership,
+  /// one set of links, one placement of shards for every tenant, each
+  /// tenant's aggregates and consumers running in its own application --
+  /// or null (the default): each tenant runs alone.
+  virtual std::shared_ptr<const registration_provider> tenant_provider(const std::string& name);
+  /// How this registration has a tenant opened in this process when a peer
+  /// needs it here (a command for it, a consumer of it placed here). `open`
+  /// must not block: the host opens the tenant on a thread of its own.
+  virtual void open_tenants_with(std::function<void(const std::string& name)> open);
 };
 
 /// What a registration receives from the application that builds it. The

@@ -18,6 +18,15 @@
 //     (*acme)->app().dispatch(...);
 //
 // A tenant's name is [a-z0-9-]{1,40}.
+//
+// In a cluster (`base.registration` is a node's, node_registration.hpp, on
+// a PostgreSQL store): the host runs the node itself -- one application of
+// its own on `store`, which joins the cluster once for every tenant -- and
+// each tenant's registration shares it (registration::tenant_provider): one
+// membership, one set of links, the same placement. A tenant's aggregates
+// run on the owner of their shard, as a single application's do; a node that
+// receives a command for a tenant not open there opens it, and so does a
+// node where one of the tenant's consumers is placed.
 
 #include <chrono>
 #include <condition_variable>
@@ -59,6 +68,8 @@ private:
   friend class application_host;
   tenant() = default;
   std::string name_;
+  /// In a cluster, the node it routes through: it stops after the tenant.
+  std::shared_ptr<sourcery::application> node_;
   std::unique_ptr<sourcery::application> app_;
   std::shared_ptr<void> state_;
   std::chrono::steady_clock::time_point last_used_;
@@ -89,7 +100,8 @@ struct application_host_config {
 
 class application_host {
 public:
-  /// Errors: invalid_argument for a store URI that does not parse or no routes.
+  /// Errors: invalid_argument for a store URI that does not parse or no
+  /// routes; in a cluster, the node's start errors (application::start).
   static caf::expected<std::unique_ptr<application_host>> start(application_host_config config);
 
   /// Stops every tenant.
@@ -114,14 +126,20 @@ public:
   /// Whether `name` is a tenant's name: [a-z0-9-]{1,40}.
   static bool valid_name(std::string_view name) noexcept;
 
-  /// Stops every tenant. Idempotent.
+  /// Stops every tenant (then the node, in a cluster). Idempotent.
   void stop();
+
+  /// In a cluster, the node's own application (its placement, metrics and
+  /// health); null otherwise.
+  application* node() noexcept { return node_.get(); }
 
 private:
   struct slot; // a tenant being opened, or open
   explicit application_host(application_host_config config);
   caf::expected<std::unique_ptr<application>> start_tenant(const std::string& name) const;
   void sweep_loop();
+  /// Opens the tenants peers need here (registration::open_tenants_with).
+  void open_loop();
 
   application_host_config cfg_;
   mutable std::mutex mtx_;
@@ -131,6 +149,10 @@ private:
   std::set<std::string> stopping_names_;         // closing or stopping: opened again once stopped
   bool stopping_ = false;
   std::thread sweeper_;
+  /// In a cluster: joined once for every tenant; each holds it too.
+  std::shared_ptr<application> node_;
+  std::set<std::string> wanted_;      ///< tenants peers need opened here
+  std::thread opener_;
 };
 
 } // namespace sourcery
