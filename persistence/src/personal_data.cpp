@@ -1,8 +1,11 @@
 #include "personal_data.hpp"
 
+#include <atomic>
 #include <cstring>
 #include <fstream>
 #include <iterator>
+
+#include <pthread.h>
 
 #include <openssl/evp.h>
 #include <openssl/opensslv.h>
@@ -265,13 +268,23 @@ bool gcm_open(const uint8_t* key, const uint8_t* nonce, const uint8_t* aad, size
          && EVP_DecryptFinal_ex(c.ctx, out + n, &len) == 1;
 }
 
+/// Bumped in the child of every fork: a child must not hand out the bytes
+/// its parent drew (the same nonces and keys in two processes).
+std::atomic<uint64_t> forks{0};
+[[maybe_unused]] const int fork_handler = pthread_atfork(nullptr, nullptr, [] { forks.fetch_add(1); });
+
 /// Random bytes from OpenSSL's generator, drawn a few kilobytes at a time
 /// per thread (a call per 12-byte nonce costs more than the encryption).
 bool random_bytes(uint8_t* p, size_t n) {
   thread_local std::array<uint8_t, 4096> pool;
   thread_local size_t left = 0;
+  thread_local uint64_t drawn_in = 0; // the process generation the pool was drawn in
   if (n > pool.size())
     return RAND_bytes(p, static_cast<int>(n)) == 1;
+  if (auto now = forks.load(std::memory_order_relaxed); drawn_in != now) {
+    left = 0; // drawn before a fork: the parent hands these out too
+    drawn_in = now;
+  }
   if (left < n) {
     if (RAND_bytes(pool.data(), static_cast<int>(pool.size())) != 1)
       return false;

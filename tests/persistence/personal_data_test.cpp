@@ -10,6 +10,9 @@
 #include <iterator>
 #include <thread>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 #include <lmdb.h>
 #include <nlohmann/json.hpp>
@@ -22,6 +25,8 @@
 #include "../support/eventually.hpp"
 #include "../support/file_search.hpp"
 #include "store_factory.hpp"
+// The random generator behind keys and nonces (per-thread pools).
+#include "../../persistence/src/personal_data.hpp"
 
 using namespace sourcery::persistence;
 using namespace sourcery::testing;
@@ -135,6 +140,39 @@ TEST_P(personal_data, a_personal_field_reads_back_while_its_subject_has_a_key) {
     reopen(); // the key is durable
     EXPECT_EQ(read_one<account_opened>("account-1").owner.value(), secret);
   }
+}
+
+// Keys and nonces come from a per-thread pool of OpenSSL's random bytes. A
+// process forked after drawing from it must not hand out what its parent
+// hands out next: the same key in two processes, the same nonce twice.
+TEST(personal_data_random, a_forked_child_draws_other_keys_than_its_parent) {
+  ASSERT_TRUE(sourcery::persistence::detail::make_subject_key()); // the pool is drawn, and partly left
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    auto key = sourcery::persistence::detail::make_subject_key();
+    bool wrote = key && ::write(fds[1], key->key.data(), key->key.size()) == static_cast<ssize_t>(key->key.size());
+    ::_exit(wrote ? 0 : 1);
+  }
+  ::close(fds[1]);
+  std::array<uint8_t, 32> child{};
+  size_t got = 0;
+  while (got < child.size()) {
+    auto n = ::read(fds[0], child.data() + got, child.size() - got);
+    if (n <= 0)
+      break;
+    got += static_cast<size_t>(n);
+  }
+  ::close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ASSERT_EQ(got, child.size());
+  auto parent = sourcery::persistence::detail::make_subject_key();
+  ASSERT_TRUE(parent);
+  EXPECT_NE(parent->key, child) << "parent and child made the same key";
 }
 
 TEST(personal_data_lmdb, the_plaintext_never_reaches_the_files) {
