@@ -84,12 +84,14 @@ std::unique_ptr<application> start_wallets(const std::string& dir, bool in_memor
 /// rounds (w1_personal_ratio). One application at a time: an idle one's
 /// scheduler threads would take CPU from the other.
 void w1_memory(int dispatchers, int commands, bool personal) {
+  // Five rounds of `commands` each: phases of a tenth of a second swung
+  // the ratio between 0.7 and 1.
+  constexpr int rounds = 5;
+  const int per_round = commands;
   std::mt19937 rng{42};
-  std::vector<int> target(static_cast<size_t>(commands));
+  std::vector<int> target(static_cast<size_t>(rounds * per_round));
   for (auto& t : target)
     t = static_cast<int>(rng() % 1000);
-  constexpr int rounds = 3;
-  const int per_round = commands / rounds;
   std::vector<double> lat, personal_lat, warm_up;
   double seconds = 0, personal_seconds = 0;
   for (int r = 0; r < rounds; ++r) {
