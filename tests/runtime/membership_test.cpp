@@ -105,3 +105,35 @@ TEST(membership, a_restarted_node_is_a_new_incarnation_that_ends_the_old_one) {
 }
 
 } // namespace
+
+namespace {
+
+// A peer's message from a member this node has not seen yet is verified
+// by a fresh reading of the members (node_link_hooks::verify): `wake`'s
+// callback must come after a round that read them, not after one whose
+// statements failed, or a member that just joined is refused.
+TEST(membership, a_wake_answers_after_a_round_that_read_the_members) {
+  sourcery::testing::temp_dir dir;
+  auto store = open_store(dir);
+  ASSERT_TRUE(store);
+  auto a_opts = node("a:1");
+  a_opts.down_after = 30s; // a stays serving while its rounds fail
+  auto a = cluster::membership::start(store, a_opts);
+  ASSERT_TRUE(a);
+  (*a)->pause_renewals(true); // its rounds read nothing from now on
+  auto b = cluster::membership::start(store, node("b:1"));
+  ASSERT_TRUE(b);
+  auto b_incarnation = (*b)->incarnation();
+  auto answered = std::make_shared<std::promise<bool>>();
+  auto seen = answered->get_future();
+  auto* a_ptr = a->get();
+  (*a)->wake([answered, a_ptr, b_incarnation] { answered->set_value(a_ptr->is_up("b:1", b_incarnation)); });
+  // Rounds that fail come and go meanwhile (every 50 ms): none answers.
+  EXPECT_EQ(seen.wait_for(300ms), std::future_status::timeout) << "answered without reading the members";
+  (*a)->pause_renewals(false);
+  ASSERT_EQ(seen.wait_for(10s), std::future_status::ready);
+  EXPECT_TRUE(seen.get()) << "the answer came with a reading that has b";
+  EXPECT_TRUE((*a)->serving());
+}
+
+} // namespace

@@ -1,5 +1,6 @@
 #include "sourcery/runtime/cluster/membership.hpp"
 
+#include <iterator>
 #include <utility>
 
 #include "sourcery/persistence/error.hpp"
@@ -84,10 +85,19 @@ void membership::run() {
     woken_ = false;
     auto then = std::exchange(after_round_, {});
     guard.unlock();
+    bool read = false;
     if (serving_.load())
-      step();
+      read = step();
     else if (!replaced_.load())
       rejoin();
+    if (!read && serving_.load()) {
+      // Not read this round (a verification must see a fresh reading, or
+      // a member that just joined is refused): the next round calls them.
+      guard.lock();
+      after_round_.insert(after_round_.begin(), std::make_move_iterator(then.begin()),
+                          std::make_move_iterator(then.end()));
+      continue;
+    }
     for (auto& f : then)
       f();
     guard.lock();
@@ -124,7 +134,7 @@ void membership::rejoin() {
   read_view();
 }
 
-void membership::step() {
+bool membership::step() {
   // Paused (a test's stand-in for a process stopped or cut off from the
   // store): the renewal does not reach the store.
   using persistence::member_renewal;
@@ -137,37 +147,41 @@ void membership::step() {
   if (renewed && *renewed == member_renewal::replaced) {
     // Another process joined as this node: it is that one's address now.
     replaced_ = true;
-    return stop_serving(persistence::make_error(persistence::store_errc::invalid_argument,
-                                                options_.node + " joined again elsewhere (a newer incarnation): this"
-                                                                " process serves no more"));
+    stop_serving(persistence::make_error(persistence::store_errc::invalid_argument,
+                                         options_.node + " joined again elsewhere (a newer incarnation): this"
+                                                         " process serves no more"));
+    return false;
   }
-  if (renewed && *renewed == member_renewal::declared_down)
-    return stop_serving(persistence::make_error(persistence::store_errc::invalid_argument,
-                                                options_.node + " was declared down by its cluster"));
+  if (renewed && *renewed == member_renewal::declared_down) {
+    stop_serving(persistence::make_error(persistence::store_errc::invalid_argument,
+                                         options_.node + " was declared down by its cluster"));
+    return false;
+  }
   if (renewed) {
     last_renewal_ = asked.time_since_epoch().count();
   } else if (now - std::chrono::steady_clock::time_point{std::chrono::steady_clock::duration{last_renewal_.load()}}
              >= options_.down_after) {
     // The others may have declared us down meanwhile: stop before they act on it.
-    return stop_serving(persistence::make_error(persistence::code_of(renewed.error()),
-                                                options_.node + " could not renew for "
-                                                  + std::to_string(options_.down_after.count())
-                                                  + " ms: " + persistence::describe(renewed.error())));
+    stop_serving(persistence::make_error(persistence::code_of(renewed.error()),
+                                         options_.node + " could not renew for "
+                                           + std::to_string(options_.down_after.count())
+                                           + " ms: " + persistence::describe(renewed.error())));
+    return false;
   }
   if (!renewed)
-    return; // the store is out of reach: nobody is declared down from here
+    return false; // the store is out of reach: nobody is declared down from here
   if (options_.on_renewed)
     options_.on_renewed();
   if (auto down = store_->declare_down(options_.cluster, options_.down_after);
       down && !down->empty() && options_.on_declared_down)
     options_.on_declared_down(*down);
-  read_view();
+  return read_view();
 }
 
-void membership::read_view() {
+bool membership::read_view() {
   auto members = store_->members(options_.cluster);
   if (!members)
-    return;
+    return false;
   std::vector<std::string> live, suspected;
   std::map<std::string, int64_t> up;
   for (auto& m : *members)
@@ -188,6 +202,7 @@ void membership::read_view() {
   }
   if (changed && options_.on_view)
     options_.on_view(live);
+  return true;
 }
 
 } // namespace sourcery::cluster

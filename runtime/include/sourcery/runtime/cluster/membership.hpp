@@ -94,7 +94,9 @@ public:
   std::vector<std::string> suspected() const;
   /// Renews and reads the members now instead of at the next period (a
   /// peer said the membership changed); then calls `then`, on the
-  /// membership's thread (the view is as fresh as the store could make it).
+  /// membership's thread, once a round has read the members (a round that
+  /// could not -- a statement timed out -- leaves it to the next; while
+  /// this node is down, at once).
   void wake(std::function<void()> then = {});
   /// Leaves cleanly: marks this incarnation left and stops renewing.
   caf::error leave();
@@ -106,12 +108,13 @@ public:
 private:
   membership(std::shared_ptr<persistence::postgres_coordination> store, membership_options options, int64_t incarnation);
   void run();
-  void step();
+  /// One round while serving; true if it read the members.
+  bool step();
   void stop_serving(const caf::error& why);
   /// While down: joins again as a new incarnation if the store takes it.
   void rejoin();
-  /// Reads the members and updates the view.
-  void read_view();
+  /// Reads the members and updates the view; false if it could not.
+  bool read_view();
 
   std::shared_ptr<persistence::postgres_coordination> store_;
   membership_options options_;
