@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <set>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -35,8 +36,9 @@ struct tenant_cluster : ::testing::Test {
   std::vector<std::unique_ptr<application_host>> hosts;
   std::set<std::string> tenants;
 
-  application_host& add_node() {
+  application_host& add_node(std::chrono::milliseconds idle = std::chrono::minutes{5}) {
     auto cfg = todo::tenants_config(store);
+    cfg.idle_timeout = idle;
     sourcery::cluster::cluster_settings s;
     s.name = "todo";
     s.node = "127.0.0.1:" + std::to_string(sourcery::testing::free_port());
@@ -198,6 +200,39 @@ TEST_F(tenant_cluster, when_a_node_leaves_the_other_serves_every_tenant_and_runs
   EXPECT_EQ(ids(*rows), made);
   for (auto& r : *rows)
     EXPECT_TRUE(r.completed) << r.id << ": the projection runs on b now";
+}
+
+// Idle tenants close, but not where one of their consumers runs: closed
+// there, the nodes that use the tenant would have it opened again at once.
+TEST_F(tenant_cluster, a_tenant_stays_open_where_its_projection_runs_and_closes_where_idle) {
+  auto& a = add_node(400ms);
+  auto& b = add_node(400ms);
+  ASSERT_TRUE(eventually([&] { return settled(2); }, 20s));
+  const auto acme = tenant("acme");
+  {
+    auto on_a = checked(a.open(acme));
+    for (int i = 0; i < 20; ++i) // over both nodes' shards: b opens acme too
+      ASSERT_TRUE(checked(on_a->app().dispatch(todo::create_todo{"t" + std::to_string(i), "x"})).accepted);
+  }
+  const auto lease_owner = [&] {
+    return sql("SELECT split_part(owner, '#', 1) FROM " + sourcery::testing::test_schema(dir)
+               + ".cluster_leases WHERE name = 'handler:" + acme + "/" + todo::todo_list::projection_name
+               + "' AND expires_at > now()");
+  };
+  const auto open_on = [&](application_host& h) {
+    auto open = h.open_tenants();
+    return std::find(open.begin(), open.end(), acme) != open.end();
+  };
+  // Unused, acme closes on the node without its projection, and stays open
+  // on the one running it.
+  ASSERT_TRUE(eventually([&] { return open_on(a) != open_on(b); }, 10s))
+    << "a: " << open_on(a) << ", b: " << open_on(b);
+  auto& running = open_on(a) ? a : b;
+  EXPECT_EQ(lease_owner(), running.node()->placement().node) << "the node keeping acme open runs its projection";
+  for (int i = 0; i < 4; ++i) { // through several idle timeouts
+    std::this_thread::sleep_for(400ms);
+    EXPECT_TRUE(open_on(running)) << "closed while its projection ran there";
+  }
 }
 
 TEST_F(tenant_cluster, a_host_refuses_a_cluster_without_a_postgresql_store) {

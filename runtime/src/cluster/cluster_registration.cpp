@@ -285,7 +285,13 @@ void cluster_registration::serve(command_envelope cmd, reply done) {
   counters_.served.fetch_add(1, std::memory_order_relaxed);
   if (!cmd.tenant.empty()) {
     bool open = false;
-    with_tenant(cmd.tenant, [&](sourcery::detail::local_registration* local) { open = local != nullptr; });
+    {
+      std::shared_lock guard{tenants_mtx_};
+      if (auto i = tenants_.find(cmd.tenant); i != tenants_.end()) {
+        open = true;
+        i->second.busy->store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+      }
+    }
     if (!open) { // opened now; the sender routes it again
       want_tenant(cmd.tenant);
       return done(make_error(dispatch_errc::moved, "tenant " + cmd.tenant + " is opening on node "
@@ -331,14 +337,14 @@ void cluster_registration::with_tenant(const std::string& tenant, F&& f) {
     return f(&local_);
   std::shared_lock guard{tenants_mtx_};
   auto i = tenants_.find(tenant);
-  f(i == tenants_.end() ? nullptr : i->second);
+  f(i == tenants_.end() ? nullptr : i->second.local);
 }
 
 void cluster_registration::release_everywhere(const std::function<bool(const std::string&)>& selects) {
   local_.release_matching(selects);
   std::shared_lock guard{tenants_mtx_};
-  for (auto& [name, local] : tenants_)
-    local->release_matching(selects);
+  for (auto& [name, t] : tenants_)
+    t.local->release_matching(selects);
 }
 
 void cluster_registration::want_tenant(const std::string& name) {
@@ -354,10 +360,11 @@ void cluster_registration::open_tenants_with(std::function<void(const std::strin
   open_tenant_ = std::move(open);
 }
 
-void cluster_registration::attach(const std::string& name, sourcery::detail::local_registration& local) {
+void cluster_registration::attach(const std::string& name, sourcery::detail::local_registration& local,
+                                  std::atomic<int64_t>& busy) {
   {
     std::unique_lock guard{tenants_mtx_};
-    tenants_[name] = &local;
+    tenants_[name] = tenant_entry{&local, &busy};
   }
   ctx_.app.log.info("cluster", "tenant serves here", {{"node", ctx_.settings.node}, {"tenant", name}});
 }

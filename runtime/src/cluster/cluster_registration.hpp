@@ -114,7 +114,9 @@ public:
   void open_tenants_with(std::function<void(const std::string& name)> open) override;
   /// Tenant `name` serves here from now on: commands for it that this node
   /// runs go to `local` (the tenant's own aggregates).
-  void attach(const std::string& name, sourcery::detail::local_registration& local);
+  /// `busy` is set to the time of each command a peer sends for it.
+  void attach(const std::string& name, sourcery::detail::local_registration& local,
+              std::atomic<int64_t>& busy);
   /// Tenant `name` serves here no more: its consumers stop (their leases
   /// released), commands for it are routed elsewhere or opened again.
   void detach(const std::string& name);
@@ -205,7 +207,11 @@ private:
   std::mutex consumers_turn_;
 
   mutable std::shared_mutex tenants_mtx_;
-  std::map<std::string, sourcery::detail::local_registration*, std::less<>> tenants_;
+  struct tenant_entry {
+    sourcery::detail::local_registration* local;
+    std::atomic<int64_t>* busy; ///< steady ticks of its last command from a peer
+  };
+  std::map<std::string, tenant_entry, std::less<>> tenants_;
   std::function<void(const std::string&)> open_tenant_; ///< under tenants_mtx_
   /// Runs `f(local)` with the registration that runs commands of `tenant`
   /// here ("": this application's), or `f(nullptr)` if it is not open here.

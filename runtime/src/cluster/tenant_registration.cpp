@@ -26,7 +26,7 @@ caf::error tenant_registration::start() {
   // leases, before a command of it runs here.
   if (auto err = ctx_.store.fence_appends(fence_))
     return err;
-  node_.attach(tenant_, local_);
+  node_.attach(tenant_, local_, busy_);
   attached_ = true;
   return {};
 }
@@ -44,7 +44,24 @@ void tenant_registration::route(command_envelope cmd, reply done) {
 
 caf::error tenant_registration::run_once(const std::string& name, std::function<caf::error()> start,
                                          std::function<void()> stop) {
+  {
+    std::lock_guard guard{consumers_mtx_};
+    consumers_.push_back(qualified(name));
+  }
   return node_.run_once(qualified(name), std::move(start), std::move(stop), tenant_);
+}
+
+std::chrono::steady_clock::time_point tenant_registration::last_busy() const {
+  // A consumer running here keeps its tenant open: closed, it would be
+  // asked open again at once by the nodes where the tenant is in use.
+  {
+    std::lock_guard guard{consumers_mtx_};
+    for (auto& name : consumers_)
+      if (node_.runs_here(name))
+        return std::chrono::steady_clock::now();
+  }
+  return std::chrono::steady_clock::time_point{
+    std::chrono::steady_clock::duration{busy_.load(std::memory_order_relaxed)}};
 }
 
 bool tenant_registration::runs_here(const std::string& name) const {

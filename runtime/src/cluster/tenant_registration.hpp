@@ -8,7 +8,10 @@
 // any tenant runs on the owner of shard_of(s); a consumer N of tenant T runs
 // on one node at a time, under lease handler_lease("T/N").
 
+#include <atomic>
 #include <memory>
+#include <mutex>
+#include <vector>
 #include <string>
 
 #include "../registration/local_registration.hpp"
@@ -55,6 +58,8 @@ public:
   /// Nothing of its own: the node's metrics are its application's.
   void render_metrics(std::string&) const override {}
   registration_description describe() const override { return node_.describe(); }
+  /// Now while one of its consumers runs here, else its last command from a peer.
+  std::chrono::steady_clock::time_point last_busy() const override;
 
 private:
   /// "T/N": consumer N of this tenant, as the node names it.
@@ -66,6 +71,9 @@ private:
   sourcery::detail::local_registration local_;
   std::shared_ptr<const tenant_fence> fence_;
   bool attached_ = false;
+  std::atomic<int64_t> busy_{0}; ///< the node's: its last command from a peer (steady ticks)
+  mutable std::mutex consumers_mtx_;
+  std::vector<std::string> consumers_; ///< qualified names, as the node runs them
 };
 
 } // namespace sourcery::cluster::detail

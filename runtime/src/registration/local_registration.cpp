@@ -19,6 +19,10 @@ std::shared_ptr<const registration_provider> registration::tenant_provider(const
 }
 
 void registration::open_tenants_with(std::function<void(const std::string&)>) {}
+
+std::chrono::steady_clock::time_point registration::last_busy() const {
+  return {};
+}
 registration_provider::~registration_provider() = default;
 void registration_provider::configure(caf::actor_system_config&) const {}
 

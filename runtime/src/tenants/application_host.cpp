@@ -209,7 +209,8 @@ void application_host::sweep_loop() {
     if (cfg_.idle_timeout.count() > 0)
       for (auto i = open_.begin(); i != open_.end();) {
         auto& s = *i->second;
-        if (!s.opening && s.open.use_count() == 1 && now - s.open->last_used_ >= cfg_.idle_timeout) {
+        if (!s.opening && s.open.use_count() == 1
+            && now - std::max(s.open->last_used_, s.open->app_->registration().last_busy()) >= cfg_.idle_timeout) {
           stopping_names_.insert(i->first);
           closing_.push_back(std::move(s.open));
           i = open_.erase(i);

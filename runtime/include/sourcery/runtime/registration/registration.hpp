@@ -13,6 +13,7 @@
 // gives a provider (null: the local one), which adjusts the actor system's
 // configuration before it starts and then builds the registration.
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -116,6 +117,10 @@ public:
   /// needs it here (a command for it, a consumer of it placed here). `open`
   /// must not block: the host opens the tenant on a thread of its own.
   virtual void open_tenants_with(std::function<void(const std::string& name)> open);
+  /// When this registration last worked for others -- ran a command a peer
+  /// sent, or runs a consumer now (a tenant's, on a cluster node) -- or the
+  /// epoch if never: an application_host keeps such a tenant open as if used.
+  virtual std::chrono::steady_clock::time_point last_busy() const;
 };
 
 /// What a registration receives from the application that builds it. The
