@@ -672,6 +672,37 @@ TEST(todo_server_process, a_frozen_database_is_a_bounded_5xx_and_the_server_reco
   EXPECT_EQ(server.wait(), 0);
 }
 
+namespace {
+
+/// `count` todo-servers as nodes of cluster "todo" on `uri` (with `extra`
+/// arguments), each on a free HTTP port: their processes and ports (empty
+/// ports if one did not say where it listens).
+struct todo_nodes {
+  std::vector<std::unique_ptr<sourcery::testing::child_process>> processes;
+  std::vector<uint16_t> ports;
+};
+todo_nodes start_todo_nodes(int count, const std::string& uri, const std::string& logs,
+                            std::vector<std::string> extra = {}) {
+  todo_nodes out;
+  for (int i = 0; i < count; ++i) {
+    std::vector<std::string> args{"--port", "0", "--address", "127.0.0.1", "--store", uri, "--cluster", "todo",
+                                  "--node", "127.0.0.1:" + std::to_string(sourcery::testing::free_port())};
+    args.insert(args.end(), extra.begin(), extra.end());
+    out.processes.push_back(std::make_unique<sourcery::testing::child_process>(
+      TODO_SERVER_PATH, args, logs + "/node" + std::to_string(i) + ".log"));
+    auto line = out.processes.back()->read_line();
+    auto at = line.find("127.0.0.1:");
+    if (at == std::string::npos) {
+      ADD_FAILURE() << "node " << i << " did not start: " << line;
+      return {std::move(out.processes), {}};
+    }
+    out.ports.push_back(static_cast<uint16_t>(std::stoi(line.substr(at + 10))));
+  }
+  return out;
+}
+
+} // namespace
+
 // Three todo-servers as one cluster on one PostgreSQL store serve one todo
 // list: a todo created through one node reads through any other right
 // after its 201 (strong consistency across nodes: the projection runs on
@@ -680,19 +711,10 @@ TEST(todo_server_process, three_nodes_serve_one_list_and_read_their_writes_throu
   sourcery::testing::temp_dir dir;
   auto schema = sourcery::testing::test_schema(dir);
   auto uri = sourcery::testing::init_test_store(sourcery::testing::test_pg_uri() + "&schema=" + schema);
-  std::vector<std::unique_ptr<sourcery::testing::child_process>> nodes;
-  std::vector<uint16_t> ports;
-  for (int i = 0; i < 3; ++i) {
-    nodes.push_back(std::make_unique<sourcery::testing::child_process>(
-      TODO_SERVER_PATH,
-      std::vector<std::string>{"--port", "0", "--address", "127.0.0.1", "--store", uri, "--cluster", "todo", "--node",
-                               "127.0.0.1:" + std::to_string(sourcery::testing::free_port())},
-      dir.str() + "/node" + std::to_string(i) + ".log"));
-    auto line = nodes.back()->read_line();
-    auto at = line.find("127.0.0.1:");
-    ASSERT_NE(at, std::string::npos) << line;
-    ports.push_back(static_cast<uint16_t>(std::stoi(line.substr(at + 10))));
-  }
+  auto started = start_todo_nodes(3, uri, dir.str());
+  auto& nodes = started.processes;
+  auto& ports = started.ports;
+  ASSERT_EQ(ports.size(), 3u);
   std::vector<std::unique_ptr<http_client>> clients;
   for (auto p : ports)
     clients.push_back(std::make_unique<http_client>(p));
@@ -773,19 +795,10 @@ TEST(todo_server_process, two_nodes_of_tenants_serve_each_tenant_through_either_
   auto uri = sourcery::testing::init_test_store(sourcery::testing::test_pg_uri() + "&schema=" + schema);
   auto suffix = std::to_string(std::hash<std::string>{}(dir.str()) % 100000);
   const std::string acme = "acme-" + suffix, globex = "globex-" + suffix;
-  std::vector<std::unique_ptr<sourcery::testing::child_process>> nodes;
-  std::vector<uint16_t> ports;
-  for (int i = 0; i < 2; ++i) {
-    nodes.push_back(std::make_unique<sourcery::testing::child_process>(
-      TODO_SERVER_PATH,
-      std::vector<std::string>{"--port", "0", "--address", "127.0.0.1", "--store", uri, "--tenants", "--cluster", "todo",
-                               "--node", "127.0.0.1:" + std::to_string(sourcery::testing::free_port())},
-      dir.str() + "/node" + std::to_string(i) + ".log"));
-    auto line = nodes.back()->read_line();
-    auto at = line.find("127.0.0.1:");
-    ASSERT_NE(at, std::string::npos) << line;
-    ports.push_back(static_cast<uint16_t>(std::stoi(line.substr(at + 10))));
-  }
+  auto started = start_todo_nodes(2, uri, dir.str(), {"--tenants"});
+  auto& nodes = started.processes;
+  auto& ports = started.ports;
+  ASSERT_EQ(ports.size(), 2u);
   http_client first{ports[0]}, second{ports[1]};
   ASSERT_TRUE(sourcery::testing::eventually([&] { return second.get("/health").json()["members"] == 2; },
                                             std::chrono::seconds{20}))

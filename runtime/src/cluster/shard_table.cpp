@@ -32,12 +32,15 @@ persistence::fence_lease shard_table::lease_for(std::string_view stream) const {
   return {shard_lease(shard), slots_[shard].epoch};
 }
 
-persistence::fence_lease shard_table::lease_for_checkpoint(std::string_view name) const {
-  auto consumer = name;
+std::string_view consumer_of_checkpoint(std::string_view name) noexcept {
   for (std::string_view kind : {"handler:", "process:"})
-    if (consumer.substr(0, kind.size()) == kind)
-      consumer.remove_prefix(kind.size());
-  auto lease = handler_lease(consumer);
+    if (name.substr(0, kind.size()) == kind)
+      name.remove_prefix(kind.size());
+  return name;
+}
+
+persistence::fence_lease shard_table::lease_for_checkpoint(std::string_view name) const {
+  auto lease = handler_lease(consumer_of_checkpoint(name));
   std::lock_guard guard{mtx_};
   auto i = named_.find(lease);
   return {lease, i == named_.end() ? 0 : i->second.epoch};

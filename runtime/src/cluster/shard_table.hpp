@@ -15,6 +15,10 @@
 
 namespace sourcery::cluster::detail {
 
+/// The consumer a checkpoint belongs to: "handler:N" (an event handler's),
+/// "process:N" (a process manager's) or N (a projection's) -> N.
+std::string_view consumer_of_checkpoint(std::string_view name) noexcept;
+
 class shard_table final : public persistence::append_fence {
 public:
   using clock = std::chrono::steady_clock;

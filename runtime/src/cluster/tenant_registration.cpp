@@ -6,11 +6,7 @@
 namespace sourcery::cluster::detail {
 
 persistence::fence_lease tenant_fence::lease_for_checkpoint(std::string_view name) const {
-  auto consumer = name;
-  for (std::string_view kind : {"handler:", "process:"})
-    if (consumer.substr(0, kind.size()) == kind)
-      consumer.remove_prefix(kind.size());
-  return table_->lease_for_checkpoint(tenant_ + "/" + std::string{consumer});
+  return table_->lease_for_checkpoint(tenant_ + "/" + std::string{consumer_of_checkpoint(name)});
 }
 
 tenant_registration::tenant_registration(cluster_registration& node, std::string tenant, registration_context ctx)
