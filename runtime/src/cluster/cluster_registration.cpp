@@ -283,21 +283,6 @@ void cluster_registration::attempt(command_delivery cmd) {
 
 void cluster_registration::serve(command_envelope cmd, reply done) {
   counters_.served.fetch_add(1, std::memory_order_relaxed);
-  if (!cmd.tenant.empty()) {
-    bool open = false;
-    {
-      std::shared_lock guard{tenants_mtx_};
-      if (auto i = tenants_.find(cmd.tenant); i != tenants_.end()) {
-        open = true;
-        i->second.busy->store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
-      }
-    }
-    if (!open) { // opened now; the sender routes it again
-      want_tenant(cmd.tenant);
-      return done(make_error(dispatch_errc::moved, "tenant " + cmd.tenant + " is opening on node "
-                                                     + ctx_.settings.node));
-    }
-  }
   auto shard = table_.shard_of(cmd.stream_id);
   if (down_.load() || !table_.enter(shard))
     return done(moved(ctx_.settings.node, cmd.stream_id));
@@ -316,15 +301,17 @@ void cluster_registration::run_here(uint32_t shard, command_delivery cmd, bool f
     }
     (*reply)(std::move(r));
   };
-  with_tenant(again->tenant, [&](sourcery::detail::local_registration* local) {
+  with_tenant(again->tenant, from_peer, [&](sourcery::detail::local_registration* local) {
     if (local)
       return local->route(std::move(cmd.envelope), std::move(done));
-    // Closed here since it was admitted: a peer's is opened again and
-    // routed back; this process's own dispatch answers.
+    // Not open here: a peer's command is answered `moved` (routed again)
+    // while the tenant opens; this process's own dispatch (the tenant
+    // closing meanwhile) is answered.
     table_.leave(shard);
     if (from_peer) {
       want_tenant(again->tenant);
-      return (*cmd.reply_to)(moved(ctx_.settings.node, again->stream_id));
+      return (*cmd.reply_to)(make_error(dispatch_errc::moved, "tenant " + again->tenant + " is opening on node "
+                                                                + ctx_.settings.node));
     }
     (*cmd.reply_to)(make_error(dispatch_errc::unavailable, "tenant " + again->tenant + " is closing on node "
                                                              + ctx_.settings.node));
@@ -332,12 +319,16 @@ void cluster_registration::run_here(uint32_t shard, command_delivery cmd, bool f
 }
 
 template <class F>
-void cluster_registration::with_tenant(const std::string& tenant, F&& f) {
+void cluster_registration::with_tenant(const std::string& tenant, bool for_peer, F&& f) {
   if (tenant.empty())
     return f(&local_);
   std::shared_lock guard{tenants_mtx_};
   auto i = tenants_.find(tenant);
-  f(i == tenants_.end() ? nullptr : i->second.local);
+  if (i == tenants_.end())
+    return f(nullptr);
+  if (for_peer) // keeps it open here (registration::last_busy)
+    i->second.busy->store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+  f(i->second.local);
 }
 
 void cluster_registration::release_everywhere(const std::function<bool(const std::string&)>& selects) {

@@ -214,9 +214,10 @@ private:
   std::map<std::string, tenant_entry, std::less<>> tenants_;
   std::function<void(const std::string&)> open_tenant_; ///< under tenants_mtx_
   /// Runs `f(local)` with the registration that runs commands of `tenant`
-  /// here ("": this application's), or `f(nullptr)` if it is not open here.
+  /// here ("": this application's), or `f(nullptr)` if it is not open here;
+  /// `for_peer`: a peer's command, which marks the tenant busy.
   template <class F>
-  void with_tenant(const std::string& tenant, F&& f);
+  void with_tenant(const std::string& tenant, bool for_peer, F&& f);
   /// Stops the aggregates `selects` picks, in this application and every tenant's.
   void release_everywhere(const std::function<bool(const std::string&)>& selects);
   /// Asks for tenant `name` to be opened here (a peer needs it).
