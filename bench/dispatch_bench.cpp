@@ -63,12 +63,27 @@ struct wallet {
   void apply(const paid_in& e) { balance += e.amount; }
 };
 
+/// The same wallet with the payer's name in plaintext: what sealing costs
+/// on its own (w1_personal_vs_plain_ratio).
+struct paid_in_plain {
+  std::string payer;
+  int64_t amount = 0;
+  SOURCERY_EVENT("bench.paid_in_plain", payer, amount)
+};
+struct plain_wallet {
+  using event = std::variant<paid_in_plain>;
+  int64_t balance = 0;
+  sourcery::outcome<event> execute(const pay_in& c) const { return paid_in_plain{c.payer, c.amount}; }
+  void apply(const paid_in_plain& e) { balance += e.amount; }
+};
+
+template <class Wallet = wallet>
 std::unique_ptr<application> start_wallets(const std::string& dir, bool in_memory) {
   application_config cfg;
   cfg.data_dir = dir;
   cfg.in_memory = in_memory;
   sourcery::router r;
-  r.aggregate<wallet>([](const auto& c) { return c.wallet; }, "wallet-").dispatch<pay_in>();
+  r.aggregate<Wallet>([](const auto& c) { return c.wallet; }, "wallet-").template dispatch<pay_in>();
   auto app = application::start(cfg, std::move(r));
   if (!app) {
     std::fprintf(stderr, "cannot start: %s\n", describe_error(app.error()).c_str());
@@ -81,7 +96,10 @@ std::unique_ptr<application> start_wallets(const std::string& dir, bool in_memor
 /// with a personal field in every event (w1_personal_16: the payer's name,
 /// sealed with the wallet's key). The two alternate in rounds, so that a
 /// drift of the machine falls on both, and their ratio is taken over the
-/// rounds (w1_personal_ratio). One application at a time: an idle one's
+/// rounds (w1_personal_ratio). A third phase runs the same wallets with the
+/// name in plaintext (w1_plain_wallet_16), so that what sealing costs shows
+/// apart from the difference between a wallet and an account
+/// (w1_personal_vs_plain_ratio). One application at a time: an idle one's
 /// scheduler threads would take CPU from the other.
 void w1_memory(int dispatchers, int commands, bool personal) {
   // Five rounds of `commands` each: phases of a tenth of a second swung
@@ -92,8 +110,8 @@ void w1_memory(int dispatchers, int commands, bool personal) {
   std::vector<int> target(static_cast<size_t>(rounds * per_round));
   for (auto& t : target)
     t = static_cast<int>(rng() % 1000);
-  std::vector<double> lat, personal_lat, warm_up;
-  double seconds = 0, personal_seconds = 0;
+  std::vector<double> lat, personal_lat, plain_lat, warm_up;
+  double seconds = 0, personal_seconds = 0, plain_seconds = 0;
   for (int r = 0; r < rounds; ++r) {
     auto at = [&](int i) { return target[static_cast<size_t>(r * per_round + i)]; };
     {
@@ -104,13 +122,16 @@ void w1_memory(int dispatchers, int commands, bool personal) {
     }
     if (!personal)
       continue;
-    auto app = start_wallets("", true);
-    // Every wallet's key created first, as W1 opens its accounts first.
-    closed_loop(*app, 64, 1000, [](int i) { return pay_in{std::to_string(i), "Payer " + std::to_string(i), 1}; },
-                warm_up);
-    personal_seconds += per_round / closed_loop(*app, dispatchers, per_round, [&](int i) {
-      return pay_in{std::to_string(at(i)), "Payer Person " + std::to_string(at(i)), 1};
-    }, personal_lat);
+    auto wallets = [&](auto app, std::vector<double>& latencies) {
+      // Every wallet opened (and its key created) first, as W1 opens its accounts first.
+      closed_loop(*app, 64, 1000, [](int i) { return pay_in{std::to_string(i), "Payer " + std::to_string(i), 1}; },
+                  warm_up);
+      return per_round / closed_loop(*app, dispatchers, per_round, [&](int i) {
+        return pay_in{std::to_string(at(i)), "Payer Person " + std::to_string(at(i)), 1};
+      }, latencies);
+    };
+    personal_seconds += wallets(start_wallets<wallet>("", true), personal_lat);
+    plain_seconds += wallets(start_wallets<plain_wallet>("", true), plain_lat);
   }
   double rate = rounds * per_round / seconds;
   report("dispatch", "w1_memory_16", rate, "commands/s");
@@ -122,6 +143,9 @@ void w1_memory(int dispatchers, int commands, bool personal) {
   report("dispatch", "w1_personal_16", personal_rate, "commands/s");
   report("dispatch", "w1_personal_16_p99", percentile(personal_lat, 0.99), "us");
   report("dispatch", "w1_personal_ratio", personal_rate / rate, "ratio");
+  double plain_rate = rounds * per_round / plain_seconds;
+  report("dispatch", "w1_plain_wallet_16", plain_rate, "commands/s");
+  report("dispatch", "w1_personal_vs_plain_ratio", personal_rate / plain_rate, "ratio");
 }
 
 /// One call forgets a subject with 10,000 events: durable LMDB.

@@ -129,12 +129,7 @@ caf::expected<bool> event_store::do_forget(std::string_view) {
 caf::error event_store::seal_personal_fields(
   bytes& data, std::string_view subject,
   const std::function<caf::expected<detail::subject_key>(std::string_view)>& key_for) const {
-  if (!detail::has_plain_personal(data))
-    return {};
-  auto key = key_for(subject);
-  if (!key)
-    return key.error();
-  return detail::seal_personal(data, subject, *key);
+  return detail::seal_personal(data, subject, key_for);
 }
 
 namespace {

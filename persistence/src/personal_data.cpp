@@ -145,12 +145,19 @@ private:
 };
 
 caf::error find_exts(const bytes& data, std::vector<ext_span>& out) {
+  // Callers pass a thread's own vector (exts_buffer): every append and
+  // every read of a personal field parses, and need not allocate to do so.
   out.clear();
   if (data.empty())
     return {};
   if (!ext_finder{data.data(), data.size(), out}.document())
     return make_error(store_errc::malformed_payload, "personal data: the document is not well-formed msgpack");
   return {};
+}
+
+std::vector<ext_span>& exts_buffer() {
+  thread_local std::vector<ext_span> exts;
+  return exts;
 }
 
 /// Whether `data` may hold an ext value of `type`: its type byte occurs.
@@ -161,7 +168,7 @@ bool may_hold(const bytes& data, int8_t type) {
 bool holds(const bytes& data, int8_t type) {
   if (!may_hold(data, type))
     return false;
-  std::vector<ext_span> exts;
+  auto& exts = exts_buffer();
   if (find_exts(data, exts))
     return false;
   for (auto& e : exts)
@@ -187,26 +194,35 @@ void put_ext_header(bytes& out, size_t size, int8_t type) {
 }
 
 /// Rewrites `data`, replacing each ext of `type` by what `replace` appends.
-caf::error rewrite(bytes& data, int8_t type, const std::function<caf::error(const ext_span&, bytes&)>& replace) {
+/// `first()` runs once, before the first replacement, and may fail: the
+/// whole rewrite is one parse, and what only a found ext needs (a key) is
+/// fetched only when one is found. `extra` is what each replacement adds.
+template <class First, class Replace>
+caf::error rewrite(bytes& data, int8_t type, size_t extra, First&& first, Replace&& replace) {
   // `replace` reads its span of `data`, which stays intact until the end.
   if (!may_hold(data, type))
     return {};
-  std::vector<ext_span> exts;
+  auto& exts = exts_buffer();
   if (auto err = find_exts(data, exts))
     return err;
   bytes out;
   size_t copied = 0;
+  bool found = false;
   for (auto& e : exts) {
     if (e.type != type)
       continue;
-    if (out.empty())
-      out.reserve(data.size() + 64);
+    if (!found) {
+      found = true;
+      if (auto err = first())
+        return err;
+      out.reserve(data.size() + extra * exts.size());
+    }
     out.insert(out.end(), data.begin() + static_cast<ptrdiff_t>(copied), data.begin() + static_cast<ptrdiff_t>(e.begin));
     if (auto err = replace(e, out))
       return err;
     copied = e.end;
   }
-  if (copied == 0)
+  if (!found)
     return {};
   out.insert(out.end(), data.begin() + static_cast<ptrdiff_t>(copied), data.end());
   data = std::move(out);
@@ -332,7 +348,7 @@ std::optional<std::string_view> subject_of(const uint8_t* p, size_t n) {
 caf::error sealed_subjects(const bytes& data, const std::function<void(std::string_view)>& visit) {
   if (!may_hold(data, personal_sealed))
     return {};
-  std::vector<ext_span> exts;
+  std::vector<ext_span> exts; // `visit` may read other documents, which would reuse the thread's buffer
   if (auto err = find_exts(data, exts))
     return err;
   for (auto& e : exts) {
@@ -347,9 +363,24 @@ caf::error sealed_subjects(const bytes& data, const std::function<void(std::stri
 }
 
 caf::error seal_personal(bytes& data, std::string_view subject, const subject_key& key) {
+  return seal_personal(data, subject, [&key](std::string_view) -> caf::expected<subject_key> { return key; });
+}
+
+caf::error seal_personal(bytes& data, std::string_view subject, const key_source& key_for) {
+  if (!may_hold(data, personal_plain))
+    return {};
   if (subject.empty() || subject.size() > max_subject)
     return make_error(store_errc::invalid_argument, "personal data: a subject is 1 to 400 bytes");
-  return rewrite(data, personal_plain, [&](const ext_span& e, bytes& out) -> caf::error {
+  subject_key key;
+  auto fetch_key = [&]() -> caf::error {
+    auto found = key_for(subject);
+    if (!found)
+      return found.error();
+    key = *found;
+    return {};
+  };
+  const size_t extra = 5 + sealed_header + subject.size() + tag_size; // a sealed field's growth, at most
+  return rewrite(data, personal_plain, extra, fetch_key, [&](const ext_span& e, bytes& out) -> caf::error {
     const uint8_t* plain = data.data() + e.payload;
     size_t payload = sealed_header + subject.size() + e.size + tag_size;
     put_ext_header(out, payload, personal_sealed);
@@ -370,7 +401,7 @@ caf::error seal_personal(bytes& data, std::string_view subject, const subject_ke
 }
 
 caf::error open_personal(bytes& data, const std::function<const subject_key*(std::string_view)>& key_of) {
-  return rewrite(data, personal_sealed, [&](const ext_span& e, bytes& out) -> caf::error {
+  return rewrite(data, personal_sealed, 0, [] { return caf::error{}; }, [&](const ext_span& e, bytes& out) -> caf::error {
     const uint8_t* p = data.data() + e.payload;
     auto subject = subject_of(p, e.size);
     if (!subject)

@@ -55,6 +55,12 @@ caf::error sealed_subjects(const bytes& data, const std::function<void(std::stri
 /// Errors: malformed_payload, invalid_argument (a subject over 400 bytes).
 caf::error seal_personal(bytes& data, std::string_view subject, const subject_key& key);
 
+/// The same in one parse of `data`, asking `key_for(subject)` for the key
+/// only when a plaintext field is found (nothing is asked, and nothing
+/// changes, when there is none). Errors: those of `key_for`, and as above.
+using key_source = std::function<caf::expected<subject_key>(std::string_view)>;
+caf::error seal_personal(bytes& data, std::string_view subject, const key_source& key_for);
+
 /// Opens every sealed field of `data`: `key_of(subject)` gives the
 /// subject's current key, or null when it has none (forgotten). A field of
 /// another key than the subject's current one reads as forgotten.

@@ -48,6 +48,20 @@ struct consent_given {
   SOURCERY_SUBJECT(patient)
 };
 
+/// Two personal fields, and a plain one whose text holds the byte of a
+/// personal field's ext type ('P', 0x50): a byte scan alone would take it
+/// for one.
+struct contact_changed {
+  personal<std::string> email;
+  std::string note;
+  personal<std::string> phone;
+  SOURCERY_FIELDS(email, note, phone)
+};
+struct note_added {
+  std::string note;
+  SOURCERY_FIELDS(note)
+};
+
 struct holder_state {
   personal<std::string> holder;
   int64_t balance = 0;
@@ -94,6 +108,8 @@ protected:
   void SetUp() override {
     ASSERT_FALSE(registry_.add<account_opened>("test.account_opened"));
     ASSERT_FALSE(registry_.add<consent_given>("test.consent_given"));
+    ASSERT_FALSE(registry_.add<contact_changed>("test.contact_changed"));
+    ASSERT_FALSE(registry_.add<note_added>("test.note_added"));
     open();
   }
   void open() {
@@ -140,6 +156,28 @@ TEST_P(personal_data, a_personal_field_reads_back_while_its_subject_has_a_key) {
     reopen(); // the key is durable
     EXPECT_EQ(read_one<account_opened>("account-1").owner.value(), secret);
   }
+}
+
+TEST_P(personal_data, every_personal_field_of_an_event_is_sealed_and_an_event_without_one_makes_no_key) {
+  append("contact-1", contact_changed{std::string{"Pat P. Person"}, "Prefers Phone", std::string{"+44 20 7946 0018"}});
+  append("notes-1", note_added{"Plain Payload, Plenty of P"});
+  auto e = read_one<contact_changed>("contact-1");
+  ASSERT_TRUE(e.email.known());
+  ASSERT_TRUE(e.phone.known());
+  EXPECT_EQ(e.email.value(), "Pat P. Person");
+  EXPECT_EQ(e.note, "Prefers Phone");
+  EXPECT_EQ(e.phone.value(), "+44 20 7946 0018");
+  EXPECT_EQ(read_one<note_added>("notes-1").note, "Plain Payload, Plenty of P");
+  auto notes_had_key = store_->forget("notes-1");
+  ASSERT_TRUE(notes_had_key) << describe(notes_had_key.error());
+  EXPECT_FALSE(*notes_had_key) << "an event without personal fields created a key";
+  auto contact_had_key = store_->forget("contact-1");
+  ASSERT_TRUE(contact_had_key) << describe(contact_had_key.error());
+  EXPECT_TRUE(*contact_had_key);
+  e = read_one<contact_changed>("contact-1");
+  EXPECT_TRUE(e.email.forgotten());
+  EXPECT_TRUE(e.phone.forgotten());
+  EXPECT_EQ(e.note, "Prefers Phone");
 }
 
 // Keys and nonces come from a per-thread pool of OpenSSL's random bytes. A
