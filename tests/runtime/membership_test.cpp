@@ -84,6 +84,39 @@ TEST(membership, a_node_cut_off_is_declared_down_stops_serving_and_joins_again_o
   EXPECT_FALSE((*a)->replaced());
 }
 
+// A store outage holds every node's renewals back. The first node through
+// afterwards must not declare the others down for a silence it shared: they
+// would all join again as new incarnations, and their shards move twice.
+TEST(membership, after_an_outage_all_shared_the_first_node_back_declares_nobody_down_for_it) {
+  sourcery::testing::temp_dir dir;
+  auto store = open_store(dir);
+  ASSERT_TRUE(store);
+  auto declared = std::make_shared<std::atomic<int>>(0);
+  auto a_opts = node("a:1");
+  a_opts.on_declared_down = [declared](const std::vector<std::string>& nodes) { *declared += static_cast<int>(nodes.size()); };
+  auto a = cluster::membership::start(store, a_opts);
+  auto b = cluster::membership::start(store, node("b:1"));
+  ASSERT_TRUE(a && b);
+  ASSERT_TRUE(eventually([&] { return (*a)->live() == live_list{"a:1", "b:1"}; }));
+  // The outage: both miss their renewals for three times down_after.
+  (*a)->pause_renewals(true);
+  (*b)->pause_renewals(true);
+  ASSERT_TRUE(eventually([&] { return !(*a)->serving() && !(*b)->serving(); }));
+  std::this_thread::sleep_for(1200ms); // the outage's length
+  (*a)->pause_renewals(false);
+  ASSERT_TRUE(eventually([&] { return (*a)->serving(); })) << "a is back first";
+  std::this_thread::sleep_for(50ms); // b a little later, as a loaded machine staggers them
+  (*b)->pause_renewals(false);
+  ASSERT_TRUE(eventually([&] { return (*b)->serving(); }));
+  EXPECT_TRUE(eventually([&] { return (*a)->live() == live_list{"a:1", "b:1"}; }));
+  EXPECT_EQ(declared->load(), 0) << "a declared b down for the outage they both went through";
+  // Once a has renewed for down_after, silence counts again: b cut off
+  // alone is declared down as before.
+  (*b)->pause_renewals(true);
+  EXPECT_TRUE(eventually([&] { return (*a)->live() == live_list{"a:1"}; }, 5s)) << "b's own silence";
+  EXPECT_EQ(declared->load(), 1);
+}
+
 TEST(membership, a_restarted_node_is_a_new_incarnation_that_ends_the_old_one) {
   sourcery::testing::temp_dir dir;
   auto store = open_store(dir);

@@ -1,5 +1,6 @@
 #include "sourcery/runtime/cluster/membership.hpp"
 
+#include <algorithm>
 #include <iterator>
 #include <utility>
 
@@ -123,11 +124,14 @@ void membership::rejoin() {
     return; // cannot reach the others: it would be voted out again
   if (auto shunned = store_->shunned(options_.cluster, options_.node, options_.vote_window); !shunned || *shunned)
     return; // the others cannot reach it yet (or the store cannot say)
+  auto asked = std::chrono::steady_clock::now();
   auto incarnation = store_->join(options_.cluster, options_.node);
   if (!incarnation)
     return; // the store is still out of reach: next period
   incarnation_ = *incarnation;
-  last_renewal_ = std::chrono::steady_clock::now().time_since_epoch().count();
+  renewed_after(asked - std::chrono::steady_clock::time_point{std::chrono::steady_clock::duration{last_renewal_.load()}},
+                asked);
+  last_renewal_ = asked.time_since_epoch().count();
   serving_ = true;
   if (options_.on_rejoined)
     options_.on_rejoined(*incarnation);
@@ -158,6 +162,8 @@ bool membership::step() {
     return false;
   }
   if (renewed) {
+    renewed_after(asked - std::chrono::steady_clock::time_point{std::chrono::steady_clock::duration{last_renewal_.load()}},
+                  asked);
     last_renewal_ = asked.time_since_epoch().count();
   } else if (now - std::chrono::steady_clock::time_point{std::chrono::steady_clock::duration{last_renewal_.load()}}
              >= options_.down_after) {
@@ -172,10 +178,26 @@ bool membership::step() {
     return false; // the store is out of reach: nobody is declared down from here
   if (options_.on_renewed)
     options_.on_renewed();
-  if (auto down = store_->declare_down(options_.cluster, options_.down_after);
+  if (auto down = store_->declare_down(options_.cluster, silence_allowed(now));
       down && !down->empty() && options_.on_declared_down)
     options_.on_declared_down(*down);
   return read_view();
+}
+
+void membership::renewed_after(std::chrono::steady_clock::duration gap, std::chrono::steady_clock::time_point at) {
+  // A round merely late (a busy machine) excuses nothing: a member frozen
+  // meanwhile is declared down as soon as before. A gap of half the silence
+  // allowed or more is an outage this node went through too.
+  if (gap < std::chrono::steady_clock::duration{options_.down_after} / 2)
+    return;
+  excuse_ = at < excuse_until_ ? std::max(excuse_, gap) : gap;
+  excuse_until_ = std::max(excuse_until_, at + options_.down_after);
+}
+
+std::chrono::milliseconds membership::silence_allowed(std::chrono::steady_clock::time_point now) const {
+  if (now >= excuse_until_)
+    return options_.down_after;
+  return options_.down_after + std::chrono::ceil<std::chrono::milliseconds>(excuse_);
 }
 
 bool membership::read_view() {

@@ -38,6 +38,12 @@ struct membership_options {
   std::chrono::milliseconds renew_every{500};
   /// A member that has not renewed for this long is declared down, and this
   /// node stops serving when its own renewals have failed for this long.
+  /// After this node's own renewals were held back for half of it or more
+  /// (a store frozen or failing over), the others' silence is excused by as
+  /// long, for `down_after` from its first renewal that went through: the
+  /// same outage held theirs back, and the first node through would
+  /// otherwise declare every other one down. A member killed meanwhile is
+  /// found by the keeper's probe (its address refuses) without waiting.
   std::chrono::milliseconds down_after{3000};
   /// Called on the membership's thread when the live members change.
   std::function<void(const std::vector<std::string>& live)> on_view;
@@ -115,6 +121,10 @@ private:
   void rejoin();
   /// Reads the members and updates the view; false if it could not.
   bool read_view();
+  /// This node's own renewal went through at `at` after `gap` without one.
+  void renewed_after(std::chrono::steady_clock::duration gap, std::chrono::steady_clock::time_point at);
+  /// How long a member may stay silent before this node declares it down.
+  std::chrono::milliseconds silence_allowed(std::chrono::steady_clock::time_point now) const;
 
   std::shared_ptr<persistence::postgres_coordination> store_;
   membership_options options_;
@@ -124,6 +134,12 @@ private:
   std::atomic<bool> replaced_{false};
   /// When the last renewal that succeeded was asked for (steady clock ticks).
   std::atomic<std::chrono::steady_clock::rep> last_renewal_;
+  /// What kept this node's own renewals back lately (a store frozen,
+  /// restarting or slow; a starved machine) may have kept the others' back
+  /// as much: their silence is excused by `excuse_` more, until
+  /// `excuse_until_`. The membership's thread alone uses them.
+  std::chrono::steady_clock::duration excuse_{0};
+  std::chrono::steady_clock::time_point excuse_until_{};
   mutable std::mutex mtx_;
   std::condition_variable wake_;
   bool stopping_ = false;
