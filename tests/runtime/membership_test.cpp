@@ -64,7 +64,7 @@ TEST(membership, a_node_cut_off_is_declared_down_stops_serving_and_joins_again_o
   auto downs = std::make_shared<std::atomic<int>>(0);
   auto rejoins = std::make_shared<std::atomic<int>>(0);
   auto a_opts = node("a:1");
-  a_opts.on_down = [downs](const caf::error&) { ++*downs; };
+  a_opts.on_down = [downs](const caf::error&, bool) { ++*downs; };
   a_opts.on_rejoined = [rejoins](int64_t) { ++*rejoins; };
   auto a = cluster::membership::start(store, a_opts);
   auto b = cluster::membership::start(store, node("b:1"));
@@ -123,7 +123,10 @@ TEST(membership, a_restarted_node_is_a_new_incarnation_that_ends_the_old_one) {
   ASSERT_TRUE(store);
   auto downs = std::make_shared<std::atomic<int>>(0);
   auto old_opts = node("a:1");
-  old_opts.on_down = [downs](const caf::error&) { ++*downs; };
+  old_opts.on_down = [downs](const caf::error&, bool replaced) {
+    EXPECT_TRUE(replaced);
+    ++*downs;
+  };
   auto old = cluster::membership::start(store, old_opts);
   ASSERT_TRUE(old);
   auto fresh = cluster::membership::start(store, node("a:1")); // the same address, started again

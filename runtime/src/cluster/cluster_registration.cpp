@@ -162,7 +162,7 @@ caf::error cluster_registration::join() {
       ctx_.app.log.warn("cluster", "member declared down (silent past down_after)",
                     {{"node", ctx_.settings.node}, {"member", n}});
   };
-  m.on_down = [this](const caf::error& why) { went_down(why); };
+  m.on_down = [this](const caf::error& why, bool replaced) { went_down(why, replaced); };
   m.vote_window = s.down_after;
   m.may_join = [this] { return !isolated_.load(); };
   m.on_renewed = [this] {
@@ -398,15 +398,17 @@ void cluster_registration::later(command_delivery cmd) {
   caf::delayed_anon_send(link_, pause, retry_atom::value, std::move(cmd));
 }
 
-void cluster_registration::went_down(const caf::error& why) {
+void cluster_registration::went_down(const caf::error& why, bool replaced) {
   // Once per time the membership stops serving. Nothing is admitted and no
   // write passes the fence from now on; the keeper stops what ran here
-  // (consumers, aggregates opened since) at its next round.
+  // (consumers, aggregates opened since) at its next round. It may come
+  // from within membership::start, before `membership_` is set: a node
+  // restarted on a loaded machine whose first renewal came too late.
   std::lock_guard guard{serving_mtx_};
   down_ = true;
   stop_all_here();
   last_lease_renewal_ = {}; // the next renewal is a new incarnation's first
-  if (membership_->replaced()) {
+  if (replaced) {
     ctx_.app.log.error("cluster", "replaced by a newer incarnation of this node: serving no more",
                    {{"node", ctx_.settings.node}, {"reason", describe_error(why)}});
     if (ctx_.app.on_failure)

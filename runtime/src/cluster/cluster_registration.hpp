@@ -155,7 +155,7 @@ private:
   /// The owner of `shard` by placement over the live members ("" if none).
   std::string placed(uint32_t shard) const;
   void place(const std::vector<std::string>& live);
-  void went_down(const caf::error& why);
+  void went_down(const caf::error& why, bool replaced);
   /// Stops admitting and fencing everything, and the aggregates open here.
   void stop_all_here();
   /// On the keeper, while down: stops what ran here; once the membership

@@ -114,7 +114,7 @@ void membership::stop_serving(const caf::error& why) {
     suspected_.clear();
   }
   if (options_.on_down)
-    options_.on_down(why);
+    options_.on_down(why, replaced_.load());
 }
 
 void membership::rejoin() {

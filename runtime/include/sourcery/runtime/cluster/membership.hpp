@@ -59,9 +59,12 @@ struct membership_options {
   /// Called on the membership's thread after each renewal that went
   /// through (the leases are renewed there, where nothing slow runs).
   std::function<void()> on_renewed;
-  /// Called on the membership's thread when this node must stop serving
-  /// (each time it does).
-  std::function<void(const caf::error& why)> on_down;
+  /// Called when this node must stop serving (each time it does), on the
+  /// membership's thread -- or within `start`, before it returns, if the
+  /// first round already fails: the callback must not reach for the
+  /// membership object, which its owner may not hold yet. `replaced`: a
+  /// newer incarnation of this node took over, and it will not join again.
+  std::function<void(const caf::error& why, bool replaced)> on_down;
   /// Called on the membership's thread when this node joined again, as
   /// incarnation `incarnation`, after `on_down`.
   std::function<void(int64_t incarnation)> on_rejoined;
