@@ -107,10 +107,17 @@ caf::expected<std::unique_ptr<cluster_registration>> cluster_registration::creat
     auto answer = [link = self->link_, node, incarnation] {
       caf::anon_send(link, verify_atom::value, node, incarnation);
     };
-    if (self->joined_.load())
-      self->membership_->wake(std::move(answer));
-    else
-      answer(); // not a member itself yet: it serves nobody
+    {
+      // Still joining: a peer that saw this node's row in the table
+      // speaks before this node has read the members. It is verified
+      // after the join, not refused now.
+      std::lock_guard guard{self->joining_mtx_};
+      if (!self->joined_.load()) {
+        self->verify_after_join_.push_back(std::move(answer));
+        return;
+      }
+    }
+    self->membership_->wake(std::move(answer));
   };
   hooks.refused = [self](const char* what, const std::string& from, uint64_t count) {
     self->refused(what, from, count);
@@ -174,10 +181,22 @@ caf::error cluster_registration::join() {
     wake_keeper(); // it takes this node's share back under the new incarnation
   };
   auto joined = membership::start(coordination_, std::move(m));
-  if (!joined)
+  std::vector<std::function<void()>> waiting;
+  {
+    std::lock_guard guard{joining_mtx_};
+    if (joined) {
+      membership_ = std::move(*joined);
+      joined_ = true;
+    }
+    waiting.swap(verify_after_join_);
+  }
+  if (!joined) {
+    for (auto& answer : waiting)
+      answer(); // not a member itself: it serves nobody
     return joined.error();
-  membership_ = std::move(*joined);
-  joined_ = true;
+  }
+  for (auto& answer : waiting)
+    membership_->wake(std::move(answer)); // after a reading of the members that follows the peer's join
   incarnation_ = membership_->incarnation();
   owner_ = persistence::lease_owner(s.node, incarnation_);
   table_.set_owner(owner_);

@@ -22,10 +22,12 @@
 #include <map>
 #include <set>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
 #include <thread>
+#include <vector>
 
 #include <caf/actor.hpp>
 
@@ -194,6 +196,11 @@ private:
   std::atomic<bool> down_{false};
   std::mutex serving_mtx_; ///< orders going down and serving again (and their callbacks)
   std::atomic<bool> joined_{false};
+  /// Peers' messages to verify that came while this node was joining: they
+  /// are verified once it has joined (a fresh reading of the members), not
+  /// refused for a view it did not have yet.
+  std::mutex joining_mtx_;
+  std::vector<std::function<void()>> verify_after_join_;
   struct consumer {
     std::function<caf::error()> start;
     std::function<void()> stop;
