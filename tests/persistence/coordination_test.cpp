@@ -262,3 +262,34 @@ TEST(coordination, a_member_found_gone_is_declared_down_once_it_has_been_silent_
 }
 
 } // namespace
+
+namespace {
+
+// A node killed and started again joins as a new incarnation at the same
+// address. The votes its peers cast while the old process was silent were
+// against that process: the new one is not declared down, nor shunned, for
+// them -- only votes cast after its join count.
+TEST(coordination, a_new_incarnation_is_not_declared_down_for_the_votes_against_the_old_one) {
+  sourcery::testing::temp_dir dir;
+  auto c = open_coordination(dir);
+  ASSERT_TRUE(c);
+  up(*c, "a:1");
+  up(*c, "b:1");
+  up(*c, "c:1");
+  ASSERT_TRUE(c->vote("bank", "c:1", "a:1", false)); // c's process silent: both others vote
+  ASSERT_TRUE(c->vote("bank", "c:1", "b:1", false));
+  EXPECT_TRUE(c->shunned("bank", "c:1", 2500ms).value()) << "a majority of the others voted";
+  up(*c, "c:1"); // started again: a new incarnation
+  EXPECT_FALSE(c->shunned("bank", "c:1", 2500ms).value()) << "the old process's votes went with it";
+  auto down = c->declare_unreachable("bank", 2500ms);
+  ASSERT_TRUE(down) << describe(down.error());
+  EXPECT_TRUE(down->empty()) << "the new incarnation was declared down for the old one's silence";
+  // Votes cast after the join count as before.
+  ASSERT_TRUE(c->vote("bank", "c:1", "a:1", false));
+  ASSERT_TRUE(c->vote("bank", "c:1", "b:1", false));
+  down = c->declare_unreachable("bank", 2500ms);
+  ASSERT_TRUE(down) << describe(down.error());
+  EXPECT_EQ(*down, std::vector<std::string>{"c:1"});
+}
+
+} // namespace

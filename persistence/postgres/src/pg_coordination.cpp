@@ -189,7 +189,11 @@ caf::expected<std::unique_ptr<postgres_coordination>> postgres_coordination::ope
 }
 
 caf::expected<int64_t> postgres_coordination::join(const std::string& cluster, const std::string& node) {
-  auto sql = "INSERT INTO " + st_->members + " VALUES ($1, $2, nextval('" + st_->incarnations
+  // The votes against this address were cast against an incarnation that
+  // is gone: the new one is judged by its own silence (a node killed and
+  // started again was otherwise declared down a moment after it joined).
+  auto sql = "WITH withdrawn AS (DELETE FROM " + st_->votes + " WHERE cluster = $1 AND suspect = $2) INSERT INTO "
+             + st_->members + " VALUES ($1, $2, nextval('" + st_->incarnations
              + "'), 'up', now()) ON CONFLICT (cluster, node) DO UPDATE SET incarnation = EXCLUDED.incarnation,"
                " state = 'up', renewed_at = now() RETURNING incarnation";
   auto r = st_->query(sql, texts({cluster, node}));

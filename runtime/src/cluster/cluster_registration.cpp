@@ -581,6 +581,11 @@ size_t cluster_registration::check_reachability(const std::vector<std::string>& 
     std::lock_guard guard{reach_mtx_};
     for (auto& p : ask) {
       auto& r = reach_[p];
+      if (auto incarnation = membership_->incarnation_of(p); incarnation != 0 && incarnation != r.incarnation) {
+        // A process started again at this address (its join withdrew the
+        // votes against the old one): it has its own time to answer.
+        r = reach{now, {}, incarnation};
+      }
       if (r.first_ping == std::chrono::steady_clock::time_point{})
         r.first_ping = now;
       auto heard = std::max(r.last_pong, r.first_ping);

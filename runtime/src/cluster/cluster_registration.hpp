@@ -238,6 +238,7 @@ private:
   struct reach {
     std::chrono::steady_clock::time_point first_ping{}; ///< of the current silence
     std::chrono::steady_clock::time_point last_pong{};
+    int64_t incarnation = 0; ///< the peer's, as last read: a new one's silence counts anew
   };
   std::mutex reach_mtx_;
   std::map<std::string, reach> reach_;

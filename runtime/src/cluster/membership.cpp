@@ -45,6 +45,12 @@ bool membership::is_up(const std::string& node, int64_t incarnation) const {
   return m != up_.end() && m->second == incarnation;
 }
 
+int64_t membership::incarnation_of(const std::string& node) const {
+  std::lock_guard guard{mtx_};
+  auto m = up_.find(node);
+  return m == up_.end() ? 0 : m->second;
+}
+
 std::vector<std::string> membership::suspected() const {
   std::lock_guard guard{mtx_};
   return suspected_;

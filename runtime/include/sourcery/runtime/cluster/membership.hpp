@@ -98,6 +98,8 @@ public:
   /// Whether `node` is an up member as incarnation `incarnation`, as last
   /// read: who may send this node commands and nudges.
   bool is_up(const std::string& node, int64_t incarnation) const;
+  /// `node`'s incarnation as last read, or 0 when it is not an up member.
+  int64_t incarnation_of(const std::string& node) const;
   /// Live members that missed two renewals or more: perhaps going down.
   /// Shards are not rebalanced while anyone is suspected.
   std::vector<std::string> suspected() const;
