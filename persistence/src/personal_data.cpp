@@ -202,7 +202,13 @@ caf::error rewrite(bytes& data, int8_t type, size_t extra, First&& first, Replac
   // `replace` reads its span of `data`, which stays intact until the end.
   if (!may_hold(data, type))
     return {};
-  auto& exts = exts_buffer();
+  // The thread's buffer, borrowed for the rewrite and given back after it:
+  // `first` and `replace` may parse other documents meanwhile.
+  struct borrowed {
+    std::vector<ext_span> spans = std::move(exts_buffer());
+    ~borrowed() { exts_buffer() = std::move(spans); }
+  } held;
+  auto& exts = held.spans;
   if (auto err = find_exts(data, exts))
     return err;
   bytes out;
