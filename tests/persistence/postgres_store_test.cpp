@@ -422,6 +422,44 @@ TEST(postgres_store, a_paused_server_times_out_appends_which_succeed_again_after
   all_gapless(*store);
 }
 
+// A statement past its deadline is cancelled on the server and its
+// connection kept: when the server thaws, the store goes on through the
+// connections it had (a backend's start costs seconds on a loaded machine,
+// and a pile of them at once is what kept a thawed cluster from serving).
+// The late cancel requests cancel nothing that follows.
+TEST(postgres_store, a_server_paused_past_the_timeouts_is_served_again_through_the_connections_it_had) {
+  private_server server{SOURCERY_PG_SCRIPT};
+  postgres_options opts;
+  opts.conninfo = server.uri();
+  opts.setup = schema_setup::create;
+  opts.operation_timeout = 500ms;
+  opts.connect_timeout = 1000ms;
+  opts.poll_interval = 200ms;
+  auto store = open_test_pg(opts);
+  ASSERT_TRUE(store->append("s", expected_version::any(), {one_event()}));
+  ASSERT_TRUE(store->read_all(1, 10));
+  auto sessions = [&] {
+    return run_sql(server.uri(), "SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity"
+                                 " WHERE application_name LIKE 'sourcery %'");
+  };
+  auto before = sessions();
+  ASSERT_FALSE(before.empty());
+  server.pause();
+  EXPECT_FALSE(store->append("s", expected_version::any(), {one_event()}));
+  EXPECT_FALSE(store->read_all(1, 10));
+  server.resume();
+  ASSERT_TRUE(eventually([&] { return static_cast<bool>(store->append("s", expected_version::any(), {one_event()})); },
+                         10s));
+  ASSERT_TRUE(eventually([&] { return static_cast<bool>(store->read_all(1, 10)); }, 10s));
+  for (int i = 0; i < 20; ++i) {
+    auto r = store->append("s", expected_version::any(), {one_event()});
+    ASSERT_TRUE(r) << "a statement after the thaw failed: " << describe(r.error());
+    ASSERT_TRUE(store->read_all(1, 10));
+  }
+  EXPECT_EQ(sessions(), before) << "the store's server sessions after the thaw are not the ones it had";
+  all_gapless(*store);
+}
+
 TEST(postgres_store, a_server_restarted_under_load_loses_and_doubles_nothing) {
   private_server server{SOURCERY_PG_SCRIPT};
   postgres_options opts;

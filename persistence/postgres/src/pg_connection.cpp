@@ -284,8 +284,7 @@ caf::expected<PGresult*> connection::collect(deadline until) {
       if (!wait_readable(until)) {
         if (kept)
           PQclear(kept);
-        cancel_on_server();
-        drop();
+        give_up_statement();
         return make_error(store_errc::timeout, "the database server did not answer in time");
       }
       if (PQconsumeInput(conn_.get()) == 0)
@@ -350,23 +349,92 @@ void connection::cancel_on_server() {
   if (cancel == nullptr)
     return;
   ++outstanding;
+  auto pending = std::make_shared<std::atomic<int>>(cancel_sending);
   try {
-    std::thread{[cancel] {
+    std::thread{[cancel, pending] {
       char why[256];
-      (void) PQcancel(cancel, why, sizeof why);
+      bool sent = PQcancel(cancel, why, sizeof why) != 0;
       PQfreeCancel(cancel);
+      pending->store(sent ? cancel_sent : cancel_failed);
       --outstanding;
     }}.detach();
+    cancel_pending_ = std::move(pending);
   } catch (const std::system_error&) {
     PQfreeCancel(cancel);
     --outstanding;
   }
 }
 
-bool connection::begin_statement() {
+void connection::give_up_statement() {
+  if (!draining_) {
+    cancel_on_server();
+    draining_ = true;
+    draining_since_ = clock::now();
+  } else if (clock::now() - draining_since_ > max_drain) {
+    drop();
+  }
+}
+
+bool connection::drain(deadline until) {
+  // The cancel request first: one that reached the server late would
+  // cancel the next statement instead.
+  while (cancel_pending_ && cancel_pending_->load() == cancel_sending) {
+    if (clock::now() >= until)
+      return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds{1});
+  }
+  if (cancel_pending_ && cancel_pending_->load() == cancel_failed) {
+    drop(); // the server did not take the cancel request: it is gone (restarted, failed over)
+    return true;
+  }
+  cancel_pending_.reset();
+  // The answer of the statement given up on (its error, once cancelled),
+  // then nothing: the connection is ready again.
+  for (;;) {
+    while (PQisBusy(conn_.get())) {
+      if (!wait_readable(until))
+        return false;
+      if (PQconsumeInput(conn_.get()) == 0)
+        break;
+    }
+    PGresult* r = PQgetResult(conn_.get());
+    if (!r)
+      break;
+    PQclear(r);
+    if (PQstatus(conn_.get()) == CONNECTION_BAD)
+      break;
+  }
+  draining_ = false;
+  if (PQstatus(conn_.get()) != CONNECTION_OK) {
+    drop();
+    return true;
+  }
+  // Cancelled inside a transaction: leave none open for the next statement.
+  if (PQtransactionStatus(conn_.get()) != PQTRANS_IDLE) {
+    auto r = exec("ROLLBACK", until);
+    if (!r && ok() && !draining_)
+      drop();
+    return !draining_;
+  }
+  return true;
+}
+
+caf::error connection::begin_statement(deadline until) {
   sqlstate_.clear();
   constraint_.clear();
-  return ok();
+  if (!ok())
+    return closed_error();
+  if (draining_) {
+    if (!drain(until)) {
+      give_up_statement(); // drops one drained for longer than max_drain
+      if (!conn_)
+        return closed_error();
+      return make_error(store_errc::timeout, "the database server did not answer in time");
+    }
+    if (!ok())
+      return closed_error();
+  }
+  return {};
 }
 
 caf::error connection::closed_error() {
@@ -374,8 +442,8 @@ caf::error connection::closed_error() {
 }
 
 caf::expected<result> connection::exec(std::string_view sql, const params& p, deadline until, format results) {
-  if (!begin_statement())
-    return closed_error();
+  if (auto err = begin_statement(until))
+    return err;
   std::string text{sql};
   auto values = p.values();
   return await(PQsendQueryParams(conn_.get(), text.c_str(), p.size(), p.types(), values.data(), p.lengths(),
@@ -385,8 +453,8 @@ caf::expected<result> connection::exec(std::string_view sql, const params& p, de
 
 caf::expected<result> connection::exec_prepared(const std::string& name, std::string_view sql, const params& p,
                                                 deadline until, format results) {
-  if (!begin_statement())
-    return closed_error();
+  if (auto err = begin_statement(until))
+    return err;
   if (!prepared_.count(name)) {
     std::string text{sql};
     if (auto r = await(PQsendPrepare(conn_.get(), name.c_str(), text.c_str(), p.size(), p.types()), until); !r)
@@ -400,16 +468,16 @@ caf::expected<result> connection::exec_prepared(const std::string& name, std::st
 }
 
 caf::error connection::exec_script(std::string_view sql, deadline until) {
-  if (!begin_statement())
-    return closed_error();
+  if (auto err = begin_statement(until))
+    return err;
   std::string text{sql};
   auto r = await(PQsendQuery(conn_.get(), text.c_str()), until);
   return r ? caf::error{} : r.error();
 }
 
 caf::expected<result> connection::exec_statements(std::string_view sql, deadline until) {
-  if (!begin_statement())
-    return closed_error();
+  if (auto err = begin_statement(until))
+    return err;
   std::string text{sql};
   return await(PQsendQuery(conn_.get(), text.c_str()), until);
 }

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -130,8 +131,14 @@ public:
   }
 
   /// Runs one statement; answers its (last) result or the error it raised.
-  /// A deadline that passes cancels the statement on the server, drops the
-  /// connection (its state is unknown) and answers timeout. Errors: see `error_of`.
+  /// A deadline that passes while the server holds the statement cancels it
+  /// there and answers timeout; the connection is kept, and the next
+  /// statement first collects the cancelled one's answer (and rolls back a
+  /// transaction it left open) before the same kind of deadline. A server
+  /// that froze thus finds its clients' connections when it thaws, instead
+  /// of a pile of new ones to start at once (a backend's start costs
+  /// seconds on a loaded machine). A connection that broke, or one drained
+  /// for longer than `max_drain`, is dropped. Errors: see `error_of`.
   caf::expected<result> exec(std::string_view sql, const params& p, deadline until,
                              format results = format::binary);
   caf::expected<result> exec(std::string_view sql, deadline until) { return exec(sql, params{}, until); }
@@ -161,7 +168,12 @@ public:
   void drop() {
     conn_.reset();
     prepared_.clear();
+    draining_ = false;
+    cancel_pending_.reset();
   }
+  /// A statement past its deadline was cancelled and its answer is still
+  /// to come: the next statement first collects it (see `exec`).
+  bool draining() const { return conn_ && draining_; }
   PGconn* raw() const { return conn_.get(); }
   int socket() const { return conn_ ? PQsocket(conn_.get()) : -1; }
 
@@ -176,8 +188,15 @@ private:
   /// Asks the server to cancel what this connection runs (a statement past
   /// its deadline), without waiting for the answer.
   void cancel_on_server();
-  /// Clears the last error; false when the connection is closed.
-  bool begin_statement();
+  /// Clears the last error and collects a cancelled statement's answer;
+  /// an error when the connection is closed, broke or is still busy at `until`.
+  caf::error begin_statement(deadline until);
+  /// Collects the answer of a statement given up on; rolls back what it
+  /// left open. False while the server has not answered by `until`.
+  bool drain(deadline until);
+  /// After a statement's deadline passed: cancels it on the server and
+  /// keeps the connection to drain (or drops one drained too long).
+  void give_up_statement();
   static caf::error closed_error();
   caf::expected<PGresult*> collect(deadline until);
   bool flush(deadline until);
@@ -186,7 +205,15 @@ private:
   std::string constraint_;
   std::set<std::string> prepared_;
   PostgresPollingStatusType polling_ = PGRES_POLLING_OK;
+  bool draining_ = false;
+  enum : int { cancel_sending, cancel_sent, cancel_failed };
+  std::shared_ptr<std::atomic<int>> cancel_pending_; ///< the last cancel request, while not known sent
+  deadline draining_since_{};
 };
+
+/// How long a connection waits for a cancelled statement's answer (across
+/// every statement tried on it meanwhile) before it is dropped.
+inline constexpr std::chrono::seconds max_drain{10};
 
 /// The store error for a failed statement: its SQLSTATE class decides the
 /// code (timeouts, lost connections, a full disk, ...); the message keeps

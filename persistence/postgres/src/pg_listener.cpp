@@ -98,7 +98,9 @@ void postgres_state::run_listener() {
       if (w < 0)
         return;
       if (w == 0) {
-        if (!read_head()) // the slow poll; also finds a dead connection
+        // The slow poll; also finds a dead connection. One that only timed
+        // out is kept (it drains the cancelled poll before the next).
+        if (!read_head() && !c->ok())
           break;
         continue;
       }

@@ -81,7 +81,9 @@ caf::expected<pool::lease> pool::take(deadline until) {
 
 void pool::give_back(connection c) {
   std::lock_guard guard{mtx_};
-  if (c.ok() && !closed_ && PQtransactionStatus(c.raw()) == PQTRANS_IDLE)
+  // A connection still draining a cancelled statement is kept: the next
+  // taker collects that answer first (connection::exec).
+  if (c.ok() && !closed_ && (c.draining() || PQtransactionStatus(c.raw()) == PQTRANS_IDLE))
     idle_.push_back(std::move(c));
   else
     --open_;
