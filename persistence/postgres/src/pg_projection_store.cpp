@@ -372,12 +372,13 @@ caf::error postgres_projection_store::commit(std::string_view projection, const 
     }();
     if (!err)
       return {};
-    if (c.ok()) {
+    if (c.ok() && !c.draining()) {
       (void) c.exec("ROLLBACK", until);
       return err;
     }
-    // The connection broke. Before the COMMIT: nothing was applied, run it
-    // again. During it: the checkpoint tells whether it committed.
+    // The connection broke or a statement timed out. Before the COMMIT:
+    // nothing was applied, run it again. During it: the checkpoint tells
+    // whether it committed.
     if (commit_sent) {
       if (!checkpoint)
         return make_error(store_errc::unavailable, "the connection broke while committing read-model rows: "
@@ -471,7 +472,7 @@ caf::error postgres_projection_store::replace(std::string_view projection,
       return r.error();
     return {};
   }();
-  if (err && c.ok())
+  if (err && c.ok() && !c.draining())
     (void) c.exec("ROLLBACK", st.op_deadline());
   return err;
 }
