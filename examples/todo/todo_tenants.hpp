@@ -32,16 +32,23 @@ inline sourcery::application_host_config tenants_config(std::string store) {
 /// Routes /{tenant}/todos and /{tenant}/todos/{id} to the tenant's API. A
 /// name outside [a-z0-9-]{1,40} is 404; a tenant whose store cannot open
 /// answers as a failed dispatch would (503, 507, ...), and only that tenant.
+/// Only a POST creates a tenant: to the other requests, a tenant never
+/// created is an empty list (GET and DELETE of the list: 200 [] and 204, as
+/// for a tenant with no todos) or a missing todo (404), and nothing is made
+/// on disk or in the database for a name someone merely asked for.
 inline void add_tenant_routes(sourcery::http::gateway& gw, sourcery::application_host& host) {
   namespace http = sourcery::http;
   using call = void (*)(todo_api&, http::request&, const http::responder&);
-  auto with_tenant = [&host](call f) {
-    return [&host, f](http::request& req, http::responder answer) {
+  using absent = http::response (*)(http::request&);
+  auto with_tenant = [&host](call f, absent if_none = nullptr) {
+    return [&host, f, if_none](http::request& req, http::responder answer) {
       auto name = req.param("tenant");
       if (!sourcery::application_host::valid_name(name))
         return answer(http::error{404, "not_found",
                                   "no tenant '" + name + "': a tenant's name is 1 to 40 of a-z, 0-9 and '-'"});
-      auto t = host.open(name);
+      auto t = if_none ? host.open_existing(name) : host.open(name);
+      if (!t && if_none && sourcery::persistence::code_of(t.error()) == sourcery::persistence::store_errc::no_store)
+        return answer(if_none(req));
       if (!t)
         return answer(http::dispatch_failure(t.error()));
       // The tenant stays open until this request is answered.
@@ -49,18 +56,23 @@ inline void add_tenant_routes(sourcery::http::gateway& gw, sourcery::application
       f(*(*t)->state<todo_api>(), req, keep);
     };
   };
+  absent no_todos = [](http::request&) { return http::json_response(200, http::json::array()); };
+  absent cleared = [](http::request&) { return http::empty_response(204); };
+  absent no_todo = [](http::request& r) -> http::response {
+    return http::error_response(http::error{404, "not_found", "no todo " + r.param("id")});
+  };
   gw.route("GET", "/{tenant}/todos",
-           with_tenant([](todo_api& a, http::request& r, const http::responder& ans) { a.list(r, ans); }));
+           with_tenant([](todo_api& a, http::request& r, const http::responder& ans) { a.list(r, ans); }, no_todos));
   gw.route("POST", "/{tenant}/todos",
            with_tenant([](todo_api& a, http::request& r, const http::responder& ans) { a.create(r, ans); }));
   gw.route("DELETE", "/{tenant}/todos",
-           with_tenant([](todo_api& a, http::request&, const http::responder& ans) { a.clear(ans); }));
+           with_tenant([](todo_api& a, http::request&, const http::responder& ans) { a.clear(ans); }, cleared));
   gw.route("GET", "/{tenant}/todos/{id}",
-           with_tenant([](todo_api& a, http::request& r, const http::responder& ans) { a.get(r, ans); }));
+           with_tenant([](todo_api& a, http::request& r, const http::responder& ans) { a.get(r, ans); }, no_todo));
   gw.route("PATCH", "/{tenant}/todos/{id}",
-           with_tenant([](todo_api& a, http::request& r, const http::responder& ans) { a.update(r, ans); }));
+           with_tenant([](todo_api& a, http::request& r, const http::responder& ans) { a.update(r, ans); }, no_todo));
   gw.route("DELETE", "/{tenant}/todos/{id}",
-           with_tenant([](todo_api& a, http::request& r, const http::responder& ans) { a.remove(r, ans); }));
+           with_tenant([](todo_api& a, http::request& r, const http::responder& ans) { a.remove(r, ans); }, no_todo));
 }
 
 } // namespace todo

@@ -772,7 +772,14 @@ TEST(todo_server_process, the_spec_passes_at_two_tenants_roots_at_once) {
   ASSERT_EQ(globex.size(), 1u);
   EXPECT_NE(acme[0]["id"], globex[0]["id"]);
   EXPECT_EQ(client.get("/acme/todos/" + globex[0]["id"].get<std::string>()).status, 404u) << "not acme's";
+  // Only a POST makes a tenant: the reads (and the deletes) of one never
+  // created answer as an empty list would, and make nothing on disk.
   EXPECT_EQ(client.get("/initech/todos").json(), json::array()) << "a new tenant starts empty";
+  EXPECT_EQ(client.get("/initech/todos/x1").status, 404u);
+  EXPECT_EQ(client.del("/initech/todos").status, 204u);
+  EXPECT_EQ(client.del("/initech/todos/x1").status, 404u);
+  EXPECT_FALSE(std::filesystem::exists(std::filesystem::path{data} / "tenants" / "initech"))
+    << "reads of a tenant never created made its store";
   for (const std::string& bad : std::vector<std::string>{"/Acme/todos", "/a_b/todos", "/" + std::string(41, 'a') + "/todos"}) {
     auto r = client.get(bad);
     EXPECT_EQ(r.status, 404u) << bad;

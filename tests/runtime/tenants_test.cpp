@@ -147,6 +147,39 @@ TEST(tenants, a_full_disk_of_one_tenant_leaves_the_others_serving) {
   }));
 }
 
+// A read must not make a tenant for any name it is given: open_existing
+// opens only a tenant whose store exists, on LMDB and on PostgreSQL.
+TEST(tenants, only_an_open_that_may_create_makes_a_tenant) {
+  sourcery::testing::temp_dir dir;
+  auto uri = sourcery::testing::test_pg_uri();
+  auto suffix = std::to_string(std::hash<std::string>{}(dir.str()) % 100000);
+  for (const std::string& store : {"lmdb:" + dir.str(), uri}) {
+    SCOPED_TRACE(store);
+    auto host = start_host(store);
+    ASSERT_TRUE(host);
+    auto name = "initech-" + suffix;
+    auto none = host->open_existing(name);
+    ASSERT_FALSE(none);
+    EXPECT_EQ(persistence::code_of(none.error()), persistence::store_errc::no_store) << describe_error(none.error());
+    EXPECT_TRUE(host->open_tenants().empty());
+    if (store == uri)
+      EXPECT_EQ(sourcery::testing::run_sql(uri, "SELECT count(*) FROM pg_namespace WHERE nspname = 'tenant_initech_"
+                                                  + suffix + "'"),
+                "0");
+    else
+      EXPECT_TRUE(std::filesystem::is_empty(dir.path())) << "nothing was created for a read";
+    { // made by an open that may create; then found by a read, also once closed
+      auto made = checked(host->open(name));
+      ASSERT_TRUE(checked(create(*made, "i1", "initech's")).accepted);
+    }
+    ASSERT_TRUE(host->close(name));
+    ASSERT_TRUE(eventually([&] { return static_cast<bool>(host->open_existing(name)); }, std::chrono::seconds{10}));
+    host->stop();
+    if (store == uri)
+      sourcery::testing::run_sql(uri, "DROP SCHEMA tenant_initech_" + suffix + " CASCADE");
+  }
+}
+
 TEST(tenants, on_postgresql_each_tenant_is_a_schema) {
   sourcery::testing::temp_dir dir;
   auto uri = sourcery::testing::test_pg_uri();

@@ -18,6 +18,10 @@ persistence::store_uri parsed_root(const std::string& text) {
   return *persistence::store_uri::parse(text); // checked by start
 }
 
+caf::error no_tenant(const std::string& name) {
+  return persistence::make_error(persistence::store_errc::no_store, "no tenant '" + name + "'");
+}
+
 } // namespace
 
 /// A tenant being opened (`opening`: by the thread that started it; others
@@ -80,7 +84,8 @@ application_host::~application_host() {
   stop();
 }
 
-caf::expected<std::unique_ptr<application>> application_host::start_tenant(const std::string& name) const {
+caf::expected<std::unique_ptr<application>> application_host::start_tenant(const std::string& name,
+                                                                           bool create) const {
   auto cfg = cfg_.base;
   auto root = parsed_root(cfg_.store);
   cfg.in_memory = false;
@@ -90,11 +95,15 @@ caf::expected<std::unique_ptr<application>> application_host::start_tenant(const
     cfg.registration = node_->registration().tenant_provider(name);
   switch (root.type) {
     case persistence::store_uri::kind::memory:
+      if (!create) // nothing outlives an open tenant on memory:
+        return no_tenant(name);
       cfg.in_memory = true;
       break;
     case persistence::store_uri::kind::lmdb: {
       auto dir = std::filesystem::path{root.location} / name;
       std::error_code ec;
+      if (!create && !std::filesystem::exists(dir / "data.mdb", ec))
+        return no_tenant(name);
       std::filesystem::create_directories(dir, ec);
       if (ec)
         return persistence::make_error(persistence::store_errc::io_error,
@@ -107,7 +116,7 @@ caf::expected<std::unique_ptr<application>> application_host::start_tenant(const
       uri.schema = "tenant_" + name;
       std::replace(uri.schema.begin(), uri.schema.end(), '-', '_'); // names have no '_': no two collide
       cfg.store_uri = uri.text();
-      cfg.create_store = true; // a tenant's first use is its creation
+      cfg.create_store = create; // a tenant's first write is its creation
       break;
     }
   }
@@ -115,6 +124,14 @@ caf::expected<std::unique_ptr<application>> application_host::start_tenant(const
 }
 
 caf::expected<std::shared_ptr<tenant>> application_host::open(const std::string& name) {
+  return open(name, true);
+}
+
+caf::expected<std::shared_ptr<tenant>> application_host::open_existing(const std::string& name) {
+  return open(name, false);
+}
+
+caf::expected<std::shared_ptr<tenant>> application_host::open(const std::string& name, bool create) {
   if (!valid_name(name))
     return persistence::make_error(persistence::store_errc::invalid_argument,
                                    "'" + name + "' is not a tenant's name: 1 to 40 of a-z, 0-9 and '-'");
@@ -140,8 +157,12 @@ caf::expected<std::shared_ptr<tenant>> application_host::open(const std::string&
       }
       auto waiting_for = i->second;
       cv_.wait(lock, [&] { return !waiting_for->opening || stopping_; });
-      if (waiting_for->failed)
+      if (waiting_for->failed) {
+        // A read found no tenant; this open makes it.
+        if (create && persistence::code_of(waiting_for->failed) == persistence::store_errc::no_store)
+          continue;
         return waiting_for->failed;
+      }
     }
     mine = std::make_shared<slot>();
     open_.emplace(name, mine);
@@ -151,8 +172,10 @@ caf::expected<std::shared_ptr<tenant>> application_host::open(const std::string&
   t->name_ = name;
   t->node_ = node_;
   caf::error failed;
-  if (auto app = start_tenant(name); !app) {
+  if (auto app = start_tenant(name, create); !app) {
     failed = std::move(app.error());
+    if (!create && persistence::code_of(failed) == persistence::store_errc::no_store)
+      failed = no_tenant(name); // a schema never made: no tenant (not "run sourcery init")
   } else {
     t->app_ = std::move(*app);
     if (cfg_.setup) {

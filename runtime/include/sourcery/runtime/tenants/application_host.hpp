@@ -116,6 +116,12 @@ public:
   /// and `setup`'s.
   caf::expected<std::shared_ptr<tenant>> open(const std::string& name);
 
+  /// As `open`, for a tenant that exists: one whose store is missing is not
+  /// made (a read must not create a tenant for any name it is given).
+  /// Errors: no_store for a tenant never created (on `memory:`, one not
+  /// open), and `open`'s.
+  caf::expected<std::shared_ptr<tenant>> open_existing(const std::string& name);
+
   /// Closes tenant `name`: it stops once no one uses it. Returns whether it
   /// was open.
   bool close(const std::string& name);
@@ -136,7 +142,9 @@ public:
 private:
   struct slot; // a tenant being opened, or open
   explicit application_host(application_host_config config);
-  caf::expected<std::unique_ptr<application>> start_tenant(const std::string& name) const;
+  /// `create`: make its store if missing; else no_store.
+  caf::expected<std::unique_ptr<application>> start_tenant(const std::string& name, bool create) const;
+  caf::expected<std::shared_ptr<tenant>> open(const std::string& name, bool create);
   void sweep_loop();
   /// Opens the tenants peers need here (registration::open_tenants_with).
   void open_loop();
