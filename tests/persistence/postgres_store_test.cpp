@@ -390,16 +390,21 @@ TEST(postgres_store, a_long_transaction_of_another_client_makes_no_reader_skip) 
   snapshot_holder.run("COMMIT");
 }
 
-TEST(postgres_store, a_paused_server_times_out_appends_which_succeed_again_after_sigcont) {
-  private_server server{SOURCERY_PG_SCRIPT};
-  temp_dir dir;
+// A store on `server` (which the test pauses) whose statements give up
+// after `operation_timeout`.
+std::unique_ptr<postgres_store> open_pausable(const private_server& server, std::chrono::milliseconds operation_timeout) {
   postgres_options opts;
   opts.conninfo = server.uri();
   opts.setup = schema_setup::create;
-  opts.operation_timeout = 1500ms;
+  opts.operation_timeout = operation_timeout;
   opts.connect_timeout = 1000ms;
   opts.poll_interval = 200ms;
-  auto store = open_test_pg(opts);
+  return open_test_pg(opts);
+}
+
+TEST(postgres_store, a_paused_server_times_out_appends_which_succeed_again_after_sigcont) {
+  private_server server{SOURCERY_PG_SCRIPT};
+  auto store = open_pausable(server, 1500ms);
   ASSERT_TRUE(store->append("s", expected_version::any(), {one_event()}));
   server.pause();
   auto t0 = std::chrono::steady_clock::now();
@@ -429,13 +434,7 @@ TEST(postgres_store, a_paused_server_times_out_appends_which_succeed_again_after
 // The late cancel requests cancel nothing that follows.
 TEST(postgres_store, a_server_paused_past_the_timeouts_is_served_again_through_the_connections_it_had) {
   private_server server{SOURCERY_PG_SCRIPT};
-  postgres_options opts;
-  opts.conninfo = server.uri();
-  opts.setup = schema_setup::create;
-  opts.operation_timeout = 500ms;
-  opts.connect_timeout = 1000ms;
-  opts.poll_interval = 200ms;
-  auto store = open_test_pg(opts);
+  auto store = open_pausable(server, 500ms);
   ASSERT_TRUE(store->append("s", expected_version::any(), {one_event()}));
   ASSERT_TRUE(store->read_all(1, 10));
   auto sessions = [&] {
