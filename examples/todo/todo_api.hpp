@@ -29,6 +29,12 @@
 namespace todo {
 
 namespace http = sourcery::http;
+
+/// The answer for todo `id` that does not exist (in a list, or in a tenant
+/// never created).
+inline http::error no_todo(const std::string& id) {
+  return http::error{404, "not_found", "no todo " + id};
+}
 using json = nlohmann::json;
 
 class todo_api {
@@ -96,7 +102,7 @@ public:
     if (!r)
       return answer(r.err());
     if (!*r)
-      return answer(http::error{404, "not_found", "no todo " + id});
+      return answer(no_todo(id));
     answer(http::json_response(200, present(base(req), **r)));
   }
 
@@ -133,7 +139,7 @@ public:
     if (!known)
       return answer(known.err());
     if (!*known)
-      return answer(http::error{404, "not_found", "no todo " + f->id});
+      return answer(no_todo(f->id));
     answer_with_row(base(req), f->id, *f, 200, answer);
   }
 
@@ -143,7 +149,7 @@ public:
     if (!known)
       return answer(known.err());
     if (!*known)
-      return answer(http::error{404, "not_found", "no todo " + id});
+      return answer(no_todo(id));
     app_.dispatch_async(delete_todo{id}, strong(), [answer](caf::expected<sourcery::dispatch_result> r) {
       if (!r)
         return answer(http::dispatch_failure(r.error()));
@@ -190,7 +196,7 @@ public:
       if (!now)
         return answer(now.err());
       if (!*now)
-        return answer(http::error{404, "not_found", "no todo " + id});
+        return answer(no_todo(id));
       auto res = http::json_response(status, present(origin, **now));
       if (status == 201)
         res.with_header("Location", origin + "/todos/" + id);

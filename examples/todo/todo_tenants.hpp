@@ -58,9 +58,7 @@ inline void add_tenant_routes(sourcery::http::gateway& gw, sourcery::application
   };
   absent no_todos = [](http::request&) { return http::json_response(200, http::json::array()); };
   absent cleared = [](http::request&) { return http::empty_response(204); };
-  absent no_todo = [](http::request& r) -> http::response {
-    return http::error_response(http::error{404, "not_found", "no todo " + r.param("id")});
-  };
+  absent missing = [](http::request& r) { return http::error_response(no_todo(r.param("id"))); };
   gw.route("GET", "/{tenant}/todos",
            with_tenant([](todo_api& a, http::request& r, const http::responder& ans) { a.list(r, ans); }, no_todos));
   gw.route("POST", "/{tenant}/todos",
@@ -68,11 +66,11 @@ inline void add_tenant_routes(sourcery::http::gateway& gw, sourcery::application
   gw.route("DELETE", "/{tenant}/todos",
            with_tenant([](todo_api& a, http::request&, const http::responder& ans) { a.clear(ans); }, cleared));
   gw.route("GET", "/{tenant}/todos/{id}",
-           with_tenant([](todo_api& a, http::request& r, const http::responder& ans) { a.get(r, ans); }, no_todo));
+           with_tenant([](todo_api& a, http::request& r, const http::responder& ans) { a.get(r, ans); }, missing));
   gw.route("PATCH", "/{tenant}/todos/{id}",
-           with_tenant([](todo_api& a, http::request& r, const http::responder& ans) { a.update(r, ans); }, no_todo));
+           with_tenant([](todo_api& a, http::request& r, const http::responder& ans) { a.update(r, ans); }, missing));
   gw.route("DELETE", "/{tenant}/todos/{id}",
-           with_tenant([](todo_api& a, http::request& r, const http::responder& ans) { a.remove(r, ans); }, no_todo));
+           with_tenant([](todo_api& a, http::request& r, const http::responder& ans) { a.remove(r, ans); }, missing));
 }
 
 } // namespace todo

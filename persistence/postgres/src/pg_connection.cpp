@@ -277,18 +277,24 @@ bool connection::flush(deadline until) {
   }
 }
 
+bool connection::await_result(deadline until) {
+  while (PQisBusy(conn_.get())) {
+    if (!wait_readable(until))
+      return false;
+    if (PQconsumeInput(conn_.get()) == 0)
+      break; // broken: PQgetResult reports it
+  }
+  return true;
+}
+
 caf::expected<PGresult*> connection::collect(deadline until) {
   PGresult* kept = nullptr;
   for (;;) {
-    while (PQisBusy(conn_.get())) {
-      if (!wait_readable(until)) {
-        if (kept)
-          PQclear(kept);
-        give_up_statement();
-        return make_error(store_errc::timeout, "the database server did not answer in time");
-      }
-      if (PQconsumeInput(conn_.get()) == 0)
-        break;
+    if (!await_result(until)) {
+      if (kept)
+        PQclear(kept);
+      give_up_statement();
+      return make_error(store_errc::timeout, "the database server did not answer in time");
     }
     PGresult* r = PQgetResult(conn_.get());
     if (!r)
@@ -391,12 +397,8 @@ bool connection::drain(deadline until) {
   // The answer of the statement given up on (its error, once cancelled),
   // then nothing: the connection is ready again.
   for (;;) {
-    while (PQisBusy(conn_.get())) {
-      if (!wait_readable(until))
-        return false;
-      if (PQconsumeInput(conn_.get()) == 0)
-        break;
-    }
+    if (!await_result(until))
+      return false;
     PGresult* r = PQgetResult(conn_.get());
     if (!r)
       break;

@@ -174,6 +174,10 @@ public:
   /// A statement past its deadline was cancelled and its answer is still
   /// to come: the next statement first collects it (see `exec`).
   bool draining() const { return conn_ && draining_; }
+  /// Open, and the outcome of its last statement known (not draining): a
+  /// caller may go on with it (roll back, say) instead of treating the
+  /// statement as lost.
+  bool settled() const { return ok() && !draining_; }
   PGconn* raw() const { return conn_.get(); }
   int socket() const { return conn_ ? PQsocket(conn_.get()) : -1; }
 
@@ -194,6 +198,9 @@ private:
   /// Collects the answer of a statement given up on; rolls back what it
   /// left open. False while the server has not answered by `until`.
   bool drain(deadline until);
+  /// Reads until the current result is complete (or the connection broke);
+  /// false if the server has not answered by `until`.
+  bool await_result(deadline until);
   /// After a statement's deadline passed: cancels it on the server and
   /// keeps the connection to drain (or drops one drained too long).
   void give_up_statement();

@@ -167,7 +167,7 @@ caf::expected<verify_report> postgres_store::verify(const progress_callback& pro
     return report;
   };
   auto out = finish();
-  if (c.ok() && !c.draining())
+  if (c.settled())
     (void) c.exec("ROLLBACK", until);
   return out;
 }

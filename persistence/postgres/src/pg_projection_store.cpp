@@ -372,7 +372,7 @@ caf::error postgres_projection_store::commit(std::string_view projection, const 
     }();
     if (!err)
       return {};
-    if (c.ok() && !c.draining()) {
+    if (c.settled()) {
       (void) c.exec("ROLLBACK", until);
       return err;
     }
@@ -472,7 +472,7 @@ caf::error postgres_projection_store::replace(std::string_view projection,
       return r.error();
     return {};
   }();
-  if (err && c.ok() && !c.draining())
+  if (err && c.settled())
     (void) c.exec("ROLLBACK", st.op_deadline());
   return err;
 }

@@ -181,7 +181,7 @@ caf::error ensure_component(pg::connection& c, const std::string& schema, const 
     return {};
   };
   auto err = run();
-  if (err && c.ok() && !c.draining())
+  if (err && c.settled())
     (void) c.exec("ROLLBACK", until);
   return err;
 }

@@ -246,7 +246,7 @@ void postgres_state::write_appends(std::vector<pg_append>& batch) {
     caf::error error;
     auto step_failed = [&](caf::error err) {
       error = std::move(err);
-      if (!c.ok() || c.draining()) { // broke, or timed out: its outcome is unknown
+      if (!c.settled()) { // broke, or timed out: its outcome is unknown
         outcome = attempt_outcome::lost;
         return;
       }
