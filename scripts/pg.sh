@@ -6,7 +6,7 @@
 #   scripts/pg.sh start DIR   creates (first time) and starts it; prints its URI
 #   scripts/pg.sh stop DIR    stops it (the folder stays; remove it yourself)
 #   scripts/pg.sh uri DIR     prints the URI
-#   scripts/pg.sh destroy DIR stops it and removes the folder
+#   scripts/pg.sh destroy DIR stops it at once and removes the folder
 #   scripts/pg.sh standby DIR PRIMARY_DIR
 #                             creates (first time) and starts a streaming replica of the
 #                             server in PRIMARY_DIR, and makes the primary synchronous
@@ -175,7 +175,9 @@ hostssl all all ::1/128 scram-sha-256"
     fi
     ;;
   destroy)
-    bash "$0" stop "$dir"
+    # At once (immediate): its data goes next, so the shutdown checkpoint
+    # a fast stop writes and fsyncs first (13 s after the suite) is wasted.
+    bash "$0" kill "$dir"
     rm -rf "$dir"
     ;;
   *)
