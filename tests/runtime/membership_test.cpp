@@ -157,7 +157,11 @@ TEST(membership, a_wake_answers_after_a_round_that_read_the_members) {
   auto a = cluster::membership::start(store, a_opts);
   ASSERT_TRUE(a);
   (*a)->pause_renewals(true); // its rounds read nothing from now on
-  auto b = cluster::membership::start(store, node("b:1"));
+  auto b_opts = node("b:1");
+  // Nor does b declare a down for its paused renewals: with 400 ms, a
+  // loaded machine stretched the 300 ms below past it and a stopped serving.
+  b_opts.down_after = 30s;
+  auto b = cluster::membership::start(store, b_opts);
   ASSERT_TRUE(b);
   auto b_incarnation = (*b)->incarnation();
   auto answered = std::make_shared<std::promise<bool>>();
