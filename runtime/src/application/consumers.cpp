@@ -103,9 +103,18 @@ std::vector<application::handler_report> application::handler_reports() const {
 }
 
 void application::handler_started(const std::string& name, const caf::actor& actor) {
-  std::lock_guard guard{handlers_mtx_};
-  if (auto i = handlers_.find(name); i != handlers_.end())
+  {
+    std::lock_guard guard{handlers_mtx_};
+    auto i = handlers_.find(name);
+    if (i == handlers_.end())
+      return;
     i->second.actor = actor;
+  }
+  // The head as of now: an event committed while it restarted was
+  // announced to the actor it replaces (or to none), and the new one's
+  // first read may have come before that commit -- it would wait for the
+  // next event. Past this, the watcher announces every head to it.
+  caf::anon_send(actor, detail::head_atom::value, store_->head_position());
 }
 
 caf::expected<persistence::projection_store*> application::read_models() {
