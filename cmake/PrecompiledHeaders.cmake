@@ -15,33 +15,28 @@ option(SOURCERY_PRECOMPILED_HEADERS "Reuse precompiled CAF, msgpack and JSON hea
 
 set(sourcery_pch_headers <caf/all.hpp> <caf/io/all.hpp> <msgpack.hpp> <nlohmann/json.hpp>)
 
-if(SOURCERY_PRECOMPILED_HEADERS)
-  add_library(sourcery_pch OBJECT ${CMAKE_CURRENT_LIST_DIR}/pch_host.cpp)
-  # The definitions of every consumer's interface (MSGPACK_DEFAULT_API_VERSION
-  # from msgpackc-cxx) and its warning flags.
-  target_link_libraries(sourcery_pch PRIVATE CAF::io msgpackc-cxx nlohmann_json::nlohmann_json sourcery_warnings)
-  target_precompile_headers(sourcery_pch PRIVATE ${sourcery_pch_headers})
-endif()
-
-function(sourcery_precompiled_headers)
-  if(SOURCERY_PRECOMPILED_HEADERS)
-    foreach(target IN LISTS ARGN)
-      target_precompile_headers(${target} REUSE_FROM sourcery_pch)
-    endforeach()
-  endif()
-endfunction()
-
-function(sourcery_test_precompiled_headers)
+# Makes each target in ARGN reuse `host`, made the first time: an object
+# library precompiling the headers (and `extra`) under the flags its links
+# give -- every definition its consumers have (MSGPACK_DEFAULT_API_VERSION
+# from msgpackc-cxx), their warnings, and `libs`.
+function(sourcery_reuse_pch host libs extra)
   if(NOT SOURCERY_PRECOMPILED_HEADERS)
     return()
   endif()
-  if(NOT TARGET sourcery_test_pch)
-    add_library(sourcery_test_pch OBJECT ${PROJECT_SOURCE_DIR}/cmake/pch_host.cpp)
-    target_link_libraries(sourcery_test_pch PRIVATE CAF::io msgpackc-cxx nlohmann_json::nlohmann_json GTest::gtest
-                                                    sourcery_warnings sourcery_test_build)
-    target_precompile_headers(sourcery_test_pch PRIVATE ${sourcery_pch_headers} <gtest/gtest.h>)
+  if(NOT TARGET ${host})
+    add_library(${host} OBJECT ${PROJECT_SOURCE_DIR}/cmake/pch_host.cpp)
+    target_link_libraries(${host} PRIVATE CAF::io msgpackc-cxx nlohmann_json::nlohmann_json sourcery_warnings ${libs})
+    target_precompile_headers(${host} PRIVATE ${sourcery_pch_headers} ${extra})
   endif()
   foreach(target IN LISTS ARGN)
-    target_precompile_headers(${target} REUSE_FROM sourcery_test_pch)
+    target_precompile_headers(${target} REUSE_FROM ${host})
   endforeach()
+endfunction()
+
+function(sourcery_precompiled_headers)
+  sourcery_reuse_pch(sourcery_pch "" "" ${ARGN})
+endfunction()
+
+function(sourcery_test_precompiled_headers)
+  sourcery_reuse_pch(sourcery_test_pch "GTest::gtest;sourcery_test_build" "<gtest/gtest.h>" ${ARGN})
 endfunction()
