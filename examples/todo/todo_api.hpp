@@ -29,13 +29,13 @@
 namespace todo {
 
 namespace http = sourcery::http;
+using json = nlohmann::json;
 
 /// The answer for todo `id` that does not exist (in a list, or in a tenant
 /// never created).
 inline http::error no_todo(const std::string& id) {
   return http::error{404, "not_found", "no todo " + id};
 }
-using json = nlohmann::json;
 
 class todo_api {
 public:
